@@ -1,0 +1,214 @@
+"""The `outpost` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from outpost import __version__
+from outpost.cli.api import Api, ApiError
+from outpost.cli.config import resolve
+from outpost.cli.follow import describe, follow
+from outpost.errors import OutpostError, PipelineError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turns our errors into a message on stderr and exit code 2 (1 is kept for failed builds)."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except OutpostError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def api_from(ctx: click.Context) -> Api:
+    obj = ctx.ensure_object(dict)
+    if "api" not in obj:
+        obj["api"] = Api(resolve(obj.get("url"), obj.get("token")))
+    api: Api = obj["api"]
+    return api
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--var")
+        out[key] = value
+    return out
+
+
+@click.group()
+@click.version_option(__version__, prog_name="outpost")
+@click.option("--url", envvar="OUTPOST_URL", help="Control plane address (default: from `outpost up`).")
+@click.option("--token", envvar="OUTPOST_TOKEN", help="API token (default: from `outpost up`).")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, token: str | None) -> None:
+    """Outpost CI: a control plane in one place, outbound-only runners behind the firewall."""
+    ctx.ensure_object(dict).update(url=url, token=token)
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate(file: Path) -> None:
+    """Check a codefresh.yml offline: every problem as FILE:LINE:COL: message."""
+    from outpost.pipelines.parsing import load_pipeline, summary
+
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        click.secho(f"{file}: cannot read: {exc.strerror}", fg="red", err=True)
+        sys.exit(2)
+    except UnicodeDecodeError as exc:
+        click.echo(f"{file}:1:1: the file is not UTF-8 ({exc.reason} at byte {exc.start})")
+        sys.exit(1)
+    try:
+        pipeline = load_pipeline(text, str(file))
+    except PipelineError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem))
+        count = len(exc.problems)
+        click.secho(f"{count} problem{'s' if count != 1 else ''} in {file}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"{file}: valid: {summary(pipeline)}")
+
+
+# --- pipelines and runs --------------------------------------------------------------------------
+
+
+@main.group()
+def pipeline() -> None:
+    """Create and inspect pipelines."""
+
+
+@pipeline.command("create")
+@click.argument("name")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--runtime", help="Runtime whose runners run it (default: the account's default runtime).")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A pipeline variable.")
+@click.option("--update", is_flag=True, help="Replace the YAML and variables if the pipeline exists.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def pipeline_create(
+    ctx: click.Context,
+    name: str,
+    file: Path,
+    runtime: str | None,
+    variables: tuple[str, ...],
+    update: bool,
+    as_json: bool,
+) -> None:
+    """Create pipeline NAME from a codefresh.yml file."""
+    api = api_from(ctx)
+    body = {"name": name, "yaml": file.read_text(), "yaml_file": file.name, "runtime": runtime}
+    body["variables"] = parse_vars(variables)
+    try:
+        result = api.post("/pipelines", json=body)
+    except ApiError as exc:
+        if not (update and exc.status == 409):
+            raise
+        patch = {k: v for k, v in body.items() if k != "name" and v is not None}
+        result = api.request("PATCH", f"/pipelines/{name}", json=patch)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"pipeline {result['name']} ready (runtime {result['runtime']}); run it: outpost run {name}")
+
+
+@pipeline.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def pipeline_list(ctx: click.Context, as_json: bool) -> None:
+    """List the account's pipelines."""
+    rows = api_from(ctx).get("/pipelines")
+    if as_json:
+        emit_json(rows)
+        return
+    for p in rows:
+        click.echo(f"{p['name']:<30} runtime={p['runtime']:<16} updated {p['updated_at']}")
+
+
+@pipeline.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def pipeline_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show a pipeline and its YAML."""
+    p = api_from(ctx).get(f"/pipelines/{name}")
+    if as_json:
+        emit_json(p)
+        return
+    click.echo(f"pipeline {p['name']}  runtime={p['runtime']}  file={p['yaml_file']}")
+    for key, value in p["variables"].items():
+        click.echo(f"  {key}={value}")
+    click.echo(p["yaml"])
+
+
+@main.command()
+@click.argument("name")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A build variable.")
+@click.option("--branch", help="Branch the build is for.")
+@click.option("--sha", help="Commit the build is for.")
+@click.option("--detach", "-d", is_flag=True, help="Start the build and return without following it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished (or, with -d, new) build as JSON.")
+@click.pass_context
+@friendly
+def run(
+    ctx: click.Context,
+    name: str,
+    variables: tuple[str, ...],
+    branch: str | None,
+    sha: str | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Start a build of pipeline NAME and follow its log; exit 0 on success, 1 otherwise."""
+    api = api_from(ctx)
+    body = {"variables": parse_vars(variables), "branch": branch, "sha": sha}
+    build = api.post(f"/pipelines/{name}/builds", json=body)
+    for warning in build.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    if detach:
+        emit_json(build) if as_json else click.echo(build["id"])
+        return
+    click.echo(f"build {build['id']} queued: {build['url']}", err=True)
+    try:
+        final = follow(api, build["id"], click.get_binary_stream("stdout"))
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the build goes on. Cancel it: outpost build cancel {build['id']}", err=True)
+        sys.exit(130)
+    if as_json:
+        emit_json(final)
+    click.echo(describe(final), err=True)
+    sys.exit(0 if final["status"] == "success" else 1)
+
+
+# The remaining command groups live in their own modules; importing them registers them.
+from outpost.cli import admin, agent, builds, up  # noqa: E402
+
+__all__ = ["admin", "agent", "builds", "main", "up"]

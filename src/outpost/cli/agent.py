@@ -1,0 +1,106 @@
+"""`outpost runner start`: the agent that runs inside the private network. Imports no server code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from outpost.cli import main
+from outpost.errors import OutpostError
+from outpost.executors import EXECUTORS
+from outpost.runner.agent import Runner, RunnerOptions, identify
+from outpost.runner.client import ProtocolClient
+
+
+def configure_logging(file: Path | None, level: int = logging.INFO) -> None:
+    """Logs to a file when given (the terminal shows build logs then), else to stderr."""
+    handler: logging.Handler
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def default_runner_dir() -> Path:
+    explicit = os.environ.get("OUTPOST_RUNNER_DIR")
+    if explicit:
+        return Path(explicit)
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "outpost-runner"
+
+
+def runner_options(url: str, data_dir: Path, *, name: str, executor: str, concurrency: int) -> RunnerOptions:
+    return RunnerOptions(url=url, data_dir=data_dir, name=name, executor=executor, concurrency=concurrency)
+
+
+async def _run(options: RunnerOptions, token: str) -> None:
+    async with ProtocolClient(options.url) as client:
+        identity = await identify(client, options, token)
+        logging.getLogger("outpost.runner").info(
+            "runner %s registered in runtime %s of account %s; polling %s",
+            identity.runner_id or "(by token)",
+            identity.runtime or "?",
+            identity.account or "?",
+            options.url,
+        )
+        runner = Runner(client, identity, options)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, runner.stop)
+        loop.add_signal_handler(signal.SIGINT, runner.stop)
+        await runner.run()
+
+
+@main.group("runner")
+def runner_group() -> None:
+    """The runner: install it inside your network; it only connects out."""
+
+
+@runner_group.command("start")
+@click.option("--url", required=True, envvar="OUTPOST_URL", help="The control plane's address.")
+@click.option(
+    "--token",
+    envvar="OUTPOST_RUNNER_TOKEN",
+    default="",
+    help="One-time install token from `outpost runtime create` (or a runner token).",
+)
+@click.option("--name", default="", help="Name shown in the UI (default: the host name).")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(sorted(EXECUTORS)))
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders."
+)
+@click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
+def runner_start(
+    url: str,
+    token: str,
+    name: str,
+    executor: str,
+    concurrency: int,
+    data_dir: Path | None,
+    drain_timeout: float,
+) -> None:
+    """Register (first time) and run builds until SIGTERM."""
+    configure_logging(None)
+    options = runner_options(
+        url, data_dir or default_runner_dir(), name=name, executor=executor, concurrency=concurrency
+    )
+    options.drain_timeout = drain_timeout
+    if not token and not (options.data_dir / "runner.json").exists():
+        raise click.UsageError("--token is required the first time (from `outpost runtime create NAME`)")
+    try:
+        asyncio.run(_run(options, token))
+    except OutpostError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)

@@ -1,0 +1,55 @@
+"""A small synchronous client of the public API for the CLI, with errors a person can read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from outpost import __version__
+from outpost.cli.config import CliConfig
+from outpost.errors import OutpostError
+
+
+class ApiError(OutpostError):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        message = str(body.get("message") or body)
+        problems = body.get("problems")
+        if isinstance(problems, list) and problems:
+            message += "\n" + "\n".join(str(p) for p in problems)
+        super().__init__(message)
+
+
+class Api:
+    def __init__(self, config: CliConfig, timeout: float = 30.0) -> None:
+        self.config = config
+        self._http = httpx.Client(
+            base_url=config.url + "/api/v1",
+            headers={"Authorization": f"Bearer {config.token}", "User-Agent": f"outpost-cli/{__version__}"},
+            timeout=httpx.Timeout(timeout, read=timeout + 40),
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise OutpostError(f"cannot reach the control plane at {self.config.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"message": response.text[:500] or response.reason_phrase}
+            if not isinstance(body, dict):
+                body = {"message": str(body)}
+            raise ApiError(response.status_code, body)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)

@@ -1,0 +1,120 @@
+"""`outpost build ...`: list, show, logs, cancel."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from outpost.cli import api_from, emit_json, friendly, main
+from outpost.cli.follow import FINAL, describe, follow
+
+
+@main.group()
+def build() -> None:
+    """Inspect, follow and cancel builds."""
+
+
+@build.command("list")
+@click.option("--pipeline", help="Only builds of this pipeline.")
+@click.option("--status", help="Only builds in this status.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_list(ctx: click.Context, pipeline: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """The newest builds first."""
+    params = {k: v for k, v in {"pipeline": pipeline, "status": status, "limit": limit}.items() if v}
+    rows = api_from(ctx).get("/builds", params=params)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no builds")
+    for b in rows:
+        duration = f"{b['duration']:.1f}s" if b["duration"] is not None else "-"
+        click.echo(f"{b['id']}  {b['status']:<10} {b['pipeline']:<24} {duration:>8}  {b['created_at']}")
+
+
+@build.command("show")
+@click.argument("build_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_show(ctx: click.Context, build_id: str, as_json: bool) -> None:
+    """A build with its steps."""
+    b = api_from(ctx).get(f"/builds/{build_id}")
+    if as_json:
+        emit_json(b)
+        return
+    click.echo(describe(b))
+    click.echo(f"  pipeline {b['pipeline']}  trigger {b['trigger']}  by {b['initiator']}  created {b['created_at']}")
+    for s in b["steps"] or []:
+        if s["name"].startswith("$"):
+            continue
+        code = f" exit {s['exit_code']}" if s["exit_code"] not in (None, 0) else ""
+        note = f"  ({s['message']})" if s["message"] and s["status"] != "success" else ""
+        click.echo(f"  {s['status']:<10} {s['name']}{code}{note}")
+
+
+@build.command("logs")
+@click.argument("build_id")
+@click.option("--step", help="Only this step's log, raw.")
+@click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing until the build ends.")
+@click.option("--json", "as_json", is_flag=True, help="Each step's log as JSON (no following).")
+@click.pass_context
+@friendly
+def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: bool, as_json: bool) -> None:
+    """Print a build's log (all steps, in order)."""
+    api = api_from(ctx)
+    out = click.get_binary_stream("stdout")
+    if step:
+        out.write(api.get(f"/builds/{build_id}/steps/{step}/log"))
+        out.flush()
+        return
+    if as_json:
+        b = api.get(f"/builds/{build_id}")
+        emit_json(
+            {
+                s["name"]: api.get(f"/builds/{build_id}/steps/{s['name']}/log").decode(errors="replace")
+                for s in b["steps"] or []
+            }
+        )
+        return
+    if follow_:
+        final = follow(api, build_id, out)
+        click.echo(describe(final), err=True)
+        return
+    b = api.get(f"/builds/{build_id}")
+    for s in sorted(b["steps"] or [], key=lambda s: s["name"] != "$system"):
+        if s["log_size"]:
+            title = "outpost" if s["name"] == "$system" else f"step: {s['name']}"
+            out.write(f"── {title} ──\n".encode())
+            data = api.get(f"/builds/{build_id}/steps/{s['name']}/log")
+            out.write(data if data.endswith(b"\n") else data + b"\n")
+    out.flush()
+
+
+@build.command("cancel")
+@click.argument("build_id")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the build has ended.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_cancel(ctx: click.Context, build_id: str, wait: bool, as_json: bool) -> None:
+    """Cancel a build: a queued one ends at once; a running one's processes are stopped."""
+    api = api_from(ctx)
+    b = api.post(f"/builds/{build_id}/cancel")
+    if wait and b["status"] not in FINAL:
+        cursor = 0
+        while True:
+            page = api.get(f"/builds/{build_id}/log", params={"after": cursor, "wait": 20})
+            cursor = page["cursor"]
+            if page["finished"]:
+                break
+        b = api.get(f"/builds/{build_id}")
+    if as_json:
+        emit_json(b)
+    else:
+        click.echo(describe(b) if b["status"] in FINAL else f"build {build_id}: cancel requested")
+    sys.exit(0)

@@ -1,0 +1,30 @@
+"""The `cf_export` command a step finds on its PATH, written into each build's private bin folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from outpost.pipelines.variables import EXPORT_FILE
+
+# Appends KEY=VALUE lines to the export file; a bare NAME exports the current value of $NAME.
+# `--mask` is accepted (the values are exported; masking arrives with the full YAML support).
+SCRIPT = f"""#!/bin/sh
+# cf_export KEY=VALUE [NAME ...] [--mask]: hand variables to the steps that follow.
+out="${{CF_VOLUME_PATH:?CF_VOLUME_PATH is not set}}/{EXPORT_FILE}"
+for arg in "$@"; do
+  case "$arg" in
+    --mask) ;;
+    [A-Za-z_]*=*) printf '%s\\n' "$arg" >> "$out"; echo "Exporting ${{arg%%=*}}" ;;
+    *[!A-Za-z0-9_]*|[0-9]*|'') echo "cf_export: not a variable name: $arg" >&2; exit 2 ;;
+    *) eval "value=\\${{$arg-}}"; printf '%s=%s\\n' "$arg" "$value" >> "$out"; echo "Exporting $arg" ;;
+  esac
+done
+"""
+
+
+def install(bin_dir: Path) -> Path:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path = bin_dir / "cf_export"
+    path.write_text(SCRIPT)
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,240 @@
+"""The runner agent: registration, the poll loop, concurrency, recovery and a graceful stop.
+
+A single long-poll is always open, even when every slot is busy (then it asks for no builds), so
+cancel requests arrive at once instead of waiting for the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from outpost import __version__
+from outpost.errors import OutpostError
+from outpost.runner.client import Backoff, ProtocolClient, Refused, Unreachable
+from outpost.runner.job import BuildJob
+from outpost.runner.outbox import Outbox
+from outpost.wire import BuildFinished, CancelBuildTask, PollRequest, RegisterRequest, RunBuildTask
+
+log = logging.getLogger("outpost.runner")
+RECOVERY_DEADLINE = 60.0  # seconds to deliver what a crashed runner left behind
+
+
+@dataclass
+class RunnerIdentity:
+    """What registration gave us; kept in <data dir>/runner.json (mode 0600)."""
+
+    url: str
+    runner_id: str
+    token: str
+    account: str
+    runtime: str
+    heartbeat_interval: float = 10.0
+    max_log_chunk: int = 1024 * 1024
+
+    @classmethod
+    def load(cls, data_dir: Path) -> RunnerIdentity | None:
+        path = data_dir / "runner.json"
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / "runner.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=2)
+
+
+@dataclass
+class RunnerOptions:
+    url: str
+    data_dir: Path
+    name: str = ""
+    executor: str = "local"
+    concurrency: int = 1
+    drain_timeout: float = 600.0  # seconds running builds get after SIGTERM
+    poll_wait: float = 30.0
+
+
+async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -> RunnerIdentity:
+    """Registers with an install token, or reuses the identity saved by an earlier registration."""
+    saved = RunnerIdentity.load(options.data_dir)
+    url = options.url.rstrip("/")
+    if saved is not None and saved.url == url and (not token or token.startswith("opi_") or token == saved.token):
+        return saved
+    if not token.startswith("opi_"):
+        # A runner token given directly: nothing to register, defaults for the rest.
+        return RunnerIdentity(url=url, runner_id="", token=token, account="", runtime="")
+    request = RegisterRequest(
+        install_token=token,
+        name=options.name or socket.gethostname(),
+        version=__version__,
+        executor=options.executor,
+        concurrency=options.concurrency,
+        hostname=socket.gethostname(),
+    )
+    answer = await client.register(request)
+    identity = RunnerIdentity(
+        url=url,
+        runner_id=answer.runner_id,
+        token=answer.runner_token,
+        account=answer.account,
+        runtime=answer.runtime,
+        heartbeat_interval=answer.heartbeat_interval,
+        max_log_chunk=answer.max_log_chunk,
+    )
+    identity.save(options.data_dir)
+    return identity
+
+
+class Runner:
+    def __init__(self, client: ProtocolClient, identity: RunnerIdentity, options: RunnerOptions) -> None:
+        self.client = client
+        self.identity = identity
+        self.options = options
+        options.data_dir = options.data_dir.resolve()  # steps run elsewhere: every path must be absolute
+        self.jobs: dict[str, tuple[BuildJob, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._builds_dir = options.data_dir / "builds"
+
+    def stop(self) -> None:
+        """Stop taking builds; running ones get `drain_timeout` to finish."""
+        self._stopping.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Polls and runs builds until `stop()`; with `burst`, until the queue is empty."""
+        recoveries = self._recover()
+        backoff = Backoff(cap=30.0)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    got = await self._poll_once(wait=0.0 if burst else self.options.poll_wait)
+                    backoff.reset()
+                except Unreachable as exc:
+                    log.warning("control plane unreachable (%s); retrying", exc)
+                    await self._sleep_unless_stopping(backoff.next_delay())
+                    continue
+                if burst and not got and not self.jobs:
+                    break
+            await self._drain()
+        finally:
+            for task in recoveries:
+                task.cancel()
+            await asyncio.gather(*recoveries, return_exceptions=True)
+
+    async def _poll_once(self, wait: float) -> bool:
+        self._slot_freed.clear()
+        free = 0 if self._stopping.is_set() else self.options.concurrency - len(self.jobs)
+        request = PollRequest(
+            free_slots=max(free, 0),
+            running=[bid for bid, (job, _) in self.jobs.items() if not job.cancelling],
+            wait=wait,
+        )
+        poll = asyncio.create_task(self.client.poll(self.identity.token, request))
+        interrupt = asyncio.create_task(self._interrupted(can_interrupt=free <= 0))
+        try:
+            await asyncio.wait({poll, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupt.cancel()
+        if not poll.done():
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OutpostError):
+                await poll
+            return False
+        try:
+            answer = poll.result()
+        except Refused as exc:
+            if exc.status == 401:
+                raise OutpostError(f"the control plane refused this runner's token: {exc}") from exc
+            raise
+        task = answer.task
+        if isinstance(task, RunBuildTask):
+            self._start(task)
+        elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
+            log.info("build %s: cancel requested", task.build_id)
+            self.jobs[task.build_id][0].cancel(task.reason)
+        return task is not None
+
+    async def _interrupted(self, *, can_interrupt: bool) -> None:
+        """Ends on a stop request, or when a slot frees up if the current poll asked for no builds.
+
+        Dropping a poll that asked for builds may lose a claim made just then; that build was never
+        started, so the control plane gives it back to the queue when its lease expires.
+        """
+        waits = [asyncio.create_task(self._stopping.wait())]
+        if can_interrupt:
+            waits.append(asyncio.create_task(self._slot_freed.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _start(self, task: RunBuildTask) -> None:
+        job = BuildJob(
+            task,
+            self.client,
+            folder=self._builds_dir / task.build_id,
+            executor=self.options.executor,
+            heartbeat_interval=self.identity.heartbeat_interval,
+            max_chunk=self.identity.max_log_chunk,
+        )
+        running = asyncio.create_task(job.run(), name=f"build-{task.build_id}")
+        self.jobs[task.build_id] = (job, running)
+        running.add_done_callback(lambda _t: self._finished(task.build_id))
+
+    def _finished(self, build_id: str) -> None:
+        self.jobs.pop(build_id, None)
+        self._slot_freed.set()
+
+    async def _drain(self) -> None:
+        if not self.jobs:
+            return
+        log.info("waiting up to %.0fs for %d running build(s)", self.options.drain_timeout, len(self.jobs))
+        tasks = [t for _, t in self.jobs.values()]
+        _done, late = await asyncio.wait(tasks, timeout=self.options.drain_timeout)
+        for job, _ in list(self.jobs.values()):
+            job.cancel("the runner is shutting down")
+        if late:
+            await asyncio.wait(late, timeout=30.0)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _recover(self) -> list[asyncio.Task[None]]:
+        """Delivers what a crashed runner left in its outboxes; the builds end as `error`."""
+        tasks = []
+        for folder in sorted(self._builds_dir.glob("*/outbox")):
+            tasks.append(asyncio.create_task(self._recover_one(folder)))
+        return tasks
+
+    async def _recover_one(self, folder: Path) -> None:
+        try:
+            box = Outbox.reopen(folder, self.client, self.identity.max_log_chunk)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the outbox in %s (%s); removing it", folder, exc)
+            _remove_build_dir(folder.parent)
+            return
+        if not box.has_finish:
+            box.finish(BuildFinished(status="error", message="the runner restarted while running this build"))
+        box.close()
+        try:
+            await asyncio.wait_for(box.pump(), RECOVERY_DEADLINE)
+            log.info("build %s: delivered what the previous runner process left", box.task.build_id)
+        except (OutpostError, TimeoutError) as exc:
+            log.info("build %s: left over from a previous run, given up (%s)", box.task.build_id, exc)
+        _remove_build_dir(folder.parent)
+
+
+def _remove_build_dir(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

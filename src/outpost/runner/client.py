@@ -1,0 +1,205 @@
+"""The runner's side of protocol v1: one method per endpoint, errors turned into our own.
+
+Only outgoing HTTP(S): httpx honours HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from outpost import __version__
+from outpost.errors import LeaseLost, ProtocolError
+from outpost.wire import (
+    LEASE_HEADER,
+    PREFIX,
+    BuildFinished,
+    BuildStarted,
+    HeartbeatResponse,
+    LogAccepted,
+    PollRequest,
+    PollResponse,
+    RegisterRequest,
+    RegisterResponse,
+    RunBuildTask,
+    StepUpdate,
+)
+
+T = TypeVar("T")
+
+
+class Unreachable(ProtocolError):
+    """The control plane could not be reached or answered 5xx: try again later."""
+
+
+class Refused(ProtocolError):
+    """The control plane refused the request for good (4xx other than fencing)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"{status}: {message}")
+
+
+class OffsetGap(ProtocolError):
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        super().__init__(f"the control plane expects log offset {expected}")
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
+        self.first, self.cap, self.attempt = first, cap, 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.first * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next_delay())
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, deadline: float | None = None) -> T:
+    """Repeats `call` while the control plane is unreachable, until `deadline` (loop time), if any."""
+    backoff = Backoff()
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await call()
+        except Unreachable:
+            delay = backoff.next_delay()
+            if deadline is not None and loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+
+
+class ProtocolClient:
+    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url + PREFIX,
+            timeout=httpx.Timeout(15.0, read=20.0),
+            headers={"User-Agent": f"outpost-runner/{__version__}"},
+            transport=transport,
+            trust_env=True,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, path: str, *, fenced: bool = False, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise Unreachable(f"{method} {path}: {response.status_code}")
+        if fenced and response.status_code in (401, 404, 409):
+            raise LeaseLost(_message(response))
+        if response.status_code == 416:
+            expected = response.json().get("expected_offset")
+            raise OffsetGap(int(expected))
+        if response.status_code >= 400:
+            raise Refused(response.status_code, _message(response))
+        return response
+
+    # --- runner-scoped calls ---
+
+    async def register(self, request: RegisterRequest) -> RegisterResponse:
+        response = await self._send("POST", "/register", json=request.model_dump())
+        return RegisterResponse.model_validate(response.json())
+
+    async def poll(self, runner_token: str, request: PollRequest) -> PollResponse:
+        response = await self._send(
+            "POST",
+            "/poll",
+            json=request.model_dump(),
+            headers=_bearer(runner_token),
+            timeout=httpx.Timeout(15.0, read=request.wait + 15.0),
+        )
+        if response.status_code == 204:
+            return PollResponse()
+        return PollResponse.model_validate(response.json())
+
+    # --- build-scoped calls: authenticated by the job token, fenced by the lease ---
+
+    def _job_headers(self, task: RunBuildTask) -> dict[str, str]:
+        return {**_bearer(task.job_token), LEASE_HEADER: task.lease_id}
+
+    async def heartbeat(self, task: RunBuildTask) -> HeartbeatResponse:
+        response = await self._send(
+            "POST", f"/builds/{task.build_id}/heartbeat", fenced=True, headers=self._job_headers(task)
+        )
+        return HeartbeatResponse.model_validate(response.json())
+
+    async def started(self, task: RunBuildTask, message: BuildStarted) -> None:
+        await self._send(
+            "POST",
+            f"/builds/{task.build_id}/started",
+            fenced=True,
+            json=message.model_dump(),
+            headers=self._job_headers(task),
+        )
+
+    async def step(self, task: RunBuildTask, name: str, update: StepUpdate) -> None:
+        await self._send(
+            "POST",
+            f"/builds/{task.build_id}/steps/{quote(name, safe='')}",
+            fenced=True,
+            json=update.model_dump(exclude_none=True),
+            headers=self._job_headers(task),
+        )
+
+    async def log(self, task: RunBuildTask, stream: str, offset: int, data: bytes) -> int:
+        response = await self._send(
+            "PUT",
+            f"/builds/{task.build_id}/steps/{quote(stream, safe='')}/log",
+            fenced=True,
+            params={"offset": offset},
+            content=data,
+            headers={**self._job_headers(task), "Content-Type": "application/octet-stream"},
+        )
+        return LogAccepted.model_validate(response.json()).size
+
+    async def finish(self, task: RunBuildTask, message: BuildFinished) -> None:
+        await self._send(
+            "POST",
+            f"/builds/{task.build_id}/finish",
+            fenced=True,
+            json=message.model_dump(exclude_none=True),
+            headers=self._job_headers(task),
+        )
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("message") or body)
+    return str(body)

@@ -1,0 +1,120 @@
+"""One build on the runner: the engine, its lease heartbeats and its outbox, together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from outpost.engine import BuildContext, BuildEngine, BuildOutcome
+from outpost.errors import LeaseLost, ProtocolError
+from outpost.executors import executor_class
+from outpost.runner.client import ProtocolClient, Unreachable
+from outpost.runner.outbox import Outbox
+from outpost.wire import BuildFinished, RunBuildTask
+
+log = logging.getLogger("outpost.runner.job")
+STOP_GRACE = 15.0  # seconds an abandoned build gets to stop its processes
+
+
+class BuildJob:
+    def __init__(
+        self,
+        task: RunBuildTask,
+        client: ProtocolClient,
+        *,
+        folder: Path,
+        executor: str,
+        heartbeat_interval: float,
+        max_chunk: int,
+    ) -> None:
+        self.task = task
+        self.client = client
+        self.folder = folder
+        self.heartbeat_interval = min(heartbeat_interval, task.lease_ttl / 3)
+        self.outbox = Outbox.create(folder / "outbox", task, client, max_chunk)
+        ctx = BuildContext(
+            build_id=task.build_id,
+            account=task.account,
+            pipeline=task.pipeline,
+            yaml=task.yaml,
+            yaml_file=task.yaml_file,
+            variables=dict(task.variables),
+            volume=folder / "volume",
+            scratch=folder / "scratch",
+            build_url=task.build_url,
+            created_at=task.created_at,
+            trigger=task.trigger,
+            initiator=task.initiator,
+        )
+        self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume), self.outbox)
+        self.cancelling = False
+
+    @property
+    def build_id(self) -> str:
+        return self.task.build_id
+
+    def cancel(self, reason: str) -> None:
+        self.cancelling = True
+        self.engine.cancel(reason)
+
+    async def run(self) -> None:
+        """Runs the build to the end and delivers every report; abandons it if the lease is lost."""
+        log.info("build %s of %s: started", self.build_id, self.task.pipeline)
+        pump = asyncio.create_task(self.outbox.pump())
+        beats = asyncio.create_task(self._heartbeats())
+        body = asyncio.create_task(self._run_engine())
+        try:
+            await _first_failure({pump, beats, body}, until=body)
+            self.outbox.close()
+            await _first_failure({pump, beats}, until=pump)
+            log.info("build %s: finished and delivered", self.build_id)
+        except (LeaseLost, ProtocolError) as exc:
+            log.warning("build %s: abandoned: %s", self.build_id, exc)
+            self.engine.cancel(f"abandoned: {exc}")
+        finally:
+            if not body.done():
+                self.engine.cancel("the runner gave the build up")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(body), STOP_GRACE)
+            for task in (beats, pump, body):
+                task.cancel()
+            for task in (body, beats, pump):
+                with contextlib.suppress(asyncio.CancelledError, ProtocolError):
+                    await task
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    async def _run_engine(self) -> None:
+        try:
+            outcome = await self.engine.run()
+        except (LeaseLost, ProtocolError):
+            raise
+        except Exception as exc:  # a bug must not leave the build running forever
+            log.exception("build %s: engine failed", self.build_id)
+            outcome = BuildOutcome("error", f"runner error: {type(exc).__name__}: {exc}")
+        self.outbox.finish(BuildFinished(status=outcome.status, message=outcome.message, finished_at=time.time()))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                answer = await self.client.heartbeat(self.task)
+            except Unreachable as exc:
+                log.warning("build %s: heartbeat failed (%s); the build goes on", self.build_id, exc)
+                continue
+            if answer.cancel_requested and not self.engine.cancelled:
+                self.cancel("cancel requested")
+
+
+async def _first_failure(tasks: set[asyncio.Task[None]], *, until: asyncio.Task[None]) -> None:
+    """Waits for `until`; re-raises at once the error of any task that fails before it."""
+    pending = set(tasks)
+    while not until.done():
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    until.result()

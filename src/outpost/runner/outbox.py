@@ -1,0 +1,176 @@
+"""The on-disk outbox of one build: what the control plane has not yet accepted, kept until it has.
+
+Log bytes are appended to one file per stream and sent from the last accepted offset; state
+changes are appended to a journal and sent in order. Before a state change is sent, every log byte
+written before it is sent, so a step's final state (and the build's) never arrives ahead of its log.
+The files survive a crash of the runner process; `recover()` finishes what a crashed runner left.
+
+Layout of the folder:
+    task.json         the task as received (holds the lease and job token: mode 0600)
+    logs/<hex>.log    each stream's bytes, <hex> = the stream name in hexadecimal
+    acked.json        bytes of each stream the control plane holds (may lag: resends are no-ops)
+    events.jsonl      state changes, one JSON object a line, numbered
+    events.acked      number of the last state change accepted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from outpost.errors import LeaseLost
+from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, Unreachable, retrying
+from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
+
+log = logging.getLogger("outpost.runner.outbox")
+
+
+class Outbox:
+    def __init__(self, folder: Path, task: RunBuildTask, client: ProtocolClient, max_chunk: int) -> None:
+        self.folder = folder
+        self.task = task
+        self.client = client
+        self.max_chunk = max_chunk
+        self._logs = folder / "logs"
+        self._sizes: dict[str, int] = {}
+        self._acked: dict[str, int] = {}
+        self._events: list[dict[str, Any]] = []
+        self._events_acked = 0
+        self._dirty = asyncio.Event()
+        self._closing = False
+
+    # --- creating and reopening ---
+
+    @classmethod
+    def create(cls, folder: Path, task: RunBuildTask, client: ProtocolClient, max_chunk: int) -> Outbox:
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        path = folder / "task.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(task.model_dump_json())
+        return cls(folder, task, client, max_chunk)
+
+    @classmethod
+    def reopen(cls, folder: Path, client: ProtocolClient, max_chunk: int) -> Outbox:
+        task = RunBuildTask.model_validate_json((folder / "task.json").read_text())
+        box = cls(folder, task, client, max_chunk)
+        for path in box._logs.glob("*.log"):
+            box._sizes[bytes.fromhex(path.stem).decode()] = path.stat().st_size
+        if (folder / "acked.json").exists():
+            box._acked = {k: int(v) for k, v in json.loads((folder / "acked.json").read_text()).items()}
+        if (folder / "events.jsonl").exists():
+            lines = (folder / "events.jsonl").read_text().splitlines()
+            box._events = [json.loads(line) for line in lines if line.strip().endswith("}")]
+        if (folder / "events.acked").exists():
+            box._events_acked = int((folder / "events.acked").read_text() or 0)
+        return box
+
+    @property
+    def has_finish(self) -> bool:
+        return any(e["kind"] == "finish" for e in self._events)
+
+    # --- the engine's Reporter ---
+
+    async def started(self, message: BuildStarted) -> None:
+        """Sent at once, not queued: a build counts as started only once the control plane knows."""
+        deadline = asyncio.get_running_loop().time() + self.task.lease_ttl
+        await retrying(lambda: self.client.started(self.task, message), deadline=deadline)
+
+    async def step(self, name: str, update: StepUpdate) -> None:
+        self._append_event({"kind": "step", "name": name, "body": update.model_dump(exclude_none=True)})
+
+    async def log(self, stream: str, data: bytes) -> None:
+        if not data:
+            return
+        with open(self._log_path(stream), "ab") as f:
+            f.write(data)
+        self._sizes[stream] = self._sizes.get(stream, 0) + len(data)
+        self._dirty.set()
+
+    def finish(self, message: BuildFinished) -> None:
+        self._append_event({"kind": "finish", "body": message.model_dump(exclude_none=True)})
+
+    # --- sending ---
+
+    async def pump(self) -> None:
+        """Sends whatever is pending, as soon as it is; retries with backoff while unreachable.
+
+        Returns once `close()` was called and everything is accepted; raises LeaseLost when the
+        control plane refuses our lease.
+        """
+        backoff = Backoff()
+        while True:
+            self._dirty.clear()
+            try:
+                await self._flush()
+                backoff.reset()
+            except Unreachable as exc:
+                log.warning("build %s: control plane unreachable (%s); retrying", self.task.build_id, exc)
+                await backoff.sleep()
+                continue
+            if self._closing and self.pending == 0:
+                return
+            await self._dirty.wait()
+
+    def close(self) -> None:
+        """No more reports will come: `pump` returns once everything is accepted."""
+        self._closing = True
+        self._dirty.set()
+
+    @property
+    def pending(self) -> int:
+        unsent = sum(size - self._acked.get(s, 0) for s, size in self._sizes.items())
+        return unsent + len(self._events) - self._events_acked
+
+    async def _flush(self) -> None:
+        events = self._events[self._events_acked :]
+        for stream in list(self._sizes):
+            await self._flush_stream(stream)
+        for event in events:
+            await self._send_event(event)
+            self._events_acked += 1
+            (self.folder / "events.acked").write_text(str(self._events_acked))
+
+    async def _flush_stream(self, stream: str) -> None:
+        path = self._log_path(stream)
+        acked = self._acked.get(stream, 0)
+        size = self._sizes[stream]
+        if acked >= size:
+            return
+        with open(path, "rb") as f:
+            while acked < size:
+                data = os.pread(f.fileno(), min(self.max_chunk, size - acked), acked)
+                try:
+                    acked = await self.client.log(self.task, stream, acked, data)
+                except OffsetGap as gap:
+                    acked = gap.expected
+                except Refused as exc:
+                    log.error("build %s: log of %s refused, dropped: %s", self.task.build_id, stream, exc)
+                    acked = size
+                self._acked[stream] = acked
+        (self.folder / "acked.json").write_text(json.dumps(self._acked))
+
+    async def _send_event(self, event: dict[str, Any]) -> None:
+        try:
+            if event["kind"] == "step":
+                await self.client.step(self.task, event["name"], StepUpdate.model_validate(event["body"]))
+            else:
+                await self.client.finish(self.task, BuildFinished.model_validate(event["body"]))
+        except Refused as exc:
+            log.error("build %s: state change refused, dropped: %s", self.task.build_id, exc)
+
+    def _append_event(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        with open(self.folder / "events.jsonl", "a") as f:
+            f.write(json.dumps(event) + "\n")
+        self._dirty.set()
+
+    def _log_path(self, stream: str) -> Path:
+        return self._logs / f"{stream.encode().hex()}.log"
+
+
+__all__ = ["LeaseLost", "Outbox"]

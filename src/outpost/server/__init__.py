@@ -1,0 +1,1 @@
+"""The control plane: API, dispatch of builds to runners, and the store."""

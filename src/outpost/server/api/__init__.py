@@ -1,0 +1,1 @@
+"""HTTP handlers: thin; parse, call a store function, answer with a schema."""

@@ -1,0 +1,190 @@
+"""Runner protocol v1 (docs/protocol.md): register, poll, heartbeat, started, steps, logs, finish."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from outpost.errors import Invalid, StoreError, Unauthorized
+from outpost.server.api.deps import Svc, Token
+from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.services import Services
+from outpost.server.store import builds, logs, runtimes
+from outpost.server.models import Account, Runner
+from outpost.wire import (
+    LEASE_HEADER,
+    PREFIX,
+    BuildFinished,
+    BuildStarted,
+    CancelBuildTask,
+    HeartbeatResponse,
+    LogAccepted,
+    PollRequest,
+    PollResponse,
+    RegisterRequest,
+    RegisterResponse,
+    RunBuildTask,
+    StepName,
+    StepUpdate,
+)
+
+router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
+RECHECK = 2.0  # seconds between store checks while a poll waits, besides wake-ups
+SYSTEM_STREAM = "$system"
+
+
+class PayloadTooLarge(StoreError):
+    status_code = 413
+
+
+@router.post("/register", status_code=201)
+async def register(body: RegisterRequest, svc: Svc) -> RegisterResponse:
+    async with svc.tx() as session:
+        runner, token, runtime, account = await runtimes.register_runner(session, body)
+    return RegisterResponse(
+        runner_id=runner.id,
+        runner_token=token,
+        account=account.name,
+        runtime=runtime.name,
+        lease_ttl=svc.settings.lease_ttl,
+        heartbeat_interval=svc.settings.heartbeat_interval,
+        max_log_chunk=svc.settings.max_log_chunk,
+    )
+
+
+@router.post("/poll", response_model=None)
+async def poll(body: PollRequest, token: Token, svc: Svc) -> PollResponse | Response:
+    """Held open until there is a task for this runner or the wait is over (204)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(body.wait, svc.settings.poll_timeout)
+    async with svc.tx() as session:
+        runner = await runtimes.authenticate_runner(session, token)
+        runner.last_seen_at = builds.now()
+    runner_id, runtime_id = runner.id, runner.runtime_id
+    while True:
+        ticket = svc.wakeups.ticket(runtime_key(runtime_id))
+        task = await _next_task(svc, runner_id, body)
+        if task is not None:
+            return PollResponse(task=task)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=204)
+        await svc.wakeups.wait(ticket, min(remaining, RECHECK))
+
+
+async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> RunBuildTask | CancelBuildTask | None:
+    async with svc.tx() as session:
+        runner = await session.get_one(Runner, runner_id)
+        if runner.revoked_at is not None:
+            raise Unauthorized("this runner was revoked")
+        cancels = await builds.cancel_pending_for(session, runner, body.running)
+        if cancels:
+            return CancelBuildTask(build_id=cancels[0])
+        if body.free_slots <= 0:
+            return None
+        claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
+        if claimed is None:
+            return None
+        build, lease, job_token = claimed
+        account = await session.get_one(Account, build.account_id)
+        return RunBuildTask(
+            build_id=build.id,
+            lease_id=lease.id,
+            lease_ttl=svc.settings.lease_ttl,
+            job_token=job_token,
+            account=account.name,
+            pipeline=build.pipeline_name,
+            yaml=build.yaml,
+            yaml_file=build.yaml_file,
+            variables={str(k): str(v) for k, v in build.variables.items()},
+            build_url=svc.build_url(build.id),
+            created_at=build.created_at,
+            trigger=build.trigger,
+            initiator=build.initiator,
+        )
+
+
+def lease_header(outpost_lease: Annotated[str, Header(alias=LEASE_HEADER)] = "") -> str:
+    return outpost_lease
+
+
+Lease = Annotated[str, Depends(lease_header)]
+
+
+@router.post("/builds/{build_id}/heartbeat")
+async def heartbeat(build_id: str, token: Token, lease: Lease, svc: Svc) -> HeartbeatResponse:
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        cancel = await builds.heartbeat(session, held, svc.settings.lease_ttl)
+    return HeartbeatResponse(lease_ttl=svc.settings.lease_ttl, cancel_requested=cancel)
+
+
+@router.post("/builds/{build_id}/started")
+async def started(build_id: str, body: BuildStarted, token: Token, lease: Lease, svc: Svc) -> dict[str, bool]:
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        await builds.mark_started(session, held, body)
+    svc.wakeups.notify(build_key(build_id))
+    return {"ok": True}
+
+
+@router.post("/builds/{build_id}/steps/{step}")
+async def step_update(
+    build_id: str, step: StepName, body: StepUpdate, token: Token, lease: Lease, svc: Svc
+) -> dict[str, str]:
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        row = await builds.update_step(session, held, step, body)
+        status = row.status
+    svc.wakeups.notify(build_key(build_id))
+    return {"status": status}
+
+
+@router.put("/builds/{build_id}/steps/{step}/log")
+async def append_log(
+    build_id: str,
+    step: str,
+    request: Request,
+    token: Token,
+    lease: Lease,
+    svc: Svc,
+    offset: Annotated[int, Query(ge=0)],
+) -> LogAccepted:
+    if step != SYSTEM_STREAM:
+        _check_step_name(step)
+    data = await _read_limited(request, svc.settings.max_log_chunk)
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        size, stored = await logs.append(session, held, step, offset, data)
+    if stored:
+        svc.wakeups.notify(build_key(build_id))
+    return LogAccepted(size=size)
+
+
+@router.post("/builds/{build_id}/finish")
+async def finish(build_id: str, body: BuildFinished, token: Token, lease: Lease, svc: Svc) -> dict[str, str]:
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        build = await builds.finish(session, held, body)
+        status = build.status
+    svc.wakeups.notify(build_key(build_id))
+    return {"status": status}
+
+
+def _check_step_name(name: str) -> None:
+    if not name or len(name) > 150 or any(c in name for c in ".#$[]/"):
+        raise Invalid(f"invalid step name {name!r}")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"a log chunk may hold at most {limit} bytes", max_bytes=limit)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise PayloadTooLarge(f"a log chunk may hold at most {limit} bytes", max_bytes=limit)
+    return bytes(body)

@@ -1,0 +1,190 @@
+"""The control plane's tables. Every row that belongs to a tenant carries its account_id.
+
+Times are seconds since the epoch (floats): portable across SQLite and PostgreSQL and cheap to compare.
+Tokens of every kind are stored only as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+ID = String(32)
+BIGINT = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER
+HASH = String(64)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(HASH, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Double)
+    last_used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class Runtime(Base):
+    __tablename__ = "runtimes"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class InstallToken(Base):
+    __tablename__ = "install_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(HASH, unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    runner_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+
+
+class Runner(Base):
+    __tablename__ = "runners"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(HASH, unique=True)
+    version: Mapped[str] = mapped_column(String(50), default="")
+    executor: Mapped[str] = mapped_column(String(50), default="local")
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[float] = mapped_column(Double)
+    last_seen_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id"))
+    name: Mapped[str] = mapped_column(String(150))
+    yaml: Mapped[str] = mapped_column(Text)
+    yaml_file: Mapped[str] = mapped_column(String(255), default="codefresh.yml")
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Build(Base):
+    __tablename__ = "builds"
+    __table_args__ = (
+        Index("ix_builds_dispatch", "runtime_id", "status", "created_at"),
+        Index("ix_builds_account_created", "account_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    pipeline_name: Mapped[str] = mapped_column(String(150))
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    yaml: Mapped[str] = mapped_column(Text)  # the exact YAML this build ran
+    yaml_file: Mapped[str] = mapped_column(String(255), default="codefresh.yml")
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # merged: pipeline < run
+    trigger: Mapped[str] = mapped_column(String(20), default="build")
+    initiator: Mapped[str] = mapped_column(String(100), default="")
+    branch: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    claimed_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    runner_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # the current lease, if any
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    requeues: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Lease(Base):
+    """One runner's claim on one build. Only the build's current lease may act on it (fencing)."""
+
+    __tablename__ = "leases"
+    __table_args__ = (Index("ix_leases_live", "ended_at", "expires_at"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), index=True)
+    runner_id: Mapped[str] = mapped_column(ForeignKey("runners.id"))
+    job_token_hash: Mapped[str] = mapped_column(HASH, unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    ended_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(50), nullable=True)
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("build_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    name: Mapped[str] = mapped_column(String(150))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    stage: Mapped[str | None] = mapped_column(String(150), nullable=True)
+    type: Mapped[str] = mapped_column(String(150), default="freestyle")
+    parent: Mapped[str | None] = mapped_column(String(150), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    log_size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LogChunk(Base):
+    """An accepted piece of one step's log. `id` doubles as the build-wide cursor for followers."""
+
+    __tablename__ = "log_chunks"
+    __table_args__ = (Index("ix_log_chunks_build_cursor", "build_id", "id"),)
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"))
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

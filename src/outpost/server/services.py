@@ -1,0 +1,37 @@
+"""What every request handler needs, built once when the app starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from outpost.server.dispatch import Wakeups
+from outpost.server.store import accounts
+from outpost.settings import ServerSettings
+
+
+@dataclass
+class Services:
+    settings: ServerSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    wakeups: Wakeups
+    public_url: str
+
+    def build_url(self, build_id: str) -> str:
+        return f"{self.public_url}/builds/{build_id}"
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        async with self.sessions.begin() as session:
+            yield session
+
+    @asynccontextmanager
+    async def as_caller(self, token: str) -> AsyncIterator[tuple[AsyncSession, accounts.Principal]]:
+        """A transaction on behalf of the holder of an API token (401 if it is unknown or revoked)."""
+        async with self.sessions.begin() as session:
+            yield session, await accounts.authenticate(session, token)

@@ -1,0 +1,307 @@
+"""Builds and their life: queued → claimed (leased by a runner) → running → a final status.
+
+Leases are the fencing mechanism: a runner may act on a build only through the build's current,
+unexpired lease. An expired lease gives a never-started build back to the queue and ends a started
+one as `error` ("runner lost").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import Conflict, NotFound, Unauthorized
+from outpost.server.models import Build, Lease, Pipeline, Runner, Step
+from outpost.server.security import JOB_TOKEN, new_id, new_token, now, token_hash
+from outpost.server.store.accounts import Principal
+from outpost.server.store.pipelines import check_variables
+from outpost.wire import FINAL_BUILD_STATUSES, FINAL_STEP_STATUSES, BuildFinished, BuildStarted, StepUpdate
+
+CLAIM_ATTEMPTS = 5
+LIVE_STATUSES = ("claimed", "running")
+STEP_ORDER = {"pending": 0, "running": 1}  # every final status ranks above these
+
+
+async def create_build(
+    session: AsyncSession,
+    principal: Principal,
+    pipeline: Pipeline,
+    *,
+    variables: dict[str, str] | None = None,
+    branch: str | None = None,
+    sha: str | None = None,
+    trigger: str = "build",
+    initiator: str | None = None,
+) -> Build:
+    run_variables = dict(variables or {})
+    check_variables(run_variables)
+    build = Build(
+        id=new_id(),
+        account_id=principal.account_id,
+        pipeline_id=pipeline.id,
+        pipeline_name=pipeline.name,
+        runtime_id=pipeline.runtime_id,
+        status="queued",
+        yaml=pipeline.yaml,
+        yaml_file=pipeline.yaml_file,
+        variables={**pipeline.variables, **run_variables},
+        trigger=trigger,
+        initiator=initiator if initiator is not None else principal.token_name,
+        branch=branch,
+        sha=sha,
+        created_at=now(),
+    )
+    session.add(build)
+    await session.flush()
+    return build
+
+
+async def get_build(session: AsyncSession, principal: Principal, build_id: str) -> Build:
+    build = await session.get(Build, build_id)
+    if build is None or build.account_id != principal.account_id:
+        raise NotFound(f"no build {build_id!r} in this account")
+    return build
+
+
+async def list_builds(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    pipeline: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[Build]:
+    query = select(Build).where(Build.account_id == principal.account_id)
+    if pipeline:
+        query = query.where(Build.pipeline_name == pipeline)
+    if status:
+        query = query.where(Build.status == status)
+    rows = await session.scalars(query.order_by(Build.created_at.desc(), Build.id).limit(limit))
+    return list(rows)
+
+
+async def list_steps(session: AsyncSession, build: Build) -> list[Step]:
+    rows = await session.scalars(select(Step).where(Step.build_id == build.id).order_by(Step.position, Step.id))
+    return list(rows)
+
+
+async def request_cancel(session: AsyncSession, principal: Principal, build_id: str) -> Build:
+    """A queued build ends at once; a running one is told through its runner's poll and heartbeat."""
+    build = await get_build(session, principal, build_id)
+    if build.status in FINAL_BUILD_STATUSES:
+        raise Conflict(f"build {build_id} already finished ({build.status})")
+    if build.status == "queued":
+        await _finish(session, build, "terminated", "cancelled before it started")
+    else:
+        build.cancel_requested = True
+    return build
+
+
+# --- the runner's side -------------------------------------------------------------------------
+
+
+async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) -> tuple[Build, Lease, str] | None:
+    """Atomically hands the oldest queued build of the runner's runtime to this runner."""
+    for _ in range(CLAIM_ATTEMPTS):
+        candidate = await session.scalar(
+            select(Build.id)
+            .where(
+                Build.runtime_id == runner.runtime_id,
+                Build.account_id == runner.account_id,
+                Build.status == "queued",
+            )
+            .order_by(Build.created_at, Build.id)
+            .limit(1)
+        )
+        if candidate is None:
+            return None
+        t = now()
+        job_token = new_token(JOB_TOKEN)
+        lease = Lease(
+            id=new_id(),
+            account_id=runner.account_id,
+            build_id=candidate,
+            runner_id=runner.id,
+            job_token_hash=token_hash(job_token),
+            created_at=t,
+            expires_at=t + lease_ttl,
+        )
+        # The status condition makes the claim atomic: of two runners racing, one updates the row.
+        claimed = await session.execute(
+            update(Build)
+            .where(Build.id == candidate, Build.status == "queued")
+            .values(status="claimed", runner_id=runner.id, lease_id=lease.id, claimed_at=t)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            session.add(lease)
+            await session.flush()
+            build = await session.get_one(Build, candidate, populate_existing=True)
+            return build, lease, job_token
+    return None
+
+
+async def cancel_pending_for(session: AsyncSession, runner: Runner, build_ids: list[str]) -> list[str]:
+    """Of the builds a runner says it runs, those whose cancel was requested."""
+    if not build_ids:
+        return []
+    rows = await session.scalars(
+        select(Build.id).where(
+            Build.id.in_(build_ids),
+            Build.runner_id == runner.id,
+            Build.cancel_requested.is_(True),
+            Build.status.in_(LIVE_STATUSES),
+        )
+    )
+    return list(rows)
+
+
+@dataclass
+class Held:
+    """A build and the lease through which a runner acts on it."""
+
+    build: Build
+    lease: Lease
+
+
+async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: str) -> Held:
+    """Authenticates a build-scoped call. 401 for a wrong token; the fencing checks come after."""
+    lease = await session.get(Lease, lease_id) if lease_id else None
+    if lease is None or lease.build_id != build_id or lease.job_token_hash != token_hash(job_token):
+        raise Unauthorized("unknown job token or lease for this build")
+    build = await session.get_one(Build, build_id)
+    return Held(build, lease)
+
+
+def require_live(held: Held) -> None:
+    """Fencing: 409 unless the lease is the build's current one and still alive."""
+    build, lease = held.build, held.lease
+    if build.lease_id != lease.id:
+        raise Conflict("this lease was superseded: another runner owns the build", error="lease_lost")
+    if lease.ended_at is not None:
+        raise Conflict(f"this lease has ended ({lease.end_reason})", error="lease_lost")
+    if lease.expires_at < now():
+        raise Conflict("this lease has expired", error="lease_lost")
+
+
+async def heartbeat(session: AsyncSession, held: Held, lease_ttl: float) -> bool:
+    require_live(held)
+    held.lease.expires_at = now() + lease_ttl
+    await _touch_runner(session, held.lease.runner_id)
+    return held.build.cancel_requested
+
+
+async def mark_started(session: AsyncSession, held: Held, message: BuildStarted) -> None:
+    require_live(held)
+    build = held.build
+    if build.status == "claimed":
+        build.status = "running"
+        build.started_at = now()
+    existing = {s.name for s in await list_steps(session, build)}
+    for position, plan in enumerate(message.steps, start=1):
+        if plan.name not in existing:
+            session.add(
+                Step(
+                    build_id=build.id,
+                    name=plan.name,
+                    position=position,
+                    title=plan.title,
+                    stage=plan.stage,
+                    type=plan.type,
+                    parent=plan.parent,
+                )
+            )
+    await session.flush()
+
+
+async def step_for(session: AsyncSession, build: Build, name: str) -> Step:
+    """The step row of that name, created on first mention (the system stream, a late plan)."""
+    step: Step | None = await session.scalar(select(Step).where(Step.build_id == build.id, Step.name == name))
+    if step is None:
+        step = Step(build_id=build.id, name=name, position=0 if name.startswith("$") else 10_000)
+        session.add(step)
+        await session.flush()
+    return step
+
+
+async def update_step(session: AsyncSession, held: Held, name: str, update_: StepUpdate) -> Step:
+    """Idempotent: a step never moves backwards, and its first final status wins."""
+    require_live(held)
+    step = await step_for(session, held.build, name)
+    if step.status in FINAL_STEP_STATUSES:
+        return step
+    if update_.status not in FINAL_STEP_STATUSES and STEP_ORDER[update_.status] < STEP_ORDER[step.status]:
+        return step
+    step.status = update_.status
+    for field in ("title", "started_at", "finished_at", "exit_code", "message"):
+        value = getattr(update_, field)
+        if value is not None:
+            setattr(step, field, value)
+    return step
+
+
+async def finish(session: AsyncSession, held: Held, message: BuildFinished) -> Build:
+    """Idempotent for the lease that finished the build; fenced for every other."""
+    build, lease = held.build, held.lease
+    if build.lease_id == lease.id and lease.end_reason == "finished" and build.status == message.status:
+        return build
+    require_live(held)
+    await _finish(session, build, message.status, message.message)
+    return build
+
+
+async def expire_leases(session: AsyncSession, max_requeues: int) -> list[Build]:
+    """Ends every lease past its expiry; returns the builds that changed (requeued or lost)."""
+    t = now()
+    leases = await session.scalars(select(Lease).where(Lease.ended_at.is_(None), Lease.expires_at < t))
+    changed: list[Build] = []
+    for lease in leases:
+        lease.ended_at, lease.end_reason = t, "expired"
+        build = await session.get_one(Build, lease.build_id)
+        if build.lease_id != lease.id or build.status not in LIVE_STATUSES:
+            continue
+        if build.status == "claimed" and not build.cancel_requested and build.requeues < max_requeues:
+            build.status, build.runner_id, build.lease_id = "queued", None, None
+            build.requeues += 1
+        elif build.status == "claimed" and build.cancel_requested:
+            await _finish(session, build, "terminated", "cancelled before it started")
+        else:
+            await _finish(session, build, "error", "runner lost")
+        changed.append(build)
+    return changed
+
+
+async def _finish(session: AsyncSession, build: Build, status: str, message: str | None) -> None:
+    t = now()
+    build.status, build.message, build.finished_at = status, message, t
+    if build.lease_id:
+        lease = await session.get(Lease, build.lease_id)
+        if lease is not None and lease.ended_at is None:
+            lease.ended_at, lease.end_reason = t, "finished"
+    for step in await list_steps(session, build):
+        if step.status == "pending":
+            step.status = "skipped"
+        elif step.status == "running":
+            step.status = "terminated" if status == "terminated" else "error"
+            step.finished_at = t
+            step.message = step.message or message
+
+
+async def _touch_runner(session: AsyncSession, runner_id: str) -> None:
+    await session.execute(update(Runner).where(Runner.id == runner_id).values(last_seen_at=now()))
+
+
+async def extend_live_leases(session: AsyncSession, lease_ttl: float) -> int:
+    """At start-up: runners could not reach us while we were down, so live leases get a fresh TTL."""
+    result = await session.execute(
+        update(Lease).where(Lease.ended_at.is_(None)).values(expires_at=now() + lease_ttl)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def find_step(session: AsyncSession, build: Build, name: str) -> Step:
+    step: Step | None = await session.scalar(select(Step).where(Step.build_id == build.id, Step.name == name))
+    if step is None:
+        raise NotFound(f"build {build.id} has no step {name!r}")
+    return step

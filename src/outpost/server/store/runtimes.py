@@ -1,0 +1,144 @@
+"""Runtimes (named groups of runners), their one-time install tokens, and registered runners."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import Conflict, Invalid, NotFound, Unauthorized
+from outpost.server.models import Account, InstallToken, Runner, Runtime
+from outpost.server.security import INSTALL_TOKEN, RUNNER_TOKEN, new_id, new_token, now, token_hash
+from outpost.server.store.accounts import Principal
+from outpost.wire import RegisterRequest
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+INSTALL_TOKEN_TTL = 7 * 24 * 3600.0
+
+
+def check_name(kind: str, name: str) -> None:
+    if not NAME.match(name):
+        raise Invalid(f"{kind} name {name!r} must be 1-100 letters, digits, '.', '_' or '-', starting alphanumeric")
+
+
+async def create_runtime(session: AsyncSession, principal: Principal, name: str) -> Runtime:
+    check_name("runtime", name)
+    if await find_runtime(session, principal.account_id, name) is not None:
+        raise Conflict(f"runtime {name!r} already exists")
+    existing = await session.scalar(
+        select(func.count()).select_from(Runtime).where(Runtime.account_id == principal.account_id)
+    )
+    runtime = Runtime(
+        id=new_id(), account_id=principal.account_id, name=name, is_default=not existing, created_at=now()
+    )
+    session.add(runtime)
+    await session.flush()
+    return runtime
+
+
+async def find_runtime(session: AsyncSession, account_id: str, name: str) -> Runtime | None:
+    result: Runtime | None = await session.scalar(
+        select(Runtime).where(Runtime.account_id == account_id, Runtime.name == name)
+    )
+    return result
+
+
+async def get_runtime(session: AsyncSession, principal: Principal, name: str) -> Runtime:
+    runtime = await find_runtime(session, principal.account_id, name)
+    if runtime is None:
+        raise NotFound(f"no runtime {name!r} in this account")
+    return runtime
+
+
+async def default_runtime(session: AsyncSession, principal: Principal) -> Runtime:
+    runtime: Runtime | None = await session.scalar(
+        select(Runtime).where(Runtime.account_id == principal.account_id, Runtime.is_default.is_(True))
+    )
+    if runtime is None:
+        raise Invalid("this account has no runtime yet: create one with `outpost runtime create NAME`")
+    return runtime
+
+
+async def list_runtimes(session: AsyncSession, principal: Principal) -> list[Runtime]:
+    rows = await session.scalars(
+        select(Runtime).where(Runtime.account_id == principal.account_id).order_by(Runtime.name)
+    )
+    return list(rows)
+
+
+async def create_install_token(session: AsyncSession, runtime: Runtime) -> str:
+    token = new_token(INSTALL_TOKEN)
+    t = now()
+    session.add(
+        InstallToken(
+            id=new_id(),
+            account_id=runtime.account_id,
+            runtime_id=runtime.id,
+            token_hash=token_hash(token),
+            created_at=t,
+            expires_at=t + INSTALL_TOKEN_TTL,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def register_runner(session: AsyncSession, request: RegisterRequest) -> tuple[Runner, str, Runtime, Account]:
+    """Exchanges a one-time install token for a runner and its long-lived token."""
+    t = now()
+    install = await session.scalar(
+        select(InstallToken).where(InstallToken.token_hash == token_hash(request.install_token))
+    )
+    if install is None or install.used_at is not None or install.expires_at < t:
+        raise Unauthorized("unknown, used or expired install token")
+    token = new_token(RUNNER_TOKEN)
+    runner = Runner(
+        id=new_id(),
+        account_id=install.account_id,
+        runtime_id=install.runtime_id,
+        name=request.name,
+        token_hash=token_hash(token),
+        version=request.version,
+        executor=request.executor,
+        concurrency=request.concurrency,
+        hostname=request.hostname,
+        created_at=t,
+        last_seen_at=t,
+    )
+    # Spend the token atomically: of two registrations racing with it, one wins.
+    spent = await session.execute(
+        update(InstallToken)
+        .where(InstallToken.id == install.id, InstallToken.used_at.is_(None))
+        .values(used_at=t, runner_id=runner.id)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        raise Unauthorized("unknown, used or expired install token")
+    session.add(runner)
+    await session.flush()
+    runtime = await session.get_one(Runtime, install.runtime_id)
+    account = await session.get_one(Account, install.account_id)
+    return runner, token, runtime, account
+
+
+async def authenticate_runner(session: AsyncSession, token: str) -> Runner:
+    runner: Runner | None = await session.scalar(select(Runner).where(Runner.token_hash == token_hash(token)))
+    if runner is None or runner.revoked_at is not None:
+        raise Unauthorized("unknown or revoked runner token")
+    return runner
+
+
+async def list_runners(session: AsyncSession, principal: Principal, runtime: Runtime | None = None) -> list[Runner]:
+    query = select(Runner).where(Runner.account_id == principal.account_id, Runner.revoked_at.is_(None))
+    if runtime is not None:
+        query = query.where(Runner.runtime_id == runtime.id)
+    return list(await session.scalars(query.order_by(Runner.created_at)))
+
+
+async def revoke_runner(session: AsyncSession, principal: Principal, runner_id: str) -> Runner:
+    runner = await session.get(Runner, runner_id)
+    if runner is None or runner.account_id != principal.account_id:
+        raise NotFound(f"no runner {runner_id!r} in this account")
+    if runner.revoked_at is None:
+        runner.revoked_at = now()
+    return runner

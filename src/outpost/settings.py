@@ -1,0 +1,52 @@
+"""Settings read once at start-up from the environment (OUTPOST_*) and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from outpost.errors import OutpostError
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    database_url: str = "sqlite+aiosqlite:///.outpost/outpost.db"
+    data_dir: Path = Path(".outpost")
+    public_url: str = ""  # how users and runners reach us; defaults to the listening address
+    lease_ttl: float = 45.0  # seconds a runner's lease lives without a heartbeat
+    heartbeat_interval: float = 10.0  # seconds between a runner's heartbeats
+    poll_timeout: float = 30.0  # longest a runner's poll is held open
+    max_log_chunk: int = 1024 * 1024  # bytes in one log append
+    max_request_body: int = 8 * 1024 * 1024  # bytes in any other request
+    max_requeues: int = 3  # times a never-started build goes back to the queue before it errors
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        fields = {
+            "OUTPOST_DATABASE_URL": ("database_url", str),
+            "OUTPOST_DATA_DIR": ("data_dir", Path),
+            "OUTPOST_PUBLIC_URL": ("public_url", str),
+            "OUTPOST_LEASE_TTL": ("lease_ttl", float),
+            "OUTPOST_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
+            "OUTPOST_POLL_TIMEOUT": ("poll_timeout", float),
+            "OUTPOST_MAX_LOG_CHUNK": ("max_log_chunk", int),
+            "OUTPOST_MAX_REQUEUES": ("max_requeues", int),
+        }
+        for var, (name, kind) in fields.items():
+            if var in env and env[var] != "":
+                try:
+                    values[name] = kind(env[var])
+                except ValueError:
+                    raise OutpostError(f"{var}={env[var]!r} is not a valid {kind.__name__}") from None
+        settings = replace(cls(), **values)
+        if "data_dir" in values and "database_url" not in values:
+            settings = replace(settings, database_url=sqlite_url(settings.data_dir))
+        return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{(data_dir / 'outpost.db').as_posix()}"

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from outpost.errors import OutpostError
 
@@ -25,7 +26,7 @@ class ServerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         fields = {
             "OUTPOST_DATABASE_URL": ("database_url", str),
             "OUTPOST_DATA_DIR": ("data_dir", Path),

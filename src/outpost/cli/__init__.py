@@ -14,7 +14,7 @@ import click
 from outpost import __version__
 from outpost.cli.api import Api, ApiError
 from outpost.cli.config import resolve
-from outpost.cli.follow import describe, follow
+from outpost.cli.following import describe, follow
 from outpost.errors import OutpostError, PipelineError
 
 P = ParamSpec("P")
@@ -123,7 +123,7 @@ def pipeline_create(
 ) -> None:
     """Create pipeline NAME from a codefresh.yml file."""
     api = api_from(ctx)
-    body = {"name": name, "yaml": file.read_text(), "yaml_file": file.name, "runtime": runtime}
+    body: dict[str, object] = {"name": name, "yaml": file.read_text(), "yaml_file": file.name, "runtime": runtime}
     body["variables"] = parse_vars(variables)
     try:
         result = api.post("/pipelines", json=body)
@@ -198,7 +198,7 @@ def run(
         return
     click.echo(f"build {build['id']} queued: {build['url']}", err=True)
     try:
-        final = follow(api, build["id"], click.get_binary_stream("stdout"))
+        final = follow(api, build["id"], sys.stdout.buffer)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the build goes on. Cancel it: outpost build cancel {build['id']}", err=True)
         sys.exit(130)

@@ -78,9 +78,7 @@ def runner_group() -> None:
 @click.option("--name", default="", help="Name shown in the UI (default: the host name).")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(sorted(EXECUTORS)))
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
-@click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders."
-)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders.")
 @click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
 def runner_start(
     url: str,

@@ -7,7 +7,7 @@ import sys
 import click
 
 from outpost.cli import api_from, emit_json, friendly, main
-from outpost.cli.follow import FINAL, describe, follow
+from outpost.cli.following import FINAL, describe, follow
 
 
 @main.group()
@@ -67,7 +67,7 @@ def build_show(ctx: click.Context, build_id: str, as_json: bool) -> None:
 def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: bool, as_json: bool) -> None:
     """Print a build's log (all steps, in order)."""
     api = api_from(ctx)
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     if step:
         out.write(api.get(f"/builds/{build_id}/steps/{step}/log"))
         out.flush()

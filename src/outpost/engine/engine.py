@@ -153,8 +153,7 @@ class BuildEngine:
         elif step.type != "freestyle":
             result = _StepResult(
                 "error",
-                message=f"step type {step.type!r} is not supported by this runner's executor "
-                f"({self.executor.name})",
+                message=f"step type {step.type!r} is not supported by this runner's executor ({self.executor.name})",
             )
         elif step.when is not None:
             result = _StepResult("error", message="`when:` conditions are not supported by this runner yet")

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-from pathlib import Path
 from typing import ClassVar
 
 from outpost.errors import ExecutorError
@@ -60,10 +59,8 @@ class LocalExecutor(Executor):
             raise
         # Children left running in the background would keep the pipe open: end them too.
         _signal_group(proc.pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, DRAIN_AFTER_EXIT)
-        except TimeoutError:
-            pass
         return code
 
 
@@ -86,10 +83,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     _signal_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE)
-    except TimeoutError:
-        pass
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), TERM_GRACE)

@@ -287,9 +287,7 @@ class _Fields:
         self.doc.problem(node, f"{self.owner}: {message}" if self.owner else message)
 
     def wrong(self, name: str, expected: str) -> None:
-        self.problem(
-            self.node(name), f"`{self.name_of(name)}` must be {expected}, not {_describe(self.values[name])}"
-        )
+        self.problem(self.node(name), f"`{self.name_of(name)}` must be {expected}, not {_describe(self.values[name])}")
 
     def nested(self, node: Node, value: Any, path: str) -> _Fields | None:
         if not isinstance(node, MappingNode) or not isinstance(value, dict):
@@ -385,9 +383,7 @@ class _Fields:
         for index, (item_node, item) in enumerate(zip(node.value, value, strict=True)):
             nested = self.nested(item_node, item, f"{self.name_of(name)}[{index}]")
             if nested is None:
-                self.problem(
-                    item_node, f"`{self.name_of(name)}[{index}]` must be a mapping, not {_describe(item)}"
-                )
+                self.problem(item_node, f"`{self.name_of(name)}[{index}]` must be a mapping, not {_describe(item)}")
             else:
                 found.append(nested)
         return found
@@ -399,9 +395,7 @@ def _words(*groups: str) -> frozenset[str]:
 
 # --- shared shapes: when, retry, hooks, success criteria ----------------------------------------------
 
-_STEP_STATES = _words(
-    "success failure skipped finished pending running terminating terminated approved denied"
-)
+_STEP_STATES = _words("success failure skipped finished pending running terminating terminated approved denied")
 _CONDITION_NAME = re.compile(r"[A-Za-z0-9_]+")
 _MAX_EXPRESSION = 12_000
 _RETRY_LIMITS = {"maxAttempts": (1, 10), "delay": (0, 60), "exponentialFactor": (1, 5)}
@@ -532,18 +526,14 @@ STEP_TYPES: dict[str, StepKind] = {
         _words("candidate tag tags image_name registry registry_context credentials", _ECR), ("candidate",)
     ),
     "composition": StepKind(
-        _words(
-            "composition composition_candidates composition_variables working_directory registry_contexts"
-        ),
+        _words("composition composition_candidates composition_variables working_directory registry_contexts"),
         ("composition", "composition_candidates"),
     ),
     "launch-composition": StepKind(
         _words("composition environment_name composition_variables working_directory entry_point"),
         ("composition",),
     ),
-    "deploy": StepKind(
-        _words("kind cluster namespace service candidate file_path"), ("kind", "cluster", "namespace")
-    ),
+    "deploy": StepKind(_words("kind cluster namespace service candidate file_path"), ("kind", "cluster", "namespace")),
     "parallel": StepKind(_words("steps success_criteria")),
     "pending-approval": StepKind(frozenset()),
     "services": StepKind(None),
@@ -664,9 +654,7 @@ def _check_pending_approval(step: _Fields) -> None:
     timeout.choice("timeUnit", ("hours", "minutes"))
     timeout.choice("finalState", ("approved", "denied", "terminated"))
     duration = timeout.values.get("duration")
-    if "duration" in timeout and (
-        isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
-    ):
+    if "duration" in timeout and (isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0):
         timeout.wrong("duration", "a positive number")
 
 
@@ -858,9 +846,7 @@ def _check_matrix(matrix: _Fields, allowed: Collection[str] | None) -> None:
             matrix.wrong(name, "a non-empty list of values")
 
 
-def _scale_children(
-    scale: _Fields, ctx: _Context, allowed: Collection[str] | None
-) -> list[tuple[str, set[str]]]:
+def _scale_children(scale: _Fields, ctx: _Context, allowed: Collection[str] | None) -> list[tuple[str, set[str]]]:
     if not scale.entries:
         scale.problem(scale.at, "`scale` needs at least one step")
     children: list[tuple[str, set[str]]] = []
@@ -873,9 +859,7 @@ def _scale_children(
     return children
 
 
-def _check_required(
-    step: _Fields, kind: str, spec: StepKind, variants: list[tuple[Node, str, set[str]]]
-) -> None:
+def _check_required(step: _Fields, kind: str, spec: StepKind, variants: list[tuple[Node, str, set[str]]]) -> None:
     for at, owner, present in variants:
         for name in spec.required:
             if name not in present:
@@ -886,9 +870,7 @@ def _read_stage(step: _Fields, ctx: _Context) -> str | None:
     stage = step.string("stage")
     if stage is not None and ctx.stages and stage not in ctx.stages:
         declared = ", ".join(ctx.stages)
-        step.problem(
-            step.node("stage"), f"stage '{_clip(stage)}' is not one of the pipeline's stages ({declared})"
-        )
+        step.problem(step.node("stage"), f"stage '{_clip(stage)}' is not one of the pipeline's stages ({declared})")
     return stage
 
 

@@ -61,7 +61,7 @@ def create_app(settings: ServerSettings, *, public_url: str | None = None) -> Fa
     errors.install(app)
     app.include_router(public.router)
     app.include_router(runner.router)
-    app.add_middleware(BodyLimit, limit=settings.max_request_body)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=settings.max_request_body)
     return app
 
 

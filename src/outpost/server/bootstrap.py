@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from outpost.errors import Unauthorized
 from outpost.server.services import Services
 from outpost.server.store import accounts, runtimes
 from outpost.server.store.accounts import DEFAULT_ACCOUNT, Principal
@@ -59,6 +60,6 @@ async def runner_token_is_live(services: Services, token: str) -> bool:
     async with services.tx() as session:
         try:
             await runtimes.authenticate_runner(session, token)
-        except runtimes.Unauthorized:
+        except Unauthorized:
             return False
     return True

@@ -35,10 +35,10 @@ class Wakeups:
             event.set()
 
     @staticmethod
-    async def wait(ticket: asyncio.Event, timeout: float) -> bool:
-        """True if woken, False on timeout."""
+    async def wait(ticket: asyncio.Event, seconds: float) -> bool:
+        """True if woken, False when the seconds ran out."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ticket.wait(), timeout)
+            await asyncio.wait_for(ticket.wait(), seconds)
             return True
         return False
 

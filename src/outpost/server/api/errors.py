@@ -42,9 +42,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(
-        error_body(f"http_{exc.status_code}", str(exc.detail)), exc.status_code, headers=exc.headers
-    )
+    return JSONResponse(error_body(f"http_{exc.status_code}", str(exc.detail)), exc.status_code, headers=exc.headers)
 
 
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,7 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost import __version__
 from outpost.errors import PipelineError
@@ -35,6 +36,7 @@ from outpost.server.api.schemas import (
 )
 from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Pipeline, Runner, Runtime
+from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import accounts, builds, logs, pipelines, runtimes
 from outpost.server.store.accounts import Principal
@@ -91,7 +93,7 @@ async def revoke_token(token_id: str, token: Token, svc: Svc) -> TokenOut:
 
 
 def _runner_out(svc: Services, runner: Runner, runtime_name: str) -> RunnerOut:
-    horizon = builds.now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
+    horizon = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
     return RunnerOut(
         id=runner.id,
         name=runner.name,
@@ -167,7 +169,7 @@ async def revoke_runner(runner_id: str, token: Token, svc: Svc) -> dict[str, str
 # --- pipelines -----------------------------------------------------------------------------------
 
 
-async def _pipeline_out(session: builds.AsyncSession, p: Pipeline) -> PipelineOut:
+async def _pipeline_out(session: AsyncSession, p: Pipeline) -> PipelineOut:
     runtime = await session.get_one(Runtime, p.runtime_id)
     return PipelineOut(
         id=p.id,
@@ -250,9 +252,7 @@ async def run_pipeline(name: str, body: BuildIn, token: Token, svc: Svc) -> Buil
     return out
 
 
-async def _runtime_has_online_runner(
-    svc: Services, session: builds.AsyncSession, who: Principal, runtime_id: str
-) -> bool:
+async def _runtime_has_online_runner(svc: Services, session: AsyncSession, who: Principal, runtime_id: str) -> bool:
     runtime = await session.get_one(Runtime, runtime_id)
     return any(_runner_out(svc, r, "").online for r in await runtimes.list_runners(session, who, runtime))
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from outpost.errors import Invalid, StoreError, Unauthorized
 from outpost.server.api.deps import Svc, Token
 from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.models import Account, Runner
+from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import builds, logs, runtimes
-from outpost.server.models import Account, Runner
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
@@ -61,7 +62,7 @@ async def poll(body: PollRequest, token: Token, svc: Svc) -> PollResponse | Resp
     deadline = loop.time() + min(body.wait, svc.settings.poll_timeout)
     async with svc.tx() as session:
         runner = await runtimes.authenticate_runner(session, token)
-        runner.last_seen_at = builds.now()
+        runner.last_seen_at = now()
     runner_id, runtime_id = runner.id, runner.runtime_id
     while True:
         ticket = svc.wakeups.ticket(runtime_key(runtime_id))

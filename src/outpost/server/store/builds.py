@@ -294,9 +294,7 @@ async def _touch_runner(session: AsyncSession, runner_id: str) -> None:
 
 async def extend_live_leases(session: AsyncSession, lease_ttl: float) -> int:
     """At start-up: runners could not reach us while we were down, so live leases get a fresh TTL."""
-    result = await session.execute(
-        update(Lease).where(Lease.ended_at.is_(None)).values(expires_at=now() + lease_ttl)
-    )
+    result = await session.execute(update(Lease).where(Lease.ended_at.is_(None)).values(expires_at=now() + lease_ttl))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -42,9 +42,7 @@ async def append(session: AsyncSession, held: Held, stream: str, offset: int, da
 
 
 async def read_step_log(session: AsyncSession, step: Step) -> bytes:
-    rows = await session.scalars(
-        select(LogChunk.data).where(LogChunk.step_id == step.id).order_by(LogChunk.offset)
-    )
+    rows = await session.scalars(select(LogChunk.data).where(LogChunk.step_id == step.id).order_by(LogChunk.offset))
     return b"".join(rows)
 
 

@@ -34,9 +34,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("last_used_at", sa.Double(), nullable=True),
         sa.Column("revoked_at", sa.Double(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name=op.f("fk_api_tokens_account_id_accounts")
-        ),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_api_tokens_account_id_accounts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
     )
@@ -50,9 +48,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("is_default", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name=op.f("fk_runtimes_account_id_accounts")
-        ),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_runtimes_account_id_accounts")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runtimes")),
         sa.UniqueConstraint("account_id", "name", name=op.f("uq_runtimes_account_id")),
     )
@@ -69,12 +65,8 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Double(), nullable=False),
         sa.Column("used_at", sa.Double(), nullable=True),
         sa.Column("runner_id", sa.String(length=32), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name=op.f("fk_install_tokens_account_id_accounts")
-        ),
-        sa.ForeignKeyConstraint(
-            ["runtime_id"], ["runtimes.id"], name=op.f("fk_install_tokens_runtime_id_runtimes")
-        ),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_install_tokens_account_id_accounts")),
+        sa.ForeignKeyConstraint(["runtime_id"], ["runtimes.id"], name=op.f("fk_install_tokens_runtime_id_runtimes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_install_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_install_tokens_token_hash")),
     )
@@ -93,12 +85,8 @@ def upgrade() -> None:
         sa.Column("variables", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name=op.f("fk_pipelines_account_id_accounts")
-        ),
-        sa.ForeignKeyConstraint(
-            ["runtime_id"], ["runtimes.id"], name=op.f("fk_pipelines_runtime_id_runtimes")
-        ),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_pipelines_account_id_accounts")),
+        sa.ForeignKeyConstraint(["runtime_id"], ["runtimes.id"], name=op.f("fk_pipelines_runtime_id_runtimes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pipelines")),
         sa.UniqueConstraint("account_id", "name", name=op.f("uq_pipelines_account_id")),
     )
@@ -153,9 +141,7 @@ def upgrade() -> None:
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("requeues", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_builds_account_id_accounts")),
-        sa.ForeignKeyConstraint(
-            ["pipeline_id"], ["pipelines.id"], name=op.f("fk_builds_pipeline_id_pipelines")
-        ),
+        sa.ForeignKeyConstraint(["pipeline_id"], ["pipelines.id"], name=op.f("fk_builds_pipeline_id_pipelines")),
         sa.ForeignKeyConstraint(["runtime_id"], ["runtimes.id"], name=op.f("fk_builds_runtime_id_runtimes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_builds")),
     )
@@ -207,9 +193,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "log_chunks",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("build_id", sa.String(length=32), nullable=False),
         sa.Column("step_id", sa.Integer(), nullable=False),
         sa.Column("offset", sa.BigInteger(), nullable=False),

@@ -93,6 +93,25 @@ def test_a_typed_step_keeps_its_arguments_as_well(full: Pipeline) -> None:
     assert notify.fields["arguments"] == {"channel": "#builds", "text": "done"}
 
 
+def test_a_typed_steps_timeout_argument_is_not_the_step_timeout() -> None:
+    pipeline = load(
+        """\
+        version: '1.0'
+        steps:
+          deploy:
+            type: helm:1.1.12
+            timeout: 10m
+            arguments:
+              action: install
+              timeout: 300
+        """
+    )
+    deploy = pipeline.steps[0]
+    assert deploy.timeout == 600.0
+    assert deploy.fields["timeout"] == "10m"
+    assert deploy.fields["arguments"]["timeout"] == 300
+
+
 def test_legacy_hyphenated_names_are_stored_under_the_current_name(full: Pipeline) -> None:
     image = by_name(full)["image"]
     assert image.fields["image_name"] == "acme/shop"
@@ -159,12 +178,32 @@ def test_scalars_follow_yaml_1_2_so_on_and_yes_stay_strings() -> None:
           b:
             image: alpine
             started: 2024-01-02
+            tag: 1:30
         """
     )
     a, b = pipeline.steps
     assert a.fields["answer"] == "yes"
     assert a.when == {"steps": [{"name": "b", "on": ["finished"]}]}
-    assert b.fields["started"] == "2024-01-02"
+    assert (b.fields["started"], b.fields["tag"]) == ("2024-01-02", "1:30")
+
+
+def test_unknown_fields_are_tolerated_on_freestyle_and_typed_steps() -> None:
+    pipeline = load(
+        """\
+        version: '1.0'
+        steps:
+          tests:
+            image: alpine
+            create_file: {path: /tmp, name: x, content: y}
+          notify:
+            type: slack-notifier:0.0.8
+            anything: goes
+        """
+    )
+    assert [s.fields.get("create_file", s.fields.get("anything")) for s in pipeline.steps] == [
+        {"path": "/tmp", "name": "x", "content": "y"},
+        "goes",
+    ]
 
 
 def test_boolean_fields_accept_a_variable_reference() -> None:

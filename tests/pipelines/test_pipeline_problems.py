@@ -45,15 +45,25 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "an unclosed quote",
         HEAD + "  a:\n    image: 'alpine\n",
-        [
-            "codefresh.yml:5:1: invalid YAML: found unexpected end of stream"
-            " (while scanning a quoted scalar on line 4)"
-        ],
+        ["codefresh.yml:5:1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar on line 4)"],
     ),
     (
         "an alias with no anchor",
         HEAD + "  a:\n    image: *img\n",
         ["codefresh.yml:4:12: invalid YAML: found undefined alias 'img'"],
+    ),
+    (
+        "two documents in one file",
+        "version: '1.0'\n---\nsteps: {}\n",
+        ["codefresh.yml:2:1: invalid YAML: expected a single document in the stream, but found another document"],
+    ),
+    (
+        "a tab used for indentation",
+        HEAD + "  a:\n\timage: alpine\n",
+        [
+            "codefresh.yml:4:1: invalid YAML: found character '\\t' that cannot start any token"
+            " (indent with spaces, not tabs)"
+        ],
     ),
     (
         "bytes that are not UTF-8",
@@ -183,8 +193,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
         "retry out of range and misspelt",
         HEAD + "  a:\n    image: alpine\n    retry:\n      maxAttempts: 11\n      delai: 5\n",
         [
-            "codefresh.yml:6:20: step 'a': `retry.maxAttempts` must be a whole number from 1 to 10,"
-            " not the number 11",
+            "codefresh.yml:6:20: step 'a': `retry.maxAttempts` must be a whole number from 1 to 10, not the number 11",
             "codefresh.yml:7:7: step 'a': unknown field `retry.delai` (did you mean `retry.delay`?)",
         ],
     ),
@@ -351,6 +360,25 @@ def test_step_names_are_unique_across_parallel_nesting_and_scale() -> None:
     ]
 
 
+def test_a_problem_in_a_merged_anchor_points_where_the_value_is_written() -> None:
+    text = """\
+        version: '1.0'
+        indicators:
+          - &defaults
+            image: alpine
+            shell: zsh
+        steps:
+          a:
+            <<: *defaults
+          b:
+            <<: *defaults
+        """
+    assert problems(text) == [
+        "codefresh.yml:5:12: step 'a': `shell` must be sh or bash, not 'zsh'",
+        "codefresh.yml:5:12: step 'b': `shell` must be sh or bash, not 'zsh'",
+    ]
+
+
 def test_the_file_name_given_is_the_one_reported() -> None:
     with pytest.raises(PipelineError) as caught:
         load_pipeline("version: '1.0'\n", ".codefresh/build.yml")
@@ -379,6 +407,6 @@ def test_a_billion_laughs_file_is_refused() -> None:
 
 
 def test_deep_nesting_is_a_problem_not_a_crash() -> None:
-    assert problems(HEAD + "  a: " + "[" * 5000 + "]" * 5000 + "\n") == [
+    assert problems(HEAD + "  a: " + "[" * 2000 + "]" * 2000 + "\n") == [
         "codefresh.yml:1:1: the YAML is nested too deeply"
     ]

@@ -212,10 +212,18 @@ def _compose(text: str, doc: _Doc) -> Node | None:
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, doc: _Doc) -> None:
     mark = exc.problem_mark or exc.context_mark
-    message = f"invalid YAML: {exc.problem or exc.context}"
-    if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
-        message += f" ({exc.context} on line {exc.context_mark.line + 1})"
-    doc.problem_at(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, message)
+    doc.problem_at(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1, f"invalid YAML: {_yaml_message(exc)}")
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
+    problem, context = exc.problem or "", exc.context or ""
+    if problem.startswith("but "):  # "expected a single document in the stream, but found another document"
+        return f"{context}, {problem}"
+    if "'\\t'" in problem:
+        return f"{problem} (indent with spaces, not tabs)"
+    if problem and context and exc.context_mark:
+        return f"{problem} ({context} on line {exc.context_mark.line + 1})"
+    return problem or context
 
 
 def _reader_problem(exc: yaml.reader.ReaderError, text: str, doc: _Doc) -> None:
@@ -779,6 +787,8 @@ def _merge_arguments(step: _Fields, *, keep: bool) -> None:
     if arguments is None:
         return
     for name, pair in arguments.entries.items():
+        if keep and name == "timeout":
+            continue  # a typed step's own `timeout` argument is not the step's timeout
         step.entries[name] = pair
         step.values[name] = arguments.values[name]
     if not keep:

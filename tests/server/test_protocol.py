@@ -1,0 +1,240 @@
+"""Runner protocol v1 from the runner's side of the wire, against the real app and database."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from outpost.wire import LEASE_HEADER, PREFIX, PollRequest, RegisterRequest, RunBuildTask
+from tests.stack import Stack
+
+HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
+
+
+async def poll(stack: Stack, runner_token: str, **body: Any) -> httpx.Response:
+    request = PollRequest(**{"wait": 0.0, **body})
+    async with stack.raw() as c:
+        return await c.post(
+            PREFIX + "/poll", json=request.model_dump(), headers={"Authorization": f"Bearer {runner_token}"}
+        )
+
+
+async def claim(stack: Stack, runner_token: str) -> RunBuildTask:
+    r = await poll(stack, runner_token)
+    assert r.status_code == 200, r.text
+    task = r.json()["task"]
+    assert task["kind"] == "run_build"
+    return RunBuildTask.model_validate(task)
+
+
+async def job_call(
+    stack: Stack, task: RunBuildTask, method: str, path: str, *, lease: str | None = None, **kwargs: Any
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {task.job_token}", LEASE_HEADER: lease or task.lease_id}
+    headers.update(kwargs.pop("headers", {}))
+    async with stack.raw() as c:
+        return await c.request(method, f"{PREFIX}/builds/{task.build_id}{path}", headers=headers, **kwargs)
+
+
+async def log_text(stack: Stack, build_id: str, step: str) -> bytes:
+    r = await stack.api("GET", f"/builds/{build_id}/steps/{step}/log")
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+async def test_an_install_token_registers_exactly_one_runner(stack: Stack) -> None:
+    install = await stack.install_token()
+    body = RegisterRequest(install_token=install, name="r1").model_dump()
+    async with stack.raw() as c:
+        first = await c.post(PREFIX + "/register", json=body)
+        second = await c.post(PREFIX + "/register", json=body)
+    assert first.status_code == 201
+    assert first.json()["runner_token"].startswith("opr_")
+    assert second.status_code == 401
+
+
+async def test_a_poll_with_nothing_queued_answers_204(stack: Stack) -> None:
+    runner = await stack.register()
+    r = await poll(stack, runner.runner_token, wait=0.2)
+    assert r.status_code == 204
+
+
+async def test_a_waiting_poll_is_woken_by_a_new_build(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    waiting = asyncio.create_task(poll(stack, runner.runner_token, wait=30))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    build = await stack.run("hello")
+    r = await asyncio.wait_for(waiting, 10)
+    task = r.json()["task"]
+    assert task["build_id"] == build["id"]
+    assert task["yaml"] == HELLO
+    assert task["job_token"].startswith("opj_")
+
+
+async def test_each_build_is_claimed_by_exactly_one_runner(stack: Stack) -> None:
+    runners = [await stack.register() for _ in range(6)]
+    await stack.pipeline("hello", HELLO)
+    builds = {(await stack.run("hello"))["id"] for _ in range(4)}
+    answers = await asyncio.gather(*(poll(stack, r.runner_token, wait=1.0) for r in runners))
+    claimed = [a.json()["task"]["build_id"] for a in answers if a.status_code == 200]
+    assert sorted(claimed) == sorted(builds)
+
+
+async def test_a_runner_with_no_free_slot_gets_no_build(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    r = await poll(stack, runner.runner_token, free_slots=0, wait=0.1)
+    assert r.status_code == 204
+
+
+async def test_log_appends_are_idempotent_and_gaps_are_refused(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+
+    first = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"line 1\n")
+    assert first.json() == {"size": 7}
+    resend = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"line 1\n")
+    assert resend.json() == {"size": 7}
+    overlap = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 5}, content=b"1\nline 2\n")
+    assert overlap.json() == {"size": 14}
+    gap = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 20}, content=b"lost\n")
+    assert gap.status_code == 416
+    assert gap.json()["expected_offset"] == 14
+    assert await log_text(stack, task.build_id, "hello") == b"line 1\nline 2\n"
+
+
+async def test_an_oversized_log_chunk_gets_413_and_stores_nothing(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    limit = stack.services.settings.max_log_chunk
+    r = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"x" * (limit + 1))
+    assert r.status_code == 413
+    ok = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"fits\n")
+    assert ok.json() == {"size": 5}
+
+
+async def test_build_scoped_calls_need_the_job_token_of_that_lease(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    forged = task.model_copy(update={"job_token": "opj_forged"})
+    r = await job_call(stack, forged, "POST", "/heartbeat")
+    assert r.status_code == 401
+    r = await job_call(stack, task, "POST", "/heartbeat", lease="0" * 32)
+    assert r.status_code == 401
+
+
+async def test_step_states_never_go_backwards_and_the_first_final_state_wins(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    started = {"steps": [{"name": "hello", "type": "freestyle"}]}
+    assert (await job_call(stack, task, "POST", "/started", json=started)).status_code == 200
+    assert (await job_call(stack, task, "POST", "/started", json=started)).status_code == 200
+    for status in ("running", "success", "running", "failure"):
+        r = await job_call(stack, task, "POST", "/steps/hello", json={"status": status})
+        assert r.status_code == 200
+    build = await stack.build(task.build_id)
+    assert [(s["name"], s["status"]) for s in build["steps"]] == [("hello", "success")]
+
+
+async def test_finish_is_idempotent_and_ends_the_lease(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    await job_call(stack, task, "POST", "/started", json={"steps": []})
+    for _ in range(2):
+        r = await job_call(stack, task, "POST", "/finish", json={"status": "success"})
+        assert r.status_code == 200
+    assert (await stack.build(task.build_id))["status"] == "success"
+    late = await job_call(stack, task, "POST", "/heartbeat")
+    assert late.status_code == 409
+    assert late.json()["error"] == "lease_lost"
+
+
+async def test_a_started_build_whose_lease_expires_ends_as_runner_lost(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    await job_call(stack, task, "POST", "/started", json={"steps": [{"name": "hello"}]})
+    await job_call(stack, task, "POST", "/steps/hello", json={"status": "running"})
+    build = await wait_for_status(stack, task.build_id, {"error"}, timeout=10)
+    assert build["message"] == "runner lost"
+    assert build["steps"][0]["status"] == "error"
+    stale = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"late\n")
+    assert stale.status_code == 409
+    assert (await job_call(stack, task, "POST", "/finish", json={"status": "success"})).status_code == 409
+    assert (await stack.build(task.build_id))["status"] == "error"
+
+
+async def test_a_build_that_never_started_goes_back_to_the_queue(stack: Stack) -> None:
+    lost, other = await stack.register(), await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    first = await claim(stack, lost.runner_token)
+    await wait_for_status(stack, build["id"], {"queued"}, timeout=10)
+    second = await claim(stack, other.runner_token)
+    assert second.build_id == first.build_id
+    assert second.lease_id != first.lease_id
+    superseded = await job_call(stack, first, "POST", "/started", json={"steps": []})
+    assert superseded.status_code == 409
+    heartbeat = await job_call(stack, second, "POST", "/heartbeat")
+    assert heartbeat.status_code == 200
+
+
+async def test_the_old_lease_of_a_reclaimed_build_is_fenced_with_409(stack: Stack) -> None:
+    lost, other = await stack.register(), await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    first = await claim(stack, lost.runner_token)
+    await wait_for_status(stack, build["id"], {"queued"}, timeout=10)
+    await claim(stack, other.runner_token)
+    r = await job_call(stack, first, "POST", "/heartbeat")
+    assert r.status_code == 409
+    assert "superseded" in r.json()["message"]
+
+
+async def test_cancel_reaches_the_runner_through_poll_and_heartbeat(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    await job_call(stack, task, "POST", "/started", json={"steps": []})
+    waiting = asyncio.create_task(poll(stack, runner.runner_token, free_slots=0, running=[task.build_id], wait=30))
+    await asyncio.sleep(0.2)
+    await stack.api("POST", f"/builds/{build['id']}/cancel")
+    answer = await asyncio.wait_for(waiting, 10)
+    assert answer.json()["task"] == {"kind": "cancel_build", "build_id": build["id"], "reason": "cancel requested"}
+    beat = await job_call(stack, task, "POST", "/heartbeat")
+    assert beat.json()["cancel_requested"] is True
+
+
+async def test_a_revoked_runner_is_refused(stack: Stack) -> None:
+    runner = await stack.register()
+    assert (await stack.api("DELETE", f"/runners/{runner.runner_id}")).status_code == 200
+    r = await poll(stack, runner.runner_token)
+    assert r.status_code == 401
+
+
+async def wait_for_status(stack: Stack, build_id: str, statuses: set[str], *, timeout: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        build = await stack.build(build_id)
+        if build["status"] in statuses:
+            return build
+        assert loop.time() < deadline, f"build stayed {build['status']}, expected {statuses}"
+        await asyncio.sleep(0.1)

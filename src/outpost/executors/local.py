@@ -11,12 +11,12 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 from typing import ClassVar
 
 from outpost.errors import ExecutorError
 from outpost.executors.base import Executor, Output, StepJob
 
-READ_SIZE = 64 * 1024
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
 DRAIN_AFTER_EXIT = 2.0  # seconds to collect output left in the pipe after the shell exited
 
@@ -35,33 +35,82 @@ class LocalExecutor(Executor):
         env = dict(job.env)
         if job.extra_path:
             env["PATH"] = os.pathsep.join([*map(str, job.extra_path), env.get("PATH", os.defpath)])
+        loop = asyncio.get_running_loop()
+        step = _StepProtocol(loop)
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, _ = await loop.subprocess_exec(
+                lambda: step,
                 shell,
                 "-c",
                 job.script,
                 cwd=job.workdir,
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
             raise ExecutorError(f"cannot start {shell}: {exc}") from exc
-        assert proc.stdout is not None
-        reader = asyncio.create_task(_pump(proc.stdout, output))
+        pgid = transport.get_pid()
+        pump = asyncio.create_task(step.forward(output, transport))
         try:
-            code = await proc.wait()
+            await step.exited
+            # Children left running in the background would hold the pipe open: end them too.
+            _signal_group(pgid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
         except asyncio.CancelledError:
-            await _kill_group(proc)
-            reader.cancel()
+            await _kill_group(pgid, step)
             raise
-        # Children left running in the background would keep the pipe open: end them too.
-        _signal_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader, DRAIN_AFTER_EXIT)
-        return code
+        finally:
+            pump.cancel()
+            transport.close()
+        code = transport.get_returncode()
+        return code if code is not None else -1
+
+
+class _StepProtocol(asyncio.SubprocessProtocol):
+    """Collects the step's output and tells when the shell itself exits.
+
+    asyncio's Process.wait() also waits for the pipes to close, which a background child of the
+    step can hold open forever; `process_exited` does not.
+    """
+
+    HIGH, LOW = 64, 16  # queued chunks at which reading pauses and resumes
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._paused: asyncio.ReadTransport | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.chunks.put_nowait(data if isinstance(data, bytes) else data.encode())
+        if self.chunks.qsize() >= self.HIGH and self._paused is None and self._transport is not None:
+            pipe = self._transport.get_pipe_transport(1)
+            if isinstance(pipe, asyncio.ReadTransport):
+                pipe.pause_reading()
+                self._paused = pipe
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.chunks.put_nowait(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    async def forward(self, output: Output, transport: asyncio.SubprocessTransport) -> None:
+        while (chunk := await self.chunks.get()) is not None:
+            await output(chunk)
+            if self._paused is not None and self.chunks.qsize() <= self.LOW:
+                self._paused.resume_reading()
+                self._paused = None
 
 
 def _shell_path(shell: str) -> str:
@@ -71,20 +120,15 @@ def _shell_path(shell: str) -> str:
     return path
 
 
-async def _pump(stream: asyncio.StreamReader, output: Output) -> None:
-    while chunk := await stream.read(READ_SIZE):
-        await output(chunk)
-
-
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    _signal_group(proc.pid, signal.SIGTERM)
+async def _kill_group(pgid: int, step: _StepProtocol) -> None:
+    _signal_group(pgid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE)
-    _signal_group(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)
+    _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), TERM_GRACE)
+        await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)

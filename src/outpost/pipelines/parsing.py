@@ -43,6 +43,8 @@ _MAX_VALUES = 100_000  # more than this through aliases is a "billion laughs" fi
 
 
 class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with the core-schema resolvers below; only its composer is used."""
+
     yaml_implicit_resolvers: dict[Any, Any] = {}
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
@@ -369,10 +371,10 @@ class _Fields:
         if name in self and (type(value) is not int or not low <= value <= high):
             self.wrong(name, f"a whole number from {low} to {high}")
 
-    def require(self, *names: str, what: str = "") -> None:
+    def require(self, *names: str) -> None:
         for name in names:
             if name not in self:
-                self.problem(self.at, f"`{self.name_of(name)}` is required{what}")
+                self.problem(self.at, f"`{self.name_of(name)}` is required")
 
     def only(self, allowed: Collection[str], what: str = "") -> None:
         for name in self.entries:

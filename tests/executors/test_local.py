@@ -1,0 +1,82 @@
+"""The local executor: output as it comes, exit codes, and no process left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from outpost.errors import ExecutorError
+from outpost.executors import executor_class
+from outpost.executors.base import StepJob
+from outpost.executors.local import LocalExecutor
+
+
+def job(tmp_path: Path, script: str, shell: str = "sh") -> StepJob:
+    return StepJob(step="s", script=script, env={"PATH": os.defpath}, workdir=tmp_path, shell=shell)
+
+
+async def collect(executor: LocalExecutor, j: StepJob) -> tuple[int, bytes]:
+    out = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+
+    code = await executor.run(j, sink)
+    return code, bytes(out)
+
+
+async def test_stdout_and_stderr_arrive_merged_and_complete(tmp_path: Path) -> None:
+    script = "for i in $(seq 1 2000); do echo out $i; echo err $i >&2; done; printf '\\000\\377 binary'"
+    code, out = await collect(LocalExecutor(tmp_path), job(tmp_path, script))
+    assert code == 0
+    lines = out.split(b"\n")
+    assert lines.count(b"out 2000") == 1
+    assert lines.count(b"err 2000") == 1
+    assert out.endswith(b"\x00\xff binary")
+
+
+async def test_the_exit_code_is_returned(tmp_path: Path) -> None:
+    code, _ = await collect(LocalExecutor(tmp_path), job(tmp_path, "exit 42"))
+    assert code == 42
+
+
+async def test_background_processes_do_not_outlive_their_step(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    code, _ = await collect(LocalExecutor(tmp_path), job(tmp_path, f"sleep 300 & echo $! > {pidfile}"))
+    assert code == 0
+    await asyncio.sleep(0.2)
+    assert not Path(f"/proc/{pidfile.read_text().strip()}").exists() or _zombie(int(pidfile.read_text()))
+
+
+async def test_cancelling_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    script = f"sleep 300 & echo $! >> {pidfile}; sh -c 'sleep 301' & echo $! >> {pidfile}; wait"
+    running = asyncio.create_task(collect(LocalExecutor(tmp_path), job(tmp_path, script)))
+    while not pidfile.exists() or len(pidfile.read_text().split()) < 2:
+        await asyncio.sleep(0.05)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    for pid in map(int, pidfile.read_text().split()):
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+async def test_a_missing_shell_is_an_executor_error(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError, match="not installed"):
+        await collect(LocalExecutor(tmp_path), job(tmp_path, "true", shell="no-such-shell"))
+
+
+def test_executors_are_found_by_name_and_unknown_names_are_explained() -> None:
+    assert executor_class("local") is LocalExecutor
+    with pytest.raises(ExecutorError, match="unknown executor 'podman'"):
+        executor_class("podman")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True

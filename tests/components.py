@@ -50,7 +50,8 @@ def postgres_cluster() -> Iterator[str]:
     """A throw-away PostgreSQL cluster on loopback; yields its base URL (no database name)."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     need(bool(initdb and pg_ctl), "PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    assert initdb and pg_ctl
+    assert initdb
+    assert pg_ctl
     # Not under pytest's private temporary folder: the postgres user must be able to reach it.
     folder = Path(tempfile.mkdtemp(prefix="outpost-pg-"))
     as_user: list[str] = []

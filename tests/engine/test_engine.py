@@ -74,9 +74,9 @@ async def test_variables_are_substituted_and_exported_to_the_environment(tmp_pat
     yaml = steps(
         "  show:\n    image: x\n    commands:\n"
         "      - echo \"yaml=${{NAME}} env=$NAME\" 'missing=${{NOPE}}'\n"
-        "      - echo \"$CF_BUILD_ID $CF_PIPELINE_NAME $CF_ACCOUNT $CF_STEP_NAME $CF_BUILD_INITIATOR $CI\"\n"
-        "      - echo \"$CF_BUILD_URL $CF_BUILD_TRIGGER $CF_BUILD_TIMESTAMP\"\n"
-        "      - test \"$CF_VOLUME_PATH\" = \"$(pwd)\"\n"
+        '      - echo "$CF_BUILD_ID $CF_PIPELINE_NAME $CF_ACCOUNT $CF_STEP_NAME $CF_BUILD_INITIATOR $CI"\n'
+        '      - echo "$CF_BUILD_URL $CF_BUILD_TRIGGER $CF_BUILD_TIMESTAMP"\n'
+        '      - test "$CF_VOLUME_PATH" = "$(pwd)"\n'
     )
     outcome, rec = await run(tmp_path, yaml, NAME="world")
     assert outcome.status == "success", rec.text("show")
@@ -99,7 +99,7 @@ async def test_cf_export_reaches_later_steps_only(tmp_path: Path) -> None:
         "      - cf_export VERSION=1.2.3 'GREETING=hello world'\n"
         "      - 'echo \"same step sees [${VERSION:-}]\"'\n"
         "  consume:\n    image: x\n    commands:\n"
-        "      - echo \"${{VERSION}} / $GREETING\"\n"
+        '      - echo "${{VERSION}} / $GREETING"\n'
     )
     outcome, rec = await run(tmp_path, yaml)
     assert outcome.status == "success", rec.logs

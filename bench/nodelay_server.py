@@ -5,7 +5,7 @@ TCP_NODELAY on accepted sockets whose `proto` is IPPROTO_TCP, so every response 
 two writes) meets Nagle's algorithm and the client's delayed ACK. This launcher differs in that one
 argument, so the benchmark can show what the fix is worth. Not a product: run by bench/dispatch.py only.
 
-Usage: python bench/nodelay_server.py DATA_DIR   (prints the URL and token file on stderr, like `outpost server`)
+Usage: python bench/nodelay_server.py DATA_DIR PORT   (listens on 127.0.0.1:PORT, like `outpost server`)
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ class _Server(uvicorn.Server):
         yield  # our own handlers stop the server, as `outpost server` does
 
 
-def _bind_tcp() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+def _bind_tcp(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # the one difference
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
-async def _serve(data_dir: Path) -> None:
+async def _serve(data_dir: Path, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sock = _bind_tcp()
+    sock = _bind_tcp(port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = ServerSettings.from_env(data_dir=data_dir, database_url=sqlite_url(data_dir))
     app = create_app(settings, public_url=url)
@@ -64,11 +64,11 @@ async def _serve(data_dir: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 3 or not sys.argv[2].isdigit():
         raise SystemExit(__doc__)
     data_dir = Path(sys.argv[1]).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_serve(data_dir))
+    asyncio.run(_serve(data_dir, int(sys.argv[2])))
 
 
 if __name__ == "__main__":

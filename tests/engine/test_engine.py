@@ -32,7 +32,7 @@ def context(tmp_path: Path, yaml: str, **variables: str) -> BuildContext:
 async def run(tmp_path: Path, yaml: str, **variables: str) -> tuple[BuildOutcome, Recorder]:
     recorder = Recorder()
     ctx = context(tmp_path, yaml, **variables)
-    outcome = await BuildEngine(ctx, LocalExecutor(ctx.volume), recorder).run()
+    outcome = await BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder).run()
     return outcome, recorder
 
 
@@ -194,7 +194,7 @@ async def test_cancel_terminates_the_running_step_and_its_processes(tmp_path: Pa
     yaml = steps(f"  long:\n    image: x\n    commands: ['sleep 300 & echo $! > {pidfile}; wait']\n")
     recorder = Recorder()
     ctx = context(tmp_path, yaml)
-    engine = BuildEngine(ctx, LocalExecutor(ctx.volume), recorder)
+    engine = BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder)
     running = asyncio.create_task(engine.run())
     while not pidfile.exists() or not pidfile.read_text().strip():
         await asyncio.sleep(0.05)

@@ -30,7 +30,7 @@ async def collect(executor: LocalExecutor, j: StepJob) -> tuple[int, bytes]:
 
 async def test_stdout_and_stderr_arrive_merged_and_complete(tmp_path: Path) -> None:
     script = "for i in $(seq 1 2000); do echo out $i; echo err $i >&2; done; printf '\\000\\377 binary'"
-    code, out = await collect(LocalExecutor(tmp_path), job(tmp_path, script))
+    code, out = await collect(LocalExecutor(tmp_path, tmp_path / "scratch"), job(tmp_path, script))
     assert code == 0
     lines = out.split(b"\n")
     assert lines.count(b"out 2000") == 1
@@ -39,13 +39,15 @@ async def test_stdout_and_stderr_arrive_merged_and_complete(tmp_path: Path) -> N
 
 
 async def test_the_exit_code_is_returned(tmp_path: Path) -> None:
-    code, _ = await collect(LocalExecutor(tmp_path), job(tmp_path, "exit 42"))
+    code, _ = await collect(LocalExecutor(tmp_path, tmp_path / "scratch"), job(tmp_path, "exit 42"))
     assert code == 42
 
 
 async def test_background_processes_do_not_outlive_their_step(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    code, _ = await collect(LocalExecutor(tmp_path), job(tmp_path, f"sleep 300 & echo $! > {pidfile}"))
+    code, _ = await collect(
+        LocalExecutor(tmp_path, tmp_path / "scratch"), job(tmp_path, f"sleep 300 & echo $! > {pidfile}")
+    )
     assert code == 0
     await asyncio.sleep(0.2)
     assert not Path(f"/proc/{pidfile.read_text().strip()}").exists() or _zombie(int(pidfile.read_text()))
@@ -54,7 +56,7 @@ async def test_background_processes_do_not_outlive_their_step(tmp_path: Path) ->
 async def test_cancelling_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     script = f"sleep 300 & echo $! >> {pidfile}; sh -c 'sleep 301' & echo $! >> {pidfile}; wait"
-    running = asyncio.create_task(collect(LocalExecutor(tmp_path), job(tmp_path, script)))
+    running = asyncio.create_task(collect(LocalExecutor(tmp_path, tmp_path / "scratch"), job(tmp_path, script)))
     while not pidfile.exists() or len(pidfile.read_text().split()) < 2:
         await asyncio.sleep(0.05)
     running.cancel()
@@ -66,7 +68,7 @@ async def test_cancelling_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 async def test_a_missing_shell_is_an_executor_error(tmp_path: Path) -> None:
     with pytest.raises(ExecutorError, match="not installed"):
-        await collect(LocalExecutor(tmp_path), job(tmp_path, "true", shell="no-such-shell"))
+        await collect(LocalExecutor(tmp_path, tmp_path / "scratch"), job(tmp_path, "true", shell="no-such-shell"))
 
 
 def test_executors_are_found_by_name_and_unknown_names_are_explained() -> None:
@@ -80,3 +82,16 @@ def _zombie(pid: int) -> bool:
         return "zombie" in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return True
+
+
+async def test_a_step_that_ignores_sigterm_is_killed_anyway(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait"
+    running = asyncio.create_task(collect(LocalExecutor(tmp_path, tmp_path / "scratch"), job(tmp_path, script)))
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        await asyncio.sleep(0.05)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 20)
+    pid = int(pidfile.read_text())
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)

@@ -44,8 +44,9 @@ class Executor:
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, volume: Path) -> None:
-        self.volume = volume
+    def __init__(self, volume: Path, scratch: Path) -> None:
+        self.volume = volume  # the build volume, shared by every step
+        self.scratch = scratch  # the runner's private folder for this build
 
     async def __aenter__(self) -> Self:
         return self
@@ -56,6 +57,12 @@ class Executor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        return None
+
+    @classmethod
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str) -> None:
+        """Called by a restarted runner for each build a crashed runner process left behind:
+        remove whatever of it may still run (processes, containers)."""
         return None
 
     def notice(self, job: StepJob) -> str | None:

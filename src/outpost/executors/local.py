@@ -12,17 +12,23 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 from typing import ClassVar
 
 from outpost.errors import ExecutorError
 from outpost.executors.base import Executor, Output, StepJob
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
-DRAIN_AFTER_EXIT = 2.0  # seconds to collect output left in the pipe after the shell exited
+DRAIN_AFTER_EXIT = 2.0
+PGID_FILE = "running.pgid"  # seconds to collect output left in the pipe after the shell exited
 
 
 class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
+
+    @classmethod
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str) -> None:
+        kill_leftovers(scratch, build_id)
 
     def notice(self, job: StepJob) -> str | None:
         if job.image:
@@ -53,9 +59,13 @@ class LocalExecutor(Executor):
         except OSError as exc:
             raise ExecutorError(f"cannot start {shell}: {exc}") from exc
         pgid = transport.get_pid()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        marker = self.scratch / PGID_FILE
+        marker.write_text(str(pgid))  # lets a restarted runner end what a crashed one left running
         pump = asyncio.create_task(step.forward(output, transport))
         try:
-            await step.exited
+            # Shielded: cancelling a task cancels the bare future it awaits, and we still need this one.
+            await asyncio.shield(step.exited)
             # Children left running in the background would hold the pipe open: end them too.
             _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
@@ -66,6 +76,7 @@ class LocalExecutor(Executor):
         finally:
             pump.cancel()
             transport.close()
+            marker.unlink(missing_ok=True)
         code = transport.get_returncode()
         return code if code is not None else -1
 
@@ -132,3 +143,21 @@ async def _kill_group(pgid: int, step: _StepProtocol) -> None:
     _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)
+
+
+def kill_leftovers(scratch: Path, build_id: str) -> bool:
+    """Ends the step a crashed runner left running, if it is still there. True if one was found.
+
+    The process group id is only trusted if that process still carries the build's id in its
+    environment: after a reboot the number may belong to somebody else.
+    """
+    marker = scratch / PGID_FILE
+    try:
+        pgid = int(marker.read_text())
+        environ = Path(f"/proc/{pgid}/environ").read_bytes()
+    except (OSError, ValueError):
+        return False
+    if f"CF_BUILD_ID={build_id}".encode() not in environ.split(b"\0"):
+        return False
+    _signal_group(pgid, signal.SIGKILL)
+    return True

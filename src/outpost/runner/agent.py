@@ -18,6 +18,7 @@ from pathlib import Path
 
 from outpost import __version__
 from outpost.errors import OutpostError
+from outpost.executors import executor_class
 from outpost.runner.client import Backoff, ProtocolClient, Refused, Unreachable
 from outpost.runner.job import BuildJob
 from outpost.runner.outbox import Outbox
@@ -225,6 +226,10 @@ class Runner:
             log.warning("cannot read the outbox in %s (%s); removing it", folder, exc)
             _remove_build_dir(folder.parent)
             return
+        with contextlib.suppress(OutpostError, OSError):
+            executor_class(self.options.executor).after_crash(
+                folder.parent / "volume", folder.parent / "scratch", box.task.build_id
+            )
         if not box.has_finish:
             box.finish(BuildFinished(status="error", message="the runner restarted while running this build"))
         box.close()

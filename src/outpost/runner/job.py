@@ -50,7 +50,7 @@ class BuildJob:
             trigger=task.trigger,
             initiator=task.initiator,
         )
-        self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume), self.outbox)
+        self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume, ctx.scratch), self.outbox)
         self.cancelling = False
 
     @property

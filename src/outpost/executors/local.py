@@ -43,8 +43,8 @@ class LocalExecutor(Executor):
             env["PATH"] = os.pathsep.join([*map(str, job.extra_path), env.get("PATH", os.defpath)])
         loop = asyncio.get_running_loop()
         step = _StepProtocol(loop)
-        try:
-            transport, _ = await loop.subprocess_exec(
+        spawn = asyncio.ensure_future(
+            loop.subprocess_exec(
                 lambda: step,
                 shell,
                 "-c",
@@ -56,6 +56,16 @@ class LocalExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        )
+        try:
+            transport, _ = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            # Cancelled while starting: the step may already run and have children; end them all.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                started, _ = await spawn
+                await _kill_group(started.get_pid(), step)
+                started.close()
+            raise
         except OSError as exc:
             raise ExecutorError(f"cannot start {shell}: {exc}") from exc
         pgid = transport.get_pid()

@@ -72,28 +72,39 @@ def _nodelay(by_key: dict[str, Result]) -> str:
     if e2e_before - e2e_after < MATTERS_MS:
         return "What-if A (TCP_NODELAY on the server's sockets) no longer differs: that fix is in."
     return (
-        "What-if A only creates the server's listening socket with `IPPROTO_TCP` instead of `proto=0`, which "
-        "lets asyncio set TCP_NODELAY on accepted connections; that takes the median dispatch from "
-        f"{before:.0f} to {after:.0f} ms and end to end from {e2e_before:.0f} to {e2e_after:.0f} ms, because "
-        "without it each response (headers and body are two writes) can wait ~40 ms for the client's delayed "
-        "ACK: on the poll that hands the build over, on the `started` report, then on every outbox request and "
-        "log-follow answer."
+        "What-if A differs from `outpost server` only in creating its listening socket with `IPPROTO_TCP` (so "
+        f"asyncio sets TCP_NODELAY on accepted connections): median dispatch {before:.0f} → {after:.0f} ms, end "
+        f"to end {e2e_before:.0f} → {e2e_after:.0f} ms, since otherwise a response written as headers then body "
+        "can wait ~40 ms for the client's delayed ACK, on every HTTP exchange of the path."
     )
 
 
 def _orphans(by_key: dict[str, Result]) -> str:
-    before, after = _stage(by_key, "nodelay", "claim"), _stage(by_key, "fixed", "claim")
-    if before is None or after is None:
+    figures = [_p(by_key, "nodelay"), _p(by_key, "fixed")]
+    figures += [_stage(by_key, k, s) for s in ("claim", "handover") for k in ("nodelay", "fixed")]
+    if any(f is None for f in figures):
         return ""
-    if before - after < MATTERS_MS / 2:
+    before, after, claim_a, claim_b, handover_a, handover_b = (f or 0.0 for f in figures)
+    if before - after < MATTERS_MS:
         return "What-if B (polls end when their runner hangs up) no longer differs from A: that fix is in."
     return (
-        "What-if B also ends a runner's poll when the runner hangs up, and the `claim` stage drops from "
-        f"{before:.0f} to {after:.0f} ms: as shipped, every finished build leaves the runner's dropped poll "
-        "running on the server until its 30 s deadline, and each such orphan runs a transaction on the one "
-        "SQLite connection at every new build, so the real poll's claim queues behind them and gets slower "
-        "the more builds ran in the last 30 s."
+        f"What-if B also ends a runner's poll when the runner hangs up: median {before:.0f} → {after:.0f} ms "
+        f"(`claim` {claim_a:.0f} → {claim_b:.0f}, `handover` {handover_a:.0f} → {handover_b:.0f}), because as "
+        "shipped the poll a runner drops when its build ends keeps running on the server until its 30 s deadline, "
+        "and each such orphan runs a transaction on the single SQLite connection at every new build, so the live "
+        f"poll and the `started` report queue behind them, the more so the more builds ran in the last 30 s"
+        f"{_shutdown(by_key)}."
     )
+
+
+def _shutdown(by_key: dict[str, Result]) -> str:
+    def killed(key: str) -> bool:
+        r = by_key.get(key)
+        return r is not None and any("SIGTERM" in note for note in r.notes)
+
+    if killed("nodelay") and not killed("fixed"):
+        return "; they also keep the server from exiting after SIGTERM (see the notes)"
+    return ""
 
 
 def _remaining(by_key: dict[str, Result]) -> str:
@@ -105,10 +116,9 @@ def _remaining(by_key: dict[str, Result]) -> str:
     stage, value = _largest_stage(r) if r.stages else ("?", 0.0)
     verdict = "within" if p90 <= AIM_MS else "still above"
     return (
-        f"With {r.label.split(':')[0]} the median is {p50:.0f} ms (p90 {p90:.0f} ms), {verdict} the aim; the "
-        f"largest stage left is `{stage}` ({value:.0f} ms): the build crosses several HTTP round trips and "
-        "SQLite transactions (store, claim, `started`) before the step may run, and each costs milliseconds "
-        "on this machine."
+        f"With {r.label.split(':')[0]} the median is {p50:.0f} ms (p90 {p90:.0f} ms), {verdict} the aim: what is "
+        "left is HTTP exchanges and SQLite transactions in series (store, claim, `started`), each a few "
+        f"milliseconds on this machine (largest stage `{stage}`, {value:.0f} ms)."
     )
 
 

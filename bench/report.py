@@ -71,7 +71,7 @@ def _method(run: Run) -> str:
     )
     lines = [
         f"- **Command**: `{run.command}` (what `make bench` runs): {run.builds} measured builds per system after "
-        f"{run.warmup} warm-up builds{prefect}, one at a time, {run.gap:g} s apart. Each system runs alone and is "
+        f"{run.warmup} warm-up build(s){prefect}, one at a time, {run.gap:g} s apart. Each system runs alone and is "
         "stopped before the next starts; all traffic stays on loopback.",
         "- **The build**: one step whose first command is `echo $EPOCHREALTIME` in bash (a variable: reading it "
         f"costs nothing){floor}. *Dispatch* is that timestamp minus the client's clock just before it sent the "

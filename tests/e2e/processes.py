@@ -94,11 +94,11 @@ class Process:
 
 
 class ControlPlane(Process):
-    def __init__(self, folder: Path, port: int = 0) -> None:
+    def __init__(self, folder: Path, port: int = 0, **env: str) -> None:
         self.folder = folder
         self.data_dir = folder / "cp"
         self.port = port
-        super().__init__("control plane", [], folder / "control-plane.log", outpost_env())
+        super().__init__("control plane", [], folder / "control-plane.log", outpost_env(**env))
 
     def start(self) -> None:
         self.args = ["server", "--port", str(self.port), "--data-dir", str(self.data_dir)]

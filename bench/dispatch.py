@@ -147,11 +147,15 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in [str(python), "bench/dispatch.py", *argv])
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT (even when started in the background, where SIGINT comes ignored) unwind through
+    every `with Processes(...)`, which stops what it started."""
+
     def handler(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # unwinds through every `with Processes(...)`, which stops what it started
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
@@ -163,7 +167,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _stop_on_sigterm()
+    _stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="outpost-bench-"))
     load_before = machine.load_average()
     try:
@@ -197,4 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: every process the benchmark started is stopped; nothing was written")
+        sys.exit(130)

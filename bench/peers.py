@@ -43,7 +43,7 @@ def _run(argv: list[str], what: str) -> None:
         raise Skipped(f"{what} failed: {exc}") from exc
     if done.returncode != 0:
         lines = [ln for ln in (done.stderr or done.stdout).splitlines() if not ln.startswith("WARNING")]
-        raise Skipped(f"{what} failed (exit {done.returncode}): {' / '.join(lines[-3:])}")
+        raise Skipped(f"{what} failed (exit {done.returncode}): {_clip(' / '.join(lines[-2:]))}")
 
 
 def run_tool(argv: list[str], what: str, *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
@@ -53,5 +53,9 @@ def run_tool(argv: list[str], what: str, *, env: dict[str, str] | None = None, c
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Skipped(f"{what} failed: {exc}") from exc
     if done.returncode != 0:
-        raise Skipped(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-300:]}")
+        raise Skipped(f"{what} failed (exit {done.returncode}): {_clip((done.stderr or done.stdout).strip())}")
     return done.stdout
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit // 2] + " … " + text[-limit // 2 :]

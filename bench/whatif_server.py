@@ -55,6 +55,7 @@ class DropOrphanPolls:
         if body is None:
             return
         hung_up = asyncio.Event()
+        answered = False
 
         async def replay() -> Message:
             if body:
@@ -62,10 +63,15 @@ class DropOrphanPolls:
             await hung_up.wait()
             return {"type": "http.disconnect"}
 
-        handler = asyncio.create_task(self.app(scope, replay, send))
-        watcher = asyncio.create_task(receive())  # uvicorn answers http.disconnect when the client leaves
-        await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if not handler.done():
+        async def tracked(message: Message) -> None:
+            nonlocal answered
+            await send(message)
+            answered = answered or (message["type"] == "http.response.body" and not message.get("more_body"))
+
+        handler: asyncio.Future[object] = asyncio.ensure_future(self.app(scope, replay, tracked))
+        watcher: asyncio.Future[object] = asyncio.ensure_future(receive())  # http.disconnect when the client leaves
+        await asyncio.wait([handler, watcher], return_when=asyncio.FIRST_COMPLETED)
+        if not handler.done() and not answered:
             hung_up.set()
             handler.cancel()
         watcher.cancel()

@@ -108,8 +108,14 @@ def _runner_out(svc: Services, runner: Runner, runtime_name: str) -> RunnerOut:
     )
 
 
-def _install_command(svc: Services, token: str) -> str:
-    return f"outpost runner start --url {svc.public_url} --token {token}"
+def _with_install_token(svc: Services, runtime: Runtime, install: str) -> RuntimeOut:
+    return RuntimeOut(
+        name=runtime.name,
+        default=runtime.is_default,
+        created_at=iso(runtime.created_at),
+        install_token=install,
+        install_command=f"outpost runner start --url {svc.public_url} --token {install}",
+    )
 
 
 @router.post("/runtimes", status_code=201)
@@ -117,13 +123,7 @@ async def create_runtime(body: RuntimeIn, token: Token, svc: Svc) -> RuntimeOut:
     async with svc.as_caller(token) as (session, who):
         runtime = await runtimes.create_runtime(session, who, body.name)
         install = await runtimes.create_install_token(session, runtime)
-    return RuntimeOut(
-        name=runtime.name,
-        default=runtime.is_default,
-        created_at=iso(runtime.created_at),
-        install_token=install,
-        install_command=_install_command(svc, install),
-    )
+    return _with_install_token(svc, runtime, install)
 
 
 @router.get("/runtimes")
@@ -142,13 +142,7 @@ async def create_install_token(name: str, token: Token, svc: Svc) -> RuntimeOut:
     async with svc.as_caller(token) as (session, who):
         runtime = await runtimes.get_runtime(session, who, name)
         install = await runtimes.create_install_token(session, runtime)
-    return RuntimeOut(
-        name=runtime.name,
-        default=runtime.is_default,
-        created_at=iso(runtime.created_at),
-        install_token=install,
-        install_command=_install_command(svc, install),
-    )
+    return _with_install_token(svc, runtime, install)
 
 
 @router.get("/runners")

@@ -22,6 +22,7 @@ class ServerSettings:
     max_log_chunk: int = 1024 * 1024  # bytes in one log append
     max_request_body: int = 8 * 1024 * 1024  # bytes in any other request
     max_requeues: int = 3  # times a never-started build goes back to the queue before it errors
+    secret_key: str = ""  # Fernet key for secrets at rest; default: <data dir>/secret.key, made on first start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:
@@ -36,6 +37,7 @@ class ServerSettings:
             "OUTPOST_POLL_TIMEOUT": ("poll_timeout", float),
             "OUTPOST_MAX_LOG_CHUNK": ("max_log_chunk", int),
             "OUTPOST_MAX_REQUEUES": ("max_requeues", int),
+            "OUTPOST_SECRET_KEY": ("secret_key", str),
         }
         for var, (name, kind) in fields.items():
             if var in env and env[var] != "":

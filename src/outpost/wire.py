@@ -64,6 +64,7 @@ class RunBuildTask(Message):
     yaml: str
     yaml_file: str = "codefresh.yml"
     variables: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)  # values to use and to mask in every log
     build_url: str = ""
     created_at: float = 0.0  # seconds since the epoch, control plane's clock
     trigger: str = "build"

@@ -19,6 +19,7 @@ steps:
     image: alpine
     commands:
       - echo "hello ${{NAME}} from build $CF_BUILD_ID"
+      - echo "the password is $DB_PASSWORD"
       - cf_export SHARED=passed-on
   check:
     image: alpine
@@ -50,7 +51,15 @@ def test_a_multi_step_pipeline_runs_and_its_log_arrives_complete_and_in_order(
     tmp_path: Path, control_plane: ControlPlane, start_runner: Callable[..., RunnerProcess]
 ) -> None:
     start_runner()
-    created = control_plane.cli("pipeline", "create", "three", "--file", str(write(tmp_path, "cf.yml", THREE_STEPS)))
+    created = control_plane.cli(
+        "pipeline",
+        "create",
+        "three",
+        "--file",
+        str(write(tmp_path, "cf.yml", THREE_STEPS)),
+        "--secret-var",
+        "DB_PASSWORD=hunter2-long",
+    )
     assert created.returncode == 0, created.stderr
 
     run = control_plane.cli("run", "three", "--var", "NAME=e2e", timeout=120)
@@ -62,6 +71,8 @@ def test_a_multi_step_pipeline_runs_and_its_log_arrives_complete_and_in_order(
     assert out.index("── step: count ──") < out.index("── step: greet ──") < out.index("── step: check ──")
     assert "hello e2e from build" in out
     assert "exported: passed-on" in out
+    assert "the password is *****" in out
+    assert "hunter2-long" not in out
     assert "success" in run.stderr
 
     build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]

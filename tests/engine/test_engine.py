@@ -230,3 +230,29 @@ def _alive(pid: int) -> bool:
     # A zombie is gone for every practical purpose.
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+async def test_secrets_are_usable_but_masked_in_every_log(tmp_path: Path) -> None:
+    yaml = steps(
+        "  use:\n    image: x\n    commands:\n"
+        '      - echo "key=${{API_KEY}} env=$API_KEY"\n'
+        "      - printf 'split s3cr3'; printf 't-value\\n'\n"
+        '      - test "$API_KEY" = s3cr3t-value\n'
+    )
+    recorder = Recorder()
+    ctx = context(tmp_path, yaml)
+    ctx.secrets = {"API_KEY": "s3cr3t-value"}
+    outcome = await BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder).run()
+    assert outcome.status == "success", recorder.logs
+    assert recorder.text("use") == "key=***** env=*****\nsplit *****\n"
+
+
+async def test_cf_export_mask_hides_the_value_in_later_logs(tmp_path: Path) -> None:
+    yaml = steps(
+        "  make:\n    image: x\n    commands: ['cf_export TOKEN=tok-12345 --mask']\n"
+        "  show:\n    image: x\n    commands: ['echo token is $TOKEN']\n"
+    )
+    outcome, rec = await run(tmp_path, yaml)
+    assert outcome.status == "success", rec.logs
+    assert rec.text("make") == "Exporting TOKEN\n"
+    assert rec.text("show") == "token is *****\n"

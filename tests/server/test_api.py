@@ -154,3 +154,26 @@ async def test_validate_reports_problems_or_a_summary(stack: Stack) -> None:
     bad = (await stack.api("POST", "/validate", json={"yaml": "version: '1.0'\n", "file": "x.yml"})).json()
     assert bad["valid"] is False
     assert bad["problems"][0].startswith("x.yml:")
+
+
+async def test_secret_variables_are_stored_encrypted_and_never_shown(stack: Stack) -> None:
+    from sqlalchemy import text
+
+    await stack.pipeline("deploy", HELLO, variables={"NAME": "plain"}, secrets={"API_KEY": "s3cr3t-value"})
+    shown = (await stack.api("GET", "/pipelines/deploy")).json()
+    assert shown["secrets"] == ["API_KEY"]
+    assert "s3cr3t-value" not in (await stack.api("GET", "/pipelines/deploy")).text
+    build = await stack.run("deploy")
+    assert "s3cr3t-value" not in (await stack.api("GET", f"/builds/{build['id']}")).text
+    async with stack.services.tx() as session:
+        rows = (await session.execute(text("SELECT secrets FROM pipelines UNION ALL SELECT secrets FROM builds"))).all()
+    assert len(rows) == 2
+    assert all("s3cr3t-value" not in str(row[0]) and "API_KEY" in str(row[0]) for row in rows)
+
+
+async def test_a_name_cannot_be_both_a_variable_and_a_secret(stack: Stack) -> None:
+    r = await stack.api(
+        "POST", "/pipelines", json={"name": "x", "yaml": HELLO, "variables": {"K": "1"}, "secrets": {"K": "2"}}
+    )
+    assert r.status_code == 422
+    assert "cannot also be a secret" in r.json()["message"]

@@ -238,3 +238,12 @@ async def wait_for_status(stack: Stack, build_id: str, statuses: set[str], *, ti
             return build
         assert loop.time() < deadline, f"build stayed {build['status']}, expected {statuses}"
         await asyncio.sleep(0.1)
+
+
+async def test_the_task_carries_the_decrypted_secrets_to_the_runner(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("deploy", HELLO, secrets={"API_KEY": "s3cr3t-value"})
+    await stack.run("deploy")
+    task = await claim(stack, runner.runner_token)
+    assert task.secrets == {"API_KEY": "s3cr3t-value"}
+    assert "API_KEY" not in task.variables

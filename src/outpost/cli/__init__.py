@@ -108,6 +108,13 @@ def pipeline() -> None:
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--runtime", help="Runtime whose runners run it (default: the account's default runtime).")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A pipeline variable.")
+@click.option(
+    "--secret-var",
+    "secrets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A secret variable: stored encrypted, never shown again, masked in logs.",
+)
 @click.option("--update", is_flag=True, help="Replace the YAML and variables if the pipeline exists.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -118,6 +125,7 @@ def pipeline_create(
     file: Path,
     runtime: str | None,
     variables: tuple[str, ...],
+    secrets: tuple[str, ...],
     update: bool,
     as_json: bool,
 ) -> None:
@@ -125,12 +133,14 @@ def pipeline_create(
     api = api_from(ctx)
     body: dict[str, object] = {"name": name, "yaml": file.read_text(), "yaml_file": file.name, "runtime": runtime}
     body["variables"] = parse_vars(variables)
+    body["secrets"] = parse_vars(secrets)
     try:
         result = api.post("/pipelines", json=body)
     except ApiError as exc:
         if not (update and exc.status == 409):
             raise
-        patch = {k: v for k, v in body.items() if k != "name" and v is not None}
+        # Secrets are replaced only when given: they cannot be read back to be kept.
+        patch = {k: v for k, v in body.items() if k != "name" and v is not None and (k != "secrets" or v)}
         result = api.request("PATCH", f"/pipelines/{name}", json=patch)
     if as_json:
         emit_json(result)

@@ -6,18 +6,24 @@ from pathlib import Path
 
 from outpost.pipelines.variables import EXPORT_FILE
 
+MASK_FILE = "env_vars_to_mask"  # names whose values later logs must mask (cf_export --mask)
+
 # Appends KEY=VALUE lines to the export file; a bare NAME exports the current value of $NAME.
-# `--mask` is accepted (the values are exported; masking arrives with the full YAML support).
 SCRIPT = f"""#!/bin/sh
 # cf_export KEY=VALUE [NAME ...] [--mask]: hand variables to the steps that follow.
 out="${{CF_VOLUME_PATH:?CF_VOLUME_PATH is not set}}/{EXPORT_FILE}"
+masks="$CF_VOLUME_PATH/{MASK_FILE}"
+mask=
+for arg in "$@"; do [ "$arg" = --mask ] && mask=1; done
 for arg in "$@"; do
   case "$arg" in
-    --mask) ;;
-    [A-Za-z_]*=*) printf '%s\\n' "$arg" >> "$out"; echo "Exporting ${{arg%%=*}}" ;;
+    --mask) continue ;;
+    [A-Za-z_]*=*) name="${{arg%%=*}}"; printf '%s\\n' "$arg" >> "$out" ;;
     *[!A-Za-z0-9_]*|[0-9]*|'') echo "cf_export: not a variable name: $arg" >&2; exit 2 ;;
-    *) eval "value=\\${{$arg-}}"; printf '%s=%s\\n' "$arg" "$value" >> "$out"; echo "Exporting $arg" ;;
+    *) name="$arg"; eval "value=\\${{$arg-}}"; printf '%s=%s\\n' "$arg" "$value" >> "$out" ;;
   esac
+  [ -n "$mask" ] && printf '%s\\n' "$name" >> "$masks"
+  echo "Exporting $name"
 done
 """
 

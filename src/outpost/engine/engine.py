@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Protocol
 
 from outpost.engine import cfexport
+from outpost.engine.masking import Masker
 from outpost.errors import ExecutorError, PipelineError
-from outpost.executors.base import Executor, StepJob
+from outpost.executors.base import Executor, Output, StepJob
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
 from outpost.pipelines.variables import (
@@ -57,6 +58,7 @@ class BuildContext:
     scratch: Path  # the runner's private folder for this build (scripts, bin)
     yaml_file: str = "codefresh.yml"
     variables: dict[str, str] = field(default_factory=dict)  # pipeline and run variables, merged
+    secrets: dict[str, str] = field(default_factory=dict)  # variables too, masked in every log
     build_url: str = ""
     created_at: float = 0.0
     trigger: str = "build"
@@ -85,6 +87,7 @@ class BuildEngine:
         self._cancel = asyncio.Event()
         self._cancel_reason = ""
         self._noticed = False
+        self._masked: set[str] = set(ctx.secrets.values())
 
     def cancel(self, reason: str = "cancel requested") -> None:
         self._cancel_reason = reason
@@ -121,6 +124,7 @@ class BuildEngine:
                 volume_path=str(self.ctx.volume),
             ),
             **self.ctx.variables,
+            **self.ctx.secrets,
         }
 
     async def _run_sequential(self, pipeline: Pipeline) -> BuildOutcome:
@@ -180,9 +184,20 @@ class BuildEngine:
             self._noticed = True
             await self._system(notice + "\n")
 
-        async def output(chunk: bytes) -> None:
-            await self.reporter.log(step.name, chunk)
+        masker = Masker(self._masked)
 
+        async def output(chunk: bytes) -> None:
+            if shown := masker.feed(chunk):
+                await self.reporter.log(step.name, shown)
+
+        try:
+            return await self._watch(step, job, output)
+        finally:
+            if rest := masker.flush():
+                await self.reporter.log(step.name, rest)
+
+    async def _watch(self, step: Step, job: StepJob, output: Output) -> _StepResult:
+        """Runs the job until it ends, times out or the build is cancelled."""
         run = asyncio.create_task(self.executor.run(job, output))
         cancel = asyncio.create_task(self._cancel.wait())
         try:
@@ -239,9 +254,12 @@ class BuildEngine:
         return path if path.is_absolute() else volume / path
 
     def _collect_exports(self) -> None:
-        path = self.ctx.volume / EXPORT_FILE
+        volume = self.ctx.volume
         with contextlib.suppress(FileNotFoundError):
-            self.variables.update(parse_export_file(path.read_text(errors="replace")))
+            self.variables.update(parse_export_file((volume / EXPORT_FILE).read_text(errors="replace")))
+        with contextlib.suppress(FileNotFoundError):
+            names = (volume / cfexport.MASK_FILE).read_text(errors="replace").split()
+            self._masked.update(self.variables[n] for n in names if n in self.variables)
 
     def _truthy(self, value: bool | str | None, *, default: bool) -> bool:
         if value is None:
@@ -254,7 +272,9 @@ class BuildEngine:
         return default
 
     async def _system(self, text: str) -> None:
-        await self.reporter.log(SYSTEM_STREAM, f"[outpost] {text}".encode())
+        masker = Masker(self._masked)
+        shown = masker.feed(f"[outpost] {text}".encode()) + masker.flush()
+        await self.reporter.log(SYSTEM_STREAM, shown)
 
 
 def _plan(pipeline: Pipeline) -> list[StepPlan]:

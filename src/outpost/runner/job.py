@@ -43,6 +43,7 @@ class BuildJob:
             yaml=task.yaml,
             yaml_file=task.yaml_file,
             variables=dict(task.variables),
+            secrets=dict(task.secrets),
             volume=folder / "volume",
             scratch=folder / "scratch",
             build_url=task.build_url,

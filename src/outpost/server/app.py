@@ -17,6 +17,7 @@ from outpost.server import db
 from outpost.server.api import errors, public, runner
 from outpost.server.api.schemas import error_body
 from outpost.server.dispatch import Wakeups, reap_leases
+from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import builds
 from outpost.settings import ServerSettings
@@ -35,6 +36,7 @@ def create_app(settings: ServerSettings, *, public_url: str | None = None) -> Fa
             sessions=db.make_sessions(engine),
             wakeups=Wakeups(),
             public_url=(public_url or settings.public_url or "http://127.0.0.1:8080").rstrip("/"),
+            secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir),
         )
         async with services.tx() as session:
             extended = await builds.extend_live_leases(session, settings.lease_ttl)

@@ -109,6 +109,7 @@ class Pipeline(Base):
     yaml: Mapped[str] = mapped_column(Text)
     yaml_file: Mapped[str] = mapped_column(String(255), default="codefresh.yml")
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> ciphertext
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
 
@@ -129,6 +130,7 @@ class Build(Base):
     yaml: Mapped[str] = mapped_column(Text)  # the exact YAML this build ran
     yaml_file: Mapped[str] = mapped_column(String(255), default="codefresh.yml")
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # merged: pipeline < run
+    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> ciphertext, as run
     trigger: Mapped[str] = mapped_column(String(20), default="build")
     initiator: Mapped[str] = mapped_column(String(100), default="")
     branch: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from outpost.server.dispatch import Wakeups
+from outpost.server.secrets import SecretBox
 from outpost.server.store import accounts
 from outpost.settings import ServerSettings
 
@@ -20,6 +21,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     wakeups: Wakeups
     public_url: str
+    secrets: SecretBox
 
     def build_url(self, build_id: str) -> str:
         return f"{self.public_url}/builds/{build_id}"

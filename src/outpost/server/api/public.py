@@ -172,6 +172,7 @@ async def _pipeline_out(session: AsyncSession, p: Pipeline) -> PipelineOut:
         yaml_file=p.yaml_file,
         yaml=p.yaml,
         variables=p.variables,
+        secrets=sorted(p.secrets),
         created_at=iso(p.created_at),
         updated_at=iso(p.updated_at),
     )
@@ -188,6 +189,7 @@ async def create_pipeline(body: PipelineIn, token: Token, svc: Svc) -> PipelineO
             yaml_file=body.yaml_file,
             runtime=body.runtime,
             variables=body.variables,
+            sealed_secrets=svc.secrets.seal_all(body.secrets),
         )
         return await _pipeline_out(session, p)
 
@@ -215,6 +217,7 @@ async def update_pipeline(name: str, body: PipelinePatch, token: Token, svc: Svc
             yaml_file=body.yaml_file,
             runtime=body.runtime,
             variables=body.variables,
+            sealed_secrets=None if body.secrets is None else svc.secrets.seal_all(body.secrets),
         )
         return await _pipeline_out(session, p)
 

@@ -100,6 +100,7 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> RunBui
             yaml=build.yaml,
             yaml_file=build.yaml_file,
             variables={str(k): str(v) for k, v in build.variables.items()},
+            secrets=svc.secrets.open_all(build.secrets),
             build_url=svc.build_url(build.id),
             created_at=build.created_at,
             trigger=build.trigger,

@@ -39,6 +39,7 @@ class PipelineIn(In):
     yaml_file: str = Field(default="codefresh.yml", max_length=255)
     runtime: str | None = Field(default=None, max_length=100)
     variables: Variables = Field(default_factory=dict, max_length=500)
+    secrets: Variables = Field(default_factory=dict, max_length=500)
 
 
 class PipelinePatch(In):
@@ -46,6 +47,7 @@ class PipelinePatch(In):
     yaml_file: str | None = Field(default=None, max_length=255)
     runtime: str | None = Field(default=None, max_length=100)
     variables: Variables | None = Field(default=None, max_length=500)
+    secrets: Variables | None = Field(default=None, max_length=500)
 
 
 class BuildIn(In):
@@ -112,6 +114,7 @@ class PipelineOut(BaseModel):
     yaml_file: str
     yaml: str
     variables: Variables
+    secrets: list[str]  # names only: values are never shown again
     created_at: str | None
     updated_at: str | None
 

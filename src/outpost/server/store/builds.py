@@ -47,6 +47,7 @@ async def create_build(
         yaml=pipeline.yaml,
         yaml_file=pipeline.yaml_file,
         variables={**pipeline.variables, **run_variables},
+        secrets={k: v for k, v in pipeline.secrets.items() if k not in run_variables},
         trigger=trigger,
         initiator=initiator if initiator is not None else principal.token_name,
         branch=branch,

@@ -25,10 +25,13 @@ def check_yaml(yaml: str, yaml_file: str) -> None:
         raise Invalid("the pipeline file is invalid", problems=[str(p) for p in exc.problems]) from None
 
 
-def check_variables(variables: dict[str, str]) -> None:
-    for key in variables:
+def check_variables(variables: dict[str, str], secrets: dict[str, str] | None = None) -> None:
+    for key in [*variables, *(secrets or {})]:
         if not key or not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
             raise Invalid(f"variable name {key!r} must be letters, digits and '_', not starting with a digit")
+    both = sorted(set(variables) & set(secrets or {}))
+    if both:
+        raise Invalid(f"a variable cannot also be a secret: {', '.join(both)}")
 
 
 async def create_pipeline(
@@ -40,10 +43,12 @@ async def create_pipeline(
     yaml_file: str = "codefresh.yml",
     runtime: str | None = None,
     variables: dict[str, str] | None = None,
+    sealed_secrets: dict[str, str] | None = None,
 ) -> Pipeline:
+    """`sealed_secrets` maps names to values already encrypted by the caller's SecretBox."""
     check_name("pipeline", name)
     check_yaml(yaml, yaml_file)
-    check_variables(variables or {})
+    check_variables(variables or {}, sealed_secrets or {})
     if await find_pipeline(session, principal, name) is not None:
         raise Conflict(f"pipeline {name!r} already exists")
     rt = await _runtime(session, principal, runtime)
@@ -56,6 +61,7 @@ async def create_pipeline(
         yaml=yaml,
         yaml_file=yaml_file,
         variables=dict(variables or {}),
+        secrets=dict(sealed_secrets or {}),
         created_at=t,
         updated_at=t,
     )
@@ -73,6 +79,7 @@ async def update_pipeline(
     yaml_file: str | None = None,
     runtime: str | None = None,
     variables: dict[str, str] | None = None,
+    sealed_secrets: dict[str, str] | None = None,
 ) -> Pipeline:
     pipeline = await get_pipeline(session, principal, name)
     if yaml is not None:
@@ -82,9 +89,11 @@ async def update_pipeline(
         pipeline.yaml_file = yaml_file
     if runtime is not None:
         pipeline.runtime_id = (await get_runtime(session, principal, runtime)).id
-    if variables is not None:
-        check_variables(variables)
-        pipeline.variables = dict(variables)
+    if variables is not None or sealed_secrets is not None:
+        new_variables = pipeline.variables if variables is None else variables
+        new_secrets = pipeline.secrets if sealed_secrets is None else sealed_secrets
+        check_variables(new_variables, new_secrets)
+        pipeline.variables, pipeline.secrets = dict(new_variables), dict(new_secrets)
     pipeline.updated_at = now()
     return pipeline
 

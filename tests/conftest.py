@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.components import postgres_cluster
-from tests.stack import Stack, running_stack, test_settings
+from tests.stack import Stack, running_stack, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -44,5 +44,5 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running_stack(test_settings(database_url, tmp_path / "data")) as s:
+    async with running_stack(settings_for(database_url, tmp_path / "data")) as s:
         yield s

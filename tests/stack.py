@@ -74,7 +74,7 @@ class Stack:
         return build
 
 
-def test_settings(database_url: str, data_dir: Path, **overrides: Any) -> ServerSettings:
+def settings_for(database_url: str, data_dir: Path, **overrides: Any) -> ServerSettings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "data_dir": data_dir,

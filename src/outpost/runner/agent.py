@@ -22,7 +22,14 @@ from outpost.executors import executor_class
 from outpost.runner.client import Backoff, ProtocolClient, Refused, Unreachable
 from outpost.runner.job import BuildJob
 from outpost.runner.outbox import Outbox
-from outpost.wire import BuildFinished, CancelBuildTask, PollRequest, RegisterRequest, RunBuildTask
+from outpost.wire import (
+    BuildFinished,
+    CancelBuildTask,
+    PollRequest,
+    RegisterRequest,
+    RegisterResponse,
+    RunBuildTask,
+)
 
 log = logging.getLogger("outpost.runner")
 RECOVERY_DEADLINE = 60.0  # seconds to deliver what a crashed runner left behind
@@ -45,7 +52,10 @@ class RunnerIdentity:
         path = data_dir / "runner.json"
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise OutpostError(f"{path} is damaged ({exc}); remove it and register again") from None
 
     def save(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +92,7 @@ async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -
         concurrency=options.concurrency,
         hostname=socket.gethostname(),
     )
-    answer = await client.register(request)
+    answer = await _register(client, request)
     identity = RunnerIdentity(
         url=url,
         runner_id=answer.runner_id,
@@ -94,6 +104,18 @@ async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -
     )
     identity.save(options.data_dir)
     return identity
+
+
+async def _register(client: ProtocolClient, request: RegisterRequest) -> RegisterResponse:
+    """Registration waits for an unreachable control plane (it may be starting too), saying so."""
+    backoff = Backoff(cap=30.0)
+    while True:
+        try:
+            return await client.register(request)
+        except Unreachable as exc:
+            delay = backoff.next_delay()
+            log.warning("cannot register yet (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
 
 
 class Runner:
@@ -118,21 +140,23 @@ class Runner:
         try:
             while not self._stopping.is_set():
                 try:
-                    got = await self._poll_once(wait=0.0 if burst else self.options.poll_wait)
+                    queue_empty = await self._poll_once(wait=0.0 if burst else self.options.poll_wait)
                     backoff.reset()
                 except Unreachable as exc:
                     log.warning("control plane unreachable (%s); retrying", exc)
                     await self._sleep_unless_stopping(backoff.next_delay())
                     continue
-                if burst and not got and not self.jobs:
+                if burst and queue_empty and not self.jobs:
                     break
             await self._drain()
         finally:
-            for task in recoveries:
-                task.cancel()
+            if not burst:
+                for task in recoveries:
+                    task.cancel()
             await asyncio.gather(*recoveries, return_exceptions=True)
 
     async def _poll_once(self, wait: float) -> bool:
+        """One poll and what it brought. True if it could have claimed a build and there was none."""
         self._slot_freed.clear()
         free = 0 if self._stopping.is_set() else self.options.concurrency - len(self.jobs)
         request = PollRequest(
@@ -150,7 +174,7 @@ class Runner:
             poll.cancel()
             with contextlib.suppress(asyncio.CancelledError, OutpostError):
                 await poll
-            return False
+            return False  # interrupted: says nothing about the queue
         try:
             answer = poll.result()
         except Refused as exc:
@@ -163,7 +187,7 @@ class Runner:
         elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
             log.info("build %s: cancel requested", task.build_id)
             self.jobs[task.build_id][0].cancel(task.reason)
-        return task is not None
+        return task is None and free > 0
 
     async def _interrupted(self, *, can_interrupt: bool) -> None:
         """Ends on a stop request, or when a slot frees up if the current poll asked for no builds.

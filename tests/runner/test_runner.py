@@ -1,0 +1,138 @@
+"""The runner in-process against the real control plane app: burst mode, a flaky network, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
+from outpost.runner.client import ProtocolClient
+from outpost.runner.outbox import Outbox
+from outpost.wire import PREFIX, BuildFinished, PollRequest, RunBuildTask, StepUpdate
+from tests.stack import BASE, Stack, running_stack, settings_for
+
+TWO_STEPS = """version: '1.0'
+steps:
+  first:
+    image: alpine
+    commands: ['for i in $(seq 1 50); do echo "first $i"; done']
+  second:
+    image: alpine
+    commands: [echo second]
+"""
+
+
+class FlakyTransport(httpx.AsyncBaseTransport):
+    """Fails every request while `down`; a network that comes and goes, not a patch of our code."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.down = False
+        self.failures = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            self.failures += 1
+            raise httpx.ConnectError("network is down", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def runner_for(stack: Stack, tmp_path: Path, transport: httpx.AsyncBaseTransport) -> Runner:
+    registered = await stack.register()
+    identity = RunnerIdentity(
+        url=BASE,
+        runner_id=registered.runner_id,
+        token=registered.runner_token,
+        account=registered.account,
+        runtime=registered.runtime,
+        heartbeat_interval=registered.heartbeat_interval,
+        max_log_chunk=registered.max_log_chunk,
+    )
+    options = RunnerOptions(url=BASE, data_dir=tmp_path / "runner")
+    return Runner(ProtocolClient(BASE, transport=transport), identity, options)
+
+
+async def step_log(stack: Stack, build_id: str, step: str) -> bytes:
+    return (await stack.api("GET", f"/builds/{build_id}/steps/{step}/log")).content
+
+
+async def test_burst_mode_runs_what_is_queued_and_returns(stack: Stack, tmp_path: Path) -> None:
+    await stack.pipeline("two", TWO_STEPS)
+    builds = [(await stack.run("two"))["id"] for _ in range(2)]
+    runner = await runner_for(stack, tmp_path, httpx.ASGITransport(app=stack.app))
+
+    await runner.run(burst=True)
+
+    for build_id in builds:
+        build = await stack.build(build_id)
+        assert build["status"] == "success"
+        assert await step_log(stack, build_id, "first") == "".join(f"first {i}\n" for i in range(1, 51)).encode()
+    assert not list((tmp_path / "runner" / "builds").glob("*"))
+
+
+async def claim(stack: Stack, runner: Runner) -> RunBuildTask:
+    async with stack.raw() as c:
+        answer = await c.post(
+            PREFIX + "/poll",
+            json=PollRequest(wait=0).model_dump(),
+            headers={"Authorization": f"Bearer {runner.identity.token}"},
+        )
+    return RunBuildTask.model_validate(answer.json()["task"])
+
+
+@pytest.fixture
+async def patient_stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A lease long enough to outlive the outage without heartbeats (none run in this test)."""
+    async with running_stack(settings_for(database_url, tmp_path / "data", lease_ttl=60.0)) as s:
+        yield s
+
+
+async def test_reports_wait_in_the_outbox_while_the_network_is_down(patient_stack: Stack, tmp_path: Path) -> None:
+    stack = patient_stack
+    flaky = FlakyTransport(httpx.ASGITransport(app=stack.app))
+    runner = await runner_for(stack, tmp_path, flaky)
+    await stack.pipeline("two", TWO_STEPS)
+    build_id = (await stack.run("two"))["id"]
+    task = await claim(stack, runner)
+    box = Outbox.create(tmp_path / "box", task, runner.client, max_chunk=16)
+    flaky.down = True
+    await box.log("first", b"line one\nline two\n")
+    await box.step("first", StepUpdate(status="success", exit_code=0))
+    await box.log("first", b"late but before the finish\n")
+    box.finish(BuildFinished(status="success"))
+    box.close()
+
+    pump = asyncio.create_task(box.pump())
+    await asyncio.sleep(1.0)
+    assert not pump.done()
+    assert flaky.failures > 0
+    flaky.down = False
+    await asyncio.wait_for(pump, 30)
+
+    build = await stack.build(build_id)
+    assert build["status"] == "success"
+    assert await step_log(stack, build_id, "first") == b"line one\nline two\nlate but before the finish\n"
+
+
+async def test_a_restarted_runner_delivers_what_the_crashed_one_left_and_ends_the_build(
+    stack: Stack, tmp_path: Path
+) -> None:
+    runner = await runner_for(stack, tmp_path, httpx.ASGITransport(app=stack.app))
+    await stack.pipeline("two", TWO_STEPS)
+    build_id = (await stack.run("two"))["id"]
+    task = await claim(stack, runner)
+    left = Outbox.create(tmp_path / "runner" / "builds" / build_id / "outbox", task, runner.client, max_chunk=1024)
+    await left.log("first", b"printed before the crash\n")
+    await left.step("first", StepUpdate(status="running"))
+
+    await runner.run(burst=True)
+
+    build = await stack.build(build_id)
+    assert build["status"] == "error"
+    assert build["message"] == "the runner restarted while running this build"
+    assert await step_log(stack, build_id, "first") == b"printed before the crash\n"
+    assert not (tmp_path / "runner" / "builds" / build_id).exists()

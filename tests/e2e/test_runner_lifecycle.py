@@ -42,3 +42,16 @@ def test_a_runner_with_concurrency_two_runs_two_builds_at_once(
     b = run(control_plane, "rendezvous", ME="b", OTHER="a")
     assert control_plane.wait_for(a, {"success", "failure"}, timeout=60)["status"] == "success"
     assert control_plane.wait_for(b, {"success", "failure"}, timeout=60)["status"] == "success"
+
+
+def test_the_control_plane_stops_promptly_while_a_runner_holds_a_poll_open(
+    control_plane: ControlPlane, start_runner: Callable[..., RunnerProcess]
+) -> None:
+    runner = start_runner()
+    eventually(lambda: "registered" in runner.output(), timeout=20, what="the runner to register")
+    time.sleep(0.5)  # its poll is now held open by the control plane
+    started = time.monotonic()
+    control_plane.signal(signal.SIGTERM)
+    assert control_plane.wait(20) == 0
+    assert time.monotonic() - started < 5
+    assert runner.running(), "the runner rides out the control plane's absence"

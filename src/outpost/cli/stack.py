@@ -44,7 +44,9 @@ class _Uvicorn(uvicorn.Server):
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for such sockets, and
+    # without it every response written as headers-then-body waits ~40 ms on the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -156,6 +158,7 @@ async def up(host: str, port: int, data_dir: Path, example: bool, executor: str,
     runner.stop()
     await runner_task
     await client.aclose()
+    services.wakeups.close()
     server.should_exit = True
     await server_task
     click.echo("stopped.", err=True)
@@ -183,5 +186,6 @@ async def serve(host: str, port: int, data_dir: Path) -> None:
     installation = await bootstrap(services, data_dir, local_runtime=False)
     click.echo(f"Outpost control plane on {url}; admin API token in {installation.token_file}", err=True)
     await stop.wait()
+    services.wakeups.close()  # long polls answer now, so the server need not wait for them
     server.should_exit = True
     await server_task

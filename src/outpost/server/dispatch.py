@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +24,14 @@ log = logging.getLogger("outpost.dispatch")
 class Wakeups:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self.closing = False
+
+    def close(self) -> None:
+        """The server is stopping: every waiter returns now, and long polls stop waiting."""
+        self.closing = True
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
 
     def ticket(self, key: str) -> asyncio.Event:
         event = self._events.get(key)
@@ -35,12 +45,32 @@ class Wakeups:
             event.set()
 
     @staticmethod
-    async def wait(ticket: asyncio.Event, seconds: float) -> bool:
-        """True if woken, False when the seconds ran out."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ticket.wait(), seconds)
-            return True
-        return False
+    async def wait(ticket: asyncio.Event, seconds: float, *, unless: asyncio.Future[None] | None = None) -> None:
+        """Until the ticket is woken, the seconds run out, or `unless` (the client hanging up) is done."""
+        woken = asyncio.ensure_future(ticket.wait())
+        waits: set[asyncio.Future[Any]] = {woken} if unless is None else {woken, unless}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+
+
+@contextlib.asynccontextmanager
+async def hang_up(receive: Any) -> AsyncIterator[asyncio.Future[None]]:
+    """A future done when the client of the current request disconnects (for long polls).
+
+    `receive` is the request's ASGI receive; call this only once the body has been read.
+    """
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher: asyncio.Future[None] = asyncio.ensure_future(watch())
+    try:
+        yield watcher
+    finally:
+        watcher.cancel()
 
 
 def runtime_key(runtime_id: str) -> str:

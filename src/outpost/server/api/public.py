@@ -6,7 +6,7 @@ import asyncio
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost import __version__
@@ -34,7 +34,7 @@ from outpost.server.api.schemas import (
     WhoAmI,
     iso,
 )
-from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Pipeline, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
@@ -286,33 +286,36 @@ async def cancel_build(build_id: str, token: Token, svc: Svc) -> BuildOut:
 @router.get("/builds/{build_id}/log")
 async def follow_log(
     build_id: str,
+    request: Request,
     token: Token,
     svc: Svc,
     after: Annotated[int, Query(ge=0)] = 0,
     wait: Annotated[float, Query(ge=0, le=60)] = 0,
 ) -> LogPage:
-    """Log pieces of every step accepted after the cursor; with `wait`, held until there are some."""
+    """Log pieces of every step accepted after the cursor; with `wait`, held until there are some
+    (or the client hangs up, or the server stops)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    while True:
-        ticket = svc.wakeups.ticket(build_key(build_id))
-        async with svc.as_caller(token) as (session, who):
-            build = await builds.get_build(session, who, build_id)
-            pieces = await logs.read_after(session, build, after, MAX_PAGE_BYTES)
-        finished = build.status in FINAL_BUILD_STATUSES
-        remaining = deadline - loop.time()
-        if pieces or finished or remaining <= 0:
-            return LogPage(
-                build=build.id,
-                status=build.status,
-                finished=finished and not pieces,
-                cursor=pieces[-1].cursor if pieces else after,
-                pieces=[
-                    LogPiece(cursor=p.cursor, step=p.step, offset=p.offset, data=base64.b64encode(p.data).decode())
-                    for p in pieces
-                ],
-            )
-        await svc.wakeups.wait(ticket, min(remaining, 2.0))
+    async with hang_up(request.receive) as gone:
+        while True:
+            ticket = svc.wakeups.ticket(build_key(build_id))
+            async with svc.as_caller(token) as (session, who):
+                build = await builds.get_build(session, who, build_id)
+                pieces = await logs.read_after(session, build, after, MAX_PAGE_BYTES)
+            finished = build.status in FINAL_BUILD_STATUSES
+            remaining = deadline - loop.time()
+            if pieces or finished or remaining <= 0 or gone.done() or svc.wakeups.closing:
+                return LogPage(
+                    build=build.id,
+                    status=build.status,
+                    finished=finished and not pieces,
+                    cursor=pieces[-1].cursor if pieces else after,
+                    pieces=[
+                        LogPiece(cursor=p.cursor, step=p.step, offset=p.offset, data=base64.b64encode(p.data).decode())
+                        for p in pieces
+                    ],
+                )
+            await svc.wakeups.wait(ticket, min(remaining, 2.0), unless=gone)
 
 
 @router.get("/builds/{build_id}/steps/{step}/log")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from outpost.errors import Invalid, StoreError, Unauthorized
 from outpost.server.api.deps import Svc, Token
-from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Account, Runner
 from outpost.server.security import now
 from outpost.server.services import Services
@@ -56,23 +56,26 @@ async def register(body: RegisterRequest, svc: Svc) -> RegisterResponse:
 
 
 @router.post("/poll", response_model=None)
-async def poll(body: PollRequest, token: Token, svc: Svc) -> PollResponse | Response:
-    """Held open until there is a task for this runner or the wait is over (204)."""
+async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> PollResponse | Response:
+    """Held open until there is a task for this runner, the wait is over, the runner hangs up or the
+    server stops (204 for the last three)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait, svc.settings.poll_timeout)
     async with svc.tx() as session:
         runner = await runtimes.authenticate_runner(session, token)
         runner.last_seen_at = now()
     runner_id, runtime_id = runner.id, runner.runtime_id
-    while True:
-        ticket = svc.wakeups.ticket(runtime_key(runtime_id))
-        task = await _next_task(svc, runner_id, body)
-        if task is not None:
-            return PollResponse(task=task)
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return Response(status_code=204)
-        await svc.wakeups.wait(ticket, min(remaining, RECHECK))
+    async with hang_up(request.receive) as gone:
+        while not svc.wakeups.closing and not gone.done():
+            ticket = svc.wakeups.ticket(runtime_key(runtime_id))
+            task = await _next_task(svc, runner_id, body)
+            if task is not None:
+                return PollResponse(task=task)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await svc.wakeups.wait(ticket, min(remaining, RECHECK), unless=gone)
+    return Response(status_code=204)
 
 
 async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> RunBuildTask | CancelBuildTask | None:

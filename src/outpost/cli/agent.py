@@ -18,6 +18,12 @@ from outpost.runner.agent import Runner, RunnerOptions, identify
 from outpost.runner.client import ProtocolClient
 
 
+def private_folder(path: Path) -> None:
+    """Creates a data folder readable by its owner only: it holds the database, keys and tokens."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+
+
 def configure_logging(file: Path | None, level: int = logging.INFO) -> None:
     """Logs to a file when given (the terminal shows build logs then), else to stderr."""
     handler: logging.Handler
@@ -96,6 +102,7 @@ def runner_start(
         url, data_dir or default_runner_dir(), name=name, executor=executor, concurrency=concurrency
     )
     options.drain_timeout = drain_timeout
+    private_folder(options.data_dir)
     if not token and not (options.data_dir / "runner.json").exists():
         raise click.UsageError("--token is required the first time (from `outpost runtime create NAME`)")
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from outpost.cli import main
-from outpost.cli.agent import configure_logging
+from outpost.cli.agent import configure_logging, private_folder
 from outpost.errors import OutpostError
 
 
@@ -22,6 +22,7 @@ from outpost.errors import OutpostError
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64))
 def up(host: str, port: int, data_dir: Path, no_example: bool, executor: str, concurrency: int) -> None:
     """Control plane and a local runner on SQLite, with the example pipeline running."""
+    private_folder(data_dir)
     configure_logging(data_dir / "outpost.log")
     try:
         from outpost.cli import stack
@@ -38,6 +39,7 @@ def up(host: str, port: int, data_dir: Path, no_example: bool, executor: str, co
 @click.option("--data-dir", default=".outpost", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def server(host: str, port: int, data_dir: Path) -> None:
     """The control plane alone (runners connect to it from their own networks)."""
+    private_folder(data_dir)
     configure_logging(None)
     try:
         from outpost.cli import stack

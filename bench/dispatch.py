@@ -92,6 +92,7 @@ def repeat(system: System, result: Result, builds: int, warmup: int, gap: float)
         if i >= warmup:
             result.record(timed)
         time.sleep(gap)
+    result.load = machine.load_average()
     s = result.summary("dispatch")
     if s:
         log(f"{result.label}: {s.n} builds, dispatch p50 {s.p50:.1f} ms, p90 {s.p90:.1f} ms")

@@ -38,7 +38,6 @@ steps:
       - echo $EPOCHREALTIME
 """
 BUILD_TIMEOUT = 60.0
-WHATIF_SERVER = Path(__file__).with_name("whatif_server.py")
 
 # Dispatch latency broken down with the build's own timestamps: the API's (to the millisecond) and
 # `claimed_at`, read from the control plane's SQLite file (an internal column: left out if it moves).
@@ -75,11 +74,7 @@ class BuildTimes:
 LAYOUTS = {
     "embedded": "Outpost, one process (`outpost up`)",
     "separate": "Outpost, server + runner processes",
-    "nodelay": "what-if A: separate, TCP_NODELAY",
-    "fixed": "what-if B: A + orphan polls dropped",
 }
-# What bench/whatif_server.py changes in `outpost server`, for the what-if layouts.
-WHATIF_FLAGS = {"nodelay": ["--nodelay"], "fixed": ["--nodelay", "--drop-orphan-polls"]}
 
 
 class Outpost:
@@ -98,7 +93,7 @@ class Outpost:
         if self.layout == "embedded":
             self.target = start_embedded(self.procs, self.workdir)
         else:
-            self.target = start_separate(self.procs, self.workdir, whatif=WHATIF_FLAGS.get(self.layout))
+            self.target = start_separate(self.procs, self.workdir)
         self.api = loopback.client(self.target.url, token=self.target.token)
         self.version = json_of(self.api.get("/api/v1/health"))["version"]
 
@@ -131,14 +126,10 @@ def start_embedded(procs: Processes, workdir: Path) -> Target:
     return target
 
 
-def start_separate(procs: Processes, workdir: Path, *, whatif: list[str] | None = None) -> Target:
-    """`outpost server` (or a what-if variant), then `outpost runner start` with an install token."""
+def start_separate(procs: Processes, workdir: Path) -> Target:
+    """`outpost server`, then `outpost runner start` with an install token, as two processes."""
     data, port = workdir / "server", loopback.free_port()
-    if whatif is not None:
-        argv = [sys.executable, str(WHATIF_SERVER), str(data), str(port), *whatif]
-    else:
-        argv = outpost_argv("server", "--port", str(port), "--data-dir", str(data))
-    server = procs.start("outpost-server", argv)
+    server = procs.start("outpost-server", outpost_argv("server", "--port", str(port), "--data-dir", str(data)))
     token = server.wait_for(lambda: _admin_token(data), "the admin token")
     target = Target(f"http://127.0.0.1:{port}", token, data / "outpost.db")
     with loopback.client(target.url, token=target.token) as api:

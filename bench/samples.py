@@ -49,6 +49,7 @@ class Result:
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     version: str = ""
+    load: float | None = None  # 1-minute load average as its measured builds ended
 
     def record(self, timed: Timed) -> None:
         for metric, seconds in timed.metrics.items():

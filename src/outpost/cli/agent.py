@@ -7,7 +7,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +18,17 @@ from outpost.errors import OutpostError
 from outpost.executors import EXECUTORS
 from outpost.runner.agent import Runner, RunnerOptions, identify
 from outpost.runner.client import ProtocolClient
+
+
+def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """Runs the command's event loop: uvloop where it is installed (faster I/O), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def private_folder(path: Path) -> None:
@@ -106,7 +119,7 @@ def runner_start(
     if not token and not (options.data_dir / "runner.json").exists():
         raise click.UsageError("--token is required the first time (from `outpost runtime create NAME`)")
     try:
-        asyncio.run(_run(options, token))
+        run_async(_run(options, token))
     except OutpostError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)

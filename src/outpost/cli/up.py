@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import click
 
 from outpost.cli import main
-from outpost.cli.agent import configure_logging, private_folder
+from outpost.cli.agent import configure_logging, private_folder, run_async
 from outpost.errors import OutpostError
 
 
@@ -27,7 +26,7 @@ def up(host: str, port: int, data_dir: Path, no_example: bool, executor: str, co
     try:
         from outpost.cli import stack
 
-        asyncio.run(stack.up(host, port, data_dir.resolve(), not no_example, executor, concurrency))
+        run_async(stack.up(host, port, data_dir.resolve(), not no_example, executor, concurrency))
     except OutpostError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
@@ -44,7 +43,7 @@ def server(host: str, port: int, data_dir: Path) -> None:
     try:
         from outpost.cli import stack
 
-        asyncio.run(stack.serve(host, port, data_dir.resolve()))
+        run_async(stack.serve(host, port, data_dir.resolve()))
     except OutpostError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from outpost.errors import ExecutorError
 from outpost.executors.base import Executor, Output, StepJob
@@ -107,16 +107,16 @@ class _StepProtocol(asyncio.SubprocessProtocol):
         self._transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
+        # uvloop's process transport has the interface without subclassing SubprocessTransport.
+        self._transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         self.chunks.put_nowait(data if isinstance(data, bytes) else data.encode())
         if self.chunks.qsize() >= self.HIGH and self._paused is None and self._transport is not None:
             pipe = self._transport.get_pipe_transport(1)
-            if isinstance(pipe, asyncio.ReadTransport):
+            if pipe is not None and hasattr(pipe, "pause_reading"):
                 pipe.pause_reading()
-                self._paused = pipe
+                self._paused = cast(asyncio.ReadTransport, pipe)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:

@@ -33,6 +33,7 @@ from outpost.wire import (
 
 log = logging.getLogger("outpost.runner")
 RECOVERY_DEADLINE = 60.0  # seconds to deliver what a crashed runner left behind
+ANNOUNCE_WAIT = 5.0  # longest the next poll waits for a new build's `started` report
 
 
 @dataclass
@@ -183,7 +184,7 @@ class Runner:
             raise
         task = answer.task
         if isinstance(task, RunBuildTask):
-            self._start(task)
+            await self._start(task)
         elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
             log.info("build %s: cancel requested", task.build_id)
             self.jobs[task.build_id][0].cancel(task.reason)
@@ -204,7 +205,8 @@ class Runner:
             for w in waits:
                 w.cancel()
 
-    def _start(self, task: RunBuildTask) -> None:
+    async def _start(self, task: RunBuildTask) -> None:
+        """Starts the build, and lets its `started` report go ahead of our next poll."""
         job = BuildJob(
             task,
             self.client,
@@ -216,6 +218,11 @@ class Runner:
         running = asyncio.create_task(job.run(), name=f"build-{task.build_id}")
         self.jobs[task.build_id] = (job, running)
         running.add_done_callback(lambda _t: self._finished(task.build_id))
+        announced = asyncio.ensure_future(job.outbox.announced.wait())
+        try:
+            await asyncio.wait({announced, running}, timeout=ANNOUNCE_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            announced.cancel()
 
     def _finished(self, build_id: str) -> None:
         self.jobs.pop(build_id, None)

@@ -42,6 +42,7 @@ class Outbox:
         self._events_acked = 0
         self._dirty = asyncio.Event()
         self._closing = False
+        self.announced = asyncio.Event()  # set once `started` was accepted
 
     # --- creating and reopening ---
 
@@ -79,6 +80,7 @@ class Outbox:
         """Sent at once, not queued: a build counts as started only once the control plane knows."""
         deadline = asyncio.get_running_loop().time() + self.task.lease_ttl
         await retrying(lambda: self.client.started(self.task, message), deadline=deadline)
+        self.announced.set()
 
     async def step(self, name: str, update: StepUpdate) -> None:
         self._append_event({"kind": "step", "name": name, "body": update.model_dump(exclude_none=True)})

@@ -21,7 +21,7 @@ def ensure_venv(name: str, requirements: list[str]) -> Path:
     venv = PEERS_DIR / name
     marker = venv / "bench-requirements.txt"
     wanted = "\n".join(requirements) + "\n"
-    if marker.is_file() and marker.read_text() == wanted:
+    if marker.is_file() and marker.read_text() == wanted and (venv / "bin" / "python").exists():
         return venv / "bin"
     print(f"installing {name} into {venv} (pip install {' '.join(requirements)}) …", file=sys.stderr, flush=True)
     _run([sys.executable, "-m", "venv", "--clear", str(venv)], f"creating the {name} venv")

@@ -207,14 +207,19 @@ class Runner:
 
     async def _start(self, task: RunBuildTask) -> None:
         """Starts the build, and lets its `started` report go ahead of our next poll."""
-        job = BuildJob(
-            task,
-            self.client,
-            folder=self._builds_dir / task.build_id,
-            executor=self.options.executor,
-            heartbeat_interval=self.identity.heartbeat_interval,
-            max_chunk=self.identity.max_log_chunk,
-        )
+        try:
+            job = BuildJob(
+                task,
+                self.client,
+                folder=self._builds_dir / task.build_id,
+                executor=self.options.executor,
+                heartbeat_interval=self.identity.heartbeat_interval,
+                max_chunk=self.identity.max_log_chunk,
+            )
+        except (OSError, OutpostError) as exc:
+            # Never started: the control plane gives the build back to the queue when the lease expires.
+            log.error("build %s: cannot be set up on this runner: %s", task.build_id, exc)
+            return
         running = asyncio.create_task(job.run(), name=f"build-{task.build_id}")
         self.jobs[task.build_id] = (job, running)
         running.add_done_callback(lambda _t: self._finished(task.build_id))

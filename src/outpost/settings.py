@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,10 @@ class ServerSettings:
                     values[name] = kind(env[var])
                 except ValueError:
                     raise OutpostError(f"{var}={env[var]!r} is not a valid {kind.__name__}") from None
-        settings = replace(cls(), **values)
-        if "data_dir" in values and "database_url" not in values:
-            settings = replace(settings, database_url=sqlite_url(settings.data_dir))
-        return replace(settings, **overrides)  # type: ignore[arg-type]
+        values.update(overrides)
+        if "database_url" not in values:  # by default the database lives in the data folder
+            values["database_url"] = sqlite_url(Path(values.get("data_dir", cls.data_dir)))
+        return cls(**values)
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -29,7 +29,7 @@ from outpost.runner.client import ProtocolClient
 from outpost.server.app import create_app
 from outpost.server.bootstrap import Installation, bootstrap, local_install_token, runner_token_is_live
 from outpost.server.services import Services
-from outpost.settings import ServerSettings, sqlite_url
+from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.up")
 EXAMPLE = "hello"
@@ -67,13 +67,6 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-
-
-def _settings(data_dir: Path) -> ServerSettings:
-    settings = ServerSettings.from_env(data_dir=data_dir)
-    if settings.database_url == ServerSettings().database_url:
-        settings = ServerSettings.from_env(data_dir=data_dir, database_url=sqlite_url(data_dir))
-    return settings
 
 
 async def _start_server(
@@ -142,7 +135,7 @@ async def _start_runner(
 async def up(host: str, port: int, data_dir: Path, example: bool, executor: str, concurrency: int) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    settings = _settings(data_dir)
+    settings = ServerSettings.from_env(data_dir=data_dir)
     server, server_task, url, services = await _start_server(settings, host, port)
     installation = await bootstrap(services, data_dir, local_runtime=True)
     cli_config.write(data_dir / cli_config.CONFIG_NAME, url, installation.admin_token)
@@ -182,7 +175,7 @@ def _announce(url: str, data_dir: Path, installation: Installation) -> None:
 async def serve(host: str, port: int, data_dir: Path) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    server, server_task, url, services = await _start_server(_settings(data_dir), host, port)
+    server, server_task, url, services = await _start_server(ServerSettings.from_env(data_dir=data_dir), host, port)
     installation = await bootstrap(services, data_dir, local_runtime=False)
     click.echo(f"Outpost control plane on {url}; admin API token in {installation.token_file}", err=True)
     await stop.wait()

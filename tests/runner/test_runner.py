@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -71,6 +72,8 @@ async def test_burst_mode_runs_what_is_queued_and_returns(stack: Stack, tmp_path
         build = await stack.build(build_id)
         assert build["status"] == "success"
         assert await step_log(stack, build_id, "first") == "".join(f"first {i}\n" for i in range(1, 51)).encode()
+        system = await step_log(stack, build_id, "$system")
+        assert system.startswith(f"[outpost] runner {socket.gethostname()} ({runner.identity.runner_id})".encode())
     assert not list((tmp_path / "runner" / "builds").glob("*"))
 
 

@@ -63,6 +63,7 @@ class BuildContext:
     created_at: float = 0.0
     trigger: str = "build"
     initiator: str = ""
+    runner: str = ""  # who runs the build, said once at the top of the build's own log
 
 
 @dataclass
@@ -98,6 +99,8 @@ class BuildEngine:
         return self._cancel.is_set()
 
     async def run(self) -> BuildOutcome:
+        if self.ctx.runner:
+            await self._system(f"{self.ctx.runner}\n")
         try:
             pipeline = load_pipeline(self.ctx.yaml, self.ctx.yaml_file)
         except PipelineError as exc:

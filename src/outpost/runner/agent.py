@@ -215,6 +215,8 @@ class Runner:
                 executor=self.options.executor,
                 heartbeat_interval=self.identity.heartbeat_interval,
                 max_chunk=self.identity.max_log_chunk,
+                runner=f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
+                f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}",
             )
         except (OSError, OutpostError) as exc:
             # Never started: the control plane gives the build back to the queue when the lease expires.

@@ -30,6 +30,7 @@ class BuildJob:
         executor: str,
         heartbeat_interval: float,
         max_chunk: int,
+        runner: str = "",
     ) -> None:
         self.task = task
         self.client = client
@@ -50,6 +51,7 @@ class BuildJob:
             created_at=task.created_at,
             trigger=task.trigger,
             initiator=task.initiator,
+            runner=runner,
         )
         self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume, ctx.scratch), self.outbox)
         self.cancelling = False

@@ -123,6 +123,30 @@ class LogAccepted(Message):
     size: int  # bytes of this step's log the control plane now holds
 
 
+class LogAppend(Message):
+    stream: str = Field(min_length=1, max_length=150)
+    offset: int = Field(ge=0)
+    data: str  # base64 of the bytes
+
+
+class StepReport(Message):
+    name: StepName
+    update: StepUpdate
+
+
+class Report(Message):
+    """Everything the runner has to say about a build at once: applied in one transaction, in order
+    (log appends, then step updates, then the finish), or not at all."""
+
+    logs: list[LogAppend] = Field(default_factory=list, max_length=500)
+    steps: list[StepReport] = Field(default_factory=list, max_length=500)
+    finish: BuildFinished | None = None
+
+
+class ReportAccepted(Message):
+    sizes: dict[str, int]  # for each stream of the report, the bytes the control plane now holds
+
+
 class ErrorBody(BaseModel):
     error: str
     message: str

@@ -247,3 +247,65 @@ async def test_the_task_carries_the_decrypted_secrets_to_the_runner(stack: Stack
     task = await claim(stack, runner.runner_token)
     assert task.secrets == {"API_KEY": "s3cr3t-value"}
     assert "API_KEY" not in task.variables
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+async def test_a_report_applies_logs_then_steps_then_the_finish_together(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    report = {
+        "logs": [
+            {"stream": "hello", "offset": 0, "data": b64(b"hi\n")},
+            {"stream": "$system", "offset": 0, "data": b64(b"[outpost] note\n")},
+        ],
+        "steps": [{"name": "hello", "update": {"status": "success", "exit_code": 0}}],
+        "finish": {"status": "success"},
+    }
+    first = await job_call(stack, task, "POST", "/report", json=report)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"sizes": {"hello": 3, "$system": 15}}
+    resent = await job_call(stack, task, "POST", "/report", json=report)
+    assert resent.status_code == 200
+    assert resent.json() == {"sizes": {"hello": 3, "$system": 15}}
+    build = await stack.build(task.build_id)
+    assert build["status"] == "success"
+    assert await log_text(stack, task.build_id, "hello") == b"hi\n"
+
+
+async def test_a_report_with_a_gap_changes_nothing_and_names_the_stream(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    report = {
+        "logs": [
+            {"stream": "hello", "offset": 0, "data": b64(b"fine\n")},
+            {"stream": "other", "offset": 9, "data": b64(b"gap\n")},
+        ],
+        "steps": [{"name": "hello", "update": {"status": "running"}}],
+    }
+    r = await job_call(stack, task, "POST", "/report", json=report)
+    assert r.status_code == 416
+    assert r.json()["stream"] == "other"
+    assert r.json()["expected_offset"] == 0
+    build = await stack.build(task.build_id)
+    assert build["steps"] == []
+
+
+async def test_a_report_refuses_bad_data_and_too_many_bytes(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    bad = await job_call(stack, task, "POST", "/report", json={"logs": [{"stream": "a", "offset": 0, "data": "%%"}]})
+    assert bad.status_code == 422
+    limit = stack.services.settings.max_log_chunk
+    big = {"logs": [{"stream": "a", "offset": 0, "data": b64(b"x" * (limit + 1))}]}
+    assert (await job_call(stack, task, "POST", "/report", json=big)).status_code == 413

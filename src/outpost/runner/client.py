@@ -6,11 +6,11 @@ Only outgoing HTTP(S): httpx honours HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE fro
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
 
 import httpx
 
@@ -22,12 +22,15 @@ from outpost.wire import (
     BuildFinished,
     BuildStarted,
     HeartbeatResponse,
-    LogAccepted,
+    LogAppend,
     PollRequest,
     PollResponse,
     RegisterRequest,
     RegisterResponse,
+    Report,
+    ReportAccepted,
     RunBuildTask,
+    StepReport,
     StepUpdate,
 )
 
@@ -47,9 +50,9 @@ class Refused(ProtocolError):
 
 
 class OffsetGap(ProtocolError):
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        super().__init__(f"the control plane expects log offset {expected}")
+    def __init__(self, stream: str, expected: int) -> None:
+        self.stream, self.expected = stream, expected
+        super().__init__(f"the control plane expects offset {expected} of log {stream!r}")
 
 
 class Backoff:
@@ -117,8 +120,8 @@ class ProtocolClient:
         if fenced and response.status_code in (401, 404, 409):
             raise LeaseLost(_message(response))
         if response.status_code == 416:
-            expected = response.json().get("expected_offset")
-            raise OffsetGap(int(expected))
+            body = response.json()
+            raise OffsetGap(str(body.get("stream", "")), int(body["expected_offset"]))
         if response.status_code >= 400:
             raise Refused(response.status_code, _message(response))
         return response
@@ -161,34 +164,27 @@ class ProtocolClient:
             headers=self._job_headers(task),
         )
 
-    async def step(self, task: RunBuildTask, name: str, update: StepUpdate) -> None:
-        await self._send(
-            "POST",
-            f"/builds/{task.build_id}/steps/{quote(name, safe='')}",
-            fenced=True,
-            json=update.model_dump(exclude_none=True),
-            headers=self._job_headers(task),
+    async def report(
+        self,
+        task: RunBuildTask,
+        logs: list[tuple[str, int, bytes]],
+        steps: list[tuple[str, StepUpdate]],
+        finish: BuildFinished | None = None,
+    ) -> dict[str, int]:
+        """Log appends (stream, offset, bytes), step updates and the finish, applied all or nothing."""
+        body = Report(
+            logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs],
+            steps=[StepReport(name=name, update=update) for name, update in steps],
+            finish=finish,
         )
-
-    async def log(self, task: RunBuildTask, stream: str, offset: int, data: bytes) -> int:
         response = await self._send(
-            "PUT",
-            f"/builds/{task.build_id}/steps/{quote(stream, safe='')}/log",
-            fenced=True,
-            params={"offset": offset},
-            content=data,
-            headers={**self._job_headers(task), "Content-Type": "application/octet-stream"},
-        )
-        return LogAccepted.model_validate(response.json()).size
-
-    async def finish(self, task: RunBuildTask, message: BuildFinished) -> None:
-        await self._send(
             "POST",
-            f"/builds/{task.build_id}/finish",
+            f"/builds/{task.build_id}/report",
             fenced=True,
-            json=message.model_dump(exclude_none=True),
-            headers=self._job_headers(task),
+            content=body.model_dump_json(exclude_none=True),
+            headers={**self._job_headers(task), "Content-Type": "application/json"},
         )
+        return ReportAccepted.model_validate(response.json()).sizes
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, U
 from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 
 log = logging.getLogger("outpost.runner.outbox")
+MAX_EVENTS = 200  # state changes in one report
 
 
 class Outbox:
@@ -128,40 +129,50 @@ class Outbox:
         return unsent + len(self._events) - self._events_acked
 
     async def _flush(self) -> None:
+        """Sends reports until every log byte and every state change pending now is accepted.
+
+        State changes ride only in a report that also carries every log byte still unsent, so they
+        never arrive ahead of the log written before them.
+        """
         events = self._events[self._events_acked :]
-        for stream in list(self._sizes):
-            await self._flush_stream(stream)
-        for event in events:
-            await self._send_event(event)
-            self._events_acked += 1
-            (self.folder / "events.acked").write_text(str(self._events_acked))
-
-    async def _flush_stream(self, stream: str) -> None:
-        path = self._log_path(stream)
-        acked = self._acked.get(stream, 0)
-        size = self._sizes[stream]
-        if acked >= size:
-            return
-        while acked < size:
-            data = _read(path, acked, min(self.max_chunk, size - acked))
+        while True:
+            logs, complete = self._unsent_logs()
+            batch = events[:MAX_EVENTS] if complete else []
+            if not logs and not batch:
+                return
+            steps, finish = _split(batch)
             try:
-                acked = await self.client.log(self.task, stream, acked, data)
+                sizes = await self.client.report(self.task, logs, steps, finish)
             except OffsetGap as gap:
-                acked = gap.expected
+                self._acked[gap.stream] = gap.expected
+                continue
             except Refused as exc:
-                log.error("build %s: log of %s refused, dropped: %s", self.task.build_id, stream, exc)
-                acked = size
-            self._acked[stream] = acked
-        (self.folder / "acked.json").write_text(json.dumps(self._acked))
+                log.error("build %s: report refused, dropped: %s", self.task.build_id, exc)
+                sizes = {stream: offset + len(data) for stream, offset, data in logs}
+            self._acked.update(sizes)
+            _write_atomically(self.folder / "acked.json", json.dumps(self._acked))
+            if batch:
+                events = events[len(batch) :]
+                self._events_acked += len(batch)
+                _write_atomically(self.folder / "events.acked", str(self._events_acked))
 
-    async def _send_event(self, event: dict[str, Any]) -> None:
-        try:
-            if event["kind"] == "step":
-                await self.client.step(self.task, event["name"], StepUpdate.model_validate(event["body"]))
-            else:
-                await self.client.finish(self.task, BuildFinished.model_validate(event["body"]))
-        except Refused as exc:
-            log.error("build %s: state change refused, dropped: %s", self.task.build_id, exc)
+    def _unsent_logs(self) -> tuple[list[tuple[str, int, bytes]], bool]:
+        """Unsent bytes of every stream, at most `max_chunk` in all; and whether that is all of them."""
+        budget = self.max_chunk
+        out: list[tuple[str, int, bytes]] = []
+        complete = True
+        for stream, size in self._sizes.items():
+            acked = self._acked.get(stream, 0)
+            if acked >= size:
+                continue
+            if budget <= 0:
+                complete = False
+                break
+            take = min(budget, size - acked)
+            out.append((stream, acked, _read(self._log_path(stream), acked, take)))
+            budget -= take
+            complete = complete and take == size - acked
+        return out, complete
 
     def _append_event(self, event: dict[str, Any]) -> None:
         self._events.append(event)
@@ -176,6 +187,18 @@ class Outbox:
         # Plain blocking writes: a local append lands in the page cache in microseconds.
         with open(self._log_path(stream), "ab") as f:
             f.write(data)
+
+
+def _split(events: list[dict[str, Any]]) -> tuple[list[tuple[str, StepUpdate]], BuildFinished | None]:
+    steps = [(e["name"], StepUpdate.model_validate(e["body"])) for e in events if e["kind"] == "step"]
+    finishes = [BuildFinished.model_validate(e["body"]) for e in events if e["kind"] == "finish"]
+    return steps, finishes[-1] if finishes else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def _read(path: Path, offset: int, size: int) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -13,7 +15,7 @@ from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Account, Runner
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import builds, logs, runtimes
+from outpost.server.store import builds, logs, reports, runtimes
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
@@ -26,6 +28,8 @@ from outpost.wire import (
     PollResponse,
     RegisterRequest,
     RegisterResponse,
+    Report,
+    ReportAccepted,
     RunBuildTask,
     StepName,
     StepUpdate,
@@ -166,6 +170,33 @@ async def append_log(
     if stored:
         svc.wakeups.notify(build_key(build_id))
     return LogAccepted(size=size)
+
+
+@router.post("/builds/{build_id}/report")
+async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: Svc) -> ReportAccepted:
+    """Log appends, step updates and the finish in one request and one transaction (all or nothing)."""
+    appends = [reports.Append(a.stream, a.offset, _decode(a.data)) for a in body.logs]
+    for append in appends:
+        if append.stream != SYSTEM_STREAM:
+            _check_step_name(append.stream)
+    limit = svc.settings.max_log_chunk
+    if sum(len(a.data) for a in appends) > limit:
+        raise PayloadTooLarge(f"a report may carry at most {limit} log bytes", max_bytes=limit)
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        sizes, changed = await reports.apply(
+            session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
+        )
+    if changed:
+        svc.wakeups.notify(build_key(build_id))
+    return ReportAccepted(sizes=sizes)
+
+
+def _decode(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid("log data must be base64") from None
 
 
 @router.post("/builds/{build_id}/finish")

@@ -31,6 +31,7 @@ async def append(session: AsyncSession, held: Held, stream: str, offset: int, da
             f"log offset {offset} leaves a gap: this step's log holds {size} bytes",
             error="offset_gap",
             expected_offset=size,
+            stream=stream,
         )
     fresh = data[size - offset :]
     if not fresh:

@@ -13,7 +13,7 @@ import pytest
 from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
 from outpost.runner.client import ProtocolClient
 from outpost.runner.outbox import Outbox
-from outpost.wire import PREFIX, BuildFinished, PollRequest, RunBuildTask, StepUpdate
+from outpost.wire import PREFIX, BuildFinished, BuildStarted, PollRequest, RunBuildTask, StepUpdate
 from tests.stack import BASE, Stack, running_stack, settings_for
 
 TWO_STEPS = """version: '1.0'
@@ -102,6 +102,7 @@ async def test_reports_wait_in_the_outbox_while_the_network_is_down(patient_stac
     build_id = (await stack.run("two"))["id"]
     task = await claim(stack, runner)
     box = Outbox.create(tmp_path / "box", task, runner.client, max_chunk=16)
+    await box.started(BuildStarted(steps=[]))
     flaky.down = True
     await box.log("first", b"line one\nline two\n")
     await box.step("first", StepUpdate(status="success", exit_code=0))

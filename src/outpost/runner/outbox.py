@@ -69,6 +69,7 @@ class Outbox:
             box._events = [json.loads(line) for line in lines if line.strip().endswith("}")]
         if (folder / "events.acked").exists():
             box._events_acked = int((folder / "events.acked").read_text() or 0)
+        box.announced.set()  # whatever was started or not, what is left is delivered now
         return box
 
     @property
@@ -105,6 +106,8 @@ class Outbox:
         control plane refuses our lease.
         """
         backoff = Backoff()
+        # Nothing goes out before `started` is accepted: it is on the critical path of the first step.
+        await self.announced.wait()
         while True:
             self._dirty.clear()
             try:

@@ -82,9 +82,9 @@ def _first_log(by_key: dict[str, Result]) -> str:
         return ""
     return (
         f"The first log line reaches an API follower {first_log - dispatch:.0f} ms after the step started "
-        f"({by_key[key].label}, medians): the runner's outbox sends one request at a time, each stream's bytes "
-        "before the state changes queued with them, so the `$system` notice and the step's `running` report go "
-        "out before the step's own bytes."
+        f"({by_key[key].label}, medians): the runner's outbox sends one report at a time, so bytes printed "
+        "while a report is in flight wait for the next one, and the follower's long poll answers once the "
+        "report's transaction has committed."
     )
 
 

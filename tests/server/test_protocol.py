@@ -29,6 +29,14 @@ async def claim(stack: Stack, runner_token: str) -> RunBuildTask:
     return RunBuildTask.model_validate(task)
 
 
+async def claimed(stack: Stack) -> RunBuildTask:
+    """A build of a one-step pipeline, claimed by a newly registered runner."""
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    return await claim(stack, runner.runner_token)
+
+
 async def job_call(
     stack: Stack, task: RunBuildTask, method: str, path: str, *, lease: str | None = None, **kwargs: Any
 ) -> httpx.Response:
@@ -93,10 +101,7 @@ async def test_a_runner_with_no_free_slot_gets_no_build(stack: Stack) -> None:
 
 
 async def test_log_appends_are_idempotent_and_gaps_are_refused(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
 
     first = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"line 1\n")
     assert first.json() == {"size": 7}
@@ -111,10 +116,7 @@ async def test_log_appends_are_idempotent_and_gaps_are_refused(stack: Stack) -> 
 
 
 async def test_an_oversized_log_chunk_gets_413_and_stores_nothing(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     limit = stack.services.settings.max_log_chunk
     r = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"x" * (limit + 1))
     assert r.status_code == 413
@@ -123,10 +125,7 @@ async def test_an_oversized_log_chunk_gets_413_and_stores_nothing(stack: Stack) 
 
 
 async def test_build_scoped_calls_need_the_job_token_of_that_lease(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     forged = task.model_copy(update={"job_token": "opj_forged"})
     r = await job_call(stack, forged, "POST", "/heartbeat")
     assert r.status_code == 401
@@ -135,10 +134,7 @@ async def test_build_scoped_calls_need_the_job_token_of_that_lease(stack: Stack)
 
 
 async def test_step_states_never_go_backwards_and_the_first_final_state_wins(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     started = {"steps": [{"name": "hello", "type": "freestyle"}]}
     assert (await job_call(stack, task, "POST", "/started", json=started)).status_code == 200
     assert (await job_call(stack, task, "POST", "/started", json=started)).status_code == 200
@@ -150,10 +146,7 @@ async def test_step_states_never_go_backwards_and_the_first_final_state_wins(sta
 
 
 async def test_finish_is_idempotent_and_ends_the_lease(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     await job_call(stack, task, "POST", "/started", json={"steps": []})
     for _ in range(2):
         r = await job_call(stack, task, "POST", "/finish", json={"status": "success"})
@@ -165,10 +158,7 @@ async def test_finish_is_idempotent_and_ends_the_lease(stack: Stack) -> None:
 
 
 async def test_a_started_build_whose_lease_expires_ends_as_runner_lost(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     await job_call(stack, task, "POST", "/started", json={"steps": [{"name": "hello"}]})
     await job_call(stack, task, "POST", "/steps/hello", json={"status": "running"})
     build = await wait_for_status(stack, task.build_id, {"error"}, timeout=10)
@@ -256,10 +246,7 @@ def b64(data: bytes) -> str:
 
 
 async def test_a_report_applies_logs_then_steps_then_the_finish_together(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     report = {
         "logs": [
             {"stream": "hello", "offset": 0, "data": b64(b"hi\n")},
@@ -280,10 +267,7 @@ async def test_a_report_applies_logs_then_steps_then_the_finish_together(stack: 
 
 
 async def test_a_report_with_a_gap_changes_nothing_and_names_the_stream(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     report = {
         "logs": [
             {"stream": "hello", "offset": 0, "data": b64(b"fine\n")},
@@ -300,10 +284,7 @@ async def test_a_report_with_a_gap_changes_nothing_and_names_the_stream(stack: S
 
 
 async def test_a_report_refuses_bad_data_and_too_many_bytes(stack: Stack) -> None:
-    runner = await stack.register()
-    await stack.pipeline("hello", HELLO)
-    await stack.run("hello")
-    task = await claim(stack, runner.runner_token)
+    task = await claimed(stack)
     bad = await job_call(stack, task, "POST", "/report", json={"logs": [{"stream": "a", "offset": 0, "data": "%%"}]})
     assert bad.status_code == 422
     limit = stack.services.settings.max_log_chunk

@@ -1,16 +1,17 @@
 """The on-disk outbox of one build: what the control plane has not yet accepted, kept until it has.
 
-Log bytes are appended to one file per stream and sent from the last accepted offset; state
-changes are appended to a journal and sent in order. Before a state change is sent, every log byte
-written before it is sent, so a step's final state (and the build's) never arrives ahead of its log.
-The files survive a crash of the runner process; `recover()` finishes what a crashed runner left.
+Log bytes are appended to one file per stream, state changes to a journal; both go out in reports
+(runner protocol v1), logs from the last accepted offset, state changes in order and only together
+with every log byte written before them, so a step's final state (and the build's) never arrives
+ahead of its log. The files survive a crash of the runner process: a restarted runner reopens them
+(`Outbox.reopen`) and delivers what is left.
 
 Layout of the folder:
     task.json         the task as received (holds the lease and job token: mode 0600)
     logs/<hex>.log    each stream's bytes, <hex> = the stream name in hexadecimal
     acked.json        bytes of each stream the control plane holds (may lag: resends are no-ops)
-    events.jsonl      state changes, one JSON object a line, numbered
-    events.acked      number of the last state change accepted
+    events.jsonl      state changes, one JSON object a line
+    events.acked      how many of them the control plane has accepted
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from outpost.errors import LeaseLost
 from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, Unreachable, retrying
 from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 
@@ -208,5 +208,3 @@ def _read(path: Path, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         return os.pread(f.fileno(), size, offset)
 
-
-__all__ = ["LeaseLost", "Outbox"]

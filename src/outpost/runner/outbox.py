@@ -207,4 +207,3 @@ def _write_atomically(path: Path, text: str) -> None:
 def _read(path: Path, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         return os.pread(f.fileno(), size, offset)
-

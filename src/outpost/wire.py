@@ -21,7 +21,10 @@ FINAL_BUILD_STATUSES: frozenset[str] = frozenset({"success", "failure", "error",
 StepStatus = Literal["pending", "running", "success", "failure", "skipped", "terminated", "error"]
 FINAL_STEP_STATUSES: frozenset[str] = frozenset({"success", "failure", "skipped", "terminated", "error"})
 
+SYSTEM_STREAM = "$system"  # the build's own log stream; `$` cannot appear in a step name
+STREAM_PATTERN = r"^(\$system|[^.#$\[\]/]+)$"  # a step's name, or the build's own stream
 StepName = Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[^.#$\[\]/]+$")]
+StreamName = Annotated[str, Field(min_length=1, max_length=150, pattern=STREAM_PATTERN)]
 
 
 class Message(BaseModel):
@@ -124,7 +127,7 @@ class LogAccepted(Message):
 
 
 class LogAppend(Message):
-    stream: str = Field(min_length=1, max_length=150)
+    stream: StreamName
     offset: int = Field(ge=0)
     data: str  # base64 of the bytes
 

@@ -8,6 +8,7 @@ import click
 
 from outpost.cli import api_from, emit_json, friendly, main
 from outpost.cli.following import FINAL, describe, follow
+from outpost.wire import SYSTEM_STREAM
 
 
 @main.group()
@@ -86,9 +87,9 @@ def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: boo
         click.echo(describe(final), err=True)
         return
     b = api.get(f"/builds/{build_id}")
-    for s in sorted(b["steps"] or [], key=lambda s: s["name"] != "$system"):
+    for s in sorted(b["steps"] or [], key=lambda s: s["name"] != SYSTEM_STREAM):
         if s["log_size"]:
-            title = "outpost" if s["name"] == "$system" else f"step: {s['name']}"
+            title = "outpost" if s["name"] == SYSTEM_STREAM else f"step: {s['name']}"
             out.write(f"── {title} ──\n".encode())
             data = api.get(f"/builds/{build_id}/steps/{s['name']}/log")
             out.write(data if data.endswith(b"\n") else data + b"\n")

@@ -9,8 +9,8 @@ from typing import Any, BinaryIO
 import click
 
 from outpost.cli.api import Api
+from outpost.wire import SYSTEM_STREAM
 
-SYSTEM_STREAM = "$system"
 FINAL = {"success", "failure", "error", "terminated"}
 
 

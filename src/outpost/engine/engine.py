@@ -27,9 +27,8 @@ from outpost.pipelines.variables import (
     parse_export_file,
     substitute,
 )
-from outpost.wire import BuildStarted, FinalBuildStatus, StepPlan, StepStatus, StepUpdate
+from outpost.wire import SYSTEM_STREAM, BuildStarted, FinalBuildStatus, StepPlan, StepStatus, StepUpdate
 
-SYSTEM_STREAM = "$system"  # the build's own log stream; `$` cannot appear in a step name
 VOLUME_ALIAS = "/codefresh/volume"
 # Only these variables of the runner's own environment reach a step: never its tokens.
 PASSED_THROUGH = (

@@ -49,6 +49,18 @@ class RunnerIdentity:
     max_log_chunk: int = 1024 * 1024
 
     @classmethod
+    def registered(cls, url: str, answer: RegisterResponse) -> RunnerIdentity:
+        return cls(
+            url=url,
+            runner_id=answer.runner_id,
+            token=answer.runner_token,
+            account=answer.account,
+            runtime=answer.runtime,
+            heartbeat_interval=answer.heartbeat_interval,
+            max_log_chunk=answer.max_log_chunk,
+        )
+
+    @classmethod
     def load(cls, data_dir: Path) -> RunnerIdentity | None:
         path = data_dir / "runner.json"
         if not path.exists():
@@ -93,16 +105,7 @@ async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -
         concurrency=options.concurrency,
         hostname=socket.gethostname(),
     )
-    answer = await _register(client, request)
-    identity = RunnerIdentity(
-        url=url,
-        runner_id=answer.runner_id,
-        token=answer.runner_token,
-        account=answer.account,
-        runtime=answer.runtime,
-        heartbeat_interval=answer.heartbeat_interval,
-        max_log_chunk=answer.max_log_chunk,
-    )
+    identity = RunnerIdentity.registered(url, await _register(client, request))
     identity.save(options.data_dir)
     return identity
 

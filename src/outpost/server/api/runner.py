@@ -7,7 +7,7 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from outpost.errors import Invalid, StoreError, Unauthorized
 from outpost.server.api.deps import Svc, Token
@@ -19,6 +19,7 @@ from outpost.server.store import builds, logs, reports, runtimes
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
+    STREAM_PATTERN,
     BuildFinished,
     BuildStarted,
     CancelBuildTask,
@@ -37,7 +38,6 @@ from outpost.wire import (
 
 router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
 RECHECK = 2.0  # seconds between store checks while a poll waits, besides wake-ups
-SYSTEM_STREAM = "$system"
 
 
 class PayloadTooLarge(StoreError):
@@ -154,15 +154,13 @@ async def step_update(
 @router.put("/builds/{build_id}/steps/{step}/log")
 async def append_log(
     build_id: str,
-    step: str,
+    step: Annotated[str, Path(min_length=1, max_length=150, pattern=STREAM_PATTERN)],
     request: Request,
     token: Token,
     lease: Lease,
     svc: Svc,
     offset: Annotated[int, Query(ge=0)],
 ) -> LogAccepted:
-    if step != SYSTEM_STREAM:
-        _check_step_name(step)
     data = await _read_limited(request, svc.settings.max_log_chunk)
     async with svc.tx() as session:
         held = await builds.hold(session, build_id, lease, token)
@@ -176,9 +174,6 @@ async def append_log(
 async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: Svc) -> ReportAccepted:
     """Log appends, step updates and the finish in one request and one transaction (all or nothing)."""
     appends = [reports.Append(a.stream, a.offset, _decode(a.data)) for a in body.logs]
-    for append in appends:
-        if append.stream != SYSTEM_STREAM:
-            _check_step_name(append.stream)
     limit = svc.settings.max_log_chunk
     if sum(len(a.data) for a in appends) > limit:
         raise PayloadTooLarge(f"a report may carry at most {limit} log bytes", max_bytes=limit)
@@ -207,11 +202,6 @@ async def finish(build_id: str, body: BuildFinished, token: Token, lease: Lease,
         status = build.status
     svc.wakeups.notify(build_key(build_id))
     return {"status": status}
-
-
-def _check_step_name(name: str) -> None:
-    if not name or len(name) > 150 or any(c in name for c in ".#$[]/"):
-        raise Invalid(f"invalid step name {name!r}")
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import ControlPlane, Process, RunnerProcess
+from tests.e2e.processes import ControlPlane, Process, RunnerProcess, launch_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -42,9 +42,7 @@ def control_plane(tmp_path: Path, processes: list[Process]) -> ControlPlane:
 @pytest.fixture
 def start_runner(tmp_path: Path, control_plane: ControlPlane, processes: list[Process]) -> Callable[..., RunnerProcess]:
     def start(*extra: str, name: str = "runner", token: str | None = None) -> RunnerProcess:
-        runner = RunnerProcess(tmp_path, control_plane.url, token or control_plane.install_token(), *extra, name=name)
-        processes.append(runner)
-        runner.start()
-        return runner
+        token = token or control_plane.install_token()
+        return launch_runner(processes, tmp_path, control_plane.url, token, *extra, name=name)
 
     return start

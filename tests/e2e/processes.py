@@ -157,13 +157,23 @@ class ControlPlane(Process):
 
 
 class RunnerProcess(Process):
-    def __init__(self, folder: Path, url: str, token: str, *extra: str, name: str = "runner") -> None:
+    def __init__(self, folder: Path, url: str, token: str, *extra: str, name: str = "runner", **env: str) -> None:
         self.data_dir = folder / name
         args = ["runner", "start", "--url", url, "--token", token, "--data-dir", str(self.data_dir), *extra]
-        super().__init__(name, args, folder / f"{name}.log", outpost_env())
+        super().__init__(name, args, folder / f"{name}.log", outpost_env(**env))
 
     def build_folders(self) -> Iterator[Path]:
         yield from (self.data_dir / "builds").glob("*")
+
+
+def launch_runner(
+    processes: list[Process], folder: Path, url: str, token: str, *extra: str, name: str = "runner", **env: str
+) -> RunnerProcess:
+    """Starts a runner process that the test's `processes` fixture will stop."""
+    runner = RunnerProcess(folder, url, token, *extra, name=name, **env)
+    processes.append(runner)
+    runner.start()
+    return runner
 
 
 def listening_inodes() -> set[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import ControlPlane, Process, RunnerProcess, eventually
+from tests.e2e.processes import ControlPlane, Process, eventually, launch_runner
 from tests.e2e.proxy import CuttableProxy
 from tests.e2e.test_chaos import alive, pipeline, run, step_status
 
@@ -27,9 +27,7 @@ def test_a_short_cut_loses_no_log_line_and_the_build_succeeds(
     cp = patient_control_plane
     relay = CuttableProxy(cp.port)
     try:
-        runner = RunnerProcess(tmp_path, relay.url, cp.install_token())
-        processes.append(runner)
-        runner.start()
+        launch_runner(processes, tmp_path, relay.url, cp.install_token())
         marker = tmp_path / "started"
         pipeline(cp, "chatty", [f"touch {marker}", "for i in $(seq 1 200); do echo tick $i; sleep 0.02; done"])
         build_id = run(cp, "chatty")
@@ -54,9 +52,7 @@ def test_a_cut_longer_than_the_lease_ends_the_build_and_the_runner_lets_go(
 ) -> None:
     relay = CuttableProxy(control_plane.port)
     try:
-        runner = RunnerProcess(tmp_path, relay.url, control_plane.install_token())
-        processes.append(runner)
-        runner.start()
+        runner = launch_runner(processes, tmp_path, relay.url, control_plane.install_token())
         pidfile = tmp_path / "sleep.pid"
         pipeline(control_plane, "long", [f"sleep 300 & echo $! > {pidfile}; wait"])
         build_id = run(control_plane, "long")

@@ -6,7 +6,7 @@ import json
 import ssl
 from pathlib import Path
 
-from tests.e2e.processes import ControlPlane, Process, RunnerProcess, eventually, outpost_env
+from tests.e2e.processes import ControlPlane, Process, eventually, launch_runner
 from tests.e2e.proxy import ConnectProxy, CuttableProxy
 from tests.e2e.test_chaos import pipeline, run
 from tests.e2e.tls import make_certificates
@@ -20,22 +20,19 @@ def tls_front(cp: ControlPlane, tmp_path: Path) -> tuple[CuttableProxy, Path]:
     return CuttableProxy(cp.port, tls=context), ca
 
 
-def start_runner(tmp_path: Path, url: str, token: str, processes: list[Process], **env: str) -> RunnerProcess:
-    runner = RunnerProcess(tmp_path, url, token)
-    runner.env = outpost_env(**env)
-    processes.append(runner)
-    runner.start()
-    return runner
-
-
 def test_a_runner_trusts_a_private_ca_through_ssl_cert_file_and_uses_the_company_proxy(
     tmp_path: Path, control_plane: ControlPlane, processes: list[Process]
 ) -> None:
     front, ca = tls_front(control_plane, tmp_path)
     proxy = ConnectProxy()
     try:
-        start_runner(
-            tmp_path, front.url, control_plane.install_token(), processes, SSL_CERT_FILE=str(ca), HTTPS_PROXY=proxy.url
+        launch_runner(
+            processes,
+            tmp_path,
+            front.url,
+            control_plane.install_token(),
+            SSL_CERT_FILE=str(ca),
+            HTTPS_PROXY=proxy.url,
         )
         pipeline(control_plane, "tls", ["echo over tls"])
         build = control_plane.wait_for(run(control_plane, "tls"), {"success", "failure", "error"}, timeout=60)
@@ -54,7 +51,7 @@ def test_no_proxy_lets_the_runner_go_direct(
     proxy = ConnectProxy()
     try:
         env = {"SSL_CERT_FILE": str(ca), "HTTPS_PROXY": proxy.url, "NO_PROXY": "127.0.0.1"}
-        start_runner(tmp_path, front.url, control_plane.install_token(), processes, **env)
+        launch_runner(processes, tmp_path, front.url, control_plane.install_token(), **env)
         pipeline(control_plane, "direct", ["echo direct"])
         build = control_plane.wait_for(run(control_plane, "direct"), {"success", "failure", "error"}, timeout=60)
         assert build["status"] == "success"
@@ -69,7 +66,7 @@ def test_a_runner_refuses_a_control_plane_it_cannot_verify(
 ) -> None:
     front, _ca = tls_front(control_plane, tmp_path)
     try:
-        runner = start_runner(tmp_path, front.url, control_plane.install_token(), processes)
+        runner = launch_runner(processes, tmp_path, front.url, control_plane.install_token())
         # Registration retries while it cannot connect; the log says why, and nothing registered.
         eventually(lambda: "CERTIFICATE_VERIFY_FAILED" in runner.output(), timeout=30, what="a TLS refusal")
         runtimes = json.loads(control_plane.cli("runtime", "list", "--json").stdout)

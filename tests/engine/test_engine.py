@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome
-from outpost.engine.engine import SYSTEM_STREAM
 from outpost.executors.local import LocalExecutor
+from outpost.wire import SYSTEM_STREAM
 from tests.engine.recorder import Recorder
 
 

@@ -43,16 +43,7 @@ class FlakyTransport(httpx.AsyncBaseTransport):
 
 
 async def runner_for(stack: Stack, tmp_path: Path, transport: httpx.AsyncBaseTransport) -> Runner:
-    registered = await stack.register()
-    identity = RunnerIdentity(
-        url=BASE,
-        runner_id=registered.runner_id,
-        token=registered.runner_token,
-        account=registered.account,
-        runtime=registered.runtime,
-        heartbeat_interval=registered.heartbeat_interval,
-        max_log_chunk=registered.max_log_chunk,
-    )
+    identity = RunnerIdentity.registered(BASE, await stack.register())
     options = RunnerOptions(url=BASE, data_dir=tmp_path / "runner")
     return Runner(ProtocolClient(BASE, transport=transport), identity, options)
 

@@ -178,6 +178,10 @@ class Step(Base):
     started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     log_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A pending-approval step's answer, given through the API; the runner waiting on it learns it by poll.
+    decision: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decided_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class LogChunk(Base):

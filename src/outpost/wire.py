@@ -6,7 +6,7 @@ describes every endpoint, message and status code.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,6 +72,9 @@ class RunBuildTask(Message):
     created_at: float = 0.0  # seconds since the epoch, control plane's clock
     trigger: str = "build"
     initiator: str = ""
+    branch: str | None = None
+    revision: str | None = None
+    event: dict[str, Any] | None = None  # a webhook build's raw payload, written to <volume>/event.json
 
 
 class CancelBuildTask(Message):

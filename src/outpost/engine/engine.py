@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from outpost.engine import cfexport
 from outpost.engine.masking import Masker
@@ -63,6 +64,9 @@ class BuildContext:
     trigger: str = "build"
     initiator: str = ""
     runner: str = ""  # who runs the build, said once at the top of the build's own log
+    branch: str | None = None  # what the build was asked to build, when it knows (webhook, run --branch)
+    revision: str | None = None
+    event: dict[str, Any] | None = None  # a webhook build's payload, written to <volume>/event.json
 
 
 @dataclass
@@ -113,6 +117,8 @@ class BuildEngine:
 
     def _prepare(self) -> None:
         self.ctx.volume.mkdir(parents=True, exist_ok=True)
+        if self.ctx.event is not None:
+            (self.ctx.volume / "event.json").write_text(json.dumps(self.ctx.event, indent=2) + "\n")
         cfexport.install(self.ctx.scratch / "bin")
         self.variables = {
             **build_system_variables(

@@ -52,6 +52,9 @@ class BuildJob:
             trigger=task.trigger,
             initiator=task.initiator,
             runner=runner,
+            branch=task.branch,
+            revision=task.revision,
+            event=task.event,
         )
         self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume, ctx.scratch), self.outbox)
         self.cancelling = False

@@ -18,8 +18,13 @@ BuildStatus = Literal["queued", "claimed", "running", "success", "failure", "err
 FinalBuildStatus = Literal["success", "failure", "error", "terminated"]
 FINAL_BUILD_STATUSES: frozenset[str] = frozenset({"success", "failure", "error", "terminated"})
 
-StepStatus = Literal["pending", "running", "success", "failure", "skipped", "terminated", "error"]
-FINAL_STEP_STATUSES: frozenset[str] = frozenset({"success", "failure", "skipped", "terminated", "error"})
+StepStatus = Literal[
+    "pending", "running", "pending-approval",
+    "success", "failure", "skipped", "terminated", "error", "approved", "denied",
+]  # fmt: skip
+FINAL_STEP_STATUSES: frozenset[str] = frozenset(
+    {"success", "failure", "skipped", "terminated", "error", "approved", "denied"}
+)
 
 SYSTEM_STREAM = "$system"  # the build's own log stream; `$` cannot appear in a step name
 STREAM_PATTERN = r"^(\$system|[^.#$\[\]/]+)$"  # a step's name, or the build's own stream
@@ -83,7 +88,21 @@ class CancelBuildTask(Message):
     reason: str = "cancel requested"
 
 
-Task = Annotated[RunBuildTask | CancelBuildTask, Field(discriminator="kind")]
+class ApprovalDecision(Message):
+    step: StepName
+    decision: Literal["approved", "denied"]
+    by: str = ""
+
+
+class ApprovalTask(Message):
+    """The answer to a pending-approval step of a build this runner runs."""
+
+    kind: Literal["approval"] = "approval"
+    build_id: str
+    approval: ApprovalDecision
+
+
+Task = Annotated[RunBuildTask | CancelBuildTask | ApprovalTask, Field(discriminator="kind")]
 
 
 class PollResponse(Message):
@@ -93,6 +112,7 @@ class PollResponse(Message):
 class HeartbeatResponse(Message):
     lease_ttl: float
     cancel_requested: bool = False
+    approvals: list[ApprovalDecision] = Field(default_factory=list)  # answers the build waits for
 
 
 class StepPlan(Message):

@@ -207,10 +207,10 @@ async def test_cancel_terminates_the_running_step_and_its_processes(tmp_path: Pa
 
 
 async def test_an_unsupported_step_type_ends_with_a_clear_error(tmp_path: Path) -> None:
-    yaml = steps("  clone:\n    type: git-clone\n    repo: acme/app\n    revision: main\n")
+    yaml = steps("  image:\n    type: build\n    image_name: acme/app\n")
     outcome, rec = await run(tmp_path, yaml)
     assert outcome.status == "failure"
-    final = rec.final("clone")
+    final = rec.final("image")
     assert final.status == "error"
     assert "not supported by this runner's executor (local)" in (final.message or "")
 

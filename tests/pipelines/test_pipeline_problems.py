@@ -218,7 +218,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
         "      steps:\n        - name: b\n          on: [done]\n",
         [
             "codefresh.yml:6:7: step 'a': unknown field `when.branches` (did you mean `when.branch`?)",
-            "codefresh.yml:9:15: step 'a': unknown step state 'done' in `when.steps[0].on`",
+            "codefresh.yml:9:16: step 'a': unknown step state 'done' in `when.steps[0].on`",
         ],
     ),
     (

@@ -219,6 +219,6 @@ def run(
 
 
 # The remaining command groups live in their own modules; importing them registers them.
-from outpost.cli import admin, agent, builds, up  # noqa: E402
+from outpost.cli import admin, agent, builds, triggers, up  # noqa: E402
 
-__all__ = ["admin", "agent", "builds", "main", "up"]
+__all__ = ["admin", "agent", "builds", "main", "triggers", "up"]

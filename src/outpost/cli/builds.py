@@ -1,4 +1,4 @@
-"""`outpost build ...`: list, show, logs, cancel."""
+"""`outpost build ...`: list, show, logs, cancel, approve, deny."""
 
 from __future__ import annotations
 
@@ -118,4 +118,37 @@ def build_cancel(ctx: click.Context, build_id: str, wait: bool, as_json: bool) -
         emit_json(b)
     else:
         click.echo(describe(b) if b["status"] in FINAL else f"build {build_id}: cancel requested")
+    sys.exit(0)
+
+
+@build.command("approve")
+@click.argument("build_id")
+@click.argument("step")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_approve(ctx: click.Context, build_id: str, step: str, as_json: bool) -> None:
+    """Approve a pending-approval STEP of a running build: the build goes on at once."""
+    _answer(ctx, build_id, step, "approve", as_json)
+
+
+@build.command("deny")
+@click.argument("build_id")
+@click.argument("step")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_deny(ctx: click.Context, build_id: str, step: str, as_json: bool) -> None:
+    """Deny a pending-approval STEP: it ends as `denied` (the build fails unless its fail_fast is false)."""
+    _answer(ctx, build_id, step, "deny", as_json)
+
+
+def _answer(ctx: click.Context, build_id: str, step: str, verb: str, as_json: bool) -> None:
+    b = api_from(ctx).post(f"/builds/{build_id}/steps/{step}/{verb}")
+    if as_json:
+        emit_json(b)
+    else:
+        answered = next((s for s in b.get("steps") or [] if s["name"] == step), None)
+        by = f" by {answered['decided_by']}" if answered and answered.get("decided_by") else ""
+        click.echo(f"build {build_id}: step {step} {verb.replace('approve', 'approved').replace('deny', 'denied')}{by}")
     sys.exit(0)

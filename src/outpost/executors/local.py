@@ -19,8 +19,8 @@ from outpost.errors import ExecutorError
 from outpost.executors.base import Executor, Output, StepJob
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
-DRAIN_AFTER_EXIT = 2.0
-PGID_FILE = "running.pgid"  # seconds to collect output left in the pipe after the shell exited
+DRAIN_AFTER_EXIT = 2.0  # seconds to collect output left in the pipe after the shell exited
+PGID_DIR = "running"  # one file per running step, named after its process group id
 
 
 class LocalExecutor(Executor):
@@ -69,9 +69,11 @@ class LocalExecutor(Executor):
         except OSError as exc:
             raise ExecutorError(f"cannot start {shell}: {exc}") from exc
         pgid = transport.get_pid()
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        marker = self.scratch / PGID_FILE
-        marker.write_text(str(pgid))  # lets a restarted runner end what a crashed one left running
+        # Lets a restarted runner end what a crashed one left running; one marker per step, as
+        # the steps of a parallel step run at the same time.
+        marker = self.scratch / PGID_DIR / str(pgid)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(pgid))
         pump = asyncio.create_task(step.forward(output, transport))
         try:
             # Shielded: cancelling a task cancels the bare future it awaits, and we still need this one.
@@ -156,18 +158,20 @@ async def _kill_group(pgid: int, step: _StepProtocol) -> None:
 
 
 def kill_leftovers(scratch: Path, build_id: str) -> bool:
-    """Ends the step a crashed runner left running, if it is still there. True if one was found.
+    """Ends the steps a crashed runner left running, if they are still there. True if one was found.
 
-    The process group id is only trusted if that process still carries the build's id in its
+    A process group id is only trusted if that process still carries the build's id in its
     environment: after a reboot the number may belong to somebody else.
     """
-    marker = scratch / PGID_FILE
-    try:
-        pgid = int(marker.read_text())
-        environ = Path(f"/proc/{pgid}/environ").read_bytes()
-    except (OSError, ValueError):
-        return False
-    if f"CF_BUILD_ID={build_id}".encode() not in environ.split(b"\0"):
-        return False
-    _signal_group(pgid, signal.SIGKILL)
-    return True
+    found = False
+    markers = sorted((scratch / PGID_DIR).glob("*")) if (scratch / PGID_DIR).is_dir() else []
+    for marker in markers:
+        try:
+            pgid = int(marker.read_text())
+            environ = Path(f"/proc/{pgid}/environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if f"CF_BUILD_ID={build_id}".encode() in environ.split(b"\0"):
+            _signal_group(pgid, signal.SIGKILL)
+            found = True
+    return found

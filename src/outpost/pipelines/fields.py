@@ -17,7 +17,9 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from outpost.pipelines.conditions import MAX_LENGTH, ConditionError
 from outpost.pipelines.variables import is_variable_ref
+from outpost.pipelines.when import ON_STATES, compile_regex
 from outpost.pipelines.yamlnodes import Document, Entries, clip, is_null
 
 # --- one mapping under validation ----------------------------------------------------------------------
@@ -175,9 +177,7 @@ def _words(*groups: str) -> frozenset[str]:
 
 # --- shared shapes: when, retry, hooks, success criteria ----------------------------------------------
 
-_STEP_STATES = _words("success failure skipped finished pending running terminating terminated approved denied")
 _CONDITION_NAME = re.compile(r"[A-Za-z0-9_]+")
-_MAX_EXPRESSION = 12_000
 _RETRY_LIMITS = {"maxAttempts": (1, 10), "delay": (0, 60), "exponentialFactor": (1, 5)}
 _HOOK_NAMES = ("on_elected", "on_finish", "on_success", "on_fail")
 _HOOK_FIELDS = ("exec", "steps", "mode", "fail_fast", "strict_fail_fast", "metadata", "annotations")
@@ -188,12 +188,24 @@ def check_when(when: Fields) -> None:
     when.only(("branch", "condition", "steps"))
     if branch := when.sub("branch"):
         branch.only(("only", "ignore"))
-        branch.strings("only")
-        branch.strings("ignore")
+        _check_branch_rules(branch, "only")
+        _check_branch_rules(branch, "ignore")
     if condition := when.sub("condition"):
         _check_condition(condition)
     if "steps" in when:
         _check_when_steps(when)
+
+
+def _check_branch_rules(branch: Fields, name: str) -> None:
+    """Exact branch names, or /regular expressions/ that must compile with JavaScript's flags."""
+    if branch.strings(name) is None:
+        return
+    for index, item in enumerate(branch.node(name).value):
+        if isinstance(item, ScalarNode) and str(item.value).startswith("/"):
+            try:
+                compile_regex(str(item.value))
+            except ConditionError as error:
+                branch.problem(item, f"`{branch.name_of(name)}[{index}]`: {error}")
 
 
 def _check_condition(condition: Fields) -> None:
@@ -208,8 +220,8 @@ def _check_expressions(group: Fields) -> None:
         if not _CONDITION_NAME.fullmatch(name):
             group.problem(group.key(name), f"condition name '{name}' may use only letters, digits and _")
         expression = group.string(name)
-        if expression is not None and len(expression) > _MAX_EXPRESSION:
-            group.problem(group.node(name), f"the condition is longer than {_MAX_EXPRESSION} characters")
+        if expression is not None and len(expression) > MAX_LENGTH:
+            group.problem(group.node(name), f"the condition is longer than {MAX_LENGTH} characters")
 
 
 def _check_when_steps(when: Fields) -> None:
@@ -230,9 +242,11 @@ def _check_step_condition(entry: Fields) -> None:
     entry.only(("name", "on"))
     entry.require("name")
     entry.string("name")
-    for state in entry.strings("on") or []:
-        if state not in _STEP_STATES:
-            entry.problem(entry.node("on"), f"unknown step state '{state}' in `{entry.name_of('on')}`")
+    if entry.strings("on") is None:
+        return
+    for item in entry.node("on").value:  # each state where it is written, which may be its own line
+        if isinstance(item, ScalarNode) and not is_null(item) and item.value not in ON_STATES:
+            entry.problem(item, f"unknown step state '{item.value}' in `{entry.name_of('on')}`")
 
 
 def check_retry(retry: Fields) -> None:

@@ -23,6 +23,7 @@ from outpost.runner.client import Backoff, ProtocolClient, Refused, Unreachable
 from outpost.runner.job import BuildJob
 from outpost.runner.outbox import Outbox
 from outpost.wire import (
+    ApprovalTask,
     BuildFinished,
     CancelBuildTask,
     PollRequest,
@@ -191,6 +192,8 @@ class Runner:
         elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
             log.info("build %s: cancel requested", task.build_id)
             self.jobs[task.build_id][0].cancel(task.reason)
+        elif isinstance(task, ApprovalTask) and task.build_id in self.jobs:
+            self.jobs[task.build_id][0].approve(task.approval)
         return task is None and free > 0
 
     async def _interrupted(self, *, can_interrupt: bool) -> None:

@@ -14,7 +14,7 @@ from outpost.errors import LeaseLost, ProtocolError
 from outpost.executors import executor_class
 from outpost.runner.client import ProtocolClient, Unreachable
 from outpost.runner.outbox import Outbox
-from outpost.wire import BuildFinished, RunBuildTask
+from outpost.wire import ApprovalDecision, BuildFinished, RunBuildTask
 
 log = logging.getLogger("outpost.runner.job")
 STOP_GRACE = 15.0  # seconds an abandoned build gets to stop its processes
@@ -113,6 +113,13 @@ class BuildJob:
                 continue
             if answer.cancel_requested and not self.engine.cancelled:
                 self.cancel("cancel requested")
+            for approval in answer.approvals:
+                self.approve(approval)
+
+    def approve(self, approval: ApprovalDecision) -> None:
+        """An answer to a pending-approval step, from the poll or a heartbeat (repeats are ignored)."""
+        if self.engine.decide(approval.step, approval.decision, approval.by):
+            log.info("build %s: step %s %s by %s", self.build_id, approval.step, approval.decision, approval.by)
 
 
 async def _first_failure(tasks: set[asyncio.Task[None]], *, until: asyncio.Task[None]) -> None:

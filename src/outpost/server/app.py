@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from outpost import __version__
-from outpost.server import db
-from outpost.server.api import errors, public, runner
-from outpost.server.dispatch import Wakeups, reap_leases
+from outpost.server import cron, db
+from outpost.server.api import errors, public, runner, triggers, webhooks
+from outpost.server.dispatch import Wakeups, reap_leases, runtime_key
 from outpost.server.guards import BodyLimit, RefuseNul
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import builds
+from outpost.server.store import triggers as trigger_store
 from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.server")
@@ -49,18 +50,32 @@ def create_app(settings: ServerSettings, *, public_url: str | None = None) -> Fa
                 max_requeues=settings.max_requeues,
             )
         )
+        scheduler = asyncio.create_task(cron.run_scheduler(lambda minute: fire_cron(services, minute)))
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in (scheduler, reaper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await engine.dispose()
 
     app = FastAPI(title="Outpost CI", version=__version__, lifespan=lifespan)
     errors.install(app)
     app.include_router(public.router)
     app.include_router(runner.router)
+    app.include_router(triggers.router)
+    app.include_router(webhooks.router)
     app.add_middleware(RefuseNul)
-    app.add_middleware(BodyLimit, limit=settings.max_request_body)  # outermost: limits what RefuseNul reads
+    # Outermost: limits what RefuseNul reads.
+    app.add_middleware(BodyLimit, limit=settings.max_request_body, wider={webhooks.PREFIX: webhooks.MAX_BODY})
     return app
+
+
+async def fire_cron(services: Services, minute: float) -> None:
+    """One tick of the cron scheduler: start the builds due this minute, then wake their runners."""
+    async with services.tx() as session:
+        started = await trigger_store.fire_cron(session, minute)
+    for build in started:
+        log.info("cron trigger %s started build %s", build.trigger_id, build.id)
+        services.wakeups.notify(runtime_key(build.runtime_id))

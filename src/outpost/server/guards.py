@@ -51,27 +51,31 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
 
 
 class BodyLimit:
-    """Refuses request bodies above a limit with 413, before any handler reads them."""
+    """Refuses request bodies above a limit with 413, before any handler reads them. `wider` gives paths
+    under a prefix another limit (webhook payloads may be larger than anything a user sends)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, wider: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.wider = wider or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        limit = next((n for prefix, n in self.wider.items() if path.startswith(prefix)), self.limit)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await _too_large(send, self.limit)
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
             return
         if declared or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         # No Content-Length (chunked): buffer up to the limit, then replay the body to the app.
-        body = await _read_body(receive, self.limit)
+        body = await _read_body(receive, limit)
         if body is None:
-            await _too_large(send, self.limit)
+            await _too_large(send, limit)
             return
         await self.app(scope, _replaying(body, receive), send)
 

@@ -143,6 +143,9 @@ class Build(Base):
     lease_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # the current lease, if any
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     requeues: Mapped[int] = mapped_column(Integer, default=0)
+    # The trigger that started it (no foreign key: a removed trigger leaves its builds), and a webhook's payload.
+    trigger_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    event: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Lease(Base):
@@ -182,6 +185,7 @@ class Step(Base):
     decision: Mapped[str | None] = mapped_column(String(20), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     decided_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    decision_sent_at: Mapped[float | None] = mapped_column(Double, nullable=True)  # handed to a poll
 
 
 class LogChunk(Base):
@@ -194,3 +198,57 @@ class LogChunk(Base):
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
     offset: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Trigger(Base):
+    """What starts a pipeline by itself: a Git provider's webhook (`git`) or a schedule (`cron`)."""
+
+    __tablename__ = "triggers"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    name: Mapped[str] = mapped_column(String(150))
+    kind: Mapped[str] = mapped_column(String(10))  # "git" | "cron"
+    provider: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    repo: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    branch_regex: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pr_target_regex: Mapped[str | None] = mapped_column(Text, nullable=True)
+    comment_regex: Mapped[str | None] = mapped_column(Text, nullable=True)
+    modified_files_glob: Mapped[str | None] = mapped_column(Text, nullable=True)
+    allow_fork_events: Mapped[bool] = mapped_column(Boolean, default=False)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    termination_policy: Mapped[str] = mapped_column(String(50), default="none")
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)  # sealed by the SecretBox: HMACs need it back
+    cron: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    branch: Mapped[str | None] = mapped_column(String(255), nullable=True)  # a cron build's branch
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)  # a cron build's EVENT_MESSAGE
+    last_fired_at: Mapped[float | None] = mapped_column(Double, nullable=True)  # the minute a cron last fired
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Delivery(Base):
+    """One webhook request to a trigger and what became of it. A provider's delivery id is unique per
+    trigger, so a redelivery gets the stored answer instead of a second build."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("trigger_id", "delivery_id"),
+        Index("ix_deliveries_trigger_received", "trigger_id", "received_at"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    trigger_id: Mapped[str] = mapped_column(ForeignKey("triggers.id"))
+    received_at: Mapped[float] = mapped_column(Double)
+    provider: Mapped[str] = mapped_column(String(30))
+    event: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the provider's event header
+    delivery_id: Mapped[str | None] = mapped_column(String(255), nullable=True)  # None when not authenticated
+    outcome: Mapped[str] = mapped_column(String(20))  # build | filtered | rejected | ignored
+    rule: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    build_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the body answered, for redeliveries

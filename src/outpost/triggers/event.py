@@ -49,6 +49,10 @@ class GitEvent:
     clone_url: str | None = None
     changed_files: list[str] | None = None  # None when the payload does not list them completely
     payload: dict[str, Any] = field(default_factory=dict)
+    base_branch: str | None = None  # the branch a pushed tag was made from, when the provider says (GitHub)
+    release_id: str | None = None  # release.* events (GitHub): the provider's release id, name and pre-release flag
+    release_name: str | None = None
+    release_prerelease: bool = False
 
 
 @dataclass

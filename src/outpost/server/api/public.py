@@ -38,7 +38,7 @@ from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Pipeline, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import accounts, builds, logs, pipelines, runtimes
+from outpost.server.store import accounts, approvals, builds, logs, pipelines, runtimes
 from outpost.server.store.accounts import Principal
 from outpost.wire import FINAL_BUILD_STATUSES
 
@@ -281,6 +281,27 @@ async def cancel_build(build_id: str, token: Token, svc: Svc) -> BuildOut:
     svc.wakeups.notify(runtime_key(build.runtime_id))
     svc.wakeups.notify(build_key(build.id))
     return BuildOut.of(build, svc.build_url(build.id))
+
+
+@router.post("/builds/{build_id}/steps/{step}/approve")
+async def approve_step(build_id: str, step: str, token: Token, svc: Svc) -> BuildOut:
+    return await _answer(build_id, step, "approved", token, svc)
+
+
+@router.post("/builds/{build_id}/steps/{step}/deny")
+async def deny_step(build_id: str, step: str, token: Token, svc: Svc) -> BuildOut:
+    return await _answer(build_id, step, "denied", token, svc)
+
+
+async def _answer(build_id: str, step: str, decision: str, token: str, svc: Services) -> BuildOut:
+    """Records the answer and wakes the runner's open poll, which hands it over at once."""
+    async with svc.as_caller(token) as (session, who):
+        await approvals.decide(session, who, build_id, step, decision)
+        build = await builds.get_build(session, who, build_id)
+        out = BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
+    svc.wakeups.notify(runtime_key(build.runtime_id))
+    svc.wakeups.notify(build_key(build.id))
+    return out
 
 
 @router.get("/builds/{build_id}/log")

@@ -15,11 +15,12 @@ from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Account, Runner
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import builds, logs, reports, runtimes
+from outpost.server.store import approvals, builds, logs, reports, runtimes
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
     STREAM_PATTERN,
+    ApprovalTask,
     BuildFinished,
     BuildStarted,
     CancelBuildTask,
@@ -34,6 +35,7 @@ from outpost.wire import (
     RunBuildTask,
     StepName,
     StepUpdate,
+    Task,
 )
 
 router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
@@ -82,7 +84,7 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> P
     return Response(status_code=204)
 
 
-async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> RunBuildTask | CancelBuildTask | None:
+async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> Task | None:
     async with svc.tx() as session:
         runner = await session.get_one(Runner, runner_id)
         if runner.revoked_at is not None:
@@ -90,6 +92,8 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> RunBui
         cancels = await builds.cancel_pending_for(session, runner, body.running)
         if cancels:
             return CancelBuildTask(build_id=cancels[0])
+        if answer := await approvals.undelivered(session, runner, body.running):
+            return ApprovalTask(build_id=answer[0], approval=answer[1])
         if body.free_slots <= 0:
             return None
         claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
@@ -112,6 +116,9 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> RunBui
             created_at=build.created_at,
             trigger=build.trigger,
             initiator=build.initiator,
+            branch=build.branch,
+            revision=build.sha,
+            event=build.event,
         )
 
 
@@ -127,7 +134,8 @@ async def heartbeat(build_id: str, token: Token, lease: Lease, svc: Svc) -> Hear
     async with svc.tx() as session:
         held = await builds.hold(session, build_id, lease, token)
         cancel = await builds.heartbeat(session, held, svc.settings.lease_ttl)
-    return HeartbeatResponse(lease_ttl=svc.settings.lease_ttl, cancel_requested=cancel)
+        answers = await approvals.waiting_answers(session, held.build)
+    return HeartbeatResponse(lease_ttl=svc.settings.lease_ttl, cancel_requested=cancel, approvals=answers)
 
 
 @router.post("/builds/{build_id}/started")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,6 +131,8 @@ class StepOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     log_size: int
+    decision: str | None = None  # a pending-approval step's answer, once given
+    decided_by: str | None = None
 
     @classmethod
     def of(cls, s: models.Step) -> StepOut:
@@ -146,6 +148,8 @@ class StepOut(BaseModel):
             started_at=iso(s.started_at),
             finished_at=iso(s.finished_at),
             log_size=s.log_size,
+            decision=s.decision,
+            decided_by=s.decided_by,
         )
 
 
@@ -168,6 +172,7 @@ class BuildOut(BaseModel):
     url: str
     steps: list[StepOut] | None = None
     warnings: list[str] = Field(default_factory=list)
+    trigger_id: str | None = None  # the trigger that started it, if one did
 
     @classmethod
     def of(cls, b: models.Build, url: str, steps: list[models.Step] | None = None) -> BuildOut:
@@ -190,6 +195,7 @@ class BuildOut(BaseModel):
             cancel_requested=b.cancel_requested,
             url=url,
             steps=[StepOut.of(s) for s in steps] if steps is not None else None,
+            trigger_id=b.trigger_id,
         )
 
 
@@ -232,3 +238,141 @@ class AccountOut(BaseModel):
 
 def error_body(error: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": error, "message": message, **details}
+
+
+# --- triggers (docs/triggers.md) -----------------------------------------------------------------
+
+TriggerEvents = list[Annotated[str, Field(min_length=1, max_length=100)]]
+
+
+class TriggerIn(In):
+    """A git trigger (provider, repo, events, ...) or, with `cron`, a cron trigger."""
+
+    pipeline: str = Field(min_length=1, max_length=150)
+    name: str | None = Field(default=None, min_length=1, max_length=150)
+    provider: str | None = Field(default=None, max_length=30)
+    repo: str | None = Field(default=None, max_length=255)
+    events: TriggerEvents = Field(default_factory=list, max_length=50)
+    branch_regex: str | None = Field(default=None, max_length=2000)
+    pr_target_regex: str | None = Field(default=None, max_length=2000)
+    comment_regex: str | None = Field(default=None, max_length=2000)
+    modified_files_glob: str | None = Field(default=None, max_length=2000)
+    allow_fork_events: bool = False
+    variables: Variables = Field(default_factory=dict, max_length=500)
+    disabled: bool = False
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+    termination_policy: str = Field(default="none", max_length=50)
+    cron: str | None = Field(default=None, min_length=1, max_length=100)
+    branch: str | None = Field(default=None, max_length=255)
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class TriggerPatch(In):
+    """Only the fields given change; `null` clears an optional one."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=150)
+    repo: str | None = Field(default=None, max_length=255)
+    events: TriggerEvents | None = Field(default=None, max_length=50)
+    branch_regex: str | None = Field(default=None, max_length=2000)
+    pr_target_regex: str | None = Field(default=None, max_length=2000)
+    comment_regex: str | None = Field(default=None, max_length=2000)
+    modified_files_glob: str | None = Field(default=None, max_length=2000)
+    allow_fork_events: bool | None = None
+    variables: Variables | None = Field(default=None, max_length=500)
+    disabled: bool | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+    termination_policy: str | None = Field(default=None, max_length=50)
+    cron: str | None = Field(default=None, min_length=1, max_length=100)
+    branch: str | None = Field(default=None, max_length=255)
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class TriggerOut(BaseModel):
+    id: str
+    name: str
+    pipeline: str
+    kind: str
+    provider: str | None
+    repo: str | None
+    events: list[str]
+    branch_regex: str | None
+    pr_target_regex: str | None
+    comment_regex: str | None
+    modified_files_glob: str | None
+    allow_fork_events: bool
+    variables: Variables
+    disabled: bool
+    concurrency: int | None
+    termination_policy: str
+    cron: str | None
+    branch: str | None
+    message: str | None
+    endpoint: str | None  # where the Git provider POSTs (git triggers)
+    last_fired_at: str | None
+    created_at: str | None
+    updated_at: str | None
+    secret: str | None = None  # only when created, rotated or explicitly revealed
+
+    @classmethod
+    def of(cls, t: models.Trigger, pipeline: str, endpoint: str | None, secret: str | None = None) -> TriggerOut:
+        return cls(
+            id=t.id,
+            name=t.name,
+            pipeline=pipeline,
+            kind=t.kind,
+            provider=t.provider,
+            repo=t.repo,
+            events=list(t.events),
+            branch_regex=t.branch_regex,
+            pr_target_regex=t.pr_target_regex,
+            comment_regex=t.comment_regex,
+            modified_files_glob=t.modified_files_glob,
+            allow_fork_events=t.allow_fork_events,
+            variables=t.variables,
+            disabled=t.disabled,
+            concurrency=t.concurrency,
+            termination_policy=t.termination_policy,
+            cron=t.cron,
+            branch=t.branch,
+            message=t.message,
+            endpoint=endpoint,
+            last_fired_at=iso(t.last_fired_at),
+            created_at=iso(t.created_at),
+            updated_at=iso(t.updated_at),
+            secret=secret,
+        )
+
+
+class TriggerSecret(BaseModel):
+    id: str
+    secret: str
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    trigger: str
+    received_at: str | None
+    provider: str
+    event: str | None
+    delivery_id: str | None
+    outcome: str  # build | filtered | ignored | rejected
+    rule: str | None
+    reason: str | None
+    build: str | None
+    status_code: int
+
+    @classmethod
+    def of(cls, d: models.Delivery) -> DeliveryOut:
+        return cls(
+            id=d.id,
+            trigger=d.trigger_id,
+            received_at=iso(d.received_at),
+            provider=d.provider,
+            event=d.event,
+            delivery_id=d.delivery_id,
+            outcome=d.outcome,
+            rule=d.rule,
+            reason=d.reason,
+            build=d.build_id,
+            status_code=d.status_code,
+        )

@@ -8,12 +8,13 @@ one as `error` ("runner lost").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, NotFound, Unauthorized
-from outpost.server.models import Build, Lease, Pipeline, Runner, Step
+from outpost.server.models import Build, Lease, Pipeline, Runner, Step, Trigger
 from outpost.server.security import JOB_TOKEN, new_id, new_token, now, token_hash
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables
@@ -21,7 +22,7 @@ from outpost.wire import FINAL_BUILD_STATUSES, FINAL_STEP_STATUSES, BuildFinishe
 
 CLAIM_ATTEMPTS = 5
 LIVE_STATUSES = ("claimed", "running")
-STEP_ORDER = {"pending": 0, "running": 1}  # every final status ranks above these
+STEP_ORDER = {"pending": 0, "running": 1, "pending-approval": 2}  # every final status ranks above these
 
 
 async def create_build(
@@ -34,6 +35,8 @@ async def create_build(
     sha: str | None = None,
     trigger: str = "build",
     initiator: str | None = None,
+    trigger_id: str | None = None,
+    event: dict[str, Any] | None = None,
 ) -> Build:
     run_variables = dict(variables or {})
     check_variables(run_variables)
@@ -53,10 +56,37 @@ async def create_build(
         branch=branch,
         sha=sha,
         created_at=now(),
+        trigger_id=trigger_id,
+        event=event,
     )
     session.add(build)
     await session.flush()
     return build
+
+
+async def cancel_superseded(session: AsyncSession, build: Build) -> list[Build]:
+    """A trigger's terminationPolicy: the older unfinished builds of the same trigger and branch end (queued)
+    or are asked to stop (claimed, running). Returns the builds it touched."""
+    if build.trigger_id is None or build.branch is None:
+        return []
+    older = await session.scalars(
+        select(Build).where(
+            Build.trigger_id == build.trigger_id,
+            Build.branch == build.branch,
+            Build.id != build.id,
+            Build.created_at <= build.created_at,
+            Build.status.in_(("queued", *LIVE_STATUSES)),
+            Build.cancel_requested.is_(False),
+        )
+    )
+    touched = []
+    for old in older:
+        if old.status == "queued":
+            await _finish(session, old, "terminated", f"superseded by build {build.id} of branch {build.branch}")
+        else:
+            old.cancel_requested = True
+        touched.append(old)
+    return touched
 
 
 async def get_build(session: AsyncSession, principal: Principal, build_id: str) -> Build:
@@ -104,20 +134,32 @@ async def request_cancel(session: AsyncSession, principal: Principal, build_id: 
 
 
 async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) -> tuple[Build, Lease, str] | None:
-    """Atomically hands the oldest queued build of the runner's runtime to this runner."""
+    """Atomically hands the oldest queued build of the runner's runtime to this runner, skipping builds
+    whose trigger already has as many builds out as its concurrency allows."""
+    locked: str | None = None
     for _ in range(CLAIM_ATTEMPTS):
-        candidate = await session.scalar(
-            select(Build.id)
-            .where(
-                Build.runtime_id == runner.runtime_id,
-                Build.account_id == runner.account_id,
-                Build.status == "queued",
+        row = (
+            await session.execute(
+                select(Build.id, Build.trigger_id)
+                .where(
+                    Build.runtime_id == runner.runtime_id,
+                    Build.account_id == runner.account_id,
+                    Build.status == "queued",
+                    or_(Build.trigger_id.is_(None), Build.trigger_id.not_in(_busy_triggers(runner.account_id))),
+                )
+                .order_by(Build.created_at, Build.id)
+                .limit(1)
             )
-            .order_by(Build.created_at, Build.id)
-            .limit(1)
-        )
-        if candidate is None:
+        ).first()
+        if row is None:
             return None
+        candidate, trigger_id = row
+        if trigger_id is not None:
+            # Two runners may pick builds of one trigger at once: the trigger's row lock makes them count in
+            # turn. One lock per transaction at most, so two claims never wait on each other's locks.
+            if locked not in (None, trigger_id) or await _trigger_is_busy(session, trigger_id):
+                return None
+            locked = trigger_id
         t = now()
         job_token = new_token(JOB_TOKEN)
         lease = Lease(
@@ -141,6 +183,29 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
             build = await session.get_one(Build, candidate, populate_existing=True)
             return build, lease, job_token
     return None
+
+
+def _busy_triggers(account_id: str) -> Select[Any]:
+    """The account's triggers with a concurrency limit that many builds are out (claimed or running)."""
+    out = (
+        select(func.count(Build.id))
+        .where(Build.trigger_id == Trigger.id, Build.status.in_(LIVE_STATUSES))
+        .correlate(Trigger)
+        .scalar_subquery()
+    )
+    return select(Trigger.id).where(
+        Trigger.account_id == account_id, Trigger.concurrency.is_not(None), out >= Trigger.concurrency
+    )
+
+
+async def _trigger_is_busy(session: AsyncSession, trigger_id: str) -> bool:
+    limit = await session.scalar(select(Trigger.concurrency).where(Trigger.id == trigger_id).with_for_update())
+    if limit is None:
+        return False
+    out = await session.scalar(
+        select(func.count(Build.id)).where(Build.trigger_id == trigger_id, Build.status.in_(LIVE_STATUSES))
+    )
+    return (out or 0) >= limit
 
 
 async def cancel_pending_for(session: AsyncSession, runner: Runner, build_ids: list[str]) -> list[str]:

@@ -19,10 +19,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("decision", sa.String(length=20), nullable=True))
         batch.add_column(sa.Column("decided_by", sa.String(length=100), nullable=True))
         batch.add_column(sa.Column("decided_at", sa.Double(), nullable=True))
+        batch.add_column(sa.Column("decision_sent_at", sa.Double(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("steps") as batch:
+        batch.drop_column("decision_sent_at")
         batch.drop_column("decided_at")
         batch.drop_column("decided_by")
         batch.drop_column("decision")

@@ -1,0 +1,104 @@
+"""Triggers in the public API (/api/v1): create, list, show, change, remove, secrets and deliveries."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from outpost.server.api.deps import Svc, Token
+from outpost.server.api.schemas import DeliveryOut, TriggerIn, TriggerOut, TriggerPatch, TriggerSecret
+from outpost.server.api.webhooks import PREFIX
+from outpost.server.models import Trigger
+from outpost.server.services import Services
+from outpost.server.store import triggers as store
+
+router = APIRouter(prefix="/api/v1", tags=["triggers"])
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _out(svc: Services, trigger: Trigger, pipeline: str, secret: str | None = None) -> TriggerOut:
+    endpoint = f"{svc.public_url}{PREFIX}{trigger.id}" if trigger.kind == "git" else None
+    return TriggerOut.of(trigger, pipeline, endpoint, secret)
+
+
+@router.post("/triggers", status_code=201)
+async def create_trigger(body: TriggerIn, response: Response, token: Token, svc: Svc) -> TriggerOut:
+    """A git trigger answers with its endpoint and secret, the secret shown here and on request only."""
+    settings = body.model_dump(exclude={"pipeline"}, exclude_none=True)
+    settings["kind"] = "cron" if body.cron else "git"
+    secret = new_secret() if settings["kind"] == "git" else None
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.create_trigger(
+            session, who, body.pipeline, settings, sealed_secret=svc.secrets.seal(secret) if secret else None
+        )
+        name = await store.pipeline_name(session, trigger)
+    response.headers.update(NO_STORE)
+    return _out(svc, trigger, name, secret)
+
+
+@router.get("/triggers")
+async def list_triggers(token: Token, svc: Svc, pipeline: str | None = None) -> list[TriggerOut]:
+    async with svc.as_caller(token) as (session, who):
+        return [_out(svc, t, name) for t, name in await store.list_triggers(session, who, pipeline)]
+
+
+@router.get("/triggers/{trigger_id}")
+async def show_trigger(trigger_id: str, token: Token, svc: Svc) -> TriggerOut:
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.get_trigger(session, who, trigger_id)
+        return _out(svc, trigger, await store.pipeline_name(session, trigger))
+
+
+@router.patch("/triggers/{trigger_id}")
+async def update_trigger(trigger_id: str, body: TriggerPatch, token: Token, svc: Svc) -> TriggerOut:
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.update_trigger(session, who, trigger_id, body.model_dump(exclude_unset=True))
+        return _out(svc, trigger, await store.pipeline_name(session, trigger))
+
+
+@router.delete("/triggers/{trigger_id}")
+async def remove_trigger(trigger_id: str, token: Token, svc: Svc) -> dict[str, str]:
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.remove_trigger(session, who, trigger_id)
+    return {"id": trigger.id, "status": "removed"}
+
+
+@router.get("/triggers/{trigger_id}/secret")
+async def reveal_secret(trigger_id: str, response: Response, token: Token, svc: Svc) -> TriggerSecret:
+    """The webhook secret, for a person copying it into the Git provider again."""
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.get_trigger(session, who, trigger_id)
+        sealed = store.sealed_secret(trigger)
+    response.headers.update(NO_STORE)
+    return TriggerSecret(id=trigger.id, secret=svc.secrets.open(sealed))
+
+
+@router.post("/triggers/{trigger_id}/rotate-secret")
+async def rotate_secret(trigger_id: str, response: Response, token: Token, svc: Svc) -> TriggerOut:
+    """A new secret at once: deliveries signed with the old one are refused from now on."""
+    secret = new_secret()
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.set_secret(session, who, trigger_id, svc.secrets.seal(secret))
+        name = await store.pipeline_name(session, trigger)
+    response.headers.update(NO_STORE)
+    return _out(svc, trigger, name, secret)
+
+
+@router.get("/triggers/{trigger_id}/deliveries")
+async def list_deliveries(
+    trigger_id: str,
+    token: Token,
+    svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: str | None = None,
+) -> list[DeliveryOut]:
+    """Newest first; pass the last delivery's id as `before` for the next page."""
+    async with svc.as_caller(token) as (session, who):
+        rows = await store.list_deliveries(session, who, trigger_id, limit=limit, before=before)
+        return [DeliveryOut.of(d) for d in rows]

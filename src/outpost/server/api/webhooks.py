@@ -1,0 +1,198 @@
+"""The webhook endpoint Git providers POST to: `POST /webhooks/{trigger_id}`, no API token.
+
+Authenticity comes only from the provider's signature over the raw body, checked with the trigger's
+secret before anything else is read. Every request that names a trigger leaves a delivery row saying
+what became of it; a redelivery (same provider delivery id) gets the first answer again.
+
+    401 rejected   bad or missing signature (only the rejected delivery is stored)
+    400 rejected   the signed body is not a JSON object
+    200 ignored    a provider's ping
+    202 ignored    an event we do not build
+    202 filtered   a trigger rule said no (rule and reason recorded), or the trigger is disabled
+    201 build      a build was queued
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from outpost.errors import StoreError
+from outpost.server.api.deps import Svc
+from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.models import Build, Trigger
+from outpost.server.security import new_id, now
+from outpost.server.services import Services
+from outpost.server.store import triggers as store
+from outpost.triggers import filters, providers
+from outpost.triggers.event import GitEvent
+from outpost.triggers.providers import PROVIDER_MODULES, SignatureError, UnsupportedEvent
+from outpost.triggers.variables import build_variables
+
+log = logging.getLogger("outpost.webhooks")
+router = APIRouter(tags=["webhooks"])
+
+PREFIX = "/webhooks/"
+MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on a delivery's payload
+REPLAY_HEADER = "Outpost-Redelivery"
+EVENT_HEADERS = {"github": "X-GitHub-Event", "gitlab": "X-Gitlab-Event", "bitbucket-server": "X-Event-Key"}
+# Until runners answer git queries (issue 4), an event whose payload lists its changed files incompletely cannot
+# pass a modifiedFilesGlob: the control plane never reads the repository itself.
+NO_DIFF_YET = "computing the diff on a runner (git query channel) is not available yet, so no build (docs/triggers.md)"
+
+
+class TooLarge(StoreError):
+    status_code = 413
+
+
+@dataclass
+class Outcome:
+    """What a delivery came to: the row's fields and the HTTP answer."""
+
+    outcome: str
+    status_code: int
+    rule: str | None = None
+    reason: str | None = None
+    event: str | None = None
+    build: Build | None = None
+    touched: list[Build] = field(default_factory=list)
+
+
+@router.post("/webhooks/{trigger_id}", response_model=None)
+async def receive(trigger_id: str, request: Request, svc: Svc) -> JSONResponse:
+    body = await _read_capped(request)
+    received_at = now()
+    headers = request.headers
+    async with svc.tx() as session:
+        trigger = await store.webhook_trigger(session, trigger_id)
+        secret = svc.secrets.open(trigger.secret) if trigger.secret else ""
+    provider: Any = trigger.provider  # one of PROVIDERS: checked when the trigger was made
+    event_header = _header(headers, provider)
+    try:
+        PROVIDER_MODULES[provider].verify(headers, body, secret)
+    except SignatureError as exc:
+        # The delivery id is not recorded: an unsigned request must not claim a real delivery's id.
+        rejected = Outcome("rejected", 401, rule="signature", reason=exc.reason)
+        return await _record(svc, trigger, received_at, None, event_header, rejected, None)
+    delivery_id = providers.delivery_id(provider, headers)
+    try:
+        if delivery_id is not None:
+            async with svc.tx() as session:
+                earlier = await store.find_delivery(session, trigger, delivery_id)
+            if earlier is not None:
+                return _replay(earlier.status_code, earlier.answer)
+        decided, event = _decide(trigger, body, headers)
+        return await _record(svc, trigger, received_at, delivery_id, event_header, decided, event)
+    except IntegrityError:
+        # The same delivery arrived twice at once and the other copy committed first: answer as it did.
+        async with svc.tx() as session:
+            earlier = await store.find_delivery(session, trigger, delivery_id or "")
+        if earlier is None:
+            raise
+        return _replay(earlier.status_code, earlier.answer)
+
+
+async def _read_capped(request: Request) -> bytes:
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY:
+            raise TooLarge(f"a webhook body may hold at most {MAX_BODY} bytes", max_bytes=MAX_BODY)
+    return bytes(body)
+
+
+def _header(headers: Mapping[str, str], provider: str) -> str | None:
+    name = EVENT_HEADERS.get(provider)
+    return providers.header(headers, name) if name else None
+
+
+def _decide(trigger: Trigger, body: bytes, headers: Mapping[str, str]) -> tuple[Outcome, GitEvent | None]:
+    """Everything between a verified body and a build, with no I/O."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Outcome("rejected", 400, rule="json", reason=f"the body is not JSON: {exc}"), None
+    if not isinstance(payload, dict):
+        return Outcome("rejected", 400, rule="json", reason="the body is not a JSON object"), None
+    if trigger.disabled:
+        return Outcome("filtered", 202, rule="disabled", reason="trigger disabled"), None
+    try:
+        event = PROVIDER_MODULES[trigger.provider].parse(headers, payload)  # type: ignore[index]  # checked
+    except UnsupportedEvent as exc:
+        return Outcome("ignored", 202, rule="event", reason=exc.reason), None
+    if event.event == "ping":
+        return Outcome("ignored", 200, rule="event", reason="ping: the webhook reaches Outpost", event="ping"), None
+    decision = filters.decide(store.rules_of(trigger), event)
+    if decision.needs_changed_files:
+        reason = f"{decision.reason}; {NO_DIFF_YET}"
+        return Outcome("filtered", 202, rule=decision.rule or "files", reason=reason, event=event.event), None
+    if not decision.build:
+        return Outcome("filtered", 202, rule=decision.rule, reason=decision.reason, event=event.event), None
+    return Outcome("build", 201, event=event.event), event
+
+
+async def _record(
+    svc: Services,
+    trigger: Trigger,
+    received_at: float,
+    delivery_id: str | None,
+    event_header: str | None,
+    decided: Outcome,
+    event: GitEvent | None,
+) -> JSONResponse:
+    """Creates the build, if any, and records the delivery with its answer, in one transaction."""
+    delivery = new_id()
+    async with svc.tx() as session:
+        trigger = await session.get_one(Trigger, trigger.id)
+        if event is not None:
+            decided.build, decided.touched = await store.start_build(session, trigger, event, build_variables(event))
+        answer = _body(svc, delivery, decided)
+        await store.record_delivery(
+            session,
+            trigger,
+            id=delivery,
+            received_at=received_at,
+            event=decided.event or event_header,
+            delivery_id=delivery_id,
+            outcome=decided.outcome,
+            status_code=decided.status_code,
+            answer=answer,
+            rule=decided.rule,
+            reason=decided.reason,
+            build_id=decided.build.id if decided.build else None,
+        )
+    _wake(svc, decided)
+    if decided.outcome != "build":
+        log.info("delivery %s to trigger %s: %s (%s)", delivery, trigger.id, decided.outcome, decided.reason)
+    return JSONResponse(answer, decided.status_code)
+
+
+def _body(svc: Services, delivery: str, decided: Outcome) -> dict[str, Any]:
+    answer: dict[str, Any] = {"delivery": delivery, "outcome": decided.outcome}
+    if decided.outcome == "rejected":
+        answer.update(error="unauthorized" if decided.status_code == 401 else "invalid_request")
+        answer["message"] = decided.reason
+    if decided.build is not None:
+        answer.update(build=decided.build.id, url=svc.build_url(decided.build.id))
+    if decided.event:
+        answer["event"] = decided.event
+    if decided.rule and decided.outcome != "rejected":
+        answer.update(rule=decided.rule, reason=decided.reason)
+    return answer
+
+
+def _wake(svc: Services, decided: Outcome) -> None:
+    for build in [*([decided.build] if decided.build else []), *decided.touched]:
+        svc.wakeups.notify(runtime_key(build.runtime_id))
+        svc.wakeups.notify(build_key(build.id))
+
+
+def _replay(status_code: int, answer: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(answer, status_code, headers={REPLAY_HEADER: "true"})

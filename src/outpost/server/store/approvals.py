@@ -1,0 +1,78 @@
+"""Approval answers for pending-approval steps: given through the API, delivered to the runner.
+
+The runner learns an answer at once through its open poll (each answer handed out once), and again
+with every heartbeat while the step still waits, so an answer is never lost between the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import Conflict, Invalid
+from outpost.server.models import Build, Runner, Step
+from outpost.server.security import now
+from outpost.server.store.accounts import Principal
+from outpost.server.store.builds import LIVE_STATUSES, find_step, get_build
+from outpost.wire import ApprovalDecision
+
+DECISIONS = ("approved", "denied")
+
+
+async def decide(session: AsyncSession, principal: Principal, build_id: str, step_name: str, decision: str) -> Step:
+    if decision not in DECISIONS:
+        raise Invalid(f"an approval answer is approved or denied, not {decision!r}")
+    build = await get_build(session, principal, build_id)
+    if build.status not in LIVE_STATUSES:
+        raise Conflict(f"build {build_id} is not running ({build.status})")
+    step = await find_step(session, build, step_name)
+    if step.type != "pending-approval":
+        raise Conflict(f"step {step_name} is not an approval step")
+    if step.decision is not None:
+        raise Conflict(f"step {step_name} was already {step.decision} by {step.decided_by or 'someone'}")
+    if step.status != "pending-approval":
+        raise Conflict(f"step {step_name} is not waiting for approval ({step.status})")
+    step.decision = decision
+    step.decided_by = principal.token_name or principal.account_name
+    step.decided_at = now()
+    return step
+
+
+async def undelivered(
+    session: AsyncSession, runner: Runner, build_ids: list[str]
+) -> tuple[str, ApprovalDecision] | None:
+    """One answer the runner has not been handed yet, for the builds it says it runs."""
+    if not build_ids:
+        return None
+    row = (
+        await session.execute(
+            select(Step)
+            .join(Build, Build.id == Step.build_id)
+            .where(
+                Build.id.in_(build_ids),
+                Build.runner_id == runner.id,
+                Build.status.in_(LIVE_STATUSES),
+                Step.status == "pending-approval",
+                Step.decision.is_not(None),
+                Step.decision_sent_at.is_(None),
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    row.decision_sent_at = now()
+    return row.build_id, _decision(row)
+
+
+async def waiting_answers(session: AsyncSession, build: Build) -> list[ApprovalDecision]:
+    """Every answer given to a step of this build that still waits for it."""
+    rows = await session.scalars(
+        select(Step).where(Step.build_id == build.id, Step.status == "pending-approval", Step.decision.is_not(None))
+    )
+    return [_decision(s) for s in rows]
+
+
+def _decision(step: Step) -> ApprovalDecision:
+    answer = "approved" if step.decision == "approved" else "denied"
+    return ApprovalDecision(step=step.name, decision=answer, by=step.decided_by or "")

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from outpost.cli import main
 from outpost.errors import PipelineError
 from outpost.pipelines.parsing import load_pipeline
 
@@ -41,3 +43,22 @@ def test_every_shared_fixture_pipeline_parses_without_problems(path: Path | None
     else:
         pipeline = load_pipeline(path.read_bytes(), path.name)
         assert pipeline.steps
+
+
+def test_outpost_validate_accepts_every_shared_fixture_but_the_deliberately_refused_one() -> None:
+    """The command users run: exit 0 and a summary for each file, exit 1 with located problems otherwise."""
+    if not FILES:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no pipelines in {FIXTURES}; CI must run with the shared fixtures")
+        pytest.skip(f"no pipelines in {FIXTURES}")
+    runner = CliRunner()
+    for path in FILES:
+        result = runner.invoke(main, ["validate", str(path)])
+        if path.name in REJECTED:
+            assert result.exit_code == 1, result.output
+            assert "`scale` cannot be used with `mode: parallel`" in result.output
+            assert f"{path}:171:5:" in result.output
+        else:
+            assert result.exit_code == 0, (path.name, result.output)
+            assert result.output.startswith(f"{path}: valid: ")
+            assert "top-level" in result.output

@@ -141,3 +141,63 @@ def test_validate_checks_a_file_offline(tmp_path: Path, control_plane: ControlPl
     lines = bad.stdout.splitlines()
     assert len(lines) >= 2
     assert all(line.startswith(f"{bad_file}:") for line in lines)
+
+
+GATED = """version: '1.0'
+stages: [check, release]
+steps:
+  tests:
+    stage: check
+    image: alpine
+    commands: [echo tests pass]
+  go_live:
+    stage: release
+    type: pending-approval
+    title: Release to production?
+  release:
+    stage: release
+    image: alpine
+    commands: [echo releasing]
+    when:
+      steps: [{name: go_live, on: [approved]}]
+  hold:
+    stage: release
+    image: alpine
+    commands: [echo holding back]
+    when:
+      steps: [{name: go_live, on: [denied]}]
+"""
+
+
+def test_an_approval_from_the_cli_reaches_the_waiting_runner_and_the_build_goes_on(
+    tmp_path: Path, control_plane: ControlPlane, start_runner: Callable[..., RunnerProcess]
+) -> None:
+    start_runner()
+    assert (
+        control_plane.cli("pipeline", "create", "gated", "--file", str(write(tmp_path, "g.yml", GATED))).returncode == 0
+    )
+    started = control_plane.cli("run", "gated", "--detach", "--json")
+    assert started.returncode == 0, started.stdout + started.stderr
+    build_id = json.loads(started.stdout)["id"]
+
+    def waiting() -> bool | None:
+        steps = {s["name"]: s for s in control_plane.build(build_id).get("steps") or []}
+        return True if steps.get("go_live", {}).get("status") == "pending-approval" else None
+
+    eventually(waiting, timeout=60, what="the approval step to wait")
+    assert control_plane.build(build_id)["status"] == "running"
+
+    approved = control_plane.cli("build", "approve", build_id, "go_live")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert f"build {build_id}: step go_live approved" in approved.stdout
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=60)
+    assert build["status"] == "success", build
+    steps = {s["name"]: s for s in build["steps"]}
+    assert steps["go_live"]["status"] == "approved"
+    assert steps["go_live"]["decision"] == "approved"
+    assert steps["release"]["status"] == "success"
+    assert steps["hold"]["status"] == "skipped"
+    again = control_plane.cli("build", "deny", build_id, "go_live")
+    assert again.returncode != 0
+    assert "already approved" in again.stdout + again.stderr

@@ -9,7 +9,12 @@ from pathlib import Path
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome
 from outpost.executors.local import LocalExecutor
 from outpost.wire import SYSTEM_STREAM
+from tests import gitserver
 from tests.engine.recorder import Recorder
+from tests.gitserver import GitHttpServer, Upstream
+
+git_root, upstream, upstream_template = gitserver.git_root, gitserver.upstream, gitserver.upstream_template
+http_git_auth = gitserver.http_git_auth
 
 WAIT_FOR = "i=0; while [ ! -e {f} ]; do i=$((i+1)); [ $i -lt 200 ] || exit 9; sleep 0.05; done"
 
@@ -381,3 +386,68 @@ async def test_cancel_ends_a_build_waiting_for_approval(tmp_path: Path) -> None:
     outcome = await asyncio.wait_for(task, 30)
     assert outcome == BuildOutcome("terminated", "cancel requested")
     assert rec.final("gate").status == "terminated"
+
+
+async def test_the_branch_and_revision_asked_for_are_variables_and_drive_branch_conditions(tmp_path: Path) -> None:
+    yaml = (
+        "version: '1.0'\nsteps:\n"
+        "  show:\n    image: x\n    commands: ['echo $CF_BRANCH $CF_BRANCH_TAG_NORMALIZED ${{CF_SHORT_REVISION}}']\n"
+        "    when: {branch: {only: ['/^feature//']}}\n"
+    )
+    recorder = Recorder()
+    ctx = context(tmp_path, yaml, branch="feature/Login")
+    ctx.revision = "0123456789abcdef0123456789abcdef01234567"
+    outcome = await BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder).run()
+    assert outcome.status == "success", recorder.logs
+    assert recorder.text("show") == "feature/Login featureLogin 0123456\n"
+
+
+# --- git-clone in a pipeline ---------------------------------------------------------------------
+
+
+async def test_a_main_clone_checkout_is_where_later_steps_run_with_its_git_variables(
+    tmp_path: Path, upstream: Upstream, http_git_auth: GitHttpServer
+) -> None:
+    yaml = (
+        "version: '1.0'\nsteps:\n"
+        "  main_clone:\n    type: git-clone\n"
+        f"    repo: {http_git_auth.url}/acme/app.git\n    revision: feature/login\n"
+        "    credentials: {username: robot, password: '${{GIT_PASSWORD}}'}\n"
+        "  inside:\n    image: x\n    commands:\n"
+        "      - pwd\n      - test -f login.html\n"
+        '      - echo $CF_REPO_OWNER/$CF_REPO_NAME $CF_BRANCH $CF_SHORT_REVISION "$CF_COMMIT_AUTHOR"\n'
+        "      - echo ${{steps.main_clone.result}} ${{steps.main_clone.revision}}\n"
+        "  elsewhere:\n    image: x\n    working_directory: ${{main_clone}}/sub\n    commands: [pwd]\n"
+    )
+    recorder = Recorder()
+    ctx = context(tmp_path, yaml)
+    ctx.secrets = {"GIT_PASSWORD": "s3cr3t-Pa55word"}
+    outcome = await BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder).run()
+    assert outcome.status == "success", recorder.logs
+    checkout = (tmp_path / "volume" / "app").resolve()
+    sha = upstream.shas["feature"]
+    assert recorder.text("inside").splitlines() == [
+        str(checkout),
+        f"acme/app feature/login {sha[:7]} Carol Coder",
+        f"success {sha}",
+    ]
+    assert recorder.text("elsewhere") == f"{checkout / 'sub'}\n"
+    assert "s3cr3t-Pa55word" not in recorder.text("main_clone")
+    assert "s3cr3t-Pa55word" not in (checkout / ".git" / "config").read_text()
+
+
+async def test_a_clone_with_a_wrong_password_fails_the_build_with_a_clear_message(
+    tmp_path: Path, upstream: Upstream, http_git_auth: GitHttpServer
+) -> None:
+    yaml = (
+        "version: '1.0'\nsteps:\n"
+        "  main_clone:\n    type: git-clone\n"
+        f"    repo: {http_git_auth.url}/acme/app.git\n"
+        "    credentials: {username: robot, password: not-the-Pa55word}\n"
+        "  never:\n    image: x\n    commands: [echo never]\n"
+    )
+    outcome, rec = await run(tmp_path, yaml)
+    assert outcome == BuildOutcome("failure", "step main_clone failed")
+    assert "authentication failed" in (rec.final("main_clone").message or "")
+    assert "not-the-Pa55word" not in rec.text("main_clone")
+    assert rec.final("never").status == "skipped"

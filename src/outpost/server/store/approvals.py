@@ -23,13 +23,15 @@ async def decide(session: AsyncSession, principal: Principal, build_id: str, ste
     if decision not in DECISIONS:
         raise Invalid(f"an approval answer is approved or denied, not {decision!r}")
     build = await get_build(session, principal, build_id)
-    if build.status not in LIVE_STATUSES:
-        raise Conflict(f"build {build_id} is not running ({build.status})")
+    if build.status in ("queued", "claimed"):
+        raise Conflict(f"build {build_id} has not started yet ({build.status})")
     step = await find_step(session, build, step_name)
     if step.type != "pending-approval":
         raise Conflict(f"step {step_name} is not an approval step")
     if step.decision is not None:
         raise Conflict(f"step {step_name} was already {step.decision} by {step.decided_by or 'someone'}")
+    if build.status not in LIVE_STATUSES:
+        raise Conflict(f"build {build_id} is not running ({build.status})")
     if step.status != "pending-approval":
         raise Conflict(f"step {step_name} is not waiting for approval ({step.status})")
     step.decision = decision

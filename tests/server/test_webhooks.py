@@ -176,8 +176,8 @@ async def test_the_runner_task_carries_branch_revision_and_the_raw_payload(stack
     answer = (await deliver(stack, trigger, GITHUB_PUSH)).json()
     task = await claim(stack, runner.runner_token)
     assert task.build_id == answer["build"]
-    assert (task.branch, task.revision, task.trigger) == ("master", "63738bb582c8b540af7bcfc18f87c575c3ed66e0", "webhook")
-    assert task.initiator == "jessesuen"
+    assert (task.branch, task.revision) == ("master", "63738bb582c8b540af7bcfc18f87c575c3ed66e0")
+    assert (task.trigger, task.initiator) == ("webhook", "jessesuen")
     assert task.event == json.loads(fixture("github", GITHUB_PUSH))
 
 

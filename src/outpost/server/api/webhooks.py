@@ -72,24 +72,21 @@ async def receive(trigger_id: str, request: Request, svc: Svc) -> JSONResponse:
     headers = request.headers
     async with svc.tx() as session:
         trigger = await store.webhook_trigger(session, trigger_id)
-        secret = svc.secrets.open(trigger.secret) if trigger.secret else ""
-    provider: Any = trigger.provider  # one of PROVIDERS: checked when the trigger was made
-    event_header = _header(headers, provider)
+        provider: Any = trigger.provider  # one of PROVIDERS: checked when the trigger was made
+        delivery_id = (providers.delivery_id(provider, headers) or "")[:255] or None  # as the column holds it
+        earlier = await store.find_delivery(session, trigger, delivery_id) if delivery_id else None
+    secret = svc.secrets.open(trigger.secret) if trigger.secret else ""
     try:
         PROVIDER_MODULES[provider].verify(headers, body, secret)
     except SignatureError as exc:
         # The delivery id is not recorded: an unsigned request must not claim a real delivery's id.
         rejected = Outcome("rejected", 401, rule="signature", reason=exc.reason)
-        return await _record(svc, trigger, received_at, None, event_header, rejected, None)
-    delivery_id = providers.delivery_id(provider, headers)
+        return await _record(svc, trigger, received_at, None, _header(headers, provider), rejected, None)
+    if earlier is not None:
+        return _replay(earlier.status_code, earlier.answer)
+    decided, event = _decide(trigger, body, headers)
     try:
-        if delivery_id is not None:
-            async with svc.tx() as session:
-                earlier = await store.find_delivery(session, trigger, delivery_id)
-            if earlier is not None:
-                return _replay(earlier.status_code, earlier.answer)
-        decided, event = _decide(trigger, body, headers)
-        return await _record(svc, trigger, received_at, delivery_id, event_header, decided, event)
+        return await _record(svc, trigger, received_at, delivery_id, _header(headers, provider), decided, event)
     except IntegrityError:
         # The same delivery arrived twice at once and the other copy committed first: answer as it did.
         async with svc.tx() as session:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench clean system-deps
+.PHONY: run test lint typecheck unit bench screenshots clean system-deps
 
 run: $(STAMP)
 	$(BIN)/outpost up
@@ -25,6 +25,10 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py --write docs/benchmarks.md
+
+# Screenshots of the web UI's main pages (real control plane, runner and Debian's Chromium) for the README.
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.ui.screenshots docs/screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

@@ -61,6 +61,29 @@ class PollRequest(Message):
     wait: float = Field(default=30.0, ge=0, le=60)
 
 
+class GitAccess(Message):
+    """How a runner reaches one git integration. The control plane sends the credential in clear (it was
+    sealed at rest), or only `runner_secret`: the name of a secret the runner holds (--secrets-file)."""
+
+    name: str
+    provider: str  # github | github-enterprise | gitlab | bitbucket-server | git
+    url: str  # the provider's base URL: `owner/name` repositories are resolved against it
+    username: str | None = None
+    password: str | None = None
+    runner_secret: str | None = None
+    is_default: bool = False  # used by git-clone steps that name no `git`
+    behind_firewall: bool = False
+
+
+class PipelineSource(Message):
+    """YAML from the repository: the runner reads `path` from `repo` at `revision` before the build starts."""
+
+    repo: str  # owner/name (through `git`) or a full URL
+    git: str | None = None  # the integration's name; its access is in RunBuildTask.integrations
+    path: str = "codefresh.yml"
+    revision: str | None = None  # branch, tag or SHA; None = the repository's default branch
+
+
 class RunBuildTask(Message):
     kind: Literal["run_build"] = "run_build"
     build_id: str
@@ -80,6 +103,8 @@ class RunBuildTask(Message):
     branch: str | None = None
     revision: str | None = None
     event: dict[str, Any] | None = None  # a webhook build's raw payload, written to <volume>/event.json
+    integrations: dict[str, GitAccess] = Field(default_factory=dict)  # git integrations the build may use
+    source: PipelineSource | None = None  # set when the YAML is to be read from the repository (`yaml` is "")
 
 
 class CancelBuildTask(Message):
@@ -102,7 +127,40 @@ class ApprovalTask(Message):
     approval: ApprovalDecision
 
 
-Task = Annotated[RunBuildTask | CancelBuildTask | ApprovalTask, Field(discriminator="kind")]
+GitQueryKind = Literal["branches", "file", "changed-files"]
+MAX_QUERY_FILE = 1024 * 1024  # bytes of a file a git query may return
+
+
+class GitQueryTask(Message):
+    """A question about a repository, asked through the API; answered by POST /git-queries/{id}/answer."""
+
+    kind: Literal["git_query"] = "git_query"
+    query_id: str
+    query: GitQueryKind
+    repo: str  # owner/name (through `access`) or a full URL
+    access: GitAccess
+    path: str | None = None  # file
+    revision: str | None = None  # file
+    base: str | None = None  # changed-files
+    head: str | None = None  # changed-files
+    seconds: float = 20.0  # how long the asker waits: later answers are thrown away
+
+
+class GitQueryAnswer(Message):
+    """A runner's answer to a git query: `error` (with `error_kind`) or the fields of its kind."""
+
+    error: str | None = Field(default=None, max_length=10_000)
+    error_kind: Literal["not_found", "too_large", "failed"] | None = None
+    branches: dict[str, str] | None = Field(default=None, max_length=100_000)  # name -> head SHA
+    revision: str | None = None  # file: the commit SHA it was read at
+    content: str | None = Field(default=None, max_length=(MAX_QUERY_FILE * 4) // 3 + 4)  # file: base64
+    base: str | None = None  # changed-files: the SHAs compared
+    head: str | None = None
+    files: list[str] | None = Field(default=None, max_length=10_000)
+    truncated: bool = False
+
+
+Task = Annotated[RunBuildTask | CancelBuildTask | ApprovalTask | GitQueryTask, Field(discriminator="kind")]
 
 
 class PollResponse(Message):
@@ -128,6 +186,9 @@ class BuildStarted(Message):
 
     steps: list[StepPlan] = Field(default_factory=list, max_length=2000)
     runner_time: float = 0.0
+    # YAML from the repository: the file the runner read and the commit it read it at.
+    yaml: str | None = Field(default=None, max_length=512 * 1024)
+    yaml_revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
 
 
 class StepUpdate(Message):

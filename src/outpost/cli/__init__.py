@@ -105,7 +105,11 @@ def pipeline() -> None:
 
 @pipeline.command("create")
 @click.argument("name")
-@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Inline YAML.")
+@click.option("--repo", help="YAML from the repository: OWNER/NAME (through --git) or a clone URL.")
+@click.option("--git", "git", metavar="INTEGRATION", help="Git integration for --repo (default: the default one).")
+@click.option("--path", "yaml_path", default="codefresh.yml", show_default=True, help="The YAML's path in --repo.")
+@click.option("--revision", help="Branch, tag or SHA to read the YAML at when a build names none.")
 @click.option("--runtime", help="Runtime whose runners run it (default: the account's default runtime).")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="A pipeline variable.")
 @click.option(
@@ -122,16 +126,27 @@ def pipeline() -> None:
 def pipeline_create(
     ctx: click.Context,
     name: str,
-    file: Path,
+    file: Path | None,
+    repo: str | None,
+    git: str | None,
+    yaml_path: str,
+    revision: str | None,
     runtime: str | None,
     variables: tuple[str, ...],
     secrets: tuple[str, ...],
     update: bool,
     as_json: bool,
 ) -> None:
-    """Create pipeline NAME from a codefresh.yml file."""
+    """Create pipeline NAME from a codefresh.yml file (--file), or from one a runner reads from the repository at
+    each build's revision (--repo, --git, --path)."""
     api = api_from(ctx)
-    body: dict[str, object] = {"name": name, "yaml": file.read_text(), "yaml_file": file.name, "runtime": runtime}
+    if (file is None) == (repo is None):
+        raise click.UsageError("give --file FILE or --repo REPO")
+    body: dict[str, object] = {"name": name, "runtime": runtime}
+    if file is not None:
+        body.update(yaml=file.read_text(), yaml_file=file.name)
+    else:
+        body.update(repo=repo, git=git, yaml_file=yaml_path, revision=revision)
     body["variables"] = parse_vars(variables)
     body["secrets"] = parse_vars(secrets)
     try:
@@ -176,6 +191,11 @@ def pipeline_show(ctx: click.Context, name: str, as_json: bool) -> None:
     click.echo(f"pipeline {p['name']}  runtime={p['runtime']}  file={p['yaml_file']}")
     for key, value in p["variables"].items():
         click.echo(f"  {key}={value}")
+    if p.get("repo"):
+        via = f" through git integration {p['git']}" if p.get("git") else ""
+        at = f", by default at {p['revision']}" if p.get("revision") else ""
+        click.echo(f"YAML from the repository: {p['yaml_file']} in {p['repo']}{via}{at}")
+        return
     click.echo(p["yaml"])
 
 
@@ -219,6 +239,6 @@ def run(
 
 
 # The remaining command groups live in their own modules; importing them registers them.
-from outpost.cli import admin, agent, builds, triggers, up  # noqa: E402
+from outpost.cli import admin, agent, builds, integrations, triggers, up  # noqa: E402
 
-__all__ = ["admin", "agent", "builds", "main", "triggers", "up"]
+__all__ = ["admin", "agent", "builds", "integrations", "main", "triggers", "up"]

@@ -18,6 +18,8 @@ from outpost.errors import OutpostError
 from outpost.executors import EXECUTORS
 from outpost.runner.agent import Runner, RunnerOptions, identify
 from outpost.runner.client import ProtocolClient
+from outpost.runner.secrets import ENV_VARIABLE as SECRETS_ENV
+from outpost.runner.secrets import load_runner_secrets
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
@@ -100,6 +102,12 @@ def runner_group() -> None:
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders.")
 @click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
+@click.option(
+    "--secrets-file",
+    envvar=SECRETS_ENV,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Secrets kept only on this runner (JSON or NAME=VALUE lines, mode 0600), used by integrations by name.",
+)
 def runner_start(
     url: str,
     token: str,
@@ -108,6 +116,7 @@ def runner_start(
     concurrency: int,
     data_dir: Path | None,
     drain_timeout: float,
+    secrets_file: Path | None,
 ) -> None:
     """Register (first time) and run builds until SIGTERM."""
     configure_logging(None)
@@ -115,6 +124,15 @@ def runner_start(
         url, data_dir or default_runner_dir(), name=name, executor=executor, concurrency=concurrency
     )
     options.drain_timeout = drain_timeout
+    if secrets_file is not None:
+        try:
+            options.runner_secrets = load_runner_secrets(secrets_file)
+        except OutpostError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        logging.getLogger("outpost.runner").info(
+            "%d runner secret(s) read from %s", len(options.runner_secrets), secrets_file
+        )
     private_folder(options.data_dir)
     if not token and not (options.data_dir / "runner.json").exists():
         raise click.UsageError("--token is required the first time (from `outpost runtime create NAME`)")

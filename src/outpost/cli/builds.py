@@ -39,10 +39,11 @@ def build_list(ctx: click.Context, pipeline: str | None, status: str | None, lim
 
 @build.command("show")
 @click.argument("build_id")
+@click.option("--yaml", "show_yaml", is_flag=True, help="Also print the YAML the build ran.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def build_show(ctx: click.Context, build_id: str, as_json: bool) -> None:
+def build_show(ctx: click.Context, build_id: str, show_yaml: bool, as_json: bool) -> None:
     """A build with its steps."""
     b = api_from(ctx).get(f"/builds/{build_id}")
     if as_json:
@@ -50,12 +51,18 @@ def build_show(ctx: click.Context, build_id: str, as_json: bool) -> None:
         return
     click.echo(describe(b))
     click.echo(f"  pipeline {b['pipeline']}  trigger {b['trigger']}  by {b['initiator']}  created {b['created_at']}")
+    if b.get("yaml_repo"):
+        at = b.get("yaml_revision") or "(not read yet)"
+        click.echo(f"  YAML {b['yaml_file']} from {b['yaml_repo']} at {at}")
     for s in b["steps"] or []:
         if s["name"].startswith("$"):
             continue
         code = f" exit {s['exit_code']}" if s["exit_code"] not in (None, 0) else ""
         note = f"  ({s['message']})" if s["message"] and s["status"] != "success" else ""
         click.echo(f"  {s['status']:<10} {s['name']}{code}{note}")
+    if show_yaml and b.get("yaml"):
+        click.echo(f"--- {b['yaml_file']}")
+        click.echo(b["yaml"].rstrip("\n"))
 
 
 @build.command("logs")

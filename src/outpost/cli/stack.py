@@ -137,7 +137,7 @@ async def up(host: str, port: int, data_dir: Path, example: bool, executor: str,
     _stop_on_signals(stop)
     settings = ServerSettings.from_env(data_dir=data_dir)
     server, server_task, url, services = await _start_server(settings, host, port)
-    installation = await bootstrap(services, data_dir, local_runtime=True)
+    installation = await bootstrap(services, data_dir, local_runtime=True, ui_admin=True)
     cli_config.write(data_dir / cli_config.CONFIG_NAME, url, installation.admin_token)
     runner, runner_task, client = await _start_runner(services, installation, url, data_dir, executor, concurrency)
     _announce(url, data_dir, installation)
@@ -161,6 +161,7 @@ def _announce(url: str, data_dir: Path, installation: Installation) -> None:
     config_path = data_dir / cli_config.CONFIG_NAME
     lines = [
         f"Outpost is up: API {url}/api/v1 (docs at {url}/docs)",
+        f"  web UI {url}/ — log in as admin, password {installation.password} (in {installation.password_file})",
         f"  account {installation.account}; admin API token in {installation.token_file}",
         f"  a local runner is connected; data and logs in {data_dir}/",
     ]
@@ -176,8 +177,9 @@ async def serve(host: str, port: int, data_dir: Path) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     server, server_task, url, services = await _start_server(ServerSettings.from_env(data_dir=data_dir), host, port)
-    installation = await bootstrap(services, data_dir, local_runtime=False)
+    installation = await bootstrap(services, data_dir, local_runtime=False, ui_admin=True)
     click.echo(f"Outpost control plane on {url}; admin API token in {installation.token_file}", err=True)
+    click.echo(f"Web UI on {url}/ — user admin, password in {installation.password_file}", err=True)
     await stop.wait()
     services.wakeups.close()  # long polls answer now, so the server need not wait for them
     server.should_exit = True

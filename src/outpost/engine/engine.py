@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from outpost.engine import cfexport, gitclone
+from outpost.engine import cfexport, gitaccess, gitclone
 from outpost.engine.masking import Masker
 from outpost.engine.plan import expand, plan_of
 from outpost.errors import ExecutorError, PipelineError
@@ -38,7 +37,7 @@ from outpost.pipelines.variables import (
     substitute,
 )
 from outpost.pipelines.when import evaluate_when
-from outpost.wire import SYSTEM_STREAM, BuildStarted, FinalBuildStatus, StepStatus, StepUpdate
+from outpost.wire import SYSTEM_STREAM, BuildStarted, FinalBuildStatus, GitAccess, StepStatus, StepUpdate
 
 VOLUME_ALIAS = "/codefresh/volume"
 # Only these variables of the runner's own environment reach a step: never its tokens.
@@ -80,6 +79,8 @@ class BuildContext:
     branch: str | None = None  # what the build was asked to build, when it knows (webhook, run --branch)
     revision: str | None = None
     event: dict[str, Any] | None = None  # a webhook build's payload, written to <volume>/event.json
+    integrations: dict[str, GitAccess] = field(default_factory=dict)  # git integrations the build may use
+    runner_secrets: Mapping[str, str] = field(default_factory=dict)  # the runner's own secrets (--secrets-file)
 
 
 @dataclass
@@ -441,18 +442,17 @@ class BuildEngine:
         credentials = step.fields.get("credentials") if isinstance(step.fields.get("credentials"), dict) else {}
         username = substitute(str(credentials.get("username") or ""), values) or None if credentials else None
         password = substitute(str(credentials.get("password") or ""), values) or None if credentials else None
+        try:
+            repo, username, password = self._through_integration(text("git"), repo, username, password)
+        except gitaccess.AccessError as exc:
+            await self.reporter.log(step.name, f"[outpost] {exc}\n".encode())
+            return _StepResult("failure", message=str(exc))
         if password:
             self._masked.add(password)
         try:
             folder = gitclone.repo_dir_name(repo)
         except ValueError as exc:
-            message = str(exc)
-            if re.fullmatch(r"[\w.-]+(/[\w.-]+)+", repo):
-                message = (
-                    f"repo {repo!r} is not a URL, and resolving owner/name through a Git integration is not "
-                    "available on this runner yet: give the full clone URL"
-                )
-            return _StepResult("error", message=message)
+            return _StepResult("error", message=str(exc))
         parent = self._workdir(step, values) if step.working_directory else self.ctx.volume
         depth = text("depth")
         request = gitclone.CloneRequest(
@@ -505,6 +505,20 @@ class BuildEngine:
         if step.name == "main_clone":
             self._main_clone = checkout
         return _StepResult("success", exit_code=0)
+
+    def _through_integration(
+        self, git: str | None, repo: str, username: str | None, password: str | None
+    ) -> tuple[str, str | None, str | None]:
+        """The clone URL and credentials of a git-clone step: `owner/name` and steps naming `git` go through a git
+        integration (the named one, or the default); the step's own `credentials` win over the integration's."""
+        if not git and not gitaccess.is_owner_name(repo):
+            return repo, username, password
+        access = gitaccess.choose(self.ctx.integrations, git)
+        url = gitaccess.clone_url(access, repo)
+        if username or password:
+            return url, username, password
+        user, secret = gitaccess.credentials(access, self.ctx.runner_secrets)
+        return url, user, secret
 
     async def _approval(self, step: Step, scope: _Scope) -> _StepResult:
         spec = step.fields.get("timeout") if isinstance(step.fields.get("timeout"), dict) else {}

@@ -13,12 +13,13 @@ import logging
 import os
 import shutil
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from outpost import __version__
 from outpost.errors import OutpostError
 from outpost.executors import executor_class
+from outpost.runner import gitqueries
 from outpost.runner.client import Backoff, ProtocolClient, Refused, Unreachable
 from outpost.runner.job import BuildJob
 from outpost.runner.outbox import Outbox
@@ -26,6 +27,7 @@ from outpost.wire import (
     ApprovalTask,
     BuildFinished,
     CancelBuildTask,
+    GitQueryTask,
     PollRequest,
     RegisterRequest,
     RegisterResponse,
@@ -87,6 +89,7 @@ class RunnerOptions:
     concurrency: int = 1
     drain_timeout: float = 600.0  # seconds running builds get after SIGTERM
     poll_wait: float = 30.0
+    runner_secrets: dict[str, str] = field(default_factory=dict)  # from --secrets-file: never sent anywhere
 
 
 async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -> RunnerIdentity:
@@ -133,6 +136,7 @@ class Runner:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._builds_dir = options.data_dir / "builds"
+        self._queries: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Stop taking builds; running ones get `drain_timeout` to finish."""
@@ -155,6 +159,8 @@ class Runner:
                     break
             await self._drain()
         finally:
+            if self._queries:  # answers being looked up: they take seconds at most
+                await asyncio.wait(set(self._queries), timeout=30.0)
             if not burst:
                 for task in recoveries:
                     task.cancel()
@@ -194,6 +200,10 @@ class Runner:
             self.jobs[task.build_id][0].cancel(task.reason)
         elif isinstance(task, ApprovalTask) and task.build_id in self.jobs:
             self.jobs[task.build_id][0].approve(task.approval)
+        elif isinstance(task, GitQueryTask):
+            query = asyncio.create_task(self._answer(task), name=f"git-query-{task.query_id}")
+            self._queries.add(query)
+            query.add_done_callback(self._queries.discard)
         return task is None and free > 0
 
     async def _interrupted(self, *, can_interrupt: bool) -> None:
@@ -221,6 +231,7 @@ class Runner:
                 executor=self.options.executor,
                 heartbeat_interval=self.identity.heartbeat_interval,
                 max_chunk=self.identity.max_log_chunk,
+                runner_secrets=self.options.runner_secrets,
                 runner=f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
                 f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}",
             )
@@ -236,6 +247,15 @@ class Runner:
             await asyncio.wait({announced, running}, timeout=ANNOUNCE_WAIT, return_when=asyncio.FIRST_COMPLETED)
         finally:
             announced.cancel()
+
+    async def _answer(self, task: GitQueryTask) -> None:
+        """Answers a git query beside the builds (it takes no build slot); a lost answer only times out the asker."""
+        answer = await gitqueries.answer(task, self.options.runner_secrets)
+        log.info("git query %s (%s of %s): %s", task.query_id, task.query, task.repo, answer.error or "answered")
+        try:
+            await self.client.answer_git_query(self.identity.token, task.query_id, answer)
+        except OutpostError as exc:
+            log.warning("git query %s: the answer was not accepted: %s", task.query_id, exc)
 
     def _finished(self, build_id: str) -> None:
         self.jobs.pop(build_id, None)

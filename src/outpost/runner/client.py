@@ -21,6 +21,7 @@ from outpost.wire import (
     PREFIX,
     BuildFinished,
     BuildStarted,
+    GitQueryAnswer,
     HeartbeatResponse,
     LogAppend,
     PollRequest,
@@ -143,6 +144,14 @@ class ProtocolClient:
         if response.status_code == 204:
             return PollResponse()
         return PollResponse.model_validate(response.json())
+
+    async def answer_git_query(self, runner_token: str, query_id: str, answer: GitQueryAnswer) -> None:
+        await self._send(
+            "POST",
+            f"/git-queries/{query_id}/answer",
+            content=answer.model_dump_json(exclude_none=True),
+            headers={**_bearer(runner_token), "Content-Type": "application/json"},
+        )
 
     # --- build-scoped calls: authenticated by the job token, fenced by the lease ---
 

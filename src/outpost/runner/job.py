@@ -7,11 +7,13 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome
 from outpost.errors import LeaseLost, ProtocolError
 from outpost.executors import executor_class
+from outpost.runner import pipelinefile
 from outpost.runner.client import ProtocolClient, Unreachable
 from outpost.runner.outbox import Outbox
 from outpost.wire import ApprovalDecision, BuildFinished, RunBuildTask
@@ -31,6 +33,7 @@ class BuildJob:
         heartbeat_interval: float,
         max_chunk: int,
         runner: str = "",
+        runner_secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.task = task
         self.client = client
@@ -55,6 +58,8 @@ class BuildJob:
             branch=task.branch,
             revision=task.revision,
             event=task.event,
+            integrations=dict(task.integrations),
+            runner_secrets=dict(runner_secrets or {}),
         )
         self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume, ctx.scratch), self.outbox)
         self.cancelling = False
@@ -95,7 +100,7 @@ class BuildJob:
 
     async def _run_engine(self) -> None:
         try:
-            outcome = await self.engine.run()
+            outcome = await pipelinefile.read_into(self.engine, self.task, self.outbox) or await self.engine.run()
         except (LeaseLost, ProtocolError):
             raise
         except Exception as exc:  # a bug must not leave the build running forever

@@ -44,6 +44,7 @@ class Outbox:
         self._dirty = asyncio.Event()
         self._closing = False
         self.announced = asyncio.Event()  # set once `started` was accepted
+        self.pipeline_file: tuple[str, str] | None = None  # YAML read from the repository, and its commit SHA
 
     # --- creating and reopening ---
 
@@ -81,6 +82,9 @@ class Outbox:
     async def started(self, message: BuildStarted) -> None:
         """Sent at once, not queued: a build counts as started only once the control plane knows."""
         deadline = asyncio.get_running_loop().time() + self.task.lease_ttl
+        if self.pipeline_file is not None:
+            yaml, revision = self.pipeline_file
+            message = message.model_copy(update={"yaml": yaml, "yaml_revision": revision})
         await retrying(lambda: self.client.started(self.task, message), deadline=deadline)
         self.announced.set()
 

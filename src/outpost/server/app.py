@@ -12,13 +12,14 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.server import cron, db
-from outpost.server.api import errors, public, runner, triggers, webhooks
+from outpost.server.api import errors, integrations, public, runner, triggers, webhooks
 from outpost.server.dispatch import Wakeups, reap_leases, runtime_key
 from outpost.server.guards import BodyLimit, RefuseNul
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import builds
 from outpost.server.store import triggers as trigger_store
+from outpost.server.ui import install as install_ui
 from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.server")
@@ -66,6 +67,8 @@ def create_app(settings: ServerSettings, *, public_url: str | None = None) -> Fa
     app.include_router(runner.router)
     app.include_router(triggers.router)
     app.include_router(webhooks.router)
+    app.include_router(integrations.router)
+    install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static
     app.add_middleware(RefuseNul)
     # Outermost: limits what RefuseNul reads.
     app.add_middleware(BodyLimit, limit=settings.max_request_body, wider={webhooks.PREFIX: webhooks.MAX_BODY})

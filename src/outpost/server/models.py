@@ -112,6 +112,11 @@ class Pipeline(Base):
     secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> ciphertext
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    # YAML from the repository: when `repo` is set, `yaml` is empty and the runner reads `yaml_file` from the
+    # repository (owner/name through the git integration, or a full URL) at the build's revision.
+    repo: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    git: Mapped[str | None] = mapped_column(String(100), nullable=True)  # a git integration's name
+    revision: Mapped[str | None] = mapped_column(String(255), nullable=True)  # default branch, tag or SHA
 
 
 class Build(Base):
@@ -146,6 +151,12 @@ class Build(Base):
     # The trigger that started it (no foreign key: a removed trigger leaves its builds), and a webhook's payload.
     trigger_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
     event: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # YAML from the repository (copied from the pipeline): where the runner reads it, which ref it asked
+    # for, and the commit SHA whose YAML ran (reported by the runner, with the YAML, at start).
+    yaml_repo: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    yaml_git: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    yaml_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    yaml_revision: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Lease(Base):
@@ -252,3 +263,64 @@ class Delivery(Base):
     build_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     status_code: Mapped[int] = mapped_column(Integer)
     answer: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the body answered, for redeliveries
+
+
+class Integration(Base):
+    """A Git provider, registry or cluster an account's pipelines use. `secret` is sealed by the SecretBox;
+    with `runner_secret` the credential lives only on the runners (by that name) and the control plane has
+    none. The control plane never connects to one that is `behind_firewall`."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("account_id", "kind", "name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # git | registry | cluster
+    name: Mapped[str] = mapped_column(String(100))
+    provider: Mapped[str] = mapped_column(String(30))
+    url: Mapped[str | None] = mapped_column(String(500), nullable=True)  # git, cluster
+    domain: Mapped[str | None] = mapped_column(String(255), nullable=True)  # registry: host[:port]
+    username: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)  # sealed password or token
+    runner_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    behind_firewall: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    insecure: Mapped[bool] = mapped_column(Boolean, default=False)  # registry over plain HTTP
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class GitQuery(Base):
+    """A question about a repository (branches, a file, changed files) that a runner of the runtime answers
+    through its own poll: pending → sent (handed to a runner) → answered | failed | expired."""
+
+    __tablename__ = "git_queries"
+    __table_args__ = (Index("ix_git_queries_runtime_status", "runtime_id", "status", "created_at"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id"))
+    integration_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    kind: Mapped[str] = mapped_column(String(20))  # branches | file | changed-files
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    runner_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    sent_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    answered_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class User(Base):
+    """A person who logs in to the web UI, in one account. The password is stored as a salted scrypt hash;
+    sessions are encrypted cookies, and every one issued before `sessions_after` (set by logging out) ends."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # scrypt$N$r$p$HEX
+    salt: Mapped[str] = mapped_column(String(64))  # hex
+    created_at: Mapped[float] = mapped_column(Double)
+    sessions_after: Mapped[float | None] = mapped_column(Double, nullable=True)

@@ -175,6 +175,9 @@ async def _pipeline_out(session: AsyncSession, p: Pipeline) -> PipelineOut:
         secrets=sorted(p.secrets),
         created_at=iso(p.created_at),
         updated_at=iso(p.updated_at),
+        repo=p.repo,
+        git=p.git,
+        revision=p.revision,
     )
 
 
@@ -190,6 +193,9 @@ async def create_pipeline(body: PipelineIn, token: Token, svc: Svc) -> PipelineO
             runtime=body.runtime,
             variables=body.variables,
             sealed_secrets=svc.secrets.seal_all(body.secrets),
+            repo=body.repo,
+            git=body.git,
+            revision=body.revision,
         )
         return await _pipeline_out(session, p)
 
@@ -218,6 +224,9 @@ async def update_pipeline(name: str, body: PipelinePatch, token: Token, svc: Svc
             runtime=body.runtime,
             variables=body.variables,
             sealed_secrets=None if body.secrets is None else svc.secrets.seal_all(body.secrets),
+            repo=body.repo,
+            git=body.git,
+            revision=body.revision,
         )
         return await _pipeline_out(session, p)
 

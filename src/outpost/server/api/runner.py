@@ -15,7 +15,7 @@ from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Account, Runner
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import approvals, builds, logs, reports, runtimes
+from outpost.server.store import approvals, builds, gitqueries, integrations, logs, reports, runtimes
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
@@ -24,6 +24,7 @@ from outpost.wire import (
     BuildFinished,
     BuildStarted,
     CancelBuildTask,
+    GitQueryAnswer,
     HeartbeatResponse,
     LogAccepted,
     PollRequest,
@@ -94,6 +95,8 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> Task |
             return CancelBuildTask(build_id=cancels[0])
         if answer := await approvals.undelivered(session, runner, body.running):
             return ApprovalTask(build_id=answer[0], approval=answer[1])
+        if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
+            return query
         if body.free_slots <= 0:
             return None
         claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
@@ -119,7 +122,21 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> Task |
             branch=build.branch,
             revision=build.sha,
             event=build.event,
+            integrations=await integrations.git_access_for_build(session, svc.secrets, build),
+            source=builds.pipeline_source(build),
         )
+
+
+@router.post("/git-queries/{query_id}/answer")
+async def answer_git_query(query_id: str, body: GitQueryAnswer, token: Token, svc: Svc) -> dict[str, str]:
+    """A runner's answer to a git query it was handed (authenticated with the runner's own token)."""
+    async with svc.tx() as session:
+        runner = await runtimes.authenticate_runner(session, token)
+        runner.last_seen_at = now()
+        query = await gitqueries.answer(session, runner, query_id, body)
+        status = query.status
+    svc.wakeups.notify(gitqueries.query_key(query_id))
+    return {"status": status}
 
 
 def lease_header(outpost_lease: Annotated[str, Header(alias=LEASE_HEADER)] = "") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from outpost.server import models
 
@@ -34,12 +34,23 @@ class RuntimeIn(In):
 
 
 class PipelineIn(In):
+    """The YAML itself, or `repo` (+ `git`, `revision`): the runner reads `yaml_file` from the repository."""
+
     name: str = Field(min_length=1, max_length=150)
-    yaml: str = Field(max_length=512 * 1024)
+    yaml: str = Field(default="", max_length=512 * 1024)
     yaml_file: str = Field(default="codefresh.yml", max_length=255)
     runtime: str | None = Field(default=None, max_length=100)
     variables: Variables = Field(default_factory=dict, max_length=500)
     secrets: Variables = Field(default_factory=dict, max_length=500)
+    repo: str | None = Field(default=None, max_length=500)
+    git: str | None = Field(default=None, max_length=100)
+    revision: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _yaml_or_repo(self) -> PipelineIn:
+        if "yaml" not in self.model_fields_set and not self.repo:
+            raise ValueError("give `yaml`, or `repo` to read the YAML from the repository")
+        return self
 
 
 class PipelinePatch(In):
@@ -48,6 +59,9 @@ class PipelinePatch(In):
     runtime: str | None = Field(default=None, max_length=100)
     variables: Variables | None = Field(default=None, max_length=500)
     secrets: Variables | None = Field(default=None, max_length=500)
+    repo: str | None = Field(default=None, max_length=500)
+    git: str | None = Field(default=None, max_length=100)
+    revision: str | None = Field(default=None, max_length=255)
 
 
 class BuildIn(In):
@@ -117,6 +131,9 @@ class PipelineOut(BaseModel):
     secrets: list[str]  # names only: values are never shown again
     created_at: str | None
     updated_at: str | None
+    repo: str | None = None  # YAML from the repository: where, through which integration, at which revision
+    git: str | None = None
+    revision: str | None = None
 
 
 class StepOut(BaseModel):
@@ -173,6 +190,10 @@ class BuildOut(BaseModel):
     steps: list[StepOut] | None = None
     warnings: list[str] = Field(default_factory=list)
     trigger_id: str | None = None  # the trigger that started it, if one did
+    yaml_repo: str | None = None  # YAML from the repository: read from there, at that commit
+    yaml_file: str | None = None
+    yaml_revision: str | None = None
+    yaml: str | None = None  # the YAML the build ran (in `build show`)
 
     @classmethod
     def of(cls, b: models.Build, url: str, steps: list[models.Step] | None = None) -> BuildOut:
@@ -196,6 +217,10 @@ class BuildOut(BaseModel):
             url=url,
             steps=[StepOut.of(s) for s in steps] if steps is not None else None,
             trigger_id=b.trigger_id,
+            yaml_repo=b.yaml_repo,
+            yaml_file=b.yaml_file,
+            yaml_revision=b.yaml_revision,
+            yaml=(b.yaml or None) if steps is not None else None,
         )
 
 
@@ -376,3 +401,116 @@ class DeliveryOut(BaseModel):
             build=d.build_id,
             status_code=d.status_code,
         )
+
+
+# --- integrations and git queries (docs/git.md) ----------------------------------------------------
+
+Tags = list[Annotated[str, Field(min_length=1, max_length=50)]]
+
+
+class IntegrationIn(In):
+    """`password` or `token` (the same thing to git: one credential), or `runner_secret`: the name of a secret
+    kept only on the runners, so that the control plane holds no credential at all."""
+
+    kind: str = Field(max_length=20)
+    name: str = Field(min_length=1, max_length=100)
+    provider: str | None = Field(default=None, max_length=30)
+    url: str | None = Field(default=None, max_length=500)
+    domain: str | None = Field(default=None, max_length=255)
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=10_000)
+    token: str | None = Field(default=None, max_length=10_000)
+    runner_secret: str | None = Field(default=None, max_length=255)
+    behind_firewall: bool = False
+    default: bool = False
+    insecure: bool = False
+    tags: Tags = Field(default_factory=list, max_length=20)
+
+
+class IntegrationPatch(In):
+    """Only the fields given change; `null` or "" clears an optional one."""
+
+    provider: str | None = Field(default=None, max_length=30)
+    url: str | None = Field(default=None, max_length=500)
+    domain: str | None = Field(default=None, max_length=255)
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=10_000)
+    token: str | None = Field(default=None, max_length=10_000)
+    runner_secret: str | None = Field(default=None, max_length=255)
+    behind_firewall: bool | None = None
+    default: bool | None = None
+    insecure: bool | None = None
+    tags: Tags | None = Field(default=None, max_length=20)
+
+
+class IntegrationOut(BaseModel):
+    id: str
+    kind: str
+    name: str
+    provider: str
+    url: str | None
+    domain: str | None
+    username: str | None
+    has_secret: bool  # a password or token is stored (sealed); it is never shown
+    runner_secret: str | None
+    behind_firewall: bool
+    default: bool
+    insecure: bool
+    tags: list[str]
+    created_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, i: models.Integration) -> IntegrationOut:
+        return cls(
+            id=i.id,
+            kind=i.kind,
+            name=i.name,
+            provider=i.provider,
+            url=i.url,
+            domain=i.domain,
+            username=i.username,
+            has_secret=i.secret is not None,
+            runner_secret=i.runner_secret,
+            behind_firewall=i.behind_firewall,
+            default=i.is_default,
+            insecure=i.insecure,
+            tags=list(i.tags),
+            created_at=iso(i.created_at),
+            updated_at=iso(i.updated_at),
+        )
+
+
+class ConnectionOut(BaseModel):
+    ok: bool
+    message: str
+
+
+class BranchOut(BaseModel):
+    name: str
+    sha: str
+
+
+class BranchesOut(BaseModel):
+    repo: str
+    branches: list[BranchOut]
+    runner: str | None  # the runner that answered
+
+
+class FileOut(BaseModel):
+    repo: str
+    path: str
+    revision: str  # the commit SHA the file was read at
+    size: int
+    encoding: str  # utf-8, or base64 when the file is not text
+    content: str
+    runner: str | None
+
+
+class ChangedFilesOut(BaseModel):
+    repo: str
+    base: str
+    head: str
+    files: list[str]
+    truncated: bool
+    runner: str | None

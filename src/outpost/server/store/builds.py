@@ -18,7 +18,14 @@ from outpost.server.models import Build, Lease, Pipeline, Runner, Step, Trigger
 from outpost.server.security import JOB_TOKEN, new_id, new_token, now, token_hash
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables
-from outpost.wire import FINAL_BUILD_STATUSES, FINAL_STEP_STATUSES, BuildFinished, BuildStarted, StepUpdate
+from outpost.wire import (
+    FINAL_BUILD_STATUSES,
+    FINAL_STEP_STATUSES,
+    BuildFinished,
+    BuildStarted,
+    PipelineSource,
+    StepUpdate,
+)
 
 CLAIM_ATTEMPTS = 5
 LIVE_STATUSES = ("claimed", "running")
@@ -58,10 +65,21 @@ async def create_build(
         created_at=now(),
         trigger_id=trigger_id,
         event=event,
+        yaml_repo=pipeline.repo,
+        yaml_git=pipeline.git if pipeline.repo else None,
+        # YAML from the repository is read at the build's revision: its SHA, its branch, or the pipeline's default.
+        yaml_ref=(sha or branch or pipeline.revision) if pipeline.repo else None,
     )
     session.add(build)
     await session.flush()
     return build
+
+
+def pipeline_source(build: Build) -> PipelineSource | None:
+    """Where the runner reads the YAML of a build whose pipeline keeps it in the repository."""
+    if build.yaml_repo is None:
+        return None
+    return PipelineSource(repo=build.yaml_repo, git=build.yaml_git, path=build.yaml_file, revision=build.yaml_ref)
 
 
 async def cancel_superseded(session: AsyncSession, build: Build) -> list[Build]:
@@ -264,6 +282,9 @@ async def mark_started(session: AsyncSession, held: Held, message: BuildStarted)
     if build.status == "claimed":
         build.status = "running"
         build.started_at = now()
+    if build.yaml_repo is not None and message.yaml is not None:  # the YAML the runner read from the repository
+        build.yaml = message.yaml
+        build.yaml_revision = message.yaml_revision
     existing = {s.name for s in await list_steps(session, build)}
     for position, plan in enumerate(message.steps, start=1):
         if plan.name not in existing:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,9 +12,12 @@ from outpost.pipelines.parsing import load_pipeline
 from outpost.server.models import Pipeline, Runtime
 from outpost.server.security import new_id, now
 from outpost.server.store.accounts import Principal
+from outpost.server.store.integrations import default_integration, find_integration
 from outpost.server.store.runtimes import check_name, default_runtime, get_runtime
 
 MAX_YAML = 512 * 1024
+_FULL_URL = re.compile(r"^([a-z][a-z0-9+.-]*://\S+|[^@/:\s]+@[^@/:\s]+:\S+)$")
+_OWNER_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)+$")
 
 
 def check_yaml(yaml: str, yaml_file: str) -> None:
@@ -34,20 +39,50 @@ def check_variables(variables: dict[str, str], secrets: dict[str, str] | None = 
         raise Invalid(f"a variable cannot also be a secret: {', '.join(both)}")
 
 
+async def check_source(
+    session: AsyncSession, principal: Principal, repo: str, git: str | None, yaml_file: str, revision: str | None
+) -> None:
+    """YAML from the repository: a full URL or owner/name (through the named or the default git integration),
+    and a relative path. Only names are checked: nothing is contacted."""
+    if not _FULL_URL.match(repo) and not _OWNER_NAME.match(repo):
+        raise Invalid(f"repo {repo!r} must be owner/name (through a git integration) or a full clone URL")
+    parts = yaml_file.split("/")
+    if yaml_file.startswith("/") or ".." in parts or not yaml_file.strip() or "\0" in yaml_file:
+        raise Invalid(f"the YAML path {yaml_file!r} must be a relative path inside the repository")
+    if revision is not None and (not revision.strip() or len(revision) > 255 or any(c.isspace() for c in revision)):
+        raise Invalid(f"revision {revision!r} must be a branch, tag or SHA")
+    if git:
+        if await find_integration(session, principal.account_id, "git", git) is None:
+            raise Invalid(f"no git integration {git!r} in this account: add it with `outpost integration add git`")
+    elif not _FULL_URL.match(repo) and await default_integration(session, principal.account_id, "git") is None:
+        raise Invalid(f"repo {repo!r} is owner/name: give --git INTEGRATION (there is no default git integration)")
+
+
 async def create_pipeline(
     session: AsyncSession,
     principal: Principal,
     *,
     name: str,
-    yaml: str,
+    yaml: str = "",
     yaml_file: str = "codefresh.yml",
     runtime: str | None = None,
     variables: dict[str, str] | None = None,
     sealed_secrets: dict[str, str] | None = None,
+    repo: str | None = None,
+    git: str | None = None,
+    revision: str | None = None,
 ) -> Pipeline:
-    """`sealed_secrets` maps names to values already encrypted by the caller's SecretBox."""
+    """`sealed_secrets` maps names to values already encrypted by the caller's SecretBox. With `repo`, the
+    pipeline keeps no YAML: a runner reads `yaml_file` from the repository when a build starts."""
     check_name("pipeline", name)
-    check_yaml(yaml, yaml_file)
+    if repo:
+        if yaml.strip():
+            raise Invalid("give the YAML or a repository to read it from, not both")
+        await check_source(session, principal, repo, git, yaml_file, revision)
+    else:
+        if git or revision:
+            raise Invalid("--git and --revision go with --repo (YAML from the repository)")
+        check_yaml(yaml, yaml_file)
     check_variables(variables or {}, sealed_secrets or {})
     if await find_pipeline(session, principal, name) is not None:
         raise Conflict(f"pipeline {name!r} already exists")
@@ -64,6 +99,9 @@ async def create_pipeline(
         secrets=dict(sealed_secrets or {}),
         created_at=t,
         updated_at=t,
+        repo=repo or None,
+        git=(git or None) if repo else None,
+        revision=(revision or None) if repo else None,
     )
     session.add(pipeline)
     await session.flush()
@@ -80,11 +118,26 @@ async def update_pipeline(
     runtime: str | None = None,
     variables: dict[str, str] | None = None,
     sealed_secrets: dict[str, str] | None = None,
+    repo: str | None = None,
+    git: str | None = None,
+    revision: str | None = None,
 ) -> Pipeline:
     pipeline = await get_pipeline(session, principal, name)
-    if yaml is not None:
+    if repo is not None or (pipeline.repo and (git is not None or revision is not None or yaml_file is not None)):
+        if yaml is not None:
+            raise Invalid("give the YAML or a repository to read it from, not both")
+        pipeline.repo = repo or pipeline.repo
+        pipeline.git = git if git is not None else pipeline.git
+        pipeline.revision = revision if revision is not None else pipeline.revision
+        assert pipeline.repo is not None
+        await check_source(
+            session, principal, pipeline.repo, pipeline.git, yaml_file or pipeline.yaml_file, pipeline.revision
+        )
+        pipeline.yaml = ""
+    elif yaml is not None:
         check_yaml(yaml, yaml_file or pipeline.yaml_file)
         pipeline.yaml = yaml
+        pipeline.repo = pipeline.git = pipeline.revision = None  # the YAML is kept here from now on
     if yaml_file is not None:
         pipeline.yaml_file = yaml_file
     if runtime is not None:

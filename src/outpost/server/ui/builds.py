@@ -1,0 +1,255 @@
+"""Build pages: the live list, one build with its steps and a step's log, and what a user does to a
+build (cancel, restart, approve or deny a waiting step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import NotFound
+from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.models import Build, Step
+from outpost.server.store import approvals, builds, pipelines, runtimes
+from outpost.server.store.accounts import Principal
+from outpost.server.ui import logview
+from outpost.server.ui.rendering import FINAL, UiRoute, page, render_fragment, see_other
+from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, read_form, services
+from outpost.wire import FINAL_BUILD_STATUSES, SYSTEM_STREAM
+
+router = APIRouter(route_class=UiRoute, include_in_schema=False)
+STATUSES = ("queued", "claimed", "running", "success", "failure", "error", "terminated")
+LIST_LIMIT = 100
+
+
+@dataclass
+class StepRow:
+    step: Step
+    depth: int
+
+
+@dataclass
+class Stage:
+    name: str
+    rows: list[StepRow]
+
+
+def stages(steps: list[Step]) -> list[Stage]:
+    """Steps grouped by stage in plan order; a parallel step's children under it (with its stage)."""
+    by_name = {s.name: s for s in steps}
+
+    def stage_of(step: Step, depth: int = 0) -> str:
+        if step.stage or not step.parent or step.parent not in by_name or depth > 20:
+            return step.stage or ""
+        return stage_of(by_name[step.parent], depth + 1)
+
+    groups: dict[str, Stage] = {}
+    for step in steps:
+        if step.name == SYSTEM_STREAM:
+            continue
+        name = stage_of(step)
+        groups.setdefault(name, Stage(name, [])).rows.append(StepRow(step, 1 if step.parent else 0))
+    return list(groups.values())
+
+
+def active_step(steps: list[Step]) -> Step | None:
+    """The step a build page opens on: one waiting for a person, running, failed, or the last that ran."""
+    real = [s for s in steps if s.name != SYSTEM_STREAM and s.type != "parallel"]
+    for wanted in ("pending-approval", "running"):
+        found = next((s for s in real if s.status == wanted), None)
+        if found is not None:
+            return found
+    failed = next((s for s in real if s.status in ("failure", "error")), None)
+    if failed is not None:
+        return failed
+    ran = [s for s in real if s.log_size or s.started_at]
+    if ran:
+        return ran[-1]
+    system = next((s for s in steps if s.name == SYSTEM_STREAM), None)
+    return system if system is not None and system.log_size else (real[0] if real else system)
+
+
+async def runner_names(session: AsyncSession, who: Principal) -> dict[str, str]:
+    return {r.id: r.name for r in await runtimes.list_runners(session, who)}
+
+
+def list_context(rows: list[Build], names: dict[str, str]) -> dict[str, Any]:
+    return {"builds": rows, "runners": names}
+
+
+async def build_rows(session: AsyncSession, who: Principal, pipeline: str | None, status: str | None) -> list[Build]:
+    return await builds.list_builds(session, who, pipeline=pipeline or None, status=status or None, limit=LIST_LIMIT)
+
+
+@router.get("/")
+async def home() -> Response:
+    return see_other("/builds")
+
+
+@router.get("/builds")
+async def build_list(request: Request, pipeline: str = "", status: str = "") -> Response:
+    async with as_viewer(request) as (session, viewer):
+        rows = await build_rows(session, viewer.principal, pipeline, status)
+        names = await runner_names(session, viewer.principal)
+        all_pipelines = [p.name for p in await pipelines.list_pipelines(session, viewer.principal)]
+    return page(
+        request,
+        "builds.html",
+        viewer,
+        pipeline=pipeline,
+        status=status,
+        statuses=STATUSES,
+        pipelines=all_pipelines,
+        **list_context(rows, names),
+    )
+
+
+@dataclass
+class BuildView:
+    """Everything a build page and its live updates render."""
+
+    build: Build
+    steps: list[Step]
+    stages: list[Stage]
+    system: Step | None
+    active: Step | None
+    runner: str
+
+    def fragments(self, viewer: Viewer, selected: str | None) -> dict[str, str]:
+        context = {"v": self, "csrf": viewer.csrf, "selected": selected}
+        return {
+            "header": render_fragment("_build_header.html", **context),
+            "steps": render_fragment("_steps.html", **context),
+        }
+
+
+async def build_view(session: AsyncSession, who: Principal, build_id: str) -> BuildView:
+    build = await builds.get_build(session, who, build_id)
+    steps = await builds.list_steps(session, build)
+    names = await runner_names(session, who) if build.runner_id else {}
+    runner = names.get(build.runner_id or "", build.runner_id[:8] if build.runner_id else "")
+    system = next((s for s in steps if s.name == SYSTEM_STREAM), None)
+    return BuildView(build, steps, stages(steps), system, active_step(steps), runner)
+
+
+@router.get("/builds/{build_id}")
+async def build_page(
+    request: Request,
+    build_id: str,
+    step: str | None = None,
+    start: Annotated[int | None, Query(ge=1)] = None,
+    q: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    async with as_viewer(request) as (session, viewer):
+        view = await build_view(session, viewer.principal, build_id)
+        chosen = view.active if step is None else next((s for s in view.steps if s.name == step), None)
+        if step is not None and chosen is None:
+            raise NotFound(f"build {build_id} has no step {step!r}")
+        data = await logview.read(session, chosen) if chosen is not None else b""
+        cursor = await logview.cursor_now(session, view.build)
+    build_done = view.build.status in FINAL_BUILD_STATUSES
+    step_done = build_done or (chosen is not None and chosen.status in FINAL)
+    window = logview.window(data, step_done, start)
+    hits, more = logview.search(data, q) if q else ([], False)
+    live = ""
+    if not build_done:
+        follow: dict[str, object] = {"cursor": cursor}
+        if chosen is not None and window.at_end:
+            follow.update(step=chosen.name, offset=window.offset, line=window.first + window.shown)
+        live = f"/ui/events/builds/{view.build.id}?{urlencode(follow)}"
+    return page(
+        request,
+        "build.html",
+        viewer,
+        v=view,
+        chosen=chosen,
+        auto=step is None,
+        window=window,
+        q=q,
+        hits=hits,
+        more_hits=more,
+        live=live,
+        page_size=logview.PAGE,
+        fragments=view.fragments(viewer, chosen.name if chosen else None),
+    )
+
+
+@router.get("/ui/builds/{build_id}/steps/{step}/lines")
+async def log_lines(
+    request: Request,
+    build_id: str,
+    step: str,
+    start: Annotated[int, Query(ge=1)] = 1,
+    count: Annotated[int, Query(ge=1, le=5000)] = logview.PAGE,
+) -> Response:
+    """A window of a step's log as HTML lines, for the page's "earlier lines" button."""
+    async with as_viewer(request) as (session, viewer):
+        build = await builds.get_build(session, viewer.principal, build_id)
+        row = await builds.find_step(session, build, step)
+        data = await logview.read(session, row)
+    window = logview.window(data, True, start, count)
+    return Response(
+        str(window.html), media_type="text/html; charset=utf-8", headers={"Outpost-First": str(window.first)}
+    )
+
+
+@router.get("/builds/{build_id}/steps/{step}/log.txt")
+async def download(request: Request, build_id: str, step: str) -> Response:
+    async with as_viewer(request) as (session, viewer):
+        build = await builds.get_build(session, viewer.principal, build_id)
+        row = await builds.find_step(session, build, step)
+        data = await logview.read(session, row)
+    name = f"{build.pipeline_name}-{build.id[:8]}-{step.lstrip('$')}.log"
+    return Response(
+        data,
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.post("/builds/{build_id}/cancel")
+async def cancel(request: Request, build_id: str) -> Response:
+    form = await read_form(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        build = await builds.request_cancel(session, viewer.principal, build_id)
+    svc = services(request)
+    svc.wakeups.notify(runtime_key(build.runtime_id))
+    svc.wakeups.notify(build_key(build.id))
+    return see_other(f"/builds/{build.id}")
+
+
+@router.post("/builds/{build_id}/restart")
+async def restart(request: Request, build_id: str) -> Response:
+    """A new build of the same pipeline with the same branch, commit and variables."""
+    form = await read_form(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        old = await builds.get_build(session, viewer.principal, build_id)
+        pipeline = await pipelines.get_pipeline(session, viewer.principal, old.pipeline_name)
+        build = await builds.create_build(
+            session, viewer.principal, pipeline, variables=dict(old.variables), branch=old.branch, sha=old.sha
+        )
+    services(request).wakeups.notify(runtime_key(build.runtime_id))
+    return see_other(f"/builds/{build.id}")
+
+
+@router.post("/builds/{build_id}/steps/{step}/{decision}")
+async def answer(request: Request, build_id: str, step: str, decision: str) -> Response:
+    """Approve or deny a waiting step; the runner's open poll hands the answer over at once."""
+    form = await read_form(request)
+    if decision not in ("approve", "deny"):
+        raise NotFound(f"no action {decision!r}")
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        await approvals.decide(
+            session, viewer.principal, build_id, step, "approved" if decision == "approve" else "denied"
+        )
+        build = await builds.get_build(session, viewer.principal, build_id)
+    svc = services(request)
+    svc.wakeups.notify(runtime_key(build.runtime_id))
+    svc.wakeups.notify(build_key(build.id))
+    return see_other(f"/builds/{build.id}?step={step}")

@@ -1,0 +1,148 @@
+"""Integration pages: Git providers, registries and clusters, each maybe *behind the firewall* — then the
+control plane never connects to it, and "Test connection" is disabled and says why."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from outpost.errors import Conflict, Invalid, NotFound
+from outpost.server.api.schemas import IntegrationIn
+from outpost.server.models import Integration
+from outpost.server.store import integrations as store
+from outpost.server.ui.rendering import UiRoute, page, see_other
+from outpost.server.ui.sessions import Form, as_viewer, check_csrf, checked, read_form, services
+
+router = APIRouter(route_class=UiRoute, include_in_schema=False)
+KIND_NAMES = {"git": "Git providers", "registry": "Registries", "cluster": "Clusters"}
+UNREACHABLE = (
+    "Behind the firewall: the control plane cannot reach it (and never tries). A runner of the runtime can — "
+    "builds, YAML from the repository and branch lists go through runners."
+)
+
+
+def why_untestable(row: Integration) -> str:
+    """Why "Test connection" is disabled for this integration, or "" if it can be tested from here."""
+    if row.behind_firewall:
+        return UNREACHABLE
+    if row.runner_secret:
+        return (
+            f"Its credential lives only on the runners (runner secret {row.runner_secret}): the control plane has none."
+        )
+    if row.kind == "cluster":
+        return "Testing a cluster from the control plane is not supported yet."
+    return ""
+
+
+async def _list(request: Request, *, result: tuple[str, bool, str] | None = None) -> Response:
+    async with as_viewer(request) as (session, viewer):
+        rows = await store.list_integrations(session, viewer.principal)
+    groups = {kind: [r for r in rows if r.kind == kind] for kind in store.KINDS}
+    return page(
+        request, "integrations.html", viewer, groups=groups, kinds=KIND_NAMES, why=why_untestable, result=result
+    )
+
+
+@router.get("/integrations")
+async def integration_list(request: Request) -> Response:
+    return await _list(request)
+
+
+async def _form(request: Request, form: Form | None, error: str = "") -> Response:
+    async with as_viewer(request) as (_session, viewer):
+        pass
+    values = form or Form([("kind", request.query_params.get("kind", "git"))])
+    return page(
+        request,
+        "integration_form.html",
+        viewer,
+        status_code=422 if error else 200,
+        f=values,
+        providers=store.PROVIDERS,
+        kinds=KIND_NAMES,
+        error=error,
+    )
+
+
+@router.get("/new/integration")
+async def new_integration(request: Request) -> Response:
+    return await _form(request, None)
+
+
+@router.post("/new/integration")
+async def create_integration(request: Request) -> Response:
+    form = await read_form(request)
+    svc = services(request)
+    tags = [t.strip() for t in form.get("tags").replace(",", " ").split() if t.strip()]
+    try:
+        async with as_viewer(request) as (session, viewer):
+            check_csrf(viewer, form)
+            body = checked(
+                IntegrationIn,
+                kind=form.get("kind"),
+                name=form.get("name").strip(),
+                provider=form.get("provider") or None,
+                url=form.get("url").strip() or None,
+                domain=form.get("domain").strip() or None,
+                username=form.get("username").strip() or None,
+                password=form.get("password") or None,
+                runner_secret=form.get("runner_secret").strip() or None,
+                behind_firewall=form.checked("behind_firewall"),
+                insecure=form.checked("insecure"),
+                tags=tags,
+            )
+            await store.create_integration(
+                session,
+                viewer.principal,
+                svc.secrets,
+                kind=body.kind,
+                name=body.name,
+                provider=body.provider,
+                url=body.url,
+                domain=body.domain,
+                username=body.username,
+                secret=body.password,
+                runner_secret=body.runner_secret,
+                behind_firewall=body.behind_firewall,
+                insecure=body.insecure,
+                tags=body.tags,
+            )
+    except (Invalid, Conflict, NotFound) as exc:
+        form.pairs = [(k, v) for k, v in form.pairs if k != "password"]  # a credential is not sent back
+        return await _form(request, form, exc.message)
+    return see_other("/integrations")
+
+
+@router.post("/integrations/{kind}/{name}/firewall")
+async def set_firewall(request: Request, kind: str, name: str) -> Response:
+    """The *behind the firewall* toggle."""
+    form = await read_form(request)
+    svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        await store.update_integration(
+            session, viewer.principal, svc.secrets, kind, name, behind_firewall=form.checked("behind_firewall")
+        )
+    return see_other(f"/integrations#{kind}-{name}")
+
+
+@router.post("/integrations/{kind}/{name}/test")
+async def test_connection(request: Request, kind: str, name: str) -> Response:
+    form = await read_form(request)
+    svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        row = await store.get_integration(session, viewer.principal, kind, name)
+    why = why_untestable(row)
+    if why:  # the button is disabled; a hand-made request gets the same answer as the API's 409
+        return await _list(request, result=(f"{kind}-{name}", False, why))
+    check = await store.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
+    return await _list(request, result=(f"{kind}-{name}", check.ok, check.message))
+
+
+@router.post("/integrations/{kind}/{name}/remove")
+async def remove(request: Request, kind: str, name: str) -> Response:
+    form = await read_form(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        await store.delete_integration(session, viewer.principal, kind, name)
+    return see_other("/integrations")

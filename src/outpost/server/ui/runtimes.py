@@ -1,0 +1,101 @@
+"""Runtimes and their runners: who is online, what they run; new runtimes and install tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request, Response
+
+from outpost.server.api.schemas import RuntimeIn
+from outpost.server.models import Build, Runner, Runtime
+from outpost.server.security import now
+from outpost.server.services import Services
+from outpost.server.store import builds, runtimes
+from outpost.server.store.builds import LIVE_STATUSES
+from outpost.server.ui.rendering import UiRoute, page
+from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, checked, read_form, services
+
+router = APIRouter(route_class=UiRoute, include_in_schema=False)
+
+
+@dataclass
+class RunnerView:
+    runner: Runner
+    online: bool
+    builds: list[Build]
+
+
+@dataclass
+class RuntimeView:
+    runtime: Runtime
+    runners: list[RunnerView]
+
+
+def online(svc: Services, runner: Runner) -> bool:
+    """The API's rule (`outpost runners list`): seen within a poll, a heartbeat and some slack."""
+    horizon = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
+    return bool(runner.last_seen_at and runner.last_seen_at > horizon)
+
+
+async def _page(request: Request, *, created: Runtime | None = None, token: str = "", error: str = "") -> Response:
+    svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        everyone = await runtimes.list_runners(session, viewer.principal)
+        live = [b for b in await builds.list_builds(session, viewer.principal, limit=500) if b.status in LIVE_STATUSES]
+        views = [
+            RuntimeView(
+                rt,
+                [
+                    RunnerView(r, online(svc, r), [b for b in live if b.runner_id == r.id])
+                    for r in everyone
+                    if r.runtime_id == rt.id
+                ],
+            )
+            for rt in await runtimes.list_runtimes(session, viewer.principal)
+        ]
+    return _render(request, viewer, views, created=created, token=token, error=error)
+
+
+def _render(
+    request: Request, viewer: Viewer, views: list[RuntimeView], *, created: Runtime | None, token: str, error: str
+) -> Response:
+    svc = services(request)
+    command = f"outpost runner start --url {svc.public_url} --token {token}" if token else ""
+    return page(
+        request,
+        "runtimes.html",
+        viewer,
+        status_code=422 if error else 201 if token else 200,
+        runtimes=views,
+        created=created,
+        token=token,
+        command=command,
+        error=error,
+    )
+
+
+@router.get("/runtimes")
+async def runtime_list(request: Request) -> Response:
+    return await _page(request)
+
+
+@router.post("/new/runtime")
+async def create_runtime(request: Request) -> Response:
+    form = await read_form(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        body = checked(RuntimeIn, name=form.get("name").strip())
+        runtime = await runtimes.create_runtime(session, viewer.principal, body.name)
+        token = await runtimes.create_install_token(session, runtime)
+    return await _page(request, created=runtime, token=token)
+
+
+@router.post("/runtimes/{name}/install-token")
+async def install_token(request: Request, name: str) -> Response:
+    """A one-time token, shown on this answer only (not behind a redirect, so a reload does not make another)."""
+    form = await read_form(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        runtime = await runtimes.get_runtime(session, viewer.principal, name)
+        token = await runtimes.create_install_token(session, runtime)
+    return await _page(request, created=runtime, token=token)

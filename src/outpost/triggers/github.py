@@ -35,8 +35,8 @@ from outpost.triggers.providers import (
     PayloadError,
     SignatureError,
     UnsupportedEvent,
-    delivery_id,
     dig,
+    dispatch,
     header,
     number,
     objects,
@@ -73,9 +73,6 @@ def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
 
 def parse(headers: Mapping[str, str], payload: Mapping[str, Any]) -> GitEvent:
     """The GitEvent of one delivery; UnsupportedEvent (with a reason) when it starts no build."""
-    kind = header(headers, EVENT_HEADER)
-    if not kind:
-        raise UnsupportedEvent(f"missing {EVENT_HEADER} header")
     parsers = {
         "push": _push,
         "pull_request": _pull_request,
@@ -83,13 +80,7 @@ def parse(headers: Mapping[str, str], payload: Mapping[str, Any]) -> GitEvent:
         "release": _release,
         "ping": _ping,
     }
-    parser = parsers.get(kind)
-    if parser is None:
-        raise UnsupportedEvent(f"GitHub event '{kind}' is not a trigger event")
-    event = parser(payload)
-    event.delivery_id = delivery_id("github", headers)
-    event.payload = dict(payload)
-    return event
+    return dispatch("github", "GitHub", EVENT_HEADER, parsers, headers, payload)
 
 
 def _push(payload: Mapping[str, Any]) -> GitEvent:

@@ -30,8 +30,8 @@ from outpost.triggers.providers import (
     PayloadError,
     SignatureError,
     UnsupportedEvent,
-    delivery_id,
     dig,
+    dispatch,
     header,
     number,
     objects,
@@ -60,22 +60,13 @@ def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
 
 def parse(headers: Mapping[str, str], payload: Mapping[str, Any]) -> GitEvent:
     """The GitEvent of one delivery; UnsupportedEvent (with a reason) when it starts no build."""
-    kind = header(headers, EVENT_HEADER)
-    if not kind:
-        raise UnsupportedEvent(f"missing {EVENT_HEADER} header")
     parsers = {
         "Push Hook": _push,
         "Tag Push Hook": _push,
         "Merge Request Hook": _merge_request,
         "Note Hook": _note,
     }
-    parser = parsers.get(kind)
-    if parser is None:
-        raise UnsupportedEvent(f"GitLab event '{kind}' is not a trigger event")
-    event = parser(payload)
-    event.delivery_id = delivery_id("gitlab", headers)
-    event.payload = dict(payload)
-    return event
+    return dispatch("gitlab", "GitLab", EVENT_HEADER, parsers, headers, payload)
 
 
 def _push(payload: Mapping[str, Any]) -> GitEvent:

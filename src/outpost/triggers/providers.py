@@ -8,7 +8,7 @@ OutpostError
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from outpost.errors import OutpostError
@@ -74,6 +74,26 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 def delivery_id(provider: Provider, headers: Mapping[str, str]) -> str | None:
     """The provider's id of this delivery (used to record it and to ignore a redelivery), if sent."""
     return header(headers, DELIVERY_HEADERS[provider])
+
+
+Parser = Callable[[Mapping[str, Any]], GitEvent]
+
+
+def dispatch(
+    provider: Provider, label: str, event_header: str, parsers: Mapping[str, Parser],
+    headers: Mapping[str, str], payload: Mapping[str, Any],
+) -> GitEvent:  # fmt: skip
+    """Picks the parser for the delivery's event header, and stamps the event with its delivery id and payload."""
+    kind = header(headers, event_header)
+    if not kind:
+        raise UnsupportedEvent(f"missing {event_header} header")
+    parser = parsers.get(kind)
+    if parser is None:
+        raise UnsupportedEvent(f"{label} event '{kind}' is not a trigger event")
+    event = parser(payload)
+    event.delivery_id = delivery_id(provider, headers)
+    event.payload = dict(payload)
+    return event
 
 
 def find_skip_marker(message: str | None) -> str | None:

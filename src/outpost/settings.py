@@ -22,6 +22,7 @@ class ServerSettings:
     max_log_chunk: int = 1024 * 1024  # bytes in one log append
     max_request_body: int = 8 * 1024 * 1024  # bytes in any other request
     max_requeues: int = 3  # times a never-started build goes back to the queue before it errors
+    changed_files_wait: float = 30.0  # seconds a webhook waits for a runner to compute its changed files (max 60)
     secret_key: str = ""  # Fernet key for secrets at rest; default: <data dir>/secret.key, made on first start
 
     @classmethod
@@ -37,6 +38,7 @@ class ServerSettings:
             "OUTPOST_POLL_TIMEOUT": ("poll_timeout", float),
             "OUTPOST_MAX_LOG_CHUNK": ("max_log_chunk", int),
             "OUTPOST_MAX_REQUEUES": ("max_requeues", int),
+            "OUTPOST_CHANGED_FILES_WAIT": ("changed_files_wait", float),
             "OUTPOST_SECRET_KEY": ("secret_key", str),
         }
         for var, (name, kind) in fields.items():

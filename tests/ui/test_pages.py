@@ -10,6 +10,7 @@ from outpost.server.store import accounts
 from outpost.server.ui import users
 from outpost.server.ui.sessions import COOKIE
 from tests.server.test_protocol import claim, job_call
+from tests.server.test_webhooks import deliver
 from tests.stack import Stack
 from tests.ui.client import UiClient, csrf_of
 
@@ -338,3 +339,20 @@ async def test_the_admin_user_is_made_once_and_its_password_file_is_private(ui_s
     async with UiClient(stack) as client:
         assert (await client.login("admin", password)).status_code == 401
         assert (await client.login("admin", renewed.password)).status_code == 303
+
+
+async def test_a_delivery_waiting_for_its_changed_files_shows_as_pending(admin: UiClient) -> None:
+    stack = admin.stack
+    await stack.api("POST", "/integrations", json={"kind": "git", "name": "corp", "url": "https://git.corp"})
+    await stack.pipeline("hello", HELLO)
+    body = {"pipeline": "hello", "provider": "github", "repo": "acme/app", "events": ["push"]}
+    trigger = (await stack.api("POST", "/triggers", json={**body, "modified_files_glob": "src/**"})).json()
+    await stack.register()  # online, but it never answers: the delivery stays pending while the page is read
+    push = {"ref": "refs/heads/main", "before": "a" * 40, "after": "b" * 40, "forced": True, "commits": []}
+    payload = json.dumps({**push, "repository": {"full_name": "acme/app"}, "pusher": {"name": "alice"}}).encode()
+    r = await deliver(stack, trigger, "push-forced", body=payload)
+    assert r.json()["outcome"] == "pending", r.text
+    page = await admin.get(f"/triggers/{trigger['id']}")
+    assert "pending…" in page.text
+    assert "the changed files are being computed on a runner of runtime local" in page.text
+    assert "the pipeline's git integration, else the default one" in page.text

@@ -33,6 +33,13 @@ def trigger() -> None:
 @click.option("--pr-target-regex", help="Only pull requests into these branches.")
 @click.option("--comment-regex", help="Only pull request comments matching this.")
 @click.option("--modified-files", help="Only when a changed file matches: '{src/**,docs/*}', '!docs/**'.")
+@click.option(
+    "--git",
+    "git",
+    metavar="NAME",
+    help="The git integration a runner computes changed files through, for --modified-files when the payload "
+    "does not list them all (default: the pipeline's, else the default one).",
+)
 @click.option("--allow-forks", is_flag=True, help="Build pull requests from forks too.")
 @click.option("--concurrency", type=click.IntRange(1, 1000), help="At most N builds at once; the rest wait.")
 @click.option("--terminate-previous", is_flag=True, help="A new build stops older ones of the same branch.")
@@ -55,6 +62,7 @@ def trigger_add(
     pr_target_regex: str | None,
     comment_regex: str | None,
     modified_files: str | None,
+    git: str | None,
     allow_forks: bool,
     concurrency: int | None,
     terminate_previous: bool,
@@ -88,6 +96,7 @@ def trigger_add(
             pr_target_regex=pr_target_regex,
             comment_regex=comment_regex,
             modified_files_glob=modified_files,
+            git=git,
             allow_fork_events=allow_forks,
         )
     t = api_from(ctx).post("/triggers", json={k: v for k, v in body.items() if v is not None})
@@ -221,6 +230,8 @@ def trigger_deliveries(ctx: click.Context, trigger_id: str, limit: int, as_json:
         when = (d["received_at"] or "").replace("T", " ")[:19]
         if d["outcome"] == "build":
             what = f"build {d['build']}"
+        elif d["outcome"] == "pending":
+            what = f"{d['reason']} (ask again in a moment)"
         else:
             what = f"{d['rule']}: {d['reason']}" if d["rule"] else d["reason"] or ""
         click.echo(f"{when}  {d['event'] or '-':<26} {d['outcome']:<9} {d['status_code']}  {what}")

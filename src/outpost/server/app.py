@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from outpost.server.ui import install as install_ui
 from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.server")
+SHUTDOWN_GRACE = 10.0  # seconds background tasks get to stop when the control plane shuts down
 
 
 def create_app(settings: ServerSettings, *, public_url: str | None = None) -> FastAPI:
@@ -55,10 +55,14 @@ def create_app(settings: ServerSettings, *, public_url: str | None = None) -> Fa
         try:
             yield
         finally:
-            for task in (scheduler, reaper):
+            await services.stop_background()
+            background = {scheduler, reaper}
+            for task in background:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Bounded: a task stuck in a database call must not keep the process from stopping.
+            _, stuck = await asyncio.wait(background, timeout=SHUTDOWN_GRACE)
+            for task in stuck:
+                log.warning("a background task did not stop within %ss: %s", SHUTDOWN_GRACE, task.get_name())
             await engine.dispose()
 
     app = FastAPI(title="Outpost CI", version=__version__, lifespan=lifespan)

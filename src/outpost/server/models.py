@@ -227,6 +227,8 @@ class Trigger(Base):
     pr_target_regex: Mapped[str | None] = mapped_column(Text, nullable=True)
     comment_regex: Mapped[str | None] = mapped_column(Text, nullable=True)
     modified_files_glob: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The git integration a runner computes changed files through (else the pipeline's, else the default one).
+    git: Mapped[str | None] = mapped_column(String(100), nullable=True)
     allow_fork_events: Mapped[bool] = mapped_column(Boolean, default=False)
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -249,6 +251,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("trigger_id", "delivery_id"),
         Index("ix_deliveries_trigger_received", "trigger_id", "received_at"),
+        Index("ix_deliveries_pending_until", "pending_until"),  # few rows have one: finds stale pending ones
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
@@ -257,12 +260,14 @@ class Delivery(Base):
     provider: Mapped[str] = mapped_column(String(30))
     event: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the provider's event header
     delivery_id: Mapped[str | None] = mapped_column(String(255), nullable=True)  # None when not authenticated
-    outcome: Mapped[str] = mapped_column(String(20))  # build | filtered | rejected | ignored
+    outcome: Mapped[str] = mapped_column(String(20))  # build | filtered | rejected | ignored | pending
     rule: Mapped[str | None] = mapped_column(String(30), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     build_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     status_code: Mapped[int] = mapped_column(Integer)
     answer: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the body answered, for redeliveries
+    # A pending delivery waits for a runner to compute its changed files; past this time nobody will settle it.
+    pending_until: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Integration(Base):

@@ -282,6 +282,7 @@ class TriggerIn(In):
     pr_target_regex: str | None = Field(default=None, max_length=2000)
     comment_regex: str | None = Field(default=None, max_length=2000)
     modified_files_glob: str | None = Field(default=None, max_length=2000)
+    git: str | None = Field(default=None, min_length=1, max_length=100)  # integration for changed files
     allow_fork_events: bool = False
     variables: Variables = Field(default_factory=dict, max_length=500)
     disabled: bool = False
@@ -302,6 +303,7 @@ class TriggerPatch(In):
     pr_target_regex: str | None = Field(default=None, max_length=2000)
     comment_regex: str | None = Field(default=None, max_length=2000)
     modified_files_glob: str | None = Field(default=None, max_length=2000)
+    git: str | None = Field(default=None, min_length=1, max_length=100)
     allow_fork_events: bool | None = None
     variables: Variables | None = Field(default=None, max_length=500)
     disabled: bool | None = None
@@ -324,6 +326,7 @@ class TriggerOut(BaseModel):
     pr_target_regex: str | None
     comment_regex: str | None
     modified_files_glob: str | None
+    git: str | None  # the git integration a runner computes changed files through (None: pipeline's or default)
     allow_fork_events: bool
     variables: Variables
     disabled: bool
@@ -352,6 +355,7 @@ class TriggerOut(BaseModel):
             pr_target_regex=t.pr_target_regex,
             comment_regex=t.comment_regex,
             modified_files_glob=t.modified_files_glob,
+            git=t.git,
             allow_fork_events=t.allow_fork_events,
             variables=t.variables,
             disabled=t.disabled,
@@ -380,7 +384,7 @@ class DeliveryOut(BaseModel):
     provider: str
     event: str | None
     delivery_id: str | None
-    outcome: str  # build | filtered | ignored | rejected
+    outcome: str  # build | filtered | ignored | rejected | pending (a runner computes the changed files)
     rule: str | None
     reason: str | None
     build: str | None

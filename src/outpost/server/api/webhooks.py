@@ -9,6 +9,8 @@ what became of it; a redelivery (same provider delivery id) gets the first answe
     200 ignored    a provider's ping
     202 ignored    an event we do not build
     202 filtered   a trigger rule said no (rule and reason recorded), or the trigger is disabled
+    202 pending    the payload does not list every changed file: a runner computes them, then the same
+                   delivery row becomes `build` or `filtered` (see `_settle`)
     201 build      a build was queued
 """
 
@@ -23,8 +25,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
+from outpost.server import changedfiles
 from outpost.server.api.deps import Svc
 from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Build, Trigger
@@ -43,9 +47,6 @@ PREFIX = "/webhooks/"
 MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on a delivery's payload
 REPLAY_HEADER = "Outpost-Redelivery"
 EVENT_HEADERS = {"github": "X-GitHub-Event", "gitlab": "X-Gitlab-Event", "bitbucket-server": "X-Event-Key"}
-# Until runners answer git queries (issue 4), an event whose payload lists its changed files incompletely cannot
-# pass a modifiedFilesGlob: the control plane never reads the repository itself.
-NO_DIFF_YET = "computing the diff on a runner (git query channel) is not available yet, so no build (docs/triggers.md)"
 
 
 class TooLarge(StoreError):
@@ -72,6 +73,7 @@ async def receive(trigger_id: str, request: Request, svc: Svc) -> JSONResponse:
     headers = request.headers
     async with svc.tx() as session:
         trigger = await store.webhook_trigger(session, trigger_id)
+        await store.settle_stale_deliveries(session, trigger)
         provider: Any = trigger.provider  # one of PROVIDERS: checked when the trigger was made
         delivery_id = (providers.delivery_id(provider, headers) or "")[:255] or None  # as the column holds it
         earlier = await store.find_delivery(session, trigger, delivery_id) if delivery_id else None
@@ -126,13 +128,16 @@ def _decide(trigger: Trigger, body: bytes, headers: Mapping[str, str]) -> tuple[
         return Outcome("ignored", 202, rule="event", reason=exc.reason), None
     if event.event == "ping":
         return Outcome("ignored", 200, rule="event", reason="ping: the webhook reaches Outpost", event="ping"), None
+    return _by_rules(trigger, event), event
+
+
+def _by_rules(trigger: Trigger, event: GitEvent) -> Outcome:
     decision = filters.decide(store.rules_of(trigger), event)
-    if decision.needs_changed_files:
-        reason = f"{decision.reason}; {NO_DIFF_YET}"
-        return Outcome("filtered", 202, rule=decision.rule or "files", reason=reason, event=event.event), None
+    if decision.needs_changed_files:  # `_record` asks a runner for them
+        return Outcome("pending", 202, rule=decision.rule or "files", reason=decision.reason, event=event.event)
     if not decision.build:
-        return Outcome("filtered", 202, rule=decision.rule, reason=decision.reason, event=event.event), None
-    return Outcome("build", 201, event=event.event), event
+        return Outcome("filtered", 202, rule=decision.rule, reason=decision.reason, event=event.event)
+    return Outcome("build", 201, event=event.event)
 
 
 async def _record(
@@ -144,12 +149,22 @@ async def _record(
     decided: Outcome,
     event: GitEvent | None,
 ) -> JSONResponse:
-    """Creates the build, if any, and records the delivery with its answer, in one transaction."""
+    """Creates the build (or the changed-files query), if any, and records the delivery with its answer, in one
+    transaction."""
     delivery = new_id()
+    asked: changedfiles.Asked | None = None
     async with svc.tx() as session:
         trigger = await session.get_one(Trigger, trigger.id)
-        if event is not None:
-            decided.build, decided.touched = await store.start_build(session, trigger, event, build_variables(event))
+        if event is not None and decided.outcome == "pending":
+            found = await changedfiles.ask(session, svc.settings, trigger, event)
+            if isinstance(found, str):
+                decided = Outcome(
+                    "filtered", 202, rule=decided.rule, reason=f"{decided.reason}: {found}", event=event.event
+                )
+            else:
+                asked, decided.reason = found, found.reason
+        if event is not None and decided.outcome == "build":
+            await _start(session, trigger, event, decided)
         answer = _body(svc, delivery, decided)
         await store.record_delivery(
             session,
@@ -164,11 +179,70 @@ async def _record(
             rule=decided.rule,
             reason=decided.reason,
             build_id=decided.build.id if decided.build else None,
+            pending_until=now() + asked.seconds + changedfiles.GRACE if asked else None,
         )
+    if asked is not None and event is not None:
+        svc.wakeups.notify(runtime_key(asked.runtime_id))
+        svc.spawn(_settle(svc, delivery, trigger.id, event, asked))
     _wake(svc, decided)
     if decided.outcome != "build":
         log.info("delivery %s to trigger %s: %s (%s)", delivery, trigger.id, decided.outcome, decided.reason)
     return JSONResponse(answer, decided.status_code)
+
+
+async def _start(session: AsyncSession, trigger: Trigger, event: GitEvent, decided: Outcome) -> None:
+    decided.build, decided.touched = await store.start_build(session, trigger, event, build_variables(event))
+
+
+async def _settle(svc: Services, delivery: str, trigger_id: str, event: GitEvent, asked: changedfiles.Asked) -> None:
+    """In the background: waits for the runner's changed files, decides the trigger's rules again with them and
+    gives the pending delivery its outcome (a build, or filtered with the reason)."""
+    try:
+        try:
+            found: changedfiles.ChangedFiles | None = await changedfiles.wait(svc, asked)
+        except StoreError as exc:
+            found, failed = None, Outcome("filtered", 202, rule="files", reason=changedfiles.failure(exc))
+        async with svc.tx() as session:
+            trigger = await session.get(Trigger, trigger_id)
+            if trigger is None:
+                return  # removed with its deliveries meanwhile
+            if found is None:
+                decided = failed
+            else:
+                event.changed_files = found.files
+                decided = _by_rules(trigger, event)
+                if found.truncated and decided.outcome != "build":
+                    decided.reason = f"{decided.reason} (the runner listed only the first {len(found.files)} files)"
+            decided.event = event.event
+            if decided.outcome == "build":
+                await _start(session, trigger, event, decided)
+            answer = _body(svc, delivery, decided)
+            settled = await store.settle_delivery(
+                session,
+                delivery,
+                outcome=decided.outcome,
+                status_code=decided.status_code,
+                answer=answer,
+                rule=decided.rule,
+                reason=decided.reason,
+                build_id=decided.build.id if decided.build else None,
+            )
+            if not settled:
+                raise _AlreadySettled  # roll the build back: the delivery was settled as stale meanwhile
+    except changedfiles.Interrupted:
+        return
+    except _AlreadySettled:
+        log.warning("delivery %s was settled before its runner answered", delivery)
+        return
+    except Exception:
+        log.exception("delivery %s to trigger %s: deciding with the changed files failed", delivery, trigger_id)
+        return
+    _wake(svc, decided)
+    log.info("delivery %s to trigger %s: %s (%s)", delivery, trigger_id, decided.outcome, decided.reason or "")
+
+
+class _AlreadySettled(Exception):
+    pass
 
 
 def _body(svc: Services, delivery: str, decided: Outcome) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from outpost.errors import Invalid, NotFound, OutpostError
 from outpost.server.cron import CronExpression
 from outpost.server.models import Build, Delivery, Pipeline, Trigger
 from outpost.server.security import new_id, now
-from outpost.server.store import builds
+from outpost.server.store import builds, integrations
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables, get_pipeline
 from outpost.triggers import filters
@@ -58,6 +58,7 @@ SETTABLE = frozenset(
         "pr_target_regex",
         "comment_regex",
         "modified_files_glob",
+        "git",
         "allow_fork_events",
         "variables",
         "disabled",
@@ -70,6 +71,10 @@ SETTABLE = frozenset(
 )
 
 
+STOPPED_WAITING = (
+    "the control plane stopped before a runner computed the changed files, so no build "
+    "(push again or run the pipeline by hand)"
+)
 REQUIRED = frozenset({"kind", "events", "allow_fork_events", "variables", "disabled", "termination_policy"})
 
 
@@ -86,6 +91,8 @@ def check_trigger(trigger: Trigger) -> None:
         if not trigger.cron:
             raise Invalid("a cron trigger needs a cron expression")
         CronExpression.parse(trigger.cron)
+        if trigger.git:
+            raise Invalid("a cron trigger has no git integration (--git is for git triggers)")
         return
     if trigger.cron:
         raise Invalid("a git trigger has no cron expression")
@@ -110,6 +117,12 @@ def check_trigger(trigger: Trigger) -> None:
             filters.check_glob(trigger.modified_files_glob)
         except OutpostError as exc:
             raise Invalid(f"modified_files_glob: {exc}") from None
+
+
+async def _check_git(session: AsyncSession, trigger: Trigger) -> None:
+    """The integration a git trigger names must exist (it computes changed files for modified_files_glob)."""
+    if trigger.git and await integrations.find_integration(session, trigger.account_id, "git", trigger.git) is None:
+        raise Invalid(f"git: no git integration {trigger.git!r} in this account (outpost integration add git ...)")
 
 
 def _is_release(event: str) -> bool:
@@ -168,6 +181,7 @@ async def create_trigger(
     _apply(trigger, settings)
     trigger.name = trigger.name or _default_name(trigger)
     check_trigger(trigger)
+    await _check_git(session, trigger)
     trigger.secret = sealed_secret if trigger.kind == "git" else None
     session.add(trigger)
     await session.flush()
@@ -219,6 +233,8 @@ async def update_trigger(
     _apply(trigger, changes)
     trigger.name = trigger.name or _default_name(trigger)
     check_trigger(trigger)  # raising rolls the transaction back: nothing changes
+    if "git" in changes:
+        await _check_git(session, trigger)
     trigger.updated_at = now()
     return trigger
 
@@ -252,6 +268,7 @@ async def list_deliveries(
 ) -> list[Delivery]:
     """Newest first; `before` (a delivery id) pages on from that delivery."""
     trigger = await get_trigger(session, principal, trigger_id)
+    await settle_stale_deliveries(session, trigger)
     query = select(Delivery).where(Delivery.trigger_id == trigger.id)
     if before is not None:
         anchor = await session.get(Delivery, before)
@@ -299,6 +316,7 @@ async def record_delivery(
     rule: str | None = None,
     reason: str | None = None,
     build_id: str | None = None,
+    pending_until: float | None = None,
 ) -> Delivery:
     delivery = Delivery(
         id=id,
@@ -314,10 +332,60 @@ async def record_delivery(
         build_id=build_id,
         status_code=status_code,
         answer=answer,
+        pending_until=pending_until,
     )
     session.add(delivery)
     await session.flush()
     return delivery
+
+
+async def settle_delivery(
+    session: AsyncSession,
+    delivery_id: str,
+    *,
+    outcome: str,
+    status_code: int,
+    answer: dict[str, Any],
+    rule: str | None,
+    reason: str | None,
+    build_id: str | None = None,
+) -> bool:
+    """Gives a pending delivery its outcome. False when it is pending no more (settled as stale, or removed
+    with its trigger): the caller rolls back whatever it made for it."""
+    changed = await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.outcome == "pending")
+        .values(
+            outcome=outcome,
+            status_code=status_code,
+            answer=answer,
+            rule=rule,
+            reason=reason,
+            build_id=build_id,
+            pending_until=None,
+        )
+    )
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def settle_stale_deliveries(session: AsyncSession, trigger: Trigger) -> None:
+    """Pending deliveries whose waiter is gone (the control plane stopped meanwhile) become filtered."""
+    stale = await session.scalars(
+        select(Delivery).where(
+            Delivery.pending_until < now(), Delivery.trigger_id == trigger.id, Delivery.outcome == "pending"
+        )
+    )
+    for delivery in list(stale):
+        answer = {**delivery.answer, "outcome": "filtered", "reason": STOPPED_WAITING}
+        await settle_delivery(
+            session,
+            delivery.id,
+            outcome="filtered",
+            status_code=202,
+            answer=answer,
+            rule="files",
+            reason=STOPPED_WAITING,
+        )
 
 
 def _acting_as(trigger: Trigger, initiator: str) -> Principal:

@@ -199,7 +199,7 @@ def test_a_trigger_shows_its_endpoint_and_secret_and_the_endpoint_copies(page: P
             api.post("/pipelines", json={"name": "hooked", "yaml": LIVE}).raise_for_status()
     page.goto("/new/trigger?pipeline=hooked")
     page.get_by_label("Provider").select_option("gitlab")
-    page.get_by_label("Repository").fill("corp/app")
+    page.get_by_label("Repository", exact=True).fill("corp/app")
     page.get_by_label("Tag pushes").check()
     page.get_by_role("button", name="Add trigger").click()
     page.wait_for_url("**/triggers/*")
@@ -257,3 +257,38 @@ def test_a_runtime_lists_its_runner_online_and_makes_an_install_command(page: Pa
     page.get_by_role("button", name="New install token").first.click()
     command = page.get_by_label("Install command")
     expect(command).to_have_value(re.compile(rf"^outpost runner start --url {re.escape(site.url)} --token opi_"))
+
+
+def test_a_pipeline_reads_its_yaml_from_a_repository_chosen_on_the_form(page: Page, site: Outpost) -> None:
+    from playwright.sync_api import expect
+
+    with site.control_plane.api() as api:
+        body = {"kind": "git", "name": "src-git", "url": "https://git.corp.invalid", "behind_firewall": True}
+        api.post("/integrations", json=body).raise_for_status()
+    page.goto("/new/pipeline")
+    repo_fields = page.locator("#source-repo")
+    expect(repo_fields).to_be_hidden()  # with JavaScript only the chosen source's fields show
+    page.get_by_label("Name", exact=True).fill("from-repo")
+    page.get_by_label("YAML from a repository").check()
+    expect(repo_fields).to_be_visible()
+    expect(page.locator("#yaml")).to_be_hidden()
+    page.get_by_label("Repository", exact=True).fill("corp/app")
+    git = page.get_by_label("Git integration")
+    expect(git.locator("option[value=src-git]")).to_have_text("src-git (behind the firewall)")
+    git.select_option("src-git")
+    page.get_by_label("Path", exact=True).fill(".ci/build.yml")
+    page.get_by_label("Revision").fill("release")
+    page.get_by_role("button", name="Create pipeline").click()
+    page.wait_for_url("**/pipelines/from-repo")
+
+    source = page.locator("#yaml-source")
+    for fact in ("corp/app", "src-git · behind the firewall", ".ci/build.yml", "release"):
+        expect(source).to_contain_text(fact)
+    with site.control_plane.api() as api:
+        stored = api.get("/pipelines/from-repo").json()
+    assert (stored["repo"], stored["git"], stored["yaml_file"], stored["revision"]) == (
+        "corp/app",
+        "src-git",
+        ".ci/build.yml",
+        "release",
+    )

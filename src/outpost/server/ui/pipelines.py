@@ -1,20 +1,23 @@
-"""Pipeline pages: the list, one pipeline (its YAML, variables, triggers, builds, and a form to run it),
-and the create/edit form whose YAML is validated on the server with every problem shown at its line."""
+"""Pipeline pages: the list, one pipeline (its YAML or where it is read from, variables, triggers, builds, and a
+form to run it), and the create/edit form: YAML validated on the server with every problem shown at its line, or
+a repository to read it from, checked by the store's own rules with each refusal shown at its field."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError, Problem
 from outpost.pipelines.parsing import load_pipeline
 from outpost.server.api.schemas import BuildIn, PipelineIn, PipelinePatch
 from outpost.server.dispatch import runtime_key
-from outpost.server.models import Build, Pipeline, Runtime
-from outpost.server.store import builds, pipelines, runtimes
+from outpost.server.models import Build, Integration, Pipeline, Runtime
+from outpost.server.store import builds, integrations, pipelines, runtimes
 from outpost.server.store import triggers as trigger_store
+from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import MAX_YAML
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Form, Viewer, as_viewer, check_csrf, checked, read_form, services
@@ -30,19 +33,43 @@ steps:
 """
 
 
+class Source(TypedDict, total=False):
+    """Where a pipeline's YAML comes from, as the API's schemas and the store's functions take it."""
+
+    yaml: str
+    yaml_file: str
+    repo: str
+    git: str | None
+    revision: str | None
+
+
 @dataclass
 class Draft:
     """What the form holds, and what is wrong with it."""
 
     name: str = ""
     runtime: str = ""
+    source: str = "inline"  # "inline": the YAML kept here; "repo": read from a repository at build time
     yaml_file: str = "codefresh.yml"
     yaml: str = STARTER
+    repo: str = ""
+    git: str = ""  # "": the account's default git integration
+    path: str = "codefresh.yml"
+    revision: str = ""  # "": the build's branch, else the repository's default branch
     variables: str = ""
     secrets: str = ""  # new or replaced secret values, KEY=VALUE per line
     kept_secrets: list[str] = field(default_factory=list)  # existing secret names (edit)
     problems: list[Problem] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    field_errors: dict[str, str] = field(default_factory=dict)  # form field -> why the store refused it
+
+    @property
+    def from_repo(self) -> bool:
+        return self.source == "repo"
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems or self.errors or self.field_errors)
 
     @property
     def bad_lines(self) -> dict[int, str]:
@@ -54,6 +81,29 @@ class Draft:
     def source_line(self, number: int) -> str:
         lines = self.yaml.split("\n")
         return lines[number - 1] if 0 < number <= len(lines) else ""
+
+    def source_fields(self) -> Source:
+        """The chosen source's fields; the other field set is ignored."""
+        if self.from_repo:
+            return {
+                "repo": self.repo,
+                "git": self.git or None,
+                "revision": self.revision or None,
+                "yaml_file": self.path,
+            }
+        return {"yaml": self.yaml, "yaml_file": self.yaml_file}
+
+
+@dataclass
+class Choices:
+    """What the form's selects offer: this account's runtimes and git integrations, nobody else's."""
+
+    runtimes: list[str]
+    gits: list[Integration]
+
+    @property
+    def default_git(self) -> Integration | None:
+        return next((g for g in self.gits if g.is_default), None)
 
 
 def parse_pairs(text: str, what: str) -> tuple[dict[str, str], list[str]]:
@@ -81,12 +131,57 @@ def validate(draft: Draft) -> None:
         draft.problems = exc.problems
 
 
+def check_schema(draft: Draft, model: type[PipelineIn | PipelinePatch], **values: object) -> None:
+    """The API's own request schema, so the form has the API's limits."""
+    try:
+        checked(model, **values, **draft.source_fields())
+    except Invalid as exc:
+        if not (draft.from_repo and not draft.repo):  # an empty repository: said at its field by check_source
+            draft.errors.append(exc.message)
+
+
+def source_field(message: str) -> str | None:
+    """The form field a refusal of `pipelines.check_source` is about (it names the value it refuses)."""
+    if message.startswith("no git integration") or "--git" in message:
+        return "git"
+    for prefix, name in (("repo ", "repo"), ("the YAML path", "path"), ("revision ", "revision")):
+        if message.startswith(prefix):
+            return name
+    return None
+
+
+async def check_source(session: AsyncSession, principal: Principal, draft: Draft) -> None:
+    """The store's own checks of a repository source (names only: nothing is contacted)."""
+    try:
+        await pipelines.check_source(
+            session, principal, draft.repo, draft.git or None, draft.path, draft.revision or None
+        )
+    except Invalid as exc:
+        name = source_field(exc.message)
+        if name is None:
+            draft.errors.append(exc.message)
+        else:
+            draft.field_errors[name] = exc.message
+
+
+async def check_draft(session: AsyncSession, principal: Principal, draft: Draft) -> None:
+    if draft.from_repo:
+        await check_source(session, principal, draft)
+    else:
+        validate(draft)
+
+
 def _draft_of(form: Form) -> Draft:
     return Draft(
         name=form.get("name").strip(),
         runtime=form.get("runtime"),
+        source="repo" if form.get("source") == "repo" else "inline",
         yaml_file=form.get("yaml_file").strip() or "codefresh.yml",
         yaml=form.get("yaml"),
+        repo=form.get("repo").strip(),
+        git=form.get("git").strip(),
+        path=form.get("path").strip() or "codefresh.yml",
+        revision=form.get("revision").strip(),
         variables=form.get("variables"),
         secrets=form.get("secrets"),
     )
@@ -96,17 +191,31 @@ def _pairs_text(values: dict[str, Any]) -> str:
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-async def _runtime_names(request: Request) -> tuple[Viewer, list[str]]:
+async def _choices(session: AsyncSession, principal: Principal) -> Choices:
+    return Choices(
+        runtimes=[r.name for r in await runtimes.list_runtimes(session, principal)],
+        gits=await integrations.list_integrations(session, principal, kind="git"),
+    )
+
+
+async def _viewer_choices(request: Request) -> tuple[Viewer, Choices]:
     async with as_viewer(request) as (session, viewer):
-        return viewer, [r.name for r in await runtimes.list_runtimes(session, viewer.principal)]
+        return viewer, await _choices(session, viewer.principal)
 
 
-def _form_page(request: Request, viewer: Viewer, draft: Draft, names: list[str], *, editing: bool) -> Response:
-    status = 422 if draft.problems or draft.errors else 200
+def _form_page(request: Request, viewer: Viewer, draft: Draft, choices: Choices, *, editing: bool) -> Response:
+    status = 422 if draft.failed else 200
     if draft.secrets.strip():  # secret values are not sent back to the browser
         draft.secrets = ""
         draft.errors.append("Secret values are not kept when the form comes back: enter them again.")
-    return page(request, "pipeline_form.html", viewer, status_code=status, d=draft, runtimes=names, editing=editing)
+    return page(request, "pipeline_form.html", viewer, status_code=status, d=draft, c=choices, editing=editing)
+
+
+def _pairs(draft: Draft) -> tuple[dict[str, str], dict[str, str]]:
+    variables, errors = parse_pairs(draft.variables, "Variables")
+    secrets, secret_errors = parse_pairs(draft.secrets, "Secret variables")
+    draft.errors += errors + secret_errors
+    return variables, secrets
 
 
 @router.get("/pipelines")
@@ -122,8 +231,8 @@ async def pipeline_list(request: Request) -> Response:
 
 @router.get("/new/pipeline")
 async def new_pipeline(request: Request) -> Response:
-    viewer, names = await _runtime_names(request)
-    return _form_page(request, viewer, Draft(), names, editing=False)
+    viewer, choices = await _viewer_choices(request)
+    return _form_page(request, viewer, Draft(), choices, editing=False)
 
 
 @router.post("/new/pipeline")
@@ -131,41 +240,28 @@ async def create_pipeline(request: Request) -> Response:
     """Nothing is stored unless the whole form is valid; otherwise the form comes back with the problems."""
     form = await read_form(request)
     draft = _draft_of(form)
-    viewer, names = await _runtime_names(request)
+    viewer, choices = await _viewer_choices(request)
     check_csrf(viewer, form)
-    validate(draft)
-    variables, errors = parse_pairs(draft.variables, "Variables")
-    secrets, secret_errors = parse_pairs(draft.secrets, "Secret variables")
-    draft.errors += errors + secret_errors
-    try:
-        checked(
-            PipelineIn,
-            name=draft.name,
-            yaml=draft.yaml,
-            yaml_file=draft.yaml_file,
-            variables=variables,
-            secrets=secrets,
-        )
-    except Invalid as exc:
-        draft.errors.append(exc.message)
-    if draft.problems or draft.errors:
-        return _form_page(request, viewer, draft, names, editing=False)
+    variables, secrets = _pairs(draft)
+    check_schema(draft, PipelineIn, name=draft.name, variables=variables, secrets=secrets)
     svc = services(request)
     try:
         async with as_viewer(request) as (session, viewer):
+            await check_draft(session, viewer.principal, draft)
+            if draft.failed:
+                return _form_page(request, viewer, draft, choices, editing=False)
             await pipelines.create_pipeline(
                 session,
                 viewer.principal,
                 name=draft.name,
-                yaml=draft.yaml,
-                yaml_file=draft.yaml_file,
                 runtime=draft.runtime or None,
                 variables=variables,
                 sealed_secrets=svc.secrets.seal_all(secrets),
+                **draft.source_fields(),
             )
     except (Invalid, Conflict, NotFound) as exc:
         draft.errors.append(exc.message)
-        return _form_page(request, viewer, draft, names, editing=False)
+        return _form_page(request, viewer, draft, choices, editing=False)
     return see_other(f"/pipelines/{draft.name}")
 
 
@@ -176,7 +272,26 @@ async def pipeline_page(request: Request, name: str) -> Response:
         runtime = await session.get_one(Runtime, pipeline.runtime_id)
         recent = await builds.list_builds(session, viewer.principal, pipeline=name, limit=20)
         triggers = [t for t, _ in await trigger_store.list_triggers(session, viewer.principal, name)]
-    return page(request, "pipeline.html", viewer, p=pipeline, runtime=runtime.name, builds=recent, triggers=triggers)
+        git = await _source_integration(session, viewer.principal, pipeline)
+    return page(
+        request,
+        "pipeline.html",
+        viewer,
+        p=pipeline,
+        runtime=runtime.name,
+        builds=recent,
+        triggers=triggers,
+        git=git,
+    )
+
+
+async def _source_integration(session: AsyncSession, principal: Principal, p: Pipeline) -> Integration | None:
+    """The git integration a repository-backed pipeline reads its YAML through: the named one or the default."""
+    if not p.repo:
+        return None
+    if p.git:
+        return await integrations.find_integration(session, principal.account_id, "git", p.git)
+    return await integrations.default_integration(session, principal.account_id, "git")
 
 
 @router.get("/pipelines/{name}/edit")
@@ -184,16 +299,21 @@ async def edit_pipeline(request: Request, name: str) -> Response:
     async with as_viewer(request) as (session, viewer):
         p = await pipelines.get_pipeline(session, viewer.principal, name)
         runtime = await session.get_one(Runtime, p.runtime_id)
-        names = [r.name for r in await runtimes.list_runtimes(session, viewer.principal)]
-    return _form_page(request, viewer, _draft_from(p, runtime.name), names, editing=True)
+        choices = await _choices(session, viewer.principal)
+    return _form_page(request, viewer, _draft_from(p, runtime.name), choices, editing=True)
 
 
 def _draft_from(p: Pipeline, runtime: str) -> Draft:
     return Draft(
         name=p.name,
         runtime=runtime,
+        source="repo" if p.repo else "inline",
         yaml_file=p.yaml_file,
         yaml=p.yaml,
+        repo=p.repo or "",
+        git=p.git or "",
+        path=p.yaml_file,
+        revision=p.revision or "",
         variables=_pairs_text(p.variables),
         kept_secrets=sorted(p.secrets),
     )
@@ -205,39 +325,59 @@ async def update_pipeline(request: Request, name: str) -> Response:
     draft = _draft_of(form)
     draft.name = name
     dropped = set(form.all("drop_secret"))
-    viewer, names = await _runtime_names(request)
+    viewer, choices = await _viewer_choices(request)
     check_csrf(viewer, form)
-    validate(draft)
-    variables, errors = parse_pairs(draft.variables, "Variables")
-    secrets, secret_errors = parse_pairs(draft.secrets, "Secret variables")
-    draft.errors += errors + secret_errors
-    try:
-        checked(PipelinePatch, yaml=draft.yaml, yaml_file=draft.yaml_file, variables=variables, secrets=secrets)
-    except Invalid as exc:
-        draft.errors.append(exc.message)
+    variables, secrets = _pairs(draft)
+    check_schema(draft, PipelinePatch, variables=variables, secrets=secrets)
     svc = services(request)
     try:
         async with as_viewer(request) as (session, viewer):
             p = await pipelines.get_pipeline(session, viewer.principal, name)
             draft.kept_secrets = sorted(p.secrets)
-            if draft.problems or draft.errors:
-                return _form_page(request, viewer, draft, names, editing=True)
+            await check_draft(session, viewer.principal, draft)
+            if draft.failed:
+                return _form_page(request, viewer, draft, choices, editing=True)
             sealed = {k: v for k, v in p.secrets.items() if k not in dropped and k not in secrets}
             sealed.update(svc.secrets.seal_all(secrets))
             await pipelines.update_pipeline(
                 session,
                 viewer.principal,
                 name,
-                yaml=draft.yaml,
-                yaml_file=draft.yaml_file,
                 runtime=draft.runtime or None,
                 variables=variables,
                 sealed_secrets=sealed,
             )
+            await _save_source(session, viewer.principal, p, draft)
     except (Invalid, Conflict) as exc:
         draft.errors.append(exc.message)
-        return _form_page(request, viewer, draft, names, editing=True)
+        return _form_page(request, viewer, draft, choices, editing=True)
     return see_other(f"/pipelines/{name}")
+
+
+async def _save_source(session: AsyncSession, principal: Principal, p: Pipeline, draft: Draft) -> None:
+    """Where the YAML comes from, through the store's update (which checks it again)."""
+    if draft.from_repo:
+        # The store keeps a stored value when given None; "" picks the default integration (as None does).
+        await pipelines.update_pipeline(
+            session,
+            principal,
+            p.name,
+            repo=draft.repo,
+            git=draft.git,
+            revision=draft.revision or None,
+            yaml_file=draft.path,
+        )
+        # An emptied field means the default (integration; the build's branch, else the default branch): the
+        # store has no way to clear these once set, so the form does it after the store accepted the rest.
+        p.git = draft.git or None
+        p.revision = draft.revision or None
+        return
+    if p.repo:
+        # The store reads a new yaml_file on a repository-backed pipeline as its path; the YAML moves here first.
+        await pipelines.update_pipeline(session, principal, p.name, yaml=draft.yaml)
+        await pipelines.update_pipeline(session, principal, p.name, yaml_file=draft.yaml_file)
+        return
+    await pipelines.update_pipeline(session, principal, p.name, yaml=draft.yaml, yaml_file=draft.yaml_file)
 
 
 @router.post("/pipelines/{name}/run")

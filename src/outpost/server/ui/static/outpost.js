@@ -179,6 +179,17 @@
     });
   });
 
+  // --- the pipeline form: only the chosen source's fields (without JS both show; the server ignores one) --
+  var sources = $all('input[name="source"]');
+  if (sources.length) {
+    var showSource = function () {
+      var chosen = sources.filter(function (r) { return r.checked; }).map(function (r) { return r.value; })[0];
+      $all("[data-source]").forEach(function (set) { set.hidden = set.getAttribute("data-source") !== chosen; });
+    };
+    sources.forEach(function (r) { r.addEventListener("change", showSource); });
+    showSource();
+  }
+
   // --- the YAML editor: line numbers that follow the text, problems that jump to their line ---------
   var yaml = $("textarea.code");
   var gutter = $(".editor .gutter");

@@ -45,17 +45,21 @@ async def check_source(
     """YAML from the repository: a full URL or owner/name (through the named or the default git integration),
     and a relative path. Only names are checked: nothing is contacted."""
     if not _FULL_URL.match(repo) and not _OWNER_NAME.match(repo):
-        raise Invalid(f"repo {repo!r} must be owner/name (through a git integration) or a full clone URL")
+        raise Invalid(f"repo {repo!r} must be owner/name (through a git integration) or a full clone URL", field="repo")
     parts = yaml_file.split("/")
     if yaml_file.startswith("/") or ".." in parts or not yaml_file.strip() or "\0" in yaml_file:
-        raise Invalid(f"the YAML path {yaml_file!r} must be a relative path inside the repository")
+        raise Invalid(f"the YAML path {yaml_file!r} must be a relative path inside the repository", field="path")
     if revision is not None and (not revision.strip() or len(revision) > 255 or any(c.isspace() for c in revision)):
-        raise Invalid(f"revision {revision!r} must be a branch, tag or SHA")
+        raise Invalid(f"revision {revision!r} must be a branch, tag or SHA", field="revision")
     if git:
         if await find_integration(session, principal.account_id, "git", git) is None:
-            raise Invalid(f"no git integration {git!r} in this account: add it with `outpost integration add git`")
+            raise Invalid(
+                f"no git integration {git!r} in this account: add it with `outpost integration add git`", field="git"
+            )
     elif not _FULL_URL.match(repo) and await default_integration(session, principal.account_id, "git") is None:
-        raise Invalid(f"repo {repo!r} is owner/name: give --git INTEGRATION (there is no default git integration)")
+        raise Invalid(
+            f"repo {repo!r} is owner/name: give --git INTEGRATION (there is no default git integration)", field="git"
+        )
 
 
 async def create_pipeline(

@@ -140,16 +140,6 @@ def check_schema(draft: Draft, model: type[PipelineIn | PipelinePatch], **values
             draft.errors.append(exc.message)
 
 
-def source_field(message: str) -> str | None:
-    """The form field a refusal of `pipelines.check_source` is about (it names the value it refuses)."""
-    if message.startswith("no git integration") or "--git" in message:
-        return "git"
-    for prefix, name in (("repo ", "repo"), ("the YAML path", "path"), ("revision ", "revision")):
-        if message.startswith(prefix):
-            return name
-    return None
-
-
 async def check_source(session: AsyncSession, principal: Principal, draft: Draft) -> None:
     """The store's own checks of a repository source (names only: nothing is contacted)."""
     try:
@@ -157,8 +147,8 @@ async def check_source(session: AsyncSession, principal: Principal, draft: Draft
             session, principal, draft.repo, draft.git or None, draft.path, draft.revision or None
         )
     except Invalid as exc:
-        name = source_field(exc.message)
-        if name is None:
+        name = exc.details.get("field")
+        if not isinstance(name, str):
             draft.errors.append(exc.message)
         else:
             draft.field_errors[name] = exc.message

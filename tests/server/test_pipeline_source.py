@@ -99,3 +99,22 @@ async def test_only_the_integrations_a_build_needs_are_sent_to_its_runner(stack:
     assert set(task.integrations) == {"third"}
     assert task.integrations["third"].password is None
     assert task.integrations["third"].runner_secret == "THIRD"
+
+
+async def test_a_patch_clears_the_integration_and_revision_and_can_move_the_yaml_back(stack: Stack) -> None:
+    await corp(stack)
+    await corp(stack, name="other")
+    r = await stack.api(
+        "POST", "/pipelines", json={"name": "app", "repo": "acme/app", "git": "other", "revision": "develop"}
+    )
+    assert r.status_code == 201, r.text
+    r = await stack.api("PATCH", "/pipelines/app", json={"git": "", "revision": ""})
+    assert r.status_code == 200, r.text
+    assert (r.json()["repo"], r.json()["git"], r.json()["revision"]) == ("acme/app", None, None)
+    r = await stack.api("PATCH", "/pipelines/app", json={"yaml": HELLO, "git": "corp"})
+    assert r.status_code == 422
+    assert "go with --repo" in r.text
+    r = await stack.api("PATCH", "/pipelines/app", json={"yaml": HELLO, "yaml_file": "ci.yml"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["repo"], r.json()["yaml_file"]) == (None, "ci.yml")
+    assert r.json()["yaml"] == HELLO

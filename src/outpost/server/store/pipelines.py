@@ -126,22 +126,28 @@ async def update_pipeline(
     git: str | None = None,
     revision: str | None = None,
 ) -> Pipeline:
+    """Changes only what is given. `git=""` and `revision=""` go back to the defaults (the default integration;
+    the branch a build asks for). Giving `yaml` without `repo` moves the YAML into Outpost."""
     pipeline = await get_pipeline(session, principal, name)
-    if repo is not None or (pipeline.repo and (git is not None or revision is not None or yaml_file is not None)):
+    if yaml is not None and repo is None:
+        if git or revision:
+            raise Invalid("--git and --revision go with --repo (YAML from the repository)")
+        check_yaml(yaml, yaml_file or pipeline.yaml_file)
+        pipeline.yaml = yaml
+        pipeline.repo = pipeline.git = pipeline.revision = None  # the YAML is kept here from now on
+    elif repo is not None or (pipeline.repo and (git is not None or revision is not None or yaml_file is not None)):
         if yaml is not None:
             raise Invalid("give the YAML or a repository to read it from, not both")
         pipeline.repo = repo or pipeline.repo
-        pipeline.git = git if git is not None else pipeline.git
-        pipeline.revision = revision if revision is not None else pipeline.revision
+        if git is not None:
+            pipeline.git = git or None
+        if revision is not None:
+            pipeline.revision = revision or None
         assert pipeline.repo is not None
         await check_source(
             session, principal, pipeline.repo, pipeline.git, yaml_file or pipeline.yaml_file, pipeline.revision
         )
         pipeline.yaml = ""
-    elif yaml is not None:
-        check_yaml(yaml, yaml_file or pipeline.yaml_file)
-        pipeline.yaml = yaml
-        pipeline.repo = pipeline.git = pipeline.revision = None  # the YAML is kept here from now on
     if yaml_file is not None:
         pipeline.yaml_file = yaml_file
     if runtime is not None:

@@ -347,25 +347,10 @@ async def update_pipeline(request: Request, name: str) -> Response:
 async def _save_source(session: AsyncSession, principal: Principal, p: Pipeline, draft: Draft) -> None:
     """Where the YAML comes from, through the store's update (which checks it again)."""
     if draft.from_repo:
-        # The store keeps a stored value when given None; "" picks the default integration (as None does).
+        # An emptied integration or revision ("") goes back to the default.
         await pipelines.update_pipeline(
-            session,
-            principal,
-            p.name,
-            repo=draft.repo,
-            git=draft.git,
-            revision=draft.revision or None,
-            yaml_file=draft.path,
+            session, principal, p.name, repo=draft.repo, git=draft.git, revision=draft.revision, yaml_file=draft.path
         )
-        # An emptied field means the default (integration; the build's branch, else the default branch): the
-        # store has no way to clear these once set, so the form does it after the store accepted the rest.
-        p.git = draft.git or None
-        p.revision = draft.revision or None
-        return
-    if p.repo:
-        # The store reads a new yaml_file on a repository-backed pipeline as its path; the YAML moves here first.
-        await pipelines.update_pipeline(session, principal, p.name, yaml=draft.yaml)
-        await pipelines.update_pipeline(session, principal, p.name, yaml_file=draft.yaml_file)
         return
     await pipelines.update_pipeline(session, principal, p.name, yaml=draft.yaml, yaml_file=draft.yaml_file)
 

@@ -19,15 +19,12 @@ the repository's browse link when the payload has one.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
 from outpost.triggers.event import GitEvent
 from outpost.triggers.providers import (
     PayloadError,
-    SignatureError,
     UnsupportedEvent,
     delivery_id,
     dig,
@@ -37,6 +34,7 @@ from outpost.triggers.providers import (
     required_text,
     sha_or_none,
     text,
+    verify_hmac_sha256,
 )
 
 SIGNATURE_HEADER = "X-Hub-Signature"
@@ -55,17 +53,7 @@ PR_EVENTS = {
 
 def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
     """Raise SignatureError unless `X-Hub-Signature` is `sha256=` + the hex HMAC-SHA256 of `body`."""
-    if not secret:
-        raise SignatureError("the trigger has no webhook secret")
-    sent = header(headers, SIGNATURE_HEADER)
-    if sent is None:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
-    algorithm, _, digest = sent.strip().partition("=")
-    if algorithm != "sha256" or not digest:
-        raise SignatureError(f"{SIGNATURE_HEADER} header is not of the form sha256=<hex> (use HMAC-SHA256)")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), digest.lower().encode()):
-        raise SignatureError("signature does not match")
+    verify_hmac_sha256(headers, body, secret, SIGNATURE_HEADER, " (use HMAC-SHA256)")
 
 
 def parse(headers: Mapping[str, str], payload: Mapping[str, Any]) -> GitEvent:

@@ -24,8 +24,6 @@ file (an empty list); tags and pull requests have no file lists (None).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -33,17 +31,16 @@ from typing import Any
 from outpost.triggers.event import GitEvent
 from outpost.triggers.providers import (
     PayloadError,
-    SignatureError,
     UnsupportedEvent,
     dig,
     dispatch,
-    header,
     number,
     objects,
     required_text,
     sha_or_none,
     strings,
     text,
+    verify_hmac_sha256,
 )
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -58,17 +55,7 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 def verify(headers: Mapping[str, str], body: bytes, secret: str) -> None:
     """Raise SignatureError unless `X-Hub-Signature-256` is `sha256=` + the hex HMAC-SHA256 of `body`."""
-    if not secret:
-        raise SignatureError("the trigger has no webhook secret")
-    sent = header(headers, SIGNATURE_HEADER)
-    if sent is None:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
-    algorithm, _, digest = sent.strip().partition("=")
-    if algorithm != "sha256" or not digest:
-        raise SignatureError(f"{SIGNATURE_HEADER} header is not of the form sha256=<hex>")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), digest.lower().encode()):
-        raise SignatureError("signature does not match")
+    verify_hmac_sha256(headers, body, secret, SIGNATURE_HEADER)
 
 
 def parse(headers: Mapping[str, str], payload: Mapping[str, Any]) -> GitEvent:

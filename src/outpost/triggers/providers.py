@@ -8,6 +8,8 @@ OutpostError
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -74,6 +76,21 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 def delivery_id(provider: Provider, headers: Mapping[str, str]) -> str | None:
     """The provider's id of this delivery (used to record it and to ignore a redelivery), if sent."""
     return header(headers, DELIVERY_HEADERS[provider])
+
+
+def verify_hmac_sha256(headers: Mapping[str, str], body: bytes, secret: str, name: str, hint: str = "") -> None:
+    """Raise SignatureError unless header `name` is `sha256=` + the hex HMAC-SHA256 of `body` (constant time)."""
+    if not secret:
+        raise SignatureError("the trigger has no webhook secret")
+    sent = header(headers, name)
+    if sent is None:
+        raise SignatureError(f"missing {name} header")
+    algorithm, _, digest = sent.strip().partition("=")
+    if algorithm != "sha256" or not digest:
+        raise SignatureError(f"{name} header is not of the form sha256=<hex>{hint}")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), digest.lower().encode()):
+        raise SignatureError("signature does not match")
 
 
 Parser = Callable[[Mapping[str, Any]], GitEvent]

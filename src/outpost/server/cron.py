@@ -177,7 +177,10 @@ async def run_scheduler(
     while True:
         minute = minute_of(clock())
         try:
-            await asyncio.wait_for(fire(minute), timeout=TICK_TIMEOUT)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel that arrives as `fire` finishes,
+            # and the scheduler would then outlive the control plane's shutdown.
+            async with asyncio.timeout(TICK_TIMEOUT):
+                await fire(minute)
         except Exception:  # a database hiccup must not end the scheduler
             log.exception("cron scheduler failed for %s; trying again next minute", minute)
         await sleep(max(0.0, minute + 60.0 - clock()) + 0.01)

@@ -8,7 +8,6 @@ and the step's `stdio` log (id and line count), all through the REST API.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,9 @@ from typing import Any
 
 import httpx
 
-import loopback
-from buildbot_peer import PASSWORD, REQUIREMENTS
+from buildbot_peer import REQUIREMENTS, start_master_and_worker
 from loopback import json_of
-from peers import ensure_venv, installed_version, run_tool
+from peers import ensure_venv, installed_version
 from processes import Processes
 from waiting import BenchError, deadline_in, past
 
@@ -76,32 +74,10 @@ class BuildbotLogs:
     def start(self, log_file: Path) -> None:
         bin_dir = ensure_venv("buildbot", REQUIREMENTS)
         self.version = installed_version(bin_dir, "buildbot")
-        pb_port, www_port = loopback.free_port(), loopback.free_port()
-        master, worker = self.workdir / "master", self.workdir / "worker"
-        run_tool([str(bin_dir / "buildbot"), "create-master", "-r", str(master)], "buildbot create-master")
-        (master / "master.cfg").write_text(MASTER_CFG)
-        settings = {"pb_port": pb_port, "www_port": www_port, "log": str(log_file), "password": PASSWORD}
-        (master / "bench.json").write_text(json.dumps(settings))
-        create_worker = ["create-worker", "-r", str(worker), f"127.0.0.1:{pb_port}", "bench", PASSWORD]
-        run_tool([str(bin_dir / "buildbot-worker"), *create_worker], "buildbot-worker create-worker")
-        self.www = f"http://127.0.0.1:{www_port}"
-        self.api = loopback.client(f"{self.www}/api/v2")
-        master_proc = self.procs.start(
-            "buildbot-master", [str(bin_dir / "buildbot"), "start", "--nodaemon", str(master)]
+        started = start_master_and_worker(
+            self.procs, self.workdir, bin_dir, MASTER_CFG, {"log": str(log_file)}, BUILDER
         )
-        self.builderid = master_proc.wait_for(self._builder_id, "the Buildbot master's REST API")
-        worker_proc = self.procs.start(
-            "buildbot-worker", [str(bin_dir / "buildbot-worker"), "start", "--nodaemon", str(worker)]
-        )
-        worker_proc.wait_for(self._worker_connected, "the Buildbot worker to connect")
-
-    def _builder_id(self) -> int | None:
-        builders = self._get("/builders")["builders"]
-        return next((int(b["builderid"]) for b in builders if b["name"] == BUILDER), None)
-
-    def _worker_connected(self) -> bool | None:
-        workers = self._get("/workers")["workers"]
-        return True if any(w["connected_to"] for w in workers) else None
+        self.api, self.www, self.builderid = started.api, started.www, started.builderid
 
     def _get(self, path: str) -> Any:
         if self.api is None:

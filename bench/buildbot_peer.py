@@ -52,6 +52,44 @@ c = BuildmasterConfig = {
 """
 
 
+class Started:
+    """A running Buildbot master and connected worker: its REST client, web address and builder id."""
+
+    def __init__(self, api: httpx.Client, www: str, builderid: int) -> None:
+        self.api, self.www, self.builderid = api, www, builderid
+
+
+def start_master_and_worker(
+    procs: Processes, workdir: Path, bin_dir: Path, master_cfg: str, settings: dict[str, object], builder: str
+) -> Started:
+    """Creates a master (its master.cfg reads the ports, the password and `settings` from bench.json) and a
+    worker under workdir, starts both, and returns once `builder` exists and the worker is connected."""
+    pb_port, www_port = loopback.free_port(), loopback.free_port()
+    master, worker = workdir / "master", workdir / "worker"
+    run_tool([str(bin_dir / "buildbot"), "create-master", "-r", str(master)], "buildbot create-master")
+    (master / "master.cfg").write_text(master_cfg)
+    config = {"pb_port": pb_port, "www_port": www_port, "password": PASSWORD, **settings}
+    (master / "bench.json").write_text(json.dumps(config))
+    create_worker = ["create-worker", "-r", str(worker), f"127.0.0.1:{pb_port}", "bench", PASSWORD]
+    run_tool([str(bin_dir / "buildbot-worker"), *create_worker], "buildbot-worker create-worker")
+    www = f"http://127.0.0.1:{www_port}"
+    api = loopback.client(f"{www}/api/v2")
+
+    def builder_id() -> int | None:
+        builders = json_of(api.get("/builders"))["builders"]
+        return next((int(b["builderid"]) for b in builders if b["name"] == builder), None)
+
+    def worker_connected() -> bool | None:
+        workers = json_of(api.get("/workers"))["workers"]
+        return True if any(w["connected_to"] for w in workers) else None
+
+    master_proc = procs.start("buildbot-master", [str(bin_dir / "buildbot"), "start", "--nodaemon", str(master)])
+    builderid = master_proc.wait_for(builder_id, "the Buildbot master's REST API")
+    worker_proc = procs.start("buildbot-worker", [str(bin_dir / "buildbot-worker"), "start", "--nodaemon", str(worker)])
+    worker_proc.wait_for(worker_connected, "the Buildbot worker to connect")
+    return Started(api, www, builderid)
+
+
 class Buildbot:
     label = "Buildbot (master + worker)"
 
@@ -66,33 +104,10 @@ class Buildbot:
     def start(self) -> None:
         bin_dir = ensure_venv("buildbot", REQUIREMENTS)
         self.version = installed_version(bin_dir, "buildbot")
-        pb_port, www_port = loopback.free_port(), loopback.free_port()
-        master, worker = self.workdir / "master", self.workdir / "worker"
-        run_tool([str(bin_dir / "buildbot"), "create-master", "-r", str(master)], "buildbot create-master")
-        (master / "master.cfg").write_text(MASTER_CFG)
-        settings = {"pb_port": pb_port, "www_port": www_port, "stamp": str(self.stamp), "password": PASSWORD}
-        (master / "bench.json").write_text(json.dumps(settings))
-        create_worker = ["create-worker", "-r", str(worker), f"127.0.0.1:{pb_port}", "bench", PASSWORD]
-        run_tool([str(bin_dir / "buildbot-worker"), *create_worker], "buildbot-worker create-worker")
-        self.api = loopback.client(f"http://127.0.0.1:{www_port}/api/v2")
-        master_proc = self.procs.start(
-            "buildbot-master", [str(bin_dir / "buildbot"), "start", "--nodaemon", str(master)]
+        started = start_master_and_worker(
+            self.procs, self.workdir, bin_dir, MASTER_CFG, {"stamp": str(self.stamp)}, "stamp"
         )
-        self.builderid = master_proc.wait_for(self._builder_id, "the Buildbot master's REST API")
-        worker_proc = self.procs.start(
-            "buildbot-worker", [str(bin_dir / "buildbot-worker"), "start", "--nodaemon", str(worker)]
-        )
-        worker_proc.wait_for(self._worker_connected, "the Buildbot worker to connect")
-
-    def _builder_id(self) -> int | None:
-        assert self.api is not None
-        builders = json_of(self.api.get("/builders"))["builders"]
-        return next((int(b["builderid"]) for b in builders if b["name"] == "stamp"), None)
-
-    def _worker_connected(self) -> bool | None:
-        assert self.api is not None
-        workers = json_of(self.api.get("/workers"))["workers"]
-        return True if any(w["connected_to"] for w in workers) else None
+        self.api, self.builderid = started.api, started.builderid
 
     def timed_build(self) -> Timed:
         if self.api is None:

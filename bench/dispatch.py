@@ -15,14 +15,12 @@ import argparse
 import contextlib
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Protocol
 
 import httpx
@@ -33,7 +31,7 @@ from buildbot_peer import Buildbot
 from outpost_layouts import LAYOUTS, STAGES, Outpost
 from peers import Skipped
 from prefect_peer import Prefect
-from processes import Processes
+from processes import Processes, stop_on_signals
 from samples import Result, Timed, median
 from waiting import BenchError
 
@@ -148,17 +146,6 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in [str(python), "bench/dispatch.py", *argv])
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGINT (even when started in the background, where SIGINT comes ignored) unwind through
-    every `with Processes(...)`, which stops what it started."""
-
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
     counts: Callable[[str], tuple[int, int]] = lambda key: (  # noqa: E731
         (args.prefect_builds, args.prefect_warmup) if key == "prefect" else (args.builds, args.warmup)
@@ -168,7 +155,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _stop_on_signals()
+    stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="outpost-bench-"))
     load_before = machine.load_average()
     try:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Self, TypeVar
 
 from waiting import BenchError, wait_until
@@ -118,3 +118,14 @@ class Processes:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop_all()
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (even when started in the background, where SIGINT comes ignored) unwind like Ctrl-C,
+    through every `with Processes(...)`, which stops what it started."""
+
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -40,7 +38,7 @@ from loopback import json_of
 from mdsection import write_section
 from outpost_layouts import outpost_argv
 from peers import Skipped
-from processes import Processes
+from processes import Processes, stop_on_signals
 from waiting import BenchError
 
 PIPELINE = "version: '1.0'\nsteps:\n  test:\n    image: alpine\n    commands: [make test]\n"
@@ -342,16 +340,6 @@ Buildbot's single-page app, fetched once each (what the shell loads before it ca
 """
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGINT unwind through `with Processes(...)`, which stops what it started."""
-
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=50_000)
@@ -362,7 +350,7 @@ def main() -> None:
     systems = [s for s in args.systems.split(",") if s]
     if set(systems) - set(SYSTEMS):
         parser.error(f"unknown system(s): {', '.join(sorted(set(systems) - set(SYSTEMS)))}")
-    _stop_on_signals()
+    stop_on_signals()
     command = " ".join([".venv/bin/python", "bench/ui_log.py", *sys.argv[1:]])
     log = log_of(args.lines)
     meta: dict[str, Any] = {"command": command, "lines": args.lines, "log_bytes": len(log), "repeat": args.repeat}

@@ -25,7 +25,6 @@ import copy
 import hashlib
 import hmac
 import json
-import signal
 import sqlite3
 import statistics
 import sys
@@ -35,7 +34,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import httpx
 
@@ -46,7 +44,7 @@ from loopback import json_of
 from mdsection import write_section
 from outpost_layouts import outpost_argv
 from peers import Skipped
-from processes import Processes
+from processes import Processes, stop_on_signals
 from waiting import BenchError
 
 PIPELINE = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
@@ -345,16 +343,6 @@ def log(text: str) -> None:
     print(f"[webhooks {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM unwinds like Ctrl-C, through every `with Processes(...)`, which stops what it started."""
-
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=500)
@@ -366,7 +354,7 @@ def main() -> None:
     systems = [s for s in args.systems.split(",") if s]
     if set(systems) - set(SYSTEMS):
         parser.error(f"unknown system(s) in {args.systems}")
-    _stop_on_signals()
+    stop_on_signals()
     command = " ".join([".venv/bin/python", "bench/webhooks.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="outpost-bench-webhooks-") as tmp:
         results = run(systems, args.count, args.warmup, args.concurrency, Path(tmp))

@@ -20,8 +20,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The whole suite takes 10-20 minutes; a hang must not eat CI's 90: SIGINT after 60 prints what ran and where it stood.
 unit: $(STAMP)
-	$(BIN)/pytest
+	timeout -s INT -k 60 60m $(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py --write docs/benchmarks.md

@@ -61,7 +61,10 @@ def make_request(url: str, tmp_path: Path, *, env: dict[str, str] | None = None,
 
 async def clone(request: CloneRequest, cancel: asyncio.Event | None = None) -> tuple[CloneResult, Log]:
     log = Log()
-    result = await git_clone(request, log, cancel=cancel)
+    # A clone of these small repositories takes well under a second; failing here, inside the event loop,
+    # ends git cleanly, where pytest-timeout's signal could leave the loop waiting for it.
+    async with asyncio.timeout(45):
+        result = await git_clone(request, log, cancel=cancel)
     return result, log
 
 

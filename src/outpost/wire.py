@@ -75,6 +75,21 @@ class GitAccess(Message):
     behind_firewall: bool = False
 
 
+class RegistryAccess(Message):
+    """How a runner logs in to one registry integration: the credential in clear (sealed at rest on the control
+    plane), or only `runner_secret`, the name of a secret the runner holds. The runner contacts the registry;
+    the control plane never does for one behind the firewall."""
+
+    name: str
+    domain: str  # HOST[:PORT], as in image references
+    username: str | None = None
+    password: str | None = None
+    runner_secret: str | None = None
+    insecure: bool = False  # plain HTTP
+    is_default: bool = False  # where build steps push unless disable_push, and push steps with no `registry`
+    behind_firewall: bool = False
+
+
 class PipelineSource(Message):
     """YAML from the repository: the runner reads `path` from `repo` at `revision` before the build starts."""
 
@@ -104,6 +119,7 @@ class RunBuildTask(Message):
     revision: str | None = None
     event: dict[str, Any] | None = None  # a webhook build's raw payload, written to <volume>/event.json
     integrations: dict[str, GitAccess] = Field(default_factory=dict)  # git integrations the build may use
+    registries: dict[str, RegistryAccess] = Field(default_factory=dict)  # registry integrations, by name
     source: PipelineSource | None = None  # set when the YAML is to be read from the repository (`yaml` is "")
 
 

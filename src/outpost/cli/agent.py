@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,40 @@ def default_runner_dir() -> Path:
     return base / "outpost-runner"
 
 
-def runner_options(url: str, data_dir: Path, *, name: str, executor: str, concurrency: int) -> RunnerOptions:
-    return RunnerOptions(url=url, data_dir=data_dir, name=name, executor=executor, concurrency=concurrency)
+def runner_options(
+    url: str,
+    data_dir: Path,
+    *,
+    name: str,
+    executor: str,
+    concurrency: int,
+    docker_host: str | None = None,
+    builder: str = "docker",
+) -> RunnerOptions:
+    options = RunnerOptions(url=url, data_dir=data_dir, name=name, executor=executor, concurrency=concurrency)
+    if executor == "docker":
+        options.executor_options = {"builder": builder, "buildah_root": str(data_dir / "buildah")}
+        if docker_host:
+            options.executor_options["docker_host"] = docker_host
+    return options
+
+
+def container_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--docker-host and --builder, for the Docker executor."""
+    command = click.option(
+        "--builder",
+        default="docker",
+        show_default=True,
+        envvar="OUTPOST_BUILDER",
+        type=click.Choice(["docker", "buildah"]),
+        help="What builds images in `build` steps (Docker executor): the engine, or daemonless buildah.",
+    )(command)
+    return click.option(
+        "--docker-host",
+        envvar="DOCKER_HOST",
+        default=None,
+        help="The Docker engine of the Docker executor (default: unix:///var/run/docker.sock).",
+    )(command)
 
 
 async def _run(options: RunnerOptions, token: str) -> None:
@@ -99,6 +131,7 @@ def runner_group() -> None:
 )
 @click.option("--name", default="", help="Name shown in the UI (default: the host name).")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(sorted(EXECUTORS)))
+@container_options
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders.")
 @click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
@@ -113,6 +146,8 @@ def runner_start(
     token: str,
     name: str,
     executor: str,
+    builder: str,
+    docker_host: str | None,
     concurrency: int,
     data_dir: Path | None,
     drain_timeout: float,
@@ -121,7 +156,13 @@ def runner_start(
     """Register (first time) and run builds until SIGTERM."""
     configure_logging(None)
     options = runner_options(
-        url, data_dir or default_runner_dir(), name=name, executor=executor, concurrency=concurrency
+        url,
+        data_dir or default_runner_dir(),
+        name=name,
+        executor=executor,
+        concurrency=concurrency,
+        docker_host=docker_host,
+        builder=builder,
     )
     options.drain_timeout = drain_timeout
     if secrets_file is not None:

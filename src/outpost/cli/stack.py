@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -114,8 +115,18 @@ def _run_example(api: Api, done: threading.Event) -> None:
         click.secho(f"the example failed to run: {exc}", fg="red", err=True)
 
 
+@dataclass
+class RunnerChoice:
+    """How `outpost up` runs its embedded runner."""
+
+    executor: str = "local"
+    concurrency: int = 1
+    docker_host: str | None = None
+    builder: str = "docker"
+
+
 async def _start_runner(
-    services: Services, installation: Installation, url: str, data_dir: Path, executor: str, concurrency: int
+    services: Services, installation: Installation, url: str, data_dir: Path, choice: RunnerChoice
 ) -> tuple[Runner, asyncio.Task[None], ProtocolClient]:
     runner_dir = data_dir / "runner"
     saved = RunnerIdentity.load(runner_dir)
@@ -124,7 +135,15 @@ async def _start_runner(
     else:
         (runner_dir / "runner.json").unlink(missing_ok=True)
         token = await local_install_token(services, installation)
-    options = runner_options(url, runner_dir, name="local", executor=executor, concurrency=concurrency)
+    options = runner_options(
+        url,
+        runner_dir,
+        name="local",
+        executor=choice.executor,
+        concurrency=choice.concurrency,
+        docker_host=choice.docker_host,
+        builder=choice.builder,
+    )
     options.drain_timeout = UP_DRAIN
     client = ProtocolClient(url)
     identity = await identify(client, options, token)
@@ -132,14 +151,14 @@ async def _start_runner(
     return runner, asyncio.create_task(runner.run()), client
 
 
-async def up(host: str, port: int, data_dir: Path, example: bool, executor: str, concurrency: int) -> None:
+async def up(host: str, port: int, data_dir: Path, example: bool, choice: RunnerChoice) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     settings = ServerSettings.from_env(data_dir=data_dir)
     server, server_task, url, services = await _start_server(settings, host, port)
     installation = await bootstrap(services, data_dir, local_runtime=True, ui_admin=True)
     cli_config.write(data_dir / cli_config.CONFIG_NAME, url, installation.admin_token)
-    runner, runner_task, client = await _start_runner(services, installation, url, data_dir, executor, concurrency)
+    runner, runner_task, client = await _start_runner(services, installation, url, data_dir, choice)
     _announce(url, data_dir, installation)
     done = threading.Event()
     if example:

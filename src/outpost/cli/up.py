@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from outpost.cli import main
-from outpost.cli.agent import configure_logging, private_folder, run_async
+from outpost.cli.agent import configure_logging, container_options, private_folder, run_async
 from outpost.errors import OutpostError
+from outpost.executors import EXECUTORS
 
 
 @main.command()
@@ -17,16 +18,33 @@ from outpost.errors import OutpostError
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--data-dir", default=".outpost", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--no-example", is_flag=True, help="Do not create and run the example pipeline.")
-@click.option("--executor", default="local", show_default=True, help="Executor of the embedded runner.")
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(sorted(EXECUTORS)),
+    help="Executor of the embedded runner: steps as processes on this host (local) or in containers (docker).",
+)
+@container_options
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64))
-def up(host: str, port: int, data_dir: Path, no_example: bool, executor: str, concurrency: int) -> None:
+def up(
+    host: str,
+    port: int,
+    data_dir: Path,
+    no_example: bool,
+    executor: str,
+    builder: str,
+    docker_host: str | None,
+    concurrency: int,
+) -> None:
     """Control plane and a local runner on SQLite, with the example pipeline running."""
     private_folder(data_dir)
     configure_logging(data_dir / "outpost.log")
     try:
         from outpost.cli import stack
 
-        run_async(stack.up(host, port, data_dir.resolve(), not no_example, executor, concurrency))
+        runner = stack.RunnerChoice(executor, concurrency, docker_host, builder)
+        run_async(stack.up(host, port, data_dir.resolve(), not no_example, runner))
     except OutpostError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)

@@ -17,16 +17,17 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from outpost.engine import cfexport, gitaccess, gitclone
+from outpost.containers.registries import Registries
+from outpost.engine import cfexport, containersteps, gitaccess, gitclone
 from outpost.engine.masking import Masker
 from outpost.engine.plan import expand, plan_of
 from outpost.errors import ExecutorError, PipelineError
-from outpost.executors.base import Executor, Output, StepJob
+from outpost.executors.base import Executor, Output, PushJob, StepJob
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Location, Pipeline, Step
 from outpost.pipelines.variables import (
@@ -37,7 +38,15 @@ from outpost.pipelines.variables import (
     substitute,
 )
 from outpost.pipelines.when import evaluate_when
-from outpost.wire import SYSTEM_STREAM, BuildStarted, FinalBuildStatus, GitAccess, StepStatus, StepUpdate
+from outpost.wire import (
+    SYSTEM_STREAM,
+    BuildStarted,
+    FinalBuildStatus,
+    GitAccess,
+    RegistryAccess,
+    StepStatus,
+    StepUpdate,
+)
 
 VOLUME_ALIAS = "/codefresh/volume"
 # Only these variables of the runner's own environment reach a step: never its tokens.
@@ -80,6 +89,7 @@ class BuildContext:
     revision: str | None = None
     event: dict[str, Any] | None = None  # a webhook build's payload, written to <volume>/event.json
     integrations: dict[str, GitAccess] = field(default_factory=dict)  # git integrations the build may use
+    registries: dict[str, RegistryAccess] = field(default_factory=dict)  # registry integrations the build may use
     runner_secrets: Mapping[str, str] = field(default_factory=dict)  # the runner's own secrets (--secrets-file)
 
 
@@ -136,10 +146,13 @@ class BuildEngine:
         self._root = _Scope()
         self._cancelled = False
         self._noticed = False
-        self._masked: set[str] = set(ctx.secrets.values())
+        self.registries = Registries(ctx.registries, ctx.runner_secrets)  # never raises; lookups do
+        self._masked: set[str] = set(ctx.secrets.values()) | self.registries.passwords()
         self._decisions: dict[str, asyncio.Future[tuple[str, str]]] = {}
         self._steps: dict[str, Step] = {}
         self._main_clone: Path | None = None
+        self._built: dict[str, str] = {}  # a build step's image reference and id -> its image name
+        self._services: dict[str, Any] = {}  # the pipeline's root `services`
 
     # --- control from outside ----------------------------------------------------------------------
 
@@ -179,6 +192,7 @@ class BuildEngine:
             return BuildOutcome("error", f"invalid pipeline:\n{exc}")
         await self.reporter.started(BuildStarted(steps=plan_of(pipeline), runner_time=time.time()))
         self._steps = {s.name: s for s in pipeline.all_steps()}
+        self._services = pipeline.services
         self.states = dict.fromkeys(self._steps, "pending")
         self._prepare()
         async with self.executor:
@@ -209,8 +223,9 @@ class BuildEngine:
                 initiator=self.ctx.initiator,
                 pipeline=self.ctx.pipeline,
                 account=self.ctx.account,
-                volume_path=str(self.ctx.volume),
+                volume_path=self.executor.volume_in_step(),
             ),
+            "CF_VOLUME_NAME": f"outpost-volume-{self.ctx.build_id}",  # `NAME:${{CF_VOLUME_PATH}}` mounts the volume
             **self.ctx.variables,
             **self.ctx.secrets,
         }
@@ -425,9 +440,118 @@ class BuildEngine:
             return await self._run_commands(step, scope, step.commands, step.environment, extra)
         if step.type == "git-clone":
             return await self._git_clone(step, scope)
+        if step.type in self.executor.step_types:
+            return await self._container_step(step, scope)
         return _StepResult(
             "error",
             message=f"step type {step.type!r} is not supported by this runner's executor ({self.executor.name})",
+        )
+
+    # --- container steps (build, push, composition) ------------------------------------------------
+
+    async def _container_step(self, step: Step, scope: _Scope) -> _StepResult:
+        masker = Masker(self._masked)
+
+        async def output(chunk: bytes) -> None:
+            if shown := masker.feed(chunk):
+                await self.reporter.log(step.name, shown)
+
+        values = self._scope_vars()
+        runs = {"build": self._build_step, "push": self._push_step, "composition": self._composition_step}
+        try:
+            return await self._race(step, scope, runs[step.type](step, values, output))
+        except ExecutorError as exc:
+            await output(f"[outpost] {exc}\n".encode())
+            return _StepResult("error", message=str(exc))
+        finally:
+            if rest := masker.flush():
+                await self.reporter.log(step.name, rest)
+
+    async def _race(self, step: Step, scope: _Scope, work: Awaitable[_StepResult]) -> _StepResult:
+        """Runs `work` until it ends, the step times out or its scope is stopped."""
+        task = asyncio.ensure_future(work)
+        stops = [asyncio.create_task(e.wait()) for e in scope.events()]
+        try:
+            done, _ = await asyncio.wait({task, *stops}, timeout=step.timeout, return_when="FIRST_COMPLETED")
+        except asyncio.CancelledError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ExecutorError):
+                await task
+            raise
+        finally:
+            for s in stops:
+                s.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ExecutorError):
+            await task
+        if scope.stopped:
+            return _StepResult("terminated", message=scope.why)
+        return _StepResult("failure", message=f"step timed out after {_duration(step.timeout or 0)}")
+
+    async def _build_step(self, step: Step, values: dict[str, str], output: Output) -> _StepResult:
+        registries = self.registries
+        plan = containersteps.build_plan(step, values, context=self._workdir(step, values), auths=registries.all())
+        await output(f"[outpost] building {', '.join(plan.job.tags)} in {plan.job.context.name or '/'}\n".encode())
+        built = await self.executor.build_image(plan.job, output)
+        await output(f"[outpost] built {built.image_id} ({built.builder})\n".encode())
+        prefix = f"steps.{step.name}."
+        self.members.update(
+            {
+                step.name: built.reference,
+                prefix + "imageId": built.image_id,
+                prefix + "imageName": plan.image_name,
+                prefix + "imageTagName": plan.tags[0],
+            }
+        )
+        self._built[built.reference] = self._built[built.image_id] = plan.image_name
+        if not plan.push:
+            return _StepResult("success", exit_code=0)
+        default = registries.default()
+        if default is None:
+            await output(b"[outpost] no default registry integration: the image stays on the runner\n")
+            return _StepResult("success", exit_code=0)
+        targets = [f"{default.domain}/{plan.image_name}:{tag}" for tag in plan.tags]
+        digest = await self.executor.push_image(PushJob(step.name, built.reference, targets, default), output)
+        self.members[prefix + "imageRepoDigest"] = digest
+        await output(f"[outpost] pushed to {default.name or default.domain}: {digest}\n".encode())
+        return _StepResult("success", exit_code=0)
+
+    async def _push_step(self, step: Step, values: dict[str, str], output: Output) -> _StepResult:
+        registries = self.registries
+        name = substitute(str(step.fields.get("registry") or ""), values).strip()
+        registry = registries.get(name) if name else registries.default()
+        if registry is None:
+            raise ExecutorError("nowhere to push: name a registry integration in `registry`, or make one the default")
+        job, image_name = containersteps.push_job(step, values, registry=registry, built=self._built)
+        digest = await self.executor.push_image(job, output)
+        prefix = f"steps.{step.name}."
+        self.members.update(
+            {
+                prefix + "registry": registry.name or registry.domain,
+                prefix + "imageId": job.image,
+                prefix + "imageName": image_name,
+                prefix + "imageRepoDigest": digest,
+            }
+        )
+        await output(f"[outpost] pushed {', '.join(job.targets)}: {digest}\n".encode())
+        return _StepResult("success", exit_code=0)
+
+    async def _composition_step(self, step: Step, values: dict[str, str], output: Output) -> _StepResult:
+        job = containersteps.composition_job(
+            step, values, workdir=self._workdir(step, values), volume=self.ctx.volume, auths=self.registries.all()
+        )
+        code = await self.executor.compose(job, output)
+        if code == 0:
+            return _StepResult("success", exit_code=0)
+        return _StepResult("failure", exit_code=code, message=f"a composition candidate exited with code {code}")
+
+    def _containerize(self, job: StepJob, step: Step, values: Mapping[str, str]) -> None:
+        if job.image:
+            self.registries.for_image(job.image)  # a registry this runner cannot use says so, not a bare 401
+        containersteps.containerize(
+            job, step, values, volume=self.ctx.volume, auths=self.registries.all(), root_services=self._services
         )
 
     async def _git_clone(self, step: Step, scope: _Scope) -> _StepResult:
@@ -660,7 +784,11 @@ class BuildEngine:
         stream: str | None = None,
     ) -> _StepResult:
         stream = stream or step.name
-        job = self._job(step, commands, environment, extra)
+        try:
+            job = self._job(step, commands, environment, extra)
+        except ExecutorError as exc:  # e.g. a volume leaving the build volume, a registry this runner lacks
+            await self.reporter.log(stream, f"[outpost] {exc}\n".encode())
+            return _StepResult("error", message=str(exc))
         if not self._noticed and (notice := self.executor.notice(job)):
             self._noticed = True
             await self._system(notice + "\n")
@@ -720,12 +848,13 @@ class BuildEngine:
     def _job(self, step: Step, commands: list[str], environment: list[str], extra: dict[str, str]) -> StepJob:
         variables = {**self.variables, **extra, "CF_STEP_NAME": step.name}
         scope_vars = {**self._scope_vars(), **variables}
-        env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
-        env.update(variables)
+        host = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        env = {**host, **variables}
         for entry in environment:
             key, _, value = substitute(entry, scope_vars).partition("=")
             env[key] = value
-        return StepJob(
+            host.pop(key, None)
+        job = StepJob(
             step=step.name,
             script="set -e\n" + "\n".join(substitute(c, scope_vars) for c in commands) + "\n",
             env=env,
@@ -733,7 +862,11 @@ class BuildEngine:
             shell=step.shell,
             image=substitute(step.image, scope_vars) if step.image else None,
             extra_path=[self.ctx.scratch / "bin"],
+            host_env=frozenset(k for k in host if k not in variables),
         )
+        if self.executor.step_types:  # a container executor: what only containers have
+            self._containerize(job, step, scope_vars)
+        return job
 
     def _workdir(self, step: Step, variables: Mapping[str, str]) -> Path:
         raw = substitute(step.working_directory or "", variables).strip()

@@ -10,6 +10,7 @@ from outpost.executors.base import Executor, StepJob
 # name -> "module:Class"; imported on first use so optional dependencies stay optional.
 EXECUTORS: dict[str, str] = {
     "local": "outpost.executors.local:LocalExecutor",
+    "docker": "outpost.executors.docker:DockerExecutor",
 }
 
 

@@ -1,4 +1,5 @@
-"""The executor contract: run one step's commands somewhere and stream their output."""
+"""The executor contract: run one step's commands somewhere and stream their output; executors that run
+containers also build, push and compose images."""
 
 from __future__ import annotations
 
@@ -8,7 +9,47 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from outpost.containers.auth import RegistryAuth
+from outpost.errors import ExecutorError
+
 Output = Callable[[bytes], Awaitable[None]]
+VOLUME_IN_STEP = "/codefresh/volume"  # where a container sees the build volume
+
+
+@dataclass
+class Mount:
+    """A folder of the build volume (on the runner's host) seen by a container at `target`."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass
+class Readiness:
+    """A freestyle step's `services.readiness`: commands retried in `image` until they pass."""
+
+    image: str
+    script: str
+    timeout: float = 10.0  # seconds one attempt may take
+    period: float = 10.0  # seconds between attempts
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    initial_delay: float = 0.0
+
+
+@dataclass
+class ServiceSpec:
+    """A container that runs beside steps (a composition's service, a candidate, a step's service), reachable
+    by `name` from the build's containers."""
+
+    name: str
+    image: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
 
 
 @dataclass
@@ -27,6 +68,57 @@ class StepJob:
     shell: str = "sh"
     image: str | None = None
     extra_path: list[Path] = field(default_factory=list)
+    # What only container executors use:
+    workdir_in_step: str | None = None  # the working directory as the container sees it; None = the image's
+    host_env: frozenset[str] = frozenset()  # names in `env` that come from the runner's own environment
+    cmd: list[str] | None = None  # `cmd` instead of `commands`: the image's entrypoint runs these arguments
+    entrypoint: list[str] | None = None
+    mounts: list[Mount] = field(default_factory=list)  # `volumes:` besides the build volume
+    auths: list[RegistryAuth] = field(default_factory=list)  # for pulling `image`
+    services: list[ServiceSpec] = field(default_factory=list)  # started before the step, removed after it
+    readiness: Readiness | None = None
+
+
+@dataclass
+class ImageBuildJob:
+    """A `build` step: build `dockerfile` (or inline `dockerfile_content`) in `context`, tagged with every `tags`."""
+
+    step: str
+    context: Path
+    tags: list[str]  # local references, e.g. `my-app:main`
+    dockerfile: str = "Dockerfile"  # relative to `context`
+    dockerfile_content: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    auths: list[RegistryAuth] = field(default_factory=list)  # for FROM images in private registries
+
+
+@dataclass
+class BuiltImage:
+    image_id: str  # sha256:...
+    reference: str  # the first tag
+    builder: str  # docker | buildah
+
+
+@dataclass
+class PushJob:
+    step: str
+    image: str  # a local reference or image id (a build step's result)
+    targets: list[str]  # full references: registry domain / name : tag
+    auth: RegistryAuth | None = None
+
+
+@dataclass
+class CompositionJob:
+    """A `composition` step: `services` start first (in order), then `candidates` run; the step passes when every
+    candidate exits 0."""
+
+    step: str
+    services: list[ServiceSpec]
+    candidates: list[ServiceSpec]
+    auths: list[RegistryAuth] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the composition had that is ignored
 
 
 class Executor:
@@ -43,10 +135,20 @@ class Executor:
     """
 
     name: ClassVar[str] = "base"
+    # Step types this executor runs besides freestyle (git-clone and approvals run in the engine itself).
+    step_types: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, volume: Path, scratch: Path) -> None:
+    def __init__(
+        self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
+    ) -> None:
         self.volume = volume  # the build volume, shared by every step
         self.scratch = scratch  # the runner's private folder for this build
+        self.build_id = build_id
+        self.options = dict(options or {})  # the runner's settings for this executor (e.g. docker_host)
+
+    def volume_in_step(self) -> str:
+        """The path at which steps see the build volume (CF_VOLUME_PATH)."""
+        return str(self.volume)
 
     async def __aenter__(self) -> Self:
         return self
@@ -71,3 +173,14 @@ class Executor:
 
     async def run(self, job: StepJob, output: Output) -> int:
         raise NotImplementedError
+
+    async def build_image(self, job: ImageBuildJob, output: Output) -> BuiltImage:
+        raise ExecutorError(f"build steps are not supported by this runner's executor ({self.name})")
+
+    async def push_image(self, job: PushJob, output: Output) -> str:
+        """Pushes to every target; returns the repository digest (sha256:...)."""
+        raise ExecutorError(f"push steps are not supported by this runner's executor ({self.name})")
+
+    async def compose(self, job: CompositionJob, output: Output) -> int:
+        """Runs a composition; returns 0 when every candidate exited 0, else the first failing exit code."""
+        raise ExecutorError(f"composition steps are not supported by this runner's executor ({self.name})")

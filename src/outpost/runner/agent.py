@@ -90,6 +90,7 @@ class RunnerOptions:
     drain_timeout: float = 600.0  # seconds running builds get after SIGTERM
     poll_wait: float = 30.0
     runner_secrets: dict[str, str] = field(default_factory=dict)  # from --secrets-file: never sent anywhere
+    executor_options: dict[str, str] = field(default_factory=dict)  # e.g. docker_host, builder
 
 
 async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -> RunnerIdentity:
@@ -232,6 +233,7 @@ class Runner:
                 heartbeat_interval=self.identity.heartbeat_interval,
                 max_chunk=self.identity.max_log_chunk,
                 runner_secrets=self.options.runner_secrets,
+                executor_options=self.options.executor_options,
                 runner=f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
                 f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}",
             )

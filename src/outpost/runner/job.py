@@ -34,6 +34,7 @@ class BuildJob:
         max_chunk: int,
         runner: str = "",
         runner_secrets: Mapping[str, str] | None = None,
+        executor_options: Mapping[str, str] | None = None,
     ) -> None:
         self.task = task
         self.client = client
@@ -59,9 +60,11 @@ class BuildJob:
             revision=task.revision,
             event=task.event,
             integrations=dict(task.integrations),
+            registries=dict(task.registries),
             runner_secrets=dict(runner_secrets or {}),
         )
-        self.engine = BuildEngine(ctx, executor_class(executor)(ctx.volume, ctx.scratch), self.outbox)
+        runs = executor_class(executor)(ctx.volume, ctx.scratch, build_id=task.build_id, options=executor_options)
+        self.engine = BuildEngine(ctx, runs, self.outbox)
         self.cancelling = False
 
     @property

@@ -123,6 +123,7 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> Task |
             revision=build.sha,
             event=build.event,
             integrations=await integrations.git_access_for_build(session, svc.secrets, build),
+            registries=await integrations.registry_access_for_build(session, svc.secrets, build),
             source=builds.pipeline_source(build),
         )
 

@@ -3,7 +3,9 @@
 A password or token is sealed by the server's SecretBox and never leaves the control plane through the API.
 With `runner_secret` the credential lives only on the runners, under that name, and the control plane has none.
 The control plane never connects to an integration marked `behind_firewall`: `test_connection` refuses, and
-everything that needs one (clones, YAML from the repository, git queries) happens on a runner.
+everything that needs one (clones, YAML from the repository, git queries, pulls and pushes) happens on a runner.
+A build's task carries the git and registry integrations it may use (`git_access_for_build`,
+`registry_access_for_build`), opened for its runner.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outpost.containers.registries import References, normalize_domain, references
 from outpost.engine.gitremote import GitRemoteError, Remote, ls_remote
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError
 from outpost.pipelines.parsing import load_pipeline
@@ -28,7 +31,7 @@ from outpost.server.secrets import SecretBox
 from outpost.server.security import new_id, now
 from outpost.server.store.accounts import Principal
 from outpost.server.store.runtimes import check_name
-from outpost.wire import GitAccess
+from outpost.wire import GitAccess, RegistryAccess
 
 KINDS = ("git", "registry", "cluster")
 PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -302,6 +305,52 @@ async def git_access_for_build(session: AsyncSession, box: SecretBox, build: Bui
         if row.name in names or (wants_default and row.is_default):
             found[row.name] = git_access(row, box)
     return found
+
+
+def registry_access(integration: Integration, box: SecretBox) -> RegistryAccess:
+    """What a runner needs to log in to a registry integration: the password opened, or only its runner secret's
+    name."""
+    assert integration.kind == "registry"
+    assert integration.domain is not None
+    return RegistryAccess(
+        name=integration.name,
+        domain=integration.domain,
+        username=integration.username,
+        password=box.open(integration.secret) if integration.secret else None,
+        runner_secret=integration.runner_secret,
+        insecure=integration.insecure,
+        is_default=integration.is_default,
+        behind_firewall=integration.behind_firewall,
+    )
+
+
+async def registry_access_for_build(session: AsyncSession, box: SecretBox, build: Build) -> dict[str, RegistryAccess]:
+    """The registry integrations a build may use, by name: the default one, those its YAML names (`registry`,
+    `registry_context`, `registry_contexts`) and those whose domain an image of its YAML lives in, after
+    substituting the build's variables and secrets (see `containers.registries.references`).
+
+    YAML from the repository is not known yet when the build is handed out: such a build gets every registry
+    integration of its account (the runner needs them to pull and push; they are the account's own). Only names
+    and domains are compared here; nothing is contacted."""
+    query = select(Integration).where(Integration.account_id == build.account_id, Integration.kind == "registry")
+    rows = list(await session.scalars(query))
+    if build.yaml_repo is None and rows:
+        wanted = _registry_references(box, build)
+        rows = [
+            row
+            for row in rows
+            if row.is_default or row.name in wanted.names or normalize_domain(row.domain or "") in wanted.domains
+        ]
+    return {row.name: registry_access(row, box) for row in rows}
+
+
+def _registry_references(box: SecretBox, build: Build) -> References:
+    try:
+        pipeline = load_pipeline(build.yaml, build.yaml_file)
+    except PipelineError:
+        return References()  # the runner reports the problems
+    variables = {str(k): str(v) for k, v in build.variables.items()}
+    return references(pipeline, {**variables, **box.open_all(build.secrets)})
 
 
 async def _make_default(session: AsyncSession, row: Integration) -> None:

@@ -1,0 +1,2 @@
+# greet NAME: the whole application.
+greet() { echo "Hello, ${1:-world}!"; }

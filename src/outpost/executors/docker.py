@@ -1,0 +1,446 @@
+"""The Docker executor: every step runs in a container of a Docker engine next to the runner.
+
+Each build gets its own bridge network (steps, services and composition containers find each other by name on it)
+and labels every container it makes with its id; leaving the build removes them all and the network, whatever
+happened. The build volume is mounted at /codefresh/volume in every step. Images are pulled with the credentials of
+the registry integration whose domain they name. `build` steps use the engine's classic builder, or buildah when the
+runner is started with `--builder buildah` (then the image is also handed to the engine for the steps that run it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+
+import httpx
+
+from outpost.containers import images
+from outpost.containers.auth import RegistryAuth
+from outpost.containers.buildah import Buildah
+from outpost.containers.dockerapi import ContainerSpec, Docker, DockerError
+from outpost.errors import ExecutorError
+from outpost.executors.base import (
+    VOLUME_IN_STEP,
+    BuiltImage,
+    CompositionJob,
+    Executor,
+    ImageBuildJob,
+    Output,
+    PushJob,
+    Readiness,
+    ServiceSpec,
+    StepJob,
+)
+
+LABEL = "io.outpost.build"  # every container and network of a build carries its id
+TOOLS_IN_STEP = "/codefresh/outpost/bin"  # cf_export, mounted read-only
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
+DRAIN_AFTER_EXIT = 5.0  # seconds to collect output still in flight after a container exited
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+class DockerExecutor(Executor):
+    name: ClassVar[str] = "docker"
+    step_types: ClassVar[frozenset[str]] = frozenset({"build", "push", "composition"})
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.host = self.options.get("docker_host") or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        self.builder = self.options.get("builder") or "docker"
+        if self.builder not in ("docker", "buildah"):
+            raise ExecutorError(f"unknown builder {self.builder!r} (known: docker, buildah)")
+        self._docker: Docker | None = None
+        self._network: str | None = None
+        self._pulled: set[str] = set()
+        self._pulling = asyncio.Lock()
+        self._by_buildah: set[str] = set()  # references and ids buildah built (pushed from its own storage)
+        self._serial = 0
+
+    def volume_in_step(self) -> str:
+        return VOLUME_IN_STEP
+
+    @property
+    def docker(self) -> Docker:
+        if self._docker is None:
+            raise ExecutorError("the Docker executor is used outside `async with`")
+        return self._docker
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL: self.build_id}
+
+    # --- the build's lifetime ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._docker = Docker(self.host)
+        try:
+            await self._docker.version()
+            self._network = f"outpost-{_slug(self.build_id)[:24]}-{secrets.token_hex(3)}"
+            await self._docker.create_network(self._network, self.labels)
+        except BaseException:
+            await self._docker.aclose()
+            self._docker = None
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        docker, self._docker = self._docker, None
+        if docker is None:
+            return
+        try:
+            # Shielded: a cancelled build must still not leave containers or its network behind.
+            await asyncio.shield(_remove_build(docker, self.build_id, self._network))
+        finally:
+            await docker.aclose()
+
+    @classmethod
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str) -> None:
+        """Removes the containers and network a crashed runner left for this build (DOCKER_HOST or the default
+        socket: the runner's own settings are not known here)."""
+        host = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        if not host.startswith("unix://"):
+            return
+        transport = httpx.HTTPTransport(uds=host[len("unix://") :])
+        with httpx.Client(transport=transport, base_url="http://docker/v1.41", timeout=30) as client:
+            found = json.dumps({"label": [f"{LABEL}={build_id}"]})
+            for container in client.get("/containers/json", params={"all": "1", "filters": found}).json():
+                client.delete(f"/containers/{container['Id']}", params={"force": "1", "v": "1"})
+            for network in client.get("/networks", params={"filters": found}).json():
+                client.delete(f"/networks/{network['Id']}")
+
+    # --- freestyle steps -----------------------------------------------------------------------------
+
+    async def run(self, job: StepJob, output: Output) -> int:
+        if not job.image:
+            raise ExecutorError("a freestyle step needs an `image` on the Docker executor")
+        await self._ensure(job.image, job.auths, output)
+        started: list[str] = []
+        try:
+            for service in job.services:
+                started.append(await self._start_service(service, job.auths, output, prefix=True))
+            if job.readiness is not None:
+                await self._ready(job.readiness, job.auths, output)
+            env = {k: v for k, v in job.env.items() if k not in job.host_env}
+            spec = ContainerSpec(
+                image=job.image,
+                name=self._name(job.step),
+                env=env,
+                workdir=job.workdir_in_step,
+                binds=self._binds(job),
+                network=self._network,
+                labels=self.labels,
+            )
+            if job.cmd is not None or (job.entrypoint is not None and not job.script.strip()):
+                spec.cmd, spec.entrypoint = job.cmd, job.entrypoint  # the image's own program, as `cmd` says
+            else:  # `commands` replace the image's entrypoint
+                shell = "/bin/sh" if job.shell == "sh" else job.shell
+                spec.entrypoint = [shell, "-c"]
+                spec.cmd = [f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script]
+            return await self._run_container(spec, output)
+        finally:
+            await asyncio.shield(self._remove_all(started))
+
+    def _binds(self, job: StepJob) -> list[str]:
+        binds = [f"{self.volume}:{VOLUME_IN_STEP}"]
+        tools = self.scratch / "bin"
+        if tools.is_dir():
+            binds.append(f"{tools}:{TOOLS_IN_STEP}:ro")
+        binds += [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in job.mounts]
+        return binds
+
+    async def _run_container(self, spec: ContainerSpec, output: Output) -> int:
+        """Creates, starts and waits for one container, streaming its output; it is removed in every case."""
+        container = await self.docker.create_container(spec)
+        try:
+            await self.docker.start(container)
+            # After start: the engine's log replays from the first byte, so nothing written meanwhile is lost.
+            pump = asyncio.create_task(_pump(self.docker, container, output))
+            try:
+                code = await self.docker.wait(container)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
+                return code
+            except asyncio.CancelledError:
+                await asyncio.shield(self.docker.stop(container, STOP_GRACE))
+                raise
+            finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DockerError):
+                    await pump
+        finally:
+            await asyncio.shield(self.docker.remove(container))
+
+    # --- services and readiness ----------------------------------------------------------------------
+
+    async def _start_service(
+        self, service: ServiceSpec, auths: list[RegistryAuth], output: Output, *, prefix: bool
+    ) -> str:
+        await self._ensure(service.image, auths, output)
+        spec = ContainerSpec(
+            image=service.image,
+            name=self._name(service.name),
+            cmd=service.command,
+            entrypoint=service.entrypoint,
+            env=service.environment,
+            workdir=service.working_dir,
+            binds=[f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in service.mounts],
+            network=self._network,
+            aliases=[service.name],
+            labels=self.labels,
+        )
+        container = await self.docker.create_container(spec)
+        await self.docker.start(container)
+        await output(f"[outpost] service {service.name} started ({service.image})\n".encode())
+        if prefix:
+            _detach(_pump(self.docker, container, _prefixed(service.name, output)))
+        return container
+
+    async def _ready(self, readiness: Readiness, auths: list[RegistryAuth], output: Output) -> None:
+        await self._ensure(readiness.image, auths, output)
+        if readiness.initial_delay:
+            await asyncio.sleep(readiness.initial_delay)
+        passes = fails = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            spec = ContainerSpec(
+                image=readiness.image,
+                name=self._name("readiness"),
+                entrypoint=["/bin/sh", "-c"],
+                cmd=[readiness.script],
+                network=self._network,
+                labels=self.labels,
+                binds=[f"{self.volume}:{VOLUME_IN_STEP}"],
+            )
+            quiet = _Tail()
+            try:
+                code = await asyncio.wait_for(self._run_container(spec, quiet), readiness.timeout)
+            except TimeoutError:
+                code = -1
+            if code == 0:
+                passes, fails = passes + 1, 0
+                if passes >= readiness.success_threshold:
+                    await output(f"[outpost] services ready (readiness check passed, attempt {attempt})\n".encode())
+                    return
+            else:
+                passes, fails = 0, fails + 1
+                why = "timed out" if code == -1 else f"exited with {code}"
+                await output(f"[outpost] readiness check {why} (attempt {attempt}){quiet.last()}\n".encode())
+                if fails >= readiness.failure_threshold:
+                    raise ExecutorError(f"the services did not become ready: readiness failed {fails} times")
+            await asyncio.sleep(readiness.period)
+
+    async def _remove_all(self, containers: list[str]) -> None:
+        for container in reversed(containers):
+            with contextlib.suppress(DockerError):
+                await self.docker.remove(container)
+
+    # --- build, push, composition --------------------------------------------------------------------
+
+    async def build_image(self, job: ImageBuildJob, output: Output) -> BuiltImage:
+        if self.builder == "buildah":
+            return await self._build_with_buildah(job, output)
+        image_id = await self.docker.build(
+            job.context,
+            dockerfile=job.dockerfile,
+            dockerfile_content=job.dockerfile_content,
+            tags=job.tags,
+            build_args=job.build_args,
+            target=job.target,
+            no_cache=job.no_cache,
+            labels=self.labels,
+            auths=job.auths,
+            output=output,
+        )
+        return BuiltImage(image_id=image_id, reference=job.tags[0], builder="docker")
+
+    async def _build_with_buildah(self, job: ImageBuildJob, output: Output) -> BuiltImage:
+        buildah = self._buildah()
+        image_id = await buildah.build(
+            job.context,
+            dockerfile=job.dockerfile,
+            dockerfile_content=job.dockerfile_content,
+            tags=job.tags,
+            build_args=job.build_args,
+            target=job.target,
+            no_cache=job.no_cache,
+            labels=self.labels,
+            auths=job.auths,
+            output=output,
+        )
+        self._by_buildah.update([*job.tags, image_id])
+        # Later steps run the image (`image: ${{build_step}}`): the engine gets a copy.
+        archive = self.scratch / "buildah-image.tar"
+        try:
+            for tag in job.tags:
+                archive.unlink(missing_ok=True)  # buildah does not overwrite an archive
+                await buildah.to_archive(tag, archive, output=_quiet)
+                await self.docker.load(archive)
+        finally:
+            archive.unlink(missing_ok=True)
+        return BuiltImage(image_id=image_id, reference=job.tags[0], builder="buildah")
+
+    def _buildah(self) -> Buildah:
+        root = Path(self.options.get("buildah_root") or self.scratch / "buildah")
+        return Buildah(root)
+
+    async def push_image(self, job: PushJob, output: Output) -> str:
+        digest = ""
+        for target in job.targets:
+            await output(f"[outpost] pushing {target}\n".encode())
+            if job.image in self._by_buildah:
+                digest = await self._buildah().push(job.image, target, auth=job.auth, output=output)
+                continue
+            repository, tag = _split_tag(target)
+            await self.docker.tag(job.image, repository, tag)
+            digest = await self.docker.push(repository, tag, auth=job.auth, progress=_lines(output))
+        return digest
+
+    async def compose(self, job: CompositionJob, output: Output) -> int:
+        started: list[str] = []
+        try:
+            for service in job.services:
+                started.append(await self._start_service(service, job.auths, output, prefix=True))
+            runs = [self._candidate(candidate, job.auths, output) for candidate in job.candidates]
+            codes = await asyncio.gather(*runs)
+            for candidate, code in zip(job.candidates, codes, strict=True):
+                await output(f"[outpost] candidate {candidate.name} exited with code {code}\n".encode())
+            return next((code for code in codes if code != 0), 0)
+        finally:
+            await asyncio.shield(self._remove_all(started))
+
+    async def _candidate(self, candidate: ServiceSpec, auths: list[RegistryAuth], output: Output) -> int:
+        await self._ensure(candidate.image, auths, output)
+        spec = ContainerSpec(
+            image=candidate.image,
+            name=self._name(candidate.name),
+            cmd=candidate.command,
+            entrypoint=candidate.entrypoint,
+            env=candidate.environment,
+            workdir=candidate.working_dir,
+            binds=[f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in candidate.mounts],
+            network=self._network,
+            aliases=[candidate.name],
+            labels=self.labels,
+        )
+        return await self._run_container(spec, _prefixed(candidate.name, output))
+
+    # --- images ----------------------------------------------------------------------------------------
+
+    async def _ensure(self, image: str, auths: list[RegistryAuth], output: Output) -> None:
+        """Pulls `image` unless the engine has it; with the credentials of the registry it names."""
+        if image in self._pulled:
+            return
+        async with self._pulling:
+            if image in self._pulled or await self.docker.inspect_image(image) is not None:
+                self._pulled.add(image)
+                return
+            try:
+                auth = images.auth_for(image, {a.name or a.domain: a for a in auths})
+            except ValueError as exc:
+                raise ExecutorError(str(exc)) from None
+            await output(f"[outpost] pulling {image}{f' (registry {auth.name})' if auth else ''}\n".encode())
+            await self.docker.pull(image, auth=auth, progress=_lines(output))
+            self._pulled.add(image)
+
+    def _name(self, what: str) -> str:
+        self._serial += 1
+        return f"outpost-{_slug(self.build_id)[:12]}-{_slug(what)[:40]}-{self._serial}"
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+async def _remove_build(docker: Docker, build_id: str, network: str | None) -> None:
+    for container in await docker.containers(f"{LABEL}={build_id}"):
+        with contextlib.suppress(DockerError):
+            await docker.remove(str(container["Id"]))
+    if network is not None:
+        with contextlib.suppress(DockerError):
+            await docker.remove_network(network)
+
+
+async def _pump(docker: Docker, container: str, output: Output) -> None:
+    async for chunk in docker.output(container):
+        await output(chunk)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _detach(work: Awaitable[None]) -> None:
+    """Streams a service's output until its container goes; the task ends with the container."""
+
+    async def quietly() -> None:
+        with contextlib.suppress(DockerError, httpx.HTTPError):
+            await work
+
+    task = asyncio.ensure_future(quietly())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _prefixed(name: str, output: Output) -> Output:
+    """Prefixes each line with `[name] `, holding a partial line until it is complete."""
+    held = bytearray()
+    label = f"[{name}] ".encode()
+
+    async def write(chunk: bytes) -> None:
+        held.extend(chunk)
+        if b"\n" not in held:
+            if len(held) > 65_536:  # no newline in sight: let it through
+                await output(label + bytes(held))
+                held.clear()
+            return
+        cut = held.rindex(b"\n") + 1
+        lines = bytes(held[:cut]).splitlines(keepends=True)
+        del held[:cut]
+        await output(b"".join(label + line for line in lines))
+
+    return write
+
+
+async def _quiet(chunk: bytes) -> None:
+    """Output nobody needs to read (a copy between two image stores)."""
+
+
+def _lines(output: Output) -> Callable[[str], Awaitable[None]]:
+    async def progress(line: str) -> None:
+        await output(f"{line}\n".encode())
+
+    return progress
+
+
+class _Tail:
+    """Keeps the last line of a readiness check's output for the message when it fails."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.data = (self.data + chunk)[-2048:]
+
+    def last(self) -> str:
+        lines = self.data.decode(errors="replace").strip().splitlines()
+        return f": {lines[-1]}" if lines else ""
+
+
+def _split_tag(reference: str) -> tuple[str, str]:
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:
+        return reference, "latest"
+    return name, tag
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-.") or "x"

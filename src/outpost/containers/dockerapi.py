@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import math
@@ -18,9 +19,11 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Self
@@ -280,19 +283,42 @@ class Docker:
     async def start(self, container_id: str) -> None:
         await self._request("POST", f"/containers/{_quote(container_id)}/start", f"start {container_id}", ok=(304,))
 
-    async def output(self, container_id: str) -> AsyncIterator[bytes]:
-        """A started container's stdout and stderr, merged in the order they were written, from its first byte
+    async def output(self, container_id: str) -> AsyncGenerator[bytes, None]:
+        """A started container's stdout and stderr, merged in the order the engine read them, from its first byte
         until its streams close. Call it after `start` (before, it ends at once). Breaking out of the loop early:
-        wrap it in `contextlib.aclosing` so the stream closes right away. Containers made here never have a TTY,
-        so the engine frames its answer (8-byte headers) and we take the frames apart."""
+        wrap it in `contextlib.aclosing` so the stream closes right away."""
         # /logs replays from the first line and then follows, so nothing printed before this call is lost.
-        path, params = f"/containers/{_quote(container_id)}/logs", {"follow": "1", "stdout": "1", "stderr": "1"}
-        async with self._stream("GET", path, f"output of {container_id}", params=params) as response:
+        cursor = _Cursor()
+        async with aclosing(self._log_frames(container_id, follow=True)) as frames:
+            async for second, payload in frames:
+                cursor.add(second)
+                yield payload
+        # The engine (20.10) may end a followed log without its last lines when the container exits right after
+        # writing them. Its log is complete by then: read the last seconds again and send what was missed.
+        since, skip = cursor.resume()
+        async with aclosing(self._log_frames(container_id, follow=False, since=since)) as frames:
+            async for _, payload in frames:
+                if skip:
+                    skip -= 1
+                else:
+                    yield payload
+
+    async def _log_frames(
+        self, container_id: str, *, follow: bool, since: int | None = None
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
+        """(second written, payload) of each log entry. Containers made here have no TTY, so the engine frames
+        its answer (8-byte headers) and we take the frames apart."""
+        params = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0"}
+        if since is not None:
+            params["since"] = str(since)
+        path, what = f"/containers/{_quote(container_id)}/logs", f"output of {container_id}"
+        async with self._stream("GET", path, what, params=params) as response:
             buffer = bytearray()
             async for chunk in response.aiter_bytes():
                 buffer += chunk
-                for payload in _frames(buffer):
-                    yield payload
+                for frame in _frames(buffer):
+                    stamp, _, payload = frame.partition(b" ")
+                    yield _epoch_second(stamp.decode(errors="replace"), what), payload
 
     async def wait(self, container_id: str) -> int:
         """Waits until a started container has stopped; returns its exit code."""
@@ -422,6 +448,41 @@ def _frames(buffer: bytearray) -> Iterator[bytes]:
         payload = bytes(buffer[8:end])
         del buffer[:end]
         yield payload
+
+
+class _Cursor:
+    """How far a followed log got: its newest second, and the seconds of the entries it saw in the window before.
+    Reading again from a second before the newest finds what the follower missed, after the `resume()[1]` entries
+    it did see (the stdout and stderr copiers may stamp entries out of order, but not by a whole second)."""
+
+    WINDOW = 1
+
+    def __init__(self) -> None:
+        self.newest: int | None = None
+        self.recent: deque[int] = deque()
+
+    def add(self, second: int) -> None:
+        self.newest = second if self.newest is None else max(self.newest, second)
+        self.recent.append(second)
+        while self.recent[0] < self.newest - self.WINDOW:
+            self.recent.popleft()
+
+    def resume(self) -> tuple[int | None, int]:
+        """(since, entries to skip) for reading again; (None, 0): from the start."""
+        if self.newest is None:
+            return None, 0
+        since = self.newest - self.WINDOW
+        return since, sum(1 for second in self.recent if second >= since)
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch_second(stamp: str, what: str) -> int:
+    """The whole second of a log timestamp ("2024-05-01T12:00:00.123456789Z")."""
+    try:
+        zone = stamp[19:].lstrip(".0123456789")
+        return int(datetime.fromisoformat(stamp[:19] + ("+00:00" if zone in ("Z", "") else zone)).timestamp())
+    except ValueError:
+        raise DockerError(f"{what}: the engine sent a log entry without a timestamp: {stamp[:40]!r}") from None
 
 
 async def _follow(

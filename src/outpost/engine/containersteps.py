@@ -178,12 +178,21 @@ def _substituted(value: Any, values: Mapping[str, str]) -> Any:
 # --- build and push ---------------------------------------------------------------------------------------
 
 
+# Build fields validated but not used by Outpost's builders (BuildKit/buildx features, caches, signing, ECR).
+UNUSED_BUILD_FIELDS = (
+    "squash", "cache_from", "cache_to", "buildkit", "buildx", "platform", "progress", "ssh", "secrets",
+    "metadata", "annotations", "cosign", "no_cf_cache", "provider", "accessKeyId", "secretAccessKey", "region",
+    "role_arn", "aws_session_name", "aws_duration_seconds",
+)  # fmt: skip
+
+
 @dataclass
 class BuildPlan:
     job: ImageBuildJob
     image_name: str
     tags: list[str]
-    push: bool  # to the default registry, unless disable_push
+    push: bool  # to the default registry (or the step's `registry`), unless disable_push
+    ignored: list[str]  # fields present that the builders do not use
 
 
 def build_plan(step: Step, values: Mapping[str, str], *, context: Path, auths: list[RegistryAuth]) -> BuildPlan:
@@ -233,7 +242,8 @@ def build_plan(step: Step, values: Mapping[str, str], *, context: Path, auths: l
         no_cache=str(fields.get("no_cache", False)).lower() == "true",
         auths=auths,
     )
-    return BuildPlan(job=job, image_name=image_name, tags=tags, push=not disabled)
+    ignored = [name for name in UNUSED_BUILD_FIELDS if name in fields]
+    return BuildPlan(job=job, image_name=image_name, tags=tags, push=not disabled, ignored=ignored)
 
 
 def push_job(

@@ -493,6 +493,8 @@ class BuildEngine:
     async def _build_step(self, step: Step, values: dict[str, str], output: Output) -> _StepResult:
         registries = self.registries
         plan = containersteps.build_plan(step, values, context=self._workdir(step, values), auths=registries.all())
+        if plan.ignored:
+            await output(f"[outpost] not used by this runner's builder: {', '.join(plan.ignored)}\n".encode())
         await output(f"[outpost] building {', '.join(plan.job.tags)} in {plan.job.context.name or '/'}\n".encode())
         built = await self.executor.build_image(plan.job, output)
         await output(f"[outpost] built {built.image_id} ({built.builder})\n".encode())
@@ -508,7 +510,8 @@ class BuildEngine:
         self._built[built.reference] = self._built[built.image_id] = plan.image_name
         if not plan.push:
             return _StepResult("success", exit_code=0)
-        default = registries.default()
+        named = substitute(str(step.fields.get("registry") or ""), values).strip()
+        default = registries.get(named) if named else registries.default()
         if default is None:
             await output(b"[outpost] no default registry integration: the image stays on the runner\n")
             return _StepResult("success", exit_code=0)
@@ -548,10 +551,14 @@ class BuildEngine:
         return _StepResult("failure", exit_code=code, message=f"a composition candidate exited with code {code}")
 
     def _containerize(self, job: StepJob, step: Step, values: Mapping[str, str]) -> None:
-        if job.image:
+        auths = self.registries.all()
+        if context := substitute(str(step.fields.get("registry_context") or ""), values).strip():
+            chosen = self.registries.get(context)  # the step's choice among integrations of the same domain
+            auths = [chosen, *(a for a in auths if a is not chosen)]
+        elif job.image:
             self.registries.for_image(job.image)  # a registry this runner cannot use says so, not a bare 401
         containersteps.containerize(
-            job, step, values, volume=self.ctx.volume, auths=self.registries.all(), root_services=self._services
+            job, step, values, volume=self.ctx.volume, auths=auths, root_services=self._services
         )
 
     async def _git_clone(self, step: Step, scope: _Scope) -> _StepResult:

@@ -19,6 +19,7 @@ from outpost.containers.dockerapi import (
     Docker,
     DockerError,
     NotFound,
+    _Cursor,
     _frames,
     _split_reference,
 )
@@ -105,6 +106,28 @@ async def test_output_printed_before_it_is_read_is_not_lost(docker: Docker, busy
         assert b"".join([chunk async for chunk in docker.output(container_id)]) == b"late reader\n"
     finally:
         await docker.remove(container_id)
+
+
+async def test_the_last_words_of_a_container_are_never_lost(docker: Docker, busybox_image: str, mark: str) -> None:
+    # The engine's followed log used to drop a last line written right before the exit, about one time in thirty.
+    for i in range(30):
+        code, output = await run(docker, spec(busybox_image, mark, "sh", "-c", f"printf 'first\\nlast {i}'"))
+        assert (code, output) == (0, f"first\nlast {i}".encode())
+
+
+async def test_output_over_several_seconds_comes_once(docker: Docker, busybox_image: str, mark: str) -> None:
+    script = "echo a; sleep 1.1; echo b; sleep 1.1; echo c; for i in $(seq 1 300); do echo d$i; done; printf end"
+    code, output = await run(docker, spec(busybox_image, mark, "sh", "-c", script))
+    assert code == 0
+    assert output.decode().split() == ["a", "b", "c", *(f"d{i}" for i in range(1, 301)), "end"]
+
+
+def test_a_log_cursor_resumes_a_second_before_its_newest_entry() -> None:
+    cursor = _Cursor()
+    assert cursor.resume() == (None, 0)
+    for second in (100, 101, 103, 103, 102, 104, 104):  # stdout and stderr may be stamped out of order
+        cursor.add(second)
+    assert cursor.resume() == (103, 4)
 
 
 async def test_wait_returns_the_exit_code(docker: Docker, busybox_image: str, mark: str) -> None:

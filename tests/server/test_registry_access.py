@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from outpost.containers.registries import References, domain_of, references
+from outpost.containers.images import domain_of
+from outpost.containers.registries import References, references
 from outpost.pipelines.parsing import load_pipeline
 from outpost.server.models import Integration
 from outpost.wire import RegistryAccess

@@ -161,9 +161,19 @@ def registry_host(domain: str) -> str:
     return host.split("/", 1)[0].lower()
 
 
-def _canonical_host(domain: str | None) -> str:
+def canonical_host(domain: str | None) -> str:
+    """A registry's HOST[:PORT] as compared: lower case, Docker Hub's other names (and no domain) as `docker.io`."""
     host = DOCKER_HUB if domain is None else registry_host(domain)
     return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+
+
+def domain_of(reference: str) -> str:
+    """The registry an image reference lives in, as Docker reads it — the part before the first `/` when it looks
+    like a host (has `.` or `:`, or is `localhost`), else Docker Hub — even for a reference `parse` would refuse."""
+    first, slash, _ = reference.strip().partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        return DOCKER_HUB
+    return canonical_host(first)
 
 
 def auth_for(ref: ImageRef | str, auths: Mapping[str, RegistryAuth]) -> RegistryAuth | None:
@@ -172,8 +182,8 @@ def auth_for(ref: ImageRef | str, auths: Mapping[str, RegistryAuth]) -> Registry
     Hosts match exactly, port included (`registry:5000` is not `registry`); Docker Hub images (no domain, or any of
     its names) match an integration written with any of Docker Hub's names."""
     image = ImageRef.parse(ref) if isinstance(ref, str) else ref
-    wanted = _canonical_host(image.domain)
-    return next((auth for auth in auths.values() if _canonical_host(auth.domain) == wanted), None)
+    wanted = canonical_host(image.domain)
+    return next((auth for auth in auths.values() if canonical_host(auth.domain) == wanted), None)
 
 
 def push_targets(image_name: str, tags: Sequence[str], registry: RegistryAuth) -> list[str]:
@@ -187,7 +197,7 @@ def push_targets(image_name: str, tags: Sequence[str], registry: RegistryAuth) -
     host = registry_host(registry.domain)
     if not host:
         raise ValueError(f"registry {registry.name or registry.domain!r} has no domain")
-    if image.domain is not None and _canonical_host(image.domain) == _canonical_host(host):
+    if image.domain is not None and canonical_host(image.domain) == canonical_host(host):
         path = image.path
     else:
         path = image.repository

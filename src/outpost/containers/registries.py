@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from outpost.containers.auth import RegistryAuth
+from outpost.containers.images import canonical_host, domain_of
 from outpost.errors import ExecutorError
 from outpost.pipelines.spec import Pipeline
 from outpost.pipelines.variables import substitute
 from outpost.wire import RegistryAccess
 
-DOCKER_HUB = "docker.io"
-_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _NAME_KEYS = frozenset({"registry", "registry_context"})  # a registry integration's name
 _NAMES_KEYS = frozenset({"registry_contexts"})  # a list of them
 _IMAGE_KEYS = frozenset({"image", "candidate"})  # an image reference (or a list of them, in a `matrix`)
@@ -28,21 +27,6 @@ _IMAGE_KEYS = frozenset({"image", "candidate"})  # an image reference (or a list
 class RegistryError(ExecutorError):
     """A step cannot use a registry integration: the message says why (never with a secret in it). An
     ExecutorError, so the engine ends the step that asked with that message, as for any step it cannot run."""
-
-
-def domain_of(reference: str) -> str:
-    """The registry an image reference lives in, as Docker reads it: the part before the first `/` when it
-    looks like a host (has `.` or `:`, or is `localhost`), else Docker Hub. Lower-cased; Hub aliases folded."""
-    first, slash, _ = reference.strip().partition("/")
-    if not slash or not ("." in first or ":" in first or first == "localhost"):
-        return DOCKER_HUB
-    return normalize_domain(first)
-
-
-def normalize_domain(domain: str) -> str:
-    """HOST[:PORT] as compared: lower case, with Docker Hub's other names folded into `docker.io`."""
-    domain = domain.strip().lower()
-    return DOCKER_HUB if domain in _HUB_ALIASES else domain
 
 
 @dataclass(frozen=True)
@@ -114,7 +98,7 @@ class Registries:
         secrets = runner_secrets or {}
         self.auths: dict[str, RegistryAuth] = {}
         self.problems: dict[str, str] = {}
-        self.domains = {name: normalize_domain(access.domain) for name, access in registries.items()}
+        self.domains = {name: canonical_host(access.domain) for name, access in registries.items()}
         self.default_name = next((name for name, access in registries.items() if access.is_default), None)
         for name, access in registries.items():
             password = access.password
@@ -152,7 +136,7 @@ class Registries:
         """The credentials to pull from or push to `domain` (HOST[:PORT]); None when no integration covers it
         (an anonymous pull). Among several: the default one, else the first by name that this runner can use.
         RegistryError only when every integration that covers it is unusable."""
-        wanted = normalize_domain(domain)
+        wanted = canonical_host(domain)
         covering = sorted(
             (n for n, d in self.domains.items() if d == wanted), key=lambda n: (n != self.default_name, n)
         )

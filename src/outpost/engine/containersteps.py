@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from outpost.containers import compose
+from outpost.containers import compose, images
 from outpost.containers.auth import RegistryAuth
 from outpost.errors import ExecutorError, PipelineError
 from outpost.executors.base import (
@@ -255,13 +255,15 @@ def push_job(
     if not candidate:
         raise ExecutorError("a push step needs a `candidate`")
     name = substitute(str(fields.get("image_name") or ""), values).strip() or built.get(candidate) or candidate
-    name = name.split("@", 1)[0]
-    if ":" in name.rsplit("/", 1)[-1]:
-        name = name.rsplit(":", 1)[0]
-    if name.startswith(registry.domain + "/"):
-        name = name[len(registry.domain) + 1 :]
     tags = [substitute(str(t), values).strip() for t in fields.get("tags") or []]
     if not tags:
         tags = [substitute(str(fields.get("tag") or "latest"), values).strip() or "latest"]
-    targets = [f"{registry.domain}/{name}:{tag}" for tag in tags]
+    try:
+        image = images.ImageRef.parse(name)
+        if image.domain is not None and images.canonical_host(image.domain) == images.canonical_host(registry.domain):
+            image = image.with_domain(None)  # already named after this registry
+        name = image.repository
+        targets = images.push_targets(name, tags, registry)
+    except ValueError as exc:
+        raise ExecutorError(f"cannot push {candidate!r}: {exc}") from None
     return PushJob(step=step.name, image=candidate, targets=targets, auth=registry), name

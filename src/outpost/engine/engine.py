@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from outpost.containers import images
 from outpost.containers.registries import Registries
 from outpost.engine import cfexport, containersteps, gitaccess, gitclone
 from outpost.engine.masking import Masker
@@ -515,7 +516,10 @@ class BuildEngine:
         if default is None:
             await output(b"[outpost] no default registry integration: the image stays on the runner\n")
             return _StepResult("success", exit_code=0)
-        targets = [f"{default.domain}/{plan.image_name}:{tag}" for tag in plan.tags]
+        try:
+            targets = images.push_targets(plan.image_name, plan.tags, default)
+        except ValueError as exc:
+            raise ExecutorError(f"cannot push {plan.image_name!r}: {exc}") from None
         digest = await self.executor.push_image(PushJob(step.name, built.reference, targets, default), output)
         self.members[prefix + "imageRepoDigest"] = digest
         await output(f"[outpost] pushed to {default.name or default.domain}: {digest}\n".encode())

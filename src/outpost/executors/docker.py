@@ -301,7 +301,8 @@ class DockerExecutor(Executor):
             if job.image in self._by_buildah:
                 digest = await self._buildah().push(job.image, target, auth=job.auth, output=output)
                 continue
-            repository, tag = _split_tag(target)
+            reference = images.ImageRef.parse(target)
+            repository, tag = reference.repository, reference.tag or "latest"
             await self.docker.tag(job.image, repository, tag)
             digest = await self.docker.push(repository, tag, auth=job.auth, progress=_lines(output))
         return digest
@@ -433,13 +434,6 @@ class _Tail:
     def last(self) -> str:
         lines = self.data.decode(errors="replace").strip().splitlines()
         return f": {lines[-1]}" if lines else ""
-
-
-def _split_tag(reference: str) -> tuple[str, str]:
-    name, _, tag = reference.rpartition(":")
-    if not name or "/" in tag:
-        return reference, "latest"
-    return name, tag
 
 
 def _slug(text: str) -> str:

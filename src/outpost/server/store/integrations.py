@@ -21,7 +21,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.containers.registries import References, normalize_domain, references
+from outpost.containers.images import canonical_host
+from outpost.containers.registries import References, references
 from outpost.engine.gitremote import GitRemoteError, Remote, ls_remote
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError
 from outpost.pipelines.parsing import load_pipeline
@@ -339,7 +340,7 @@ async def registry_access_for_build(session: AsyncSession, box: SecretBox, build
         rows = [
             row
             for row in rows
-            if row.is_default or row.name in wanted.names or normalize_domain(row.domain or "") in wanted.domains
+            if row.is_default or row.name in wanted.names or canonical_host(row.domain or "") in wanted.domains
         ]
     return {row.name: registry_access(row, box) for row in rows}
 

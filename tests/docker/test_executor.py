@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome
+from outpost.errors import ExecutorError
 from outpost.executors import executor_class
 from outpost.executors.docker import LABEL, DockerExecutor
 from outpost.wire import RegistryAccess
@@ -491,3 +492,27 @@ steps:
     assert "(buildah)" in rec.text("build_it")
     assert "daemonless" in rec.text("run_it")
     assert registry.digest(name, "v1") is not None
+
+
+def test_after_a_crash_the_containers_and_network_of_the_build_are_removed(
+    tmp_path: Path, dockerd: Dockerd, busybox_image: str
+) -> None:
+    build_id = f"crashed{uuid.uuid4().hex[:8]}"
+    network = f"outpost-{build_id}"
+    dockerd.api("POST", "/networks/create", json={"Name": network, "Labels": {LABEL: build_id}})
+    others = f"{LABEL}=someone-else"
+    other = dockerd.cli("run", "-d", "--network", "host", "--label", others, busybox_image, "sleep", "300")
+    dockerd.cli("run", "-d", "--network", network, "--label", f"{LABEL}={build_id}", busybox_image, "sleep", "300")
+    try:
+        assert len(dockerd.containers(f"{LABEL}={build_id}")) == 1
+        DockerExecutor.after_crash(tmp_path, tmp_path, build_id, {"docker_host": dockerd.host})
+        assert dockerd.containers(f"{LABEL}={build_id}") == []
+        assert dockerd.networks(f"{LABEL}={build_id}") == []
+        assert len(dockerd.containers(f"{LABEL}=someone-else")) == 1  # another build's container is left alone
+    finally:
+        dockerd.api("DELETE", f"/containers/{other.strip()}", params={"force": "1"})
+
+
+def test_after_a_crash_an_unreachable_engine_is_an_executor_error(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError, match="cannot remove the containers of build b1"):
+        DockerExecutor.after_crash(tmp_path, tmp_path, "b1", {"docker_host": f"unix://{tmp_path}/missing.sock"})

@@ -162,7 +162,7 @@ class Executor:
         return None
 
     @classmethod
-    def after_crash(cls, volume: Path, scratch: Path, build_id: str) -> None:
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
         """Called by a restarted runner for each build a crashed runner process left behind:
         remove whatever of it may still run (processes, containers)."""
         return None

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
@@ -104,19 +104,24 @@ class DockerExecutor(Executor):
             await docker.aclose()
 
     @classmethod
-    def after_crash(cls, volume: Path, scratch: Path, build_id: str) -> None:
-        """Removes the containers and network a crashed runner left for this build (DOCKER_HOST or the default
-        socket: the runner's own settings are not known here)."""
-        host = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
+        """Removes the containers and network a crashed runner left for this build."""
+        host = (options or {}).get("docker_host") or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
         if not host.startswith("unix://"):
             return
-        transport = httpx.HTTPTransport(uds=host[len("unix://") :])
-        with httpx.Client(transport=transport, base_url="http://docker/v1.41", timeout=30) as client:
-            found = json.dumps({"label": [f"{LABEL}={build_id}"]})
-            for container in client.get("/containers/json", params={"all": "1", "filters": found}).json():
-                client.delete(f"/containers/{container['Id']}", params={"force": "1", "v": "1"})
-            for network in client.get("/networks", params={"filters": found}).json():
-                client.delete(f"/networks/{network['Id']}")
+        socket = host[len("unix://") :]
+        if not Path(socket).exists():  # (httpx would leave the socket of a failed connect open)
+            raise ExecutorError(f"cannot remove the containers of build {build_id} at {host}: no such socket")
+        transport = httpx.HTTPTransport(uds=socket)
+        found = json.dumps({"label": [f"{LABEL}={build_id}"]})
+        try:
+            with httpx.Client(transport=transport, base_url="http://docker/v1.41", timeout=30) as client:
+                for container in client.get("/containers/json", params={"all": "1", "filters": found}).json():
+                    client.delete(f"/containers/{container['Id']}", params={"force": "1", "v": "1"})
+                for network in client.get("/networks", params={"filters": found}).json():
+                    client.delete(f"/networks/{network['Id']}")
+        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExecutorError(f"cannot remove the containers of build {build_id} at {host}: {exc}") from exc
 
     # --- freestyle steps -----------------------------------------------------------------------------
 

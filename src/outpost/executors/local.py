@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, cast
 
@@ -27,7 +28,7 @@ class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
 
     @classmethod
-    def after_crash(cls, volume: Path, scratch: Path, build_id: str) -> None:
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
         kill_leftovers(scratch, build_id)
 
     def notice(self, job: StepJob) -> str | None:

@@ -294,7 +294,7 @@ class Runner:
             return
         with contextlib.suppress(OutpostError, OSError):
             executor_class(self.options.executor).after_crash(
-                folder.parent / "volume", folder.parent / "scratch", box.task.build_id
+                folder.parent / "volume", folder.parent / "scratch", box.task.build_id, self.options.executor_options
             )
         if not box.has_finish:
             box.finish(BuildFinished(status="error", message="the runner restarted while running this build"))

@@ -203,22 +203,11 @@ class Docker:
 
     async def load(self, archive: Path) -> None:
         """Loads a `docker save` tar archive (images made by another tool, e.g. buildah) into the engine."""
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with archive.open("rb") as file:
-                while block := file.read(1 << 20):
-                    yield block
-
         what = f"load {archive.name}"
-        headers = {"Content-Type": "application/x-tar"}
-        async with self._stream("POST", "/images/load", what, content=chunks(), headers=headers) as response:
-            async for line in response.aiter_lines():
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(message, dict) and message.get("error"):
-                    raise DockerError(f"{what}: {message['error']}")
+        with archive.open("rb") as file:
+            headers = {"Content-Type": "application/x-tar"}
+            async with self._stream("POST", "/images/load", what, content=_chunks(file), headers=headers) as response:
+                await _follow(response, what)
 
     async def build(
         self,

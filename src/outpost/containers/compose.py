@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import yaml
 
+from outpost.containers.interpolation import VARIABLE_NAME, Interpolator
 from outpost.errors import PipelineError, Problem
 from outpost.pipelines.fields import describe
 
@@ -27,10 +28,8 @@ Variables: TypeAlias = Sequence[str] | Mapping[str, str]
 
 VOLUME_PATH = "/codefresh/volume"  # where steps see the build volume
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a variable name, as compose and the shell accept it
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _FIELDS = ("image", "command", "entrypoint", "environment", "ports", "volumes", "depends_on", "working_dir")
-_OPERATORS = (":-", ":?", ":+", "-", "?", "+")  # longest first: `:-` is not `:` then `-`
 _MAX_VALUES = 100_000  # YAML aliases can make a small file expand to billions of values
 _BUILD_REFUSED = (
     "`build` is not supported: services in a composition must use an image: build it in a build step first and "
@@ -231,7 +230,7 @@ class _Reader:
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.variables = self._split(variables)
-        self.interpolator = _Interpolator(self.variables)
+        self.interpolator = Interpolator(self.variables)
         self.budget = _MAX_VALUES
 
     def problem(self, message: str) -> None:
@@ -258,7 +257,7 @@ class _Reader:
         split: dict[str, str] = {}
         for entry in variables:
             name, sep, value = str(entry).partition("=")
-            if sep and _NAME.fullmatch(name):
+            if sep and VARIABLE_NAME.fullmatch(name):
                 split[name] = value
             else:
                 self.problem(f"composition_variables: {describe(entry)} is not KEY=VALUE")
@@ -393,92 +392,6 @@ def _argv(value: Any) -> list[str] | None:
         except ValueError as exc:
             raise ValueError(f"cannot split {describe(value)} into arguments: {exc}") from None
     return [_scalar(item) for item in _list(value)]
-
-
-class _Interpolator:
-    """Compose's `$` expressions in a string: `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `:?`/`?`
-    (required), `:+`/`+` (alternative), `$$` (a literal `$`). With `:` an empty value counts as unset. Defaults may
-    hold expressions themselves. Unset names give empty strings and are remembered in `unset` for a warning."""
-
-    def __init__(self, variables: Mapping[str, str]) -> None:
-        self.variables = variables
-        self.unset: dict[str, None] = {}  # in first-use order
-
-    def __call__(self, text: str) -> str:
-        out: list[str] = []
-        start = 0
-        while (dollar := text.find("$", start)) != -1:
-            out.append(text[start:dollar])
-            start = self._expand(text, dollar, out)
-        out.append(text[start:])
-        return "".join(out)
-
-    def _expand(self, text: str, dollar: int, out: list[str]) -> int:
-        """Append the value of the expression at `text[dollar]` to `out`; return where the text goes on."""
-        if text.startswith("$$", dollar):
-            out.append("$")
-            return dollar + 2
-        if text.startswith("${{", dollar):  # a Codefresh reference the engine left unresolved: not ours
-            end = text.find("}}", dollar)
-            if end == -1:
-                raise ValueError(f"unterminated `${{{{` in {describe(text)}")
-            out.append(text[dollar : end + 2])
-            return end + 2
-        if text.startswith("${", dollar):
-            end = _closing_brace(text, dollar + 2)
-            out.append(self._braced(text[dollar + 2 : end], text))
-            return end + 1
-        if name := _NAME.match(text, dollar + 1):
-            out.append(self._value(name.group()) or "")
-            return name.end()
-        raise ValueError(f"`$` must be followed by a variable name in {describe(text)}: write `$$` for a literal `$`")
-
-    def _braced(self, inner: str, text: str) -> str:
-        name = _NAME.match(inner)
-        if name is None:
-            raise ValueError(f"invalid interpolation `${{{inner}}}` in {describe(text)}")
-        rest = inner[name.end() :]
-        if not rest:
-            return self._value(name.group()) or ""
-        operator = next((op for op in _OPERATORS if rest.startswith(op)), None)
-        if operator is None:
-            raise ValueError(f"invalid interpolation `${{{inner}}}` in {describe(text)}")
-        argument = rest[len(operator) :]
-        value = self.variables.get(name.group())
-        present = bool(value) if operator.startswith(":") else value is not None
-        if operator.endswith("-"):
-            return value if present and value is not None else self(argument)
-        if operator.endswith("+"):
-            return self(argument) if present else ""
-        if not present or value is None:  # `?`: required
-            raise ValueError(f"`{name.group()}` is required" + (f": {argument}" if argument else ""))
-        return value
-
-    def _value(self, name: str) -> str | None:
-        value = self.variables.get(name)
-        if value is None:
-            self.unset[name] = None
-        return value
-
-
-def _closing_brace(text: str, start: int) -> int:
-    """The index of the `}` that closes a `${` whose body starts at `start`, past nested `${...}`."""
-    depth = 1
-    index = start
-    while index < len(text):
-        if text.startswith("${{", index) and (end := text.find("}}", index)) != -1:  # kept as written, see above
-            index = end + 2
-            continue
-        if text.startswith("${", index):
-            depth += 1
-            index += 2
-            continue
-        if text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return index
-        index += 1
-    raise ValueError(f"unterminated `${{` in {describe(text)}")
 
 
 class Mount(NamedTuple):

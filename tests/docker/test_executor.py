@@ -4,6 +4,8 @@ images, build, push, compositions, services, cancel, and nothing left behind."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -516,3 +518,20 @@ def test_after_a_crash_the_containers_and_network_of_the_build_are_removed(
 def test_after_a_crash_an_unreachable_engine_is_an_executor_error(tmp_path: Path) -> None:
     with pytest.raises(ExecutorError, match="cannot remove the containers of build b1"):
         DockerExecutor.after_crash(tmp_path, tmp_path, "b1", {"docker_host": f"unix://{tmp_path}/missing.sock"})
+
+
+def test_a_runner_without_a_reachable_engine_says_so_before_taking_builds(tmp_path: Path) -> None:
+    missing = f"unix://{tmp_path}/docker.sock"
+    command = [sys.executable, "-m", "outpost", "runner", "start", "--url", "http://127.0.0.1:9", "--token", "opi_x"]
+    command += ["--executor", "docker", "--docker-host", missing, "--data-dir", str(tmp_path / "runner")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"cannot reach the Docker engine at {missing}" in done.stderr
+    assert "is dockerd running?" in done.stderr
+
+
+async def test_preflight_names_the_engine_and_the_builder(dockerd: Dockerd) -> None:
+    said = await DockerExecutor.preflight({"docker_host": dockerd.host, "builder": "docker"})
+    assert said is not None
+    version = dockerd.api("GET", "/version").json()["Version"]
+    assert said == f"Docker engine {version} at {dockerd.host}; images built by docker"

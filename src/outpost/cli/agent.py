@@ -15,7 +15,7 @@ import click
 
 from outpost.cli import main
 from outpost.errors import OutpostError
-from outpost.executors import EXECUTORS
+from outpost.executors import EXECUTORS, executor_class
 from outpost.runner.agent import Runner, RunnerOptions, identify
 from outpost.runner.client import ProtocolClient
 from outpost.runner.secrets import ENV_VARIABLE as SECRETS_ENV
@@ -81,6 +81,13 @@ def runner_options(
     return options
 
 
+async def preflight(options: RunnerOptions) -> None:
+    """The executor's own check before any build is taken: a missing Docker engine is said at once."""
+    said = await executor_class(options.executor).preflight(options.executor_options)
+    if said:
+        logging.getLogger("outpost.runner").info("executor %s: %s", options.executor, said)
+
+
 def container_options(command: Callable[..., None]) -> Callable[..., None]:
     """--docker-host and --builder, for the Docker executor."""
     command = click.option(
@@ -100,6 +107,7 @@ def container_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 async def _run(options: RunnerOptions, token: str) -> None:
+    await preflight(options)
     async with ProtocolClient(options.url) as client:
         identity = await identify(client, options, token)
         logging.getLogger("outpost.runner").info(

@@ -21,7 +21,7 @@ import click
 import uvicorn
 
 from outpost.cli import config as cli_config
-from outpost.cli.agent import runner_options
+from outpost.cli.agent import preflight, runner_options
 from outpost.cli.api import Api, ApiError
 from outpost.cli.following import describe, follow
 from outpost.errors import OutpostError
@@ -145,6 +145,7 @@ async def _start_runner(
         builder=choice.builder,
     )
     options.drain_timeout = UP_DRAIN
+    await preflight(options)
     client = ProtocolClient(url)
     identity = await identify(client, options, token)
     runner = Runner(client, identity, options)

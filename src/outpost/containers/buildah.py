@@ -49,6 +49,10 @@ class Buildah:
         self.binary = binary or shutil.which("buildah") or _first_executable("/usr/bin/buildah", "/usr/sbin/buildah")
         self._env = dict(os.environ if env is None else env)
 
+    @staticmethod
+    def installed() -> bool:
+        return bool(shutil.which("buildah") or _first_executable("/usr/bin/buildah", "/usr/sbin/buildah"))
+
     # --- commands -----------------------------------------------------------------------------------------------
 
     async def build(

@@ -146,6 +146,11 @@ class Executor:
         self.build_id = build_id
         self.options = dict(options or {})  # the runner's settings for this executor (e.g. docker_host)
 
+    @classmethod
+    async def preflight(cls, options: Mapping[str, str]) -> str | None:
+        """Checked once when a runner starts: a line for its log, or an ExecutorError saying what is missing."""
+        return None
+
     def volume_in_step(self) -> str:
         """The path at which steps see the build volume (CF_VOLUME_PATH)."""
         return str(self.volume)

@@ -51,8 +51,10 @@ class DockerExecutor(Executor):
     name: ClassVar[str] = "docker"
     step_types: ClassVar[frozenset[str]] = frozenset({"build", "push", "composition"})
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(volume, scratch, build_id=build_id, options=options)
         self.host = self.options.get("docker_host") or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
         self.builder = self.options.get("builder") or "docker"
         if self.builder not in ("docker", "buildah"):
@@ -63,6 +65,16 @@ class DockerExecutor(Executor):
         self._pulling = asyncio.Lock()
         self._by_buildah: set[str] = set()  # references and ids buildah built (pushed from its own storage)
         self._serial = 0
+
+    @classmethod
+    async def preflight(cls, options: Mapping[str, str]) -> str | None:
+        host = options.get("docker_host") or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        async with Docker(host) as docker:
+            version = await docker.version()
+        builder = options.get("builder") or "docker"
+        if builder == "buildah" and not Buildah.installed():
+            raise ExecutorError("--builder buildah: buildah is not installed on this runner (apt-get install buildah)")
+        return f"Docker engine {version} at {host}; images built by {builder}"
 
     def volume_in_step(self) -> str:
         return VOLUME_IN_STEP

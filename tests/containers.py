@@ -22,7 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +48,28 @@ def _binary(name: str) -> str | None:
     return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
     )
+
+
+def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A server in its own process group, its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, what: str, *, on_timeout: Callable[[], None]
+) -> None:
+    """Waits for a server to answer; its log's tail in the error if it exits or stays silent."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        if time.monotonic() > deadline:
+            on_timeout()
+            raise TimeoutError(f"{what} did not answer within {START_TIMEOUT:g}s")
+        time.sleep(0.05)
 
 
 # --- the Docker engine ------------------------------------------------------------------------------------------
@@ -110,7 +132,6 @@ class Dockerd:
         assert binary is not None
         for sub in ("root", "exec"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        log = (self.folder / "dockerd.log").open("wb")
         command = [
             binary,
             "--data-root", str(self.folder / "root"),
@@ -120,26 +141,15 @@ class Dockerd:
             "--iptables=false", "--ip-masq=false", "--bridge=none",
             "--storage-driver=overlay2",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                text = (self.folder / "dockerd.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"dockerd exited with {self.process.returncode}:\n{text}")
+        self.process = _spawn(command, self.folder / "dockerd.log")
+
+        def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError, OSError):
-                if self.socket.exists() and self.api("GET", "/_ping").status_code == 200:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"dockerd did not answer on {self.socket} within {START_TIMEOUT:g}s")
-            time.sleep(0.1)
+                return self.socket.exists() and self.api("GET", "/_ping").status_code == 200
+            return False
+
+        _wait_until(ready, self.process, self.folder / "dockerd.log", "dockerd", on_timeout=self.stop)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -254,27 +264,15 @@ class Registry:
             f"storage: {{filesystem: {{rootdirectory: {self.folder / 'data'}}}, delete: {{enabled: true}}}}\n"
             f"http: {{addr: '{self.domain}'}}\n" + auth
         )
-        log = (self.folder / "registry.log").open("wb")
-        self.process = subprocess.Popen(
-            [binary, "serve", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                text = (self.folder / "registry.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"docker-registry exited with {self.process.returncode}:\n{text}")
+        self.process = _spawn([binary, "serve", str(config)], self.folder / "registry.log")
+
+        def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"docker-registry did not answer on {self.domain} within {START_TIMEOUT:g}s")
-            time.sleep(0.05)
+                return httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401)
+            return False
+
+        _wait_until(ready, self.process, self.folder / "registry.log", "docker-registry", on_timeout=self.stop)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -203,19 +203,7 @@ class DockerExecutor(Executor):
         self, service: ServiceSpec, auths: list[RegistryAuth], output: Output, *, prefix: bool
     ) -> str:
         await self._ensure(service.image, auths, output)
-        spec = ContainerSpec(
-            image=service.image,
-            name=self._name(service.name),
-            cmd=service.command,
-            entrypoint=service.entrypoint,
-            env=service.environment,
-            workdir=service.working_dir,
-            binds=[f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in service.mounts],
-            network=self._network,
-            aliases=[service.name],
-            labels=self.labels,
-        )
-        container = await self.docker.create_container(spec)
+        container = await self.docker.create_container(self._spec(service))
         await self.docker.start(container)
         await output(f"[outpost] service {service.name} started ({service.image})\n".encode())
         if prefix:
@@ -339,19 +327,22 @@ class DockerExecutor(Executor):
 
     async def _candidate(self, candidate: ServiceSpec, auths: list[RegistryAuth], output: Output) -> int:
         await self._ensure(candidate.image, auths, output)
-        spec = ContainerSpec(
-            image=candidate.image,
-            name=self._name(candidate.name),
-            cmd=candidate.command,
-            entrypoint=candidate.entrypoint,
-            env=candidate.environment,
-            workdir=candidate.working_dir,
-            binds=[f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in candidate.mounts],
+        return await self._run_container(self._spec(candidate), _prefixed(candidate.name, output))
+
+    def _spec(self, service: ServiceSpec) -> ContainerSpec:
+        """A service or candidate on the build's network, reachable by its name."""
+        return ContainerSpec(
+            image=service.image,
+            name=self._name(service.name),
+            cmd=service.command,
+            entrypoint=service.entrypoint,
+            env=service.environment,
+            workdir=service.working_dir,
+            binds=[f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in service.mounts],
             network=self._network,
-            aliases=[candidate.name],
+            aliases=[service.name],
             labels=self.labels,
         )
-        return await self._run_container(spec, _prefixed(candidate.name, output))
 
     # --- images ----------------------------------------------------------------------------------------
 

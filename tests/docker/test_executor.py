@@ -535,3 +535,29 @@ async def test_preflight_names_the_engine_and_the_builder(dockerd: Dockerd) -> N
     assert said is not None
     version = dockerd.api("GET", "/version").json()["Version"]
     assert said == f"Docker engine {version} at {dockerd.host}; images built by docker"
+
+
+async def test_parallel_steps_run_in_containers_at_the_same_time_on_one_volume(
+    tmp_path: Path, dockerd: Dockerd, busybox_image: str
+) -> None:
+    # Each child waits for the other's mark: they pass only if both containers run at once.
+    yaml = f"""
+version: '1.0'
+steps:
+  both:
+    type: parallel
+    steps:
+      left:
+        image: {busybox_image}
+        commands:
+          - touch /codefresh/volume/left
+          - for i in $(seq 1 100); do [ -e /codefresh/volume/right ] && exit 0; sleep 0.1; done; exit 1
+      right:
+        image: {busybox_image}
+        commands:
+          - touch /codefresh/volume/right
+          - for i in $(seq 1 100); do [ -e /codefresh/volume/left ] && exit 0; sleep 0.1; done; exit 1
+"""
+    outcome, rec, _ = await run(tmp_path, dockerd, yaml)
+    assert outcome.status == "success", rec.logs
+    assert rec.final("left").status == rec.final("right").status == "success"

@@ -197,7 +197,8 @@ class GitHttpServer:
         self.requested_port = port
         self.requests: list[HttpRequest] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
+        self.running: set[subprocess.Popen[bytes]] = set()  # CGI processes answering right now
         self._thread: threading.Thread | None = None
 
     @property
@@ -218,13 +219,16 @@ class GitHttpServer:
 
     def start(self) -> GitHttpServer:
         handler = type("BoundHandler", (_CgiHandler,), {"git_server": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.requested_port), handler)
+        self._server = _Server(("127.0.0.1", self.requested_port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for process in self.running:
+                _kill_group(process)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -281,10 +285,8 @@ class _CgiHandler(BaseHTTPRequestHandler):
             env["REMOTE_USER"] = user
         if encoding := self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = encoding
-        done = subprocess.run(
-            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=CGI_TIMEOUT, check=False
-        )
-        status, headers, payload = _parse_cgi(done.stdout)
+        stdout = _cgi(server, body, env)
+        status, headers, payload = _parse_cgi(stdout)
         self._answer(status, headers, payload)
         server._record(HttpRequest(self.command, self.path, status, user))
 
@@ -321,6 +323,46 @@ class _CgiHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    # Closing the server must not wait for a request still being answered: a stuck answer would hang the
+    # fixture's teardown for ever (after pytest-timeout has already fired for the test).
+    block_on_close = False
+    daemon_threads = True
+
+
+def _cgi(server: GitHttpServer, body: bytes, env: Mapping[str, str]) -> bytes:
+    """Runs `git http-backend` in a process group of its own, so a timeout or the server's stop ends it together
+    with the upload-pack and pack-objects it started (subprocess.run's timeout would wait for them)."""
+    process = subprocess.Popen(
+        ["git", "http-backend"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with server._lock:
+        server.running.add(process)
+    try:
+        stdout, _ = process.communicate(body, timeout=CGI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
+            process.communicate(timeout=5)  # closes the pipes
+        stdout = b""
+    finally:
+        with server._lock:
+            server.running.discard(process)
+    return stdout
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def _parse_cgi(output: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -168,7 +168,7 @@ class Dockerd:
         mounts = Path("/proc/mounts").read_text().splitlines()
         ours = sorted((m.split()[1] for m in mounts if m.split()[1].startswith(str(self.folder))), reverse=True)
         for mount in ours:
-            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True, timeout=30)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -253,7 +253,7 @@ class Registry:
             assert htpasswd is not None
             assert self.password is not None
             line = subprocess.run(
-                [htpasswd, "-Bbn", self.username, self.password], capture_output=True, check=True
+                [htpasswd, "-Bbn", self.username, self.password], capture_output=True, check=True, timeout=30
             ).stdout
             (self.folder / "htpasswd").write_bytes(line)
             auth = f"auth: {{htpasswd: {{realm: outpost-tests, path: {self.folder / 'htpasswd'}}}}}\n"

@@ -75,7 +75,9 @@ class Buildah:
         with self._session(auths) as session:
             context, file = _dockerfile(context, dockerfile, dockerfile_content, session)
             iidfile = session / "iid"
-            args = ["build", "--isolation", "chroot", "--network", "host", "--layers", "--force-rm"]
+            args = ["build", "--isolation", "chroot", "--network", "host", "--force-rm"]
+            if not no_cache:  # a layer per instruction: slower once, reused by the builds that follow
+                args.append("--layers")
             args += ["--authfile", str(session / "auth.json"), "--iidfile", str(iidfile), "-f", str(file)]
             for key, value in build_args.items():
                 args += ["--build-arg", f"{key}={value}"]

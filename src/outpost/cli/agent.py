@@ -20,6 +20,7 @@ from outpost.runner.agent import Runner, RunnerOptions, identify
 from outpost.runner.client import ProtocolClient
 from outpost.runner.secrets import ENV_VARIABLE as SECRETS_ENV
 from outpost.runner.secrets import load_runner_secrets
+from outpost.runner.volumes import POLICIES
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
@@ -72,8 +73,10 @@ def runner_options(
     concurrency: int,
     docker_host: str | None = None,
     builder: str = "docker",
+    volume_reuse: str = "pipeline",
 ) -> RunnerOptions:
     options = RunnerOptions(url=url, data_dir=data_dir, name=name, executor=executor, concurrency=concurrency)
+    options.volume_reuse = volume_reuse
     if executor == "docker":
         options.executor_options = {"builder": builder, "buildah_root": str(data_dir / "buildah")}
         if docker_host:
@@ -141,6 +144,13 @@ def runner_group() -> None:
 @click.option("--executor", default="local", show_default=True, type=click.Choice(sorted(EXECUTORS)))
 @container_options
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--volume-reuse",
+    default="pipeline",
+    show_default=True,
+    type=click.Choice(POLICIES),
+    help="Keep a pipeline's build volume for its next build (as /codefresh/volume is cached), or start empty.",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders.")
 @click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
 @click.option(
@@ -157,6 +167,7 @@ def runner_start(
     builder: str,
     docker_host: str | None,
     concurrency: int,
+    volume_reuse: str,
     data_dir: Path | None,
     drain_timeout: float,
     secrets_file: Path | None,
@@ -171,6 +182,7 @@ def runner_start(
         concurrency=concurrency,
         docker_host=docker_host,
         builder=builder,
+        volume_reuse=volume_reuse,
     )
     options.drain_timeout = drain_timeout
     if secrets_file is not None:

@@ -40,7 +40,7 @@ from outpost.errors import PipelineError
 from outpost.executors.base import Executor
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
-from outpost.pipelines.variables import build_system_variables, normalize_branch_tag
+from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, normalize_branch_tag
 from outpost.wire import SYSTEM_STREAM, BuildStarted, FinalBuildStatus, GitAccess, RegistryAccess, StepUpdate
 
 __all__ = ["PASSED_THROUGH", "VOLUME_ALIAS", "BuildContext", "BuildEngine", "BuildOutcome", "Reporter"]
@@ -127,6 +127,8 @@ class BuildEngine:
 
     def _prepare(self) -> None:
         self.ctx.volume.mkdir(parents=True, exist_ok=True)
+        for leftover in (EXPORT_FILE, cfexport.MASK_FILE, "event.json"):  # a kept volume: the last build's
+            (self.ctx.volume / leftover).unlink(missing_ok=True)
         if self.ctx.event is not None:
             (self.ctx.volume / "event.json").write_text(json.dumps(self.ctx.event, indent=2) + "\n")
         cfexport.install(self.ctx.scratch / "bin")

@@ -91,6 +91,7 @@ class RunnerOptions:
     poll_wait: float = 30.0
     runner_secrets: dict[str, str] = field(default_factory=dict)  # from --secrets-file: never sent anywhere
     executor_options: dict[str, str] = field(default_factory=dict)  # e.g. docker_host, builder
+    volume_reuse: str = "pipeline"  # keep a pipeline's volume between its builds (`none`: a fresh one each time)
 
 
 async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -> RunnerIdentity:
@@ -234,6 +235,7 @@ class Runner:
                 max_chunk=self.identity.max_log_chunk,
                 runner_secrets=self.options.runner_secrets,
                 executor_options=self.options.executor_options,
+                volumes=self.options.data_dir / "volumes" if self.options.volume_reuse == "pipeline" else None,
                 runner=f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
                 f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}",
             )

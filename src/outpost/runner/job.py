@@ -14,6 +14,7 @@ from outpost.engine import BuildContext, BuildEngine, BuildOutcome
 from outpost.errors import LeaseLost, ProtocolError
 from outpost.executors import executor_class
 from outpost.runner import pipelinefile
+from outpost.runner import volumes as volumes_
 from outpost.runner.client import ProtocolClient, Unreachable
 from outpost.runner.outbox import Outbox
 from outpost.wire import ApprovalDecision, BuildFinished, RunBuildTask
@@ -35,12 +36,18 @@ class BuildJob:
         runner: str = "",
         runner_secrets: Mapping[str, str] | None = None,
         executor_options: Mapping[str, str] | None = None,
+        volumes: Path | None = None,
     ) -> None:
         self.task = task
         self.client = client
         self.folder = folder
         self.heartbeat_interval = min(heartbeat_interval, task.lease_ttl / 3)
         self.outbox = Outbox.create(folder / "outbox", task, client, max_chunk)
+        # `volumes`: where pipelines' cached volumes live (--volume-reuse pipeline); None: each build its own.
+        own = folder / "volume"
+        self.volume = (
+            volumes_.claim(volumes, task.account, task.pipeline, own) if volumes else volumes_.Volume(own, False)
+        )
         ctx = BuildContext(
             build_id=task.build_id,
             account=task.account,
@@ -49,7 +56,7 @@ class BuildJob:
             yaml_file=task.yaml_file,
             variables=dict(task.variables),
             secrets=dict(task.secrets),
-            volume=folder / "volume",
+            volume=self.volume.path,
             scratch=folder / "scratch",
             build_url=task.build_url,
             created_at=task.created_at,
@@ -99,6 +106,7 @@ class BuildJob:
             for task in (body, beats, pump):
                 with contextlib.suppress(asyncio.CancelledError, ProtocolError):
                     await task
+            self.volume.release()
             shutil.rmtree(self.folder, ignore_errors=True)
 
     async def _run_engine(self) -> None:

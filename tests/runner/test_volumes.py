@@ -1,0 +1,83 @@
+"""Build volumes kept between builds of a pipeline (--volume-reuse pipeline), and fresh ones (none)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from outpost.runner import volumes
+from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
+from outpost.runner.client import ProtocolClient
+from tests.stack import BASE, Stack
+
+LEAVE_AND_LOOK = """version: '1.0'
+steps:
+  look:
+    image: alpine
+    commands:
+      - 'if [ -e left-by-last ]; then echo "found: $(cat left-by-last)"; else echo "empty volume"; fi'
+      - "echo 'exported before? ${{FROM_LAST}}'"
+      - echo "${{CF_BUILD_ID}}" > left-by-last
+      - cf_export FROM_LAST=yes
+"""
+
+
+async def run_twice(stack: Stack, tmp_path: Path, reuse: str) -> tuple[bytes, bytes]:
+    await stack.pipeline("cache", LEAVE_AND_LOOK)
+    identity = RunnerIdentity.registered(BASE, await stack.register())
+    options = RunnerOptions(url=BASE, data_dir=tmp_path / "runner", volume_reuse=reuse)
+    runner = Runner(ProtocolClient(BASE, transport=httpx.ASGITransport(app=stack.app)), identity, options)
+    logs = []
+    for _ in range(2):
+        build_id = (await stack.run("cache"))["id"]
+        await runner.run(burst=True)
+        log = (await stack.api("GET", f"/builds/{build_id}/steps/look/log")).content
+        assert (await stack.build(build_id))["status"] == "success", log
+        logs.append(log)
+    return logs[0], logs[1]
+
+
+async def test_a_pipeline_finds_what_its_last_build_left_in_the_volume_but_not_its_exports(
+    stack: Stack, tmp_path: Path
+) -> None:
+    first, second = await run_twice(stack, tmp_path, "pipeline")
+    assert b"empty volume" in first
+    assert b"found: " in second
+    # cf_export reaches the later steps of its own build only.
+    assert b"exported before? ${{FROM_LAST}}" in second
+    assert not list((tmp_path / "runner" / "builds").glob("*"))  # the build's own folder is gone all the same
+
+
+async def test_with_reuse_none_every_build_starts_empty(stack: Stack, tmp_path: Path) -> None:
+    first, second = await run_twice(stack, tmp_path, "none")
+    assert b"empty volume" in first
+    assert b"empty volume" in second
+    assert not (tmp_path / "runner" / "volumes").exists()
+
+
+def test_a_volume_held_by_one_build_is_not_given_to_another(tmp_path: Path) -> None:
+    root = tmp_path / "volumes"
+    held = volumes.claim(root, "acme", "web", tmp_path / "own-1")
+    assert held.kept
+    busy = volumes.claim(root, "acme", "web", tmp_path / "own-2")
+    assert not busy.kept
+    assert busy.path == tmp_path / "own-2"
+    held.release()
+    again = volumes.claim(root, "acme", "web", tmp_path / "own-3")
+    assert again.kept
+    assert again.path == held.path
+    again.release()
+
+
+def test_pipelines_and_accounts_get_volumes_of_their_own(tmp_path: Path) -> None:
+    root = tmp_path / "volumes"
+    claims = [
+        volumes.claim(root, a, p, tmp_path / "own") for a, p in [("acme", "a/b"), ("acme", "a-b"), ("other", "a/b")]
+    ]
+    try:
+        assert all(c.kept for c in claims)
+        assert len({c.path for c in claims}) == 3
+    finally:
+        for c in claims:
+            c.release()

@@ -255,9 +255,8 @@ class DockerExecutor(Executor):
     async def build_image(self, job: ImageBuildJob, output: Output) -> BuiltImage:
         # No build-id label on images: the classic builder commits a label as one more layer (~100 ms), and
         # images outlive builds anyway (later builds reuse their layers).
-        if self.builder == "buildah":
-            return await self._build_with_buildah(job, output)
-        image_id = await self.docker.build(
+        builder = self._buildah() if self.builder == "buildah" else self.docker
+        image_id = await builder.build(
             job.context,
             dockerfile=job.dockerfile,
             dockerfile_content=job.dockerfile_content,
@@ -268,32 +267,21 @@ class DockerExecutor(Executor):
             auths=job.auths,
             output=output,
         )
-        return BuiltImage(image_id=image_id, reference=job.tags[0], builder="docker")
+        if isinstance(builder, Buildah):
+            await self._hand_over(builder, job.tags, image_id)
+        return BuiltImage(image_id=image_id, reference=job.tags[0], builder=self.builder)
 
-    async def _build_with_buildah(self, job: ImageBuildJob, output: Output) -> BuiltImage:
-        buildah = self._buildah()
-        image_id = await buildah.build(
-            job.context,
-            dockerfile=job.dockerfile,
-            dockerfile_content=job.dockerfile_content,
-            tags=job.tags,
-            build_args=job.build_args,
-            target=job.target,
-            no_cache=job.no_cache,
-            auths=job.auths,
-            output=output,
-        )
-        self._by_buildah.update([*job.tags, image_id])
-        # Later steps run the image (`image: ${{build_step}}`): the engine gets a copy.
+    async def _hand_over(self, buildah: Buildah, tags: list[str], image_id: str) -> None:
+        """Later steps run the image (`image: ${{build_step}}`): the engine gets a copy of what buildah built."""
+        self._by_buildah.update([*tags, image_id])
         archive = self.scratch / "buildah-image.tar"
         try:
-            for tag in job.tags:
+            for tag in tags:
                 archive.unlink(missing_ok=True)  # buildah does not overwrite an archive
                 await buildah.to_archive(tag, archive, output=_quiet)
                 await self.docker.load(archive)
         finally:
             archive.unlink(missing_ok=True)
-        return BuiltImage(image_id=image_id, reference=job.tags[0], builder="buildah")
 
     def _buildah(self) -> Buildah:
         root = Path(self.options.get("buildah_root") or self.scratch / "buildah")

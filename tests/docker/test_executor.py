@@ -416,6 +416,7 @@ steps:
         idle:
           image: {busybox_image}
           command: sleep 300
+          healthcheck: {{test: [CMD, "true"]}}
     composition_candidates:
       tests:
         image: {busybox_image}
@@ -428,6 +429,7 @@ steps:
     assert rec.final("failing").status == "failure"
     assert rec.final("failing").exit_code == 4
     assert "[tests] checking" in rec.text("failing")
+    assert "healthcheck" in rec.text("failing")  # what the composition had that is not used is said
     assert outcome.status == "failure"
 
 

@@ -95,6 +95,8 @@ class ImageSteps:
         workdir = self.state.workdir(step, values)
         auths = self.registries.all()
         job = containersteps.composition_job(step, values, workdir=workdir, volume=self.state.volume, auths=auths)
+        for warning in job.warnings:
+            await output(f"[outpost] {warning}\n".encode())
         code = await self.executor.compose(job, output)
         if code == 0:
             return StepResult("success", exit_code=0)

@@ -437,8 +437,8 @@ def render(
   measured repetitions after {args.warmups} warm-ups; builds: {args.build_runs} after {args.build_warmups}. Each
   repetition runs every tool of its case once, the order rotated.
 - **Step**: `echo hello` in `{BUSYBOX}` (FROM scratch, Debian's static busybox). Outpost's time runs from
-  `engine.run()` to its return, with a reporter that keeps the log in memory: a new engine client, the engine's
-  version, the build's bridge network, the image check, the container on that network with the build volume and
+  `engine.run()` to its return, with a reporter that keeps the log in memory: a new engine client, the build's
+  bridge network, the image check, the container on that network with the build volume and
   cf_export's folder mounted, its log followed to the end, the wait, its removal, the search for containers
   left behind and the network's removal. The by-hand rows use one client kept open and read no output.
 - **Build**: a context of busybox and a 64 KiB file, built with no cache. Docker: `FROM {BUSYBOX}` + `COPY` +
@@ -472,7 +472,7 @@ def interpret(s: dict[str, Summary]) -> str:
 
     network_calls = p50("network-create") + p50("network-remove")
     joining = p50("api-bridge") - p50("api") - network_calls
-    other_calls = p50("client") + p50("version") + p50("inspect") + p50("list")
+    other_calls = p50("client") + p50("inspect") + p50("list")
     rest = p50("outpost") - p50("api-bridge") - other_calls
     remaining = (
         f"and following the log, the mounts and the engine's own Python the remaining {rest:.0f} ms"
@@ -488,14 +488,14 @@ def interpret(s: dict[str, Summary]) -> str:
             f"{p50('cli') - p50('api'):.0f} ms.",
             f"Most of Outpost's extra is the bridge network it makes for every build: creating and removing it takes "
             f"{network_calls:.0f} ms, and a container joining it rather than the host's network {joining:.0f} ms more "
-            f"(the two by-hand rows); a new engine client ({p50('client'):.1f} ms, since it no longer builds a TLS "
-            f"context for the unix socket: that cost 55 ms a build before this benchmark found it), the version, "
-            f"the image check and the clean-up search add "
-            f"{other_calls:.0f} ms, {remaining}.",
+            f"(the two by-hand rows); a new engine client ({p50('client'):.1f} ms: no TLS context for the unix "
+            f"socket, which cost 55 ms a build before this benchmark found it), the image check and the clean-up "
+            f"search add {other_calls:.0f} ms, {remaining}. (A build no longer asks the engine's version, "
+            f"{p50('version'):.0f} ms: the runner checks the engine once when it starts.)",
             f"For image builds the builder dominates: Outpost's `Docker.build` alone takes {p50('api-docker'):.0f} ms "
             f"against {p50('cli-docker'):.0f} ms for `docker build`; a label (one more instruction, `LABEL`, which "
             f"the classic builder commits like the others) would add {label:.0f} ms, which is why the executor no "
-            f"longer labels the images it builds; a whole build step (client, version, network) takes "
+            f"longer labels the images it builds; a whole build step (client, network) takes "
             f"{p50('outpost-docker'):.0f} ms.",
             f"Outpost's buildah build takes {p50('outpost-buildah'):.0f} ms against {p50('cli-buildah'):.0f} ms for "
             f"plain `buildah bud`; with `--layers --force-rm` the CLI takes {p50('cli-buildah-layers'):.0f} ms "

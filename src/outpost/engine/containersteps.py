@@ -23,7 +23,7 @@ from outpost.executors.base import (
     StepJob,
 )
 from outpost.pipelines.spec import Step
-from outpost.pipelines.variables import normalize_branch_tag, substitute
+from outpost.pipelines.variables import substitute
 
 IMAGE_WORK_DIR = "IMAGE_WORK_DIR"  # `working_directory: IMAGE_WORK_DIR`: the image's own WORKDIR
 
@@ -205,20 +205,16 @@ def build_plan(step: Step, values: Mapping[str, str], *, context: Path, auths: l
     image_name = text("image_name")
     if not image_name:
         raise ExecutorError("a build step needs an `image_name`")
-    lowercase = (text("tag_policy") or "lowercase") == "lowercase"
-    if lowercase:
+    policy: images.TagPolicy = "original" if text("tag_policy") == "original" else "lowercase"
+    if policy == "lowercase":
         image_name = image_name.lower()
     wanted = [substitute(str(t), values) for t in fields.get("tags") or []]
     if not wanted:
         wanted = [text("tag") or values.get("CF_BRANCH_TAG_NORMALIZED") or "latest"]
-    tags: list[str] = []
-    for tag in wanted:
-        clean = normalize_branch_tag(tag.strip())
-        if not clean:
-            raise ExecutorError(f"{tag!r} is not a usable image tag")
-        clean = clean.lower() if lowercase else clean
-        if clean not in tags:
-            tags.append(clean)
+    try:
+        tags = list(dict.fromkeys(images.normalize_tag(tag.strip(), policy) for tag in wanted))
+    except ValueError as exc:
+        raise ExecutorError(f"not a usable image tag: {exc}") from None
     dockerfile = fields.get("dockerfile")
     content = None
     path = "Dockerfile"

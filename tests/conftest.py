@@ -11,6 +11,9 @@ import pytest
 from tests.components import postgres_cluster
 from tests.stack import Stack, running_stack, settings_for
 
+# A hang after a failed test must still be reported, with where it was stuck (see tests/watchdog.py).
+pytest_plugins = ["tests.watchdog"]
+
 
 @pytest.fixture(scope="session")
 def postgres_base() -> Iterator[str]:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +30,7 @@ from tests.components import free_port, need
 
 START_TIMEOUT = 10.0
 CGI_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
 
 # Commits and pushes in tests must not read the host's git configuration.
 QUIET_GIT_ENV = {
@@ -199,6 +204,8 @@ class GitHttpServer:
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self.running: set[subprocess.Popen[bytes]] = set()  # CGI processes answering right now
+        self.errors: list[str] = []  # what went wrong while answering: tracebacks, rejected requests
+        self.resets: dict[bytes, int] = {}  # request body fragment -> how many more such requests get a TCP reset
         self._thread: threading.Thread | None = None
 
     @property
@@ -220,21 +227,59 @@ class GitHttpServer:
     def start(self) -> GitHttpServer:
         handler = type("BoundHandler", (_CgiHandler,), {"git_server": self})
         self._server = _Server(("127.0.0.1", self.requested_port), handler)
-        self._server.daemon_threads = True
+        self._server.owner = self
+        # accept() gives up after a second: the loop can always see a shutdown request, even if a connection
+        # vanished between the readiness check and the accept.
+        self._server.socket.settimeout(1.0)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stops answering; never waits more than a few seconds, and says where the loop was if it had to give up."""
         with self._lock:
             for process in self.running:
                 _kill_group(process)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        server, thread = self._server, self._thread
         self._server = self._thread = None
+        if server is None:
+            return
+        # BaseServer.shutdown() waits without a limit for the loop to notice; ask from a helper thread instead.
+        stopper = threading.Thread(target=server.shutdown, name="git-http-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=STOP_TIMEOUT)
+        server.server_close()
+        if stopper.is_alive() and thread is not None:
+            frame = sys._current_frames().get(thread.ident or -1)
+            where = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+            raise AssertionError(
+                f"the Git HTTP server's loop did not stop within {STOP_TIMEOUT:g} s; it was at:\n{where}\n"
+                + self.describe()
+            )
+        if thread is not None:
+            thread.join(timeout=STOP_TIMEOUT)
+
+    def reset_connection(self, body_contains: bytes, times: int = 1) -> None:
+        """The next `times` requests whose body contains `body_contains` are answered by a TCP reset, as a flaky
+        network or a restarting load balancer would."""
+        with self._lock:
+            self.resets[body_contains] = self.resets.get(body_contains, 0) + times
+
+    def _should_reset(self, body: bytes) -> bool:
+        with self._lock:
+            for fragment, left in self.resets.items():
+                if left > 0 and fragment in body:
+                    self.resets[fragment] = left - 1
+                    return True
+            return False
+
+    def describe(self) -> str:
+        """The requests answered and anything that went wrong, for a failing test's message."""
+        with self._lock:
+            lines = [f"{r.method} {r.path} -> {r.status} ({r.user or 'anonymous'})" for r in self.requests]
+            errors = list(self.errors)
+        text = "requests the Git HTTP server answered:\n  " + ("\n  ".join(lines) or "(none)")
+        return text + ("\nerrors:\n" + "\n".join(errors) if errors else "\nno errors")
 
     def __enter__(self) -> GitHttpServer:
         return self.start()
@@ -259,6 +304,10 @@ class _CgiHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # quiet: the server keeps its own record
         pass
 
+    def log_error(self, format: str, *args: object) -> None:  # a request http.server itself refused
+        with self.git_server._lock:
+            self.git_server.errors.append(f"{self.client_address}: {format % args}")
+
     def _serve(self) -> None:
         server = self.git_server
         user = self._authorised_user()
@@ -267,6 +316,17 @@ class _CgiHandler(BaseHTTPRequestHandler):
             server._record(HttpRequest(self.command, self.path, 401, None))
             return
         body = self._body()
+        plain = body
+        if self.headers.get("Content-Encoding") == "gzip":
+            with contextlib.suppress(OSError, EOFError):
+                plain = gzip.decompress(body)
+        if server._should_reset(plain):
+            # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            server._record(HttpRequest(self.command, self.path, 0, user))
+            return
         path, _, query = self.path.partition("?")
         env = {
             **QUIET_GIT_ENV,
@@ -330,6 +390,12 @@ class _Server(ThreadingHTTPServer):
     # fixture's teardown for ever (after pytest-timeout has already fired for the test).
     block_on_close = False
     daemon_threads = True
+    owner: GitHttpServer
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        with self.owner._lock:
+            self.owner.errors.append(f"{client_address}: {traceback.format_exc()}")
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _cgi(server: GitHttpServer, body: bytes, env: Mapping[str, str]) -> bytes:
@@ -340,21 +406,27 @@ def _cgi(server: GitHttpServer, body: bytes, env: Mapping[str, str]) -> bytes:
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
     with server._lock:
         server.running.add(process)
+    problem = ""
     try:
-        stdout, _ = process.communicate(body, timeout=CGI_TIMEOUT)
+        stdout, stderr = process.communicate(body, timeout=CGI_TIMEOUT)
+        if process.returncode != 0 or stderr.strip():
+            problem = f"exit code {process.returncode}: {stderr.decode(errors='replace').strip()}"
     except subprocess.TimeoutExpired:
         _kill_group(process)
         with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
             process.communicate(timeout=5)  # closes the pipes
-        stdout = b""
+        stdout, problem = b"", f"no answer within {CGI_TIMEOUT:g} s: killed"
     finally:
         with server._lock:
             server.running.discard(process)
+            if problem:
+                request = f"{env.get('REQUEST_METHOD')} {env.get('PATH_INFO')}"
+                server.errors.append(f"git http-backend for {request}: {problem}")
     return stdout
 
 

@@ -268,14 +268,32 @@ async def test_a_missing_repository_fails_without_retries(
 async def test_excluding_blobs_makes_a_partial_clone_that_still_checks_out(
     tmp_path: Path, upstream: Upstream, http_git: GitHttpServer
 ) -> None:
-    request = make_request(http_git.repo_url("acme/app.git"), tmp_path, exclude_blobs=True)
+    trace = tmp_path / "curl-trace.txt"  # what git and curl said to each other, for the message if this fails
+    env = {"GIT_TRACE_CURL": str(trace), "GIT_TRACE_CURL_NO_DATA": "1"}
+    request = make_request(http_git.repo_url("acme/app.git"), tmp_path, env=env, exclude_blobs=True)
     result, log = await clone(request)
-    assert result.status == "success", log.text
+    details = f"{log.text}\n{http_git.describe()}\n{trace.read_text() if trace.exists() else '(no curl trace)'}"
+    assert result.status == "success", details
     assert in_checkout(request, "config", "--get", "remote.origin.partialclonefilter") == "blob:none"
     assert (request.target / "big.bin").stat().st_size == 200_000
     # The first README's blob was never downloaded: it is not in the checked-out tree.
     missing = in_checkout(request, "rev-list", "--objects", "--all", "--missing=print")
     assert f"?{git('rev-parse', upstream.shas['first'] + ':README.md', cwd=upstream.bare)}" in missing.split()
+
+
+async def test_a_partial_clone_retries_a_checkout_whose_download_is_reset(
+    tmp_path: Path, upstream: Upstream, http_git: GitHttpServer
+) -> None:
+    # The clone fetches no file contents; the checkout asks for them (big.bin among them) in a request of its own.
+    big = git("rev-parse", f"{upstream.shas['third']}:big.bin", cwd=upstream.bare)
+    http_git.reset_connection(f"want {big}".encode())
+    request = make_request(http_git.repo_url("acme/app.git"), tmp_path, exclude_blobs=True)
+    result, log = await clone(request)
+    assert result.status == "success", f"{log.text}\n{http_git.describe()}"
+    assert "Connection reset by peer" in log.text
+    assert "git checkout failed with exit code 128 (attempt 1 of" in log.text, log.text
+    assert (request.target / "big.bin").stat().st_size == 200_000
+    assert http_git.count(path_contains="git-upload-pack", user=None) >= 3
 
 
 # --- a checkout kept on the volume ---------------------------------------------------------------------------------

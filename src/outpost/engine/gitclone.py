@@ -267,9 +267,15 @@ async def _checkout(git: _Git, request: CloneRequest) -> str | None:
     kind, ref = await _locate(git, request, revision)
     if kind == "branch":
         # -B moves the local branch to the fetched head: a force-push upstream is followed.
-        await git.stream_checked("checkout", "--force", "-B", revision, "--track", f"origin/{revision}", cwd=target)
+        args: tuple[str, ...] = ("checkout", "--force", "-B", revision, "--track", f"origin/{revision}")
     else:
-        await git.stream_checked("checkout", "--force", "--detach", ref, cwd=target)
+        args = ("checkout", "--force", "--detach", ref)
+    # In a partial clone (exclude_blobs) the checkout downloads the files' contents: it talks to the server and
+    # its transient failures are retried like the clone's.
+    if (await git.quiet("config", "--get", "remote.origin.promisor", cwd=target))[1] == "true":
+        await git.network(*args, cwd=target)
+    else:
+        await git.stream_checked(*args, cwd=target)
     return None if kind == "commit" else revision
 
 

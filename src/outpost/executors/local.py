@@ -21,6 +21,7 @@ from outpost.executors.base import Executor, Output, StepJob
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
 DRAIN_AFTER_EXIT = 2.0  # seconds to collect output left in the pipe after the shell exited
+GONE_WAIT = 5.0  # seconds to wait, after SIGKILL, for the last process of a step to be gone
 PGID_DIR = "running"  # one file per running step, named after its process group id
 
 
@@ -81,6 +82,7 @@ class LocalExecutor(Executor):
             await asyncio.shield(step.exited)
             # Children left running in the background would hold the pipe open: end them too.
             _signal_group(pgid, signal.SIGKILL)
+            await _wait_group_gone(pgid, GONE_WAIT)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
         except asyncio.CancelledError:
@@ -156,6 +158,38 @@ async def _kill_group(pgid: int, step: _StepProtocol) -> None:
     _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)
+    # A signal is delivered, not obeyed, when kill() returns: a background child may still be
+    # running for a moment. A step is only reported ended once nothing of it runs any more.
+    await _wait_group_gone(pgid, GONE_WAIT)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+async def _wait_group_gone(pgid: int, limit: float) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return  # no process in the group at all, not even a zombie
+        if not _group_members(pgid) or asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.01)
 
 
 def kill_leftovers(scratch: Path, build_id: str) -> bool:

@@ -163,9 +163,8 @@ async def _kill_group(pgid: int, step: _StepProtocol) -> None:
     await _wait_group_gone(pgid, GONE_WAIT)
 
 
-def _group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of a process group, read from /proc."""
-    members = []
+def _group_running(pgid: int) -> bool:
+    """Whether a live (not zombie) process of the group remains, read from /proc."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -176,8 +175,8 @@ def _group_members(pgid: int) -> list[int]:
         # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
+            return True
+    return False
 
 
 async def _wait_group_gone(pgid: int, limit: float) -> None:
@@ -187,7 +186,7 @@ async def _wait_group_gone(pgid: int, limit: float) -> None:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return  # no process in the group at all, not even a zombie
-        if not _group_members(pgid) or asyncio.get_running_loop().time() >= deadline:
+        if not _group_running(pgid) or asyncio.get_running_loop().time() >= deadline:
             return
         await asyncio.sleep(0.01)
 

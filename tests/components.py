@@ -21,12 +21,27 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+MISSING = "missing component: "  # the prefix of a skip's reason that the end-of-run summary counts
+
+
 def need(condition: bool, reason: str) -> None:
     if condition:
         return
     if in_ci():
         pytest.fail(f"missing component under CI=true: {reason}")
-    pytest.skip(reason)
+    pytest.skip(MISSING + reason)
+
+
+def missing_components(skipped: list[pytest.TestReport]) -> dict[str, int]:
+    """The reasons of the skips that `need` caused, each with how many tests it skipped."""
+    counts: dict[str, int] = {}
+    for report in skipped:
+        longrepr = report.longrepr
+        text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _, found, reason = text.partition(MISSING)
+        if found:
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
 
 
 def free_port() -> int:

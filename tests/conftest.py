@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.components import postgres_cluster
+from tests.components import missing_components, postgres_cluster
 from tests.stack import Stack, running_stack, settings_for
 
 # A hang after a failed test must still be reported, with where it was stuck (see tests/watchdog.py).
@@ -49,3 +49,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     async with running_stack(settings_for(database_url, tmp_path / "data")) as s:
         yield s
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which components this machine lacks and how many tests skipped for each (CI fails instead)."""
+    counts = missing_components(terminalreporter.stats.get("skipped", []))
+    if not counts:
+        return
+    terminalreporter.section("components missing on this machine")
+    for reason, n in sorted(counts.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{n:5d} skipped: {reason}")
+    terminalreporter.write_line(
+        "Install them all with `sudo bash .ci/system-deps` (Debian), then run `make test` again."
+    )

@@ -59,6 +59,12 @@ class ApiToken(Base):
     created_at: Mapped[float] = mapped_column(Double)
     last_used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # What the token may do in its account (viewer | developer | admin), optionally only for one pipeline
+    # (no foreign key: a removed pipeline leaves a token that can do nothing), until it expires.
+    role: Mapped[str] = mapped_column(String(20), default="admin")
+    pipeline_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # who made it, as the audit log says
 
 
 class Runtime(Base):
@@ -117,6 +123,9 @@ class Pipeline(Base):
     repo: Mapped[str | None] = mapped_column(String(500), nullable=True)
     git: Mapped[str | None] = mapped_column(String(100), nullable=True)  # a git integration's name
     revision: Mapped[str | None] = mapped_column(String(255), nullable=True)  # default branch, tag or SHA
+    # Who may answer its approval steps: at least this role, and, when asked, not whoever started the build.
+    approval_role: Mapped[str] = mapped_column(String(20), default="developer")
+    approval_requires_other: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Build(Base):
@@ -138,6 +147,7 @@ class Build(Base):
     secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> ciphertext, as run
     trigger: Mapped[str] = mapped_column(String(20), default="build")
     initiator: Mapped[str] = mapped_column(String(100), default="")
+    initiator_id: Mapped[str | None] = mapped_column(String(100), nullable=True)  # "token:ID" | "user:ID"
     branch: Mapped[str | None] = mapped_column(String(255), nullable=True)
     sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
@@ -329,3 +339,20 @@ class User(Base):
     salt: Mapped[str] = mapped_column(String(64))  # hex
     created_at: Mapped[float] = mapped_column(Double)
     sessions_after: Mapped[float | None] = mapped_column(Double, nullable=True)
+    role: Mapped[str] = mapped_column(String(20), default="admin")  # viewer | developer | admin, in its account
+
+
+class AuditEntry(Base):
+    """One change, grant or secret read, kept for good: the store has no function that updates or deletes one.
+    `actor` is "token NAME (ID)", "user NAME", "runner NAME (ID)" or "system"; `address` the client's IP."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_account_at", "account_id", "at"),)
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
+    account_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # None: installation-wide (a new account)
+    at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(50))  # e.g. pipeline.create, token.revoke, secret.read
+    target: Mapped[str] = mapped_column(String(300), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

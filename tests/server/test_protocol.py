@@ -219,6 +219,53 @@ async def test_a_revoked_runner_is_refused(stack: Stack) -> None:
     assert r.status_code == 401
 
 
+async def test_revoking_a_runner_ends_its_running_build_and_voids_its_job_token(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    task = await claim(stack, runner.runner_token)
+    await job_call(stack, task, "POST", "/started", json={"steps": [{"name": "hello"}, {"name": "after"}]})
+    await job_call(stack, task, "POST", "/steps/hello", json={"status": "running"})
+    await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": 0}, content=b"before\n")
+
+    revoked = await stack.api("DELETE", f"/runners/{runner.runner_id}")
+
+    assert revoked.json()["builds"] == [task.build_id]
+    build = await stack.build(task.build_id)
+    assert (build["status"], build["message"]) == ("error", "runner revoked")
+    assert [(s["name"], s["status"]) for s in build["steps"]] == [("hello", "error"), ("after", "skipped")]
+    report = {"logs": [], "steps": [], "finish": {"status": "success"}}
+    calls = [
+        ("POST", "/heartbeat", {}),
+        ("POST", "/started", {"json": {"steps": []}}),
+        ("PUT", "/steps/hello/log", {"params": {"offset": 7}, "content": b"after\n"}),
+        ("POST", "/steps/hello", {"json": {"status": "success"}}),
+        ("POST", "/report", {"json": report}),
+        ("POST", "/finish", {"json": {"status": "success"}}),
+    ]
+    for method, path, kwargs in calls:
+        answer = await job_call(stack, task, method, path, **kwargs)
+        assert answer.status_code == 401, (path, answer.text)  # not 409: the runner must stop, not retry around
+    build = await stack.build(task.build_id)
+    assert (build["status"], build["message"]) == ("error", "runner revoked")
+    assert await log_text(stack, task.build_id, "hello") == b"before\n"
+
+
+async def test_a_build_a_revoked_runner_never_started_goes_to_another_runner(stack: Stack) -> None:
+    revoked, other = await stack.register(), await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    first = await claim(stack, revoked.runner_token)
+
+    await stack.api("DELETE", f"/runners/{revoked.runner_id}")
+
+    assert (await stack.build(build["id"]))["status"] == "queued"
+    second = await claim(stack, other.runner_token)
+    assert second.build_id == build["id"]
+    assert (await job_call(stack, first, "POST", "/started", json={"steps": []})).status_code == 401
+    assert (await job_call(stack, second, "POST", "/started", json={"steps": []})).status_code == 200
+
+
 async def wait_for_status(stack: Stack, build_id: str, statuses: set[str], *, timeout: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

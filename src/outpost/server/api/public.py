@@ -153,11 +153,15 @@ async def list_runners(token: Token, svc: Svc) -> list[RunnerOut]:
 
 
 @router.delete("/runners/{runner_id}")
-async def revoke_runner(runner_id: str, token: Token, svc: Svc) -> dict[str, str]:
+async def revoke_runner(runner_id: str, token: Token, svc: Svc) -> dict[str, str | list[str]]:
+    """The runner's token and its job tokens are void at once, and its leases end in the same transaction."""
     async with svc.as_caller(token) as (session, who):
         runner = await runtimes.revoke_runner(session, who, runner_id)
-    svc.wakeups.notify(runtime_key(runner.runtime_id))
-    return {"id": runner.id, "status": "revoked"}
+        ended = [b.id for b in await builds.end_leases_of(session, runner)]
+    svc.wakeups.notify(runtime_key(runner.runtime_id))  # its open poll answers 401; requeued builds are claimed
+    for build_id in ended:
+        svc.wakeups.notify(build_key(build_id))
+    return {"id": runner.id, "status": "revoked", "builds": ended}
 
 
 # --- pipelines -----------------------------------------------------------------------------------

@@ -250,10 +250,13 @@ class Held:
 
 
 async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: str) -> Held:
-    """Authenticates a build-scoped call. 401 for a wrong token; the fencing checks come after."""
+    """Authenticates a build-scoped call. 401 for a wrong token, or one of a revoked runner (void whatever state
+    its lease is in, so the runner stops rather than treating it as a lost lease); the fencing checks come after."""
     lease = await session.get(Lease, lease_id) if lease_id else None
     if lease is None or lease.build_id != build_id or lease.job_token_hash != token_hash(job_token):
         raise Unauthorized("unknown job token or lease for this build")
+    if await session.scalar(select(Runner.revoked_at).where(Runner.id == lease.runner_id)) is not None:
+        raise Unauthorized("this runner was revoked: its job tokens are void")
     build = await session.get_one(Build, build_id)
     return Held(build, lease)
 
@@ -355,6 +358,29 @@ async def expire_leases(session: AsyncSession, max_requeues: int) -> list[Build]
             await _finish(session, build, "terminated", "cancelled before it started")
         else:
             await _finish(session, build, "error", "runner lost")
+        changed.append(build)
+    return changed
+
+
+async def end_leases_of(session: AsyncSession, runner: Runner) -> list[Build]:
+    """Revocation fences at once: every live lease of the runner ends in the caller's transaction. A build it had
+    started ends `error` "runner revoked"; one it never started goes back to the queue, as the reaper would do
+    (nothing of it ran). Returns the builds that changed."""
+    t = now()
+    leases = await session.scalars(select(Lease).where(Lease.runner_id == runner.id, Lease.ended_at.is_(None)))
+    changed: list[Build] = []
+    for lease in list(leases):
+        lease.ended_at, lease.end_reason = t, "runner revoked"
+        build = await session.get_one(Build, lease.build_id)
+        if build.lease_id != lease.id or build.status not in LIVE_STATUSES:
+            continue
+        if build.status == "claimed" and build.cancel_requested:
+            await _finish(session, build, "terminated", "cancelled before it started")
+        elif build.status == "claimed":
+            build.status, build.runner_id, build.lease_id = "queued", None, None
+            build.requeues += 1
+        else:
+            await _finish(session, build, "error", "runner revoked")
         changed.append(build)
     return changed
 

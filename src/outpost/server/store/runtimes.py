@@ -136,6 +136,8 @@ async def list_runners(session: AsyncSession, principal: Principal, runtime: Run
 
 
 async def revoke_runner(session: AsyncSession, principal: Principal, runner_id: str) -> Runner:
+    """Voids the runner's token, and with it every job token of its leases (`builds.hold`). The caller ends the
+    runner's leases in the same transaction (`builds.end_leases_of`; that module imports this one)."""
     runner = await session.get(Runner, runner_id)
     if runner is None or runner.account_id != principal.account_id:
         raise NotFound(f"no runner {runner_id!r} in this account")

@@ -32,7 +32,7 @@ from outpost.engine.commands import PASSED_THROUGH, Commands
 from outpost.engine.hooks import run_hook
 from outpost.engine.imagesteps import ImageSteps
 from outpost.engine.plan import expand, plan_of
-from outpost.engine.reporting import Reporter, log_system
+from outpost.engine.reporting import MaskedReporter, Reporter, log_system
 from outpost.engine.results import FAILED, StepResult, duration
 from outpost.engine.scopes import Scope, sleep
 from outpost.engine.state import VOLUME_ALIAS, BuildState
@@ -80,17 +80,17 @@ class BuildEngine:
     def __init__(self, ctx: BuildContext, executor: Executor, reporter: Reporter) -> None:
         self.ctx = ctx
         self.executor = executor
-        self.reporter = reporter
         self._root = Scope()
         self._cancelled = False
         self.registries = Registries(ctx.registries, ctx.runner_secrets)  # never raises; lookups do
         self.state = BuildState(
             ctx.volume, branch=ctx.branch, masked=set(ctx.secrets.values()) | self.registries.passwords()
         )
+        self.reporter = MaskedReporter(reporter, self.state.masked)  # every message, not only step output
         self._steps: dict[str, Step] = {}
-        self.commands = Commands(executor, reporter, self.state, scratch=ctx.scratch, registries=self.registries)
-        self.images = ImageSteps(executor, reporter, self.state, self.registries)
-        self.approvals = Approvals(self.state, reporter, build_id=ctx.build_id, cancel=self.cancel)
+        self.commands = Commands(executor, self.reporter, self.state, scratch=ctx.scratch, registries=self.registries)
+        self.images = ImageSteps(executor, self.reporter, self.state, self.registries)
+        self.approvals = Approvals(self.state, self.reporter, build_id=ctx.build_id, cancel=self.cancel)
 
     # --- control from outside ----------------------------------------------------------------------
 
@@ -123,7 +123,9 @@ class BuildEngine:
         self.state.states = dict.fromkeys(self._steps, "pending")
         self._prepare()
         async with self.executor:
-            return await self._run_pipeline(pipeline)
+            outcome = await self._run_pipeline(pipeline)
+        outcome.message = self.reporter.mask(outcome.message)  # the build's message is shown like its log
+        return outcome
 
     def _prepare(self) -> None:
         self.ctx.volume.mkdir(parents=True, exist_ok=True)

@@ -1,31 +1,74 @@
-"""Masking secret values in a stream of log bytes, even when a secret is split across chunks.
+"""Masking secret values in a stream of log bytes, in every form a step is likely to print them, even when one is
+split across chunks.
 
-Only the end of a chunk that could be the start of a secret is held back until the next chunk (or
-the end of the step), so output is not delayed in the common case.
+A secret is masked as it is, line by line (for a multi-line value such as a key), inside base64 (both alphabets,
+whatever the alignment of the secret in the encoded data), URL-encoded and JSON-escaped. Values and lines shorter
+than MIN_SECRET are left alone: they would mask half the log and protect nothing.
+
+Most chunks hold no secret at all, so a chunk is first searched for each form (a C-speed substring search) and
+only a chunk with a hit goes through the one compiled alternation. Only the end of a chunk that could be the start
+of a form is held back until the next chunk (or the end of the step), so output is not delayed in the common case.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = b"*****"
-MIN_SECRET = 3  # shorter values would mask half the log and protect nothing
+MIN_SECRET = 4  # characters; also the shortest line of a multi-line value, and the shortest derived form
+
+
+def forms(value: str) -> set[bytes]:
+    """Every form of `value` this module masks (none if it is too short to be a secret)."""
+    if len(value) < MIN_SECRET:
+        return set()
+    texts = {value} | {line.strip() for line in value.splitlines()}
+    found = {t.encode() for t in texts if len(t) >= MIN_SECRET}
+    raw = value.encode()
+    found |= _base64_forms(raw)
+    found |= {quote(value, safe="").encode(), quote(value).encode(), quote_plus(value).encode()}
+    found |= {json.dumps(value)[1:-1].encode(), json.dumps(value, ensure_ascii=False)[1:-1].encode()}
+    return {f for f in found if len(f) >= MIN_SECRET}
+
+
+def _base64_forms(raw: bytes) -> set[bytes]:
+    """The part of the base64 of `raw` that does not depend on the bytes around it, for each of the three places it
+    can start inside a 3-byte group, in the standard and the URL-safe alphabet."""
+    found = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw)
+        # Character i holds bits 6i..6i+5; the secret's bits are 8*offset .. 8*(offset+len)-1.
+        inner = encoded[(8 * offset + 5) // 6 : (8 * (offset + len(raw))) // 6]
+        found |= {inner, inner.translate(_URLSAFE)}
+    return found
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[bytes] = []
+        self._forms: list[bytes] = []
+        self._pattern: re.Pattern[bytes] | None = None
         self._held = b""
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        found = {s.encode() for s in secrets if len(s) >= MIN_SECRET} | set(self._secrets)
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted(found, key=len, reverse=True)
+        found = set(self._forms)
+        for secret in secrets:
+            found |= forms(secret)
+        # Longest first: the alternation takes the first that matches, so a form that contains another is masked
+        # whole.
+        self._forms = sorted(found, key=len, reverse=True)
+        self._pattern = None
 
     def feed(self, data: bytes) -> bytes:
         """Returns what can be shown now; keeps back a possible beginning of a secret."""
-        if not self._secrets:
+        if not self._forms:
             return data
         text = self._held + data
         masked = self._replace(text)
@@ -37,18 +80,31 @@ class Masker:
         held, self._held = self._held, b""
         return held
 
+    def mask(self, text: str) -> str:
+        """A whole message (not part of a stream), masked."""
+        if not self._forms:
+            return text
+        return self._replace(text.encode()).decode(errors="replace")
+
     def _replace(self, text: bytes) -> bytes:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        if not any(form in text for form in self._forms):
+            return text
+        if self._pattern is None:
+            self._pattern = re.compile(b"|".join(re.escape(f) for f in self._forms))
+        return self._pattern.sub(MASK, text)
 
     def _possible_start(self, text: bytes) -> int:
-        """Length of the longest suffix of `text` that is a proper prefix of a secret."""
+        """Length of the longest suffix of `text` that is a proper prefix of a form."""
         longest = 0
-        for secret in self._secrets:
-            for size in range(min(len(secret) - 1, len(text)), longest, -1):
-                if text.endswith(secret[:size]):
-                    longest = size
+        for form in self._forms:
+            if len(form) - 1 <= longest:
+                break  # sorted longest first: no shorter form can beat it
+            window = text[-(len(form) - 1) :]
+            first = form[:1]
+            at = window.find(first)
+            while at != -1 and len(window) - at > longest:
+                if form.startswith(window[at:]):
+                    longest = len(window) - at
                     break
+                at = window.find(first, at + 1)
         return longest

@@ -1,5 +1,6 @@
-"""How the engine tells the world what happens: the `Reporter` it is given, and logs written through it with
-the build's secrets masked."""
+"""How the engine tells the world what happens: the `Reporter` it is given, and everything written through it
+with the build's secrets masked: streamed step output (`masked_log`), one-shot log lines and the messages of step
+updates (`MaskedReporter`)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,37 @@ class Reporter(Protocol):
     async def log(self, stream: str, data: bytes) -> None: ...
 
 
+class MaskedReporter:
+    """A Reporter that masks the values in `secrets` (the set as it is at each call: `cf_export --mask` adds to it)
+    in whole log lines and in step titles and messages (a failure or approval message may quote a secret). Streamed
+    output goes through `masked_log`, which masks across chunk boundaries and writes to `inner` directly."""
+
+    def __init__(self, inner: Reporter, secrets: set[str]) -> None:
+        self.inner = inner
+        self.secrets = secrets
+
+    def mask(self, text: str | None) -> str | None:
+        return Masker(self.secrets).mask(text) if text else text
+
+    async def started(self, message: BuildStarted) -> None:
+        await self.inner.started(message)
+
+    async def step(self, name: str, update: StepUpdate) -> None:
+        if update.message or update.title:
+            update = update.model_copy(update={"message": self.mask(update.message), "title": self.mask(update.title)})
+        await self.inner.step(name, update)
+
+    async def log(self, stream: str, data: bytes) -> None:
+        masker = Masker(self.secrets)
+        await self.inner.log(stream, masker.feed(data) + masker.flush())
+
+
 @contextlib.asynccontextmanager
 async def masked_log(reporter: Reporter, stream: str, secrets: Iterable[str]) -> AsyncIterator[Output]:
     """An `Output` into `stream` that masks the secrets known when it opens; what it held back (a possible
     beginning of a secret) is logged when it closes."""
     masker = Masker(secrets)
+    reporter = reporter.inner if isinstance(reporter, MaskedReporter) else reporter  # masked here, once
 
     async def output(chunk: bytes) -> None:
         if shown := masker.feed(chunk):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.server import cron, db
-from outpost.server.api import errors, integrations, public, runner, triggers, webhooks
+from outpost.server.api import audit, errors, integrations, public, runner, triggers, users, webhooks
 from outpost.server.dispatch import Wakeups, reap_leases, runtime_key
 from outpost.server.guards import BodyLimit, RefuseNul
 from outpost.server.secrets import SecretBox
@@ -25,7 +25,15 @@ log = logging.getLogger("outpost.server")
 SHUTDOWN_GRACE = 10.0  # seconds background tasks get to stop when the control plane shuts down
 
 
-def create_app(settings: ServerSettings, *, public_url: str | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    *,
+    public_url: str | None = None,
+    on_start: Callable[[Services], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """`on_start` runs once the database is ready and before the server listens (the first start-up's
+    bootstrap: nobody gets an answer from a control plane that has not written its admin token yet)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = db.make_engine(settings.database_url)
@@ -72,6 +80,8 @@ def create_app(settings: ServerSettings, *, public_url: str | None = None) -> Fa
     app.include_router(triggers.router)
     app.include_router(webhooks.router)
     app.include_router(integrations.router)
+    app.include_router(users.router)
+    app.include_router(audit.router)
     install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static
     app.add_middleware(RefuseNul)
     # Outermost: limits what RefuseNul reads.

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,6 +14,9 @@ from outpost.server.dispatch import Wakeups
 from outpost.server.secrets import SecretBox
 from outpost.server.store import accounts
 from outpost.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from outpost.server.api.deps import Access
 
 
 @dataclass
@@ -49,7 +52,10 @@ class Services:
             yield session
 
     @asynccontextmanager
-    async def as_caller(self, token: str) -> AsyncIterator[tuple[AsyncSession, accounts.Principal]]:
-        """A transaction on behalf of the holder of an API token (401 if it is unknown or revoked)."""
+    async def as_caller(self, access: Access) -> AsyncIterator[tuple[AsyncSession, accounts.Principal]]:
+        """A transaction on behalf of the holder of an API token: 401 if it is unknown, revoked or expired,
+        403 if it lacks the role the route needs (checked before the handler does anything)."""
         async with self.sessions.begin() as session:
-            yield session, await accounts.authenticate(session, token)
+            principal = await accounts.authenticate(session, access.token, access.address)
+            accounts.require(principal, access.role, scoped=access.scoped)
+            yield session, principal

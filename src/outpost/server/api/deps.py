@@ -1,13 +1,22 @@
-"""Request dependencies: the services and the bearer token."""
+"""Request dependencies: the services, the bearer token, and the role each public route needs.
+
+Every public API route declares what it needs with one of the `As*` annotations below; the handler's
+`svc.as_caller(access)` authenticates the token and refuses a caller without that role (403, naming the
+role) before anything else happens. Runner-protocol routes take the runner's or the job's token (`Token`)
+and webhooks their signature: those are not API tokens and have no role.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from outpost.errors import Unauthorized
 from outpost.server.services import Services
+from outpost.server.store.accounts import ADMIN, DEVELOPER, VIEWER
 
 
 def services(request: Request) -> Services:
@@ -23,5 +32,33 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@dataclass(frozen=True)
+class Access:
+    """An API token and what the route needs of it: a role, and whether a token scoped to one pipeline
+    may call it at all (the store then keeps such a token to that pipeline's objects)."""
+
+    token: str
+    role: str
+    scoped: bool
+    address: str | None
+
+
+def needs(role: str, *, scoped: bool = False) -> Callable[[Request], Access]:
+    def dependency(request: Request) -> Access:
+        return Access(bearer(request), role, scoped, client_address(request))
+
+    return dependency
+
+
 Svc = Annotated[Services, Depends(services)]
-Token = Annotated[str, Depends(bearer)]
+Token = Annotated[str, Depends(bearer)]  # a runner's or a job's token (the runner protocol)
+AsViewer = Annotated[Access, Depends(needs(VIEWER))]
+AsDeveloper = Annotated[Access, Depends(needs(DEVELOPER))]
+AsAdmin = Annotated[Access, Depends(needs(ADMIN))]
+# Routes a pipeline-scoped token may call too: its pipeline's reading and running.
+ScopedViewer = Annotated[Access, Depends(needs(VIEWER, scoped=True))]
+ScopedDeveloper = Annotated[Access, Depends(needs(DEVELOPER, scoped=True))]

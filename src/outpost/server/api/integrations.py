@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from outpost.errors import Invalid
-from outpost.server.api.deps import Svc, Token
+from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, AsViewer, Svc
 from outpost.server.api.schemas import (
     BranchesOut,
     BranchOut,
@@ -47,7 +47,7 @@ def _credential(password: str | None, token: str | None) -> str | None:
 
 
 @router.post("/integrations", status_code=201)
-async def create_integration(body: IntegrationIn, token: Token, svc: Svc) -> IntegrationOut:
+async def create_integration(body: IntegrationIn, token: AsAdmin, svc: Svc) -> IntegrationOut:
     async with svc.as_caller(token) as (session, who):
         row = await store.create_integration(
             session,
@@ -70,19 +70,19 @@ async def create_integration(body: IntegrationIn, token: Token, svc: Svc) -> Int
 
 
 @router.get("/integrations")
-async def list_integrations(token: Token, svc: Svc, kind: str | None = None) -> list[IntegrationOut]:
+async def list_integrations(token: AsViewer, svc: Svc, kind: str | None = None) -> list[IntegrationOut]:
     async with svc.as_caller(token) as (session, who):
         return [IntegrationOut.of(i) for i in await store.list_integrations(session, who, kind)]
 
 
 @router.get("/integrations/{kind}/{name}")
-async def show_integration(kind: str, name: str, token: Token, svc: Svc) -> IntegrationOut:
+async def show_integration(kind: str, name: str, token: AsViewer, svc: Svc) -> IntegrationOut:
     async with svc.as_caller(token) as (session, who):
         return IntegrationOut.of(await store.get_integration(session, who, kind, name))
 
 
 @router.patch("/integrations/{kind}/{name}")
-async def update_integration(kind: str, name: str, body: IntegrationPatch, token: Token, svc: Svc) -> IntegrationOut:
+async def update_integration(kind: str, name: str, body: IntegrationPatch, token: AsAdmin, svc: Svc) -> IntegrationOut:
     given = body.model_fields_set
     changes: dict[str, Any] = {f: getattr(body, f) for f in ("provider", "url", "domain", "username") if f in given}
     if given & {"password", "token"}:
@@ -106,14 +106,14 @@ async def update_integration(kind: str, name: str, body: IntegrationPatch, token
 
 
 @router.delete("/integrations/{kind}/{name}", status_code=204)
-async def delete_integration(kind: str, name: str, token: Token, svc: Svc) -> Response:
+async def delete_integration(kind: str, name: str, token: AsAdmin, svc: Svc) -> Response:
     async with svc.as_caller(token) as (session, who):
         await store.delete_integration(session, who, kind, name)
     return Response(status_code=204)
 
 
 @router.post("/integrations/{kind}/{name}/test")
-async def test_integration(kind: str, name: str, token: Token, svc: Svc) -> ConnectionOut:
+async def test_integration(kind: str, name: str, token: AsAdmin, svc: Svc) -> ConnectionOut:
     """409 for an integration behind the firewall: the control plane never connects to one."""
     async with svc.as_caller(token) as (session, who):
         row = await store.get_integration(session, who, kind, name)
@@ -129,7 +129,7 @@ async def branches(
     name: str,
     repo: Text,
     request: Request,
-    token: Token,
+    token: AsDeveloper,
     svc: Svc,
     runtime: str | None = None,
     wait: Seconds = QUERY_WAIT,
@@ -145,7 +145,7 @@ async def file(
     repo: Text,
     path: Text,
     request: Request,
-    token: Token,
+    token: AsDeveloper,
     svc: Svc,
     revision: str | None = Query(default=None, max_length=255),
     runtime: str | None = None,
@@ -174,7 +174,7 @@ async def changed_files(
     name: str,
     repo: Text,
     request: Request,
-    token: Token,
+    token: AsDeveloper,
     svc: Svc,
     base: Annotated[str, Query(alias="from", min_length=1, max_length=255)],
     head: Annotated[str, Query(alias="to", min_length=1, max_length=255)],
@@ -196,7 +196,7 @@ async def changed_files(
 async def _ask(
     svc: Services,
     request: Request,
-    token: str,
+    token: Access,
     name: str,
     runtime: str | None,
     seconds: float,

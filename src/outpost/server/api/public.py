@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost import __version__
 from outpost.errors import PipelineError
 from outpost.pipelines.parsing import load_pipeline, summary
-from outpost.server.api.deps import Svc, Token
+from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, AsViewer, ScopedDeveloper, ScopedViewer, Svc
 from outpost.server.api.schemas import (
     AccountIn,
     AccountOut,
@@ -38,7 +38,7 @@ from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Pipeline, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import accounts, approvals, builds, logs, pipelines, runtimes
+from outpost.server.store import accounts, approvals, audit, builds, logs, pipelines, runtimes
 from outpost.server.store.accounts import Principal
 from outpost.wire import FINAL_BUILD_STATUSES
 
@@ -52,18 +52,25 @@ async def health() -> Health:
 
 
 @router.get("/whoami")
-async def whoami(token: Token, svc: Svc) -> WhoAmI:
+async def whoami(token: ScopedViewer, svc: Svc) -> WhoAmI:
     async with svc.as_caller(token) as (_session, who):
-        return WhoAmI(account=who.account_name, token=who.token_name, superuser=who.is_superuser)
+        return WhoAmI(
+            account=who.account_name,
+            token=who.token_name,
+            superuser=who.is_superuser,
+            role=who.role,
+            pipeline=who.pipeline_name,
+            expires_at=iso(who.expires_at),
+        )
 
 
 @router.post("/accounts", status_code=201)
-async def create_account(body: AccountIn, token: Token, svc: Svc) -> AccountOut:
+async def create_account(body: AccountIn, token: AsAdmin, svc: Svc) -> AccountOut:
     async with svc.as_caller(token) as (session, who):
         accounts.require_superuser(who)
         runtimes.check_name("account", body.name)
-        account = await accounts.create_account(session, body.name)
-        _row, secret = await accounts.create_token(session, account.id, "admin")
+        account = await accounts.create_account(session, body.name, who)
+        _row, secret = await accounts.create_token(session, account.id, "admin", created_by=who.actor)
     return AccountOut(name=account.name, token=secret)
 
 
@@ -71,20 +78,22 @@ async def create_account(body: AccountIn, token: Token, svc: Svc) -> AccountOut:
 
 
 @router.post("/tokens", status_code=201)
-async def create_token(body: TokenIn, token: Token, svc: Svc) -> TokenOut:
+async def create_token(body: TokenIn, token: AsAdmin, svc: Svc) -> TokenOut:
     async with svc.as_caller(token) as (session, who):
-        row, secret = await accounts.create_token(session, who.account_id, body.name)
-        return TokenOut.of(row, secret)
+        row, secret = await accounts.grant_token(
+            session, who, body.name, role=body.role, pipeline=body.pipeline, expires_in=body.expires
+        )
+        return TokenOut.of(row, secret, body.pipeline)
 
 
 @router.get("/tokens")
-async def list_tokens(token: Token, svc: Svc) -> list[TokenOut]:
+async def list_tokens(token: AsAdmin, svc: Svc) -> list[TokenOut]:
     async with svc.as_caller(token) as (session, who):
         return [TokenOut.of(t) for t in await accounts.list_tokens(session, who)]
 
 
 @router.delete("/tokens/{token_id}")
-async def revoke_token(token_id: str, token: Token, svc: Svc) -> TokenOut:
+async def revoke_token(token_id: str, token: AsAdmin, svc: Svc) -> TokenOut:
     async with svc.as_caller(token) as (session, who):
         return TokenOut.of(await accounts.revoke_token(session, who, token_id))
 
@@ -119,7 +128,7 @@ def _with_install_token(svc: Services, runtime: Runtime, install: str) -> Runtim
 
 
 @router.post("/runtimes", status_code=201)
-async def create_runtime(body: RuntimeIn, token: Token, svc: Svc) -> RuntimeOut:
+async def create_runtime(body: RuntimeIn, token: AsAdmin, svc: Svc) -> RuntimeOut:
     async with svc.as_caller(token) as (session, who):
         runtime = await runtimes.create_runtime(session, who, body.name)
         install = await runtimes.create_install_token(session, runtime)
@@ -127,7 +136,7 @@ async def create_runtime(body: RuntimeIn, token: Token, svc: Svc) -> RuntimeOut:
 
 
 @router.get("/runtimes")
-async def list_runtimes(token: Token, svc: Svc) -> list[RuntimeOut]:
+async def list_runtimes(token: AsViewer, svc: Svc) -> list[RuntimeOut]:
     async with svc.as_caller(token) as (session, who):
         all_runners = await runtimes.list_runners(session, who)
         out = []
@@ -138,22 +147,23 @@ async def list_runtimes(token: Token, svc: Svc) -> list[RuntimeOut]:
 
 
 @router.post("/runtimes/{name}/install-tokens", status_code=201)
-async def create_install_token(name: str, token: Token, svc: Svc) -> RuntimeOut:
+async def create_install_token(name: str, token: AsAdmin, svc: Svc) -> RuntimeOut:
     async with svc.as_caller(token) as (session, who):
         runtime = await runtimes.get_runtime(session, who, name)
         install = await runtimes.create_install_token(session, runtime)
+        await audit.record(session, who, "install_token.create", runtime.name)
     return _with_install_token(svc, runtime, install)
 
 
 @router.get("/runners")
-async def list_runners(token: Token, svc: Svc) -> list[RunnerOut]:
+async def list_runners(token: AsViewer, svc: Svc) -> list[RunnerOut]:
     async with svc.as_caller(token) as (session, who):
         names = {rt.id: rt.name for rt in await runtimes.list_runtimes(session, who)}
         return [_runner_out(svc, r, names.get(r.runtime_id, "")) for r in await runtimes.list_runners(session, who)]
 
 
 @router.delete("/runners/{runner_id}")
-async def revoke_runner(runner_id: str, token: Token, svc: Svc) -> dict[str, str | list[str]]:
+async def revoke_runner(runner_id: str, token: AsAdmin, svc: Svc) -> dict[str, str | list[str]]:
     """The runner's token and its job tokens are void at once, and its leases end in the same transaction."""
     async with svc.as_caller(token) as (session, who):
         runner = await runtimes.revoke_runner(session, who, runner_id)
@@ -182,11 +192,13 @@ async def _pipeline_out(session: AsyncSession, p: Pipeline) -> PipelineOut:
         repo=p.repo,
         git=p.git,
         revision=p.revision,
+        approval_role=p.approval_role,
+        approval_requires_other=p.approval_requires_other,
     )
 
 
 @router.post("/pipelines", status_code=201)
-async def create_pipeline(body: PipelineIn, token: Token, svc: Svc) -> PipelineOut:
+async def create_pipeline(body: PipelineIn, token: AsDeveloper, svc: Svc) -> PipelineOut:
     async with svc.as_caller(token) as (session, who):
         p = await pipelines.create_pipeline(
             session,
@@ -200,24 +212,26 @@ async def create_pipeline(body: PipelineIn, token: Token, svc: Svc) -> PipelineO
             repo=body.repo,
             git=body.git,
             revision=body.revision,
+            approval_role=body.approval_role,
+            approval_requires_other=body.approval_requires_other,
         )
         return await _pipeline_out(session, p)
 
 
 @router.get("/pipelines")
-async def list_pipelines(token: Token, svc: Svc) -> list[PipelineOut]:
+async def list_pipelines(token: ScopedViewer, svc: Svc) -> list[PipelineOut]:
     async with svc.as_caller(token) as (session, who):
         return [await _pipeline_out(session, p) for p in await pipelines.list_pipelines(session, who)]
 
 
 @router.get("/pipelines/{name}")
-async def show_pipeline(name: str, token: Token, svc: Svc) -> PipelineOut:
+async def show_pipeline(name: str, token: ScopedViewer, svc: Svc) -> PipelineOut:
     async with svc.as_caller(token) as (session, who):
         return await _pipeline_out(session, await pipelines.get_pipeline(session, who, name))
 
 
 @router.patch("/pipelines/{name}")
-async def update_pipeline(name: str, body: PipelinePatch, token: Token, svc: Svc) -> PipelineOut:
+async def update_pipeline(name: str, body: PipelinePatch, token: AsDeveloper, svc: Svc) -> PipelineOut:
     async with svc.as_caller(token) as (session, who):
         p = await pipelines.update_pipeline(
             session,
@@ -231,6 +245,8 @@ async def update_pipeline(name: str, body: PipelinePatch, token: Token, svc: Svc
             repo=body.repo,
             git=body.git,
             revision=body.revision,
+            approval_role=body.approval_role,
+            approval_requires_other=body.approval_requires_other,
         )
         return await _pipeline_out(session, p)
 
@@ -248,7 +264,7 @@ async def validate(body: ValidateIn) -> ValidateOut:
 
 
 @router.post("/pipelines/{name}/builds", status_code=201)
-async def run_pipeline(name: str, body: BuildIn, token: Token, svc: Svc) -> BuildOut:
+async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloper, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         pipeline = await pipelines.get_pipeline(session, who, name)
         build = await builds.create_build(
@@ -269,7 +285,7 @@ async def _runtime_has_online_runner(svc: Services, session: AsyncSession, who: 
 
 @router.get("/builds")
 async def list_builds(
-    token: Token,
+    token: ScopedViewer,
     svc: Svc,
     pipeline: str | None = None,
     status: str | None = None,
@@ -281,14 +297,14 @@ async def list_builds(
 
 
 @router.get("/builds/{build_id}")
-async def show_build(build_id: str, token: Token, svc: Svc) -> BuildOut:
+async def show_build(build_id: str, token: ScopedViewer, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         build = await builds.get_build(session, who, build_id)
         return BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
 
 
 @router.post("/builds/{build_id}/cancel")
-async def cancel_build(build_id: str, token: Token, svc: Svc) -> BuildOut:
+async def cancel_build(build_id: str, token: AsDeveloper, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         build = await builds.request_cancel(session, who, build_id)
     svc.wakeups.notify(runtime_key(build.runtime_id))
@@ -297,16 +313,16 @@ async def cancel_build(build_id: str, token: Token, svc: Svc) -> BuildOut:
 
 
 @router.post("/builds/{build_id}/steps/{step}/approve")
-async def approve_step(build_id: str, step: str, token: Token, svc: Svc) -> BuildOut:
+async def approve_step(build_id: str, step: str, token: AsDeveloper, svc: Svc) -> BuildOut:
     return await _answer(build_id, step, "approved", token, svc)
 
 
 @router.post("/builds/{build_id}/steps/{step}/deny")
-async def deny_step(build_id: str, step: str, token: Token, svc: Svc) -> BuildOut:
+async def deny_step(build_id: str, step: str, token: AsDeveloper, svc: Svc) -> BuildOut:
     return await _answer(build_id, step, "denied", token, svc)
 
 
-async def _answer(build_id: str, step: str, decision: str, token: str, svc: Services) -> BuildOut:
+async def _answer(build_id: str, step: str, decision: str, token: Access, svc: Services) -> BuildOut:
     """Records the answer and wakes the runner's open poll, which hands it over at once."""
     async with svc.as_caller(token) as (session, who):
         await approvals.decide(session, who, build_id, step, decision)
@@ -321,7 +337,7 @@ async def _answer(build_id: str, step: str, decision: str, token: str, svc: Serv
 async def follow_log(
     build_id: str,
     request: Request,
-    token: Token,
+    token: ScopedViewer,
     svc: Svc,
     after: Annotated[int, Query(ge=0)] = 0,
     wait: Annotated[float, Query(ge=0, le=60)] = 0,
@@ -353,7 +369,7 @@ async def follow_log(
 
 
 @router.get("/builds/{build_id}/steps/{step}/log")
-async def step_log(build_id: str, step: str, token: Token, svc: Svc) -> Response:
+async def step_log(build_id: str, step: str, token: ScopedViewer, svc: Svc) -> Response:
     async with svc.as_caller(token) as (session, who):
         build = await builds.get_build(session, who, build_id)
         row = await builds.find_step(session, build, step)

@@ -15,7 +15,7 @@ from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Account, Runner
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import approvals, builds, gitqueries, integrations, logs, reports, runtimes
+from outpost.server.store import approvals, audit, builds, gitqueries, integrations, logs, reports, runtimes
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
@@ -103,6 +103,7 @@ async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> Task |
         if claimed is None:
             return None
         build, lease, job_token = claimed
+        await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
         account = await session.get_one(Account, build.account_id)
         return RunBuildTask(
             build_id=build.id,

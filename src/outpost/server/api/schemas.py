@@ -26,7 +26,38 @@ class AccountIn(In):
 
 
 class TokenIn(In):
+    """`role` defaults to the creator's; `pipeline` limits the token to reading and running that pipeline;
+    `expires` is a duration such as 30d, 12h or 90m."""
+
     name: str = Field(min_length=1, max_length=100)
+    role: str | None = Field(default=None, max_length=20)
+    pipeline: str | None = Field(default=None, min_length=1, max_length=150)
+    expires: str | None = Field(default=None, min_length=1, max_length=20)
+
+
+class UserIn(In):
+    name: str = Field(min_length=1, max_length=100)
+    role: str = Field(max_length=20)
+    password: str | None = Field(default=None, max_length=1000)  # none: one is generated and answered once
+
+
+class UserOut(BaseModel):
+    name: str
+    role: str
+    account: str
+    created_at: str | None
+    password: str | None = None  # only when generated
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str | None
+    account: str | None
+    actor: str
+    address: str | None
+    action: str
+    target: str
+    details: dict[str, Any]
 
 
 class RuntimeIn(In):
@@ -45,6 +76,8 @@ class PipelineIn(In):
     repo: str | None = Field(default=None, max_length=500)
     git: str | None = Field(default=None, max_length=100)
     revision: str | None = Field(default=None, max_length=255)
+    approval_role: str | None = Field(default=None, max_length=20)  # who may answer approvals (developer)
+    approval_requires_other: bool | None = None  # nobody approves a build they started
 
     @model_validator(mode="after")
     def _yaml_or_repo(self) -> PipelineIn:
@@ -62,6 +95,8 @@ class PipelinePatch(In):
     repo: str | None = Field(default=None, max_length=500)
     git: str | None = Field(default=None, max_length=100)
     revision: str | None = Field(default=None, max_length=255)
+    approval_role: str | None = Field(default=None, max_length=20)
+    approval_requires_other: bool | None = None
 
 
 class BuildIn(In):
@@ -84,9 +119,12 @@ class TokenOut(BaseModel):
     last_used_at: str | None
     revoked_at: str | None
     token: str | None = None  # only when just created
+    role: str = "admin"
+    pipeline: str | None = None  # the one pipeline it may read and run (by name when known)
+    expires_at: str | None = None
 
     @classmethod
-    def of(cls, row: models.ApiToken, token: str | None = None) -> TokenOut:
+    def of(cls, row: models.ApiToken, token: str | None = None, pipeline: str | None = None) -> TokenOut:
         return cls(
             id=row.id,
             name=row.name,
@@ -96,6 +134,9 @@ class TokenOut(BaseModel):
             last_used_at=iso(row.last_used_at),
             revoked_at=iso(row.revoked_at),
             token=token,
+            role=row.role,
+            pipeline=pipeline or row.pipeline_id,
+            expires_at=iso(row.expires_at),
         )
 
 
@@ -134,6 +175,8 @@ class PipelineOut(BaseModel):
     repo: str | None = None  # YAML from the repository: where, through which integration, at which revision
     git: str | None = None
     revision: str | None = None
+    approval_role: str = "developer"
+    approval_requires_other: bool = False
 
 
 class StepOut(BaseModel):
@@ -254,6 +297,9 @@ class WhoAmI(BaseModel):
     account: str
     token: str
     superuser: bool
+    role: str = "admin"
+    pipeline: str | None = None  # a scoped token's one pipeline
+    expires_at: str | None = None
 
 
 class AccountOut(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from outpost.server.api.deps import Svc, Token
+from outpost.server.api.deps import AsAdmin, AsViewer, Svc
 from outpost.server.api.schemas import DeliveryOut, TriggerIn, TriggerOut, TriggerPatch, TriggerSecret
 from outpost.server.api.webhooks import PREFIX
 from outpost.server.models import Trigger
@@ -28,7 +28,7 @@ def _out(svc: Services, trigger: Trigger, pipeline: str, secret: str | None = No
 
 
 @router.post("/triggers", status_code=201)
-async def create_trigger(body: TriggerIn, response: Response, token: Token, svc: Svc) -> TriggerOut:
+async def create_trigger(body: TriggerIn, response: Response, token: AsAdmin, svc: Svc) -> TriggerOut:
     """A git trigger answers with its endpoint and secret, the secret shown here and on request only."""
     settings = body.model_dump(exclude={"pipeline"}, exclude_none=True)
     settings["kind"] = "cron" if body.cron else "git"
@@ -43,34 +43,34 @@ async def create_trigger(body: TriggerIn, response: Response, token: Token, svc:
 
 
 @router.get("/triggers")
-async def list_triggers(token: Token, svc: Svc, pipeline: str | None = None) -> list[TriggerOut]:
+async def list_triggers(token: AsViewer, svc: Svc, pipeline: str | None = None) -> list[TriggerOut]:
     async with svc.as_caller(token) as (session, who):
         return [_out(svc, t, name) for t, name in await store.list_triggers(session, who, pipeline)]
 
 
 @router.get("/triggers/{trigger_id}")
-async def show_trigger(trigger_id: str, token: Token, svc: Svc) -> TriggerOut:
+async def show_trigger(trigger_id: str, token: AsViewer, svc: Svc) -> TriggerOut:
     async with svc.as_caller(token) as (session, who):
         trigger = await store.get_trigger(session, who, trigger_id)
         return _out(svc, trigger, await store.pipeline_name(session, trigger))
 
 
 @router.patch("/triggers/{trigger_id}")
-async def update_trigger(trigger_id: str, body: TriggerPatch, token: Token, svc: Svc) -> TriggerOut:
+async def update_trigger(trigger_id: str, body: TriggerPatch, token: AsAdmin, svc: Svc) -> TriggerOut:
     async with svc.as_caller(token) as (session, who):
         trigger = await store.update_trigger(session, who, trigger_id, body.model_dump(exclude_unset=True))
         return _out(svc, trigger, await store.pipeline_name(session, trigger))
 
 
 @router.delete("/triggers/{trigger_id}")
-async def remove_trigger(trigger_id: str, token: Token, svc: Svc) -> dict[str, str]:
+async def remove_trigger(trigger_id: str, token: AsAdmin, svc: Svc) -> dict[str, str]:
     async with svc.as_caller(token) as (session, who):
         trigger = await store.remove_trigger(session, who, trigger_id)
     return {"id": trigger.id, "status": "removed"}
 
 
 @router.get("/triggers/{trigger_id}/secret")
-async def reveal_secret(trigger_id: str, response: Response, token: Token, svc: Svc) -> TriggerSecret:
+async def reveal_secret(trigger_id: str, response: Response, token: AsAdmin, svc: Svc) -> TriggerSecret:
     """The webhook secret, for a person copying it into the Git provider again."""
     async with svc.as_caller(token) as (session, who):
         trigger = await store.get_trigger(session, who, trigger_id)
@@ -80,7 +80,7 @@ async def reveal_secret(trigger_id: str, response: Response, token: Token, svc: 
 
 
 @router.post("/triggers/{trigger_id}/rotate-secret")
-async def rotate_secret(trigger_id: str, response: Response, token: Token, svc: Svc) -> TriggerOut:
+async def rotate_secret(trigger_id: str, response: Response, token: AsAdmin, svc: Svc) -> TriggerOut:
     """A new secret at once: deliveries signed with the old one are refused from now on."""
     secret = new_secret()
     async with svc.as_caller(token) as (session, who):
@@ -93,7 +93,7 @@ async def rotate_secret(trigger_id: str, response: Response, token: Token, svc: 
 @router.get("/triggers/{trigger_id}/deliveries")
 async def list_deliveries(
     trigger_id: str,
-    token: Token,
+    token: AsViewer,
     svc: Svc,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: str | None = None,

@@ -1,5 +1,8 @@
 """Approval answers for pending-approval steps: given through the API, delivered to the runner.
 
+Who may answer is the pipeline's rule: at least its `approval_role` (developer unless set), and, with
+`approval_requires_other`, never the person or token that started the build. Every answer is audited.
+
 The runner learns an answer at once through its open poll (each answer handed out once), and again
 with every heartbeat while the step still waits, so an answer is never lost between the two.
 """
@@ -9,10 +12,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import Conflict, Invalid
-from outpost.server.models import Build, Runner, Step
+from outpost.errors import Conflict, Forbidden, Invalid
+from outpost.server.models import Build, Pipeline, Runner, Step
 from outpost.server.security import now
-from outpost.server.store.accounts import Principal
+from outpost.server.store import audit
+from outpost.server.store.accounts import DEVELOPER, Principal, rank
 from outpost.server.store.builds import LIVE_STATUSES, find_step, get_build
 from outpost.wire import ApprovalDecision
 
@@ -34,10 +38,30 @@ async def decide(session: AsyncSession, principal: Principal, build_id: str, ste
         raise Conflict(f"build {build_id} is not running ({build.status})")
     if step.status != "pending-approval":
         raise Conflict(f"step {step_name} is not waiting for approval ({step.status})")
+    await check_approver(session, principal, build)
     step.decision = decision
     step.decided_by = principal.token_name or principal.account_name
     step.decided_at = now()
+    await audit.record(session, principal, f"approval.{decision}", f"build {build.id} step {step_name}")
     return step
+
+
+async def check_approver(session: AsyncSession, principal: Principal, build: Build) -> None:
+    """403 with the reason when the pipeline's rules keep this caller from answering."""
+    pipeline = await session.get(Pipeline, build.pipeline_id)
+    role = pipeline.approval_role if pipeline else DEVELOPER
+    if rank(principal.role) < rank(role):
+        raise Forbidden(
+            f"approvals of pipeline {build.pipeline_name} need the {role} role; your {principal.kind} has "
+            f"{principal.role}",
+            error="role_required",
+            needs=role,
+        )
+    if pipeline and pipeline.approval_requires_other and build.initiator_id == principal.identity:
+        raise Forbidden(
+            f"pipeline {build.pipeline_name} needs someone other than who started build {build.id} to approve it",
+            error="approver_is_initiator",
+        )
 
 
 async def undelivered(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.errors import Conflict, NotFound, Unauthorized
 from outpost.server.models import Build, Lease, Pipeline, Runner, Step, Trigger
 from outpost.server.security import JOB_TOKEN, new_id, new_token, now, token_hash
+from outpost.server.store import audit
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables
 from outpost.wire import (
@@ -60,6 +61,7 @@ async def create_build(
         secrets={k: v for k, v in pipeline.secrets.items() if k not in run_variables},
         trigger=trigger,
         initiator=initiator if initiator is not None else principal.token_name,
+        initiator_id=principal.identity if principal.token_id else None,
         branch=branch,
         sha=sha,
         created_at=now(),
@@ -111,6 +113,8 @@ async def get_build(session: AsyncSession, principal: Principal, build_id: str) 
     build = await session.get(Build, build_id)
     if build is None or build.account_id != principal.account_id:
         raise NotFound(f"no build {build_id!r} in this account")
+    if principal.pipeline_id and build.pipeline_id != principal.pipeline_id:  # a token scoped to another pipeline
+        raise NotFound(f"no build {build_id!r} in this account")
     return build
 
 
@@ -123,6 +127,8 @@ async def list_builds(
     limit: int = 50,
 ) -> list[Build]:
     query = select(Build).where(Build.account_id == principal.account_id)
+    if principal.pipeline_id:
+        query = query.where(Build.pipeline_id == principal.pipeline_id)
     if pipeline:
         query = query.where(Build.pipeline_name == pipeline)
     if status:
@@ -145,6 +151,7 @@ async def request_cancel(session: AsyncSession, principal: Principal, build_id: 
         await _finish(session, build, "terminated", "cancelled before it started")
     else:
         build.cancel_requested = True
+    await audit.record(session, principal, "build.cancel", f"build {build.id}", pipeline=build.pipeline_name)
     return build
 
 

@@ -30,6 +30,7 @@ from outpost.pipelines.variables import substitute
 from outpost.server.models import Build, Integration
 from outpost.server.secrets import SecretBox
 from outpost.server.security import new_id, now
+from outpost.server.store import audit
 from outpost.server.store.accounts import Principal
 from outpost.server.store.runtimes import check_name
 from outpost.wire import GitAccess, RegistryAccess
@@ -112,6 +113,7 @@ async def create_integration(
         await _make_default(session, row)
     session.add(row)
     await session.flush()
+    await audit.record(session, principal, "integration.create", f"{kind} {name}")
     return row
 
 
@@ -160,6 +162,7 @@ async def update_integration(
         await _make_default(session, row)
     row.updated_at = now()
     await session.flush()
+    await audit.record(session, principal, "integration.update", f"{kind} {name}")
     return row
 
 
@@ -168,6 +171,7 @@ async def delete_integration(session: AsyncSession, principal: Principal, kind: 
     row = await get_integration(session, principal, kind, name)
     await session.delete(row)
     await session.flush()
+    await audit.record(session, principal, "integration.delete", f"{kind} {name}")
     if row.is_default:
         heir = await session.scalar(
             select(Integration)

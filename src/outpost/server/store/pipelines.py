@@ -11,7 +11,8 @@ from outpost.errors import Conflict, Invalid, NotFound, PipelineError
 from outpost.pipelines.parsing import load_pipeline
 from outpost.server.models import Pipeline, Runtime
 from outpost.server.security import new_id, now
-from outpost.server.store.accounts import Principal
+from outpost.server.store import audit
+from outpost.server.store.accounts import DEVELOPER, Principal, check_role
 from outpost.server.store.integrations import default_integration, find_integration
 from outpost.server.store.runtimes import check_name, default_runtime, get_runtime
 
@@ -75,6 +76,8 @@ async def create_pipeline(
     repo: str | None = None,
     git: str | None = None,
     revision: str | None = None,
+    approval_role: str | None = None,
+    approval_requires_other: bool | None = None,
 ) -> Pipeline:
     """`sealed_secrets` maps names to values already encrypted by the caller's SecretBox. With `repo`, the
     pipeline keeps no YAML: a runner reads `yaml_file` from the repository when a build starts."""
@@ -106,9 +109,12 @@ async def create_pipeline(
         repo=repo or None,
         git=(git or None) if repo else None,
         revision=(revision or None) if repo else None,
+        approval_role=check_role(approval_role or DEVELOPER),
+        approval_requires_other=bool(approval_requires_other),
     )
     session.add(pipeline)
     await session.flush()
+    await audit.record(session, principal, "pipeline.create", name, secrets=sorted(sealed_secrets or {}) or None)
     return pipeline
 
 
@@ -125,6 +131,8 @@ async def update_pipeline(
     repo: str | None = None,
     git: str | None = None,
     revision: str | None = None,
+    approval_role: str | None = None,
+    approval_requires_other: bool | None = None,
 ) -> Pipeline:
     """Changes only what is given. `git=""` and `revision=""` go back to the defaults (the default integration;
     the branch a build asks for). Giving `yaml` without `repo` moves the YAML into Outpost."""
@@ -157,7 +165,26 @@ async def update_pipeline(
         new_secrets = pipeline.secrets if sealed_secrets is None else sealed_secrets
         check_variables(new_variables, new_secrets)
         pipeline.variables, pipeline.secrets = dict(new_variables), dict(new_secrets)
+    if approval_role is not None:
+        pipeline.approval_role = check_role(approval_role)
+    if approval_requires_other is not None:
+        pipeline.approval_requires_other = approval_requires_other
     pipeline.updated_at = now()
+    changed = {
+        k: v
+        for k, v in {
+            "yaml": yaml is not None,
+            "yaml_file": yaml_file,
+            "runtime": runtime,
+            "variables": sorted(variables) if variables is not None else None,
+            "secrets": sorted(sealed_secrets) if sealed_secrets is not None else None,
+            "repo": repo,
+            "approval_role": approval_role,
+            "approval_requires_other": approval_requires_other,
+        }.items()
+        if v not in (None, False)
+    }
+    await audit.record(session, principal, "pipeline.update", name, changed=changed)
     return pipeline
 
 
@@ -168,9 +195,10 @@ async def _runtime(session: AsyncSession, principal: Principal, name: str | None
 
 
 async def find_pipeline(session: AsyncSession, principal: Principal, name: str) -> Pipeline | None:
-    result: Pipeline | None = await session.scalar(
-        select(Pipeline).where(Pipeline.account_id == principal.account_id, Pipeline.name == name)
-    )
+    query = select(Pipeline).where(Pipeline.account_id == principal.account_id, Pipeline.name == name)
+    if principal.pipeline_id:  # a scoped token sees its one pipeline only
+        query = query.where(Pipeline.id == principal.pipeline_id)
+    result: Pipeline | None = await session.scalar(query)
     return result
 
 
@@ -182,7 +210,7 @@ async def get_pipeline(session: AsyncSession, principal: Principal, name: str) -
 
 
 async def list_pipelines(session: AsyncSession, principal: Principal) -> list[Pipeline]:
-    rows = await session.scalars(
-        select(Pipeline).where(Pipeline.account_id == principal.account_id).order_by(Pipeline.name)
-    )
-    return list(rows)
+    query = select(Pipeline).where(Pipeline.account_id == principal.account_id)
+    if principal.pipeline_id:
+        query = query.where(Pipeline.id == principal.pipeline_id)
+    return list(await session.scalars(query.order_by(Pipeline.name)))

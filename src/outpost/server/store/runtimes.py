@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.errors import Conflict, Invalid, NotFound, Unauthorized
 from outpost.server.models import Account, InstallToken, Runner, Runtime
 from outpost.server.security import INSTALL_TOKEN, RUNNER_TOKEN, new_id, new_token, now, token_hash
+from outpost.server.store import audit
 from outpost.server.store.accounts import Principal
 from outpost.wire import RegisterRequest
 
@@ -34,6 +35,7 @@ async def create_runtime(session: AsyncSession, principal: Principal, name: str)
     )
     session.add(runtime)
     await session.flush()
+    await audit.record(session, principal, "runtime.create", name)
     return runtime
 
 
@@ -116,6 +118,7 @@ async def register_runner(session: AsyncSession, request: RegisterRequest) -> tu
         raise Unauthorized("unknown, used or expired install token")
     session.add(runner)
     await session.flush()
+    await audit.runner_registered(session, runner)
     runtime = await session.get_one(Runtime, install.runtime_id)
     account = await session.get_one(Account, install.account_id)
     return runner, token, runtime, account
@@ -143,4 +146,5 @@ async def revoke_runner(session: AsyncSession, principal: Principal, runner_id: 
         raise NotFound(f"no runner {runner_id!r} in this account")
     if runner.revoked_at is None:
         runner.revoked_at = now()
+        await audit.record(session, principal, "runner.revoke", f"{runner.name} ({runner.id})")
     return runner

@@ -17,7 +17,7 @@ from outpost.errors import Invalid, NotFound, OutpostError
 from outpost.server.cron import CronExpression
 from outpost.server.models import Build, Delivery, Pipeline, Trigger
 from outpost.server.security import new_id, now
-from outpost.server.store import builds, integrations
+from outpost.server.store import audit, builds, integrations
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables, get_pipeline
 from outpost.triggers import filters
@@ -185,6 +185,7 @@ async def create_trigger(
     trigger.secret = sealed_secret if trigger.kind == "git" else None
     session.add(trigger)
     await session.flush()
+    await audit.record(session, principal, "trigger.create", f"{trigger.name} ({trigger.id})", pipeline=pipeline_name)
     return trigger
 
 
@@ -236,6 +237,7 @@ async def update_trigger(
     if "git" in changes:
         await _check_git(session, trigger)
     trigger.updated_at = now()
+    await audit.record(session, principal, "trigger.update", f"{trigger.name} ({trigger.id})", changed=sorted(changes))
     return trigger
 
 
@@ -251,6 +253,7 @@ async def set_secret(session: AsyncSession, principal: Principal, trigger_id: st
         raise Invalid("only git triggers have a webhook secret")
     trigger.secret = sealed_secret
     trigger.updated_at = now()
+    await audit.record(session, principal, "trigger.rotate_secret", f"{trigger.name} ({trigger.id})")
     return trigger
 
 
@@ -260,6 +263,7 @@ async def remove_trigger(session: AsyncSession, principal: Principal, trigger_id
     await session.execute(delete(Delivery).where(Delivery.trigger_id == trigger.id))
     await session.delete(trigger)
     await session.flush()
+    await audit.record(session, principal, "trigger.remove", f"{trigger.name} ({trigger.id})")
     return trigger
 
 

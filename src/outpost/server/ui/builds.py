@@ -14,7 +14,7 @@ from outpost.errors import NotFound
 from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Build, Step
 from outpost.server.store import approvals, builds, pipelines, runtimes
-from outpost.server.store.accounts import Principal
+from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.ui import logview
 from outpost.server.ui.rendering import FINAL, UiRoute, page, render_fragment, see_other
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, read_form, services
@@ -215,6 +215,7 @@ async def cancel(request: Request, build_id: str) -> Response:
     form = await read_form(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, DEVELOPER)
         build = await builds.request_cancel(session, viewer.principal, build_id)
     svc = services(request)
     svc.wakeups.notify(runtime_key(build.runtime_id))
@@ -228,6 +229,7 @@ async def restart(request: Request, build_id: str) -> Response:
     form = await read_form(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, DEVELOPER)
         old = await builds.get_build(session, viewer.principal, build_id)
         pipeline = await pipelines.get_pipeline(session, viewer.principal, old.pipeline_name)
         build = await builds.create_build(
@@ -245,6 +247,7 @@ async def answer(request: Request, build_id: str, step: str, decision: str) -> R
         raise NotFound(f"no action {decision!r}")
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, DEVELOPER)
         await approvals.decide(
             session, viewer.principal, build_id, step, "approved" if decision == "approve" else "denied"
         )

@@ -9,6 +9,7 @@ from outpost.errors import Conflict, Invalid, NotFound
 from outpost.server.api.schemas import IntegrationIn
 from outpost.server.models import Integration
 from outpost.server.store import integrations as store
+from outpost.server.store.accounts import ADMIN, require
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Form, as_viewer, check_csrf, checked, read_form, services
 
@@ -49,7 +50,7 @@ async def integration_list(request: Request) -> Response:
 
 async def _form(request: Request, form: Form | None, error: str = "") -> Response:
     async with as_viewer(request) as (_session, viewer):
-        pass
+        require(viewer.principal, ADMIN)  # the integration form is for admins only
     values = form or Form([("kind", request.query_params.get("kind", "git"))])
     return page(
         request,
@@ -76,6 +77,7 @@ async def create_integration(request: Request) -> Response:
     try:
         async with as_viewer(request) as (session, viewer):
             check_csrf(viewer, form)
+            require(viewer.principal, ADMIN)
             body = checked(
                 IntegrationIn,
                 kind=form.get("kind"),
@@ -119,6 +121,7 @@ async def set_firewall(request: Request, kind: str, name: str) -> Response:
     svc = services(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
         await store.update_integration(
             session, viewer.principal, svc.secrets, kind, name, behind_firewall=form.checked("behind_firewall")
         )
@@ -131,6 +134,7 @@ async def test_connection(request: Request, kind: str, name: str) -> Response:
     svc = services(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
         row = await store.get_integration(session, viewer.principal, kind, name)
     why = why_untestable(row)
     if why:  # the button is disabled; a hand-made request gets the same answer as the API's 409
@@ -144,5 +148,6 @@ async def remove(request: Request, kind: str, name: str) -> Response:
     form = await read_form(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
         await store.delete_integration(session, viewer.principal, kind, name)
     return see_other("/integrations")

@@ -17,7 +17,7 @@ from outpost.server.dispatch import runtime_key
 from outpost.server.models import Build, Integration, Pipeline, Runtime
 from outpost.server.store import builds, integrations, pipelines, runtimes
 from outpost.server.store import triggers as trigger_store
-from outpost.server.store.accounts import Principal
+from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.store.pipelines import MAX_YAML
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Form, Viewer, as_viewer, check_csrf, checked, read_form, services
@@ -222,6 +222,7 @@ async def pipeline_list(request: Request) -> Response:
 @router.get("/new/pipeline")
 async def new_pipeline(request: Request) -> Response:
     viewer, choices = await _viewer_choices(request)
+    require(viewer.principal, DEVELOPER)
     return _form_page(request, viewer, Draft(), choices, editing=False)
 
 
@@ -232,6 +233,7 @@ async def create_pipeline(request: Request) -> Response:
     draft = _draft_of(form)
     viewer, choices = await _viewer_choices(request)
     check_csrf(viewer, form)
+    require(viewer.principal, DEVELOPER)
     variables, secrets = _pairs(draft)
     check_schema(draft, PipelineIn, name=draft.name, variables=variables, secrets=secrets)
     svc = services(request)
@@ -287,6 +289,7 @@ async def _source_integration(session: AsyncSession, principal: Principal, p: Pi
 @router.get("/pipelines/{name}/edit")
 async def edit_pipeline(request: Request, name: str) -> Response:
     async with as_viewer(request) as (session, viewer):
+        require(viewer.principal, DEVELOPER)
         p = await pipelines.get_pipeline(session, viewer.principal, name)
         runtime = await session.get_one(Runtime, p.runtime_id)
         choices = await _choices(session, viewer.principal)
@@ -317,6 +320,7 @@ async def update_pipeline(request: Request, name: str) -> Response:
     dropped = set(form.all("drop_secret"))
     viewer, choices = await _viewer_choices(request)
     check_csrf(viewer, form)
+    require(viewer.principal, DEVELOPER)
     variables, secrets = _pairs(draft)
     check_schema(draft, PipelinePatch, variables=variables, secrets=secrets)
     svc = services(request)
@@ -361,6 +365,7 @@ async def run_pipeline(request: Request, name: str) -> Response:
     variables, errors = parse_pairs(form.get("variables"), "Variables")
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, DEVELOPER)
         if errors:
             raise Invalid("; ".join(errors))
         run = checked(

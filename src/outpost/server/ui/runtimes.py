@@ -11,6 +11,7 @@ from outpost.server.models import Build, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import builds, runtimes
+from outpost.server.store.accounts import ADMIN, require
 from outpost.server.store.builds import LIVE_STATUSES
 from outpost.server.ui.rendering import UiRoute, page
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, checked, read_form, services
@@ -84,6 +85,7 @@ async def create_runtime(request: Request) -> Response:
     form = await read_form(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
         body = checked(RuntimeIn, name=form.get("name").strip())
         runtime = await runtimes.create_runtime(session, viewer.principal, body.name)
         token = await runtimes.create_install_token(session, runtime)
@@ -96,6 +98,7 @@ async def install_token(request: Request, name: str) -> Response:
     form = await read_form(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
         runtime = await runtimes.get_runtime(session, viewer.principal, name)
         token = await runtimes.create_install_token(session, runtime)
     return await _page(request, created=runtime, token=token)

@@ -105,7 +105,17 @@ async def as_viewer(request: Request) -> AsyncIterator[tuple[AsyncSession, Viewe
         if user is None or (user.sessions_after is not None and cookie.issued_at <= user.sessions_after):
             raise LoginRequired("your session has ended; log in again")
         account = await session.get_one(Account, user.account_id)
-        principal = Principal(account.id, account.name, f"user:{user.id}", user.username, False)
+        address = request.client.host if request.client else None
+        principal = Principal(
+            account.id,
+            account.name,
+            f"user:{user.id}",
+            user.username,
+            False,
+            user.role,
+            user_id=user.id,
+            address=address,
+        )
         yield session, Viewer(user.id, user.username, principal, cookie.csrf)
 
 

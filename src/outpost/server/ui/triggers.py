@@ -12,6 +12,7 @@ from outpost.server.api.schemas import TriggerIn
 from outpost.server.api.webhooks import PREFIX
 from outpost.server.store import pipelines
 from outpost.server.store import triggers as store
+from outpost.server.store.accounts import ADMIN, require
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Form, as_viewer, check_csrf, checked, read_form, services
 
@@ -65,6 +66,7 @@ async def trigger_list(request: Request) -> Response:
 
 async def _form(request: Request, form: Form | None, error: str = "", pipeline: str = "") -> Response:
     async with as_viewer(request) as (session, viewer):
+        require(viewer.principal, ADMIN)  # the trigger form is for admins only
         names = [p.name for p in await pipelines.list_pipelines(session, viewer.principal)]
     values = form or Form([("pipeline", pipeline), ("kind", "git"), ("provider", "github"), ("events", "push.heads")])
     return page(
@@ -92,6 +94,7 @@ async def create_trigger(request: Request) -> Response:
     try:
         async with as_viewer(request) as (session, viewer):
             check_csrf(viewer, form)
+            require(viewer.principal, ADMIN)
             settings = _settings(form)
             secret = random.token_urlsafe(32) if settings["kind"] == "git" else None
             sealed = svc.secrets.seal(secret) if secret else None
@@ -131,6 +134,7 @@ async def change_trigger(request: Request, trigger_id: str, action: str) -> Resp
     svc = services(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
         if action in ("enable", "disable"):
             await store.update_trigger(session, viewer.principal, trigger_id, {"disabled": action == "disable"})
         elif action == "rotate-secret":

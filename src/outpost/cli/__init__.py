@@ -103,6 +103,41 @@ def pipeline() -> None:
     """Create and inspect pipelines."""
 
 
+APPROVAL_ROLE = click.option(
+    "--approval-role",
+    type=click.Choice(["viewer", "developer", "admin"]),
+    help="The role needed to answer its approval steps (default: developer).",
+)
+APPROVAL_OTHER = click.option(
+    "--approval-requires-other/--approval-by-anyone",
+    "approval_requires_other",
+    default=None,
+    help="Nobody approves a build they started themselves.",
+)
+
+
+@pipeline.command("update")
+@click.argument("name")
+@APPROVAL_ROLE
+@APPROVAL_OTHER
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def pipeline_update(
+    ctx: click.Context, name: str, approval_role: str | None, approval_requires_other: bool | None, as_json: bool
+) -> None:
+    """Change pipeline NAME's approval rules (its YAML and variables: `pipeline create --update`)."""
+    patch = {"approval_role": approval_role, "approval_requires_other": approval_requires_other}
+    result = api_from(ctx).request(
+        "PATCH", f"/pipelines/{name}", json={k: v for k, v in patch.items() if v is not None}
+    )
+    if as_json:
+        emit_json(result)
+    else:
+        other = ", not by whoever started the build" if result["approval_requires_other"] else ""
+        click.echo(f"pipeline {result['name']}: approvals by {result['approval_role']} or above{other}")
+
+
 @pipeline.command("create")
 @click.argument("name")
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Inline YAML.")
@@ -120,6 +155,8 @@ def pipeline() -> None:
     help="A secret variable: stored encrypted, never shown again, masked in logs.",
 )
 @click.option("--update", is_flag=True, help="Replace the YAML and variables if the pipeline exists.")
+@APPROVAL_ROLE
+@APPROVAL_OTHER
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
@@ -135,6 +172,8 @@ def pipeline_create(
     variables: tuple[str, ...],
     secrets: tuple[str, ...],
     update: bool,
+    approval_role: str | None,
+    approval_requires_other: bool | None,
     as_json: bool,
 ) -> None:
     """Create pipeline NAME from a codefresh.yml file (--file), or from one a runner reads from the repository at
@@ -149,6 +188,7 @@ def pipeline_create(
         body.update(repo=repo, git=git, yaml_file=yaml_path, revision=revision)
     body["variables"] = parse_vars(variables)
     body["secrets"] = parse_vars(secrets)
+    body.update(approval_role=approval_role, approval_requires_other=approval_requires_other)
     try:
         result = api.post("/pipelines", json=body)
     except ApiError as exc:

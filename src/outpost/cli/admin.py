@@ -1,6 +1,9 @@
-"""`outpost runtime|runner|token|account ...`: the platform engineer's commands."""
+"""`outpost runtime|runner|token|account|user|audit ...`: the platform engineer's commands."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
@@ -97,18 +100,30 @@ def token() -> None:
     """API tokens of this account."""
 
 
+ROLES = click.Choice(["viewer", "developer", "admin"])
+
+
 @token.command("create")
 @click.argument("name")
+@click.option("--role", type=ROLES, help="What it may do (default: your own role; never more).")
+@click.option("--pipeline", metavar="P", help="Only read and run pipeline P (a CI bot's token).")
+@click.option("--expires", metavar="DURATION", help="Expire after e.g. 30d, 12h or 90m (default: never).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def token_create(ctx: click.Context, name: str, as_json: bool) -> None:
-    t = api_from(ctx).post("/tokens", json={"name": name})
+def token_create(
+    ctx: click.Context, name: str, role: str | None, pipeline: str | None, expires: str | None, as_json: bool
+) -> None:
+    """A new API token of this account, shown once. It never gets more than the token that creates it."""
+    body = {"name": name, "role": role, "pipeline": pipeline, "expires": expires}
+    t = api_from(ctx).post("/tokens", json={k: v for k, v in body.items() if v is not None})
     if as_json:
         emit_json(t)
     else:
         click.echo(t["token"])
-        click.echo(f"token {t['name']} ({t['id']}) created; it is shown only once", err=True)
+        scope = f", pipeline {t['pipeline']} only" if t["pipeline"] else ""
+        until = f", expires {t['expires_at']}" if t["expires_at"] else ""
+        click.echo(f"token {t['name']} ({t['id']}) created: {t['role']}{scope}{until}; shown only once", err=True)
 
 
 @token.command("list")
@@ -122,7 +137,8 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
         return
     for t in rows:
         state = f"revoked {t['revoked_at']}" if t["revoked_at"] else f"last used {t['last_used_at'] or 'never'}"
-        click.echo(f"{t['id']}  {t['prefix']}…  {t['name']:<20} {state}")
+        role = "superuser" if t["superuser"] else t["role"] + (f" of {t['pipeline']}" if t["pipeline"] else "")
+        click.echo(f"{t['id']}  {t['prefix']}…  {t['name']:<20} {role:<12} {state}")
 
 
 @token.command("revoke")
@@ -151,3 +167,97 @@ def account_create(ctx: click.Context, name: str, as_json: bool) -> None:
     else:
         click.echo(a["token"])
         click.echo(f"account {a['name']} created; above is its admin token, shown only once", err=True)
+
+
+@main.group()
+def user() -> None:
+    """People who log in to the web UI, in this account (needs the admin role)."""
+
+
+def _password(password_file: Path | None) -> str | None:
+    """From the file, or asked for at a terminal; None lets the server generate one."""
+    if password_file is not None:
+        return password_file.read_text().rstrip("\n")
+    if sys.stdin.isatty():
+        typed: str = click.prompt(
+            "Password (empty: generate one)", default="", hide_input=True, confirmation_prompt=True, show_default=False
+        )
+        return typed or None
+    return None
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=ROLES, required=True, help="viewer, developer or admin (not above your own).")
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the password from this file (else asked for at a terminal, or generated and shown once).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def user_add(ctx: click.Context, name: str, role: str, password_file: Path | None, as_json: bool) -> None:
+    """Add user NAME to this account with a role."""
+    body = {"name": name, "role": role, "password": _password(password_file)}
+    u = api_from(ctx).post("/users", json={k: v for k, v in body.items() if v is not None})
+    if as_json:
+        emit_json(u)
+        return
+    click.echo(f"user {u['name']} added to account {u['account']} as {u['role']}")
+    if u.get("password"):
+        click.echo(f"password (shown only once): {u['password']}")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def user_list(ctx: click.Context, as_json: bool) -> None:
+    """The account's users and their roles."""
+    rows = api_from(ctx).get("/users")
+    if as_json:
+        emit_json(rows)
+        return
+    for u in rows:
+        click.echo(f"{u['name']:<24} {u['role']:<10} since {u['created_at']}")
+
+
+@user.command("remove")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def user_remove(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Remove user NAME; their web UI sessions end at once."""
+    u = api_from(ctx).request("DELETE", f"/users/{name}")
+    if as_json:
+        emit_json(u)
+    else:
+        click.echo(f"user {u['name']} removed")
+
+
+@main.group()
+def audit() -> None:
+    """The account's audit log (needs the admin role)."""
+
+
+@audit.command("list")
+@click.option("--since", help="Entries since a duration ago (1h, 7d) or an ISO time.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def audit_list(ctx: click.Context, since: str | None, limit: int, as_json: bool) -> None:
+    """Newest first: who changed, granted, revoked, approved, cancelled or read what, when and from where."""
+    params: dict[str, str | int] = {"limit": limit}
+    if since:
+        params["since"] = since
+    rows = api_from(ctx).get("/audit", params=params)
+    if as_json:
+        emit_json(rows)
+        return
+    for e in rows:
+        where = f" from {e['address']}" if e["address"] else ""
+        details = " ".join(f"{k}={v}" for k, v in e["details"].items())
+        click.echo(f"{e['at']}  {e['action']:<22} {e['target']}  by {e['actor']}{where}  {details}".rstrip())

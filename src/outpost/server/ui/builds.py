@@ -16,7 +16,7 @@ from outpost.server.models import Build, Step
 from outpost.server.store import approvals, builds, pipelines, runtimes
 from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.ui import logview
-from outpost.server.ui.rendering import FINAL, UiRoute, page, render_fragment, see_other
+from outpost.server.ui.rendering import FINAL, UiRoute, can_for, page, render_fragment, see_other
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, read_form, services
 from outpost.wire import FINAL_BUILD_STATUSES, SYSTEM_STREAM
 
@@ -119,7 +119,7 @@ class BuildView:
     runner: str
 
     def fragments(self, viewer: Viewer, selected: str | None) -> dict[str, str]:
-        context = {"v": self, "csrf": viewer.csrf, "selected": selected}
+        context = {"v": self, "csrf": viewer.csrf, "selected": selected, "can": can_for(viewer)}
         return {
             "header": render_fragment("_build_header.html", **context),
             "steps": render_fragment("_steps.html", **context),

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from outpost import __version__
 from outpost.errors import StoreError
+from outpost.server.store.accounts import rank
 from outpost.server.ui.sessions import LoginRequired, Viewer
 
 STATIC_PREFIX = "/ui/static"
@@ -102,6 +103,15 @@ def _environment() -> Environment:
 ENV = _environment()
 
 
+def can_for(viewer: Viewer | None) -> Callable[[str], bool]:
+    """`can("developer")` in templates: pages hide the actions the server would refuse this user anyway."""
+
+    def can(role: str) -> bool:
+        return viewer is not None and rank(viewer.principal.role) >= rank(role)
+
+    return can
+
+
 def render_fragment(template: str, **context: Any) -> str:
     return ENV.get_template(template).render(**context)
 
@@ -110,7 +120,12 @@ def page(
     request: Request, template: str, viewer: Viewer | None, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     html = ENV.get_template(template).render(
-        request=request, viewer=viewer, csrf=viewer.csrf if viewer else "", path=request.url.path, **context
+        request=request,
+        viewer=viewer,
+        csrf=viewer.csrf if viewer else "",
+        path=request.url.path,
+        can=can_for(viewer),
+        **context,
     )
     return HTMLResponse(html, status_code=status_code)
 

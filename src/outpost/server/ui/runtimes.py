@@ -10,7 +10,7 @@ from outpost.server.api.schemas import RuntimeIn
 from outpost.server.models import Build, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import builds, runtimes
+from outpost.server.store import audit, builds, runtimes
 from outpost.server.store.accounts import ADMIN, require
 from outpost.server.store.builds import LIVE_STATUSES
 from outpost.server.ui.rendering import UiRoute, page
@@ -101,4 +101,5 @@ async def install_token(request: Request, name: str) -> Response:
         require(viewer.principal, ADMIN)
         runtime = await runtimes.get_runtime(session, viewer.principal, name)
         token = await runtimes.create_install_token(session, runtime)
+        await audit.record(session, viewer.principal, "install_token.create", runtime.name)
     return await _page(request, created=runtime, token=token)

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from outpost.runner.outbox import read_lease
 from outpost.wire import LEASE_HEADER
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually, listening_inodes, socket_inodes
 from tests.executors.test_local import _zombie
@@ -51,7 +52,8 @@ def test_a_runner_killed_mid_build_leaves_the_build_as_runner_lost_and_its_lease
     build_id = run(control_plane, "long")
     eventually(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30, what="the step to start")
     eventually(lambda: step_status(control_plane, build_id, "main") == "running", timeout=10, what="step running")
-    task = json.loads((runner.data_dir / "builds" / build_id / "outbox" / "task.json").read_text())
+    runner_token = json.loads((runner.data_dir / "runner.json").read_text())["token"]
+    task = read_lease(runner.data_dir / "builds" / build_id / "outbox", runner_token).model_dump()
 
     runner.signal(signal.SIGKILL)
     killed_at = time.monotonic()

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from outpost.errors import OutpostError
 from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
 from outpost.runner.client import ProtocolClient
 from outpost.runner.outbox import Outbox
@@ -120,7 +121,8 @@ async def test_a_restarted_runner_delivers_what_the_crashed_one_left_and_ends_th
     await stack.pipeline("two", TWO_STEPS)
     build_id = (await stack.run("two"))["id"]
     task = await claim(stack, runner)
-    left = Outbox.create(tmp_path / "runner" / "builds" / build_id / "outbox", task, runner.client, max_chunk=1024)
+    folder = tmp_path / "runner" / "builds" / build_id / "outbox"
+    left = Outbox.create(folder, task, runner.client, max_chunk=1024, runner_token=runner.identity.token)
     await left.log("first", b"printed before the crash\n")
     await left.step("first", StepUpdate(status="running"))
 
@@ -131,3 +133,55 @@ async def test_a_restarted_runner_delivers_what_the_crashed_one_left_and_ends_th
     assert build["message"] == "the runner restarted while running this build"
     assert await step_log(stack, build_id, "first") == b"printed before the crash\n"
     assert not (tmp_path / "runner" / "builds" / build_id).exists()
+
+
+def files(root: Path, needles: list[bytes]) -> list[Path]:
+    """Every file under root that holds one of the needles: a grep of the whole tree, bytes."""
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in needles)
+    ]
+
+
+def files_holding(root: Path, needles: list[bytes]) -> list[str]:
+    return [str(path) for path in files(root, needles)]
+
+
+SECRET = "k3y-0f-the-deploy-r0b0t-7c1f9a2e"
+SLEEPER = """version: '1.0'
+steps:
+  main:
+    image: alpine
+    commands:
+      - echo "deploying with $API_KEY"
+      - cf_export --mask COPY=$API_KEY
+      - sleep 300 & echo $! > {pidfile}; wait
+"""
+
+
+async def test_a_revoked_runner_stops_its_build_keeps_nothing_of_it_and_stops(stack: Stack, tmp_path: Path) -> None:
+    pidfile = tmp_path / "step.pid"
+    runner = await runner_for(stack, tmp_path, httpx.ASGITransport(app=stack.app))
+    await stack.pipeline("deploy", SLEEPER.format(pidfile=pidfile), secrets={"API_KEY": SECRET})
+    build_id = (await stack.run("deploy"))["id"]
+    running = asyncio.create_task(runner.run())
+    for _ in range(300):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.1)
+    step_pid = int(pidfile.read_text())
+    job_token = runner.jobs[build_id][0].task.job_token
+    # While it runs, only cf_export's file in the build's volume holds the value (the step put it there).
+    assert [p.name for p in files(runner.options.data_dir, [SECRET.encode()])] == ["env_vars_to_export"]
+    assert files_holding(runner.options.data_dir, [job_token.encode(), b"opj_"]) == []
+
+    await stack.api("DELETE", f"/runners/{runner.identity.runner_id}")
+
+    with pytest.raises(OutpostError, match="refused this runner"):
+        await asyncio.wait_for(running, 40)
+    assert not Path(f"/proc/{step_pid}").exists() or "zombie" in Path(f"/proc/{step_pid}/status").read_text()
+    assert not list((runner.options.data_dir / "builds").glob("*"))
+    assert files_holding(runner.options.data_dir, [SECRET.encode(), job_token.encode()]) == []
+    build = await stack.build(build_id)
+    assert (build["status"], build["message"]) == ("error", "runner revoked")

@@ -20,8 +20,8 @@ from outpost import __version__
 from outpost.errors import OutpostError
 from outpost.executors import executor_class
 from outpost.runner import gitqueries
-from outpost.runner.client import Backoff, ProtocolClient, Refused, Unreachable
-from outpost.runner.job import BuildJob
+from outpost.runner.client import Backoff, ProtocolClient, Revoked, Unreachable
+from outpost.runner.job import STOP_GRACE, BuildJob, remove_leftovers
 from outpost.runner.outbox import Outbox
 from outpost.wire import (
     ApprovalTask,
@@ -139,6 +139,7 @@ class Runner:
         self._stopping = asyncio.Event()
         self._builds_dir = options.data_dir / "builds"
         self._queries: set[asyncio.Task[None]] = set()
+        self._revoked: Revoked | None = None
 
     def stop(self) -> None:
         """Stop taking builds; running ones get `drain_timeout` to finish."""
@@ -159,6 +160,9 @@ class Runner:
                     continue
                 if burst and queue_empty and not self.jobs:
                     break
+            if self._revoked is not None:
+                await self._give_up_all()
+                raise OutpostError(f"the control plane refused this runner's token: {self._revoked}")
             await self._drain()
         finally:
             if self._queries:  # answers being looked up: they take seconds at most
@@ -190,10 +194,9 @@ class Runner:
             return False  # interrupted: says nothing about the queue
         try:
             answer = poll.result()
-        except Refused as exc:
-            if exc.status == 401:
-                raise OutpostError(f"the control plane refused this runner's token: {exc}") from exc
-            raise
+        except Revoked as exc:
+            self._revoke(exc)
+            return False
         task = answer.task
         if isinstance(task, RunBuildTask):
             await self._start(task)
@@ -233,6 +236,7 @@ class Runner:
                 executor=self.options.executor,
                 heartbeat_interval=self.identity.heartbeat_interval,
                 max_chunk=self.identity.max_log_chunk,
+                runner_token=self.identity.token,
                 runner_secrets=self.options.runner_secrets,
                 executor_options=self.options.executor_options,
                 volumes=self.options.data_dir / "volumes" if self.options.volume_reuse == "pipeline" else None,
@@ -262,8 +266,25 @@ class Runner:
             log.warning("git query %s: the answer was not accepted: %s", task.query_id, exc)
 
     def _finished(self, build_id: str) -> None:
-        self.jobs.pop(build_id, None)
+        job, _ = self.jobs.pop(build_id, (None, None))
+        if job is not None and job.revoked is not None:
+            self._revoke(job.revoked)
         self._slot_freed.set()
+
+    def _revoke(self, refusal: Revoked) -> None:
+        """A refused runner or job token: this runner was revoked. It takes nothing more and stops everything."""
+        if self._revoked is None:
+            log.error("the control plane refused this runner (%s): stopping every build and exiting", refusal)
+            self._revoked = refusal
+        self._stopping.set()
+
+    async def _give_up_all(self) -> None:
+        """Stops every build now (no drain: nothing it reports would be accepted); each removes its folder."""
+        tasks = [t for _, t in self.jobs.values()]
+        for task in tasks:
+            task.cancel()  # BuildJob.run stops the steps through the executor, then removes the folder
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE + 5.0)
 
     async def _drain(self) -> None:
         if not self.jobs:
@@ -281,23 +302,29 @@ class Runner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _recover(self) -> list[asyncio.Task[None]]:
-        """Delivers what a crashed runner left in its outboxes; the builds end as `error`."""
+        """Delivers what a crashed runner left in its outboxes (the builds end as `error`); a new process holds
+        no build, so every other folder under builds/ goes at once."""
+        for volume in (self.options.data_dir / "volumes").glob("*"):  # a crashed build's cf_export values
+            if volume.is_dir():
+                remove_leftovers(volume)
         tasks = []
-        for folder in sorted(self._builds_dir.glob("*/outbox")):
-            tasks.append(asyncio.create_task(self._recover_one(folder)))
+        for folder in sorted(self._builds_dir.glob("*")):
+            if (folder / "outbox").is_dir():
+                tasks.append(asyncio.create_task(self._recover_one(folder / "outbox")))
+            else:
+                self._clean_up_after_crash(folder)
+                _remove_build_dir(folder)
         return tasks
 
     async def _recover_one(self, folder: Path) -> None:
         try:
-            box = Outbox.reopen(folder, self.client, self.identity.max_log_chunk)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read the outbox in %s (%s); removing it", folder, exc)
+            box = Outbox.reopen(folder, self.client, self.identity.max_log_chunk, runner_token=self.identity.token)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot deliver the outbox in %s (%s); removing it", folder, exc)
+            self._clean_up_after_crash(folder.parent)
             _remove_build_dir(folder.parent)
             return
-        with contextlib.suppress(OutpostError, OSError):
-            executor_class(self.options.executor).after_crash(
-                folder.parent / "volume", folder.parent / "scratch", box.task.build_id, self.options.executor_options
-            )
+        self._clean_up_after_crash(folder.parent)
         if not box.has_finish:
             box.finish(BuildFinished(status="error", message="the runner restarted while running this build"))
         box.close()
@@ -308,6 +335,17 @@ class Runner:
             log.info("build %s: left over from a previous run, given up (%s)", box.task.build_id, exc)
         _remove_build_dir(folder.parent)
 
+    def _clean_up_after_crash(self, build_dir: Path) -> None:
+        """Ends what a crashed runner process left running for that build (its steps' processes, containers)."""
+        if build_dir.is_dir():
+            with contextlib.suppress(OutpostError, OSError):
+                executor_class(self.options.executor).after_crash(
+                    build_dir / "volume", build_dir / "scratch", build_dir.name, self.options.executor_options
+                )
+
 
 def _remove_build_dir(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        folder.unlink(missing_ok=True)

@@ -50,6 +50,11 @@ class Refused(ProtocolError):
         super().__init__(f"{status}: {message}")
 
 
+class Revoked(ProtocolError):
+    """The control plane refused the runner token or a job token (401): this runner was revoked. Not a lost
+    lease to work around: the runner stops every build, removes their folders and exits."""
+
+
 class OffsetGap(ProtocolError):
     def __init__(self, stream: str, expected: int) -> None:
         self.stream, self.expected = stream, expected
@@ -118,7 +123,9 @@ class ProtocolClient:
             raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise Unreachable(f"{method} {path}: {response.status_code}")
-        if fenced and response.status_code in (401, 404, 409):
+        if response.status_code == 401 and "Authorization" in kwargs.get("headers", {}):
+            raise Revoked(_message(response))  # a runner or job token refused (registration sends none)
+        if fenced and response.status_code in (404, 409):
             raise LeaseLost(_message(response))
         if response.status_code == 416:
             body = response.json()

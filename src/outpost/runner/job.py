@@ -10,17 +10,19 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from outpost.engine import BuildContext, BuildEngine, BuildOutcome
+from outpost.engine import BuildContext, BuildEngine, BuildOutcome, cfexport
 from outpost.errors import LeaseLost, ProtocolError
 from outpost.executors import executor_class
+from outpost.pipelines.variables import EXPORT_FILE
 from outpost.runner import pipelinefile
 from outpost.runner import volumes as volumes_
-from outpost.runner.client import ProtocolClient, Unreachable
+from outpost.runner.client import ProtocolClient, Revoked, Unreachable
 from outpost.runner.outbox import Outbox
 from outpost.wire import ApprovalDecision, BuildFinished, RunBuildTask
 
 log = logging.getLogger("outpost.runner.job")
 STOP_GRACE = 15.0  # seconds an abandoned build gets to stop its processes
+LEFTOVERS = (EXPORT_FILE, cfexport.MASK_FILE, "event.json")  # written into the volume by Outpost, for one build
 
 
 class BuildJob:
@@ -34,6 +36,7 @@ class BuildJob:
         heartbeat_interval: float,
         max_chunk: int,
         runner: str = "",
+        runner_token: str = "",
         runner_secrets: Mapping[str, str] | None = None,
         executor_options: Mapping[str, str] | None = None,
         volumes: Path | None = None,
@@ -42,7 +45,7 @@ class BuildJob:
         self.client = client
         self.folder = folder
         self.heartbeat_interval = min(heartbeat_interval, task.lease_ttl / 3)
-        self.outbox = Outbox.create(folder / "outbox", task, client, max_chunk)
+        self.outbox = Outbox.create(folder / "outbox", task, client, max_chunk, runner_token=runner_token)
         # `volumes`: where pipelines' cached volumes live (--volume-reuse pipeline); None: each build its own.
         own = folder / "volume"
         self.volume = (
@@ -73,6 +76,7 @@ class BuildJob:
         runs = executor_class(executor)(ctx.volume, ctx.scratch, build_id=task.build_id, options=executor_options)
         self.engine = BuildEngine(ctx, runs, self.outbox)
         self.cancelling = False
+        self.revoked: Revoked | None = None  # set when the control plane refused our job token: the runner stops
 
     @property
     def build_id(self) -> str:
@@ -95,6 +99,8 @@ class BuildJob:
             log.info("build %s: finished and delivered", self.build_id)
         except (LeaseLost, ProtocolError) as exc:
             log.warning("build %s: abandoned: %s", self.build_id, exc)
+            if isinstance(exc, Revoked):
+                self.revoked = exc
             self.engine.cancel(f"abandoned: {exc}")
         finally:
             if not body.done():
@@ -106,8 +112,15 @@ class BuildJob:
             for task in (body, beats, pump):
                 with contextlib.suppress(asyncio.CancelledError, ProtocolError):
                     await task
-            self.volume.release()
-            shutil.rmtree(self.folder, ignore_errors=True)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Whatever ended the build, nothing of it stays: its folder goes, and a kept volume loses what Outpost
+        wrote there for this build (cf_export's values, masked ones included; the webhook's event)."""
+        if self.volume.kept:
+            remove_leftovers(self.volume.path)
+        self.volume.release()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     async def _run_engine(self) -> None:
         try:
@@ -136,6 +149,13 @@ class BuildJob:
         """An answer to a pending-approval step, from the poll or a heartbeat (repeats are ignored)."""
         if self.engine.decide(approval.step, approval.decision, approval.by):
             log.info("build %s: step %s %s by %s", self.build_id, approval.step, approval.decision, approval.by)
+
+
+def remove_leftovers(volume: Path) -> None:
+    """What Outpost wrote into a kept volume for one build; the checkouts and the steps' own files stay."""
+    for leftover in LEFTOVERS:
+        with contextlib.suppress(OSError):
+            (volume / leftover).unlink(missing_ok=True)
 
 
 async def _first_failure(tasks: set[asyncio.Task[None]], *, until: asyncio.Task[None]) -> None:

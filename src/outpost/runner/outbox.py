@@ -6,8 +6,12 @@ with every log byte written before them, so a step's final state (and the build'
 ahead of its log. The files survive a crash of the runner process: a restarted runner reopens them
 (`Outbox.reopen`) and delivers what is left.
 
+No secret rests here in clear: the task's secrets, credentials and job token live in memory only. What a
+restarted runner needs to deliver the rest is the lease and its job token, which is kept sealed under a key
+derived from the runner token (docs/protocol.md says why that key, and what it protects against).
+
 Layout of the folder:
-    task.json         the task as received (holds the lease and job token: mode 0600)
+    lease.json        build id, lease id and the job token sealed (mode 0600)
     logs/<hex>.log    each stream's bytes, <hex> = the stream name in hexadecimal
     acked.json        bytes of each stream the control plane holds (may lag: resends are no-ops)
     events.jsonl      state changes, one JSON object a line
@@ -17,17 +21,23 @@ Layout of the folder:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, Unreachable, retrying
 from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 
 log = logging.getLogger("outpost.runner.outbox")
 MAX_EVENTS = 200  # state changes in one report
+LEASE_FILE = "lease.json"
 
 
 class Outbox:
@@ -49,18 +59,24 @@ class Outbox:
     # --- creating and reopening ---
 
     @classmethod
-    def create(cls, folder: Path, task: RunBuildTask, client: ProtocolClient, max_chunk: int) -> Outbox:
+    def create(
+        cls, folder: Path, task: RunBuildTask, client: ProtocolClient, max_chunk: int, *, runner_token: str = ""
+    ) -> Outbox:
+        """`runner_token` seals the job token for a restarted runner; without it, what a crash leaves is not
+        delivered (the control plane then ends the build as "runner lost")."""
         (folder / "logs").mkdir(parents=True, exist_ok=True)
-        path = folder / "task.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        lease = {"build_id": task.build_id, "lease_id": task.lease_id, "lease_ttl": task.lease_ttl}
+        if runner_token:
+            lease["job_token"] = _sealer(runner_token, task.lease_id).encrypt(task.job_token.encode()).decode()
+        fd = os.open(folder / LEASE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(task.model_dump_json())
+            json.dump(lease, f)
         return cls(folder, task, client, max_chunk)
 
     @classmethod
-    def reopen(cls, folder: Path, client: ProtocolClient, max_chunk: int) -> Outbox:
-        task = RunBuildTask.model_validate_json((folder / "task.json").read_text())
-        box = cls(folder, task, client, max_chunk)
+    def reopen(cls, folder: Path, client: ProtocolClient, max_chunk: int, *, runner_token: str) -> Outbox:
+        """What a crashed runner process left. ValueError if it cannot be delivered (see `read_lease`)."""
+        box = cls(folder, read_lease(folder, runner_token), client, max_chunk)
         for path in box._logs.glob("*.log"):
             box._sizes[bytes.fromhex(path.stem).decode()] = path.stat().st_size
         if (folder / "acked.json").exists():
@@ -200,6 +216,32 @@ def _split(events: list[dict[str, Any]]) -> tuple[list[tuple[str, StepUpdate]], 
     steps = [(e["name"], StepUpdate.model_validate(e["body"])) for e in events if e["kind"] == "step"]
     finishes = [BuildFinished.model_validate(e["body"]) for e in events if e["kind"] == "finish"]
     return steps, finishes[-1] if finishes else None
+
+
+def read_lease(folder: Path, runner_token: str) -> RunBuildTask:
+    """The lease an outbox was written for, as a task that carries only what reporting needs. ValueError if its
+    job token was not kept, or was sealed under another runner token (the runner registered again)."""
+    try:
+        lease = json.loads((folder / LEASE_FILE).read_text())
+        sealed = str(lease["job_token"]).encode()
+        job_token = _sealer(runner_token, str(lease["lease_id"])).decrypt(sealed).decode()
+        return RunBuildTask(
+            build_id=str(lease["build_id"]),
+            lease_id=str(lease["lease_id"]),
+            lease_ttl=float(lease["lease_ttl"]),
+            job_token=job_token,
+            account="",
+            pipeline="",
+            yaml="",
+        )
+    except (KeyError, TypeError, InvalidToken) as exc:
+        raise ValueError(f"no job token to deliver with: {type(exc).__name__} {exc}") from exc
+
+
+def _sealer(runner_token: str, lease_id: str) -> Fernet:
+    """Seals a job token under a key derived from the runner token (docs/protocol.md: what that protects)."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=lease_id.encode(), info=b"outpost job token at rest")
+    return Fernet(base64.urlsafe_b64encode(key.derive(runner_token.encode())))
 
 
 def _write_atomically(path: Path, text: str) -> None:

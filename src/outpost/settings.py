@@ -24,6 +24,15 @@ class ServerSettings:
     max_requeues: int = 3  # times a never-started build goes back to the queue before it errors
     changed_files_wait: float = 30.0  # seconds a webhook waits for a runner to compute its changed files (max 60)
     secret_key: str = ""  # Fernet key for secrets at rest; default: <data dir>/secret.key, made on first start
+    # Requests per client address per rate_window (0: no limit); kept in memory by each server process.
+    rate_window: float = 60.0  # seconds in which a client's allowance refills
+    rate_login: int = 30  # login attempts (the UI's POST /login)
+    rate_tokens: int = 30  # API and install tokens created
+    rate_webhooks: int = 1200  # webhook deliveries
+    rate_register: int = 30  # runner registrations
+    login_free_failures: int = 5  # failed logins for one username from one address before delays begin
+    login_delay: float = 1.0  # seconds of the first delay; each further failure doubles it
+    login_max_delay: float = 900.0  # the longest delay
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:
@@ -40,6 +49,14 @@ class ServerSettings:
             "OUTPOST_MAX_REQUEUES": ("max_requeues", int),
             "OUTPOST_CHANGED_FILES_WAIT": ("changed_files_wait", float),
             "OUTPOST_SECRET_KEY": ("secret_key", str),
+            "OUTPOST_RATE_WINDOW": ("rate_window", float),
+            "OUTPOST_RATE_LOGIN": ("rate_login", int),
+            "OUTPOST_RATE_TOKENS": ("rate_tokens", int),
+            "OUTPOST_RATE_WEBHOOKS": ("rate_webhooks", int),
+            "OUTPOST_RATE_REGISTER": ("rate_register", int),
+            "OUTPOST_LOGIN_FREE_FAILURES": ("login_free_failures", int),
+            "OUTPOST_LOGIN_DELAY": ("login_delay", float),
+            "OUTPOST_LOGIN_MAX_DELAY": ("login_max_delay", float),
         }
         for var, (name, kind) in fields.items():
             if var in env and env[var] != "":

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from outpost.server.api import public
 from outpost.server.api import runner as runner_api
-from outpost.wire import LEASE_HEADER
+from outpost.wire import LEASE_HEADER, PREFIX
 from tests.stack import Stack
 
 GARBAGE: list[Any] = [
@@ -94,4 +94,77 @@ async def test_a_body_without_a_content_type_is_checked_too(stack: Stack) -> Non
     body = json.dumps({"name": "p", "yaml": HELLO, "variables": {"A": "nul\u0000"}}).encode()
     r = await stack.api("POST", "/pipelines", content=body)
     assert r.status_code == 422
+    assert (await stack.api("GET", "/pipelines")).json() == []
+
+
+DEEP = b"[" * 50_000 + b"]" * 50_000
+HOSTILE_BODIES: list[bytes] = [
+    DEEP,
+    b'{"name": "p", "yaml": ' + DEEP + b"}",
+    b'{"name": "\\u00e9", "yaml": ' + DEEP + b"}",  # an escape: the guard that looks for NUL parses it
+    b'{"a": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+    b"1e400",
+    b'{"name": 1e400, "yaml": -1e400, "free_slots": 1e400, "wait": 1e400}',
+    b'{"name": "p", "free_slots": ' + b"9" * 5000 + b', "wait": ' + b"9" * 5000 + b"}",
+    b"[" + b"1" * 100_000 + b"]",
+]
+LONG = "x" * 65_536
+
+
+def every_route(stack: Stack) -> list[APIRoute]:
+    """Every route the app serves (API, runner protocol, webhooks, web UI): a new one is fuzzed without a change."""
+    found: list[APIRoute] = []
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            elif (router := getattr(route, "original_router", None)) is not None:  # an included router
+                walk(router.routes)
+
+    walk(stack.app.routes)
+    return found
+
+
+async def test_no_route_answers_500_to_deep_nesting_huge_numbers_or_huge_headers(stack: Stack) -> None:
+    rng = random.Random(99)
+    routes = every_route(stack)
+    assert len(routes) > 60
+    tokens = [stack.admin_token, "opj_nonsense"]
+    async with stack.raw() as client:
+        for route in routes:
+            for method in sorted(route.methods - {"HEAD"}):
+                path = concrete(route.path, rng)
+                tries: list[tuple[dict[str, str], bytes | None]] = [
+                    ({"Authorization": "Bearer " + LONG}, None),
+                    (
+                        {"Authorization": f"Bearer {rng.choice(tokens)}", "Content-Type": "application/json; " + LONG},
+                        b"{}",
+                    ),
+                    (
+                        {"Authorization": f"Bearer {rng.choice(tokens)}", LEASE_HEADER: LONG, "Cookie": "a=" + LONG},
+                        None,
+                    ),
+                ]
+                if method not in ("GET", "DELETE"):
+                    for body in HOSTILE_BODIES:
+                        headers = {"Authorization": f"Bearer {rng.choice(tokens)}", "Content-Type": "application/json"}
+                        tries.append((headers, body))
+                for headers, body in tries:
+                    r = await client.request(method, path, headers=headers, content=body)
+                    assert r.status_code < 500, (method, route.path, headers.keys(), (body or b"")[:40], r.text[:300])
+
+
+async def test_a_body_nested_deeper_than_the_parser_can_recurse_is_refused_with_400_and_the_reason(
+    stack: Stack,
+) -> None:
+    deep = b"[" * 20_000 + b"]" * 20_000  # small enough for every route's size limit
+    for path in ("/pipelines", "/tokens", "/triggers"):
+        body = b'{"name": ' + deep + b"}"
+        r = await stack.api("POST", path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (path, r.text[:300])
+        assert "nests 20001 levels deep" in r.json()["message"]
+    async with stack.raw() as client:
+        r = await client.post(PREFIX + "/register", content=deep)  # no content type: still JSON to the framework
+    assert r.status_code == 400, r.text[:300]
     assert (await stack.api("GET", "/pipelines")).json() == []

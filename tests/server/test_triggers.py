@@ -304,3 +304,25 @@ async def test_the_cli_adds_a_cron_trigger_and_shows_a_build_in_the_deliveries_t
         code, out, err = await outpost(url, stack.admin_token, "trigger", "add", "app", "--repo", "a/b")
         assert code == 2
         assert "--provider" in err
+
+
+async def test_a_signed_webhook_nested_50000_deep_gets_400_and_a_rejected_delivery(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    for body in (b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", b'{"n": ' + b"9" * 5000 + b"}"):
+        r = await deliver(stack, trigger, GITHUB_PUSH, body=body)
+        assert r.status_code == 400, r.text[:300]
+        assert r.json()["outcome"] == "rejected"
+    deliveries = (await stack.api("GET", f"/triggers/{trigger['id']}/deliveries")).json()
+    assert [(d["outcome"], d["status_code"], d["rule"]) for d in deliveries] == [("rejected", 400, "json")] * 2
+    assert "nests 50001 levels deep" in deliveries[1]["reason"]
+    assert (await stack.api("GET", "/builds")).json() == []
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    payload = json.loads(fixture("github", GITHUB_PUSH))
+    payload["head_commit"]["message"] = "[{" * 5000 + ' \\" ' + "}]" * 10
+    r = await deliver(stack, trigger, GITHUB_PUSH, body=json.dumps(payload).encode())
+    assert r.status_code == 201, r.text[:300]

@@ -13,12 +13,13 @@ from outpost import __version__
 from outpost.server import cron, db
 from outpost.server.api import audit, errors, integrations, public, runner, triggers, users, webhooks
 from outpost.server.dispatch import Wakeups, reap_leases, runtime_key
-from outpost.server.guards import BodyLimit, RefuseNul
+from outpost.server.guards import SMALL_BODIES, BodyLimit, RateLimit, RefuseNul, limits_of
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import builds
 from outpost.server.store import triggers as trigger_store
 from outpost.server.ui import install as install_ui
+from outpost.server.ui.lockout import LoginLockout
 from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.server")
@@ -83,9 +84,13 @@ def create_app(
     app.include_router(users.router)
     app.include_router(audit.router)
     install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static
-    app.add_middleware(RefuseNul)
-    # Outermost: limits what RefuseNul reads.
-    app.add_middleware(BodyLimit, limit=settings.max_request_body, wider={webhooks.PREFIX: webhooks.MAX_BODY})
+    app.state.login_lockout = LoginLockout.from_settings(settings)  # read by the login form
+    app.add_middleware(RefuseNul, own_parsing=(webhooks.PREFIX,))
+    # Limits what RefuseNul reads.
+    bodies = {webhooks.PREFIX: webhooks.MAX_BODY, **SMALL_BODIES}
+    app.add_middleware(BodyLimit, limit=settings.max_request_body, by_prefix=bodies)
+    # Outermost: a client over its allowance costs nothing more.
+    app.add_middleware(RateLimit, limits=limits_of(settings))
     return app
 
 

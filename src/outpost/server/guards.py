@@ -1,13 +1,22 @@
-"""ASGI guards: requests no handler should ever see are answered here with a 4xx."""
+"""ASGI guards: requests no handler should ever see are answered here with a 4xx: bodies too large, text no
+database can store, JSON nested too deep, and clients over a route's rate limit."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from outpost.server import jsonbodies
 from outpost.server.api.schemas import error_body
+from outpost.settings import ServerSettings
+from outpost.wire import PREFIX
 
 
 async def _refuse(send: Send, status: int, error: str, message: str) -> None:
@@ -50,21 +59,26 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class BodyLimit:
-    """Refuses request bodies above a limit with 413, before any handler reads them. `wider` gives paths
-    under a prefix another limit (webhook payloads may be larger than anything a user sends)."""
+# Routes that take a few short fields (a password, a token's name) have no use for megabytes.
+SMALL_BODIES = {"/login": 16 * 1024, "/api/v1/tokens": 64 * 1024, PREFIX + "/register": 64 * 1024}
 
-    def __init__(self, app: ASGIApp, limit: int, wider: dict[str, int] | None = None) -> None:
+
+class BodyLimit:
+    """Refuses request bodies above a limit with 413, before any handler reads them. `by_prefix` gives paths
+    under a prefix another limit (webhook payloads may be larger than anything a user sends; a login form or a
+    token request much smaller: SMALL_BODIES)."""
+
+    def __init__(self, app: ASGIApp, limit: int, by_prefix: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.wider = wider or {}
+        self.by_prefix = by_prefix or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        limit = next((n for prefix, n in self.wider.items() if path.startswith(prefix)), self.limit)
+        limit = next((n for prefix, n in self.by_prefix.items() if path.startswith(prefix)), self.limit)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)
@@ -87,10 +101,15 @@ async def _too_large(send: Send, limit: int) -> None:
 class RefuseNul:
     """Refuses NUL characters in paths, query strings and JSON bodies, and lone UTF-16 surrogates in
     JSON bodies: no text column can hold them (PostgreSQL refuses NUL outright, and a surrogate cannot
-    even be written back out as UTF-8), and no name or setting of ours needs them."""
+    even be written back out as UTF-8), and no name or setting of ours needs them.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Also refuses, with 400, a JSON body nested deeper than `jsonbodies.MAX_DEPTH` before the framework parses
+    it (its parser recurses per level). Paths under `own_parsing` read their bodies with `jsonbodies`
+    themselves (a webhook records the refusal as a rejected delivery)."""
+
+    def __init__(self, app: ASGIApp, own_parsing: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.own_parsing = own_parsing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,12 +119,17 @@ class RefuseNul:
             await _refuse(send, 400, "invalid_request", "NUL characters are not allowed in URLs")
             return
         headers = dict(scope["headers"])
-        raw_bytes = headers.get(b"content-type", b"").startswith(b"application/octet-stream")  # log appends
+        kind = headers.get(b"content-type", b"")
+        raw_bytes = kind.startswith(b"application/octet-stream")  # log appends
         if raw_bytes or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
         if body is None:
+            return
+        parsed_here = not str(scope["path"]).startswith(self.own_parsing)
+        if parsed_here and (not kind or b"json" in kind) and (reason := jsonbodies.too_deep(body)):
+            await _refuse(send, 400, "invalid_request", reason)
             return
         if b"\\u" in body and _unstorable(body):  # both can only arrive as \\u escapes
             message = "NUL characters and unpaired surrogates are not allowed in request bodies"
@@ -116,9 +140,9 @@ class RefuseNul:
 
 def _unstorable(body: bytes) -> bool:
     try:
-        value = json.loads(body)
-    except ValueError:
-        return False  # not JSON after all: the handler answers 422
+        value = jsonbodies.loads(body)
+    except jsonbodies.NotJson:
+        return False  # not JSON after all (or too deep for this check): the handler answers
 
     def walk(v: Any) -> bool:
         if isinstance(v, str):
@@ -130,3 +154,104 @@ def _unstorable(body: bytes) -> bool:
         return False
 
     return walk(value)
+
+
+# --- rate limits -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `count` requests per `window` seconds from one client address to the routes `path` matches."""
+
+    name: str  # what is limited, as the 429 says it
+    method: str
+    path: re.Pattern[str]
+    count: int
+    window: float
+
+
+def limits_of(settings: ServerSettings) -> list[Limit]:
+    """The rate-limited routes: the ones that create credentials, check passwords or take unauthenticated work."""
+    window = settings.rate_window
+    found = [
+        Limit("login", "POST", re.compile(r"/login$"), settings.rate_login, window),
+        Limit("token", "POST", re.compile(r"/api/v1/tokens$"), settings.rate_tokens, window),
+        Limit("token", "POST", re.compile(r"(/api/v1)?/runtimes/[^/]+/install-tokens?$"), settings.rate_tokens, window),
+        Limit("webhook", "POST", re.compile(r"/webhooks/"), settings.rate_webhooks, window),
+        Limit("registration", "POST", re.compile(re.escape(PREFIX) + r"/register$"), settings.rate_register, window),
+    ]
+    return [limit for limit in found if limit.count > 0]
+
+
+class Allowances:
+    """Token buckets by key: each holds up to `count` requests and refills at `count / window` per second, so a
+    client that stops for a window has its whole allowance back. In memory: each server process counts alone."""
+
+    MAX_KEYS = 100_000  # beyond this many clients, full buckets are forgotten first (they hold nothing)
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (tokens, when)
+
+    def take(self, key: tuple[str, str], count: int, window: float) -> float:
+        """Takes one request from `key`'s bucket: 0.0 if allowed, else the seconds until one is."""
+        now = self.clock()
+        rate = count / window
+        tokens, when = self._buckets.get(key, (float(count), now))
+        tokens = min(float(count), tokens + (now - when) * rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / rate
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > self.MAX_KEYS:
+            self._forget_full(now, window)
+        return 0.0
+
+    def _forget_full(self, now: float, window: float) -> None:
+        full = [k for k, (_, when) in self._buckets.items() if now - when >= window]  # refilled by now
+        for key in full or list(self._buckets)[: len(self._buckets) // 10]:  # else the oldest tenth
+            del self._buckets[key]
+
+
+class RateLimit:
+    """Answers 429 with Retry-After and a reason once a client address has used up a route's allowance."""
+
+    def __init__(self, app: ASGIApp, limits: list[Limit], allowances: Allowances | None = None) -> None:
+        self.app = app
+        self.limits = limits
+        self.allowances = allowances or Allowances()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            limit = next((x for x in self.limits if scope["method"] == x.method and x.path.match(path)), None)
+            if limit is not None:
+                address = client_address(scope)
+                wait = self.allowances.take((limit.name, address), limit.count, limit.window)
+                if wait > 0:
+                    await too_many(send, f"too many {limit.name} requests from {address}", wait)
+                    return
+        await self.app(scope, receive, send)
+
+
+def client_address(scope: Scope) -> str:
+    """The client's address as the server sees it (uvicorn puts a trusted proxy's X-Forwarded-For there)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def too_many(send: Send, why: str, wait: float) -> None:
+    seconds = max(1, math.ceil(wait))
+    body = json.dumps(error_body("rate_limited", f"{why}; try again in {seconds} s", retry_after=seconds)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(seconds).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

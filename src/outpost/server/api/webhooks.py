@@ -5,7 +5,7 @@ secret before anything else is read. Every request that names a trigger leaves a
 what became of it; a redelivery (same provider delivery id) gets the first answer again.
 
     401 rejected   bad or missing signature (only the rejected delivery is stored)
-    400 rejected   the signed body is not a JSON object
+    400 rejected   the signed body is not a JSON object (or nests deeper than jsonbodies.MAX_DEPTH)
     200 ignored    a provider's ping
     202 ignored    an event we do not build
     202 filtered   a trigger rule said no (rule and reason recorded), or the trigger is disabled
@@ -16,7 +16,6 @@ what became of it; a redelivery (same provider delivery id) gets the first answe
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
-from outpost.server import changedfiles
+from outpost.server import changedfiles, jsonbodies
 from outpost.server.api.deps import Svc
 from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Build, Trigger
@@ -115,9 +114,9 @@ def _header(headers: Mapping[str, str], provider: str) -> str | None:
 def _decide(trigger: Trigger, body: bytes, headers: Mapping[str, str]) -> tuple[Outcome, GitEvent | None]:
     """Everything between a verified body and a build, with no I/O."""
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Outcome("rejected", 400, rule="json", reason=f"the body is not JSON: {exc}"), None
+        payload = jsonbodies.loads(body)
+    except jsonbodies.NotJson as exc:
+        return Outcome("rejected", 400, rule="json", reason=exc.reason), None
     if not isinstance(payload, dict):
         return Outcome("rejected", 400, rule="json", reason="the body is not a JSON object"), None
     if trigger.disabled:

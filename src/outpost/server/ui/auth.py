@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Request, Response
 
 from outpost.server.models import User
 from outpost.server.security import now
 from outpost.server.ui import users
+from outpost.server.ui.lockout import LoginLockout
 from outpost.server.ui.rendering import UiRoute, page, safe_next, see_other
 from outpost.server.ui.sessions import (
     LOGIN_COOKIE,
@@ -44,10 +47,21 @@ async def login(request: Request) -> Response:
     check_login_csrf(request, form)
     username, password, next_ = form.get("username").strip(), form.get("password"), safe_next(form.get("next"))
     svc = services(request)
+    lockout: LoginLockout = request.app.state.login_lockout
+    address = request.client.host if request.client else "unknown"
+    if wait := lockout.wait(address, username):
+        seconds = max(1, math.ceil(wait))
+        error = f"Too many failed logins for this user from your address: try again in {seconds} s."
+        response = _login_page(request, next_, username=username, error=error, status=429)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     async with svc.tx() as session:
         user = await users.authenticate(session, username, password) if username and password else None
     if user is None:
+        if username:
+            lockout.failed(address, username)
         return _login_page(request, next_, username=username, error="Wrong username or password.", status=401)
+    lockout.succeeded(address, username)
     response = see_other(next_)
     open_session(svc, response, user)
     response.delete_cookie(LOGIN_COOKIE, path="/")

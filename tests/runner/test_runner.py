@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -185,3 +186,27 @@ async def test_a_revoked_runner_stops_its_build_keeps_nothing_of_it_and_stops(st
     assert files_holding(runner.options.data_dir, [SECRET.encode(), job_token.encode()]) == []
     build = await stack.build(build_id)
     assert (build["status"], build["message"]) == ("error", "runner revoked")
+
+
+async def test_a_restarted_runner_removes_what_a_crashed_one_left_that_could_hold_a_secret(
+    stack: Stack, tmp_path: Path
+) -> None:
+    runner = await runner_for(stack, tmp_path, httpx.ASGITransport(app=stack.app))
+    data = runner.options.data_dir
+    runner.options.executor_options = {"buildah_root": str(data / "buildah")}
+    left = {
+        data / "builds" / ("0" * 32) / "scratch" / "bin" / "cf_export": b"#!/bin/sh\n",  # a folder with no outbox
+        data / "builds" / ("1" * 32) / "outbox" / "task.json": SECRET.encode(),  # an older runner's outbox, in clear
+        data / "buildah" / "calls" / "tmpk1ll3d" / "auth.json": base64.b64encode(f"ci:{SECRET}".encode()),
+        data / "volumes" / "default-deploy-3bc157d1a986" / "env_vars_to_export": f"COPY={SECRET}\n".encode(),
+    }
+    kept = data / "volumes" / "default-deploy-3bc157d1a986" / "checkout" / "README.md"
+    for path, content in {**left, kept: b"a cached checkout\n"}.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+    await runner.run(burst=True)
+
+    assert [path for path in left if path.exists()] == []
+    assert not list((data / "builds").glob("*"))
+    assert kept.read_bytes() == b"a cached checkout\n"

@@ -307,6 +307,8 @@ class Runner:
         for volume in (self.options.data_dir / "volumes").glob("*"):  # a crashed build's cf_export values
             if volume.is_dir():
                 remove_leftovers(volume)
+        if buildah := self.options.executor_options.get("buildah_root"):  # a killed buildah call's auth.json
+            shutil.rmtree(Path(buildah) / "calls", ignore_errors=True)
         tasks = []
         for folder in sorted(self._builds_dir.glob("*")):
             if (folder / "outbox").is_dir():

@@ -58,4 +58,6 @@ class Services:
         async with self.sessions.begin() as session:
             principal = await accounts.authenticate(session, access.token, access.address)
             accounts.require(principal, access.role, scoped=access.scoped)
+            if access.superuser:
+                accounts.require_superuser(principal)
             yield session, principal

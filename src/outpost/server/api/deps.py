@@ -1,16 +1,17 @@
 """Request dependencies: the services, the bearer token, and the role each public route needs.
 
-Every public API route declares what it needs with one of the `As*` annotations below; the handler's
-`svc.as_caller(access)` authenticates the token and refuses a caller without that role (403, naming the
-role) before anything else happens. Runner-protocol routes take the runner's or the job's token (`Token`)
-and webhooks their signature: those are not API tokens and have no role.
+Every public API route declares what it needs with one of the `As*` annotations below: the token is
+authenticated and a caller without that role refused (403, naming the role) before the request body is
+looked at, and again by the handler's `svc.as_caller(access)` in the transaction that does the work.
+Runner-protocol routes take the runner's or the job's token (`Token`) and webhooks their signature: those
+are not API tokens and have no role.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -45,11 +46,19 @@ class Access:
     role: str
     scoped: bool
     address: str | None
+    superuser: bool = False  # only the installation's superuser token
 
 
-def needs(role: str, *, scoped: bool = False) -> Callable[[Request], Access]:
-    def dependency(request: Request) -> Access:
-        return Access(bearer(request), role, scoped, client_address(request))
+def needs(
+    role: str, *, scoped: bool = False, superuser: bool = False
+) -> Callable[[Request], Coroutine[Any, Any, Access]]:
+    async def dependency(request: Request) -> Access:
+        access = Access(bearer(request), role, scoped, client_address(request), superuser)
+        # Checked here as well as in the handler's own transaction: FastAPI runs dependencies before it
+        # validates the body, so a caller without the role gets 401/403, never a 422 that probes the schema.
+        async with services(request).as_caller(access):
+            pass
+        return access
 
     return dependency
 
@@ -59,6 +68,7 @@ Token = Annotated[str, Depends(bearer)]  # a runner's or a job's token (the runn
 AsViewer = Annotated[Access, Depends(needs(VIEWER))]
 AsDeveloper = Annotated[Access, Depends(needs(DEVELOPER))]
 AsAdmin = Annotated[Access, Depends(needs(ADMIN))]
+AsSuperuser = Annotated[Access, Depends(needs(ADMIN, superuser=True))]
 # Routes a pipeline-scoped token may call too: its pipeline's reading and running.
 ScopedViewer = Annotated[Access, Depends(needs(VIEWER, scoped=True))]
 ScopedDeveloper = Annotated[Access, Depends(needs(DEVELOPER, scoped=True))]

@@ -12,7 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost import __version__
 from outpost.errors import PipelineError
 from outpost.pipelines.parsing import load_pipeline, summary
-from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, AsViewer, ScopedDeveloper, ScopedViewer, Svc
+from outpost.server.api.deps import (
+    Access,
+    AsAdmin,
+    AsDeveloper,
+    AsSuperuser,
+    AsViewer,
+    ScopedDeveloper,
+    ScopedViewer,
+    Svc,
+)
 from outpost.server.api.schemas import (
     AccountIn,
     AccountOut,
@@ -65,7 +74,7 @@ async def whoami(token: ScopedViewer, svc: Svc) -> WhoAmI:
 
 
 @router.post("/accounts", status_code=201)
-async def create_account(body: AccountIn, token: AsAdmin, svc: Svc) -> AccountOut:
+async def create_account(body: AccountIn, token: AsSuperuser, svc: Svc) -> AccountOut:
     async with svc.as_caller(token) as (session, who):
         accounts.require_superuser(who)
         runtimes.check_name("account", body.name)

@@ -1,0 +1,377 @@
+"""Roles: every route of the app against every kind of caller, and the rules around tokens.
+
+The matrix is generated from `app.routes`: a route added without a rule in RULES fails
+`test_every_route_of_the_app_has_a_rule_in_the_matrix`, and each rule is then checked against a viewer, a
+developer, an admin, another account's admin, a token scoped to one pipeline, an expired and a revoked token
+(API routes), and against logged-in users of each role (web UI routes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from starlette.routing import Mount
+
+from tests.stack import BASE, Stack
+from tests.ui.client import UiClient, csrf_of
+
+HELLO = "version: '1.0'\nsteps:\n  main:\n    image: alpine\n    commands: [echo hi]\n"
+RANK = {"viewer": 0, "developer": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a route is: `api` (an API token with at least `role`; `scoped`: a token limited to one pipeline
+    may call it; `obj`: the path names one object of the account), `superuser`, `ui` / `ui-stream` (a logged-in
+    user with at least `role`), `runner` (runner or job tokens), `webhook` (signed), `login`, `logout` or `public`."""
+
+    kind: str
+    role: str = "viewer"
+    scoped: bool = False
+    obj: bool = False
+
+
+def api(role: str, *, scoped: bool = False, obj: bool = False) -> Rule:
+    return Rule("api", role, scoped, obj)
+
+
+def ui(role: str = "viewer", *, obj: bool = False, stream: bool = False) -> Rule:
+    return Rule("ui-stream" if stream else "ui", role, False, obj)
+
+
+PUBLIC, RUNNER, WEBHOOK = Rule("public"), Rule("runner"), Rule("webhook")
+V, D, A = "viewer", "developer", "admin"
+
+RULES: dict[tuple[str, str], Rule] = {
+    # documentation and static files
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/ui/static"): PUBLIC,
+    # the public API
+    ("GET", "/api/v1/health"): PUBLIC,
+    ("POST", "/api/v1/validate"): PUBLIC,
+    ("GET", "/api/v1/whoami"): api(V, scoped=True),
+    ("POST", "/api/v1/accounts"): Rule("superuser", A),
+    ("POST", "/api/v1/tokens"): api(A),
+    ("GET", "/api/v1/tokens"): api(A),
+    ("DELETE", "/api/v1/tokens/{token_id}"): api(A, obj=True),
+    ("POST", "/api/v1/runtimes"): api(A),
+    ("GET", "/api/v1/runtimes"): api(V),
+    ("POST", "/api/v1/runtimes/{name}/install-tokens"): api(A, obj=True),
+    ("GET", "/api/v1/runners"): api(V),
+    ("DELETE", "/api/v1/runners/{runner_id}"): api(A, obj=True),
+    ("POST", "/api/v1/pipelines"): api(D),
+    ("GET", "/api/v1/pipelines"): api(V, scoped=True),
+    ("GET", "/api/v1/pipelines/{name}"): api(V, scoped=True, obj=True),
+    ("PATCH", "/api/v1/pipelines/{name}"): api(D, obj=True),
+    ("POST", "/api/v1/pipelines/{name}/builds"): api(D, scoped=True, obj=True),
+    ("GET", "/api/v1/builds"): api(V, scoped=True),
+    ("GET", "/api/v1/builds/{build_id}"): api(V, scoped=True, obj=True),
+    ("POST", "/api/v1/builds/{build_id}/cancel"): api(D, obj=True),
+    ("POST", "/api/v1/builds/{build_id}/steps/{step}/approve"): api(D, obj=True),
+    ("POST", "/api/v1/builds/{build_id}/steps/{step}/deny"): api(D, obj=True),
+    ("GET", "/api/v1/builds/{build_id}/log"): api(V, scoped=True, obj=True),
+    ("GET", "/api/v1/builds/{build_id}/steps/{step}/log"): api(V, scoped=True, obj=True),
+    ("POST", "/api/v1/triggers"): api(A),
+    ("GET", "/api/v1/triggers"): api(V),
+    ("GET", "/api/v1/triggers/{trigger_id}"): api(V, obj=True),
+    ("PATCH", "/api/v1/triggers/{trigger_id}"): api(A, obj=True),
+    ("DELETE", "/api/v1/triggers/{trigger_id}"): api(A, obj=True),
+    ("GET", "/api/v1/triggers/{trigger_id}/secret"): api(A, obj=True),
+    ("POST", "/api/v1/triggers/{trigger_id}/rotate-secret"): api(A, obj=True),
+    ("GET", "/api/v1/triggers/{trigger_id}/deliveries"): api(V, obj=True),
+    ("POST", "/api/v1/integrations"): api(A),
+    ("GET", "/api/v1/integrations"): api(V),
+    ("GET", "/api/v1/integrations/{kind}/{name}"): api(V, obj=True),
+    ("PATCH", "/api/v1/integrations/{kind}/{name}"): api(A, obj=True),
+    ("DELETE", "/api/v1/integrations/{kind}/{name}"): api(A, obj=True),
+    ("POST", "/api/v1/integrations/{kind}/{name}/test"): api(A, obj=True),
+    ("GET", "/api/v1/integrations/git/{name}/branches"): api(D, obj=True),
+    ("GET", "/api/v1/integrations/git/{name}/file"): api(D, obj=True),
+    ("GET", "/api/v1/integrations/git/{name}/changed-files"): api(D, obj=True),
+    ("POST", "/api/v1/users"): api(A),
+    ("GET", "/api/v1/users"): api(A),
+    ("DELETE", "/api/v1/users/{name}"): api(A, obj=True),
+    ("GET", "/api/v1/audit"): api(A),
+    # the runner protocol: runner and job tokens, never API tokens
+    ("POST", "/api/runner/v1/register"): RUNNER,
+    ("POST", "/api/runner/v1/poll"): RUNNER,
+    ("POST", "/api/runner/v1/git-queries/{query_id}/answer"): RUNNER,
+    ("POST", "/api/runner/v1/builds/{build_id}/heartbeat"): RUNNER,
+    ("POST", "/api/runner/v1/builds/{build_id}/started"): RUNNER,
+    ("POST", "/api/runner/v1/builds/{build_id}/steps/{step}"): RUNNER,
+    ("PUT", "/api/runner/v1/builds/{build_id}/steps/{step}/log"): RUNNER,
+    ("POST", "/api/runner/v1/builds/{build_id}/report"): RUNNER,
+    ("POST", "/api/runner/v1/builds/{build_id}/finish"): RUNNER,
+    ("POST", "/api/runner/v1/builds/{build_id}/late-logs"): RUNNER,
+    # webhooks: authenticated by their signature
+    ("POST", "/webhooks/{trigger_id}"): WEBHOOK,
+    # the web UI
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): Rule("login"),  # its own CSRF cookie first, then a username and password
+    ("POST", "/logout"): Rule("logout"),
+    ("GET", "/"): PUBLIC,
+    ("GET", "/builds"): ui(),
+    ("GET", "/builds/{build_id}"): ui(obj=True),
+    ("GET", "/ui/builds/{build_id}/steps/{step}/lines"): ui(obj=True),
+    ("GET", "/builds/{build_id}/steps/{step}/log.txt"): ui(obj=True),
+    ("POST", "/builds/{build_id}/cancel"): ui(D, obj=True),
+    ("POST", "/builds/{build_id}/restart"): ui(D, obj=True),
+    ("POST", "/builds/{build_id}/steps/{step}/{decision}"): ui(D, obj=True),
+    ("GET", "/ui/events/builds"): ui(stream=True),
+    ("GET", "/ui/events/builds/{build_id}"): ui(obj=True, stream=True),
+    ("GET", "/pipelines"): ui(),
+    ("GET", "/new/pipeline"): ui(D),
+    ("POST", "/new/pipeline"): ui(D),
+    ("GET", "/pipelines/{name}"): ui(obj=True),
+    ("GET", "/pipelines/{name}/edit"): ui(D, obj=True),
+    ("POST", "/pipelines/{name}/edit"): ui(D, obj=True),
+    ("POST", "/pipelines/{name}/run"): ui(D, obj=True),
+    ("GET", "/runtimes"): ui(),
+    ("POST", "/new/runtime"): ui(A),
+    ("POST", "/runtimes/{name}/install-token"): ui(A, obj=True),
+    ("GET", "/triggers"): ui(),
+    ("GET", "/new/trigger"): ui(A),
+    ("POST", "/new/trigger"): ui(A),
+    ("GET", "/triggers/{trigger_id}"): ui(obj=True),
+    ("POST", "/triggers/{trigger_id}/{action}"): ui(A, obj=True),
+    ("GET", "/integrations"): ui(),
+    ("GET", "/new/integration"): ui(A),
+    ("POST", "/new/integration"): ui(A),
+    ("POST", "/integrations/{kind}/{name}/firewall"): ui(A, obj=True),
+    ("POST", "/integrations/{kind}/{name}/test"): ui(A, obj=True),
+    ("POST", "/integrations/{kind}/{name}/remove"): ui(A, obj=True),
+    ("GET", "/users"): ui(A),
+    ("POST", "/users"): ui(A),
+    ("POST", "/users/{name}/remove"): ui(A, obj=True),
+    ("GET", "/audit"): ui(A),
+}
+
+
+def app_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
+    """(method, path) of every route the app answers, routers included at any depth (HEAD goes with GET)."""
+
+    def walk(routes: list[Any], prefix: str) -> Iterator[tuple[str, str]]:
+        for route in routes:
+            if hasattr(route, "original_router"):  # FastAPI's included router
+                yield from walk(route.original_router.routes, prefix + route.include_context.prefix)
+            elif isinstance(route, Mount):
+                yield "GET", prefix + route.path
+            else:
+                for method in sorted(getattr(route, "methods", None) or ()):
+                    if method != "HEAD":
+                        yield method, prefix + route.path
+
+    yield from walk(list(app.routes), "")
+
+
+@dataclass
+class World:
+    """One account with objects of every kind, callers of every kind, and another account."""
+
+    tokens: dict[str, str]
+    build: str
+    trigger: str
+    runner: str
+    spare_token: str
+
+
+async def world(stack: Stack) -> World:
+    async def made(method: str, path: str, json: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        r = await stack.api(method, path, json=json, token=token)
+        assert r.status_code == 201, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    await stack.pipeline("hello", HELLO)
+    await stack.pipeline("other", HELLO)
+    build = await stack.run("hello")
+    trigger = await made(
+        "POST", "/triggers", {"pipeline": "hello", "provider": "github", "repo": "o/r", "events": ["push"]}
+    )
+    await made(
+        "POST", "/integrations", {"kind": "git", "name": "corp-git", "url": "https://git.corp", "behind_firewall": True}
+    )
+    runner = await stack.register()
+    await made("POST", "/users", {"name": "temp-user", "role": "viewer"})
+
+    async def token(name: str, **body: Any) -> str:
+        value: str = (await made("POST", "/tokens", {"name": name, **body}))["token"]
+        return value
+
+    tokens = {
+        "viewer": await token("v", role="viewer"),
+        "developer": await token("d", role="developer"),
+        "admin": await token("a", role="admin"),
+        "scoped": await token("bot", role="developer", pipeline="hello"),
+        "expired": await token("old", role="admin", expires="1s"),
+        "revoked": await token("gone", role="admin"),
+        "other": (await made("POST", "/accounts", {"name": "acme"}))["token"],
+    }
+    revoked = (await stack.api("GET", "/tokens")).json()
+    gone = next(t["id"] for t in revoked if t["name"] == "gone")
+    assert (await stack.api("DELETE", f"/tokens/{gone}")).status_code == 200
+    spare = await made("POST", "/tokens", {"name": "spare", "role": "viewer"})
+    await asyncio.sleep(1.1)  # the expired token's second passes
+    return World(tokens, build["id"], trigger["id"], runner.runner_id, spare["id"])
+
+
+def concrete(path: str, w: World) -> str:
+    values = {
+        "build_id": w.build,
+        "step": "main",
+        "trigger_id": w.trigger,
+        "runner_id": w.runner,
+        "token_id": w.spare_token,
+        "query_id": "q",
+        "kind": "git",
+        "decision": "approve",
+        "action": "disable",
+    }
+    if "/runtimes/{name}" in path:
+        name = "local"
+    elif "/integrations/" in path:
+        name = "corp-git"
+    elif "/users/{name}" in path:
+        name = "temp-user"
+    else:
+        name = "hello"
+    path = path.replace("{name}", name)
+    path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+    if path == "/ui/static":
+        return "/ui/static/outpost.css"
+    if "/integrations/git/" in path:
+        return path + "?repo=o/r&path=f&from=a&to=b&wait=0.1"
+    return path
+
+
+def api_expectation(rule: Rule, who: str) -> str:
+    """ok (not 401/403, never 5xx) | 401 | 403 | 404 | refused (a 4xx: not an API token's route)."""
+    if rule.kind == "public":
+        return "ok"
+    if rule.kind in ("runner", "webhook", "login"):
+        return "refused"
+    if rule.kind in ("ui", "ui-stream", "logout"):
+        return "no-session"
+    if who in ("expired", "revoked"):
+        return "401"
+    if rule.kind == "superuser":
+        return "403"  # the installation's superuser token only
+    if who == "other":
+        return "404" if rule.obj else "ok"
+    if who == "scoped":
+        return "ok" if rule.scoped and RANK[rule.role] <= RANK["developer"] else "403"
+    return "ok" if RANK[who] >= RANK[rule.role] else "403"
+
+
+def check(response: httpx.Response, expected: str, rule: Rule, who: str, what: str) -> None:
+    code = response.status_code
+    if "/integrations/git/" in what and code in (503, 504):  # a git query nobody answered: its designed answer
+        assert response.json()["error"] in ("no_answer", "no_runner_online"), response.text
+        code = 200
+    assert code < 500, f"{what} as {who}: {code} {response.text[:300]}"
+    if expected == "ok":
+        assert code not in (401, 403), f"{what} as {who}: {code} {response.text[:300]}"
+    elif expected == "refused":
+        assert 400 <= code < 500, f"{what} as {who}: {code}"
+    elif expected == "no-session":
+        assert code in (303, 401), f"{what} as {who}: {code}"
+    else:
+        assert code == int(expected), f"{what} as {who}: expected {expected}, got {code} {response.text[:300]}"
+    if expected == "403" and rule.kind == "api":
+        message = response.json()["message"]
+        if who == "scoped" and RANK["developer"] >= RANK[rule.role]:
+            assert "may only read and run pipeline hello" in message, message
+        else:
+            has = {"scoped": "developer", "other": "admin"}.get(who, who)
+            assert f"this needs the {rule.role} role; your token has {has}" in message, message
+    if expected == "401":
+        assert response.json()["message"] == ("token expired" if who == "expired" else "unknown or revoked API token")
+
+
+async def test_every_route_of_the_app_has_a_rule_in_the_matrix(stack: Stack) -> None:
+    routes = set(app_routes(stack.app))
+    unruled, stale = sorted(routes - set(RULES)), sorted(set(RULES) - routes)
+    assert unruled == [], "routes without a rule in the role matrix"
+    assert stale == [], "rules for routes that no longer exist"
+
+
+async def test_every_route_answers_each_kind_of_token_as_its_role_says(stack: Stack) -> None:
+    w = await world(stack)
+    # The admin goes last: its calls change things (revoke, remove) the others' calls still need.
+    for who in ("viewer", "developer", "scoped", "other", "expired", "revoked", "admin"):
+        headers = {"Authorization": f"Bearer {w.tokens[who]}"}
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=stack.app), base_url=BASE, headers=headers, timeout=30
+        ) as client:
+            for (method, template), rule in sorted(RULES.items(), key=lambda item: item[0][1]):
+                if rule.kind == "ui-stream" and who not in ("expired", "revoked"):
+                    continue  # a stream to a session would not end; refusals are checked in the UI test
+                sends_json = method in ("POST", "PATCH", "PUT") and template.startswith(("/api/", "/webhooks/"))
+                kwargs: dict[str, Any] = {"json": {}} if sends_json else {}
+                path = concrete(template, w)
+                r = await client.request(method, path, **kwargs)
+                check(r, api_expectation(rule, who), rule, who, f"{method} {template}")
+
+
+async def test_every_web_page_and_form_answers_each_role_as_it_says(stack: Stack) -> None:
+    w = await world(stack)
+    passwords = {}
+    for role in ("viewer", "developer", "admin"):
+        r = await stack.api("POST", "/users", json={"name": f"ui-{role}", "role": role})
+        passwords[f"ui-{role}"] = r.json()["password"]
+    r = await stack.api("POST", "/users", token=w.tokens["other"], json={"name": "ui-other", "role": "admin"})
+    assert r.status_code == 201, r.text
+    passwords["ui-other"] = r.json()["password"]
+    for who, role in (
+        ("ui-viewer", "viewer"),
+        ("ui-developer", "developer"),
+        ("ui-other", "admin"),
+        ("ui-admin", "admin"),
+    ):
+        async with UiClient(stack) as client:
+            assert (await client.login(who, passwords[who])).status_code == 303
+            csrf = csrf_of((await client.get("/builds")).text)
+            for (method, template), rule in sorted(RULES.items(), key=lambda item: item[0][1]):
+                if rule.kind not in ("ui", "ui-stream"):
+                    continue
+                if rule.kind == "ui-stream" and not (who == "ui-other" and rule.obj):
+                    continue  # an allowed stream would not end
+                path = concrete(template, w)
+                if method == "POST":
+                    r = await client.http.post(path, data={"csrf": csrf})
+                else:
+                    r = await client.get(path)
+                what = f"{method} {template} as {who}"
+                assert r.status_code < 500, what
+                if RANK[role] < RANK[rule.role]:
+                    assert r.status_code == 403, f"{what}: {r.status_code}"
+                    assert f"this needs the {rule.role} role; your user has {role}" in r.text, what
+                elif who == "ui-other" and rule.obj:
+                    assert r.status_code == 404, f"{what}: {r.status_code}"
+                else:
+                    assert r.status_code not in (401, 403), f"{what}: {r.status_code} {r.text[:300]}"
+
+
+async def test_pages_hide_the_actions_a_viewer_cannot_take(stack: Stack) -> None:
+    w = await world(stack)
+    r = await stack.api("POST", "/users", json={"name": "watcher", "role": "viewer"})
+    async with UiClient(stack) as client:
+        await client.login("watcher", r.json()["password"])
+        build = (await client.get(f"/builds/{w.build}")).text
+        pipeline = (await client.get("/pipelines/hello")).text
+        nav = (await client.get("/builds")).text
+    assert 'id="cancel"' not in build
+    assert 'id="restart"' not in build
+    assert 'id="run"' not in pipeline
+    assert "/edit" not in pipeline
+    assert 'href="/users"' not in nav
+    assert 'href="/audit"' not in nav

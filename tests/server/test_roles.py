@@ -375,3 +375,89 @@ async def test_pages_hide_the_actions_a_viewer_cannot_take(stack: Stack) -> None
     assert "/edit" not in pipeline
     assert 'href="/users"' not in nav
     assert 'href="/audit"' not in nav
+
+
+# --- tokens: defect 3 and the rules around granting --------------------------------------------------
+
+
+async def superuser_token_id(stack: Stack) -> str:
+    rows = (await stack.api("GET", "/tokens")).json()
+    token_id: str = next(t["id"] for t in rows if t["superuser"])
+    return token_id
+
+
+async def test_no_token_of_the_account_can_revoke_the_installations_superuser_token(stack: Stack) -> None:
+    target = await superuser_token_id(stack)
+    for role in ("viewer", "developer", "admin"):
+        made = await stack.api("POST", "/tokens", json={"name": f"ci-{role}", "role": role})
+        r = await stack.api("DELETE", f"/tokens/{target}", token=made.json()["token"])
+        assert r.status_code == 403, r.text
+    assert "only the installation's superuser" in r.json()["message"]
+    assert (await stack.api("GET", "/whoami")).json()["superuser"] is True  # still works
+    # ...while the superuser revokes an admin token, and an admin another admin's.
+    one = (await stack.api("POST", "/tokens", json={"name": "one", "role": "admin"})).json()
+    two = (await stack.api("POST", "/tokens", json={"name": "two", "role": "admin"})).json()
+    assert (await stack.api("DELETE", f"/tokens/{two['id']}", token=one["token"])).status_code == 200
+    assert (await stack.api("DELETE", f"/tokens/{one['id']}")).status_code == 200
+
+
+async def test_a_token_made_without_a_role_gets_its_creators_and_never_more(stack: Stack) -> None:
+    admin = (await stack.api("POST", "/tokens", json={"name": "ops", "role": "admin", "expires": "1h"})).json()
+    child = (await stack.api("POST", "/tokens", token=admin["token"], json={"name": "child", "expires": "30d"})).json()
+    assert child["role"] == "admin"
+    assert child["superuser"] is False
+    assert child["expires_at"] <= admin["expires_at"]  # never outlives its creator
+    dev = (await stack.api("POST", "/tokens", json={"name": "dev", "role": "developer"})).json()
+    r = await stack.api("POST", "/tokens", token=dev["token"], json={"name": "escalate", "role": "admin"})
+    assert r.status_code == 403
+    assert r.json()["message"] == "this needs the admin role; your token has developer"
+    r = await stack.api("POST", "/tokens", json={"name": "x", "role": "owner"})
+    assert r.status_code == 422
+    r = await stack.api("POST", "/tokens", json={"name": "x", "expires": "soon"})
+    assert r.status_code == 422
+    assert "30d, 12h or 90m" in r.json()["message"]
+
+
+async def test_a_token_scoped_to_a_pipeline_reads_and_runs_only_that_one(stack: Stack) -> None:
+    await stack.pipeline("deploy", HELLO)
+    await stack.pipeline("secret-stuff", HELLO)
+    hidden = await stack.run("secret-stuff")
+    bot = (await stack.api("POST", "/tokens", json={"name": "bot", "pipeline": "deploy"})).json()
+    assert bot["role"] == "developer"  # an admin's bot gets no more than reading and running
+    assert bot["pipeline"] == "deploy"
+    token = bot["token"]
+    mine = await stack.run("deploy", token=token)
+    assert mine["initiator"] == "bot"
+    assert [p["name"] for p in (await stack.api("GET", "/pipelines", token=token)).json()] == ["deploy"]
+    assert [b["id"] for b in (await stack.api("GET", "/builds", token=token)).json()] == [mine["id"]]
+    assert (await stack.api("POST", "/pipelines/secret-stuff/builds", token=token, json={})).status_code == 404
+    assert (await stack.api("GET", f"/builds/{hidden['id']}", token=token)).status_code == 404
+    r = await stack.api("POST", f"/builds/{mine['id']}/cancel", token=token)
+    assert r.status_code == 403
+    assert "may only read and run pipeline deploy" in r.json()["message"]
+    who = (await stack.api("GET", "/whoami", token=token)).json()
+    assert (who["role"], who["pipeline"]) == ("developer", "deploy")
+
+
+async def test_an_expired_token_gets_401_token_expired(stack: Stack) -> None:
+    made = (await stack.api("POST", "/tokens", json={"name": "short", "expires": "1s"})).json()
+    assert (await stack.api("GET", "/whoami", token=made["token"])).status_code == 200
+    await asyncio.sleep(1.1)
+    r = await stack.api("GET", "/whoami", token=made["token"])
+    assert r.status_code == 401
+    assert r.json() == {"error": "token_expired", "message": "token expired"}
+
+
+async def test_each_account_has_its_own_users_added_by_its_admin(stack: Stack) -> None:
+    acme = (await stack.api("POST", "/accounts", json={"name": "acme"})).json()["token"]
+    r = await stack.api("POST", "/users", token=acme, json={"name": "wile", "role": "developer"})
+    assert r.status_code == 201, r.text
+    assert r.json()["account"] == "acme"
+    assert len(r.json()["password"]) >= 12  # generated, answered once
+    assert [u["name"] for u in (await stack.api("GET", "/users", token=acme)).json()] == ["wile"]
+    assert "wile" not in [u["name"] for u in (await stack.api("GET", "/users")).json()]
+    assert (await stack.api("DELETE", "/users/wile")).status_code == 404  # another account's user
+    dev = (await stack.api("POST", "/tokens", token=acme, json={"name": "d", "role": "developer"})).json()["token"]
+    r = await stack.api("POST", "/users", token=dev, json={"name": "boss", "role": "admin"})
+    assert r.status_code == 403
+    assert (await stack.api("DELETE", "/users/wile", token=acme)).status_code == 200

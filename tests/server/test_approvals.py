@@ -81,3 +81,69 @@ async def test_another_account_cannot_answer(stack: Stack) -> None:
     assert r.status_code == 404
     r = await stack.api("GET", f"/builds/{build_id}")
     assert next(s for s in r.json()["steps"] if s["name"] == "gate")["decision"] is None
+
+
+# --- who may answer: the pipeline's approval rules ----------------------------------------------------
+
+
+async def token(stack: Stack, name: str, role: str) -> str:
+    r = await stack.api("POST", "/tokens", json={"name": name, "role": role})
+    assert r.status_code == 201, r.text
+    value: str = r.json()["token"]
+    return value
+
+
+async def gated_build(stack: Stack, *, started_by: str, **rules: object) -> str:
+    runner = await stack.register()
+    await stack.pipeline("gated", GATED, **rules)
+    build = await stack.run("gated", token=started_by)
+    task = await claim(stack, runner.runner_token)
+    await job_call(stack, task, "POST", "/started", json=PLAN)
+    r = await job_call(stack, task, "POST", "/steps/gate", json={"status": "pending-approval"})
+    assert r.status_code == 200, r.text
+    return str(build["id"])
+
+
+async def test_nobody_approves_a_build_they_started_when_the_pipeline_asks_for_another(stack: Stack) -> None:
+    alice, bob = await token(stack, "alice", "developer"), await token(stack, "bob", "developer")
+    build_id = await gated_build(stack, started_by=alice, approval_requires_other=True)
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/approve", token=alice)
+    assert r.status_code == 403
+    assert r.json()["message"] == f"pipeline gated needs someone other than who started build {build_id} to approve it"
+    assert r.json()["error"] == "approver_is_initiator"
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/deny", token=alice)
+    assert r.status_code == 403  # nor deny it: the answer is someone else's to give
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/approve", token=bob)
+    assert r.status_code == 200, r.text
+    assert next(s for s in r.json()["steps"] if s["name"] == "gate")["decided_by"] == "bob"
+
+
+async def test_without_the_rule_the_starter_may_approve_their_own_build(stack: Stack) -> None:
+    alice = await token(stack, "alice", "developer")
+    build_id = await gated_build(stack, started_by=alice)
+    assert (await stack.api("GET", "/pipelines/gated")).json()["approval_requires_other"] is False
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/approve", token=alice)
+    assert r.status_code == 200, r.text
+
+
+async def test_approvals_restricted_to_a_role_refuse_the_roles_below_it(stack: Stack) -> None:
+    dev, admin = await token(stack, "dev", "developer"), await token(stack, "lead", "admin")
+    viewer = await token(stack, "watcher", "viewer")
+    build_id = await gated_build(stack, started_by=dev, approval_role="admin")
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/approve", token=dev)
+    assert r.status_code == 403
+    assert r.json()["message"] == "approvals of pipeline gated need the admin role; your token has developer"
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/approve", token=viewer)
+    assert r.status_code == 403
+    assert r.json()["message"] == "this needs the developer role; your token has viewer"
+    r = await stack.api("POST", f"/builds/{build_id}/steps/gate/approve", token=admin)
+    assert r.status_code == 200, r.text
+
+
+async def test_the_rules_are_changed_with_the_pipeline_and_a_bad_role_is_refused(stack: Stack) -> None:
+    await stack.pipeline("gated", GATED)
+    r = await stack.api("PATCH", "/pipelines/gated", json={"approval_role": "admin", "approval_requires_other": True})
+    assert (r.json()["approval_role"], r.json()["approval_requires_other"]) == ("admin", True)
+    r = await stack.api("PATCH", "/pipelines/gated", json={"approval_role": "owner"})
+    assert r.status_code == 422
+    assert "viewer, developer, admin" in r.json()["message"]

@@ -246,6 +246,13 @@ class Report(Message):
     finish: BuildFinished | None = None
 
 
+class LateLogs(Message):
+    """Log bytes handed in by the holder of a build's expired lease (what ran until the runner's own
+    lease deadline stopped it): appended like a report's, marked late, never changing a status."""
+
+    logs: list[LogAppend] = Field(default_factory=list, max_length=500)
+
+
 class ReportAccepted(Message):
     sizes: dict[str, int]  # for each stream of the report, the bytes the control plane now holds
 

@@ -71,11 +71,17 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _start_server(
-    settings: ServerSettings, host: str, port: int
-) -> tuple[_Uvicorn, asyncio.Task[None], str, Services]:
+    settings: ServerSettings, host: str, port: int, data_dir: Path, *, local_runtime: bool
+) -> tuple[_Uvicorn, asyncio.Task[None], str, Services, Installation]:
+    """Binds, bootstraps the installation, then listens: the admin token is on disk before anyone gets an answer."""
     sock = _bind(host, port)
     url = settings.public_url or _url(sock, host)
-    app = create_app(settings, public_url=url)
+    installed: list[Installation] = []
+
+    async def install(services: Services) -> None:
+        installed.append(await bootstrap(services, data_dir, local_runtime=local_runtime, ui_admin=True))
+
+    app = create_app(settings, public_url=url, on_start=install)
     server = _Uvicorn(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -84,7 +90,7 @@ async def _start_server(
             raise OutpostError("the control plane did not start")
         await asyncio.sleep(0.01)
     services: Services = app.state.services
-    return server, task, url, services
+    return server, task, url, services, installed[0]
 
 
 def _example_file() -> Path | None:
@@ -156,8 +162,9 @@ async def up(host: str, port: int, data_dir: Path, example: bool, choice: Runner
     stop = asyncio.Event()
     _stop_on_signals(stop)
     settings = ServerSettings.from_env(data_dir=data_dir)
-    server, server_task, url, services = await _start_server(settings, host, port)
-    installation = await bootstrap(services, data_dir, local_runtime=True, ui_admin=True)
+    server, server_task, url, services, installation = await _start_server(
+        settings, host, port, data_dir, local_runtime=True
+    )
     cli_config.write(data_dir / cli_config.CONFIG_NAME, url, installation.admin_token)
     runner, runner_task, client = await _start_runner(services, installation, url, data_dir, choice)
     _announce(url, data_dir, installation)
@@ -196,8 +203,10 @@ def _announce(url: str, data_dir: Path, installation: Installation) -> None:
 async def serve(host: str, port: int, data_dir: Path) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    server, server_task, url, services = await _start_server(ServerSettings.from_env(data_dir=data_dir), host, port)
-    installation = await bootstrap(services, data_dir, local_runtime=False, ui_admin=True)
+    settings = ServerSettings.from_env(data_dir=data_dir)
+    server, server_task, url, services, installation = await _start_server(
+        settings, host, port, data_dir, local_runtime=False
+    )
     click.echo(f"Outpost control plane on {url}; admin API token in {installation.token_file}", err=True)
     click.echo(f"Web UI on {url}/ — user admin, password in {installation.password_file}", err=True)
     await stop.wait()

@@ -12,11 +12,10 @@ from fastapi import FastAPI
 from outpost import __version__
 from outpost.server import cron, db
 from outpost.server.api import audit, errors, integrations, public, runner, triggers, users, webhooks
-from outpost.server.dispatch import Wakeups, reap_leases, runtime_key
+from outpost.server.dispatch import Availability, Wakeups, reap_leases, runtime_key
 from outpost.server.guards import SMALL_BODIES, BodyLimit, RateLimit, RefuseNul, limits_of
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
-from outpost.server.store import builds
 from outpost.server.store import triggers as trigger_store
 from outpost.server.ui import install as install_ui
 from outpost.server.ui.lockout import LoginLockout
@@ -46,17 +45,19 @@ def create_app(
             wakeups=Wakeups(),
             public_url=(public_url or settings.public_url or "http://127.0.0.1:8080").rstrip("/"),
             secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir),
+            availability=Availability(tolerance=max(1.0, settings.lease_ttl / 10)),
         )
-        async with services.tx() as session:
-            extended = await builds.extend_live_leases(session, settings.lease_ttl)
-        if extended:
-            log.info("gave %d live lease(s) a fresh TTL after start-up", extended)
         app.state.services = services
+        if on_start is not None:
+            await on_start(services)
+        # No fresh TTL for live leases after a restart: the reaper's availability starts with this process.
         reaper = asyncio.create_task(
             reap_leases(
                 services.sessions,
                 services.wakeups,
+                services.availability,
                 interval=min(1.0, settings.lease_ttl / 4),
+                lease_ttl=settings.lease_ttl,
                 max_requeues=settings.max_requeues,
             )
         )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from outpost.server.dispatch import Wakeups
+from outpost.server.dispatch import Availability, Wakeups
 from outpost.server.secrets import SecretBox
 from outpost.server.store import accounts
 from outpost.settings import ServerSettings
@@ -27,6 +27,7 @@ class Services:
     wakeups: Wakeups
     public_url: str
     secrets: SecretBox
+    availability: Availability  # since when this process has served runners without a break (the reaper's judge)
     # Work a request started and left running (a webhook waiting for changed files); cancelled on shutdown.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 

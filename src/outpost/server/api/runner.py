@@ -1,4 +1,4 @@
-"""Runner protocol v1 (docs/protocol.md): register, poll, heartbeat, started, steps, logs, finish."""
+"""Runner protocol v1 (docs/protocol.md): register, poll, heartbeat, started, steps, logs, finish, late logs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from outpost.wire import (
     CancelBuildTask,
     GitQueryAnswer,
     HeartbeatResponse,
+    LateLogs,
     LogAccepted,
     PollRequest,
     PollResponse,
@@ -150,18 +151,21 @@ Lease = Annotated[str, Depends(lease_header)]
 
 @router.post("/builds/{build_id}/heartbeat")
 async def heartbeat(build_id: str, token: Token, lease: Lease, svc: Svc) -> HeartbeatResponse:
-    async with svc.tx() as session:
-        held = await builds.hold(session, build_id, lease, token)
-        cancel = await builds.heartbeat(session, held, svc.settings.lease_ttl)
-        answers = await approvals.waiting_answers(session, held.build)
+    with svc.availability.serving():
+        async with svc.tx() as session:
+            held = await builds.hold(session, build_id, lease, token)
+            cancel = await builds.heartbeat(session, held, svc.settings.lease_ttl)
+            answers = await approvals.waiting_answers(session, held.build)
     return HeartbeatResponse(lease_ttl=svc.settings.lease_ttl, cancel_requested=cancel, approvals=answers)
 
 
 @router.post("/builds/{build_id}/started")
 async def started(build_id: str, body: BuildStarted, token: Token, lease: Lease, svc: Svc) -> dict[str, bool]:
-    async with svc.tx() as session:
-        held = await builds.hold(session, build_id, lease, token)
-        await builds.mark_started(session, held, body)
+    with svc.availability.serving():
+        async with svc.tx() as session:
+            held = await builds.hold(session, build_id, lease, token)
+            await builds.mark_started(session, held, body)
+            builds.renew(held, svc.settings.lease_ttl)  # the runner counts its lease from this call, too
     svc.wakeups.notify(build_key(build_id))
     return {"ok": True}
 
@@ -204,13 +208,30 @@ async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: S
     limit = svc.settings.max_log_chunk
     if sum(len(a.data) for a in appends) > limit:
         raise PayloadTooLarge(f"a report may carry at most {limit} log bytes", max_bytes=limit)
-    async with svc.tx() as session:
-        held = await builds.hold(session, build_id, lease, token)
-        sizes, changed = await reports.apply(
-            session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
-        )
+    with svc.availability.serving():
+        async with svc.tx() as session:
+            held = await builds.hold(session, build_id, lease, token)
+            sizes, changed = await reports.apply(
+                session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
+            )
+            builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
     if changed:
         svc.wakeups.notify(build_key(build_id))
+    return ReportAccepted(sizes=sizes)
+
+
+@router.post("/builds/{build_id}/late-logs")
+async def late_logs(build_id: str, body: LateLogs, token: Token, lease: Lease, svc: Svc) -> ReportAccepted:
+    """What a runner printed before its own lease deadline stopped the build, handed in after the
+    lease expired: only by that lease's holder, appended at the end, marked late, no status change."""
+    appends = [(a.stream, a.offset, _decode(a.data)) for a in body.logs]
+    limit = svc.settings.max_log_chunk
+    if sum(len(data) for _, _, data in appends) > limit:
+        raise PayloadTooLarge(f"late logs may carry at most {limit} bytes at once", max_bytes=limit)
+    async with svc.tx() as session:
+        held = await builds.hold(session, build_id, lease, token)
+        sizes = await logs.append_late(session, held, appends)
+    svc.wakeups.notify(build_key(build_id))
     return ReportAccepted(sizes=sizes)
 
 

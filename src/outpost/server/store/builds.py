@@ -1,8 +1,11 @@
 """Builds and their life: queued → claimed (leased by a runner) → running → a final status.
 
-Leases are the fencing mechanism: a runner may act on a build only through the build's current,
-unexpired lease. An expired lease gives a never-started build back to the queue and ends a started
-one as `error` ("runner lost").
+Leases are the fencing mechanism: a runner may act on a build only through the build's current
+lease, until that lease ends. Only the reaper (server/dispatch.py) ends a lease for lack of
+heartbeats, when its expiry has passed and the control plane itself was available for a whole TTL:
+it gives a never-started build back to the queue and ends a started one as `error` ("runner lost").
+Until then a late heartbeat still renews the lease. The holder of an expired lease may still hand in
+the log bytes it kept (`require_expired_holder`), marked late.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from outpost.wire import (
 )
 
 CLAIM_ATTEMPTS = 5
+LATE_LOG_WINDOW = 24 * 3600.0  # seconds after its lease expired that a runner may still hand in a build's log
 LIVE_STATUSES = ("claimed", "running")
 STEP_ORDER = {"pending": 0, "running": 1, "pending-approval": 2}  # every final status ranks above these
 
@@ -269,19 +273,38 @@ async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: s
 
 
 def require_live(held: Held) -> None:
-    """Fencing: 409 unless the lease is the build's current one and still alive."""
+    """Fencing: 409 unless the lease is the build's current one and has not ended. A lease past its
+    expiry that the reaper has not ended yet is still live: the reaper alone decides it is lost."""
     build, lease = held.build, held.lease
     if build.lease_id != lease.id:
         raise Conflict("this lease was superseded: another runner owns the build", error="lease_lost")
     if lease.ended_at is not None:
         raise Conflict(f"this lease has ended ({lease.end_reason})", error="lease_lost")
-    if lease.expires_at < now():
-        raise Conflict("this lease has expired", error="lease_lost")
+
+
+def require_expired_holder(held: Held) -> None:
+    """For late log bytes: 409 unless this lease was the build's last one and the build ended because
+    it expired (not superseded, finished, revoked or still live), within LATE_LOG_WINDOW."""
+    build, lease = held.build, held.lease
+    if build.lease_id != lease.id:
+        raise Conflict("this lease was superseded: another runner owns the build", error="lease_lost")
+    if lease.ended_at is None:
+        raise Conflict("this lease is live: send the log in a report", error="lease_live")
+    if lease.end_reason != "expired" or build.status not in FINAL_BUILD_STATUSES:
+        raise Conflict(f"this lease has ended ({lease.end_reason}): no late log", error="lease_lost")
+    if now() - lease.ended_at > LATE_LOG_WINDOW:
+        raise Conflict("this lease expired too long ago to hand in its log", error="lease_lost")
+
+
+def renew(held: Held, lease_ttl: float) -> None:
+    """A call through a live lease shows the runner is there: the lease lives `lease_ttl` from now."""
+    if held.lease.ended_at is None:
+        held.lease.expires_at = now() + lease_ttl
 
 
 async def heartbeat(session: AsyncSession, held: Held, lease_ttl: float) -> bool:
     require_live(held)
-    held.lease.expires_at = now() + lease_ttl
+    renew(held, lease_ttl)
     await _touch_runner(session, held.lease.runner_id)
     return held.build.cancel_requested
 
@@ -349,7 +372,8 @@ async def finish(session: AsyncSession, held: Held, message: BuildFinished) -> B
 
 
 async def expire_leases(session: AsyncSession, max_requeues: int) -> list[Build]:
-    """Ends every lease past its expiry; returns the builds that changed (requeued or lost)."""
+    """Ends every lease past its expiry; returns the builds that changed (requeued or lost). Only the
+    reaper calls this, and only when the control plane has been available for a whole lease TTL."""
     t = now()
     leases = await session.scalars(select(Lease).where(Lease.ended_at.is_(None), Lease.expires_at < t))
     changed: list[Build] = []
@@ -410,12 +434,6 @@ async def _finish(session: AsyncSession, build: Build, status: str, message: str
 
 async def _touch_runner(session: AsyncSession, runner_id: str) -> None:
     await session.execute(update(Runner).where(Runner.id == runner_id).values(last_seen_at=now()))
-
-
-async def extend_live_leases(session: AsyncSession, lease_ttl: float) -> int:
-    """At start-up: runners could not reach us while we were down, so live leases get a fresh TTL."""
-    result = await session.execute(update(Lease).where(Lease.ended_at.is_(None)).values(expires_at=now() + lease_ttl))
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def find_step(session: AsyncSession, build: Build, name: str) -> Step:

@@ -3,6 +3,9 @@
 A step's log is the concatenation of its chunks in offset order. An append names the offset it
 starts at: a range already held is a no-op, an overlap keeps only the new tail, and a gap is
 refused with the offset the control plane expects next.
+
+Late appends come from the runner whose lease expired, with what it printed before it stopped: the
+same rules, and a line in the build's own stream for every piece that arrived late.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
 from outpost.server.models import Build, LogChunk, Step
-from outpost.server.store.builds import Held, require_live, step_for
+from outpost.server.store.builds import Held, find_step, require_expired_holder, require_live, step_for
+from outpost.wire import SYSTEM_STREAM
 
 
 class OffsetGap(StoreError):
@@ -24,7 +28,35 @@ class OffsetGap(StoreError):
 async def append(session: AsyncSession, held: Held, stream: str, offset: int, data: bytes) -> tuple[int, bool]:
     """Returns the step's log size afterwards and whether anything new was stored."""
     require_live(held)
-    step = await step_for(session, held.build, stream)
+    size, fresh = await _store(session, held.build, await step_for(session, held.build, stream), offset, data)
+    return size, fresh > 0
+
+
+async def append_late(session: AsyncSession, held: Held, appends: list[tuple[str, int, bytes]]) -> dict[str, int]:
+    """Log bytes from the holder of the build's expired lease, appended by the usual rules; each new
+    piece is marked in the build's own stream, after the runner's own lines of that stream in this
+    call. Statuses never change. Returns the size of every stream named, and of the build's stream."""
+    require_expired_holder(held)
+    build = held.build
+    sizes: dict[str, int] = {}
+    marks: list[str] = []
+    for stream, offset, data in appends:
+        # A finished build gets no new steps: a late piece names one the build already has.
+        step = await (step_for if stream == SYSTEM_STREAM else find_step)(session, build, stream)
+        sizes[stream], fresh = await _store(session, build, step, offset, data)
+        if fresh:
+            what = "the build's own log" if stream == SYSTEM_STREAM else f"the log of step {stream}"
+            marks.append(f"[outpost] {fresh} bytes of {what} arrived after the lease expired\n")
+    system = await step_for(session, build, SYSTEM_STREAM)
+    if marks:
+        await _store(session, build, system, system.log_size, "".join(marks).encode())
+    sizes[SYSTEM_STREAM] = system.log_size
+    return sizes
+
+
+async def _store(session: AsyncSession, build: Build, step: Step, offset: int, data: bytes) -> tuple[int, int]:
+    """Appends by the offset rules; returns the log's size afterwards and how many bytes were new."""
+    stream = step.name
     size = step.log_size
     if offset > size:
         raise OffsetGap(
@@ -35,11 +67,11 @@ async def append(session: AsyncSession, held: Held, stream: str, offset: int, da
         )
     fresh = data[size - offset :]
     if not fresh:
-        return size, False
-    session.add(LogChunk(build_id=held.build.id, step_id=step.id, offset=size, data=fresh))
+        return size, 0
+    session.add(LogChunk(build_id=build.id, step_id=step.id, offset=size, data=fresh))
     step.log_size = size + len(fresh)
     await session.flush()
-    return step.log_size, True
+    return step.log_size, len(fresh)
 
 
 async def read_step_log(session: AsyncSession, step: Step) -> bytes:

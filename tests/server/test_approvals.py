@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.server.test_protocol import claim, job_call, poll
 from tests.stack import Stack
@@ -93,7 +94,7 @@ async def token(stack: Stack, name: str, role: str) -> str:
     return value
 
 
-async def gated_build(stack: Stack, *, started_by: str, **rules: object) -> str:
+async def gated_build(stack: Stack, *, started_by: str, **rules: Any) -> str:
     runner = await stack.register()
     await stack.pipeline("gated", GATED, **rules)
     build = await stack.run("gated", token=started_by)

@@ -9,9 +9,11 @@ developer, an admin, another account's admin, a token scoped to one pipeline, an
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -461,3 +463,61 @@ async def test_each_account_has_its_own_users_added_by_its_admin(stack: Stack) -
     r = await stack.api("POST", "/users", token=dev, json={"name": "boss", "role": "admin"})
     assert r.status_code == 403
     assert (await stack.api("DELETE", "/users/wile", token=acme)).status_code == 200
+
+
+# --- the CLI, as a user runs it ------------------------------------------------------------------------
+
+
+async def test_the_cli_token_of_a_ci_bot_cannot_revoke_the_superuser_token(stack: Stack) -> None:
+    """Defect 3 as it was found: `outpost token create ci-bot`, then with that token `outpost token revoke`."""
+    from tests.server.test_triggers import outpost, serving
+
+    target = await superuser_token_id(stack)
+    await stack.pipeline("deploy", HELLO)
+    async with serving(stack) as url:
+        code, out, err = await outpost(url, stack.admin_token, "token", "create", "ci-bot", "--json")
+        assert code == 0, err
+        bot = json.loads(out)
+        code, out, err = await outpost(url, bot["token"], "token", "revoke", target)
+        assert code != 0
+        assert "only the installation's superuser may revoke the superuser token" in err
+        code, out, err = await outpost(
+            url, stack.admin_token, "token", "create", "deployer", "--role", "developer", "--pipeline", "deploy",
+            "--expires", "12h", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        scoped = json.loads(out)
+        assert (scoped["role"], scoped["pipeline"]) == ("developer", "deploy")
+        assert scoped["expires_at"]
+        code, out, err = await outpost(url, stack.admin_token, "token", "list")
+        assert code == 0, err
+        assert "developer of deploy" in out
+    assert (await stack.api("GET", "/whoami")).status_code == 200
+
+
+async def test_the_cli_adds_lists_and_removes_users(stack: Stack, tmp_path: Path) -> None:
+    from tests.server.test_triggers import outpost, serving
+
+    secret = tmp_path / "password"
+    secret.write_text("a-long-enough-password\n")
+    async with serving(stack) as url:
+        code, out, err = await outpost(url, stack.admin_token, "user", "add", "ann", "--role", "developer", "--json")
+        assert code == 0, err
+        assert len(json.loads(out)["password"]) >= 12  # generated: no terminal to ask at
+        code, out, err = await outpost(
+            url, stack.admin_token, "user", "add", "bob", "--role", "viewer", "--password-file", str(secret)
+        )
+        assert code == 0, err
+        assert "password" not in out  # the given one is not echoed
+        code, out, err = await outpost(url, stack.admin_token, "user", "list", "--json")
+        assert [(u["name"], u["role"]) for u in json.loads(out)] == [("ann", "developer"), ("bob", "viewer")]
+        code, out, err = await outpost(url, stack.admin_token, "user", "add", "eve", "--role", "owner")
+        assert code != 0
+        async with UiClient(stack) as client:  # the password from the file is bob's
+            assert (await client.login("bob", "a-long-enough-password")).status_code == 303
+        code, out, err = await outpost(url, stack.admin_token, "user", "remove", "bob")
+        assert code == 0, err
+        code, out, err = await outpost(url, stack.admin_token, "user", "list")
+        assert "bob" not in out
+    async with UiClient(stack) as client:  # removed: no more logging in
+        assert (await client.login("bob", "a-long-enough-password")).status_code == 401

@@ -98,7 +98,8 @@ async def create_token(body: TokenIn, token: AsAdmin, svc: Svc) -> TokenOut:
 @router.get("/tokens")
 async def list_tokens(token: AsAdmin, svc: Svc) -> list[TokenOut]:
     async with svc.as_caller(token) as (session, who):
-        return [TokenOut.of(t) for t in await accounts.list_tokens(session, who)]
+        names = {p.id: p.name for p in await pipelines.list_pipelines(session, who)}
+        return [TokenOut.of(t, None, names.get(t.pipeline_id or "")) for t in await accounts.list_tokens(session, who)]
 
 
 @router.delete("/tokens/{token_id}")

@@ -521,3 +521,42 @@ async def test_the_cli_adds_lists_and_removes_users(stack: Stack, tmp_path: Path
         assert "bob" not in out
     async with UiClient(stack) as client:  # removed: no more logging in
         assert (await client.login("bob", "a-long-enough-password")).status_code == 401
+
+
+async def test_tokens_and_users_made_before_roles_existed_become_admins_of_their_account(database_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.engine import Connection
+
+    from outpost.server.db import alembic_config, make_engine, migrate
+
+    engine = make_engine(database_url)
+    try:
+
+        def to_0006(connection: Connection) -> None:
+            command.upgrade(alembic_config(connection), "0006")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(to_0006)
+            await conn.execute(text("INSERT INTO accounts (id, name, created_at) VALUES ('a1', 'old', 0)"))
+            await conn.execute(
+                text(
+                    "INSERT INTO api_tokens (id, account_id, name, token_hash, prefix, is_superuser, created_at)"
+                    " VALUES ('t1', 'a1', 'script', :hash, 'opt_x', false, 0)"
+                ),
+                {"hash": "0" * 64},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO users (id, account_id, username, password_hash, salt, created_at)"
+                    " VALUES ('u1', 'a1', 'someone', 'scrypt$1$1$1$00', '00', 0)"
+                )
+            )
+        await migrate(engine)
+        async with engine.connect() as conn:
+            token = (await conn.execute(text("SELECT role, pipeline_id, expires_at FROM api_tokens"))).one()
+            user = (await conn.execute(text("SELECT role FROM users"))).one()
+        assert tuple(token) == ("admin", None, None)
+        assert tuple(user) == ("admin",)
+    finally:
+        await engine.dispose()

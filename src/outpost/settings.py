@@ -27,7 +27,7 @@ class ServerSettings:
     # Requests per client address per rate_window (0: no limit); kept in memory by each server process.
     rate_window: float = 60.0  # seconds in which a client's allowance refills
     rate_login: int = 30  # login attempts (the UI's POST /login)
-    rate_tokens: int = 30  # API and install tokens created
+    rate_tokens: int = 60  # API and install tokens created (one allowance for both)
     rate_webhooks: int = 1200  # webhook deliveries
     rate_register: int = 30  # runner registrations
     login_free_failures: int = 5  # failed logins for one username from one address before delays begin

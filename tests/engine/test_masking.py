@@ -43,6 +43,13 @@ def test_a_secret_that_contains_another_is_masked_whole() -> None:
     assert stream(Masker(["token", "token-extended"]), [b"token-extended token\n"]) == MASK + b" " + MASK + b"\n"
 
 
+def test_the_longest_possible_beginning_is_held_back_whichever_secret_it_belongs_to() -> None:
+    long_one = "cdef-sec" + "x" * 40  # longer, and its beginning ends the chunk too, but shorter there
+    short_one = "0123456789abcdef-secret"
+    shown = stream(Masker([long_one, short_one]), [b"id 0123456789abcdef-sec", b"ret\n"])
+    assert shown == b"id " + MASK + b"\n"
+
+
 def test_any_cut_of_the_output_gives_the_same_masked_log() -> None:
     secrets = ["s3cr3t-value", "p@ss", "ssh-rsa AAAAB3Nza"]
     text = b"start s3cr3t-value middle p@ss p@s end ssh-rsa AAAAB3Nza tail s3cr3t\n" * 20

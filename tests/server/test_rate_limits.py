@@ -156,5 +156,5 @@ def test_the_limits_are_read_from_the_environment() -> None:
     env = {"OUTPOST_RATE_LOGIN": "7", "OUTPOST_RATE_WINDOW": "30", "OUTPOST_LOGIN_FREE_FAILURES": "3"}
     settings = ServerSettings.from_env(env)
     assert (settings.rate_login, settings.rate_window, settings.login_free_failures) == (7, 30.0, 3)
-    assert settings.rate_tokens == 30
+    assert settings.rate_tokens == 60
     assert settings.rate_webhooks == 1200

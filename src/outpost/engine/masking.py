@@ -53,6 +53,7 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._forms: list[bytes] = []
+        self._short_prefixes: set[bytes] = set()
         self._pattern: re.Pattern[bytes] | None = None
         self._held = b""
         self.add(secrets)
@@ -64,6 +65,7 @@ class Masker:
         # Longest first: the alternation takes the first that matches, so a form that contains another is masked
         # whole.
         self._forms = sorted(found, key=len, reverse=True)
+        self._short_prefixes = {f[:n] for f in self._forms for n in range(1, min(_HEAD, len(f) - 1) + 1)}
         self._pattern = None
 
     def feed(self, data: bytes) -> bytes:
@@ -95,16 +97,23 @@ class Masker:
 
     def _possible_start(self, text: bytes) -> int:
         """Length of the longest suffix of `text` that is a proper prefix of a form."""
-        longest = 0
-        for form in self._forms:
-            if len(form) - 1 <= longest:
-                break  # sorted longest first: no shorter form can beat it
-            window = text[-(len(form) - 1) :]
-            first = form[:1]
-            at = window.find(first)
-            while at != -1 and len(window) - at > longest:
-                if form.startswith(window[at:]):
-                    longest = len(window) - at
+        end, best = len(text), 0
+        # Suffixes of at least _HEAD bytes begin with a form's head: one search per form, in the last bytes only.
+        for form in self._forms:  # longest first
+            if len(form) - 1 <= best or len(form) <= _HEAD:
+                break  # no shorter form can beat it
+            head = form[:_HEAD]
+            at = text.find(head, max(0, end - len(form) + 1))
+            while at != -1 and end - at > best and end - at >= _HEAD:
+                if text.startswith(form[: end - at], at):
+                    best = end - at  # the earliest match is this form's longest
                     break
-                at = window.find(first, at + 1)
-        return longest
+                at = text.find(head, at + 1)
+        # Shorter suffixes: look each one up among every form's short prefixes.
+        for n in range(min(_HEAD, end), best, -1):
+            if text[end - n :] in self._short_prefixes:
+                return n
+        return best
+
+
+_HEAD = 8  # bytes of a form searched for at once when looking for its beginning at the end of a chunk

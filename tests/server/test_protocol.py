@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
+import pytest
 
+from outpost.errors import Unauthorized
+from outpost.server.models import Runner
+from outpost.server.store import builds
 from outpost.wire import LEASE_HEADER, PREFIX, PollRequest, RegisterRequest, RunBuildTask
 from tests.stack import Stack
 
@@ -235,7 +240,7 @@ async def test_revoking_a_runner_ends_its_running_build_and_voids_its_job_token(
     assert (build["status"], build["message"]) == ("error", "runner revoked")
     assert [(s["name"], s["status"]) for s in build["steps"]] == [("hello", "error"), ("after", "skipped")]
     report = {"logs": [], "steps": [], "finish": {"status": "success"}}
-    calls = [
+    calls: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/heartbeat", {}),
         ("POST", "/started", {"json": {"steps": []}}),
         ("PUT", "/steps/hello/log", {"params": {"offset": 7}, "content": b"after\n"}),
@@ -264,6 +269,28 @@ async def test_a_build_a_revoked_runner_never_started_goes_to_another_runner(sta
     assert second.build_id == build["id"]
     assert (await job_call(stack, first, "POST", "/started", json={"steps": []})).status_code == 401
     assert (await job_call(stack, second, "POST", "/started", json={"steps": []})).status_code == 200
+
+
+async def test_a_claim_racing_a_revocation_hands_the_revoked_runner_nothing(stack: Stack) -> None:
+    registered = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    svc = stack.services
+
+    async def claim_in_its_own_transaction() -> object:
+        async with svc.tx() as session:
+            runner = await session.get_one(Runner, registered.runner_id)  # read before the revocation commits
+            return await builds.claim_next(session, runner, 30.0)
+
+    async with svc.tx() as session:  # a revocation, committed only when this block ends
+        revoked = await session.get_one(Runner, registered.runner_id)
+        revoked.revoked_at = time.time()
+        await session.flush()
+        claiming = asyncio.create_task(claim_in_its_own_transaction())
+        await asyncio.sleep(0.5)  # the claim has started meanwhile
+    with pytest.raises(Unauthorized):
+        await asyncio.wait_for(claiming, 30)
+    assert (await stack.build(build["id"]))["status"] == "queued"
 
 
 async def wait_for_status(stack: Stack, build_id: str, statuses: set[str], *, timeout: float) -> dict[str, Any]:

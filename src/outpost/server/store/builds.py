@@ -164,7 +164,11 @@ async def request_cancel(session: AsyncSession, principal: Principal, build_id: 
 
 async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) -> tuple[Build, Lease, str] | None:
     """Atomically hands the oldest queued build of the runner's runtime to this runner, skipping builds
-    whose trigger already has as many builds out as its concurrency allows."""
+    whose trigger already has as many builds out as its concurrency allows. 401 for a revoked runner: its row is
+    locked first, so a claim and a revocation exclude each other and a revoked runner is never handed a build (nor
+    its secrets) by a claim that read the runner before the revocation committed."""
+    if await session.scalar(select(Runner.revoked_at).where(Runner.id == runner.id).with_for_update()) is not None:
+        raise Unauthorized("this runner was revoked")
     locked: str | None = None
     for _ in range(CLAIM_ATTEMPTS):
         row = (
@@ -304,8 +308,10 @@ def renew(held: Held, lease_ttl: float) -> None:
 
 async def heartbeat(session: AsyncSession, held: Held, lease_ttl: float) -> bool:
     require_live(held)
-    renew(held, lease_ttl)
+    # The runner's row first, then the lease's (written at commit): the order a revocation locks them in, so the
+    # two never deadlock on PostgreSQL.
     await _touch_runner(session, held.lease.runner_id)
+    renew(held, lease_ttl)
     return held.build.cancel_requested
 
 

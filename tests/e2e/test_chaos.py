@@ -13,7 +13,15 @@ import httpx
 
 from outpost.runner.outbox import read_lease
 from outpost.wire import LEASE_HEADER
-from tests.e2e.processes import ControlPlane, RunnerProcess, eventually, listening_inodes, socket_inodes
+from tests.e2e.processes import (
+    ControlPlane,
+    Process,
+    RunnerProcess,
+    eventually,
+    launch_runner,
+    listening_inodes,
+    socket_inodes,
+)
 from tests.executors.test_local import _zombie
 
 LEASE_TTL = 3.0  # what tests/e2e/processes.FAST gives the control plane
@@ -77,10 +85,15 @@ def test_a_runner_killed_mid_build_leaves_the_build_as_runner_lost_and_its_lease
 
 
 def test_a_control_plane_restart_mid_build_loses_no_log_line_and_doubles_none(
-    tmp_path: Path, control_plane: ControlPlane, start_runner: Callable[..., RunnerProcess]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
+    # Down for less than the lease TTL (a restart takes seconds): the runner's own lease deadline does not pass,
+    # so its step runs on. The reaper gives every lease a whole TTL after the start-up before it ends any.
+    control_plane = ControlPlane(tmp_path, OUTPOST_LEASE_TTL="15")
+    processes.append(control_plane)
+    control_plane.start()
     marker = tmp_path / "halfway"
-    start_runner()
+    launch_runner(processes, tmp_path, control_plane.url, control_plane.install_token())
     pipeline(
         control_plane,
         "chatty",

@@ -23,6 +23,7 @@ from outpost.wire import (
     BuildStarted,
     GitQueryAnswer,
     HeartbeatResponse,
+    LateLogs,
     LogAppend,
     PollRequest,
     PollResponse,
@@ -198,6 +199,17 @@ class ProtocolClient:
             f"/builds/{task.build_id}/report",
             fenced=True,
             content=body.model_dump_json(exclude_none=True),
+            headers={**self._job_headers(task), "Content-Type": "application/json"},
+        )
+        return ReportAccepted.model_validate(response.json()).sizes
+
+    async def late_logs(self, task: RunBuildTask, logs: list[tuple[str, int, bytes]]) -> dict[str, int]:
+        """Log bytes of a build whose lease expired: each stream's size afterwards (409 is `Refused` here)."""
+        body = LateLogs(logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs])
+        response = await self._send(
+            "POST",
+            f"/builds/{task.build_id}/late-logs",
+            content=body.model_dump_json(),
             headers={**self._job_headers(task), "Content-Type": "application/json"},
         )
         return ReportAccepted.model_validate(response.json()).sizes

@@ -1,4 +1,10 @@
-"""One build on the runner: the engine, its lease heartbeats and its outbox, together."""
+"""One build on the runner: the engine, its lease heartbeats and its outbox, together.
+
+No step runs without a lease: the job keeps its own lease deadline (the last renewal it sent, plus the
+TTL, on the monotonic clock — always earlier than the control plane's expiry) and stops the build when
+it passes. If the control plane then says the lease is gone, what the build printed is handed in as
+late log before the build is let go.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,11 @@ from outpost.runner import pipelinefile
 from outpost.runner import volumes as volumes_
 from outpost.runner.client import ProtocolClient, Revoked, Unreachable
 from outpost.runner.outbox import Outbox
-from outpost.wire import ApprovalDecision, BuildFinished, RunBuildTask
+from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuildTask
 
 log = logging.getLogger("outpost.runner.job")
 STOP_GRACE = 15.0  # seconds an abandoned build gets to stop its processes
+LATE_GRACE = 60.0  # seconds a build whose lease is gone gets to hand in the rest of its log
 LEFTOVERS = (EXPORT_FILE, cfexport.MASK_FILE, "event.json")  # written into the volume by Outpost, for one build
 
 
@@ -76,6 +83,8 @@ class BuildJob:
         runs = executor_class(executor)(ctx.volume, ctx.scratch, build_id=task.build_id, options=executor_options)
         self.engine = BuildEngine(ctx, runs, self.outbox)
         self.cancelling = False
+        self._renewed = time.monotonic()  # the claim; then each accepted heartbeat's send time
+        self.lease_ran_out = False
         self.revoked: Revoked | None = None  # set when the control plane refused our job token: the runner stops
 
     @property
@@ -92,17 +101,22 @@ class BuildJob:
         pump = asyncio.create_task(self.outbox.pump())
         beats = asyncio.create_task(self._heartbeats())
         body = asyncio.create_task(self._run_engine())
+        watch = asyncio.create_task(self._lease_watch())
+        lost: LeaseLost | None = None
         try:
             await _first_failure({pump, beats, body}, until=body)
+            watch.cancel()  # the build is over: reporting it needs no deadline
             self.outbox.close()
             await _first_failure({pump, beats}, until=pump)
             log.info("build %s: finished and delivered", self.build_id)
         except (LeaseLost, ProtocolError) as exc:
             log.warning("build %s: abandoned: %s", self.build_id, exc)
+            lost = exc if isinstance(exc, LeaseLost) else None
             if isinstance(exc, Revoked):
                 self.revoked = exc
             self.engine.cancel(f"abandoned: {exc}")
         finally:
+            watch.cancel()
             if not body.done():
                 self.engine.cancel("the runner gave the build up")
                 with contextlib.suppress(TimeoutError):
@@ -112,6 +126,8 @@ class BuildJob:
             for task in (body, beats, pump):
                 with contextlib.suppress(asyncio.CancelledError, ProtocolError):
                     await task
+            if lost is not None:  # the build has stopped: all it printed is in the outbox
+                await self._hand_in_late()
             self._let_go()
 
     def _let_go(self) -> None:
@@ -130,16 +146,47 @@ class BuildJob:
         except Exception as exc:  # a bug must not leave the build running forever
             log.exception("build %s: engine failed", self.build_id)
             outcome = BuildOutcome("error", f"runner error: {type(exc).__name__}: {exc}")
+        if self.lease_ran_out:
+            outcome = BuildOutcome("error", self._ran_out_message())
         self.outbox.finish(BuildFinished(status=outcome.status, message=outcome.message, finished_at=time.time()))
+
+    def lease_deadline(self) -> float:
+        """When our lease may end (monotonic): the send time of the last renewal the control plane
+        accepted (the claim, `started`, a heartbeat) plus the TTL. The control plane counts from when it
+        received that call, later."""
+        return max(self._renewed, self.outbox.renewed_at or 0.0) + self.task.lease_ttl
+
+    async def _lease_watch(self) -> None:
+        """Stops the build when the lease deadline passes without a renewal: no step runs without a lease."""
+        while (left := self.lease_deadline() - time.monotonic()) > 0:  # noqa: ASYNC110 - a deadline that moves
+            await asyncio.sleep(left)
+        self.lease_ran_out = True
+        log.warning("build %s: %s; stopping it", self.build_id, self._ran_out_message())
+        await self.outbox.log(SYSTEM_STREAM, f"[outpost] {self._ran_out_message()}: the build stops here\n".encode())
+        self.engine.cancel(self._ran_out_message())
+
+    def _ran_out_message(self) -> str:
+        return f"the lease ran out: no renewal from the control plane for {self.task.lease_ttl:g}s"
+
+    async def _hand_in_late(self) -> None:
+        try:
+            taken = await asyncio.wait_for(self.outbox.deliver_late(), LATE_GRACE)
+        except (ProtocolError, TimeoutError) as exc:
+            log.warning("build %s: the rest of its log was not taken: %s", self.build_id, exc)
+            return
+        if taken:
+            log.info("build %s: handed in %d log bytes after its lease expired", self.build_id, taken)
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            sent = time.monotonic()
             try:
                 answer = await self.client.heartbeat(self.task)
             except Unreachable as exc:
                 log.warning("build %s: heartbeat failed (%s); the build goes on", self.build_id, exc)
                 continue
+            self._renewed = max(self._renewed, sent)
             if answer.cancel_requested and not self.engine.cancelled:
                 self.cancel("cancel requested")
             for approval in answer.approvals:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class Outbox:
         self._dirty = asyncio.Event()
         self._closing = False
         self.announced = asyncio.Event()  # set once `started` was accepted
+        self.renewed_at: float | None = None  # when the accepted `started` was sent (monotonic): it renewed the lease
         self.pipeline_file: tuple[str, str] | None = None  # YAML read from the repository, and its commit SHA
 
     # --- creating and reopening ---
@@ -101,7 +104,13 @@ class Outbox:
         if self.pipeline_file is not None:
             yaml, revision = self.pipeline_file
             message = message.model_copy(update={"yaml": yaml, "yaml_revision": revision})
-        await retrying(lambda: self.client.started(self.task, message), deadline=deadline)
+
+        async def attempt() -> None:
+            sent = time.monotonic()
+            await self.client.started(self.task, message)
+            self.renewed_at = sent
+
+        await retrying(attempt, deadline=deadline)
         self.announced.set()
 
     async def step(self, name: str, update: StepUpdate) -> None:
@@ -178,6 +187,49 @@ class Outbox:
                 events = events[len(batch) :]
                 self._events_acked += len(batch)
                 _write_atomically(self.folder / "events.acked", str(self._events_acked))
+
+    async def deliver_late(self) -> int:
+        """After the lease was lost: hands in the log bytes the control plane lacks through the late
+        route (the control plane takes them only if our lease expired), retrying while it is
+        unreachable. Returns the bytes it took; a refusal raises.
+
+        The control plane marks each late piece with a line of its own in the build's stream, so that
+        stream is sent at the control plane's end of it (`remote`), not at our own count of it.
+        """
+        remote = dict(self._acked)
+        taken = 0
+        while True:
+            batch = self._late_batch(remote)
+            if not batch:
+                return taken
+            appends = [(stream, at, data) for stream, at, _, data in batch]
+            try:
+                sizes = await retrying(functools.partial(self.client.late_logs, self.task, appends))
+            except OffsetGap as gap:  # the control plane holds less than we thought: from there
+                remote[gap.stream] = self._acked[gap.stream] = gap.expected
+                continue
+            progress = 0
+            for stream, at, local, data in batch:
+                accepted = min(len(data), max(0, sizes.get(stream, at) - at))
+                self._acked[stream] = local + accepted
+                progress += accepted
+            remote.update(sizes)
+            if not progress:  # nothing moved: do not go round for ever
+                return taken
+            taken += progress
+
+    def _late_batch(self, remote: dict[str, int]) -> list[tuple[str, int, int, bytes]]:
+        """(stream, offset on the control plane, our offset, bytes): at most `max_chunk` bytes in all."""
+        budget = self.max_chunk
+        out = []
+        for stream, size in self._sizes.items():
+            local = self._acked.get(stream, 0)
+            take = min(budget, size - local)
+            if take <= 0:
+                continue
+            out.append((stream, remote.get(stream, local), local, _read(self._log_path(stream), local, take)))
+            budget -= take
+        return out
 
     def _unsent_logs(self) -> tuple[list[tuple[str, int, bytes]], bool]:
         """Unsent bytes of every stream, at most `max_chunk` in all; and whether that is all of them."""

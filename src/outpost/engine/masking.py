@@ -5,9 +5,10 @@ A secret is masked as it is, line by line (for a multi-line value such as a key)
 whatever the alignment of the secret in the encoded data), URL-encoded and JSON-escaped. Values and lines shorter
 than MIN_SECRET are left alone: they would mask half the log and protect nothing.
 
-Most chunks hold no secret at all, so a chunk is first searched for each form (a C-speed substring search) and
-only a chunk with a hit goes through the one compiled alternation. Only the end of a chunk that could be the start
-of a form is held back until the next chunk (or the end of the step), so output is not delayed in the common case.
+Most chunks hold no secret at all, so a chunk is first searched for a few needles (a C-speed substring search
+each; every form holds one) and only a chunk with a hit goes through the one compiled alternation. Only the end
+of a chunk that could be the start of a form is held back until the next chunk (or the end of the step), so
+output is not delayed in the common case.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._forms: list[bytes] = []
+        self._needles: list[bytes] = []
         self._short_prefixes: set[bytes] = set()
         self._pattern: re.Pattern[bytes] | None = None
         self._held = b""
@@ -65,6 +67,7 @@ class Masker:
         # Longest first: the alternation takes the first that matches, so a form that contains another is masked
         # whole.
         self._forms = sorted(found, key=len, reverse=True)
+        self._needles = _needles(self._forms)
         self._short_prefixes = {f[:n] for f in self._forms for n in range(1, min(_HEAD, len(f) - 1) + 1)}
         self._pattern = None
 
@@ -89,7 +92,7 @@ class Masker:
         return self._replace(text.encode()).decode(errors="replace")
 
     def _replace(self, text: bytes) -> bytes:
-        if not any(form in text for form in self._forms):
+        if not any(needle in text for needle in self._needles):
             return text
         if self._pattern is None:
             self._pattern = re.compile(b"|".join(re.escape(f) for f in self._forms))
@@ -117,3 +120,16 @@ class Masker:
 
 
 _HEAD = 8  # bytes of a form searched for at once when looking for its beginning at the end of a chunk
+_NEEDLE = 64  # bytes of a form enough to tell whether a chunk may hold it (a longer needle is no faster)
+
+
+def _needles(forms: list[bytes]) -> list[bytes]:
+    """What to search a chunk for: every form holds one of them, so a chunk without any holds no form. Fewer
+    searches than forms: a long form is searched by its beginning, and a needle that holds another is dropped
+    (the lines of a multi-line value stand for the value and for its JSON form)."""
+    found = sorted({form[:_NEEDLE] for form in forms}, key=len)
+    needles: list[bytes] = []
+    for needle in found:
+        if not any(shorter in needle for shorter in needles):
+            needles.append(needle)
+    return needles

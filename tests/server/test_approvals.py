@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 from tests.server.test_protocol import claim, job_call, poll
@@ -148,3 +150,28 @@ async def test_the_rules_are_changed_with_the_pipeline_and_a_bad_role_is_refused
     r = await stack.api("PATCH", "/pipelines/gated", json={"approval_role": "owner"})
     assert r.status_code == 422
     assert "viewer, developer, admin" in r.json()["message"]
+
+
+async def test_the_cli_sets_the_approval_rules_on_create_and_update(stack: Stack, tmp_path: Path) -> None:
+    from tests.server.test_triggers import outpost, serving
+
+    yaml = tmp_path / "codefresh.yml"
+    yaml.write_text(GATED)
+    async with serving(stack) as url:
+        code, out, err = await outpost(
+            url, stack.admin_token, "pipeline", "create", "gated", "--file", str(yaml), "--approval-role", "admin",
+            "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        assert (json.loads(out)["approval_role"], json.loads(out)["approval_requires_other"]) == ("admin", False)
+        code, out, err = await outpost(
+            url, stack.admin_token, "pipeline", "update", "gated", "--approval-requires-other"
+        )
+        assert code == 0, err
+        assert out.strip() == "pipeline gated: approvals by admin or above, not by whoever started the build"
+        code, out, err = await outpost(
+            url, stack.admin_token, "pipeline", "update", "gated", "--approval-role", "owner"
+        )
+        assert code != 0
+    shown = (await stack.api("GET", "/pipelines/gated")).json()
+    assert (shown["approval_role"], shown["approval_requires_other"]) == ("admin", True)

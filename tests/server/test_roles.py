@@ -560,3 +560,36 @@ async def test_tokens_and_users_made_before_roles_existed_become_admins_of_their
         assert tuple(user) == ("admin",)
     finally:
         await engine.dispose()
+
+
+# --- the web UI's Users and Audit pages ------------------------------------------------------------------
+
+
+async def test_an_accounts_admin_adds_a_user_on_the_users_page_who_then_acts_with_that_role(stack: Stack) -> None:
+    acme = (await stack.api("POST", "/accounts", json={"name": "acme"})).json()["token"]
+    r = await stack.api("POST", "/users", token=acme, json={"name": "acme-admin", "role": "admin"})
+    admin_password = r.json()["password"]
+    await stack.api("POST", "/runtimes", token=acme, json={"name": "acme-k8s"})
+    await stack.pipeline("app", HELLO, token=acme)
+    async with UiClient(stack) as admin:
+        assert (await admin.login("acme-admin", admin_password)).status_code == 303
+        page = await admin.submit("/users", "/users", {"name": "road-runner", "role": "developer", "password": ""})
+        assert page.status_code == 200, page.text
+        shown = re.search(r'<code id="new-password">([^<]+)</code>', page.text)
+        assert shown, "the generated password is shown once"
+        refused = await admin.submit("/users", "/users/acme-admin/remove")
+        assert refused.status_code == 409  # nobody removes themselves
+        audit_page = (await admin.get("/audit")).text
+        assert "user.add" in audit_page
+        assert "user acme-admin" in audit_page  # who, as a user
+    async with UiClient(stack) as dev:
+        assert (await dev.login("road-runner", shown.group(1))).status_code == 303
+        assert "acme" in (await dev.get("/builds")).text
+        ran = await dev.submit("/pipelines/app", "/pipelines/app/run", {"branch": "", "variables": ""})
+        assert ran.status_code == 303, ran.text  # a developer runs
+        refused = await dev.submit("/runtimes", "/new/runtime", {"name": "mine"})
+        assert refused.status_code == 403
+        assert "this needs the admin role; your user has developer" in refused.text
+        assert (await dev.get("/users")).status_code == 403
+    users = (await stack.api("GET", "/users", token=acme)).json()
+    assert [(u["name"], u["role"]) for u in users] == [("acme-admin", "admin"), ("road-runner", "developer")]

@@ -175,3 +175,22 @@ async def test_the_cli_sets_the_approval_rules_on_create_and_update(stack: Stack
         assert code != 0
     shown = (await stack.api("GET", "/pipelines/gated")).json()
     assert (shown["approval_role"], shown["approval_requires_other"]) == ("admin", True)
+
+
+async def test_a_developer_may_make_approvals_stricter_but_only_an_admin_looser(stack: Stack) -> None:
+    dev = await token(stack, "dev", "developer")
+    await stack.pipeline("gated", GATED, approval_role="admin", approval_requires_other=True)
+    for loosen in ({"approval_role": "developer"}, {"approval_requires_other": False}):
+        r = await stack.api("PATCH", "/pipelines/gated", token=dev, json=loosen)
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == "this needs the admin role; your token has developer"
+    r = await stack.api("POST", "/pipelines", token=dev, json={"name": "lax", "yaml": GATED, "approval_role": "viewer"})
+    assert r.status_code == 403
+    r = await stack.api(
+        "POST", "/pipelines", token=dev, json={"name": "strict", "yaml": GATED, "approval_role": "admin"}
+    )
+    assert r.status_code == 201, r.text
+    shown = (await stack.api("GET", "/pipelines/gated")).json()
+    assert (shown["approval_role"], shown["approval_requires_other"]) == ("admin", True)
+    r = await stack.api("PATCH", "/pipelines/gated", json={"approval_role": "developer"})  # an admin may
+    assert r.status_code == 200

@@ -12,7 +12,7 @@ from outpost.pipelines.parsing import load_pipeline
 from outpost.server.models import Pipeline, Runtime
 from outpost.server.security import new_id, now
 from outpost.server.store import audit
-from outpost.server.store.accounts import DEVELOPER, Principal, check_role
+from outpost.server.store.accounts import ADMIN, DEVELOPER, Principal, check_role, rank, require
 from outpost.server.store.integrations import default_integration, find_integration
 from outpost.server.store.runtimes import check_name, default_runtime, get_runtime
 
@@ -109,7 +109,7 @@ async def create_pipeline(
         repo=repo or None,
         git=(git or None) if repo else None,
         revision=(revision or None) if repo else None,
-        approval_role=check_role(approval_role or DEVELOPER),
+        approval_role=_approval_role(principal, approval_role or DEVELOPER, DEVELOPER),
         approval_requires_other=bool(approval_requires_other),
     )
     session.add(pipeline)
@@ -166,8 +166,10 @@ async def update_pipeline(
         check_variables(new_variables, new_secrets)
         pipeline.variables, pipeline.secrets = dict(new_variables), dict(new_secrets)
     if approval_role is not None:
-        pipeline.approval_role = check_role(approval_role)
-    if approval_requires_other is not None:
+        pipeline.approval_role = _approval_role(principal, approval_role, pipeline.approval_role)
+    if approval_requires_other is not None and approval_requires_other != pipeline.approval_requires_other:
+        if not approval_requires_other:
+            require(principal, ADMIN)  # loosening who may approve is an admin's call
         pipeline.approval_requires_other = approval_requires_other
     pipeline.updated_at = now()
     changed = {
@@ -186,6 +188,15 @@ async def update_pipeline(
     }
     await audit.record(session, principal, "pipeline.update", name, changed=changed)
     return pipeline
+
+
+def _approval_role(principal: Principal, role: str, current: str) -> str:
+    """Anyone who edits the pipeline may make its approvals stricter; only an admin may loosen them, so a
+    developer cannot lower the bar an admin set and then approve their own build."""
+    check_role(role)
+    if rank(role) < rank(current):
+        require(principal, ADMIN)
+    return role
 
 
 async def _runtime(session: AsyncSession, principal: Principal, name: str | None) -> Runtime:

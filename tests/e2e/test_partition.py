@@ -2,9 +2,10 @@
 deadline (no step runs without a lease), the build ends "runner lost", and every line the step printed until it
 stopped still reaches the control plane, once and in order, marked late.
 
-The control plane runs in an `internet` network namespace, the runner in `corp`; the cut is a firewall rule in
-`corp` that drops every packet between them. Needs root, `ip` and `iptables` (recipes/real-components.md): skipped
-locally without them, failed under CI=true.
+The first test runs the control plane in an `internet` network namespace and the runner in `corp`; the cut is a
+firewall rule in `corp` that drops every packet between them (calls hang). It needs root, `ip` and `iptables`
+(recipes/real-components.md): skipped locally without them, failed under CI=true. The second cuts a relay between
+them on loopback (calls fail at once), and runs anywhere.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import Process, eventually
+from tests.e2e.processes import ControlPlane, Process, eventually, launch_runner
+from tests.e2e.proxy import CuttableProxy
+from tests.e2e.test_chaos import pipeline, run
 from tests.e2e.test_firewall import (  # noqa: F401 - `namespaces` is a fixture
     CP_PORT,
     INTERNET_IP,
@@ -83,10 +86,7 @@ def test_a_runner_cut_off_longer_than_the_lease_stops_its_step_at_its_deadline_a
 
     install = json.loads(cli("runtime", "create", "corp", "--json"))["install_token"]
     printed, started = tmp_path / "printed", tmp_path / "started"
-    step = (
-        f'touch {started}; i=0; while true; do i=$((i+1)); l="line $i $(date +%s.%N)"; '
-        f'echo "$l"; echo "$l" >> {printed}; sleep 0.1; done'
-    )
+    step = endless_step(started, printed)
     pipeline = tmp_path / "codefresh.yml"
     pipeline.write_text(
         f"version: '1.0'\nsteps:\n  main:\n    image: alpine\n    commands:\n      - {json.dumps(step)}\n"
@@ -119,19 +119,61 @@ def test_a_runner_cut_off_longer_than_the_lease_stops_its_step_at_its_deadline_a
     assert (lost["status"], lost["message"]) == ("error", "runner lost")
     eventually(lambda: not list((tmp_path / "runner" / "builds").glob("*")), timeout=90, what="the runner to let go")
 
+    stopped_at_the_deadline_with_every_line_stored(printed, cut_at, stored("main"), stored("$system"))
+    after = build()
+    assert (after["status"], after["message"]) == ("error", "runner lost")
+
+
+def test_a_runner_whose_connections_are_cut_longer_than_the_lease_stops_its_step_and_hands_in_every_line(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """The same through a relay that drops every connection (no root needed): the calls fail at once, not hang."""
+    cp = ControlPlane(tmp_path, OUTPOST_LEASE_TTL=f"{TTL:g}")
+    processes.append(cp)
+    cp.start()
+    relay = CuttableProxy(cp.port)
+    try:
+        runner = launch_runner(processes, tmp_path, relay.url, cp.install_token())
+        printed, started = tmp_path / "printed", tmp_path / "started"
+        pipeline(cp, "endless", [endless_step(started, printed)])
+        build_id = run(cp, "endless")
+        eventually(started.exists, timeout=60, what="the step to start")
+        time.sleep(1.0)
+
+        relay.cut()
+        cut_at = time.time()
+        time.sleep(CUT)
+        assert (cp.build(build_id)["status"], cp.build(build_id)["message"]) == ("error", "runner lost")
+        relay.restore()
+        eventually(lambda: not list(runner.build_folders()), timeout=90, what="the runner to let go")
+    finally:
+        relay.stop()
+
+    with cp.api() as api:
+        logs = [api.get(f"/builds/{build_id}/steps/{s}/log").content for s in ("main", "$system")]
+    stopped_at_the_deadline_with_every_line_stored(printed, cut_at, *logs)
+    assert (cp.build(build_id)["status"], cp.build(build_id)["message"]) == ("error", "runner lost")
+
+
+def endless_step(started: Path, printed: Path) -> str:
+    """Prints a numbered, timestamped line every 0.1 s until stopped; records each line after printing it."""
+    return (
+        f'touch {started}; i=0; while true; do i=$((i+1)); l="line $i $(date +%s.%N)"; '
+        f'echo "$l"; echo "$l" >> {printed}; sleep 0.1; done'
+    )
+
+
+def stopped_at_the_deadline_with_every_line_stored(printed: Path, cut_at: float, main: bytes, system: bytes) -> None:
     lines = printed.read_text().splitlines()
     last = float(lines[-1].split()[2])
     # The last renewal was sent before the cut, so the runner's deadline came at most a TTL after it; the step
     # stopped then, not before its lease ran out (a renewal up to two heartbeats before the cut, a slow machine).
     assert last <= cut_at + TTL + 1.0, f"a line was printed {last - cut_at - TTL:.1f}s after the lease deadline"
     assert last >= cut_at + TTL - 2.5, f"the step stopped {cut_at + TTL - last:.1f}s before its lease could end"
-    log = stored("main").decode()
+    log = main.decode()
     numbers = [int(m) for m in re.findall(r"^line (\d+) ", log, flags=re.M)]
     assert numbers == list(range(1, len(numbers) + 1)), "lines lost, doubled or out of order"
     assert len(numbers) in (len(lines), len(lines) + 1)  # + the line printed as the step was killed, if any
     assert log.splitlines()[: len(lines)] == lines
-    system = stored("$system").decode()
-    assert "of the log of step main arrived after the lease expired" in system
-    assert "the lease ran out" in system
-    after = build()
-    assert (after["status"], after["message"]) == ("error", "runner lost")
+    assert b"of the log of step main arrived after the lease expired" in system
+    assert b"the lease ran out" in system

@@ -116,6 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="outpost-lograte-") as tmp, Processes(Path(tmp) / "logs") as procs:
         target = start_separate(procs, Path(tmp))
         runner = next(p for p in procs.started if p.name == "outpost-runner").proc.pid
+        print(f"runner pid {runner} (for a profiler: py-spy record --pid {runner})", flush=True)
         with loopback.client(target.url, token=target.token, timeout=60) as api:
             for label, secrets in CASES.items():
                 body: dict[str, Any] = {"name": names[label], "yaml": yaml(size), "runtime": "bench"}

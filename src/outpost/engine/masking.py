@@ -23,17 +23,30 @@ MASK = b"*****"
 MIN_SECRET = 4  # characters; also the shortest line of a multi-line value, and the shortest derived form
 
 
-def forms(value: str) -> set[bytes]:
+def forms(value: str) -> frozenset[bytes]:
     """Every form of `value` this module masks (none if it is too short to be a secret)."""
     if len(value) < MIN_SECRET:
-        return set()
+        return frozenset()
     texts = {value} | {line.strip() for line in value.splitlines()}
     found = {t.encode() for t in texts if len(t) >= MIN_SECRET}
     raw = value.encode()
     found |= _base64_forms(raw)
     found |= {quote(value, safe="").encode(), quote(value).encode(), quote_plus(value).encode()}
     found |= {json.dumps(value)[1:-1].encode(), json.dumps(value, ensure_ascii=False)[1:-1].encode()}
-    return {f for f in found if len(f) >= MIN_SECRET}
+    return frozenset(f for f in found if len(f) >= MIN_SECRET)
+
+
+def needles(value: str) -> frozenset[bytes]:
+    """What to search a chunk for to know whether it may hold a form of `value`: every form holds one of them.
+    Fewer searches than forms: a long form is searched by its beginning (a longer needle is no faster), and a
+    needle that holds another is dropped (the lines of a multi-line value stand for the value and its JSON
+    form)."""
+    found = sorted({form[:_NEEDLE] for form in forms(value)}, key=len)
+    kept: list[bytes] = []
+    for needle in found:
+        if not any(shorter in needle for shorter in kept):
+            kept.append(needle)
+    return frozenset(kept)
 
 
 def _base64_forms(raw: bytes) -> set[bytes]:
@@ -61,13 +74,14 @@ class Masker:
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        found = set(self._forms)
+        found, searched = set(self._forms), set(self._needles)
         for secret in secrets:
             found |= forms(secret)
+            searched |= needles(secret)
         # Longest first: the alternation takes the first that matches, so a form that contains another is masked
         # whole.
         self._forms = sorted(found, key=len, reverse=True)
-        self._needles = _needles(self._forms)
+        self._needles = sorted(searched, key=len, reverse=True)  # long ones first: they are the quickest
         self._short_prefixes = {f[:n] for f in self._forms for n in range(1, min(_HEAD, len(f) - 1) + 1)}
         self._pattern = None
 
@@ -120,16 +134,4 @@ class Masker:
 
 
 _HEAD = 8  # bytes of a form searched for at once when looking for its beginning at the end of a chunk
-_NEEDLE = 64  # bytes of a form enough to tell whether a chunk may hold it (a longer needle is no faster)
-
-
-def _needles(forms: list[bytes]) -> list[bytes]:
-    """What to search a chunk for: every form holds one of them, so a chunk without any holds no form. Fewer
-    searches than forms: a long form is searched by its beginning, and a needle that holds another is dropped
-    (the lines of a multi-line value stand for the value and for its JSON form)."""
-    found = sorted({form[:_NEEDLE] for form in forms}, key=len)
-    needles: list[bytes] = []
-    for needle in found:
-        if not any(shorter in needle for shorter in needles):
-            needles.append(needle)
-    return needles
+_NEEDLE = 64  # bytes of a form enough to tell whether a chunk may hold it

@@ -31,9 +31,18 @@ class MaskedReporter:
     def __init__(self, inner: Reporter, secrets: set[str]) -> None:
         self.inner = inner
         self.secrets = secrets
+        self._masker, self._known = Masker(), frozenset[str]()
+
+    def masker(self) -> Masker:
+        """A fresh masker for the secrets as they are now (made again only when they changed)."""
+        if self._known != self.secrets:
+            self._known = frozenset(self.secrets)
+            self._masker = Masker(self._known)
+        self._masker.flush()  # whole messages only: nothing is ever held across calls
+        return self._masker
 
     def mask(self, text: str | None) -> str | None:
-        return Masker(self.secrets).mask(text) if text else text
+        return self.masker().mask(text) if text else text
 
     async def started(self, message: BuildStarted) -> None:
         await self.inner.started(message)
@@ -44,7 +53,7 @@ class MaskedReporter:
         await self.inner.step(name, update)
 
     async def log(self, stream: str, data: bytes) -> None:
-        masker = Masker(self.secrets)
+        masker = self.masker()
         await self.inner.log(stream, masker.feed(data) + masker.flush())
 
 

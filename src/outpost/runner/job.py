@@ -126,6 +126,8 @@ class BuildJob:
             for task in (body, beats, pump):
                 with contextlib.suppress(asyncio.CancelledError, ProtocolError):
                     await task
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await watch
             if lost is not None:  # the build has stopped: all it printed is in the outbox
                 await self._hand_in_late()
             self._let_go()

@@ -47,10 +47,14 @@ async def append_late(session: AsyncSession, held: Held, appends: list[tuple[str
         if fresh:
             what = "the build's own log" if stream == SYSTEM_STREAM else f"the log of step {stream}"
             marks.append(f"[outpost] {fresh} bytes of {what} arrived after the lease expired\n")
-    system = await step_for(session, build, SYSTEM_STREAM)
     if marks:
-        await _store(session, build, system, system.log_size, "".join(marks).encode())
-    sizes[SYSTEM_STREAM] = system.log_size
+        system = await step_for(session, build, SYSTEM_STREAM)
+        sizes[SYSTEM_STREAM], _ = await _store(session, build, system, system.log_size, "".join(marks).encode())
+    elif SYSTEM_STREAM not in sizes:  # nothing new: say where the build's stream ends, creating nothing
+        held_size = await session.scalar(
+            select(Step.log_size).where(Step.build_id == build.id, Step.name == SYSTEM_STREAM)
+        )
+        sizes[SYSTEM_STREAM] = held_size or 0
     return sizes
 
 

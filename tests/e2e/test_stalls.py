@@ -19,7 +19,7 @@ from tests.e2e.test_chaos import pipeline, run
 
 pytestmark = pytest.mark.timeout(180)
 
-TTL = 5.0
+TTL = 6.0
 BUILDS = 2
 LINES = 60
 

@@ -3,6 +3,7 @@ into chunks."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -192,4 +193,24 @@ async def test_step_and_build_messages_are_masked_like_the_log(tmp_path: Path) -
     assert outcome.status in ("failure", "error")
     assert [u.status for n, u in recorder.updates if n == "gate"] == ["skipped"]
     assert MASK.decode() in str(recorder.final("gate").message)
+    assert reveals(everything_reported(recorder, outcome), secret) == []
+
+
+async def test_an_approval_answer_is_masked_in_the_log_and_the_steps_message(tmp_path: Path) -> None:
+    secret = "deploy-key-7f3a"  # the approver's name happens to be a secret of the build
+    yaml = "version: '1.0'\nsteps:\n  gate:\n    type: pending-approval\n    title: approve ${{DEPLOY_KEY}}\n"
+    recorder = Recorder()
+    ctx = BuildContext(
+        build_id="b1", account="acme", pipeline="p", yaml=yaml, volume=tmp_path / "v", scratch=tmp_path / "s"
+    )
+    ctx.secrets = {"DEPLOY_KEY": secret}
+    engine = BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder)
+    task = asyncio.create_task(engine.run())
+    async with asyncio.timeout(30):
+        while not any(u.status == "pending-approval" for _, u in recorder.updates):
+            await asyncio.sleep(0.02)
+        assert engine.decide("gate", "approved", by=secret)
+        outcome = await task
+    assert outcome.status == "success"
+    assert recorder.final("gate").message == "approved by *****"
     assert reveals(everything_reported(recorder, outcome), secret) == []

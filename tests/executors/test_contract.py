@@ -15,8 +15,10 @@ import pytest
 from outpost.executors import executor_class
 from outpost.executors.base import Executor, StepJob
 from tests import containers
+from tests.kube import fixtures
 
 dockerd, busybox_image = containers.dockerd, containers.busybox_image
+kube_cluster = fixtures.kube_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,18 +48,25 @@ class Subject:
         return await self.executor.run(job, sink), bytes(out)
 
 
-@pytest.fixture(params=["local", "docker"])
+@pytest.fixture(params=["local", "docker", "kubernetes"])
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
+    build_id = f"c{uuid.uuid4().hex[:8]}"
     volume, scratch = tmp_path / "volume", tmp_path / "scratch"
-    volume.mkdir()
     options: dict[str, str] = {}
     image, engine = None, None
     if request.param == "docker":
         engine = request.getfixturevalue("dockerd")
         image = request.getfixturevalue("busybox_image")
         options = {"docker_host": engine.host}
+    if request.param == "kubernetes":
+        cluster = request.getfixturevalue("kube_cluster")
+        image = request.getfixturevalue("busybox_image")
+        root = cluster.claim_folder()  # the runner's data folder lives in the work claim
+        volume, scratch = root / "builds" / build_id / "volume", root / "builds" / build_id / "scratch"
+        options = cluster.executor_options()
+    volume.mkdir(parents=True)
     cls = executor_class(request.param)
-    async with cls(volume, scratch, build_id=f"c{uuid.uuid4().hex[:8]}", options=options) as executor:
+    async with cls(volume, scratch, build_id=build_id, options=options) as executor:
         yield Subject(executor, image, engine)
 
 

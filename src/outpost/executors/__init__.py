@@ -11,6 +11,7 @@ from outpost.executors.base import Executor, StepJob
 EXECUTORS: dict[str, str] = {
     "local": "outpost.executors.local:LocalExecutor",
     "docker": "outpost.executors.docker:DockerExecutor",
+    "kubernetes": "outpost.executors.kubernetes.executor:KubernetesExecutor",  # pip install 'outpost-ci[kubernetes]'
 }
 
 

@@ -1,0 +1,412 @@
+"""The Kubernetes executor: each freestyle step attempt runs in a step pod of its own, in the build namespace.
+
+This slice runs the engine in the runner process. The runner's data folder lives on a PersistentVolumeClaim (the
+"work claim", e.g. the runner StatefulSet's volume): step pods mount the build's folder of that same claim (a subPath)
+at /codefresh/volume, so what the engine checked out is what the step sees. A small wrapper in the pod runs the
+step's script with its output going to a file on that volume and its exit code to another; the runner reads the
+output file by byte offset, so every byte reaches the step's log exactly once whatever the kubelet does with its own
+logs, and the step's last words are read after its container has ended. The pod's status is followed with a watch
+(resumed after any cut) and judged by `podstate`: an unpullable image, an unschedulable pod, OOMKilled, eviction, a
+deadline or a pod deleted from outside end the step with the reason in its log, never as a success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import shutil
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self, TypeVar
+
+from outpost.errors import ExecutorError
+from outpost.executors.base import VOLUME_IN_STEP, Executor, Output, StepJob
+from outpost.executors.kubernetes import objects, podstate
+
+try:
+    import httpx2
+    from lightkube import ApiError, AsyncClient, Client, KubeConfig
+    from lightkube.config.kubeconfig import SingleConfig
+    from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret
+    from lightkube.types import PatchType
+except ImportError as exc:  # pragma: no cover - the optional dependency is missing
+    raise ExecutorError(
+        f"the Kubernetes executor needs lightkube ({exc}): pip install 'outpost-ci[kubernetes]'"
+    ) from None
+
+T = TypeVar("T")
+TOOLS_IN_STEP = "/codefresh/outpost/bin"  # cf_export, as in the Docker executor
+STEPS_FOLDER = ".outpost-steps"  # in the build volume: each step pod's script, output and exit code
+STOP_GRACE = 3  # seconds between SIGTERM and SIGKILL when a step is cancelled
+RETRIED = {429, 500, 502, 503, 504}  # API answers worth another try
+RETRY_FOR = 30.0  # seconds an API call is retried before the step fails
+POLL = 0.2  # seconds between reads of a step's output file
+GONE_WITHIN = 60.0  # seconds a deleted pod may take to disappear before that is an error
+DEFAULTS = {"namespace": "outpost", "pull_timeout": "30", "pending_timeout": "120"}
+
+
+class KubernetesExecutor(Executor):
+    name: ClassVar[str] = "kubernetes"
+
+    def __init__(
+        self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(volume, scratch, build_id=build_id, options={**DEFAULTS, **(options or {})})
+        self.namespace = self.options["namespace"]
+        self.claim = self.options.get("work_claim", "")
+        self.work_root = Path(self.options.get("work_root", "")).resolve()
+        self.pull_timeout = float(self.options["pull_timeout"])
+        self.pending_timeout = float(self.options["pending_timeout"])
+        self._client: AsyncClient | None = None
+        self._serial = 0
+
+    @classmethod
+    async def preflight(cls, options: Mapping[str, str]) -> str | None:
+        merged = {**DEFAULTS, **options}
+        config = _config(merged)
+        namespace, claim = merged["namespace"], merged.get("work_claim", "")
+        if not claim:
+            raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
+        async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
+            await _call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
+        return f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
+
+    def volume_in_step(self) -> str:
+        return VOLUME_IN_STEP
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            raise ExecutorError("the Kubernetes executor is used outside `async with`")
+        return self._client
+
+    async def __aenter__(self) -> Self:
+        if not self.claim:
+            raise ExecutorError("the Kubernetes executor needs a work claim (--work-claim)")
+        self._client = AsyncClient(_config(self.options), namespace=self.namespace, field_manager="outpost")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            await asyncio.shield(_remove_build(client, self.namespace, self.build_id))
+        finally:
+            await client.close()
+            shutil.rmtree(self.volume / STEPS_FOLDER, ignore_errors=True)
+
+    @classmethod
+    def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
+        """Deletes the pods and secrets a crashed runner left for this build (the step pods stop with it)."""
+        merged = {**DEFAULTS, **(options or {})}
+        selector: dict[str, Any] = dict(objects.build_selector(build_id))
+        try:
+            with Client(_config(merged), namespace=merged["namespace"]) as client:
+                for kind in (Pod, Secret):
+                    for found in client.list(kind, labels=selector, namespace=merged["namespace"]):
+                        client.delete(kind, _name(found), grace_period=0)
+        except (ApiError, httpx2.HTTPError) as exc:
+            raise ExecutorError(f"cannot remove the pods of build {build_id}: {exc}") from exc
+        shutil.rmtree(volume / STEPS_FOLDER, ignore_errors=True)
+
+    # --- freestyle steps -----------------------------------------------------------------------------
+
+    async def run(self, job: StepJob, output: Output) -> int:
+        _refuse_what_is_not_built_yet(job)
+        assert job.image
+        self._serial += 1
+        name = objects.dns_label("op", self.build_id[:28], str(self._serial), job.step[:20])
+        folder = self.volume / STEPS_FOLDER / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "script").write_text(f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script)
+        env = {k: v for k, v in job.env.items() if k not in job.host_env}
+        secret = objects.env_secret(name, self.namespace, self.build_id, job.step, env)
+        pod = objects.step_pod(self._pod_spec(job, name, folder))
+        await _create(self.client, secret, f"create the environment of step {job.step}")
+        try:
+            created = await _create(self.client, pod, f"create the pod of step {job.step}")
+            await _call(
+                f"tie the environment of step {job.step} to its pod",
+                lambda: self.client.patch(Secret, name, objects.owned_by(created), patch_type=PatchType.MERGE),
+            )
+        except BaseException:
+            await asyncio.shield(_delete(self.client, Pod, name, 0))
+            await asyncio.shield(_delete(self.client, Secret, name, 0))
+            raise
+        try:
+            return await self._follow(name, folder, job, output)
+        finally:
+            # The step is over only when its pod is gone (cancelled: after its grace period).
+            await asyncio.shield(self._delete_and_wait(name))
+
+    def _pod_spec(self, job: StepJob, name: str, folder: Path) -> objects.StepPodSpec:
+        assert job.image
+        shell = "/bin/sh" if job.shell == "sh" else job.shell
+        inner = f"{VOLUME_IN_STEP}/{STEPS_FOLDER}/{name}"
+        # The output file is opened once and appended to; the exit code is written last, by a rename.
+        wrapper = (
+            f"d={shlex.quote(inner)}\n"
+            f'{shlex.quote(shell)} "$d/script" >>"$d/output" 2>&1 </dev/null\n'
+            'code=$?\necho "$code" >"$d/exit.part" && mv "$d/exit.part" "$d/exit"\nexit "$code"\n'
+        )
+        tools = self.scratch / "bin"
+        selector = dict(p.split("=", 1) for p in self.options.get("node_selector", "").split(",") if "=" in p)
+        return objects.StepPodSpec(
+            name=name,
+            namespace=self.namespace,
+            build_id=self.build_id,
+            step=job.step,
+            image=job.image,
+            command=["/bin/sh", "-c", wrapper],
+            claim=self.claim,
+            volume_path=self._in_claim(self.volume),
+            volume_mount=VOLUME_IN_STEP,
+            env_secret=name,
+            workdir=job.workdir_in_step,
+            tools_path=self._in_claim(tools) if tools.is_dir() else None,
+            tools_mount=TOOLS_IN_STEP,
+            node_name=self.options.get("node") or None,
+            node_selector=selector,
+            memory_limit=self.options.get("memory_limit") or None,
+            grace_seconds=STOP_GRACE,
+        )
+
+    def _in_claim(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.work_root))
+        except ValueError:
+            raise ExecutorError(f"{path} is not inside the work claim's folder {self.work_root}") from None
+
+    async def _follow(self, name: str, folder: Path, job: StepJob, output: Output) -> int:
+        """Copies the output file into `output` until the pod's status gives a verdict."""
+        loop = asyncio.get_running_loop()
+        began, pull_failing_since = loop.time(), None
+        offset = 0
+        async with _PodWatch(self.client, name) as watch:
+            while True:
+                offset = await _copy(folder / "output", offset, output)
+                reading = watch.reading
+                if watch.gone or (reading is not None and reading.deleting):
+                    await _copy(folder / "output", offset, output)
+                    return await _fail(output, f"the pod of step {job.step} ({name}) was deleted from outside")
+                if reading is not None:
+                    if reading.exit_code is not None or reading.phase in ("Succeeded", "Failed"):
+                        await _copy(folder / "output", offset, output)
+                        if why := reading.failure():
+                            return await _fail(output, why)
+                        assert reading.exit_code is not None
+                        return reading.exit_code
+                    if reading.hopeless:
+                        return await _fail(
+                            output, f"image {job.image}: {reading.waiting_message or reading.waiting_reason}"
+                        )
+                    if reading.pull_failing:
+                        pull_failing_since = pull_failing_since or loop.time()
+                        if loop.time() - pull_failing_since >= self.pull_timeout:
+                            return await _fail(
+                                output,
+                                f"image {job.image} could not be pulled for {self.pull_timeout:g}s "
+                                f"({reading.waiting_reason}: {reading.waiting_message})",
+                            )
+                    if reading.unschedulable and loop.time() - began >= self.pending_timeout:
+                        events = await self._warnings(name)
+                        return await _fail(
+                            output,
+                            f"no node could take the pod of step {job.step} within {self.pending_timeout:g}s: "
+                            f"{reading.unschedulable}" + "".join(f"\n  {e}" for e in events),
+                        )
+                await watch.changed(POLL)
+
+    async def _warnings(self, name: str) -> list[str]:
+        """The pod's warning events, for the step's log."""
+        fields: dict[str, Any] = {"involvedObject.name": name, "type": "Warning"}
+        with contextlib.suppress(ExecutorError):
+            found = await _call(
+                "list the pod's events",
+                lambda: _collect(self.client.list(Event, fields=fields, namespace=self.namespace)),
+            )
+            return [f"{e.reason}: {e.message}" for e in found]
+        return []
+
+    async def _delete_and_wait(self, name: str) -> None:
+        await _delete(self.client, Pod, name, STOP_GRACE)
+        async with asyncio.timeout(GONE_WITHIN + STOP_GRACE):
+            while True:
+                try:
+                    await self.client.get(Pod, name)
+                except ApiError as exc:
+                    if exc.status.code == 404:
+                        return
+                except httpx2.TransportError:
+                    pass
+                await asyncio.sleep(POLL)
+
+
+class _PodWatch:
+    """The latest reading of one pod, kept by a watch that resumes after any cut (from a fresh read)."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self.client, self.name = client, name
+        self.reading: podstate.Reading | None = None
+        self.gone = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._keep())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def changed(self, within: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), within)
+        self._changed.clear()
+
+    def _see(self, pod: Pod | None) -> None:
+        if pod is None:
+            self.gone = True
+        else:
+            self.reading = podstate.read(pod)
+        self._changed.set()
+
+    async def _keep(self) -> None:
+        pause = 0.2
+        while not self.gone:
+            try:
+                pod = await self.client.get(Pod, self.name)
+                self._see(pod)
+                assert pod.metadata is not None
+                watch = self.client.watch(
+                    Pod, fields={"metadata.name": self.name}, resource_version=pod.metadata.resourceVersion
+                )
+                async for kind, found in watch:
+                    self._see(None if kind == "DELETED" else found)
+                    pause = 0.2
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    self._see(None)
+                    return
+            except httpx2.HTTPError:
+                pass
+            await asyncio.sleep(pause)  # a watch cut, a 410 Gone, an error: read the pod afresh and watch again
+            pause = min(pause * 2, 2.0)
+
+
+async def _copy(path: Path, offset: int, output: Output) -> int:
+    """Sends what `path` holds from `offset` on; returns the new offset. The file only grows."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            while chunk := f.read(1 << 16):
+                await output(chunk)
+                offset += len(chunk)
+    except FileNotFoundError:
+        pass
+    return offset
+
+
+async def _fail(output: Output, reason: str) -> int:
+    await output(f"\n[outpost] {reason}\n".encode())
+    raise ExecutorError(reason)
+
+
+def _refuse_what_is_not_built_yet(job: StepJob) -> None:
+    if not job.image:
+        raise ExecutorError("a freestyle step needs an `image` on the Kubernetes executor")
+    missing = [
+        what
+        for what, present in (
+            ("`cmd`/`entrypoint` (the image's own program)", job.cmd is not None or job.entrypoint is not None),
+            ("`volumes`", bool(job.mounts)),
+            ("`services`", bool(job.services or job.readiness)),
+            ("registry credentials for the step's image", bool(job.auths)),
+        )
+        if present
+    ]
+    if missing:
+        raise ExecutorError(f"not yet supported by the Kubernetes executor: {', '.join(missing)}")
+
+
+def _config(options: Mapping[str, str]) -> SingleConfig:
+    path = options.get("kubeconfig")
+    try:
+        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+        single = config.get()
+    except Exception as exc:  # lightkube raises ConfigError, OSError, YAML errors...
+        where = path or "in-cluster or KUBECONFIG"
+        raise ExecutorError(f"cannot read the Kubernetes configuration ({where}): {exc}") from exc
+    if single is None:
+        raise ExecutorError(f"no current context in the Kubernetes configuration {path}")
+    return single
+
+
+async def _call(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """One API call, tried again on 429, 5xx and lost connections for up to RETRY_FOR seconds."""
+    loop = asyncio.get_running_loop()
+    give_up, pause = loop.time() + RETRY_FOR, 0.1
+    while True:
+        try:
+            return await call()
+        except ApiError as exc:
+            if exc.status.code not in RETRIED or loop.time() > give_up:
+                raise ExecutorError(f"{what}: {exc.status.code} {exc.status.message}") from exc
+        except httpx2.TransportError as exc:
+            if loop.time() > give_up:
+                raise ExecutorError(f"{what}: cannot reach the Kubernetes API: {exc!r}") from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+async def _create(client: AsyncClient, obj: Any, what: str) -> Any:
+    """Creates `obj`; an object already there under its name (a retried create that had succeeded) is taken."""
+    try:
+        return await _call(what, lambda: client.create(obj))
+    except ExecutorError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ApiError) and cause.status.code == 409:
+            return await _call(what, lambda: client.get(type(obj), obj.metadata.name))
+        raise
+
+
+async def _delete(client: AsyncClient, kind: Any, name: str, grace: int) -> None:
+    try:
+        await _call(f"delete {kind.__name__} {name}", lambda: client.delete(kind, name, grace_period=grace))
+    except ExecutorError as exc:
+        if not (isinstance(exc.__cause__, ApiError) and exc.__cause__.status.code == 404):
+            raise
+
+
+async def _collect(items: AsyncIterable[T]) -> list[T]:
+    return [item async for item in items]
+
+
+def _name(obj: Any) -> str:
+    return str(obj.metadata.name)
+
+
+async def _remove_build(client: AsyncClient, namespace: str, build_id: str) -> None:
+    """Deletes every pod and secret of the build and waits until the pods are gone."""
+    selector: dict[str, Any] = dict(objects.build_selector(build_id))
+
+    async def listed(kind: Any) -> list[Any]:
+        return await _call(
+            f"list the build's {kind.__name__}s",
+            lambda: _collect(client.list(kind, labels=selector, namespace=namespace)),
+        )
+
+    for kind in (Pod, Secret):
+        for found in await listed(kind):
+            await _delete(client, kind, _name(found), 0 if kind is Secret else STOP_GRACE)
+    async with asyncio.timeout(GONE_WITHIN + STOP_GRACE):
+        while await listed(Pod):  # noqa: ASYNC110 - the API's state, not ours to signal
+            await asyncio.sleep(POLL)

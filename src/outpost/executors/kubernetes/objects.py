@@ -1,0 +1,181 @@
+"""Pure builders of the Kubernetes objects the executor creates: no I/O, one function per object.
+
+Every object is a lightkube model; the tests validate each one against the Kubernetes OpenAPI schema (strict: no
+unknown field), and the test cluster rejects what the schema rejects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lightkube.models.core_v1 import (
+    Container,
+    EnvFromSource,
+    LocalObjectReference,
+    PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource,
+    PodSpec,
+    SecretEnvSource,
+    SecurityContext,
+    Volume,
+    VolumeMount,
+    VolumeResourceRequirements,
+)
+from lightkube.models.core_v1 import ResourceRequirements as Resources
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.models.rbac_v1 import PolicyRule
+from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Secret
+from lightkube.resources.rbac_authorization_v1 import Role
+
+from outpost.errors import ExecutorError
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "outpost"}
+BUILD_LABEL = "outpost.io/build"
+STEP_LABEL = "outpost.io/step"
+BUILD_VOLUME = "build"
+TOOLS_VOLUME = "tools"
+STEP_CONTAINER = "step"
+# A Secret key (and so an environment variable passed through one) may only hold these characters.
+_ENV_NAME = re.compile(r"^[-._a-zA-Z0-9]+$")
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def label_value(text: str) -> str:
+    """A label value (63 characters of [A-Za-z0-9_.-], alphanumeric at both ends) that names `text`."""
+    value = _LABEL_VALUE.sub("-", text)[:63].strip("-_.")
+    return value or "none"
+
+
+def dns_label(*parts: str, limit: int = 63) -> str:
+    """A DNS-1123 label made of `parts`: lowercase alphanumerics and '-', at most `limit` characters."""
+    text = "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts if p)
+    return re.sub(r"-+", "-", text)[:limit].strip("-") or "x"
+
+
+@dataclass
+class StepPodSpec:
+    """What a step pod needs; `claim` is the PersistentVolumeClaim holding the build volume, at `volume_path`
+    inside it (a subPath)."""
+
+    name: str
+    namespace: str
+    build_id: str
+    step: str
+    image: str
+    command: list[str]
+    claim: str
+    volume_path: str
+    volume_mount: str
+    env_secret: str | None = None
+    workdir: str | None = None
+    tools_path: str | None = None  # the runner's tools (cf_export) in the same claim, mounted read-only
+    tools_mount: str | None = None
+    node_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    pull_secrets: Sequence[str] = ()
+    memory_limit: str | None = None
+    cpu_limit: str | None = None
+    grace_seconds: int = 3
+    deadline_seconds: int | None = None
+
+
+def step_pod(spec: StepPodSpec) -> Pod:
+    """One attempt of one step: never restarted, no service account token, pinned where the spec says."""
+    mounts = [VolumeMount(name=BUILD_VOLUME, mountPath=spec.volume_mount, subPath=spec.volume_path)]
+    if spec.tools_path and spec.tools_mount:
+        mounts.append(
+            VolumeMount(name=TOOLS_VOLUME, mountPath=spec.tools_mount, subPath=spec.tools_path, readOnly=True)
+        )
+    limits = {k: v for k, v in (("memory", spec.memory_limit), ("cpu", spec.cpu_limit)) if v}
+    container = Container(
+        name=STEP_CONTAINER,
+        image=spec.image,
+        imagePullPolicy="IfNotPresent",
+        command=spec.command,
+        workingDir=spec.workdir,
+        envFrom=[EnvFromSource(secretRef=SecretEnvSource(name=spec.env_secret))] if spec.env_secret else None,
+        volumeMounts=mounts,
+        resources=Resources(limits=limits) if limits else None,
+        securityContext=SecurityContext(allowPrivilegeEscalation=False),
+    )
+    claim = PersistentVolumeClaimVolumeSource(claimName=spec.claim)
+    return Pod(
+        metadata=ObjectMeta(name=spec.name, namespace=spec.namespace, labels=step_labels(spec.build_id, spec.step)),
+        spec=PodSpec(
+            containers=[container],
+            restartPolicy="Never",
+            automountServiceAccountToken=False,
+            enableServiceLinks=False,
+            terminationGracePeriodSeconds=spec.grace_seconds,
+            activeDeadlineSeconds=spec.deadline_seconds,
+            nodeName=spec.node_name,
+            nodeSelector=dict(spec.node_selector) or None,
+            imagePullSecrets=[LocalObjectReference(name=s) for s in spec.pull_secrets] or None,
+            volumes=[Volume(name=BUILD_VOLUME, persistentVolumeClaim=claim)]
+            + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=claim)] if spec.tools_path else []),
+        ),
+    )
+
+
+def step_labels(build_id: str, step: str) -> dict[str, str]:
+    return {**MANAGED_BY, BUILD_LABEL: label_value(build_id), STEP_LABEL: label_value(step)}
+
+
+def build_selector(build_id: str) -> dict[str, str]:
+    """The label selector of everything one build created."""
+    return {BUILD_LABEL: label_value(build_id)}
+
+
+def env_secret(name: str, namespace: str, build_id: str, step: str, env: Mapping[str, str]) -> Secret:
+    """A step's environment, kept out of the pod spec (anyone who may read pods would read the values)."""
+    bad = sorted(k for k in env if not _ENV_NAME.match(k))
+    if bad:
+        raise ExecutorError(f"environment variable names the Kubernetes executor cannot pass: {', '.join(bad)}")
+    return Secret(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step)),
+        type="Opaque",
+        stringData=dict(env),
+        immutable=True,
+    )
+
+
+def owned_by(pod: Pod) -> dict[str, object]:
+    """A merge patch that makes an object a dependent of `pod`: it goes when the pod goes."""
+    assert pod.metadata is not None
+    assert pod.metadata.name
+    assert pod.metadata.uid
+    owner = OwnerReference(apiVersion="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid)
+    return {"metadata": {"ownerReferences": [owner.to_dict()]}}
+
+
+def build_claim(
+    name: str, namespace: str, *, size: str, storage_class: str | None = None, labels: Mapping[str, str] | None = None
+) -> PersistentVolumeClaim:
+    """A build volume (the next slice reuses one per pipeline)."""
+    return PersistentVolumeClaim(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels={**MANAGED_BY, **(labels or {})}),
+        spec=PersistentVolumeClaimSpec(
+            accessModes=["ReadWriteOnce"],
+            resources=VolumeResourceRequirements(requests={"storage": size}),
+            storageClassName=storage_class,
+        ),
+    )
+
+
+# What the runner's service account may do in the build namespace, and nothing more.
+RUNNER_RULES = (
+    ("", "pods", ("create", "get", "list", "watch", "delete", "deletecollection")),
+    ("", "secrets", ("create", "get", "patch", "delete")),
+    ("", "persistentvolumeclaims", ("create", "get", "list", "update", "delete")),
+    ("", "events", ("list",)),
+)
+
+
+def runner_role(name: str, namespace: str) -> Role:
+    """The least-privilege Role of the runner in its build namespace (the chart renders the same rules)."""
+    return Role(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(MANAGED_BY)),
+        rules=[PolicyRule(apiGroups=[group], resources=[res], verbs=list(verbs)) for group, res, verbs in RUNNER_RULES],
+    )

@@ -1,0 +1,80 @@
+"""What a step pod's status says, read as one verdict: still coming, ended with an exit code, or failed for a reason
+a user understands. Pure: the executor adds the clock (how long a pull or scheduling may fail before it gives up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from lightkube.resources.core_v1 import Pod
+
+from outpost.executors.kubernetes.objects import STEP_CONTAINER
+
+# Waiting reasons that will not mend by waiting.
+HOPELESS = {"InvalidImageName", "ErrImageNeverPull"}
+PULLING_FAILED = {"ErrImagePull", "ImagePullBackOff"}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One look at a pod. `exit_code` is set once the step's container has terminated."""
+
+    phase: str
+    deleting: bool = False
+    exit_code: int | None = None
+    terminated_reason: str = ""
+    waiting_reason: str = ""
+    waiting_message: str = ""
+    unschedulable: str = ""  # the scheduler's message while it cannot place the pod
+    pod_reason: str = ""  # Evicted, DeadlineExceeded, ...
+    pod_message: str = ""
+
+    @property
+    def pull_failing(self) -> bool:
+        return self.waiting_reason in PULLING_FAILED
+
+    @property
+    def hopeless(self) -> bool:
+        return self.waiting_reason in HOPELESS
+
+    def failure(self) -> str | None:
+        """Why the step failed, when the pod itself says so (not the step's own exit code)."""
+        if self.terminated_reason == "OOMKilled":
+            return "the step's container was killed for using more memory than its limit (OOMKilled)"
+        if self.pod_reason == "DeadlineExceeded":
+            return f"the step's pod passed its deadline and was stopped (DeadlineExceeded: {self.pod_message})"
+        if self.pod_reason == "Evicted":
+            return f"the step's pod was evicted from its node: {self.pod_message}"
+        if self.phase == "Failed" and self.exit_code is None:
+            return f"the step's pod failed: {self.pod_reason or 'no reason given'} {self.pod_message}".rstrip()
+        return None
+
+
+def read(pod: Pod) -> Reading:
+    status, meta = pod.status, pod.metadata
+    deleting = bool(meta is not None and meta.deletionTimestamp)
+    if status is None:
+        return Reading(phase="Pending", deleting=deleting)
+    unschedulable = ""
+    for condition in status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+            unschedulable = condition.message or "no node can take the pod"
+    reading = Reading(
+        phase=status.phase or "Pending",
+        deleting=deleting,
+        unschedulable=unschedulable,
+        pod_reason=status.reason or "",
+        pod_message=status.message or "",
+    )
+    for container in status.containerStatuses or []:
+        if container.name != STEP_CONTAINER or container.state is None:
+            continue
+        state = container.state
+        if state.terminated is not None:
+            return replace(
+                reading, exit_code=state.terminated.exitCode, terminated_reason=state.terminated.reason or ""
+            )
+        if state.waiting is not None:
+            return replace(
+                reading, waiting_reason=state.waiting.reason or "", waiting_message=state.waiting.message or ""
+            )
+    return reading

@@ -1,0 +1,266 @@
+"""The in-repo test cluster: the API server emulator on loopback, a fake scheduler over a few fake nodes, and a fake
+kubelet per node that runs pods on the tests' Docker engine. All of it runs on one event loop in a thread of the test
+process; the code under test reaches it only through a kubeconfig file, as it would a real cluster.
+
+The scheduler is part of the emulated control plane (it works on the store directly, as kube-scheduler would through
+its informers): it binds each pending pod to the least busy ready node whose labels match its nodeSelector, and
+leaves a pod no node can take Pending with PodScheduled=False/Unschedulable and a FailedScheduling Warning event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+import yaml
+from lightkube import KubeConfig
+
+from tests.components import free_port
+from tests.kube import apiserver
+from tests.kube.kubelet import Docker, Kubelet
+
+T = TypeVar("T")
+NAMESPACE = "builds"
+WORK_CLAIM = "outpost-work"
+NODES = {"node-a": {"disk": "ssd"}, "node-b": {"disk": "ssd"}, "node-c": {"disk": "hdd"}}
+
+
+class Cluster:
+    def __init__(self, folder: Path, docker_socket: str) -> None:
+        self.folder, self.docker_socket = folder, docker_socket
+        self.storage = folder / "storage"  # claims' folders
+        self.port = free_port()
+        self.store = apiserver.Store()
+        self.kubeconfig = folder / "kubeconfig"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._kubelets: dict[str, asyncio.Task[None]] = {}
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def claim_folder(self, claim: str = WORK_CLAIM, namespace: str = NAMESPACE) -> Path:
+        """Where the fake kubelet keeps a claim's files (the runner's data folder sits in the work claim's)."""
+        return self.storage / namespace / claim
+
+    def executor_options(self, **more: str) -> dict[str, str]:
+        """The Kubernetes executor's options for a runner whose data folder is the work claim's folder."""
+        return {
+            "kubeconfig": str(self.kubeconfig),
+            "namespace": NAMESPACE,
+            "work_claim": WORK_CLAIM,
+            "work_root": str(self.claim_folder()),
+            **more,
+        }
+
+    # --- lifetime ---------------------------------------------------------------------------------------------
+
+    def start(self) -> Cluster:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "runner", "user": {}}],
+            "contexts": [
+                {"name": "emulator", "context": {"cluster": "emulator", "user": "runner", "namespace": NAMESPACE}}
+            ],
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self._thread = threading.Thread(target=self._main, name="kube-emulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30) or self._failure is not None:
+            raise RuntimeError(f"the test cluster did not start: {self._failure!r}")
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start() or stop()
+            self._failure = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._seed()
+        config = uvicorn.Config(
+            apiserver.app(self.store),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        serving = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if serving.done():
+                await serving
+            await asyncio.sleep(0.02)
+        scheduler = asyncio.create_task(self._schedule())
+        for node in NODES:
+            self._start_kubelet(node)
+        self._ready.set()
+        try:
+            await serving
+        finally:
+            scheduler.cancel()
+            for task in self._kubelets.values():
+                task.cancel()
+            await asyncio.gather(scheduler, *self._kubelets.values(), return_exceptions=True)
+
+    def _start_kubelet(self, node: str) -> None:
+        single = KubeConfig.from_file(self.kubeconfig).get()
+        assert single is not None
+        kubelet = Kubelet(node, single, self.docker_socket, self.storage, self.folder / "nodes" / node)
+        self._kubelets[node] = asyncio.create_task(kubelet.run())
+
+    async def _seed(self) -> None:
+        store = self.store
+        for name in ("default", NAMESPACE):
+            await store.create("namespaces", "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        for node, labels in NODES.items():
+            await store.create(
+                "nodes",
+                "",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, **labels}},
+                },
+            )
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": WORK_CLAIM},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}},
+        }
+        await store.create("persistentvolumeclaims", NAMESPACE, claim)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._server is not None and self._thread and self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.call(self._shutdown)
+        if self._thread is not None:
+            self._thread.join(30)
+        with contextlib.suppress(Exception):
+            asyncio.run(_remove_containers(self.docker_socket))
+
+    async def _shutdown(self) -> None:
+        for task in self._kubelets.values():
+            task.cancel()
+        await asyncio.gather(*self._kubelets.values(), return_exceptions=True)
+        self.store.closing = True
+        async with self.store.condition():
+            self.store.condition().notify_all()
+        assert self._server is not None
+        self._server.should_exit = True
+
+    # --- for tests ----------------------------------------------------------------------------------------------
+
+    def call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Runs `work` on the cluster's loop (the store belongs to it) and returns its result."""
+        assert self._loop is not None
+
+        async def run() -> T:
+            return await work()
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return future.result(30)
+
+    def pods(self, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+        async def listed() -> list[dict[str, Any]]:
+            return copy.deepcopy(self.store.list("pods", namespace, None, None))
+
+        return self.call(listed)
+
+    def objects(self, plural: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+        async def listed() -> list[dict[str, Any]]:
+            return copy.deepcopy(self.store.list(plural, namespace, None, None))
+
+        return self.call(listed)
+
+    def delete_pod(self, name: str, grace: int | None = None, namespace: str = NAMESPACE) -> None:
+        """A pod deleted from outside (kubectl delete pod)."""
+
+        async def delete() -> None:
+            await self.store.delete("pods", namespace, name, grace)
+
+        self.call(delete)
+
+    # --- the scheduler ----------------------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            for pod in list(self.store.list("pods", None, None, "spec.nodeName=")):
+                if not pod["metadata"].get("deletionTimestamp"):
+                    with contextlib.suppress(apiserver.ApiFailure):
+                        await self._place(pod)
+            async with self.store.condition():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.store.condition().wait(), 1.0)
+
+    async def _place(self, pod: dict[str, Any]) -> None:
+        wanted = pod["spec"].get("nodeSelector") or {}
+        nodes = self.store.list("nodes", None, None, None)
+        fits = [
+            n["metadata"]["name"]
+            for n in nodes
+            if all(n["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+            and n["metadata"]["name"] in self._kubelets
+            and not self._kubelets[n["metadata"]["name"]].done()
+        ]
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if fits:
+            load = {n: len(self.store.list("pods", None, None, f"spec.nodeName={n}")) for n in fits}
+            node = min(fits, key=lambda n: (load[n], n))
+            bound = copy.deepcopy(pod)
+            bound["spec"]["nodeName"] = node
+            conditions = [c for c in bound["status"].get("conditions", []) if c["type"] != "PodScheduled"]
+            bound["status"]["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True"}]
+            self.store._bump(bound)
+            self.store.objects[("pods", ns, name)] = bound
+            await self.store._record("MODIFIED", "pods", bound)
+            return
+        if any(c.get("reason") == "Unschedulable" for c in pod["status"].get("conditions", [])):
+            return  # said once
+        message = f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node affinity/selector."
+        unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+        marked = copy.deepcopy(pod)
+        marked["status"]["conditions"] = [unschedulable]
+        await self.store.update("pods", ns, name, marked, sub="status")
+        await self.store.create(
+            "events",
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{name}."},
+                "involvedObject": {"kind": "Pod", "name": name, "namespace": ns, "uid": pod["metadata"]["uid"]},
+                "reason": "FailedScheduling",
+                "message": message,
+                "type": "Warning",
+                "source": {"component": "default-scheduler"},
+            },
+        )
+
+
+async def _remove_containers(socket: str) -> None:
+    docker = Docker(socket)
+    try:
+        for node in NODES:
+            await docker.remove_all(node)
+    finally:
+        await docker.http.aclose()

@@ -1,0 +1,310 @@
+"""A fake kubelet: runs the containers of the pods bound to its node on the tests' real Docker engine and writes
+their status back through the API (with lightkube, as any client would).
+
+Real processes, exit codes and signals: a deleted pod's containers get SIGTERM and, after the pod's grace period,
+SIGKILL; a memory limit is the container's cgroup limit, so a step that passes it is OOMKilled by the kernel; an image
+the engine does not have is pulled (with the pod's imagePullSecrets) and one that cannot be pulled shows
+ErrImagePull, then ImagePullBackOff, with Warning events. Volumes are host folders: a claim is one folder per
+(namespace, claim) under the cluster's storage folder, shared by every pod that mounts it (all fake nodes are on
+this one host), and an emptyDir is a folder per pod. One container per pod; restartPolicy is taken as Never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+from lightkube import ALL_NS, ApiError, AsyncClient
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret
+from lightkube.types import PatchType
+
+from tests.kube.apiserver import now
+
+_IMAGE = re.compile(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
+_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+PULL_BACKOFF = 2.0  # seconds between pull attempts (the real kubelet doubles from 10 s)
+LABEL = "io.outpost.kube.node"
+
+
+def memory_bytes(quantity: str) -> int:
+    found = re.fullmatch(r"(\d+)([kMG]i?|)", quantity)
+    if not found:
+        raise ValueError(f"unsupported quantity {quantity!r}")
+    return int(found[1]) * _UNITS[found[2]]
+
+
+class Docker:
+    """The few calls of the Docker engine API a kubelet needs."""
+
+    def __init__(self, socket: str) -> None:
+        transport = httpx.AsyncHTTPTransport(uds=socket)
+        self.http = httpx.AsyncClient(transport=transport, base_url="http://docker/v1.41", timeout=None)
+
+    async def has_image(self, ref: str) -> bool:
+        return (await self.http.get(f"/images/{ref}/json")).status_code == 200
+
+    async def pull(self, ref: str, auth: dict[str, str] | None) -> str | None:
+        """None when pulled, else the engine's error."""
+        name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+        headers = {"X-Registry-Auth": base64.urlsafe_b64encode(json.dumps(auth).encode()).decode()} if auth else {}
+        async with self.http.stream(
+            "POST", "/images/create", params={"fromImage": name, "tag": tag}, headers=headers
+        ) as answer:
+            body = (await answer.aread()).decode(errors="replace")
+        if answer.status_code >= 400:
+            return json.loads(body).get("message", body) if body.startswith("{") else body
+        for line in body.splitlines():
+            if '"error"' in line:
+                return str(json.loads(line).get("error"))
+        return None
+
+    async def run(self, body: dict[str, Any]) -> str:
+        answer = await self.http.post("/containers/create", json=body)
+        answer.raise_for_status()
+        container = str(answer.json()["Id"])
+        (await self.http.post(f"/containers/{container}/start")).raise_for_status()
+        return container
+
+    async def wait(self, container: str) -> dict[str, Any]:
+        await self.http.post(f"/containers/{container}/wait")
+        state: dict[str, Any] = (await self.http.get(f"/containers/{container}/json")).json()["State"]
+        return state
+
+    async def stop(self, container: str, grace: int) -> None:
+        await self.http.post(f"/containers/{container}/stop", params={"t": grace}, timeout=grace + 30)
+
+    async def remove(self, container: str) -> None:
+        await self.http.delete(f"/containers/{container}", params={"force": "1"})
+
+    async def remove_all(self, node: str) -> None:
+        found = json.dumps({"label": [f"{LABEL}={node}"]})
+        for c in (await self.http.get("/containers/json", params={"all": "1", "filters": found})).json():
+            await self.remove(c["Id"])
+
+
+class Kubelet:
+    def __init__(self, node: str, config: SingleConfig, docker_socket: str, storage: Path, root: Path) -> None:
+        self.node, self.config, self.storage, self.root = node, config, storage, root
+        self.docker = Docker(docker_socket)
+        self.client: AsyncClient | None = None
+        self._pods: dict[str, asyncio.Task[None]] = {}
+        self._deleting: dict[str, asyncio.Event] = {}
+
+    async def run(self) -> None:
+        """Follows the pods bound to this node until cancelled (a cancelled kubelet is a lost node)."""
+        self.client = AsyncClient(self.config, field_manager=f"kubelet-{self.node}")
+        try:
+            while True:
+                with contextlib.suppress(httpx.HTTPError, ApiError, Exception):
+                    async for _, pod in self.client.watch(Pod, namespace=ALL_NS, fields={"spec.nodeName": self.node}):
+                        self._see(pod)
+                await asyncio.sleep(0.2)
+        finally:
+            for task in self._pods.values():
+                task.cancel()
+            await asyncio.gather(*self._pods.values(), return_exceptions=True)
+            await self.client.close()
+            await self.docker.http.aclose()
+
+    def _see(self, pod: Pod) -> None:
+        assert pod.metadata is not None
+        uid = str(pod.metadata.uid)
+        if uid not in self._pods:
+            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+                return
+            self._deleting[uid] = asyncio.Event()
+            self._pods[uid] = asyncio.create_task(self._pod(pod))
+        if pod.metadata.deletionTimestamp is not None:
+            self._deleting[uid].set()
+
+    async def _pod(self, pod: Pod) -> None:
+        assert pod.metadata is not None
+        assert pod.spec is not None
+        name, namespace = str(pod.metadata.name), str(pod.metadata.namespace)
+        deleting = self._deleting[str(pod.metadata.uid)]
+        container: str | None = None
+        try:
+            prepared = await self._prepare(pod, deleting)
+            if prepared is not None:
+                container = await self.docker.run(prepared)
+                await self._status(pod, "Running", {"running": {"startedAt": now()}})
+                await self._until_done(pod, container, deleting)
+            grace = pod.metadata.deletionGracePeriodSeconds
+            if deleting.is_set():
+                await self.client.delete(Pod, name, namespace=namespace, grace_period=0)  # type: ignore[union-attr]
+            del grace
+        except ApiError as exc:
+            if exc.status.code != 404:  # the pod was removed meanwhile: nothing to report to
+                raise
+        finally:
+            if container is not None:
+                await asyncio.shield(self.docker.remove(container))
+            shutil.rmtree(self.root / "pods" / str(pod.metadata.uid), ignore_errors=True)
+
+    async def _prepare(self, pod: Pod, deleting: asyncio.Event) -> dict[str, Any] | None:
+        """The container's create body, once its image, volumes and environment are there; None if the pod was
+        deleted meanwhile."""
+        assert pod.spec is not None
+        assert pod.metadata is not None
+        spec = pod.spec.containers[0]
+        image = str(spec.image)
+        if not _IMAGE.fullmatch(image):
+            await self._waiting(
+                pod, "InvalidImageName", f'Failed to apply default image tag "{image}": invalid reference format'
+            )
+            await deleting.wait()
+            return None
+        while not await self.docker.has_image(image):
+            error = await self.docker.pull(image, await self._pull_auth(pod, image))
+            if error is None:
+                break
+            await self._event(pod, "Failed", f'Failed to pull image "{image}": {error}')
+            await self._waiting(pod, "ErrImagePull", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(deleting.wait(), PULL_BACKOFF)
+                return None
+            await self._waiting(pod, "ImagePullBackOff", f'Back-off pulling image "{image}"')
+        env = [f"{e.name}={e.value or ''}" for e in spec.env or []]
+        for source in spec.envFrom or []:
+            if source.secretRef is not None:
+                secret = await self.client.get(Secret, str(source.secretRef.name), namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+                env += [f"{k}={base64.b64decode(v).decode()}" for k, v in (secret.data or {}).items()]
+        folders: dict[str, Path] = {}
+        for volume in pod.spec.volumes or []:
+            if volume.persistentVolumeClaim is not None:
+                claim = volume.persistentVolumeClaim.claimName
+                await self.client.get(PersistentVolumeClaim, claim, namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+                folders[volume.name] = self.storage / str(pod.metadata.namespace) / claim
+            elif volume.emptyDir is not None:
+                folders[volume.name] = self.root / "pods" / str(pod.metadata.uid) / "volumes" / volume.name
+            else:
+                raise NotImplementedError(f"the fake kubelet has no volume type of {volume.name}")
+        binds = []
+        for mount in spec.volumeMounts or []:
+            source = folders[mount.name] / (mount.subPath or "")
+            source.mkdir(parents=True, exist_ok=True)
+            binds.append(f"{source}:{mount.mountPath}" + (":ro" if mount.readOnly else ""))
+        limits = (spec.resources.limits if spec.resources else None) or {}
+        host_config: dict[str, Any] = {"Binds": binds, "NetworkMode": "none"}
+        if "memory" in limits:
+            host_config.update(Memory=memory_bytes(limits["memory"]), MemorySwap=memory_bytes(limits["memory"]))
+        body: dict[str, Any] = {
+            "Image": image,
+            "Env": env,
+            "Labels": {LABEL: self.node, "io.outpost.kube.pod": str(pod.metadata.uid)},
+            "HostConfig": host_config,
+        }
+        if spec.command is not None:
+            body["Entrypoint"] = spec.command
+        if spec.args is not None:
+            body["Cmd"] = spec.args
+        if spec.workingDir:
+            body["WorkingDir"] = spec.workingDir
+        return body
+
+    async def _until_done(self, pod: Pod, container: str, deleting: asyncio.Event) -> None:
+        assert pod.spec is not None
+        assert pod.metadata is not None
+        waiting = asyncio.create_task(self.docker.wait(container))
+        deleted = asyncio.create_task(deleting.wait())
+        deadline = pod.spec.activeDeadlineSeconds
+        done, _ = await asyncio.wait({waiting, deleted}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+        reason = ""
+        if waiting not in done:
+            reason = "" if deleted in done else "DeadlineExceeded"
+            current = await self.client.get(Pod, str(pod.metadata.name), namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+            grace = current.metadata.deletionGracePeriodSeconds if current.metadata else None
+            grace = grace if grace is not None else pod.spec.terminationGracePeriodSeconds or 30
+            await self.docker.stop(container, grace)
+        deleted.cancel()
+        state = await waiting
+        code = int(state.get("ExitCode", 137))
+        ended = "OOMKilled" if state.get("OOMKilled") else ("Completed" if code == 0 else "Error")
+        terminated = {"exitCode": code, "reason": ended, "startedAt": now(), "finishedAt": now()}
+        phase = "Succeeded" if code == 0 and not reason else "Failed"
+        extra = (
+            {
+                "reason": reason,
+                "message": f"Pod was active on the node longer than the specified deadline ({deadline}s)",
+            }
+            if reason
+            else {}
+        )
+        await self._status(pod, phase, {"terminated": terminated}, **extra)
+
+    async def _status(self, pod: Pod, phase: str, state: dict[str, Any], **extra: str) -> None:
+        assert pod.metadata is not None
+        assert pod.spec is not None
+        spec = pod.spec.containers[0]
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "startTime": now(),
+            "containerStatuses": [
+                {
+                    "name": spec.name,
+                    "image": spec.image,
+                    "imageID": "",
+                    "ready": "running" in state,
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+            **extra,
+        }
+        await self.client.patch(  # type: ignore[union-attr]
+            Pod.Status,
+            str(pod.metadata.name),
+            {"status": status},
+            namespace=pod.metadata.namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def _waiting(self, pod: Pod, reason: str, message: str) -> None:
+        await self._status(pod, "Pending", {"waiting": {"reason": reason, "message": message}})
+
+    async def _event(self, pod: Pod, reason: str, message: str) -> None:
+        assert pod.metadata is not None
+        event = Event.from_dict(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{pod.metadata.name}.", "namespace": pod.metadata.namespace},
+                "involvedObject": {
+                    "kind": "Pod",
+                    "name": pod.metadata.name,
+                    "namespace": pod.metadata.namespace,
+                    "uid": pod.metadata.uid,
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "source": {"component": "kubelet", "host": self.node},
+            }
+        )
+        await self.client.create(event)  # type: ignore[union-attr]
+
+    async def _pull_auth(self, pod: Pod, image: str) -> dict[str, str] | None:
+        """The credentials of the pod's imagePullSecrets for the image's registry, as the engine wants them."""
+        assert pod.spec is not None
+        assert pod.metadata is not None
+        domain = image.split("/", 1)[0]
+        for ref in pod.spec.imagePullSecrets or []:
+            secret = await self.client.get(Secret, str(ref.name), namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+            config = json.loads(base64.b64decode((secret.data or {}).get(".dockerconfigjson", "e30=")))
+            entry = config.get("auths", {}).get(domain)
+            if entry:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                return {"username": user, "password": password, "serveraddress": domain}
+        return None

@@ -167,9 +167,9 @@ def stopped_at_the_deadline_with_every_line_stored(printed: Path, cut_at: float,
     lines = printed.read_text().splitlines()
     last = float(lines[-1].split()[2])
     # The last renewal was sent before the cut, so the runner's deadline came at most a TTL after it; the step
-    # stopped then, not before its lease ran out (a renewal up to two heartbeats before the cut, a slow machine).
+    # stopped then, not before its lease ran out (give or take the last renewals before the cut on a loaded machine).
     assert last <= cut_at + TTL + 1.0, f"a line was printed {last - cut_at - TTL:.1f}s after the lease deadline"
-    assert last >= cut_at + TTL - 2.5, f"the step stopped {cut_at + TTL - last:.1f}s before its lease could end"
+    assert last >= cut_at + TTL - 3.0, f"the step stopped {cut_at + TTL - last:.1f}s before its lease could end"
     log = main.decode()
     numbers = [int(m) for m in re.findall(r"^line (\d+) ", log, flags=re.M)]
     assert numbers == list(range(1, len(numbers) + 1)), "lines lost, doubled or out of order"

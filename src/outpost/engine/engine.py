@@ -118,6 +118,8 @@ class BuildEngine:
             await self._system(f"the pipeline is invalid:\n{exc}\n")
             return BuildOutcome("error", f"invalid pipeline:\n{exc}")
         await self.reporter.started(BuildStarted(steps=plan_of(pipeline), runner_time=time.time()))
+        for w in pipeline.warnings:  # tolerated, as the original does, but said where the author will look
+            await self._system(f"{w.file}:{w.line}:{w.column}: warning: {w.message}\n")
         self._steps = {s.name: s for s in pipeline.all_steps()}
         self.commands.services = pipeline.services
         self.state.states = dict.fromkeys(self._steps, "pending")
@@ -176,10 +178,11 @@ class BuildEngine:
                 await self._sequence(pipeline.steps, body)
             outcome = self._outcome(pipeline, body)
         self.state.workflow = outcome.status
-        if self.cancelled:
-            await self._system("hooks after the steps do not run: the build was terminated\n")
-            return outcome
         after = "on_success" if outcome.status == "success" else "on_fail"
+        if self.cancelled:
+            if any(name in hooks for name in ("on_success", "on_fail", "on_finish")):  # else nothing to say
+                await self._system("hooks after the steps do not run: the build was terminated\n")
+            return outcome
         for name in (after, "on_finish"):
             if name in hooks:
                 await self._hook(name, hooks[name], SYSTEM_STREAM)  # never changes the outcome
@@ -296,7 +299,7 @@ class BuildEngine:
         else:
             result = await self._with_hooks(step, scope)
         if result.message and result.status not in ("success", "approved"):
-            await self.reporter.log(step.name, f"\n[outpost] {result.message}\n".encode())
+            await self.reporter.note(step.name, result.message)
         self.state.record(step, result.status)
         await self.reporter.step(
             step.name,
@@ -339,10 +342,8 @@ class BuildEngine:
             if result.status in ("success", "terminated") or scope.stopped or attempt == attempts:
                 break
             wait = delay * factor ** (attempt - 1)
-            await self.reporter.log(
-                step.name,
-                f"\n[outpost] attempt {attempt} of {attempts} failed ({result.message}); "
-                f"retrying in {duration(wait)}\n".encode(),
+            await self.reporter.note(
+                step.name, f"attempt {attempt} of {attempts} failed ({result.message}); retrying in {duration(wait)}"
             )
             if await sleep(wait, scope):
                 return StepResult("terminated", message=scope.why)

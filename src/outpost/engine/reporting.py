@@ -32,6 +32,11 @@ class MaskedReporter:
         self.inner = inner
         self.secrets = secrets
         self._masker, self._known = Masker(), frozenset[str]()
+        self.at_line_start: dict[str, bool] = {}  # stream -> its log so far is empty or ends with a newline
+
+    def wrote(self, stream: str, data: bytes) -> None:
+        if data:
+            self.at_line_start[stream] = data.endswith(b"\n")
 
     def masker(self) -> Masker:
         """A fresh masker for the secrets as they are now (made again only when they changed)."""
@@ -54,7 +59,15 @@ class MaskedReporter:
 
     async def log(self, stream: str, data: bytes) -> None:
         masker = self.masker()
-        await self.inner.log(stream, masker.feed(data) + masker.flush())
+        shown = masker.feed(data) + masker.flush()
+        self.wrote(stream, shown)
+        await self.inner.log(stream, shown)
+
+    async def note(self, stream: str, text: str) -> None:
+        """An `[outpost]` line in a step's log, on a line of its own: a break only after output that did
+        not end its line (no blank line otherwise)."""
+        start = "" if self.at_line_start.get(stream, True) else "\n"
+        await self.log(stream, f"{start}[outpost] {text}\n".encode())
 
 
 @contextlib.asynccontextmanager
@@ -62,17 +75,23 @@ async def masked_log(reporter: Reporter, stream: str, secrets: Iterable[str]) ->
     """An `Output` into `stream` that masks the secrets known when it opens; what it held back (a possible
     beginning of a secret) is logged when it closes."""
     masker = Masker(secrets)
-    reporter = reporter.inner if isinstance(reporter, MaskedReporter) else reporter  # masked here, once
+    outer = reporter if isinstance(reporter, MaskedReporter) else None
+    reporter = outer.inner if outer else reporter  # masked here, once
+
+    async def write(data: bytes) -> None:
+        if outer:
+            outer.wrote(stream, data)
+        await reporter.log(stream, data)
 
     async def output(chunk: bytes) -> None:
         if shown := masker.feed(chunk):
-            await reporter.log(stream, shown)
+            await write(shown)
 
     try:
         yield output
     finally:
         if rest := masker.flush():
-            await reporter.log(stream, rest)
+            await write(rest)
 
 
 async def log_system(reporter: Reporter, secrets: Iterable[str], text: str) -> None:

@@ -155,6 +155,15 @@ class Fields:
                 hint = f" (did you mean `{self.name_of(close[0])}`?)" if close else ""
                 self.problem(self.key(name), f"unknown field `{self.name_of(name)}`{what}{hint}")
 
+    def warn_unknown(self, known: Collection[str], what: str) -> None:
+        """Fields tolerated as the original does, each with a warning (and the name it probably meant)."""
+        for name in self.entries:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" — did you mean '{self.name_of(close[0])}'?" if close else ""
+                message = f"unknown field '{self.name_of(name)}'{hint} ({what} tolerates it, and ignores it)"
+                self.doc.warn(self.key(name), f"{self.owner}: {message}" if self.owner else message)
+
     def items(self, name: str) -> list[Fields] | None:
         """The mappings in the list under `name`; a problem for the list or any item that is not one."""
         node, value = self.node(name), self.values[name]
@@ -347,7 +356,13 @@ LEGACY_NAMES = {
 TYPED_STEP = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[\w.+-]+)?")
 
 
+# What a freestyle step reads (spec §2.1); it tolerates any other field, with a warning.
+FREESTYLE_FIELDS = _words("image working_directory commands cmd entry_point environment shell volumes services")
+FREESTYLE_FIELDS |= _words("registry_context")
+
+
 def _check_freestyle(step: Fields) -> None:
+    step.warn_unknown(COMMON_FIELDS | FREESTYLE_FIELDS, "a freestyle step")
     for name in ("image", "working_directory", "registry_context"):
         step.string(name)
     step.strings("commands")

@@ -8,11 +8,13 @@ stages, fail-fast and timeouts, lifting `arguments`, renaming legacy fields, and
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from outpost.errors import PipelineError
 from outpost.pipelines.fields import (
@@ -33,7 +35,7 @@ from outpost.pipelines.fields import (
 )
 from outpost.pipelines.spec import Location, Pipeline, Step
 from outpost.pipelines.variables import is_variable_ref
-from outpost.pipelines.yamlnodes import TOO_DEEP, Document, TooLarge, clip, compose, is_null
+from outpost.pipelines.yamlnodes import TOO_DEEP, Document, Entries, TooLarge, clip, compose, is_null
 
 __all__ = ["COMMON_FIELDS", "STEP_TYPES", "TOP_LEVEL_FIELDS", "StepKind", "load_pipeline", "summary"]
 
@@ -78,11 +80,40 @@ def _read_steps(owner: Fields, ctx: _Context, parent: Step | None = None) -> lis
     if owner.values["steps"] is None or owner.values["steps"] == {}:
         owner.problem(owner.node("steps"), f"`{owner.name_of('steps')}` needs at least one step")
         return []
-    steps = owner.sub("steps")
+    if parent is not None and isinstance(owner.values["steps"], list):
+        steps = _listed_steps(owner, parent)
+    else:
+        steps = owner.sub("steps")
     if steps is None:
         return []
     read = [_read_step(steps, name, ctx, parent) for name in steps.entries]
     return [step for step in read if step is not None]
+
+
+def _listed_steps(owner: Fields, parent: Step) -> Fields | None:
+    """A parallel step's `steps` written as a list of steps (seen in public repositories): each is named
+    after its `title` (else `<parent>_<position>`), made unique, and read as if it were written as a mapping."""
+    node = owner.node("steps")
+    if not isinstance(node, SequenceNode):
+        owner.wrong("steps", "a mapping of steps, or a list of steps with titles")
+        return None
+    entries: Entries = {}
+    values: dict[str, Any] = {}
+    for index, (item, value) in enumerate(zip(node.value, owner.values["steps"], strict=True), start=1):
+        title = value.get("title") if isinstance(value, dict) else None
+        base = _name_from(title) if isinstance(title, str) else ""
+        name = first = base or f"{parent.name}_{index}"
+        again = 2
+        while name in entries:  # two steps with the same title
+            name, again = f"{first}_{again}", again + 1
+        entries[name] = (item, item)
+        values[name] = value
+    return Fields(owner.doc, node, entries, values, owner.owner, owner.name_of("steps"))
+
+
+def _name_from(title: str) -> str:
+    """A step name from a title: `Unit tests (fast)` becomes `unit_tests_fast`."""
+    return re.sub(r"[^a-z0-9_-]+", "_", title.lower()).strip("_")[:_MAX_NAME]
 
 
 def _read_step(steps: Fields, name: str, ctx: _Context, parent: Step | None) -> Step | None:
@@ -123,6 +154,7 @@ def _read_type(step: Fields) -> str | None:
         return "freestyle"
     kind = step.values["type"]
     if isinstance(kind, str) and (kind in STEP_TYPES or is_variable_ref(kind) or TYPED_STEP.fullmatch(kind)):
+        _warn_near_miss(step, kind)
         return kind
     if isinstance(kind, str):
         step.problem(
@@ -132,6 +164,19 @@ def _read_type(step: Fields) -> str | None:
     else:
         step.wrong("type", "a step type such as freestyle")
     return None
+
+
+def _warn_near_miss(step: Fields, kind: str) -> None:
+    """`type: freestlye` is a valid name for a step from a catalogue, but most likely a typo of a built-in."""
+    if kind in STEP_TYPES or "/" in kind or ":" in kind or is_variable_ref(kind):
+        return
+    close = difflib.get_close_matches(kind, sorted(STEP_TYPES), n=1, cutoff=0.75)
+    if close:
+        step.doc.warn(
+            step.node("type"),
+            f"{step.owner}: unknown step type '{clip(kind)}' — did you mean '{close[0]}'? "
+            "(read as a step type from a catalogue)",
+        )
 
 
 def _merge_arguments(step: Fields, *, keep: bool) -> None:
@@ -277,6 +322,7 @@ def load_pipeline(text: str | bytes, file: str = "codefresh.yml") -> Pipeline:
         doc.problem_at(1, 1, "the file is empty; a pipeline needs at least `version` and `steps`")
     if pipeline is None or doc.problems:
         raise PipelineError(doc.problems)
+    pipeline.warnings = doc.warnings
     return pipeline
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from outpost.errors import Problem
+
 
 @dataclass(frozen=True)
 class Location:
@@ -74,6 +76,7 @@ class Pipeline:
     file: str = "codefresh.yml"
     success_criteria: dict[str, Any] | None = None  # as for a parallel step, over the top-level steps
     services: dict[str, Any] = field(default_factory=dict)  # pipeline-wide sidecars, as written
+    warnings: list[Problem] = field(default_factory=list)  # tolerated, probably typos: shown, never fatal
 
     def all_steps(self) -> list[Step]:
         """Every step, parents before their children, in file order."""

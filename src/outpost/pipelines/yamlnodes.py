@@ -71,6 +71,7 @@ class Document:
     def __init__(self, file: str) -> None:
         self.file = file
         self._problems: dict[Problem, None] = {}  # ordered, and drops repeats from nodes seen twice
+        self._warnings: dict[Problem, None] = {}  # tolerated, but probably not what the author meant
         self._budget = _MAX_VALUES
         self._open: set[int] = set()  # collections being converted or merged, to catch alias loops
 
@@ -83,6 +84,13 @@ class Document:
 
     def problem_at(self, line: int, column: int, message: str) -> None:
         self._problems[Problem(self.file, line, column, message)] = None
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return sorted(self._warnings, key=lambda w: (w.line, w.column))
+
+    def warn(self, node: Node, message: str) -> None:
+        self._warnings[Problem(self.file, node.start_mark.line + 1, node.start_mark.column + 1, message)] = None
 
     def entries(self, node: MappingNode) -> Entries:
         """The mapping's keys with `<<` merges resolved: own keys win, then earlier merged mappings."""

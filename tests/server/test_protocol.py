@@ -74,6 +74,32 @@ async def test_a_poll_with_nothing_queued_answers_204(stack: Stack) -> None:
     assert r.status_code == 204
 
 
+async def test_a_runner_is_handed_only_builds_of_its_own_runtime(stack: Stack) -> None:
+    """A compromised runner gets the secrets of the builds it is handed: never those of another runtime or account."""
+    runner = await stack.register()  # of the default account's "local" runtime
+    assert (await stack.api("POST", "/runtimes", json={"name": "corp-k8s"})).status_code == 201
+    await stack.pipeline("elsewhere", HELLO, runtime="corp-k8s", secrets={"TOKEN": "s3cret-of-corp"})
+    other = await stack.api("POST", "/accounts", json={"name": "acme"})
+    acme = other.json()["token"]
+    assert (await stack.api("POST", "/runtimes", token=acme, json={"name": "local"})).status_code == 201
+    await stack.pipeline("acme-app", HELLO, token=acme, secrets={"TOKEN": "s3cret-of-acme"})
+    queued = [await stack.run("elsewhere"), await stack.run("acme-app", token=acme)]
+
+    r = await poll(stack, runner.runner_token, wait=0.2)
+    assert r.status_code == 204, r.text
+    assert [
+        (await stack.build(queued[0]["id"]))["status"],
+        (await stack.build(queued[1]["id"], token=acme))["status"],
+    ] == [
+        "queued",
+        "queued",
+    ]
+
+    await stack.pipeline("mine", HELLO)
+    mine = await stack.run("mine")
+    assert (await claim(stack, runner.runner_token)).build_id == mine["id"]
+
+
 async def test_a_waiting_poll_is_woken_by_a_new_build(stack: Stack) -> None:
     runner = await stack.register()
     await stack.pipeline("hello", HELLO)

@@ -30,7 +30,7 @@ import httpx
 import loopback
 import machine
 from loopback import json_of
-from outpost.engine.masking import Masker, forms
+from outpost.masking import Masker, forms
 from outpost_layouts import start_separate
 from processes import Processes, stop_on_signals
 from waiting import BenchError, deadline_in, past

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from outpost.engine.masking import Masker
+from outpost.masking import Masker
 from outpost.pipelines.variables import normalize_branch_tag
 
 Output = Callable[[bytes], Awaitable[None]]

@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
-from outpost.engine.masking import Masker
 from outpost.executors.base import Output
+from outpost.masking import Masker
 from outpost.wire import SYSTEM_STREAM, BuildStarted, StepUpdate
 
 

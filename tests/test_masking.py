@@ -12,8 +12,8 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome
-from outpost.engine.masking import MASK, MIN_SECRET, Masker
 from outpost.executors.local import LocalExecutor
+from outpost.masking import MASK, MIN_SECRET, Masker
 from tests.engine.recorder import Recorder
 
 

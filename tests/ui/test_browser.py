@@ -157,7 +157,7 @@ def test_a_waiting_step_is_approved_from_the_build_page(page: Page, site: Outpos
     run(page, "gated")
     approve = page.locator("button[data-approve=gate]")
     expect(approve).to_be_visible()
-    expect(page.locator("#build-status")).to_contain_text("running")
+    expect(page.locator("#build-status")).to_contain_text("waiting for approval")
     approve.click()
     expect(page.locator("#build-status")).to_contain_text("success")
     expect(page.locator("#steps")).to_contain_text("approved by admin")

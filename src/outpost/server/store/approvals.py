@@ -9,6 +9,8 @@ with every heartbeat while the step still waits, so an answer is never lost betw
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +64,48 @@ async def check_approver(session: AsyncSession, principal: Principal, build: Bui
             f"pipeline {build.pipeline_name} needs someone other than who started build {build.id} to approve it",
             error="approver_is_initiator",
         )
+
+
+def _waiting() -> tuple[Any, ...]:
+    """A running build's step that waits for a person: no answer given yet."""
+    return (
+        Build.status.in_(LIVE_STATUSES),
+        Step.status == "pending-approval",
+        Step.type == "pending-approval",
+        Step.decision.is_(None),
+    )
+
+
+async def waiting_for_approval(session: AsyncSession, build_ids: list[str]) -> set[str]:
+    """Which of these builds wait for an approval answer."""
+    if not build_ids:
+        return set()
+    rows = await session.scalars(
+        select(Step.build_id).join(Build, Build.id == Step.build_id).where(Build.id.in_(build_ids), *_waiting())
+    )
+    return set(rows)
+
+
+async def list_waiting(session: AsyncSession, principal: Principal, *, pipeline: str | None, limit: int) -> list[Build]:
+    """The account's builds that wait for an approval answer, newest first."""
+    query = select(Build).where(
+        Build.account_id == principal.account_id,
+        Build.id.in_(select(Step.build_id).join(Build, Build.id == Step.build_id).where(*_waiting())),
+    )
+    if principal.pipeline_id:
+        query = query.where(Build.pipeline_id == principal.pipeline_id)
+    if pipeline:
+        query = query.where(Build.pipeline_name == pipeline)
+    return list(await session.scalars(query.order_by(Build.created_at.desc(), Build.id).limit(limit)))
+
+
+def who_may_answer(pipeline: Pipeline | None, build: Build) -> str:
+    """The pipeline's approval rule in words, for pages."""
+    role = pipeline.approval_role if pipeline else DEVELOPER
+    who = "an admin" if role == "admin" else f"anyone with the {role} role or above"
+    if pipeline and pipeline.approval_requires_other and build.initiator:
+        who += f", except {build.initiator} who started it"
+    return who
 
 
 async def undelivered(

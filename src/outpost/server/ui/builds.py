@@ -12,23 +12,35 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import NotFound
 from outpost.server.dispatch import build_key, runtime_key
-from outpost.server.models import Build, Step
+from outpost.server.models import Build, Pipeline, Runtime, Step
+from outpost.server.services import Services
 from outpost.server.store import approvals, builds, pipelines, runtimes
 from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.ui import logview
 from outpost.server.ui.rendering import FINAL, UiRoute, can_for, page, render_fragment, see_other
+from outpost.server.ui.runtimes import idle_runtimes
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, read_form, services
 from outpost.wire import FINAL_BUILD_STATUSES, SYSTEM_STREAM
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
-STATUSES = ("queued", "claimed", "running", "success", "failure", "error", "terminated")
+WAITING = "pending-approval"  # not a build status in the store: a running build with a step waiting for a person
+STATUSES = ("queued", "claimed", "running", WAITING, "success", "failure", "error", "terminated")
 LIST_LIMIT = 100
+
+
+def shown_status(step: Step) -> str:
+    """A step's status as people should see it: its log can arrive before the update that says it runs."""
+    return "running" if step.status == "pending" and step.log_size else step.status
 
 
 @dataclass
 class StepRow:
     step: Step
     depth: int
+
+    @property
+    def status(self) -> str:
+        return shown_status(self.step)
 
 
 @dataclass
@@ -59,7 +71,7 @@ def active_step(steps: list[Step]) -> Step | None:
     """The step a build page opens on: one waiting for a person, running, failed, or the last that ran."""
     real = [s for s in steps if s.name != SYSTEM_STREAM and s.type != "parallel"]
     for wanted in ("pending-approval", "running"):
-        found = next((s for s in real if s.status == wanted), None)
+        found = next((s for s in real if shown_status(s) == wanted), None)
         if found is not None:
             return found
     failed = next((s for s in real if s.status in ("failure", "error")), None)
@@ -76,12 +88,30 @@ async def runner_names(session: AsyncSession, who: Principal) -> dict[str, str]:
     return {r.id: r.name for r in await runtimes.list_runners(session, who)}
 
 
-def list_context(rows: list[Build], names: dict[str, str]) -> dict[str, Any]:
-    return {"builds": rows, "runners": names}
+@dataclass
+class BuildRows:
+    """The builds a list shows, and which of them wait for an approval answer."""
+
+    builds: list[Build]
+    waiting: set[str]
+
+    def status(self, build: Build) -> str:
+        return WAITING if build.id in self.waiting else build.status
 
 
-async def build_rows(session: AsyncSession, who: Principal, pipeline: str | None, status: str | None) -> list[Build]:
-    return await builds.list_builds(session, who, pipeline=pipeline or None, status=status or None, limit=LIST_LIMIT)
+def list_context(rows: BuildRows, names: dict[str, str]) -> dict[str, Any]:
+    return {"builds": rows.builds, "rows": rows, "runners": names}
+
+
+async def build_rows(session: AsyncSession, who: Principal, pipeline: str | None, status: str | None) -> BuildRows:
+    if status == WAITING:
+        found = await approvals.list_waiting(session, who, pipeline=pipeline or None, limit=LIST_LIMIT)
+        return BuildRows(found, {b.id for b in found})
+    found = await builds.list_builds(session, who, pipeline=pipeline or None, status=status or None, limit=LIST_LIMIT)
+    waiting = await approvals.waiting_for_approval(session, [b.id for b in found if b.status in builds.LIVE_STATUSES])
+    if status == "running":  # those show as waiting, and have their own filter
+        found = [b for b in found if b.id not in waiting]
+    return BuildRows(found, waiting)
 
 
 @router.get("/")
@@ -117,6 +147,20 @@ class BuildView:
     system: Step | None
     active: Step | None
     runner: str
+    runtime: str = ""
+    idle: bool = False  # its runtime has no runner online
+    approvers: str = ""  # who may answer its approval steps
+
+    @property
+    def waiting(self) -> list[Step]:
+        """Steps waiting for a person's answer, while the build runs."""
+        if self.build.status not in builds.LIVE_STATUSES:
+            return []
+        return [s for s in self.steps if s.type == WAITING and s.status == WAITING and not s.decision]
+
+    @property
+    def status(self) -> str:
+        return WAITING if self.waiting else self.build.status
 
     def fragments(self, viewer: Viewer, selected: str | None) -> dict[str, str]:
         context = {"v": self, "csrf": viewer.csrf, "selected": selected, "can": can_for(viewer)}
@@ -126,13 +170,20 @@ class BuildView:
         }
 
 
-async def build_view(session: AsyncSession, who: Principal, build_id: str) -> BuildView:
+async def build_view(svc: Services, session: AsyncSession, who: Principal, build_id: str) -> BuildView:
     build = await builds.get_build(session, who, build_id)
     steps = await builds.list_steps(session, build)
     names = await runner_names(session, who) if build.runner_id else {}
     runner = names.get(build.runner_id or "", build.runner_id[:8] if build.runner_id else "")
     system = next((s for s in steps if s.name == SYSTEM_STREAM), None)
-    return BuildView(build, steps, stages(steps), system, active_step(steps), runner)
+    view = BuildView(build, steps, stages(steps), system, active_step(steps), runner)
+    runtime = await session.get(Runtime, build.runtime_id)
+    view.runtime = runtime.name if runtime else ""
+    if build.status == "queued":
+        view.idle = view.runtime in await idle_runtimes(svc, session, who)
+    if view.waiting:
+        view.approvers = approvals.who_may_answer(await session.get(Pipeline, build.pipeline_id), build)
+    return view
 
 
 @router.get("/builds/{build_id}")
@@ -144,7 +195,7 @@ async def build_page(
     q: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     async with as_viewer(request) as (session, viewer):
-        view = await build_view(session, viewer.principal, build_id)
+        view = await build_view(services(request), session, viewer.principal, build_id)
         chosen = view.active if step is None else next((s for s in view.steps if s.name == step), None)
         if step is not None and chosen is None:
             raise NotFound(f"build {build_id} has no step {step!r}")

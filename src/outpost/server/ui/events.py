@@ -64,7 +64,7 @@ async def build_list(request: Request, pipeline: str = "", status: str = "") -> 
             except StoreError:
                 yield event("end", {"reason": "session ended"})
                 return
-            tickets = [svc.wakeups.ticket(build_key(b.id)) for b in rows if b.status not in FINAL_BUILD_STATUSES]
+            tickets = [svc.wakeups.ticket(build_key(b.id)) for b in rows.builds if b.status not in FINAL_BUILD_STATUSES]
             html = render_fragment("_build_rows.html", **pages.list_context(rows, names))
             digest = _digest(html)
             if digest != seen:
@@ -101,9 +101,9 @@ async def build_events(
     resumed = _resume(request.headers.get("last-event-id", ""))
     if resumed is not None:
         cursor, offset, line = resumed
-    async with as_viewer(request) as (session, viewer):
-        await pages.build_view(session, viewer.principal, build_id)  # 404 before the stream starts
     svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        await pages.build_view(svc, session, viewer.principal, build_id)  # 404 before the stream starts
     tail = logview.Tail(offset, line)
 
     async def body() -> AsyncIterator[bytes]:
@@ -113,7 +113,7 @@ async def build_events(
             ticket = svc.wakeups.ticket(build_key(build_id))
             try:
                 async with as_viewer(request) as (session, viewer):
-                    view = await pages.build_view(session, viewer.principal, build_id)
+                    view = await pages.build_view(svc, session, viewer.principal, build_id)
                     pieces = await logs.read_after(session, view.build, cursor, PIECE_BYTES)
             except StoreError:
                 yield event("end", {"reason": "session ended"})

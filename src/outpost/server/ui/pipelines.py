@@ -20,16 +20,18 @@ from outpost.server.store import triggers as trigger_store
 from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.store.pipelines import MAX_YAML
 from outpost.server.ui.rendering import UiRoute, page, see_other
+from outpost.server.ui.runtimes import idle_runtimes
 from outpost.server.ui.sessions import Form, Viewer, as_viewer, check_csrf, checked, read_form, services
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
+# Runs as it is, with or without a branch (an unset `${{CF_BRANCH}}` stays literal, and sh refuses it).
 STARTER = """version: '1.0'
 steps:
   hello:
     title: Say hello
     image: alpine:3.20
     commands:
-      - echo "Hello from ${{CF_PIPELINE_NAME}} on ${{CF_BRANCH}}"
+      - echo "Hello from ${{CF_PIPELINE_NAME}}, build ${{CF_BUILD_ID}}"
 """
 
 
@@ -60,6 +62,7 @@ class Draft:
     secrets: str = ""  # new or replaced secret values, KEY=VALUE per line
     kept_secrets: list[str] = field(default_factory=list)  # existing secret names (edit)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # tolerated (typos, most likely): saved anyway
     errors: list[str] = field(default_factory=list)
     field_errors: dict[str, str] = field(default_factory=dict)  # form field -> why the store refused it
 
@@ -77,6 +80,10 @@ class Draft:
         for p in self.problems:
             lines[p.line] = f"{lines[p.line]}; {p.message}" if p.line in lines else p.message
         return lines
+
+    @property
+    def warned_lines(self) -> dict[int, str]:
+        return {w.line: w.message for w in self.warnings}
 
     def source_line(self, number: int) -> str:
         lines = self.yaml.split("\n")
@@ -100,6 +107,11 @@ class Choices:
 
     runtimes: list[str]
     gits: list[Integration]
+    default_runtime: str = ""  # what a new pipeline runs on unless another is chosen
+    idle: set[str] = field(default_factory=set)  # runtimes with no runner online
+
+    def runtime_of(self, draft: Draft) -> str:
+        return draft.runtime or self.default_runtime
 
     @property
     def default_git(self) -> Integration | None:
@@ -126,7 +138,7 @@ def validate(draft: Draft) -> None:
         draft.errors.append(f"the pipeline file is larger than {MAX_YAML // 1024} KiB")
         return
     try:
-        load_pipeline(draft.yaml, draft.yaml_file or "codefresh.yml")
+        draft.warnings = load_pipeline(draft.yaml, draft.yaml_file or "codefresh.yml").warnings
     except PipelineError as exc:
         draft.problems = exc.problems
 
@@ -181,16 +193,19 @@ def _pairs_text(values: dict[str, Any]) -> str:
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-async def _choices(session: AsyncSession, principal: Principal) -> Choices:
+async def _choices(request: Request, session: AsyncSession, principal: Principal) -> Choices:
+    every = await runtimes.list_runtimes(session, principal)
     return Choices(
-        runtimes=[r.name for r in await runtimes.list_runtimes(session, principal)],
+        runtimes=[r.name for r in every],
         gits=await integrations.list_integrations(session, principal, kind="git"),
+        default_runtime=next((r.name for r in every if r.is_default), every[0].name if every else ""),
+        idle=await idle_runtimes(services(request), session, principal),
     )
 
 
 async def _viewer_choices(request: Request) -> tuple[Viewer, Choices]:
     async with as_viewer(request) as (session, viewer):
-        return viewer, await _choices(session, viewer.principal)
+        return viewer, await _choices(request, session, viewer.principal)
 
 
 def _form_page(request: Request, viewer: Viewer, draft: Draft, choices: Choices, *, editing: bool) -> Response:
@@ -269,12 +284,22 @@ async def pipeline_page(request: Request, name: str) -> Response:
         request,
         "pipeline.html",
         viewer,
+        warnings=_warnings(pipeline),
         p=pipeline,
         runtime=runtime.name,
         builds=recent,
         triggers=triggers,
         git=git,
     )
+
+
+def _warnings(p: Pipeline) -> list[Problem]:
+    if p.repo:
+        return []  # read at build time; its build log says them
+    try:
+        return load_pipeline(p.yaml, p.yaml_file).warnings
+    except PipelineError:
+        return []  # stored before a stricter check: the build log says why
 
 
 async def _source_integration(session: AsyncSession, principal: Principal, p: Pipeline) -> Integration | None:
@@ -292,8 +317,11 @@ async def edit_pipeline(request: Request, name: str) -> Response:
         require(viewer.principal, DEVELOPER)
         p = await pipelines.get_pipeline(session, viewer.principal, name)
         runtime = await session.get_one(Runtime, p.runtime_id)
-        choices = await _choices(session, viewer.principal)
-    return _form_page(request, viewer, _draft_from(p, runtime.name), choices, editing=True)
+        choices = await _choices(request, session, viewer.principal)
+    draft = _draft_from(p, runtime.name)
+    if not draft.from_repo:
+        validate(draft)  # its warnings, shown where it is edited
+    return _form_page(request, viewer, draft, choices, editing=True)
 
 
 def _draft_from(p: Pipeline, runtime: str) -> Draft:

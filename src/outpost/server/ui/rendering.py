@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from outpost import __version__
 from outpost.errors import StoreError
 from outpost.server.store.accounts import rank
-from outpost.server.ui.sessions import LoginRequired, Viewer
+from outpost.server.ui.sessions import LoginRequired, Viewer, as_viewer
 
 STATIC_PREFIX = "/ui/static"
 FINAL = ("success", "failure", "error", "terminated", "skipped", "approved", "denied")
@@ -142,6 +142,22 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+async def error_page(request: Request, exc: StoreError) -> HTMLResponse:
+    """A refusal as a page, with the navigation bar when someone is logged in (a bad link is not a dead end)."""
+    viewer: Viewer | None = None
+    try:
+        async with as_viewer(request) as (_, viewer):
+            pass
+    except StoreError:
+        viewer = None
+    return page(request, "error.html", viewer, status_code=exc.status_code, error=exc)
+
+
+def wants_html(request: Request) -> bool:
+    """A browser (asks for text/html, outside the API) gets pages; API clients and scripts get JSON."""
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
 class UiRoute(APIRoute):
     """Every UI route: security headers, the login redirect, and refusals rendered as pages."""
 
@@ -159,7 +175,7 @@ class UiRoute(APIRoute):
                 else:
                     response = HTMLResponse("log in first", status_code=401)
             except StoreError as exc:
-                response = page(request, "error.html", None, status_code=exc.status_code, error=exc)
+                response = await error_page(request, exc)
             for name, value in HEADERS.items():
                 response.headers.setdefault(name, value)
             return response

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.server.api.schemas import RuntimeIn
 from outpost.server.models import Build, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import audit, builds, runtimes
-from outpost.server.store.accounts import ADMIN, require
+from outpost.server.store.accounts import ADMIN, Principal, require
 from outpost.server.store.builds import LIVE_STATUSES
 from outpost.server.ui.rendering import UiRoute, page
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, checked, read_form, services
@@ -36,6 +37,12 @@ def online(svc: Services, runner: Runner) -> bool:
     """The API's rule (`outpost runners list`): seen within a poll, a heartbeat and some slack."""
     horizon = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
     return bool(runner.last_seen_at and runner.last_seen_at > horizon)
+
+
+async def idle_runtimes(svc: Services, session: AsyncSession, who: Principal) -> set[str]:
+    """Names of the account's runtimes with no runner online: a build there waits until one connects."""
+    busy = {r.runtime_id for r in await runtimes.list_runners(session, who) if online(svc, r)}
+    return {rt.name for rt in await runtimes.list_runtimes(session, who) if rt.id not in busy}
 
 
 async def _page(request: Request, *, created: Runtime | None = None, token: str = "", error: str = "") -> Response:

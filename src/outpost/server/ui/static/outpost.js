@@ -50,6 +50,10 @@
     return source;
   }
 
+  // --- the login form: a link's #L100 is never sent to the server, so it rides along in `next` ------
+  var nextField = $('form[action="/login"] input[name="next"]');
+  if (nextField && /^#L\d+$/.test(location.hash) && nextField.value.indexOf("#") < 0) nextField.value += location.hash;
+
   // --- the build list ----------------------------------------------------------------------------
   var rows = $("#build-rows");
   if (rows) listen(rows.getAttribute("data-live"), { rows: function (d) { swap(rows, d.html); } });
@@ -93,7 +97,7 @@
   }
 
   if (log) {
-    if (follow) {
+    if (follow && build && build.getAttribute("data-live")) {  // a finished build has nothing to follow
       follow.hidden = false;
       follow.addEventListener("click", function () { setFollowing(!following); });
     }
@@ -127,6 +131,7 @@
     var auto = build.getAttribute("data-auto") === "true";
     var current = build.getAttribute("data-step");
     listen(build.getAttribute("data-live"), {
+      end: function () { if (follow) follow.hidden = true; },
       state: function (d) {
         swap(header, d.header);
         swap(steps, d.steps);
@@ -179,6 +184,14 @@
     });
   });
 
+  // --- the pipeline form: the no-runner warning follows the chosen runtime -------------------------------
+  var runtimeSelect = $("#runtime");
+  var runtimeIdle = $("#runtime-idle");
+  if (runtimeSelect && runtimeIdle) runtimeSelect.addEventListener("change", function () {
+    var option = runtimeSelect.options[runtimeSelect.selectedIndex];
+    runtimeIdle.hidden = !(option && option.getAttribute("data-idle") === "true");
+  });
+
   // --- the pipeline form: only the chosen source's fields (without JS both show; the server ignores one) --
   var sources = $all('input[name="source"]');
   if (sources.length) {
@@ -196,7 +209,11 @@
   if (yaml && gutter) {
     var bad = (yaml.getAttribute("data-bad") || "").split(",").filter(Boolean).map(Number);
     var titles = {};
-    $all("span.bad", gutter).forEach(function (s) { titles[s.textContent] = s.getAttribute("title"); });
+    var kinds = {};
+    $all("span.bad, span.warned", gutter).forEach(function (s) {
+      titles[s.textContent] = s.getAttribute("title");
+      kinds[s.textContent] = s.className;
+    });
     var shown = -1;
     var renumber = function () {
       var count = yaml.value.split("\n").length;
@@ -204,7 +221,8 @@
       shown = count;
       var html = [];
       for (var i = 1; i <= count; i++) {
-        html.push(bad.indexOf(i) >= 0 ? '<span class="bad" title="' + (titles[i] || "").replace(/"/g, "&quot;").replace(/</g, "&lt;") + '">' + i + "</span>" : "<span>" + i + "</span>");
+        var kind = bad.indexOf(i) >= 0 ? "bad" : kinds[i] === "warned" ? "warned" : "";
+        html.push(kind ? '<span class="' + kind + '" title="' + (titles[i] || "").replace(/"/g, "&quot;").replace(/</g, "&lt;") + '">' + i + "</span>" : "<span>" + i + "</span>");
       }
       gutter.innerHTML = html.join("");
       gutter.scrollTop = yaml.scrollTop;

@@ -96,14 +96,24 @@ class Store:
     history: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)  # (rv, type, plural, obj)
     version: int = 0
     oldest: int = 0  # the first resourceVersion a watch may resume from
-    changed: asyncio.Condition | None = None
+    tick: asyncio.Event | None = None  # set (and replaced) at every change
     faults: Faults = field(default_factory=Faults)
     closing: bool = False  # set when the server stops: every watch ends
 
-    def condition(self) -> asyncio.Condition:
-        if self.changed is None:
-            self.changed = asyncio.Condition()
-        return self.changed
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change."""
+        if self.tick is None:
+            self.tick = asyncio.Event()
+        return self.tick
+
+    def notify(self) -> None:
+        tick, self.tick = self.tick, None
+        if tick is not None:
+            tick.set()
+
+    async def next_change(self, within: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed().wait(), within)
 
     def compact(self) -> None:
         """Forgets the history (as etcd compaction does): a watch resumed from before now gets 410 Gone."""
@@ -116,8 +126,7 @@ class Store:
             dropped = self.history[: len(self.history) - HISTORY]
             del self.history[: len(dropped)]
             self.oldest = dropped[-1][0] + 1
-        async with self.condition():
-            self.condition().notify_all()
+        self.notify()
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self.version += 1
@@ -278,9 +287,7 @@ class Store:
                     yield {"type": kind, "object": obj}
             if self.faults.watch_cuts != cuts or self.closing:
                 return
-            async with self.condition():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.condition().wait(), 1.0)
+            await self.next_change(1.0)
 
 
 def _writable(meta: dict[str, Any]) -> dict[str, Any]:

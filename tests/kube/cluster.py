@@ -163,8 +163,7 @@ class Cluster:
             task.cancel()
         await asyncio.gather(*self._kubelets.values(), return_exceptions=True)
         self.store.closing = True
-        async with self.store.condition():
-            self.store.condition().notify_all()
+        self.store.notify()
         assert self._server is not None
         self._server.should_exit = True
 
@@ -208,9 +207,7 @@ class Cluster:
                 if not pod["metadata"].get("deletionTimestamp"):
                     with contextlib.suppress(apiserver.ApiFailure):
                         await self._place(pod)
-            async with self.store.condition():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.store.condition().wait(), 1.0)
+            await self.store.next_change(1.0)
 
     async def _place(self, pod: dict[str, Any]) -> None:
         wanted = pod["spec"].get("nodeSelector") or {}

@@ -15,12 +15,15 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import re
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import httpx2
 from lightkube import ALL_NS, ApiError, AsyncClient
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret
@@ -35,6 +38,13 @@ _IMAGE = re.compile(
 _UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 PULL_BACKOFF = 2.0  # seconds between pull attempts (the real kubelet doubles from 10 s)
 LABEL = "io.outpost.kube.node"
+T = TypeVar("T")
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    """A pod's task that died of a bug in the fake kubelet says so in the test's log."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("tests.kube").error("fake kubelet: a pod's task failed", exc_info=task.exception())
 
 
 def memory_bytes(quantity: str) -> int:
@@ -93,6 +103,22 @@ class Docker:
             await self.remove(c["Id"])
 
 
+async def retried(call: Callable[[], Awaitable[T]]) -> T:
+    """A kubelet retries its API calls on throttling, server errors and lost connections, as the real one does."""
+    pause = 0.1
+    for _ in range(40):
+        try:
+            return await call()
+        except ApiError as exc:
+            if exc.status.code not in (429, 500, 502, 503, 504):
+                raise
+        except httpx2.TransportError:
+            pass
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    return await call()
+
+
 class Kubelet:
     def __init__(self, node: str, config: SingleConfig, docker_socket: str, storage: Path, root: Path) -> None:
         self.node, self.config, self.storage, self.root = node, config, storage, root
@@ -101,13 +127,18 @@ class Kubelet:
         self._pods: dict[str, asyncio.Task[None]] = {}
         self._deleting: dict[str, asyncio.Event] = {}
 
+    @property
+    def api(self) -> AsyncClient:
+        assert self.client is not None
+        return self.client
+
     async def run(self) -> None:
         """Follows the pods bound to this node until cancelled (a cancelled kubelet is a lost node)."""
         self.client = AsyncClient(self.config, field_manager=f"kubelet-{self.node}")
         try:
             while True:
                 with contextlib.suppress(httpx.HTTPError, ApiError, Exception):
-                    async for _, pod in self.client.watch(Pod, namespace=ALL_NS, fields={"spec.nodeName": self.node}):
+                    async for _, pod in self.api.watch(Pod, namespace=ALL_NS, fields={"spec.nodeName": self.node}):
                         self._see(pod)
                 await asyncio.sleep(0.2)
         finally:
@@ -125,6 +156,7 @@ class Kubelet:
                 return
             self._deleting[uid] = asyncio.Event()
             self._pods[uid] = asyncio.create_task(self._pod(pod))
+            self._pods[uid].add_done_callback(_report)
         if pod.metadata.deletionTimestamp is not None:
             self._deleting[uid].set()
 
@@ -142,7 +174,7 @@ class Kubelet:
                 await self._until_done(pod, container, deleting)
             grace = pod.metadata.deletionGracePeriodSeconds
             if deleting.is_set():
-                await self.client.delete(Pod, name, namespace=namespace, grace_period=0)  # type: ignore[union-attr]
+                await retried(lambda: self.api.delete(Pod, name, namespace=namespace, grace_period=0))
             del grace
         except ApiError as exc:
             if exc.status.code != 404:  # the pod was removed meanwhile: nothing to report to
@@ -178,13 +210,13 @@ class Kubelet:
         env = [f"{e.name}={e.value or ''}" for e in spec.env or []]
         for source in spec.envFrom or []:
             if source.secretRef is not None:
-                secret = await self.client.get(Secret, str(source.secretRef.name), namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+                secret = await self._secret(pod, str(source.secretRef.name))
                 env += [f"{k}={base64.b64decode(v).decode()}" for k, v in (secret.data or {}).items()]
         folders: dict[str, Path] = {}
         for volume in pod.spec.volumes or []:
             if volume.persistentVolumeClaim is not None:
                 claim = volume.persistentVolumeClaim.claimName
-                await self.client.get(PersistentVolumeClaim, claim, namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+                await retried(lambda c=claim: self.api.get(PersistentVolumeClaim, c, namespace=pod.metadata.namespace))
                 folders[volume.name] = self.storage / str(pod.metadata.namespace) / claim
             elif volume.emptyDir is not None:
                 folders[volume.name] = self.root / "pods" / str(pod.metadata.uid) / "volumes" / volume.name
@@ -223,7 +255,7 @@ class Kubelet:
         reason = ""
         if waiting not in done:
             reason = "" if deleted in done else "DeadlineExceeded"
-            current = await self.client.get(Pod, str(pod.metadata.name), namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+            current = await retried(lambda: self.api.get(Pod, str(pod.metadata.name), namespace=pod.metadata.namespace))
             grace = current.metadata.deletionGracePeriodSeconds if current.metadata else None
             grace = grace if grace is not None else pod.spec.terminationGracePeriodSeconds or 30
             await self.docker.stop(container, grace)
@@ -263,12 +295,14 @@ class Kubelet:
             ],
             **extra,
         }
-        await self.client.patch(  # type: ignore[union-attr]
-            Pod.Status,
-            str(pod.metadata.name),
-            {"status": status},
-            namespace=pod.metadata.namespace,
-            patch_type=PatchType.MERGE,
+        await retried(
+            lambda: self.api.patch(
+                Pod.Status,
+                str(pod.metadata.name),
+                {"status": status},
+                namespace=pod.metadata.namespace,
+                patch_type=PatchType.MERGE,
+            )
         )
 
     async def _waiting(self, pod: Pod, reason: str, message: str) -> None:
@@ -293,7 +327,11 @@ class Kubelet:
                 "source": {"component": "kubelet", "host": self.node},
             }
         )
-        await self.client.create(event)  # type: ignore[union-attr]
+        await retried(lambda: self.api.create(event))
+
+    async def _secret(self, pod: Pod, name: str) -> Secret:
+        assert pod.metadata is not None
+        return await retried(lambda: self.api.get(Secret, name, namespace=pod.metadata.namespace))
 
     async def _pull_auth(self, pod: Pod, image: str) -> dict[str, str] | None:
         """The credentials of the pod's imagePullSecrets for the image's registry, as the engine wants them."""
@@ -301,7 +339,7 @@ class Kubelet:
         assert pod.metadata is not None
         domain = image.split("/", 1)[0]
         for ref in pod.spec.imagePullSecrets or []:
-            secret = await self.client.get(Secret, str(ref.name), namespace=pod.metadata.namespace)  # type: ignore[union-attr]
+            secret = await self._secret(pod, str(ref.name))
             config = json.loads(base64.b64decode((secret.data or {}).get(".dockerconfigjson", "e30=")))
             entry = config.get("auths", {}).get(domain)
             if entry:

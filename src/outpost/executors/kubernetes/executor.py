@@ -43,7 +43,7 @@ STOP_GRACE = 3  # seconds between SIGTERM and SIGKILL when a step is cancelled
 RETRIED = {429, 500, 502, 503, 504}  # API answers worth another try
 RETRY_FOR = 30.0  # seconds an API call is retried before the step fails
 POLL = 0.2  # seconds between reads of a step's output file
-GONE_WITHIN = 60.0  # seconds a deleted pod may take to disappear before that is an error
+KUBELET_SLACK = 30.0  # seconds a kubelet may take, beyond the grace period, to finish a pod's deletion
 DEFAULTS = {"namespace": "outpost", "pull_timeout": "30", "pending_timeout": "120"}
 
 
@@ -220,6 +220,17 @@ class KubernetesExecutor(Executor):
                             f"no node could take the pod of step {job.step} within {self.pending_timeout:g}s: "
                             f"{reading.unschedulable}" + "".join(f"\n  {e}" for e in events),
                         )
+                    stuck = reading.phase == "Pending" and not reading.pull_failing and not reading.unschedulable
+                    if stuck and loop.time() - began >= self.pending_timeout:
+                        events = await self._warnings(name)
+                        waiting = (
+                            f" ({reading.waiting_reason}: {reading.waiting_message})" if reading.waiting_reason else ""
+                        )
+                        return await _fail(
+                            output,
+                            f"the pod of step {job.step} did not start within {self.pending_timeout:g}s{waiting}"
+                            + "".join(f"\n  {e}" for e in events),
+                        )
                 await watch.changed(POLL)
 
     async def _warnings(self, name: str) -> list[str]:
@@ -234,17 +245,14 @@ class KubernetesExecutor(Executor):
         return []
 
     async def _delete_and_wait(self, name: str) -> None:
+        """Deletes the pod with a grace period and waits until it is gone. A pod whose kubelet does not finish
+        the deletion (a lost node) is force-deleted: its API object goes, whatever still runs on that node."""
         await _delete(self.client, Pod, name, STOP_GRACE)
-        async with asyncio.timeout(GONE_WITHIN + STOP_GRACE):
-            while True:
-                try:
-                    await self.client.get(Pod, name)
-                except ApiError as exc:
-                    if exc.status.code == 404:
-                        return
-                except httpx2.TransportError:
-                    pass
-                await asyncio.sleep(POLL)
+        if await _gone(self.client, name, STOP_GRACE + KUBELET_SLACK):
+            return
+        await _delete(self.client, Pod, name, 0)
+        if not await _gone(self.client, name, KUBELET_SLACK):
+            raise ExecutorError(f"the pod {name} was deleted but is still there after {KUBELET_SLACK:g}s")
 
 
 class _PodWatch:
@@ -300,6 +308,21 @@ class _PodWatch:
                 pass
             await asyncio.sleep(pause)  # a watch cut, a 410 Gone, an error: read the pod afresh and watch again
             pause = min(pause * 2, 2.0)
+
+
+async def _gone(client: AsyncClient, name: str, within: float) -> bool:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + within
+    while loop.time() < give_up:
+        try:
+            await client.get(Pod, name)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return True
+        except httpx2.TransportError:
+            pass
+        await asyncio.sleep(POLL)
+    return False
 
 
 async def _copy(path: Path, offset: int, output: Output) -> int:
@@ -407,6 +430,11 @@ async def _remove_build(client: AsyncClient, namespace: str, build_id: str) -> N
     for kind in (Pod, Secret):
         for found in await listed(kind):
             await _delete(client, kind, _name(found), 0 if kind is Secret else STOP_GRACE)
-    async with asyncio.timeout(GONE_WITHIN + STOP_GRACE):
-        while await listed(Pod):  # noqa: ASYNC110 - the API's state, not ours to signal
-            await asyncio.sleep(POLL)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + STOP_GRACE + KUBELET_SLACK
+    while left := await listed(Pod):
+        if loop.time() > give_up:  # a lost node's pods: force-deleted
+            for found in left:
+                await _delete(client, Pod, _name(found), 0)
+            return
+        await asyncio.sleep(POLL)

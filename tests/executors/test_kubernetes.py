@@ -1,0 +1,164 @@
+"""The Kubernetes executor on the test cluster (API server emulator, fake scheduler, fake kubelets running pods on
+the tests' real Docker engine): failures end the step with a reason a user understands, never as a success, and
+API faults (errors, throttling, cut watches, 410 Gone) lose no output and run no step twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from outpost.errors import ExecutorError
+from outpost.executors.base import Executor, StepJob
+from tests import containers
+from tests.kube import fixtures
+
+dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class Build:
+    cluster: Any
+    image: str
+    options: dict[str, str] = field(default_factory=dict)
+    build_id: str = field(default_factory=lambda: f"k{uuid.uuid4().hex[:8]}")
+
+    def folder(self) -> Any:
+        return self.cluster.claim_folder() / "builds" / self.build_id
+
+    def executor(self) -> Executor:
+        from outpost.executors.kubernetes.executor import KubernetesExecutor
+
+        (self.folder() / "volume").mkdir(parents=True, exist_ok=True)
+        options = self.cluster.executor_options(**self.options)
+        return KubernetesExecutor(
+            self.folder() / "volume", self.folder() / "scratch", build_id=self.build_id, options=options
+        )
+
+    def job(self, script: str, image: str | None = None) -> StepJob:
+        return StepJob(
+            step="unit tests", script=script, env={}, workdir=self.folder() / "volume", image=image or self.image
+        )
+
+    async def run(self, script: str, image: str | None = None) -> tuple[int | ExecutorError, bytes]:
+        out = bytearray()
+
+        async def sink(chunk: bytes) -> None:
+            out.extend(chunk)
+
+        async with self.executor() as executor:
+            try:
+                return await executor.run(self.job(script, image), sink), bytes(out)
+            except ExecutorError as exc:
+                return exc, bytes(out)
+
+
+@pytest.fixture
+def build(kube_cluster: Any, busybox_image: str) -> Build:
+    return Build(kube_cluster, busybox_image)
+
+
+def build_pods(build: Build) -> list[dict[str, Any]]:
+    return [p for p in build.cluster.pods() if p["metadata"]["labels"].get("outpost.io/build") == build.build_id]
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_step_after_the_pull_timeout(build: Build) -> None:
+    build.options["pull_timeout"] = "2"
+    result, out = await build.run("echo never\n", image="127.0.0.1:1/nothing/here:1")
+    assert isinstance(result, ExecutorError)
+    assert "image 127.0.0.1:1/nothing/here:1 could not be pulled for 2s" in str(result)
+    assert b"[outpost] image 127.0.0.1:1/nothing/here:1 could not be pulled" in out
+    assert b"never" not in out
+    assert build_pods(build) == []
+
+
+async def test_an_invalid_image_name_fails_the_step_at_once(build: Build) -> None:
+    build.options["pull_timeout"] = "300"  # not waited for
+    result, out = await build.run("echo never\n", image="Team/App:1")
+    assert isinstance(result, ExecutorError)
+    assert "invalid reference format" in str(result)
+    assert b"image Team/App:1" in out
+
+
+async def test_a_pod_no_node_can_take_fails_the_step_after_the_pending_timeout_with_the_scheduler_s_words(
+    build: Build,
+) -> None:
+    build.options.update(node_selector="disk=floppy", pending_timeout="2")
+    result, out = await build.run("echo never\n")
+    assert isinstance(result, ExecutorError)
+    assert "no node could take the pod of step unit tests within 2s" in str(result)
+    assert b"didn't match Pod's node affinity/selector" in out
+    assert b"FailedScheduling: 0/3 nodes are available" in out  # the pod's warning event, in the step's log
+
+
+async def test_a_step_past_its_memory_limit_fails_as_oomkilled(build: Build) -> None:
+    build.options["memory_limit"] = "32Mi"
+    result, out = await build.run("set -e\necho before\ndd if=/dev/zero of=/dev/null bs=128M count=1\necho after\n")
+    assert isinstance(result, ExecutorError)
+    assert "OOMKilled" in str(result)
+    assert out.startswith(b"before\n")
+    assert b"after" not in out
+
+
+async def test_a_pod_deleted_from_outside_fails_the_step_and_never_passes(build: Build) -> None:
+    marker = build.folder() / "volume" / "started"
+    running = asyncio.create_task(build.run("touch /codefresh/volume/started\nsleep 300\necho done\n"))
+    async with asyncio.timeout(60):
+        while not marker.exists():
+            await asyncio.sleep(0.05)
+    (pod,) = build_pods(build)
+    build.cluster.delete_pod(pod["metadata"]["name"], grace=1)
+    result, out = await running
+    assert isinstance(result, ExecutorError)
+    assert "was deleted from outside" in str(result)
+    assert b"deleted from outside" in out
+    assert b"done" not in out
+
+
+async def test_server_errors_and_throttling_lose_no_output_and_run_no_step_twice(build: Build) -> None:
+    store = build.cluster.store
+    script = "for i in $(seq 1 200); do echo line $i; done\nsleep 1\necho last words\nexit 7\n"
+
+    async def faults() -> None:
+        for status in (500, 429, 503):
+            build.cluster.call(_async(lambda s=status: store.faults.fail(2, s)))
+            await asyncio.sleep(0.3)
+
+    injecting = asyncio.create_task(faults())
+    result, out = await build.run(script)
+    await injecting
+    assert result == 7
+    assert out.decode().splitlines() == [f"line {i}" for i in range(1, 201)] + ["last words"]
+    assert store.faults.failed >= 4
+    created = [e for e in list(store.history) if e[1] == "ADDED" and e[2] == "pods"]
+    assert [e[3]["metadata"]["labels"]["outpost.io/build"] for e in created].count(build.build_id) == 1
+
+
+async def test_a_cut_watch_and_a_410_gone_lose_no_output_and_no_verdict(build: Build) -> None:
+    store = build.cluster.store
+    marker = build.folder() / "volume" / "started"
+    running = asyncio.create_task(build.run("echo one\ntouch /codefresh/volume/started\nsleep 2\necho two\nexit 3\n"))
+    async with asyncio.timeout(60):
+        while not marker.exists():
+            await asyncio.sleep(0.05)
+
+    async def compact_and_cut() -> None:
+        store.compact()  # a watch resumed from before now gets 410 Gone
+        store.faults.cut_watches()
+
+    build.cluster.call(compact_and_cut)
+    result, out = await running
+    assert result == 3
+    assert out == b"one\ntwo\n"
+
+
+def _async(work: Any) -> Any:
+    async def run() -> None:
+        work()
+
+    return run

@@ -1,0 +1,119 @@
+"""Every object the Kubernetes executor creates is valid against the Kubernetes OpenAPI schema, strictly (an unknown
+field fails), as built by the pure builders in executors/kubernetes/objects.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.kube.fixtures import need_kubernetes_packages
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True)
+def _packages() -> None:
+    need_kubernetes_packages()
+
+
+def valid(obj: Any) -> dict[str, Any]:
+    import kubernetes_validate
+
+    body: dict[str, Any] = obj.to_dict()
+    kubernetes_validate.validate(body, "1.37", strict=True)
+    return body
+
+
+def _spec(**more: Any) -> Any:
+    from outpost.executors.kubernetes import objects
+
+    given: dict[str, Any] = {
+        "name": objects.dns_label("op", "Build_42", "1", "Unit Tests!"),
+        "namespace": "builds",
+        "build_id": "b-42",
+        "step": "unit tests",
+        "image": "registry.internal:5000/team/app:1.2",
+        "command": ["/bin/sh", "-c", "true"],
+        "claim": "outpost-work",
+        "volume_path": "builds/b-42/volume",
+        "volume_mount": "/codefresh/volume",
+        "env_secret": "op-b-42-1-unit-tests",
+    }
+    return objects.StepPodSpec(**{**given, **more})
+
+
+def test_a_step_pod_is_valid_never_restarts_and_gets_no_service_account_token() -> None:
+    from outpost.executors.kubernetes import objects
+
+    body = valid(objects.step_pod(_spec()))
+    assert body["metadata"]["name"] == "op-build-42-1-unit-tests"
+    assert body["spec"]["restartPolicy"] == "Never"
+    assert body["spec"]["automountServiceAccountToken"] is False
+    mount = body["spec"]["containers"][0]["volumeMounts"][0]
+    assert mount == {"name": "build", "mountPath": "/codefresh/volume", "subPath": "builds/b-42/volume"}
+    assert body["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "op-b-42-1-unit-tests"}}]
+    assert "env" not in body["spec"]["containers"][0]  # values stay out of the pod spec
+
+
+def test_a_step_pod_with_every_option_is_valid() -> None:
+    from outpost.executors.kubernetes import objects
+
+    spec = _spec(
+        workdir="/codefresh/volume/repo",
+        tools_path="builds/b-42/scratch/bin",
+        tools_mount="/codefresh/outpost/bin",
+        node_name="node-a",
+        node_selector={"disk": "ssd"},
+        pull_secrets=["registry"],
+        memory_limit="64Mi",
+        cpu_limit="500m",
+        deadline_seconds=600,
+    )
+    body = valid(objects.step_pod(spec))
+    assert body["spec"]["containers"][0]["resources"] == {"limits": {"memory": "64Mi", "cpu": "500m"}}
+    assert body["spec"]["containers"][0]["volumeMounts"][1]["readOnly"] is True
+
+
+def test_the_environment_secret_is_valid_and_refuses_names_a_secret_cannot_hold() -> None:
+    from outpost.errors import ExecutorError
+    from outpost.executors.kubernetes import objects
+
+    body = valid(objects.env_secret("s", "builds", "b-42", "unit", {"MULTI": "a\nb", "EMPTY": "", "a.b-c": "x"}))
+    assert body["stringData"]["MULTI"] == "a\nb"
+    assert body["immutable"] is True
+    with pytest.raises(ExecutorError, match="cannot pass: BAD NAME"):
+        objects.env_secret("s", "builds", "b-42", "unit", {"BAD NAME": "x"})
+
+
+def test_a_build_claim_and_the_runner_role_are_valid() -> None:
+    from outpost.executors.kubernetes import objects
+
+    claim = valid(objects.build_claim("vol", "builds", size="5Gi", storage_class="fast", labels={"a": "b"}))
+    assert claim["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
+    role = valid(objects.runner_role("outpost-runner", "builds"))
+    verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
+    assert "secrets" in verbs
+    assert "list" not in verbs["secrets"]  # the runner reads only the secrets it made, by name
+
+
+def test_the_strict_schema_check_catches_an_unknown_field() -> None:
+    """The check the builder tests rely on is real: a misspelt field fails it."""
+    import kubernetes_validate
+
+    from outpost.executors.kubernetes import objects
+
+    body = objects.step_pod(_spec()).to_dict()
+    body["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolcy"):
+        kubernetes_validate.validate(body, "1.37", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [(("op", "B/42", "7", "Build & Push"), "op-b-42-7-build-push"), (("x" * 80,), "x" * 63), (("--",), "x")],
+)
+def test_names_are_dns_labels(parts: tuple[str, ...], expected: str) -> None:
+    from outpost.executors.kubernetes import objects
+
+    assert objects.dns_label(*parts) == expected

@@ -563,3 +563,67 @@ steps:
     outcome, rec, _ = await run(tmp_path, dockerd, yaml)
     assert outcome.status == "success", rec.logs
     assert rec.final("left").status == rec.final("right").status == "success"
+
+
+# --- pause and resume (a runner whose lease deadline passed) ------------------------------------------------------
+
+
+async def test_a_paused_build_freezes_its_step_and_service_containers_and_resume_lets_them_finish(
+    tmp_path: Path, dockerd: Dockerd, busybox_image: str
+) -> None:
+    yaml = f"""
+version: '1.0'
+steps:
+  chatty:
+    image: {busybox_image}
+    services:
+      composition:
+        db:
+          image: {busybox_image}
+          command: sleep 300
+    commands:
+      - 'for i in $(seq 1 40); do echo "line $i $(date +%s)"; sleep 0.05; done'
+"""
+    built, rec, build_id = make_engine(tmp_path, dockerd, yaml)
+    running = asyncio.create_task(built.run())
+    async with asyncio.timeout(60):
+        while "line 3 " not in rec.text("chatty"):
+            await asyncio.sleep(0.05)
+
+    assert await built.executor.pause()
+    assert [c["State"] for c in dockerd.containers(f"{LABEL}={build_id}")] == ["paused", "paused"]
+    printed = rec.text("chatty")
+    await asyncio.sleep(2.0)
+    assert rec.text("chatty") == printed  # nothing ran while paused
+    await built.executor.resume()
+
+    outcome = await asyncio.wait_for(running, 60)
+    assert outcome.status == "success", outcome
+    lines = [line for line in rec.text("chatty").splitlines() if line.startswith("line ")]
+    assert [int(line.split()[1]) for line in lines] == list(range(1, 41))
+    assert dockerd.containers(f"{LABEL}={build_id}") == []
+
+
+async def test_cancelling_a_paused_build_stops_its_container_at_once(
+    tmp_path: Path, dockerd: Dockerd, busybox_image: str
+) -> None:
+    yaml = f"""
+version: '1.0'
+steps:
+  long:
+    image: {busybox_image}
+    commands: [echo started, sleep 300]
+"""
+    built, rec, build_id = make_engine(tmp_path, dockerd, yaml)
+    running = asyncio.create_task(built.run())
+    async with asyncio.timeout(60):
+        while "started" not in rec.text("long"):
+            await asyncio.sleep(0.1)
+    assert await built.executor.pause()
+    assert [c["State"] for c in dockerd.containers(f"{LABEL}={build_id}")] == ["paused"]
+
+    built.cancel("the lease is lost")
+    outcome = await asyncio.wait_for(running, 30)
+    assert outcome.status == "terminated"
+    assert dockerd.containers(f"{LABEL}={build_id}") == []
+    assert dockerd.networks(f"{LABEL}={build_id}") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from outpost.errors import ExecutorError
 from outpost.executors import executor_class
-from outpost.executors.base import StepJob
+from outpost.executors.base import Executor, StepJob
 from outpost.executors.local import LocalExecutor
 
 
@@ -112,3 +113,80 @@ async def test_a_step_that_ignores_sigterm_is_killed_anyway(tmp_path: Path) -> N
         await asyncio.wait_for(running, 20)
     pid = int(pidfile.read_text())
     assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+# --- pause and resume (a runner whose lease deadline passed) -------------------------------------------------------
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2]
+
+
+async def _lines(path: Path, at_least: int) -> list[str]:
+    async with asyncio.timeout(30):
+        while not path.exists() or len(lines := path.read_text().splitlines()) < at_least:
+            await asyncio.sleep(0.05)
+    return lines
+
+
+async def test_a_paused_step_runs_nothing_until_resumed_and_then_ends_with_its_whole_output(tmp_path: Path) -> None:
+    printed = tmp_path / "printed"
+    script = f'for i in $(seq 1 30); do l="line $i $(date +%s.%N)"; echo "$l"; echo "$l" >> {printed}; sleep 0.05; done'
+    executor = LocalExecutor(tmp_path, tmp_path / "scratch")
+    running = asyncio.create_task(collect(executor, job(tmp_path, script)))
+    await _lines(printed, 5)
+
+    assert await executor.pause()
+    paused_at = len(printed.read_text().splitlines())
+    await asyncio.sleep(1.5)
+    assert len(printed.read_text().splitlines()) <= paused_at + 1  # (a line being printed as the signal came)
+    assert not running.done()
+    await executor.resume()
+
+    code, out = await asyncio.wait_for(running, 30)
+    assert code == 0
+    lines = printed.read_text().splitlines()
+    assert out.decode().splitlines() == lines
+    assert [int(line.split()[1]) for line in lines] == list(range(1, 31))
+    stamps = [float(line.split()[2]) for line in lines]
+    assert max(b - a for a, b in itertools.pairwise(stamps)) >= 1.4  # the pause, and nothing in it
+
+
+async def test_a_step_started_while_paused_starts_only_once_resumed(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    executor = LocalExecutor(tmp_path, tmp_path / "scratch")
+    assert await executor.pause()
+    running = asyncio.create_task(collect(executor, job(tmp_path, f"touch {marker}")))
+    await asyncio.sleep(1.0)
+    assert not marker.exists()
+    assert not running.done()
+    await executor.resume()
+    assert (await asyncio.wait_for(running, 30))[0] == 0
+    assert marker.exists()
+
+
+async def test_cancelling_a_paused_step_lets_it_clean_up_and_ends_every_process_of_it(tmp_path: Path) -> None:
+    pidfile, cleaned = tmp_path / "pids", tmp_path / "cleaned"
+    script = (
+        f"trap 'echo cleaned > {cleaned}; exit 143' TERM; "
+        f"sleep 300 & echo $! >> {pidfile}; sh -c 'trap \"\" TERM; sleep 301' & echo $! >> {pidfile}; wait"
+    )
+    executor = LocalExecutor(tmp_path, tmp_path / "scratch")
+    running = asyncio.create_task(collect(executor, job(tmp_path, script)))
+    pids = [int(p) for p in await _lines(pidfile, 2)]
+    assert await executor.pause()
+    async with asyncio.timeout(10):
+        while any(_state(pid) != "T" for pid in pids):
+            await asyncio.sleep(0.05)
+
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 20)
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)] == []
+    assert cleaned.read_text() == "cleaned\n"  # SIGTERM reached it as on any cancel, not only SIGKILL
+
+
+async def test_an_executor_that_cannot_pause_says_so() -> None:
+    assert await Executor(Path("/nonexistent"), Path("/nonexistent")).pause() is False

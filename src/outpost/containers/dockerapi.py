@@ -325,6 +325,17 @@ class Docker:
         timeout = httpx.Timeout(30.0 + seconds)
         await self._request("POST", path, f"stop {container_id}", params={"t": seconds}, ok=(304, 404), timeout=timeout)
 
+    async def pause(self, container_id: str) -> None:
+        """Freezes every process of a running container (the cgroup freezer); one not running (not yet started,
+        exited, gone) or already paused is fine: there is nothing of it to freeze."""
+        path = f"/containers/{_quote(container_id)}/pause"
+        await self._request("POST", path, f"pause {container_id}", ok=(404, 409))
+
+    async def unpause(self, container_id: str) -> None:
+        """Lets a paused container's processes go on; one not paused or gone is fine."""
+        path = f"/containers/{_quote(container_id)}/unpause"
+        await self._request("POST", path, f"unpause {container_id}", ok=(404, 409))
+
     async def remove(self, container_id: str) -> None:
         """Removes a container, running or not, with its anonymous volumes; an absent one is fine."""
         what = f"remove {container_id}"

@@ -132,6 +132,13 @@ class Executor:
     - If the task awaiting `run` is cancelled, every process of the step is gone before the
       CancelledError propagates: cancellation is how the engine implements cancel and timeouts.
     - Problems of the executor itself (not the step's own failure) raise ExecutorError.
+    - Optionally, `await pause()` freezes everything the executor runs for this build (the processes stop where
+      they are and run nothing, their output stays where it is) and holds back any step started meanwhile until
+      `await resume()`, which lets it all go on as if nothing had happened. `pause` returns False when the
+      executor cannot do that (the default): the runner then cancels the build instead. A cancel of a paused
+      step must still end it (and, as always, only return once nothing of it runs), without resuming it first.
+      The runner pauses a build whose lease deadline passed without a renewal, and resumes it if the control
+      plane renews the lease after all.
     """
 
     name: ClassVar[str] = "base"
@@ -170,6 +177,14 @@ class Executor:
     def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
         """Called by a restarted runner for each build a crashed runner process left behind:
         remove whatever of it may still run (processes, containers)."""
+        return None
+
+    async def pause(self) -> bool:
+        """Freezes the build's steps (see the contract above); False: this executor cannot."""
+        return False
+
+    async def resume(self) -> None:
+        """Lets what `pause` froze go on; a no-op when nothing is paused."""
         return None
 
     def notice(self, job: StepJob) -> str | None:

@@ -5,6 +5,8 @@ and labels every container it makes with its id; leaving the build removes them 
 happened. The build volume is mounted at /codefresh/volume in every step. Images are pulled with the credentials of
 the registry integration whose domain they name. `build` steps use the engine's classic builder, or buildah when the
 runner is started with `--builder buildah` (then the image is also handed to the engine for the steps that run it).
+A pause freezes every running container of the build (the engine's pause: steps, services, candidates) and holds
+back containers not started yet; a resume unpauses them. An image build or push in progress is not paused.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class DockerExecutor(Executor):
         self._pulling = asyncio.Lock()
         self._by_buildah: set[str] = set()  # references and ids buildah built (pushed from its own storage)
         self._serial = 0
+        self._thawed = asyncio.Event()  # cleared while paused: no container starts
+        self._thawed.set()
 
     @classmethod
     async def preflight(cls, options: Mapping[str, str]) -> str | None:
@@ -136,6 +140,33 @@ class DockerExecutor(Executor):
         except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
             raise ExecutorError(f"cannot remove the containers of build {build_id} at {host}: {exc}") from exc
 
+    # --- pause and resume ------------------------------------------------------------------------------
+
+    async def pause(self) -> bool:
+        self._thawed.clear()
+        for container in await self.docker.containers(f"{LABEL}={self.build_id}"):
+            if container.get("State") == "running":
+                await self.docker.pause(str(container["Id"]))
+        return True
+
+    async def resume(self) -> None:
+        self._thawed.set()
+        for container in await self.docker.containers(f"{LABEL}={self.build_id}"):
+            if container.get("State") == "paused":
+                await self.docker.unpause(str(container["Id"]))
+
+    async def _start(self, container: str) -> None:
+        """Starts a container once the build is not paused; paused meanwhile, it is paused at once."""
+        await self._thawed.wait()
+        await self.docker.start(container)
+        if not self._thawed.is_set():
+            await self.docker.pause(container)
+
+    async def _stop(self, container: str) -> None:
+        """A cancelled container's stop, paused or not: the engine sends a paused container the signal and then
+        unpauses it, so it runs nothing before the signal."""
+        await self.docker.stop(container, STOP_GRACE)
+
     # --- freestyle steps -----------------------------------------------------------------------------
 
     async def run(self, job: StepJob, output: Output) -> int:
@@ -180,7 +211,7 @@ class DockerExecutor(Executor):
         """Creates, starts and waits for one container, streaming its output; it is removed in every case."""
         container = await self.docker.create_container(spec)
         try:
-            await self.docker.start(container)
+            await self._start(container)
             # After start: the engine's log replays from the first byte, so nothing written meanwhile is lost.
             pump = asyncio.create_task(_pump(self.docker, container, output))
             try:
@@ -189,7 +220,7 @@ class DockerExecutor(Executor):
                     await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
                 return code
             except asyncio.CancelledError:
-                await asyncio.shield(self.docker.stop(container, STOP_GRACE))
+                await asyncio.shield(self._stop(container))
                 raise
             finally:
                 pump.cancel()
@@ -205,7 +236,7 @@ class DockerExecutor(Executor):
     ) -> str:
         await self._ensure(service.image, auths, output)
         container = await self.docker.create_container(self._spec(service))
-        await self.docker.start(container)
+        await self._start(container)
         await output(f"[outpost] service {service.name} started ({service.image})\n".encode())
         if prefix:
             _detach(_pump(self.docker, container, _prefixed(service.name, output)))

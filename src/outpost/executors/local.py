@@ -1,7 +1,8 @@
 """The local executor: steps run as process groups on the runner's own host.
 
 It ignores `image` (the engine says so once per build) and runs the step script with /bin/sh or bash
-inside the build volume. Cancellation kills the step's whole process group.
+inside the build volume. Cancellation kills the step's whole process group; a pause stops every running step's
+group (SIGSTOP) and holds back steps not started yet, a resume continues them (SIGCONT).
 """
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ PGID_DIR = "running"  # one file per running step, named after its process group
 class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
 
+    def __init__(
+        self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(volume, scratch, build_id=build_id, options=options)
+        self._groups: set[int] = set()  # the process group of each running step
+        self._thawed = asyncio.Event()  # cleared while paused: no step starts
+        self._thawed.set()
+
+    async def pause(self) -> bool:
+        self._thawed.clear()
+        for pgid in self._groups:
+            _signal_group(pgid, signal.SIGSTOP)
+        return True
+
+    async def resume(self) -> None:
+        self._thawed.set()
+        for pgid in self._groups:
+            _signal_group(pgid, signal.SIGCONT)
+
     @classmethod
     def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
         kill_leftovers(scratch, build_id)
@@ -43,6 +63,7 @@ class LocalExecutor(Executor):
         env = dict(job.env)
         if job.extra_path:
             env["PATH"] = os.pathsep.join([*map(str, job.extra_path), env.get("PATH", os.defpath)])
+        await self._thawed.wait()  # paused: a step starts only once the build may run again
         loop = asyncio.get_running_loop()
         step = _StepProtocol(loop)
         spawn = asyncio.ensure_future(
@@ -71,6 +92,9 @@ class LocalExecutor(Executor):
         except OSError as exc:
             raise ExecutorError(f"cannot start {shell}: {exc}") from exc
         pgid = transport.get_pid()
+        self._groups.add(pgid)
+        if not self._thawed.is_set():  # paused while the process was being started
+            _signal_group(pgid, signal.SIGSTOP)
         # Lets a restarted runner end what a crashed one left running; one marker per step, as
         # the steps of a parallel step run at the same time.
         marker = self.scratch / PGID_DIR / str(pgid)
@@ -91,6 +115,7 @@ class LocalExecutor(Executor):
         finally:
             pump.cancel()
             transport.close()
+            self._groups.discard(pgid)
             marker.unlink(missing_ok=True)
         code = transport.get_returncode()
         return code if code is not None else -1
@@ -153,6 +178,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 async def _kill_group(pgid: int, step: _StepProtocol) -> None:
     _signal_group(pgid, signal.SIGTERM)
+    # A stopped process (a paused build) takes SIGTERM only once continued; after it, so it runs nothing else first.
+    _signal_group(pgid, signal.SIGCONT)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)
     _signal_group(pgid, signal.SIGKILL)

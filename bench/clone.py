@@ -1,4 +1,4 @@
-"""Clone benchmark: Outpost's git-clone step (`outpost.engine.gitclone.clone`) and plain `git`, side by side,
+"""Clone benchmark: Outpost's git-clone step (`outpost.git.clone.clone`) and plain `git`, side by side,
 on a generated repository with a few thousand files and some history, served by a real `git daemon` on loopback.
 
 Two cases, each repeated a fixed number of times:
@@ -28,7 +28,7 @@ from pathlib import Path
 import machine
 from mdsection import write_section
 from outpost import __version__
-from outpost.engine.gitclone import CloneRequest, clone
+from outpost.git.clone import CloneRequest, clone
 
 GIT_ENV = {
     "PATH": os.environ.get("PATH", os.defpath),
@@ -184,7 +184,7 @@ def render(
 
 - **Command**: `{command}`: a generated repository of {files} files and {commits} commits ({pack_mib:.1f} MiB
   packed), served by `git daemon` on loopback; {reps} repetitions of each case, the two tools alternating.
-- **Outpost** is `outpost.engine.gitclone.clone` ({__version__}), as a `git-clone` step runs it (askpass
+- **Outpost** is `outpost.git.clone.clone` ({__version__}), as a `git-clone` step runs it (askpass
   environment, retries armed, revision checked out as a tracking branch, CF_* variables read).
 - **cold**: empty volume (`git clone --no-checkout` + `checkout`). **reused**: the previous build's checkout is
   kept, has an untracked build output, and upstream gained one commit (`reset --hard`, `clean -df`, `fetch`,

@@ -8,13 +8,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from outpost.engine import gitaccess, gitclone
 from outpost.engine.commands import PASSED_THROUGH
 from outpost.engine.reporting import Reporter, masked_log
 from outpost.engine.results import StepResult, duration
 from outpost.engine.scopes import Scope
 from outpost.engine.state import BuildState
 from outpost.executors.base import Output
+from outpost.git import access as gitaccess
+from outpost.git import clone as gitclone
+from outpost.git.urls import repo_dir_name
 from outpost.pipelines.spec import Step
 from outpost.pipelines.variables import substitute
 from outpost.wire import GitAccess
@@ -43,7 +45,7 @@ async def run_clone(
     if password:
         state.masked.add(password)
     try:
-        folder = gitclone.repo_dir_name(repo)
+        folder = repo_dir_name(repo)
     except ValueError as exc:
         return StepResult("error", message=str(exc))
     parent = state.workdir(step, values) if step.working_directory else state.volume

@@ -106,6 +106,14 @@ class BuildEngine:
         """An approval answer for a pending-approval step. True if it was new."""
         return self.approvals.decide(step, decision, by)
 
+    def use_pipeline_file(self, yaml: str, path: str, variables: Mapping[str, str]) -> None:
+        """The YAML to run, read from the repository before `run`, and the CF_* variables of the commit it was
+        read at (the build's own variables win)."""
+        self.ctx.yaml = yaml
+        self.ctx.yaml_file = path
+        for name, value in variables.items():
+            self.ctx.variables.setdefault(name, value)
+
     # --- the build ---------------------------------------------------------------------------------
 
     async def run(self) -> BuildOutcome:

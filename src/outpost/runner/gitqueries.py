@@ -8,8 +8,9 @@ import base64
 import os
 from collections.abc import Mapping
 
-from outpost.engine import gitaccess, gitremote
 from outpost.engine.engine import PASSED_THROUGH
+from outpost.git import access as gitaccess
+from outpost.git import remote as gitremote
 from outpost.wire import MAX_QUERY_FILE, GitQueryAnswer, GitQueryTask
 
 MARGIN = 1.0  # seconds kept to post the answer before the asker gives up

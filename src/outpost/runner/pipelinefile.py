@@ -11,8 +11,11 @@ import os
 import re
 import time
 
-from outpost.engine import BuildEngine, BuildOutcome, gitaccess, gitclone, gitremote
+from outpost.engine import BuildEngine, BuildOutcome
 from outpost.engine.engine import PASSED_THROUGH
+from outpost.git import access as gitaccess
+from outpost.git import remote as gitremote
+from outpost.git import urls as giturls
 from outpost.pipelines.variables import normalize_branch_tag
 from outpost.runner.outbox import Outbox
 from outpost.wire import SYSTEM_STREAM, BuildStarted, PipelineSource, RunBuildTask
@@ -23,7 +26,7 @@ _SHA = re.compile(r"[0-9a-f]{7,40}")
 
 
 async def read_into(engine: BuildEngine, task: RunBuildTask, outbox: Outbox) -> BuildOutcome | None:
-    """Reads the pipeline file into the engine's context, or ends the build (`error`, reason in its log).
+    """Reads the pipeline file and hands it to the engine, or ends the build (`error`, reason in its log).
     Returns None when the engine should run (also for a build that carries its YAML)."""
     source = task.source
     if source is None:
@@ -46,11 +49,10 @@ async def read_into(engine: BuildEngine, task: RunBuildTask, outbox: Outbox) -> 
         await outbox.log(SYSTEM_STREAM, f"[outpost] cannot read {where}: {exc}\n".encode())
         return BuildOutcome("error", f"cannot read {where}: {exc}")
     text = found.content.decode("utf-8", errors="replace")
-    engine.ctx.yaml = text
-    engine.ctx.yaml_file = source.path
+    engine.use_pipeline_file(
+        text, source.path, _git_variables(source, url, revision or found.default_branch, found.revision)
+    )
     outbox.pipeline_file = (text, found.revision)
-    for name, value in _git_variables(source, url, revision or found.default_branch, found.revision).items():
-        engine.ctx.variables.setdefault(name, value)
     await outbox.log(SYSTEM_STREAM, f"[outpost] read {where} ({found.revision[:7]})\n".encode())
     return None
 
@@ -63,7 +65,7 @@ def _git_variables(source: PipelineSource, url: str, revision: str | None, sha: 
     """The CF_* variables known from the repository and commit the YAML was read from."""
     variables = {"CF_REVISION": sha, "CF_SHORT_REVISION": sha[:7]}
     try:
-        repo = gitclone.parse_repo_url(url)
+        repo = giturls.parse_repo_url(url)
         variables.update(CF_REPO_OWNER=repo.owner, CF_REPO_NAME=repo.name)
     except ValueError:
         pass

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.containers.images import canonical_host
 from outpost.containers.registries import References, references
-from outpost.engine.gitremote import GitRemoteError, Remote, ls_remote
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError
+from outpost.git.remote import GitRemoteError, Remote, ls_remote
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.variables import substitute
 from outpost.server.models import Build, Integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from outpost.engine.gitremote import (
+from outpost.git.remote import (
     FileTooLarge,
     GitRemoteError,
     NotFoundInRepo,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from outpost.engine.gitaccess import AccessError, choose, clone_url, credentials, is_owner_name
+from outpost.git.access import AccessError, choose, clone_url, credentials, is_owner_name
 from outpost.wire import GitAccess
 
 

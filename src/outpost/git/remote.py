@@ -3,8 +3,8 @@ files changed between two revisions. Each runs against a throw-away bare reposit
 blob-filtered fetch, so only the commits, trees and the one blob asked for travel.
 
 The runner uses these for YAML from the repository and for git queries; the control plane only for "test
-connection" of an integration that is not behind the firewall. Credentials travel as in gitclone: through
-GIT_ASKPASS and the environment, never argv, `.git/config` or a message (masked there).
+connection" of an integration that is not behind the firewall. Credentials travel as `credentials` says:
+through GIT_ASKPASS and the environment, never argv, `.git/config` or a message (masked there).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import asyncio
 import re
 import subprocess
 import tempfile
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outpost.engine.gitclone import _ASKPASS, _AUTH_FAILED, _NOT_THERE, PROXY_VARIABLES, _end, _last_line, _mask
+from outpost.git.credentials import environment, mask, secret_forms
+from outpost.git.process import AUTH_FAILED, NOT_THERE, end, last_line
+from outpost.git.urls import url_user, without_credentials
 
 DEFAULT_TIMEOUT = 60.0
 MAX_FILE = 1024 * 1024  # bytes of a file read from a repository
@@ -50,8 +51,7 @@ class Remote:
 
     @property
     def secrets(self) -> list[str]:
-        values = [s for s in (self.username, self.password) if s]
-        return values + [urllib.parse.quote(s, safe="") for s in values]
+        return secret_forms(self.username, self.password)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class _Session:
 
     def __init__(self, remote: Remote, timeout: float) -> None:
         self.remote = remote
-        self.url = _without_credentials(remote.url)
+        self.url = without_credentials(remote.url)
         self.timeout = timeout
         self._dir = tempfile.TemporaryDirectory(prefix="outpost-git-")  # mode 0700
         self._deadline = 0.0
@@ -164,7 +164,7 @@ class _Session:
         want = revision or "HEAD"
         args = ["fetch", "--quiet", "--no-tags", f"--depth={depth}", "--filter=blob:none", self.url]
         code, _, err = await self.try_run(*args, want)
-        if code != 0 and revision and not _FULL_SHA.fullmatch(revision) and not _NOT_THERE.search(err.decode()):
+        if code != 0 and revision and not _FULL_SHA.fullmatch(revision) and not NOT_THERE.search(err.decode()):
             # an old server or an ambiguous name: try the fully qualified names
             for ref in (f"refs/tags/{revision}", f"refs/heads/{revision}"):
                 code, _, err = await self.try_run(*args, ref)
@@ -208,55 +208,27 @@ class _Session:
         try:
             out, err = await asyncio.wait_for(process.communicate(), remaining)
         except TimeoutError:
-            await _end(process)
+            await end(process)
             raise GitRemoteError(f"git {args[0]} did not finish within {self.timeout:g} s for {self.url}") from None
         except BaseException:
-            await _end(process)
+            await end(process)
             raise
         return await process.wait(), out, err
 
     def _failure(self, command: str, code: int, out: bytes, revision: str | None) -> GitRemoteError:
-        text = _mask(out.decode(errors="replace"), self.remote.secrets)
-        if _AUTH_FAILED.search(text):
+        text = mask(out.decode(errors="replace"), self.remote.secrets)
+        if AUTH_FAILED.search(text):
             return GitRemoteError(f"authentication failed for {self.url}: check the credentials")
-        if revision is not None and _NOT_THERE.search(text):
+        if revision is not None and NOT_THERE.search(text):
             return NotFoundInRepo(f"revision {revision!r} is not a branch, tag or commit of {self.url}")
-        last = _last_line(text.encode())
+        last = last_line(text.encode())
         return GitRemoteError(
             f"git {command} failed with exit code {code} for {self.url}" + (f": {last}" if last else "")
         )
 
 
 def _environment(remote: Remote, private: Path) -> dict[str, str]:
-    env = {k: v for k, v in remote.env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    if not remote.use_proxy:
-        for name in PROXY_VARIABLES:
-            env.pop(name, None)
-    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_ASKPASS="")
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.setdefault("HOME", str(private))
-    username = remote.username or _url_user(remote.url)[0]
-    password = remote.password or _url_user(remote.url)[1]
-    if username or password:
-        askpass = private / "askpass.sh"
-        askpass.write_text(_ASKPASS)
-        askpass.chmod(0o700)
-        env.update(GIT_ASKPASS=str(askpass), OUTPOST_GIT_USERNAME=username or "", OUTPOST_GIT_PASSWORD=password or "")
-    return env
-
-
-def _url_user(url: str) -> tuple[str | None, str | None]:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return None, None
-    user = urllib.parse.unquote(parts.username) if parts.username else None
-    password = urllib.parse.unquote(parts.password) if parts.password else None
-    return user, password
-
-
-def _without_credentials(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(private), **remote.env}
+    username = remote.username or url_user(remote.url)[0]
+    password = remote.password or url_user(remote.url)[1]
+    return environment(base, private, username, password, use_proxy=remote.use_proxy)

@@ -14,15 +14,9 @@ from typing import Any
 
 import pytest
 
-from outpost.engine.gitclone import (
-    CloneRequest,
-    CloneResult,
-    commit_url,
-    escape_message,
-    parse_repo_url,
-    repo_dir_name,
-)
-from outpost.engine.gitclone import clone as git_clone
+from outpost.git.clone import CloneRequest, CloneResult, escape_message
+from outpost.git.clone import clone as git_clone
+from outpost.git.urls import commit_url, parse_repo_url, repo_dir_name
 from tests import gitserver
 from tests.components import free_port
 from tests.gitserver import GitHttpServer, Tinyproxy, Upstream, create_upstream, git, standard_upstream

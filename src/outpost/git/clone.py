@@ -1,8 +1,7 @@
-"""The git-clone step, runner side: clone a repository (or refresh the checkout a cached volume kept) at a
-revision, and give the CF_* variables of the commit that was checked out.
+"""Cloning: check a repository out (or refresh the checkout a cached volume kept) at a revision, and give the
+CF_* variables of the commit that was checked out. The engine's git-clone step runs it (`engine/clonestep.py`).
 
-Credentials reach git only through a GIT_ASKPASS script that reads them from git's environment: never argv
-(readable by anyone in /proc), never `.git/config`, never the log (masked there as well).
+Credentials reach git as `credentials` says, and are masked in everything git prints.
 
 Variables from the URL path: CF_REPO_NAME is its last component without `.git`, CF_REPO_OWNER everything before
 it (`group/sub` for a GitLab subgroup; the directories for a file:// URL). CF_COMMIT_URL is `<web url>/commit/<sha>`
@@ -15,45 +14,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from outpost.git.credentials import environment, mask, secret_forms
+from outpost.git.process import AUTH_FAILED, NOT_THERE, end, last_line
+from outpost.git.urls import RepoUrl, commit_url, parse_repo_url
 from outpost.masking import Masker
 from outpost.pipelines.variables import normalize_branch_tag
 
 Output = Callable[[bytes], Awaitable[None]]
 CloneStatus = Literal["success", "failure", "terminated"]
 
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a clone is cancelled
 TAIL = 16_384  # bytes of a command's output kept to explain its failure
-_SCHEMES = ("https", "http", "ssh", "git", "file")
 _SHA_LIKE = re.compile(r"[0-9a-f]{7,40}")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
-_SCP_LIKE = re.compile(r"(?:[^@/:]+@)?(?P<host>[^@/:]+):(?P<path>.+)")
-_AUTH_FAILED = re.compile(
-    r"authentication failed|could not read (username|password)|returned error: 40[13]|permission denied \(publickey",
-    re.IGNORECASE,
-)
-_NOT_THERE = re.compile(
-    r"couldn't find remote ref|not our ref|unadvertised object|repository '.*' not found|repository not found",
-    re.IGNORECASE,
-)
-_ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*) printf '%s\\n' "$OUTPOST_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$OUTPOST_GIT_PASSWORD" ;;
-esac
-"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,76 +62,6 @@ class CloneResult:
     workdir: Path | None = None
 
 
-@dataclass(frozen=True)
-class RepoUrl:
-    url: str  # as git gets it: credentials removed from http(s) URLs
-    scheme: str  # https, http, ssh, git, file, or scp for `user@host:path`
-    host: str  # with the port, if any
-    path: str  # without the leading slash: `acme/app.git`
-    username: str | None = None
-    password: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-
-    @property
-    def owner(self) -> str:
-        return self.path.rstrip("/").rpartition("/")[0]
-
-    def same_repo(self, other: RepoUrl) -> bool:
-        def key(u: RepoUrl) -> tuple[str, str, str]:
-            scheme = "ssh" if u.scheme == "scp" else u.scheme
-            return scheme, u.host.lower(), u.path.rstrip("/").removesuffix(".git")
-
-        return key(self) == key(other)
-
-
-def parse_repo_url(url: str) -> RepoUrl:
-    """Splits a clone URL; raises ValueError for something git could not clone from."""
-    text = url.strip()
-    if "://" in text:
-        parts = urllib.parse.urlsplit(text)
-        scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ValueError(f"unsupported repository URL scheme {scheme!r}: use one of {', '.join(_SCHEMES)}")
-        userinfo, _, host = parts.netloc.rpartition("@")
-        if scheme not in ("http", "https"):  # an ssh user name is part of the address, not a secret
-            host = parts.netloc
-        clean = urllib.parse.urlunsplit((scheme, host, parts.path, parts.query, ""))
-        username = password = None
-        if scheme in ("http", "https") and userinfo:
-            raw_user, has_password, raw_password = userinfo.partition(":")
-            username = urllib.parse.unquote(raw_user) or None
-            password = urllib.parse.unquote(raw_password) if has_password else None
-        path = parts.path.lstrip("/")
-    elif match := _SCP_LIKE.fullmatch(text):
-        scheme, host, path, clean, username, password = "scp", match["host"], match["path"], text, None, None
-    elif text.startswith("/"):
-        scheme, host, path, clean, username, password = "file", "", text.lstrip("/"), text, None, None
-    else:
-        raise ValueError(f"not a repository URL: {url!r} (owner/name must be resolved to a URL first)")
-    result = RepoUrl(clean, scheme, host, path, username, password)
-    if not result.name:
-        raise ValueError(f"no repository name in {clean!r}")
-    return result
-
-
-def repo_dir_name(url: str) -> str:
-    """The folder a repository is checked out into: `https://host/acme/app.git` gives `app` (ValueError if none)."""
-    return parse_repo_url(url).name
-
-
-def commit_url(repo: RepoUrl, sha: str) -> str | None:
-    web_path = repo.path.rstrip("/").removesuffix(".git")
-    if repo.scheme in ("http", "https"):
-        return f"{repo.scheme}://{repo.host}/{web_path}/commit/{sha}"
-    host = repo.host.rpartition("@")[2].split(":")[0].lower()
-    if repo.scheme in ("ssh", "scp") and host in ("github.com", "gitlab.com", "bitbucket.org"):
-        return f"https://{host}/{web_path}/{'commits' if host == 'bitbucket.org' else 'commit'}/{sha}"
-    return None
-
-
 def escape_message(message: str) -> str:
     """CF_COMMIT_MESSAGE_ESCAPED: the message as it would sit between the quotes of a JSON string."""
     return json.dumps(message, ensure_ascii=False)[1:-1]
@@ -164,17 +75,16 @@ async def clone(request: CloneRequest, output: Output, *, cancel: asyncio.Event 
         return CloneResult("failure", str(exc))
     username = request.username or repo.username
     password = request.password or repo.password
-    secrets = [s for s in (username, password) if s]
-    secrets += [urllib.parse.quote(s, safe="") for s in secrets]
+    secrets = secret_forms(username, password)
     with tempfile.TemporaryDirectory(prefix="outpost-git-") as private:  # mode 0700
-        env = _environment(request, Path(private), username, password)
+        env = environment(request.env, Path(private), username, password, use_proxy=request.use_proxy)
         git = _Git(request, repo, env, output, Masker(secrets), cancel or asyncio.Event())
         try:
             return await _clone(git, request, repo)
         except _Terminated:
             return CloneResult("terminated", "the clone was cancelled")
         except _Failed as exc:
-            message = _mask(exc.message, secrets)
+            message = mask(exc.message, secrets)
             await git.say(message)
             return CloneResult("failure", message, exc.exit_code)
         except OSError as exc:  # the volume: a folder that cannot be removed or created
@@ -199,23 +109,6 @@ async def _clone(git: _Git, request: CloneRequest, repo: RepoUrl) -> CloneResult
         variables,
         workdir=target,
     )
-
-
-def _environment(request: CloneRequest, private: Path, username: str | None, password: str | None) -> dict[str, str]:
-    env = {k: v for k, v in request.env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    if not request.use_proxy:
-        for name in PROXY_VARIABLES:
-            env.pop(name, None)
-    env["GIT_TERMINAL_PROMPT"] = "0"  # a wrong password fails at once instead of waiting for a terminal
-    env["LC_ALL"] = "C"  # git's messages in English: failures are recognised by their text
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    env["GIT_ASKPASS"] = ""  # empty: no helper asked, no prompt
-    if username or password:
-        askpass = private / "askpass.sh"
-        askpass.write_text(_ASKPASS)
-        askpass.chmod(0o700)
-        env.update(GIT_ASKPASS=str(askpass), OUTPOST_GIT_USERNAME=username or "", OUTPOST_GIT_PASSWORD=password or "")
-    return env
 
 
 async def _reusable(git: _Git, target: Path, repo: RepoUrl) -> bool:
@@ -356,16 +249,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _mask(text: str, secrets: list[str]) -> str:
-    masker = Masker(secrets)
-    return (masker.feed(text.encode()) + masker.flush()).decode(errors="replace")
-
-
-def _last_line(output: bytes) -> str:
-    lines = [line.strip() for line in re.split(r"[\r\n]+", output.decode(errors="replace")) if line.strip()]
-    return lines[-1] if lines else ""
-
-
 class _Failed(Exception):
     def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
@@ -428,9 +311,9 @@ class _Git:
             if code == 0:
                 return
             text = tail.decode(errors="replace")
-            if _AUTH_FAILED.search(text):
+            if AUTH_FAILED.search(text):
                 raise _Failed(f"authentication failed for {self.repo.url}: check the credentials", code)
-            if _NOT_THERE.search(text):
+            if NOT_THERE.search(text):
                 raise _NotThere(_explain(args[0], code, tail), code)
             if code != 128 or attempt == attempts:
                 raise _Failed(_explain(args[0], code, tail), code)
@@ -468,7 +351,7 @@ class _Git:
                 raise _Terminated
             return work.result()
         except BaseException:  # cancelled, terminated, or the output callback failed: git must not outlive us
-            await _end(process)
+            await end(process)
             raise
         finally:
             stop.cancel()
@@ -491,15 +374,5 @@ class _Git:
 
 
 def _explain(command: str, code: int, tail: bytes) -> str:
-    last = _last_line(tail)
+    last = last_line(tail)
     return f"git {command} failed with exit code {code}" + (f": {last}" if last else "")
-
-
-async def _end(process: asyncio.subprocess.Process) -> None:
-    """Ends git and every helper it started (git-remote-http, index-pack, ssh)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), TERM_GRACE)
-            return

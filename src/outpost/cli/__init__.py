@@ -15,14 +15,15 @@ from outpost import __version__
 from outpost.cli.api import Api, ApiError
 from outpost.cli.config import resolve
 from outpost.cli.following import describe, follow
-from outpost.errors import OutpostError, PipelineError
+from outpost.errors import OutpostError, PipelineError, Problem
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turns our errors into a message on stderr and exit code 2 (1 is kept for failed builds)."""
+    """Turns our errors into a message on stderr and exit code 2 (1 is kept for failed builds); with --json,
+    the error is also printed as JSON on stdout, so a script always has JSON to read."""
 
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -30,6 +31,9 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except OutpostError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            if kwargs.get("as_json"):
+                body = getattr(exc, "body", None)
+                emit_json(body if isinstance(body, dict) else {"error": "cli", "message": str(exc)})
             sys.exit(2)
 
     return wrapper
@@ -70,10 +74,16 @@ def main(ctx: click.Context, url: str | None, token: str | None) -> None:
 # --- validate ------------------------------------------------------------------------------------
 
 
+def _located(p: Problem) -> dict[str, object]:
+    return {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def validate(file: Path) -> None:
-    """Check a codefresh.yml offline: every problem as FILE:LINE:COL: message."""
+@click.option("--json", "as_json", is_flag=True, help="Print {valid, summary, problems, warnings} as JSON.")
+def validate(file: Path, as_json: bool) -> None:
+    """Check a codefresh.yml offline: every problem as FILE:LINE:COL: message, and likely typos as
+    FILE:LINE:COL: warning: message. Exit 1 on a problem; warnings alone exit 0."""
     from outpost.pipelines.parsing import load_pipeline, summary
 
     try:
@@ -82,16 +92,35 @@ def validate(file: Path) -> None:
         click.secho(f"{file}: cannot read: {exc.strerror}", fg="red", err=True)
         sys.exit(2)
     except UnicodeDecodeError as exc:
-        click.echo(f"{file}:1:1: the file is not UTF-8 ({exc.reason} at byte {exc.start})")
-        sys.exit(1)
-    try:
-        pipeline = load_pipeline(text, str(file))
-    except PipelineError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem))
-        count = len(exc.problems)
+        text, problems = "", [Problem(str(file), 1, 1, f"the file is not UTF-8 ({exc.reason} at byte {exc.start})")]
+    else:
+        problems = []
+    pipeline = None
+    if not problems:
+        try:
+            pipeline = load_pipeline(text, str(file))
+        except PipelineError as exc:
+            problems = exc.problems
+    warnings = pipeline.warnings if pipeline else []
+    if as_json:
+        emit_json(
+            {
+                "file": str(file),
+                "valid": pipeline is not None,
+                "summary": summary(pipeline) if pipeline else None,
+                "problems": [_located(p) for p in problems],
+                "warnings": [_located(w) for w in warnings],
+            }
+        )
+        sys.exit(0 if pipeline else 1)
+    for problem in problems:
+        click.echo(str(problem))
+    if pipeline is None:
+        count = len(problems)
         click.secho(f"{count} problem{'s' if count != 1 else ''} in {file}", fg="red", err=True)
         sys.exit(1)
+    for w in warnings:
+        click.echo(f"{w.file}:{w.line}:{w.column}: warning: {w.message}")
     click.echo(f"{file}: valid: {summary(pipeline)}")
 
 
@@ -231,6 +260,8 @@ def pipeline_show(ctx: click.Context, name: str, as_json: bool) -> None:
     click.echo(f"pipeline {p['name']}  runtime={p['runtime']}  file={p['yaml_file']}")
     for key, value in p["variables"].items():
         click.echo(f"  {key}={value}")
+    for key in p.get("secrets", []):
+        click.echo(f"  {key}=***** (secret)")
     if p.get("repo"):
         via = f" through git integration {p['git']}" if p.get("git") else ""
         at = f", by default at {p['revision']}" if p.get("revision") else ""
@@ -245,7 +276,12 @@ def pipeline_show(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--branch", help="Branch the build is for.")
 @click.option("--sha", help="Commit the build is for.")
 @click.option("--detach", "-d", is_flag=True, help="Start the build and return without following it.")
-@click.option("--json", "as_json", is_flag=True, help="Print the finished (or, with -d, new) build as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the finished (or, with -d, new) build as JSON; the log goes to stderr.",
+)
 @click.pass_context
 @friendly
 def run(
@@ -268,7 +304,8 @@ def run(
         return
     click.echo(f"build {build['id']} queued: {build['url']}", err=True)
     try:
-        final = follow(api, build["id"], sys.stdout.buffer)
+        # With --json the log goes to stderr, so stdout is the build's JSON alone (a script can parse it).
+        final = follow(api, build["id"], sys.stderr.buffer if as_json else sys.stdout.buffer)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the build goes on. Cancel it: outpost build cancel {build['id']}", err=True)
         sys.exit(130)

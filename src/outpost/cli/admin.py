@@ -76,6 +76,7 @@ def runners() -> None:
 @click.pass_context
 @friendly
 def runners_list(ctx: click.Context, as_json: bool) -> None:
+    """Every runner of the account: online or not, its runtime and when it was last seen."""
     rows = api_from(ctx).get("/runners")
     if as_json:
         emit_json(rows)
@@ -87,12 +88,16 @@ def runners_list(ctx: click.Context, as_json: bool) -> None:
 
 @runners.command("revoke")
 @click.argument("runner_id")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def runners_revoke(ctx: click.Context, runner_id: str) -> None:
-    """Revoke a runner's token: its next call is refused."""
-    api_from(ctx).request("DELETE", f"/runners/{runner_id}")
-    click.echo(f"runner {runner_id} revoked")
+def runners_revoke(ctx: click.Context, runner_id: str, as_json: bool) -> None:
+    """Revoke a runner's token: its next call is refused, and the builds it ran are handed back."""
+    result = api_from(ctx).request("DELETE", f"/runners/{runner_id}")
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"runner {runner_id} revoked")
 
 
 @main.group()
@@ -131,6 +136,7 @@ def token_create(
 @click.pass_context
 @friendly
 def token_list(ctx: click.Context, as_json: bool) -> None:
+    """The account's API tokens: role, scope, last use; never the tokens themselves."""
     rows = api_from(ctx).get("/tokens")
     if as_json:
         emit_json(rows)
@@ -143,11 +149,16 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
 
 @token.command("revoke")
 @click.argument("token_id")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def token_revoke(ctx: click.Context, token_id: str) -> None:
-    api_from(ctx).request("DELETE", f"/tokens/{token_id}")
-    click.echo(f"token {token_id} revoked")
+def token_revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
+    """Revoke API token TOKEN_ID (from `token list`): its very next call is refused."""
+    result = api_from(ctx).request("DELETE", f"/tokens/{token_id}")
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"token {token_id} revoked")
 
 
 @main.group()
@@ -161,6 +172,7 @@ def account() -> None:
 @click.pass_context
 @friendly
 def account_create(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Create account NAME and print its first admin token, shown only once."""
     a = api_from(ctx).post("/accounts", json={"name": name})
     if as_json:
         emit_json(a)

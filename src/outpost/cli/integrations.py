@@ -154,25 +154,30 @@ def integration_show(ctx: click.Context, name: str, kind: str | None, as_json: b
 @integration.command("remove")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS))
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def integration_remove(ctx: click.Context, name: str, kind: str | None) -> None:
+def integration_remove(ctx: click.Context, name: str, kind: str | None, as_json: bool) -> None:
     """Remove an integration."""
     k, n = _locate(ctx, name, kind)
     api_from(ctx).request("DELETE", f"/integrations/{k}/{n}")
-    click.echo(f"{k} integration {n} removed")
+    if as_json:
+        emit_json({"kind": k, "name": n, "status": "removed"})
+    else:
+        click.echo(f"{k} integration {n} removed")
 
 
 @integration.command("test")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS))
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def integration_test(ctx: click.Context, name: str, kind: str | None) -> None:
+def integration_test(ctx: click.Context, name: str, kind: str | None, as_json: bool) -> None:
     """Test the connection from the control plane (refused for integrations behind the firewall)."""
     k, n = _locate(ctx, name, kind)
     result = api_from(ctx).post(f"/integrations/{k}/{n}/test")
-    click.echo(result["message"])
+    emit_json(result) if as_json else click.echo(result["message"])
     sys.exit(0 if result["ok"] else 1)
 
 

@@ -165,36 +165,46 @@ def trigger_show(ctx: click.Context, trigger_id: str, show_secret: bool, as_json
         click.echo(f"  secret: {t['secret']}")
 
 
-def _set_disabled(ctx: click.Context, trigger_id: str, disabled: bool) -> None:
+def _set_disabled(ctx: click.Context, trigger_id: str, disabled: bool, as_json: bool) -> None:
     t = api_from(ctx).request("PATCH", f"/triggers/{trigger_id}", json={"disabled": disabled})
-    click.echo(f"trigger {t['id']} {'disabled' if t['disabled'] else 'enabled'}")
+    if as_json:
+        emit_json(t)
+    else:
+        click.echo(f"trigger {t['id']} {'disabled' if t['disabled'] else 'enabled'}")
 
 
 @trigger.command("disable")
 @click.argument("trigger_id")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def trigger_disable(ctx: click.Context, trigger_id: str) -> None:
+def trigger_disable(ctx: click.Context, trigger_id: str, as_json: bool) -> None:
     """Keep the trigger but start nothing: deliveries are recorded as filtered."""
-    _set_disabled(ctx, trigger_id, True)
+    _set_disabled(ctx, trigger_id, True, as_json)
 
 
 @trigger.command("enable")
 @click.argument("trigger_id")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def trigger_enable(ctx: click.Context, trigger_id: str) -> None:
-    _set_disabled(ctx, trigger_id, False)
+def trigger_enable(ctx: click.Context, trigger_id: str, as_json: bool) -> None:
+    """Start builds from this trigger's deliveries again (after `trigger disable`)."""
+    _set_disabled(ctx, trigger_id, False, as_json)
 
 
 @trigger.command("remove")
 @click.argument("trigger_id")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def trigger_remove(ctx: click.Context, trigger_id: str) -> None:
+def trigger_remove(ctx: click.Context, trigger_id: str, as_json: bool) -> None:
     """Remove a trigger and its deliveries (its builds stay)."""
-    api_from(ctx).request("DELETE", f"/triggers/{trigger_id}")
-    click.echo(f"trigger {trigger_id} removed")
+    result = api_from(ctx).request("DELETE", f"/triggers/{trigger_id}")
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"trigger {trigger_id} removed")
 
 
 @trigger.command("rotate-secret")

@@ -323,9 +323,8 @@ def validate(obj: dict[str, Any], kind: str) -> None:
     try:
         kubernetes_validate.validate(obj, VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        caught = exc.caught
-        where = ".".join(str(p) for p in caught.absolute_path) or "(root)"
-        raise ApiFailure(422, "Invalid", f"{kind} is invalid: {where}: {caught.message}") from None
+        where = ".".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ApiFailure(422, "Invalid", f"{kind} is invalid: {where}: {exc.message}") from None
 
 
 def _field(obj: dict[str, Any], path: str) -> str:

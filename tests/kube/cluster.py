@@ -33,8 +33,8 @@ NODES = {"node-a": {"disk": "ssd"}, "node-b": {"disk": "ssd"}, "node-c": {"disk"
 
 
 class Cluster:
-    def __init__(self, folder: Path, docker_socket: str) -> None:
-        self.folder, self.docker_socket = folder, docker_socket
+    def __init__(self, folder: Path, docker_socket: str, *, kubelets: bool = True) -> None:
+        self.folder, self.docker_socket, self.with_kubelets = folder, docker_socket, kubelets
         self.storage = folder / "storage"  # claims' folders
         self.port = free_port()
         self.store = apiserver.Store()
@@ -110,7 +110,7 @@ class Cluster:
                 await serving
             await asyncio.sleep(0.02)
         scheduler = asyncio.create_task(self._schedule())
-        for node in NODES:
+        for node in NODES if self.with_kubelets else ():
             self._start_kubelet(node)
         self._ready.set()
         try:
@@ -155,8 +155,9 @@ class Cluster:
                 self.call(self._shutdown)
         if self._thread is not None:
             self._thread.join(30)
-        with contextlib.suppress(Exception):
-            asyncio.run(_remove_containers(self.docker_socket))
+        if self.with_kubelets:
+            with contextlib.suppress(Exception):
+                asyncio.run(_remove_containers(self.docker_socket))
 
     async def _shutdown(self) -> None:
         for task in self._kubelets.values():
@@ -209,6 +210,12 @@ class Cluster:
                         await self._place(pod)
             await self.store.next_change(1.0)
 
+    def _node_ready(self, node: str) -> bool:
+        """A node whose kubelet was stopped (a lost node) takes no new pod; without kubelets, every node is ready."""
+        if not self.with_kubelets:
+            return True
+        return node in self._kubelets and not self._kubelets[node].done()
+
     async def _place(self, pod: dict[str, Any]) -> None:
         wanted = pod["spec"].get("nodeSelector") or {}
         nodes = self.store.list("nodes", None, None, None)
@@ -216,8 +223,7 @@ class Cluster:
             n["metadata"]["name"]
             for n in nodes
             if all(n["metadata"]["labels"].get(k) == v for k, v in wanted.items())
-            and n["metadata"]["name"] in self._kubelets
-            and not self._kubelets[n["metadata"]["name"]].done()
+            and self._node_ready(n["metadata"]["name"])
         ]
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if fits:

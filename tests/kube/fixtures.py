@@ -32,3 +32,16 @@ def kube_cluster(tmp_path: Path, dockerd: Any) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[Cluster]:
+    """The API server emulator alone (with its scheduler, no kubelet): for tests of the API's own behaviour."""
+    need_kubernetes_packages()
+    from tests.kube.cluster import Cluster
+
+    cluster = Cluster(tmp_path / "cluster", "", kubelets=False).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from outpost.errors import Invalid
+from outpost.server import connections
 from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, AsViewer, Svc
 from outpost.server.api.schemas import (
     BranchesOut,
@@ -117,7 +118,7 @@ async def test_integration(kind: str, name: str, token: AsAdmin, svc: Svc) -> Co
     """409 for an integration behind the firewall: the control plane never connects to one."""
     async with svc.as_caller(token) as (session, who):
         row = await store.get_integration(session, who, kind, name)
-    check = await store.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
+    check = await connections.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
     return ConnectionOut(ok=check.ok, message=check.message)
 
 

@@ -2,29 +2,25 @@
 
 A password or token is sealed by the server's SecretBox and never leaves the control plane through the API.
 With `runner_secret` the credential lives only on the runners, under that name, and the control plane has none.
-The control plane never connects to an integration marked `behind_firewall`: `test_connection` refuses, and
-everything that needs one (clones, YAML from the repository, git queries, pulls and pushes) happens on a runner.
+The control plane never connects to an integration marked `behind_firewall` (`server/connections.py` refuses to
+test one), and everything that needs one (clones, YAML from the repository, git queries, pulls and pushes)
+happens on a runner. This module only reads and writes the database.
 A build's task carries the git and registry integrations it may use (`git_access_for_build`,
 `registry_access_for_build`), opened for its runner.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import ssl
 import urllib.parse
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.containers.images import canonical_host
 from outpost.containers.registries import References, references
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError
-from outpost.git.remote import GitRemoteError, Remote, ls_remote
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.variables import substitute
 from outpost.server.models import Build, Integration
@@ -41,7 +37,6 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "registry": ("docker-registry",),
     "cluster": ("kubernetes",),
 }
-CHECK_TIMEOUT = 10.0  # seconds a connection test may take
 MAX_TAGS = 20
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,49}$")
 _RUNNER_SECRET = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,254}$")
@@ -52,12 +47,6 @@ BEHIND_FIREWALL = (
     "firewall; a runner of the runtime can (run a build or a git query there instead)"
 )
 _UNSET: Any = object()
-
-
-@dataclass(frozen=True)
-class ConnectionCheck:
-    ok: bool
-    message: str
 
 
 def check_kind(kind: str) -> None:
@@ -215,51 +204,6 @@ async def list_integrations(session: AsyncSession, principal: Principal, kind: s
         check_kind(kind)
         query = query.where(Integration.kind == kind)
     return list(await session.scalars(query.order_by(Integration.kind, Integration.name)))
-
-
-async def test_connection(integration: Integration, box: SecretBox) -> ConnectionCheck:
-    """A bounded check from the control plane (git: `git ls-remote`; registry: GET /v2/), never for an
-    integration behind the firewall (Conflict). Call it outside a transaction: it may take CHECK_TIMEOUT."""
-    if integration.behind_firewall:
-        raise Conflict(BEHIND_FIREWALL.format(name=integration.name), error="behind_firewall")
-    if integration.runner_secret:
-        raise Conflict(
-            f"the credential of integration {integration.name!r} is kept only on the runners "
-            f"(runner secret {integration.runner_secret!r}): the control plane cannot test it",
-            error="runner_secret",
-        )
-    password = box.open(integration.secret) if integration.secret else None
-    if integration.kind == "git":
-        return await _check_git(integration, password)
-    if integration.kind == "registry":
-        return await _check_registry(integration, password)
-    raise Conflict(f"testing a {integration.kind} integration is not supported yet")
-
-
-async def _check_git(integration: Integration, password: str | None) -> ConnectionCheck:
-    assert integration.url is not None
-    remote = Remote(url=integration.url, username=integration.username, password=password, env=os.environ)
-    try:
-        heads = await ls_remote(remote, "HEAD", seconds=CHECK_TIMEOUT)
-    except GitRemoteError as exc:
-        return ConnectionCheck(False, str(exc))
-    return ConnectionCheck(True, f"{integration.url} answered ({len(heads)} ref(s) for HEAD)")
-
-
-async def _check_registry(integration: Integration, password: str | None) -> ConnectionCheck:
-    scheme = "http" if integration.insecure else "https"
-    url = f"{scheme}://{integration.domain}/v2/"
-    auth = (integration.username or "", password or "") if integration.username or password else None
-    try:
-        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT, auth=auth, trust_env=True) as client:
-            answer = await client.get(url)
-    except (TimeoutError, httpx.HTTPError, ssl.SSLError, OSError) as exc:
-        return ConnectionCheck(False, f"cannot reach {url}: {exc or type(exc).__name__}")
-    if answer.status_code == 401:
-        return ConnectionCheck(False, f"{url} refused the credentials (401)")
-    if answer.status_code >= 400:
-        return ConnectionCheck(False, f"{url} answered {answer.status_code}")
-    return ConnectionCheck(True, f"{url} answered {answer.status_code}")
 
 
 def git_access(integration: Integration, box: SecretBox) -> GitAccess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from outpost.errors import Conflict, Invalid, NotFound
+from outpost.server import connections
 from outpost.server.api.schemas import IntegrationIn
 from outpost.server.models import Integration
 from outpost.server.store import integrations as store
@@ -139,7 +140,7 @@ async def test_connection(request: Request, kind: str, name: str) -> Response:
     why = why_untestable(row)
     if why:  # the button is disabled; a hand-made request gets the same answer as the API's 409
         return await _list(request, result=(f"{kind}-{name}", False, why))
-    check = await store.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
+    check = await connections.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
     return await _list(request, result=(f"{kind}-{name}", check.ok, check.message))
 
 

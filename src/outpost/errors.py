@@ -10,7 +10,8 @@
         ├── Conflict         the object exists or is in the wrong state (409)
         ├── Unauthorized     unknown or revoked token (401)
         ├── Forbidden        the token may not do this (403)
-        └── Invalid          the request is well-formed but makes no sense (422)
+        ├── Invalid          the request is well-formed but makes no sense (422)
+        └── TooLarge         the request (a body, a log chunk, an answer) is larger than allowed (413)
 
 The server maps StoreError subclasses to HTTP answers in one place (server/api/errors.py).
 """
@@ -84,3 +85,7 @@ class Forbidden(StoreError):
 
 class Invalid(StoreError):
     status_code = 422
+
+
+class TooLarge(StoreError):
+    status_code = 413

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
-from outpost.errors import Invalid, StoreError, Unauthorized
+from outpost.errors import Invalid, TooLarge, Unauthorized
 from outpost.server.api.deps import Svc, Token
 from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Account, Runner
@@ -42,10 +42,6 @@ from outpost.wire import (
 
 router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
 RECHECK = 2.0  # seconds between store checks while a poll waits, besides wake-ups
-
-
-class PayloadTooLarge(StoreError):
-    status_code = 413
 
 
 @router.post("/register", status_code=201)
@@ -207,7 +203,7 @@ async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: S
     appends = [reports.Append(a.stream, a.offset, _decode(a.data)) for a in body.logs]
     limit = svc.settings.max_log_chunk
     if sum(len(a.data) for a in appends) > limit:
-        raise PayloadTooLarge(f"a report may carry at most {limit} log bytes", max_bytes=limit)
+        raise _too_large(f"a report may carry at most {limit} log bytes", limit)
     with svc.availability.serving():
         async with svc.tx() as session:
             held = await builds.hold(session, build_id, lease, token)
@@ -227,7 +223,7 @@ async def late_logs(build_id: str, body: LateLogs, token: Token, lease: Lease, s
     appends = [(a.stream, a.offset, _decode(a.data)) for a in body.logs]
     limit = svc.settings.max_log_chunk
     if sum(len(data) for _, _, data in appends) > limit:
-        raise PayloadTooLarge(f"late logs may carry at most {limit} bytes at once", max_bytes=limit)
+        raise _too_large(f"late logs may carry at most {limit} bytes at once", limit)
     async with svc.tx() as session:
         held = await builds.hold(session, build_id, lease, token)
         sizes = await logs.append_late(session, held, appends)
@@ -255,10 +251,14 @@ async def finish(build_id: str, body: BuildFinished, token: Token, lease: Lease,
 async def _read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"a log chunk may hold at most {limit} bytes", max_bytes=limit)
+        raise _too_large(f"a log chunk may hold at most {limit} bytes", limit)
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > limit:
-            raise PayloadTooLarge(f"a log chunk may hold at most {limit} bytes", max_bytes=limit)
+            raise _too_large(f"a log chunk may hold at most {limit} bytes", limit)
     return bytes(body)
+
+
+def _too_large(message: str, limit: int) -> TooLarge:
+    return TooLarge(message, max_bytes=limit, error="payload_too_large")  # the code these routes always answered

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import StoreError
+from outpost.errors import StoreError, TooLarge
 from outpost.server import changedfiles, jsonbodies
 from outpost.server.api.deps import Svc
 from outpost.server.dispatch import build_key, runtime_key
@@ -46,10 +46,6 @@ PREFIX = "/webhooks/"
 MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on a delivery's payload
 REPLAY_HEADER = "Outpost-Redelivery"
 EVENT_HEADERS = {"github": "X-GitHub-Event", "gitlab": "X-Gitlab-Event", "bitbucket-server": "X-Event-Key"}
-
-
-class TooLarge(StoreError):
-    status_code = 413
 
 
 @dataclass

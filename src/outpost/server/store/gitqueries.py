@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import Conflict, NotFound, StoreError
+from outpost.errors import Conflict, NotFound, StoreError, TooLarge
 from outpost.server.models import GitQuery, Integration, Runner, Runtime
 from outpost.server.secrets import SecretBox
 from outpost.server.security import new_id, now
@@ -36,10 +36,6 @@ class NoRunnerOnline(StoreError):
 
 class NoAnswer(StoreError):
     status_code = 504
-
-
-class AnswerTooLarge(StoreError):
-    status_code = 413
 
 
 async def pick_runtime(session: AsyncSession, principal: Principal, name: str | None) -> Runtime:
@@ -164,7 +160,7 @@ def outcome(query: GitQuery, runtime: str, seconds: float) -> dict[str, Any] | N
         if kind == "not_found":
             raise NotFound(message, error="not_found_in_repository")
         if kind == "too_large":
-            raise AnswerTooLarge(message, error="too_large")
+            raise TooLarge(message)
         raise GitQueryFailed(message, error="git_failed")
     if query.status == "expired":
         raise NoAnswer(f"no runner of runtime {runtime} answered within {seconds:g} s", error="no_answer")

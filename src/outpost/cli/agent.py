@@ -109,6 +109,48 @@ def container_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
+def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--namespace, --kubeconfig and where the runner's folder is in the cluster, for the Kubernetes executor."""
+    for name, envvar, help_text in reversed(
+        [
+            ("--namespace", "OUTPOST_NAMESPACE", "The namespace of step pods (Kubernetes executor; default: outpost)."),
+            (
+                "--kubeconfig",
+                "KUBECONFIG",
+                "A kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube/config).",
+            ),
+            ("--work-claim", "OUTPOST_WORK_CLAIM", "The PersistentVolumeClaim that holds the runner's data folder."),
+            ("--work-claim-path", "OUTPOST_WORK_CLAIM_PATH", "Where that claim is mounted here (default: --data-dir)."),
+            (
+                "--node-name",
+                "OUTPOST_NODE_NAME",
+                "Pin step pods to this node (the runner pod's, for a ReadWriteOnce claim).",
+            ),
+        ]
+    ):
+        command = click.option(name, envvar=envvar, default=None, help=help_text)(command)
+    return command
+
+
+def kubernetes_settings(
+    data_dir: Path,
+    *,
+    namespace: str | None,
+    kubeconfig: str | None,
+    work_claim: str | None,
+    work_claim_path: str | None,
+    node_name: str | None,
+) -> dict[str, str]:
+    given = {
+        "namespace": namespace,
+        "kubeconfig": kubeconfig,
+        "work_claim": work_claim,
+        "work_root": work_claim_path or str(data_dir),
+        "node": node_name,
+    }
+    return {key: value for key, value in given.items() if value}
+
+
 async def _run(options: RunnerOptions, token: str) -> None:
     await preflight(options)
     async with ProtocolClient(options.url) as client:
@@ -143,6 +185,7 @@ def runner_group() -> None:
 @click.option("--name", default="", help="Name shown in the UI (default: the host name).")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(sorted(EXECUTORS)))
 @container_options
+@kubernetes_options
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
 @click.option(
     "--volume-reuse",
@@ -166,6 +209,11 @@ def runner_start(
     executor: str,
     builder: str,
     docker_host: str | None,
+    namespace: str | None,
+    kubeconfig: str | None,
+    work_claim: str | None,
+    work_claim_path: str | None,
+    node_name: str | None,
     concurrency: int,
     volume_reuse: str,
     data_dir: Path | None,
@@ -185,6 +233,15 @@ def runner_start(
         volume_reuse=volume_reuse,
     )
     options.drain_timeout = drain_timeout
+    if executor == "kubernetes":
+        options.executor_options = kubernetes_settings(
+            options.data_dir,
+            namespace=namespace,
+            kubeconfig=kubeconfig,
+            work_claim=work_claim,
+            work_claim_path=work_claim_path,
+            node_name=node_name,
+        )
     if secrets_file is not None:
         try:
             options.runner_secrets = load_runner_secrets(secrets_file)

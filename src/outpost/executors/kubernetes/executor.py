@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
+from outpost.containers import images
 from outpost.errors import ExecutorError
 from outpost.executors.base import VOLUME_IN_STEP, Executor, Output, StepJob
 from outpost.executors.kubernetes import objects, podstate
@@ -49,6 +50,9 @@ DEFAULTS = {"namespace": "outpost", "pull_timeout": "30", "pending_timeout": "12
 
 class KubernetesExecutor(Executor):
     name: ClassVar[str] = "kubernetes"
+    # A container executor (the engine fills in working_directory, volumes and services); build, push and
+    # composition steps are the next slice.
+    step_types: ClassVar[frozenset[str]] = frozenset({"freestyle"})
 
     def __init__(
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
@@ -352,12 +356,18 @@ def _refuse_what_is_not_built_yet(job: StepJob) -> None:
             ("`cmd`/`entrypoint` (the image's own program)", job.cmd is not None or job.entrypoint is not None),
             ("`volumes`", bool(job.mounts)),
             ("`services`", bool(job.services or job.readiness)),
-            ("registry credentials for the step's image", bool(job.auths)),
+            ("registry credentials for the step's image (pull secrets)", _needs_credentials(job)),
         )
         if present
     ]
     if missing:
         raise ExecutorError(f"not yet supported by the Kubernetes executor: {', '.join(missing)}")
+
+
+def _needs_credentials(job: StepJob) -> bool:
+    """Whether a registry integration holds credentials for the step's own image."""
+    wanted = images.domain_of(job.image or "")
+    return any(images.canonical_host(auth.domain) == wanted for auth in job.auths)
 
 
 def _config(options: Mapping[str, str]) -> SingleConfig:

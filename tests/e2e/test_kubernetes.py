@@ -1,0 +1,107 @@
+"""A freestyle pipeline end to end on the Kubernetes executor: a real control plane and a real
+`outpost runner start --executor kubernetes` process, against the test cluster (API server emulator, fake scheduler,
+fake kubelets running each step pod on the tests' real Docker engine). The runner's data folder lives in the work
+claim's folder, as it would on the runner StatefulSet's volume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import containers
+from tests.e2e.processes import ControlPlane, RunnerProcess
+from tests.kube import fixtures
+
+dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
+
+pytestmark = pytest.mark.timeout(240)
+
+PIPELINE = """version: '1.0'
+steps:
+  write:
+    image: {image}
+    commands:
+      - echo "hello from $(hostname) on $CF_BRANCH" > /codefresh/volume/greeting
+      - for i in $(seq 1 500); do echo "line $i"; done
+  read:
+    image: {image}
+    working_directory: /codefresh/volume
+    commands:
+      - cat greeting
+      - echo "last words"
+"""
+
+FAILING = """version: '1.0'
+steps:
+  broken:
+    image: {image}
+    commands:
+      - echo "about to fail"
+      - exit 5
+  never:
+    image: {image}
+    commands:
+      - echo "not reached"
+"""
+
+
+def start_kubernetes_runner(start_runner: Callable[..., RunnerProcess], cluster: Any) -> RunnerProcess:
+    claim = cluster.claim_folder()
+    return start_runner(
+        "--executor", "kubernetes", "--kubeconfig", str(cluster.kubeconfig), "--namespace", "builds",
+        "--work-claim", "outpost-work", "--work-claim-path", str(claim), "--data-dir", str(claim / "runner"),
+    )  # fmt: skip
+
+
+def test_a_freestyle_pipeline_runs_each_step_in_its_own_pod_on_the_shared_volume(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+) -> None:
+    start_kubernetes_runner(start_runner, kube_cluster)
+    (tmp_path / "k.yml").write_text(PIPELINE.format(image=busybox_image))
+    assert control_plane.cli("pipeline", "create", "pods", "--file", str(tmp_path / "k.yml")).returncode == 0
+
+    run = control_plane.cli("run", "pods", "--branch", "main", timeout=180)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    numbered = [line for line in lines if line.startswith("line ")]
+    assert numbered == [f"line {i}" for i in range(1, 501)]  # each exactly once, in order
+    greeting = next(line for line in lines if line.startswith("hello from "))
+    assert greeting.startswith("hello from ")
+    assert greeting.endswith(" on main")  # written by one pod, read by the next through the claim
+    assert "last words" in run.stdout
+    build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]
+    created = [e[3] for e in list(kube_cluster.store.history) if e[1] == "ADDED" and e[2] == "pods"]
+    assert [p["metadata"]["labels"]["outpost.io/step"] for p in created] == ["write", "read"]
+    assert all(p["metadata"]["labels"]["outpost.io/build"] == build_id for p in created)
+    assert kube_cluster.pods() == []  # nothing of the build is left in the cluster
+    assert kube_cluster.objects("secrets") == []
+
+
+def test_a_failing_step_pod_fails_the_build_with_its_exit_code(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+) -> None:
+    start_kubernetes_runner(start_runner, kube_cluster)
+    (tmp_path / "f.yml").write_text(FAILING.format(image=busybox_image))
+    assert control_plane.cli("pipeline", "create", "failing", "--file", str(tmp_path / "f.yml")).returncode == 0
+
+    run = control_plane.cli("run", "failing", timeout=180)
+
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "about to fail" in run.stdout
+    assert "not reached" not in run.stdout
+    build = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]
+    assert build["status"] == "failure"
+    assert kube_cluster.pods() == []

@@ -1,6 +1,7 @@
-"""A runner cut off from the control plane for longer than the lease TTL: its step stops at the runner's own lease
-deadline (no step runs without a lease), the build ends "runner lost", and every line the step printed until it
-stopped still reaches the control plane, once and in order, marked late.
+"""A runner cut off from the control plane for longer than the lease TTL: its step is frozen at the runner's own
+lease deadline (no step runs without a lease) and stopped once the control plane, reached again, answers that the
+lease is gone; the build ends "runner lost", and every line the step printed until its deadline still reaches the
+control plane, once and in order, marked late.
 
 The first test runs the control plane in an `internet` network namespace and the runner in `corp`; the cut is a
 firewall rule in `corp` that drops every packet between them (calls hang). It needs root, `ip` and `iptables`
@@ -176,4 +177,6 @@ def stopped_at_the_deadline_with_every_line_stored(printed: Path, cut_at: float,
     assert len(numbers) in (len(lines), len(lines) + 1)  # + the line printed as the step was killed, if any
     assert log.splitlines()[: len(lines)] == lines
     assert b"of the log of step main arrived after the lease expired" in system
-    assert b"the lease ran out" in system
+    # Frozen at the deadline, stopped once the control plane answered that the lease was gone.
+    assert b"the steps are frozen until it answers" in system
+    assert b"the lease is lost" in system

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from outpost import __version__
-from outpost.errors import OutpostError
+from outpost.errors import LeaseLost, OutpostError
 from outpost.executors import executor_class
 from outpost.runner import gitqueries
 from outpost.runner.client import Backoff, ProtocolClient, Revoked, Unreachable
-from outpost.runner.job import STOP_GRACE, BuildJob, remove_leftovers
+from outpost.runner.job import MAX_FREEZE, STOP_GRACE, BuildJob, remove_leftovers
 from outpost.runner.outbox import Outbox
 from outpost.wire import (
     ApprovalTask,
@@ -92,6 +92,7 @@ class RunnerOptions:
     runner_secrets: dict[str, str] = field(default_factory=dict)  # from --secrets-file: never sent anywhere
     executor_options: dict[str, str] = field(default_factory=dict)  # e.g. docker_host, builder
     volume_reuse: str = "pipeline"  # keep a pipeline's volume between its builds (`none`: a fresh one each time)
+    max_freeze: float = MAX_FREEZE  # seconds a build's steps stay frozen past its lease deadline, awaiting a renewal
 
 
 async def identify(client: ProtocolClient, options: RunnerOptions, token: str) -> RunnerIdentity:
@@ -240,6 +241,7 @@ class Runner:
                 runner_secrets=self.options.runner_secrets,
                 executor_options=self.options.executor_options,
                 volumes=self.options.data_dir / "volumes" if self.options.volume_reuse == "pipeline" else None,
+                max_freeze=self.options.max_freeze,
                 runner=f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
                 f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}",
             )
@@ -333,9 +335,23 @@ class Runner:
         try:
             await asyncio.wait_for(box.pump(), RECOVERY_DEADLINE)
             log.info("build %s: delivered what the previous runner process left", box.task.build_id)
+        except LeaseLost:  # the lease expired meanwhile: the rest goes in late, as a running build's would
+            await self._hand_in_late(box)
         except (OutpostError, TimeoutError) as exc:
             log.info("build %s: left over from a previous run, given up (%s)", box.task.build_id, exc)
         _remove_build_dir(folder.parent)
+
+    async def _hand_in_late(self, box: Outbox) -> None:
+        try:
+            taken = await asyncio.wait_for(box.deliver_late(), RECOVERY_DEADLINE)
+        except (OutpostError, TimeoutError) as exc:
+            log.info(
+                "build %s: left over from a previous run; the rest of its log was not taken (%s)",
+                box.task.build_id,
+                exc,
+            )
+            return
+        log.info("build %s: handed in %d log bytes the previous runner process left, late", box.task.build_id, taken)
 
     def _clean_up_after_crash(self, build_dir: Path) -> None:
         """Ends what a crashed runner process left running for that build (its steps' processes, containers)."""

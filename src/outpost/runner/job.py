@@ -1,9 +1,11 @@
 """One build on the runner: the engine, its lease heartbeats and its outbox, together.
 
 No step runs without a lease: the job keeps its own lease deadline (the last renewal it sent, plus the
-TTL, on the monotonic clock — always earlier than the control plane's expiry) and stops the build when
-it passes. If the control plane then says the lease is gone, what the build printed is handed in as
-late log before the build is let go.
+TTL, on the monotonic clock — always earlier than the control plane's expiry), and when it passes the
+build's steps are frozen (the executor's pause) while the job keeps asking for a renewal. The runner cannot
+tell a stalled control plane from a cut network: a renewal resumes the steps as if nothing had happened; a
+lost lease (409) stops them, and what the build printed is handed in as late log before the build is let go.
+An executor that cannot pause, or a freeze longer than `max_freeze`, stops the build at the deadline.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome, cfexport
-from outpost.errors import LeaseLost, ProtocolError
+from outpost.engine.results import duration
+from outpost.errors import ExecutorError, LeaseLost, ProtocolError
 from outpost.executors import executor_class
 from outpost.pipelines.variables import EXPORT_FILE
 from outpost.runner import pipelinefile
@@ -29,6 +32,8 @@ from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuil
 log = logging.getLogger("outpost.runner.job")
 STOP_GRACE = 15.0  # seconds an abandoned build gets to stop its processes
 LATE_GRACE = 60.0  # seconds a build whose lease is gone gets to hand in the rest of its log
+MAX_FREEZE = 3600.0  # seconds a build stays frozen waiting for a renewal before it is stopped (--max-freeze)
+FROZEN_BEAT = 1.0  # seconds between heartbeats while frozen: the first renewal resumes the steps
 LEFTOVERS = (EXPORT_FILE, cfexport.MASK_FILE, "event.json")  # written into the volume by Outpost, for one build
 
 
@@ -47,8 +52,10 @@ class BuildJob:
         runner_secrets: Mapping[str, str] | None = None,
         executor_options: Mapping[str, str] | None = None,
         volumes: Path | None = None,
+        max_freeze: float = MAX_FREEZE,
     ) -> None:
         self.task = task
+        self.max_freeze = max_freeze
         self.client = client
         self.folder = folder
         self.heartbeat_interval = min(heartbeat_interval, task.lease_ttl / 3)
@@ -84,6 +91,8 @@ class BuildJob:
         self.engine = BuildEngine(ctx, runs, self.outbox)
         self.cancelling = False
         self._renewed = time.monotonic()  # the claim; then each accepted heartbeat's send time
+        self._renewal = asyncio.Event()  # set by each accepted heartbeat
+        self.frozen_since: float | None = None  # monotonic; while the steps are frozen past the lease deadline
         self.lease_ran_out = False
         self.revoked: Revoked | None = None  # set when the control plane refused our job token: the runner stops
 
@@ -114,7 +123,11 @@ class BuildJob:
             lost = exc if isinstance(exc, LeaseLost) else None
             if isinstance(exc, Revoked):
                 self.revoked = exc
-            self.engine.cancel(f"abandoned: {exc}")
+            if lost is not None:  # said in the log handed in late
+                await self.outbox.log(
+                    SYSTEM_STREAM, f"[outpost] the lease is lost ({exc}): the build stops here\n".encode()
+                )
+            self.engine.cancel(f"abandoned: {exc}")  # frozen steps too: the executor ends them without resuming
         finally:
             watch.cancel()
             if not body.done():
@@ -147,7 +160,8 @@ class BuildJob:
             raise
         except Exception as exc:  # a bug must not leave the build running forever
             log.exception("build %s: engine failed", self.build_id)
-            outcome = BuildOutcome("error", f"runner error: {type(exc).__name__}: {exc}")
+            # The message is shown like the log: a secret in an exception's text is masked there too.
+            outcome = BuildOutcome("error", self.engine.reporter.mask(f"runner error: {type(exc).__name__}: {exc}"))
         if self.lease_ran_out:
             outcome = BuildOutcome("error", self._ran_out_message())
         self.outbox.finish(BuildFinished(status=outcome.status, message=outcome.message, finished_at=time.time()))
@@ -159,16 +173,67 @@ class BuildJob:
         return max(self._renewed, self.outbox.renewed_at or 0.0) + self.task.lease_ttl
 
     async def _lease_watch(self) -> None:
-        """Stops the build when the lease deadline passes without a renewal: no step runs without a lease."""
-        while (left := self.lease_deadline() - time.monotonic()) > 0:  # noqa: ASYNC110 - a deadline that moves
-            await asyncio.sleep(left)
+        """When the lease deadline passes without a renewal, freezes the build's steps until a renewal comes (no
+        step runs without a lease); stops the build if they cannot be frozen or no renewal came in `max_freeze`."""
+        while True:
+            while (left := self.lease_deadline() - time.monotonic()) > 0:  # noqa: ASYNC110 - a deadline that moves
+                await asyncio.sleep(left)
+            if not await self._freeze() or not await self._thaw_on_renewal():
+                break
         self.lease_ran_out = True
         log.warning("build %s: %s; stopping it", self.build_id, self._ran_out_message())
         await self.outbox.log(SYSTEM_STREAM, f"[outpost] {self._ran_out_message()}: the build stops here\n".encode())
         self.engine.cancel(self._ran_out_message())
 
+    async def _freeze(self) -> bool:
+        """Pauses the build's steps; False if the executor cannot (then the build is stopped instead)."""
+        try:
+            paused = await self.engine.executor.pause()
+        except ExecutorError as exc:
+            log.warning("build %s: cannot freeze its steps: %s", self.build_id, exc)
+            return False
+        if not paused:
+            return False
+        self.frozen_since = time.monotonic()
+        self._renewal.clear()
+        log.warning(
+            "build %s: no renewal of its lease for %gs; its steps are frozen", self.build_id, self.task.lease_ttl
+        )
+        line = (
+            f"[outpost] no renewal of the lease from the control plane for {self.task.lease_ttl:g}s: the steps are "
+            f"frozen until it answers (at most {duration(self.max_freeze)})\n"
+        )
+        await self.outbox.log(SYSTEM_STREAM, line.encode())
+        return True
+
+    async def _thaw_on_renewal(self) -> bool:
+        """Waits, frozen, for a renewal that moves the deadline past now; then resumes the steps. False when
+        `max_freeze` passes first (the steps stay frozen until the build is stopped)."""
+        assert self.frozen_since is not None
+        silent_since = self.lease_deadline() - self.task.lease_ttl  # the last renewal the control plane answered
+        limit = self.frozen_since + self.max_freeze
+        while (now := time.monotonic()) < limit:
+            if self.lease_deadline() > now:
+                try:
+                    await self.engine.executor.resume()
+                except ExecutorError as exc:
+                    log.warning("build %s: cannot resume its steps: %s", self.build_id, exc)
+                    return False
+                self.frozen_since = None
+                log.info("build %s: the control plane renewed its lease; its steps resume", self.build_id)
+                line = f"[outpost] the control plane answered again after {now - silent_since:.0f}s; the steps resume\n"
+                await self.outbox.log(SYSTEM_STREAM, line.encode())
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renewal.wait(), limit - now)
+            self._renewal.clear()
+        return False
+
     def _ran_out_message(self) -> str:
-        return f"the lease ran out: no renewal from the control plane for {self.task.lease_ttl:g}s"
+        message = f"the lease ran out: no renewal from the control plane for {self.task.lease_ttl:g}s"
+        if self.frozen_since is not None:
+            message += f", nor in the {duration(self.max_freeze)} its steps were frozen"
+        return message
 
     async def _hand_in_late(self) -> None:
         try:
@@ -181,7 +246,7 @@ class BuildJob:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await self._between_beats()
             sent = time.monotonic()
             try:
                 answer = await self.client.heartbeat(self.task)
@@ -189,10 +254,20 @@ class BuildJob:
                 log.warning("build %s: heartbeat failed (%s); the build goes on", self.build_id, exc)
                 continue
             self._renewed = max(self._renewed, sent)
+            self._renewal.set()
             if answer.cancel_requested and not self.engine.cancelled:
                 self.cancel("cancel requested")
             for approval in answer.approvals:
                 self.approve(approval)
+
+    async def _between_beats(self) -> None:
+        """`heartbeat_interval`, cut short to FROZEN_BEAT while the steps are frozen: a renewal resumes them."""
+        began = time.monotonic()
+        while (left := began + self._beat_interval() - time.monotonic()) > 0:  # noqa: ASYNC110 - it may shorten
+            await asyncio.sleep(min(left, FROZEN_BEAT))
+
+    def _beat_interval(self) -> float:
+        return FROZEN_BEAT if self.frozen_since is not None else self.heartbeat_interval
 
     def approve(self, approval: ApprovalDecision) -> None:
         """An answer to a pending-approval step, from the poll or a heartbeat (repeats are ignored)."""

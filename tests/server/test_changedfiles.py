@@ -16,7 +16,7 @@ import pytest
 
 from outpost.server.changedfiles import NO_INTEGRATION
 from outpost.server.models import Build, Delivery
-from outpost.server.store.triggers import STOPPED_WAITING
+from outpost.server.store.deliveries import STOPPED_WAITING
 from tests import gitserver
 from tests.gitserver import GitHttpServer, Upstream, create_upstream
 from tests.server.test_gitqueries import PASSWORD, USER, answering_runner

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from outpost.errors import Invalid
 from outpost.server.cron import CronExpression, minute_of, run_scheduler
 from outpost.server.models import Build
-from outpost.server.store import triggers as store
+from outpost.server.store import schedules
 from tests.stack import Stack
 
 HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
@@ -147,10 +147,10 @@ async def test_a_cron_trigger_starts_one_build_per_due_minute_even_across_restar
     due = at("2028-02-29 03:00").timestamp()
 
     async with stack.services.tx() as session:
-        assert await store.fire_cron(session, due - 60) == []  # 02:59: not due
+        assert await schedules.fire_cron(session, due - 60) == []  # 02:59: not due
     for _ in range(3):  # the same minute again, as after restarts of the control plane
         async with stack.services.tx() as session:
-            started = await store.fire_cron(session, minute_of(due + 42))
+            started = await schedules.fire_cron(session, minute_of(due + 42))
         assert len(started) <= 1
     async with stack.services.tx() as session:
         builds = list(await session.scalars(select(Build)))
@@ -173,9 +173,9 @@ async def test_a_cron_trigger_starts_one_build_per_due_minute_even_across_restar
     assert shown["last_fired_at"] == "2028-02-29T03:00:00.000Z"
 
     async with stack.services.tx() as session:
-        assert await store.fire_cron(session, due + 86400) == []  # March 1st: not due
+        assert await schedules.fire_cron(session, due + 86400) == []  # March 1st: not due
     async with stack.services.tx() as session:
-        assert len(await store.fire_cron(session, at("2032-02-29 03:00").timestamp())) == 1  # the next leap day
+        assert len(await schedules.fire_cron(session, at("2032-02-29 03:00").timestamp())) == 1  # the next leap day
 
 
 async def test_a_disabled_cron_trigger_does_not_fire(stack: Stack) -> None:
@@ -183,4 +183,4 @@ async def test_a_disabled_cron_trigger_does_not_fire(stack: Stack) -> None:
     r = await stack.api("POST", "/triggers", json={"pipeline": "nightly", "cron": "* * * * *", "disabled": True})
     assert r.status_code == 201
     async with stack.services.tx() as session:
-        assert await store.fire_cron(session, minute_of(at("2026-03-04 03:00").timestamp())) == []
+        assert await schedules.fire_cron(session, minute_of(at("2026-03-04 03:00").timestamp())) == []

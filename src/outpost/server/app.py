@@ -16,7 +16,7 @@ from outpost.server.dispatch import Availability, Wakeups, reap_leases, runtime_
 from outpost.server.guards import SMALL_BODIES, BodyLimit, RateLimit, RefuseNul, limits_of
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
-from outpost.server.store import triggers as trigger_store
+from outpost.server.store import schedules
 from outpost.server.ui import install as install_ui
 from outpost.server.ui.lockout import LoginLockout
 from outpost.settings import ServerSettings
@@ -98,7 +98,7 @@ def create_app(
 async def fire_cron(services: Services, minute: float) -> None:
     """One tick of the cron scheduler: start the builds due this minute, then wake their runners."""
     async with services.tx() as session:
-        started = await trigger_store.fire_cron(session, minute)
+        started = await schedules.fire_cron(session, minute)
     for build in started:
         log.info("cron trigger %s started build %s", build.trigger_id, build.id)
         services.wakeups.notify(runtime_key(build.runtime_id))

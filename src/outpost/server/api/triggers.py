@@ -12,6 +12,7 @@ from outpost.server.api.schemas import DeliveryOut, TriggerIn, TriggerOut, Trigg
 from outpost.server.api.webhooks import PREFIX
 from outpost.server.models import Trigger
 from outpost.server.services import Services
+from outpost.server.store import deliveries
 from outpost.server.store import triggers as store
 
 router = APIRouter(prefix="/api/v1", tags=["triggers"])
@@ -100,5 +101,5 @@ async def list_deliveries(
 ) -> list[DeliveryOut]:
     """Newest first; pass the last delivery's id as `before` for the next page."""
     async with svc.as_caller(token) as (session, who):
-        rows = await store.list_deliveries(session, who, trigger_id, limit=limit, before=before)
+        rows = await deliveries.list_deliveries(session, who, trigger_id, limit=limit, before=before)
         return [DeliveryOut.of(d) for d in rows]

@@ -33,7 +33,8 @@ from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Build, Trigger
 from outpost.server.security import new_id, now
 from outpost.server.services import Services
-from outpost.server.store import triggers as store
+from outpost.server.store import deliveries as store
+from outpost.server.store import triggers
 from outpost.triggers import filters, providers
 from outpost.triggers.event import GitEvent
 from outpost.triggers.providers import PROVIDER_MODULES, SignatureError, UnsupportedEvent
@@ -67,7 +68,7 @@ async def receive(trigger_id: str, request: Request, svc: Svc) -> JSONResponse:
     received_at = now()
     headers = request.headers
     async with svc.tx() as session:
-        trigger = await store.webhook_trigger(session, trigger_id)
+        trigger = await triggers.webhook_trigger(session, trigger_id)
         await store.settle_stale_deliveries(session, trigger)
         provider: Any = trigger.provider  # one of PROVIDERS: checked when the trigger was made
         delivery_id = (providers.delivery_id(provider, headers) or "")[:255] or None  # as the column holds it
@@ -127,7 +128,7 @@ def _decide(trigger: Trigger, body: bytes, headers: Mapping[str, str]) -> tuple[
 
 
 def _by_rules(trigger: Trigger, event: GitEvent) -> Outcome:
-    decision = filters.decide(store.rules_of(trigger), event)
+    decision = filters.decide(triggers.rules_of(trigger), event)
     if decision.needs_changed_files:  # `_record` asks a runner for them
         return Outcome("pending", 202, rule=decision.rule or "files", reason=decision.reason, event=event.event)
     if not decision.build:

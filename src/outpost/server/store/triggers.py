@@ -1,27 +1,27 @@
-"""Triggers (a Git provider's webhook or a cron schedule that starts a pipeline) and webhook deliveries.
+"""Triggers: a Git provider's webhook or a cron schedule that starts a pipeline, and their rules.
 
 A git trigger's secret is stored sealed by the server's SecretBox, not hashed: verifying a provider's
-HMAC needs the secret itself. Every delivery, accepted or not, leaves a row that says what became of it.
+HMAC needs the secret itself. What a webhook brought is in `deliveries`; when a cron trigger fires, in
+`schedules`.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Invalid, NotFound, OutpostError
 from outpost.server.cron import CronExpression
-from outpost.server.models import Build, Delivery, Pipeline, Trigger
+from outpost.server.models import Delivery, Pipeline, Trigger
 from outpost.server.security import new_id, now
-from outpost.server.store import audit, builds, integrations
+from outpost.server.store import audit, integrations
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables, get_pipeline
 from outpost.triggers import filters
-from outpost.triggers.event import PROVIDERS, GitEvent, TriggerRules
+from outpost.triggers.event import PROVIDERS, TriggerRules
 
 KINDS = ("git", "cron")
 TERMINATION_POLICIES = ("none", "terminate-previous-same-branch")
@@ -71,10 +71,6 @@ SETTABLE = frozenset(
 )
 
 
-STOPPED_WAITING = (
-    "the control plane stopped before a runner computed the changed files, so no build "
-    "(push again or run the pipeline by hand)"
-)
 REQUIRED = frozenset({"kind", "events", "allow_fork_events", "variables", "disabled", "termination_policy"})
 
 
@@ -267,30 +263,6 @@ async def remove_trigger(session: AsyncSession, principal: Principal, trigger_id
     return trigger
 
 
-async def list_deliveries(
-    session: AsyncSession, principal: Principal, trigger_id: str, *, limit: int = 50, before: str | None = None
-) -> list[Delivery]:
-    """Newest first; `before` (a delivery id) pages on from that delivery."""
-    trigger = await get_trigger(session, principal, trigger_id)
-    await settle_stale_deliveries(session, trigger)
-    query = select(Delivery).where(Delivery.trigger_id == trigger.id)
-    if before is not None:
-        anchor = await session.get(Delivery, before)
-        if anchor is None or anchor.trigger_id != trigger.id:
-            raise NotFound(f"trigger {trigger_id} has no delivery {before!r}")
-        query = query.where(
-            or_(
-                Delivery.received_at < anchor.received_at,
-                (Delivery.received_at == anchor.received_at) & (Delivery.id < anchor.id),
-            )
-        )
-    rows = await session.scalars(query.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit))
-    return list(rows)
-
-
-# --- webhooks ------------------------------------------------------------------------------------
-
-
 async def webhook_trigger(session: AsyncSession, trigger_id: str) -> Trigger:
     """The git trigger a webhook names. Not scoped to an account: the provider's signature is the proof."""
     trigger = await session.get(Trigger, trigger_id)
@@ -299,172 +271,6 @@ async def webhook_trigger(session: AsyncSession, trigger_id: str) -> Trigger:
     return trigger
 
 
-async def find_delivery(session: AsyncSession, trigger: Trigger, delivery_id: str) -> Delivery | None:
-    row: Delivery | None = await session.scalar(
-        select(Delivery).where(Delivery.trigger_id == trigger.id, Delivery.delivery_id == delivery_id)
-    )
-    return row
-
-
-async def record_delivery(
-    session: AsyncSession,
-    trigger: Trigger,
-    *,
-    id: str,
-    received_at: float,
-    event: str | None,
-    delivery_id: str | None,
-    outcome: str,
-    status_code: int,
-    answer: dict[str, Any],
-    rule: str | None = None,
-    reason: str | None = None,
-    build_id: str | None = None,
-    pending_until: float | None = None,
-) -> Delivery:
-    delivery = Delivery(
-        id=id,
-        account_id=trigger.account_id,
-        trigger_id=trigger.id,
-        received_at=received_at,
-        provider=trigger.provider or "",
-        event=event[:100] if event else None,
-        delivery_id=delivery_id[:255] if delivery_id else None,
-        outcome=outcome,
-        rule=rule,
-        reason=reason,
-        build_id=build_id,
-        status_code=status_code,
-        answer=answer,
-        pending_until=pending_until,
-    )
-    session.add(delivery)
-    await session.flush()
-    return delivery
-
-
-async def settle_delivery(
-    session: AsyncSession,
-    delivery_id: str,
-    *,
-    outcome: str,
-    status_code: int,
-    answer: dict[str, Any],
-    rule: str | None,
-    reason: str | None,
-    build_id: str | None = None,
-) -> bool:
-    """Gives a pending delivery its outcome. False when it is pending no more (settled as stale, or removed
-    with its trigger): the caller rolls back whatever it made for it."""
-    changed = await session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.outcome == "pending")
-        .values(
-            outcome=outcome,
-            status_code=status_code,
-            answer=answer,
-            rule=rule,
-            reason=reason,
-            build_id=build_id,
-            pending_until=None,
-        )
-    )
-    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
-
-
-async def settle_stale_deliveries(session: AsyncSession, trigger: Trigger) -> None:
-    """Pending deliveries whose waiter is gone (the control plane stopped meanwhile) become filtered."""
-    stale = await session.scalars(
-        select(Delivery).where(
-            Delivery.pending_until < now(), Delivery.trigger_id == trigger.id, Delivery.outcome == "pending"
-        )
-    )
-    for delivery in list(stale):
-        answer = {**delivery.answer, "outcome": "filtered", "reason": STOPPED_WAITING}
-        await settle_delivery(
-            session,
-            delivery.id,
-            outcome="filtered",
-            status_code=202,
-            answer=answer,
-            rule="files",
-            reason=STOPPED_WAITING,
-        )
-
-
-def _acting_as(trigger: Trigger, initiator: str) -> Principal:
+def acting_as(trigger: Trigger, initiator: str) -> Principal:
+    """The principal a trigger's build is created as: the trigger's account, named for what started it."""
     return Principal(trigger.account_id, "", "", initiator, False)
-
-
-async def start_build(
-    session: AsyncSession, trigger: Trigger, event: GitEvent, variables: dict[str, str]
-) -> tuple[Build, list[Build]]:
-    """A webhook build: pipeline < trigger < event variables, the raw payload for `event.json`. Returns the
-    build and, under terminationPolicy, the older builds of its branch it ended or asked to stop."""
-    pipeline = await session.get_one(Pipeline, trigger.pipeline_id)
-    initiator = (event.initiator or trigger.provider or "webhook")[:100]
-    build = await builds.create_build(
-        session,
-        _acting_as(trigger, initiator),
-        pipeline,
-        variables={**{str(k): str(v) for k, v in trigger.variables.items()}, **variables},
-        branch=(event.branch or event.tag or "")[:255] or None,
-        sha=event.after[:64] if event.after else None,
-        trigger="webhook",
-        initiator=initiator,
-        trigger_id=trigger.id,
-        event=dict(event.payload),
-    )
-    superseded: list[Build] = []
-    if trigger.termination_policy == "terminate-previous-same-branch":
-        superseded = await builds.cancel_superseded(session, build)
-    return build, superseded
-
-
-# --- cron ----------------------------------------------------------------------------------------
-
-
-async def fire_cron(session: AsyncSession, minute: float) -> list[Build]:
-    """Starts a build for every enabled cron trigger due in `minute` (its first second, UTC) that has not
-    fired for it yet. The conditional update of last_fired_at makes a minute fire once, whatever the
-    number of restarts or control-plane processes."""
-    at = datetime.fromtimestamp(minute, UTC)
-    due = await session.scalars(
-        select(Trigger).where(
-            Trigger.kind == "cron",
-            Trigger.disabled.is_(False),
-            or_(Trigger.last_fired_at.is_(None), Trigger.last_fired_at < minute),
-        )
-    )
-    started = []
-    for trigger in list(due):
-        if not CronExpression.parse(trigger.cron or "").matches(at):
-            continue
-        claimed = await session.execute(
-            update(Trigger)
-            .where(Trigger.id == trigger.id, or_(Trigger.last_fired_at.is_(None), Trigger.last_fired_at < minute))
-            .values(last_fired_at=minute)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            continue
-        started.append(await _cron_build(session, trigger, at))
-    return started
-
-
-async def _cron_build(session: AsyncSession, trigger: Trigger, at: datetime) -> Build:
-    pipeline = await session.get_one(Pipeline, trigger.pipeline_id)
-    variables = {str(k): str(v) for k, v in trigger.variables.items()}
-    variables["EVENT_TIMESTAMP"] = at.isoformat().replace("+00:00", "Z")
-    variables["EVENT_MESSAGE"] = trigger.message or ""
-    if trigger.branch:
-        variables["CF_BRANCH"] = trigger.branch
-    return await builds.create_build(
-        session,
-        _acting_as(trigger, "cron"),
-        pipeline,
-        variables=variables,
-        branch=trigger.branch,
-        trigger="cron",
-        initiator="cron",
-        trigger_id=trigger.id,
-    )

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from outpost.errors import Invalid
 from outpost.server.api.schemas import TriggerIn
 from outpost.server.api.webhooks import PREFIX
+from outpost.server.store import deliveries as delivery_store
 from outpost.server.store import pipelines
 from outpost.server.store import triggers as store
 from outpost.server.store.accounts import ADMIN, require
@@ -112,7 +113,7 @@ async def trigger_page(request: Request, trigger_id: str) -> Response:
     async with as_viewer(request) as (session, viewer):
         trigger = await store.get_trigger(session, viewer.principal, trigger_id)
         pipeline = await store.pipeline_name(session, trigger)
-        deliveries = await store.list_deliveries(session, viewer.principal, trigger_id, limit=50)
+        deliveries = await delivery_store.list_deliveries(session, viewer.principal, trigger_id, limit=50)
     secret = svc.secrets.open(store.sealed_secret(trigger)) if trigger.kind == "git" else ""
     return page(
         request,

@@ -1,0 +1,162 @@
+"""Webhook deliveries: every request that names a trigger leaves a row saying what became of it (a build,
+filtered by a rule and why, ignored, rejected, or pending until a runner lists the changed files), and the
+webhook build a delivery starts. The decision itself is made in `server/deliveries.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.errors import NotFound
+from outpost.server.models import Build, Delivery, Pipeline, Trigger
+from outpost.server.security import now
+from outpost.server.store import builds, triggers
+from outpost.server.store.accounts import Principal
+from outpost.triggers.event import GitEvent
+
+STOPPED_WAITING = (
+    "the control plane stopped before a runner computed the changed files, so no build "
+    "(push again or run the pipeline by hand)"
+)
+
+
+async def list_deliveries(
+    session: AsyncSession, principal: Principal, trigger_id: str, *, limit: int = 50, before: str | None = None
+) -> list[Delivery]:
+    """Newest first; `before` (a delivery id) pages on from that delivery."""
+    trigger = await triggers.get_trigger(session, principal, trigger_id)
+    await settle_stale_deliveries(session, trigger)
+    query = select(Delivery).where(Delivery.trigger_id == trigger.id)
+    if before is not None:
+        anchor = await session.get(Delivery, before)
+        if anchor is None or anchor.trigger_id != trigger.id:
+            raise NotFound(f"trigger {trigger_id} has no delivery {before!r}")
+        query = query.where(
+            or_(
+                Delivery.received_at < anchor.received_at,
+                (Delivery.received_at == anchor.received_at) & (Delivery.id < anchor.id),
+            )
+        )
+    rows = await session.scalars(query.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit))
+    return list(rows)
+
+
+async def find_delivery(session: AsyncSession, trigger: Trigger, delivery_id: str) -> Delivery | None:
+    row: Delivery | None = await session.scalar(
+        select(Delivery).where(Delivery.trigger_id == trigger.id, Delivery.delivery_id == delivery_id)
+    )
+    return row
+
+
+async def record_delivery(
+    session: AsyncSession,
+    trigger: Trigger,
+    *,
+    id: str,
+    received_at: float,
+    event: str | None,
+    delivery_id: str | None,
+    outcome: str,
+    status_code: int,
+    answer: dict[str, Any],
+    rule: str | None = None,
+    reason: str | None = None,
+    build_id: str | None = None,
+    pending_until: float | None = None,
+) -> Delivery:
+    delivery = Delivery(
+        id=id,
+        account_id=trigger.account_id,
+        trigger_id=trigger.id,
+        received_at=received_at,
+        provider=trigger.provider or "",
+        event=event[:100] if event else None,
+        delivery_id=delivery_id[:255] if delivery_id else None,
+        outcome=outcome,
+        rule=rule,
+        reason=reason,
+        build_id=build_id,
+        status_code=status_code,
+        answer=answer,
+        pending_until=pending_until,
+    )
+    session.add(delivery)
+    await session.flush()
+    return delivery
+
+
+async def settle_delivery(
+    session: AsyncSession,
+    delivery_id: str,
+    *,
+    outcome: str,
+    status_code: int,
+    answer: dict[str, Any],
+    rule: str | None,
+    reason: str | None,
+    build_id: str | None = None,
+) -> bool:
+    """Gives a pending delivery its outcome. False when it is pending no more (settled as stale, or removed
+    with its trigger): the caller rolls back whatever it made for it."""
+    changed = await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.outcome == "pending")
+        .values(
+            outcome=outcome,
+            status_code=status_code,
+            answer=answer,
+            rule=rule,
+            reason=reason,
+            build_id=build_id,
+            pending_until=None,
+        )
+    )
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def settle_stale_deliveries(session: AsyncSession, trigger: Trigger) -> None:
+    """Pending deliveries whose waiter is gone (the control plane stopped meanwhile) become filtered."""
+    stale = await session.scalars(
+        select(Delivery).where(
+            Delivery.pending_until < now(), Delivery.trigger_id == trigger.id, Delivery.outcome == "pending"
+        )
+    )
+    for delivery in list(stale):
+        answer = {**delivery.answer, "outcome": "filtered", "reason": STOPPED_WAITING}
+        await settle_delivery(
+            session,
+            delivery.id,
+            outcome="filtered",
+            status_code=202,
+            answer=answer,
+            rule="files",
+            reason=STOPPED_WAITING,
+        )
+
+
+async def start_build(
+    session: AsyncSession, trigger: Trigger, event: GitEvent, variables: dict[str, str]
+) -> tuple[Build, list[Build]]:
+    """A webhook build: pipeline < trigger < event variables, the raw payload for `event.json`. Returns the
+    build and, under terminationPolicy, the older builds of its branch it ended or asked to stop."""
+    pipeline = await session.get_one(Pipeline, trigger.pipeline_id)
+    initiator = (event.initiator or trigger.provider or "webhook")[:100]
+    build = await builds.create_build(
+        session,
+        triggers.acting_as(trigger, initiator),
+        pipeline,
+        variables={**{str(k): str(v) for k, v in trigger.variables.items()}, **variables},
+        branch=(event.branch or event.tag or "")[:255] or None,
+        sha=event.after[:64] if event.after else None,
+        trigger="webhook",
+        initiator=initiator,
+        trigger_id=trigger.id,
+        event=dict(event.payload),
+    )
+    superseded: list[Build] = []
+    if trigger.termination_policy == "terminate-previous-same-branch":
+        superseded = await builds.cancel_superseded(session, build)
+    return build, superseded

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -180,3 +181,44 @@ def stopped_at_the_deadline_with_every_line_stored(printed: Path, cut_at: float,
     # Frozen at the deadline, stopped once the control plane answered that the lease was gone.
     assert b"the steps are frozen until it answers" in system
     assert b"the lease is lost" in system
+
+
+def test_a_runner_killed_while_cut_off_hands_in_its_outbox_late_once_restarted(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """What a killed runner's outbox held when its lease expired meanwhile still goes in, through late-logs."""
+    cp = ControlPlane(tmp_path, OUTPOST_LEASE_TTL=f"{TTL:g}")
+    processes.append(cp)
+    cp.start()
+    relay = CuttableProxy(cp.port)
+    token = cp.install_token()
+    try:
+        runner = launch_runner(processes, tmp_path, relay.url, token)
+        printed, started = tmp_path / "printed", tmp_path / "started"
+        pipeline(cp, "endless", [endless_step(started, printed)])
+        build_id = run(cp, "endless")
+        eventually(started.exists, timeout=60, what="the step to start")
+        time.sleep(1.0)
+
+        relay.cut()  # what the step prints from now on stays in the runner's outbox
+        time.sleep(2.0)
+        runner.signal(signal.SIGKILL)
+        killed_at = time.time()
+        runner.wait(10)
+        lost = cp.wait_for(build_id, {"error", "success", "failure", "terminated"}, timeout=TTL + 10)
+        assert (lost["status"], lost["message"]) == ("error", "runner lost")
+        relay.restore()
+        restarted = launch_runner(processes, tmp_path, relay.url, token)
+        eventually(lambda: not list(restarted.build_folders()), timeout=60, what="the restarted runner to let go")
+    finally:
+        relay.stop()
+
+    with cp.api() as api:
+        main = api.get(f"/builds/{build_id}/steps/main/log").content.decode()
+        system = api.get(f"/builds/{build_id}/steps/$system/log").content
+    numbers = [int(m) for m in re.findall(r"^line (\d+) ", main, flags=re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)), "lines lost, doubled or out of order"
+    before_the_kill = [line for line in printed.read_text().splitlines() if float(line.split()[2]) < killed_at - 0.5]
+    assert main.splitlines()[: len(before_the_kill)] == before_the_kill  # the cut's lines too, from the outbox
+    assert b"of the log of step main arrived after the lease expired" in system
+    assert (cp.build(build_id)["status"], cp.build(build_id)["message"]) == ("error", "runner lost")

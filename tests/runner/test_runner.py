@@ -210,3 +210,20 @@ async def test_a_restarted_runner_removes_what_a_crashed_one_left_that_could_hol
     assert [path for path in left if path.exists()] == []
     assert not list((data / "builds").glob("*"))
     assert kept.read_bytes() == b"a cached checkout\n"
+
+
+async def test_a_runner_error_that_quotes_a_secret_is_masked_in_the_builds_message(stack: Stack, tmp_path: Path) -> None:
+    # The step's working directory holds the secret and cannot be made: the error escapes the engine as a bug would.
+    yaml = "version: '1.0'\nsteps:\n  main:\n    image: alpine\n    working_directory: /proc/${{API_KEY}}/x\n"
+    yaml += "    commands: [echo never]\n"
+    await stack.pipeline("odd", yaml, secrets={"API_KEY": SECRET})
+    build_id = (await stack.run("odd"))["id"]
+    runner = await runner_for(stack, tmp_path, httpx.ASGITransport(app=stack.app))
+
+    await runner.run(burst=True)
+
+    build = await stack.build(build_id)
+    assert build["status"] == "error"
+    assert build["message"].startswith("runner error: ")
+    assert SECRET not in build["message"]
+    assert "/proc/*****" in build["message"]

@@ -162,3 +162,48 @@ def _async(work: Any) -> Any:
         work()
 
     return run
+
+
+async def test_a_restarted_runner_removes_the_pods_a_crashed_one_left_and_their_processes_end(build: Build) -> None:
+    from outpost.executors.kubernetes.executor import KubernetesExecutor
+
+    marker = build.folder() / "volume" / "started"
+    seconds = str(300 + uuid.uuid4().int % 9000)
+    executor = await build.executor().__aenter__()  # never left: the runner "crashed" mid-step
+    running = asyncio.create_task(
+        executor.run(build.job(f"touch /codefresh/volume/started\nsleep {seconds}\n"), _ignore)
+    )
+    async with asyncio.timeout(60):
+        while not marker.exists():
+            await asyncio.sleep(0.05)
+    assert len(build_pods(build)) == 1
+
+    options = build.cluster.executor_options()
+    await asyncio.to_thread(
+        KubernetesExecutor.after_crash, build.folder() / "volume", build.folder() / "scratch", build.build_id, options
+    )
+
+    assert build_pods(build) == []
+    async with asyncio.timeout(30):
+        while _sleeping(seconds):
+            await asyncio.sleep(0.1)
+    with pytest.raises(ExecutorError):
+        await running
+    await executor.__aexit__(None, None, None)
+
+
+async def _ignore(chunk: bytes) -> None:
+    return None
+
+
+def _sleeping(seconds: str) -> list[str]:
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
+                found.append(proc.name)
+        except OSError:
+            continue
+    return found

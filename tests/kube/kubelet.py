@@ -126,6 +126,7 @@ class Kubelet:
         self.client: AsyncClient | None = None
         self._pods: dict[str, asyncio.Task[None]] = {}
         self._deleting: dict[str, asyncio.Event] = {}
+        self._grace: dict[str, int] = {}  # seconds each pod being deleted has
 
     @property
     def api(self) -> AsyncClient:
@@ -138,8 +139,8 @@ class Kubelet:
         try:
             while True:
                 with contextlib.suppress(httpx.HTTPError, ApiError, Exception):
-                    async for _, pod in self.api.watch(Pod, namespace=ALL_NS, fields={"spec.nodeName": self.node}):
-                        self._see(pod)
+                    async for kind, pod in self.api.watch(Pod, namespace=ALL_NS, fields={"spec.nodeName": self.node}):
+                        self._see(pod, removed=kind == "DELETED")
                 await asyncio.sleep(0.2)
         finally:
             for task in self._pods.values():
@@ -148,16 +149,22 @@ class Kubelet:
             await self.client.close()
             await self.docker.http.aclose()
 
-    def _see(self, pod: Pod) -> None:
+    def _see(self, pod: Pod, *, removed: bool = False) -> None:
+        """A pod's news: a new one starts; one being deleted stops within its grace period, and one removed from the
+        API at once (a forced deletion) is killed at once."""
         assert pod.metadata is not None
         uid = str(pod.metadata.uid)
         if uid not in self._pods:
-            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+            if removed or (pod.status is not None and pod.status.phase in ("Succeeded", "Failed")):
                 return
             self._deleting[uid] = asyncio.Event()
             self._pods[uid] = asyncio.create_task(self._pod(pod))
             self._pods[uid].add_done_callback(_report)
-        if pod.metadata.deletionTimestamp is not None:
+        if removed:
+            self._grace[uid] = 0
+            self._deleting[uid].set()
+        elif pod.metadata.deletionTimestamp is not None:
+            self._grace[uid] = pod.metadata.deletionGracePeriodSeconds or 0
             self._deleting[uid].set()
 
     async def _pod(self, pod: Pod) -> None:
@@ -172,10 +179,8 @@ class Kubelet:
                 container = await self.docker.run(prepared)
                 await self._status(pod, "Running", {"running": {"startedAt": now()}})
                 await self._until_done(pod, container, deleting)
-            grace = pod.metadata.deletionGracePeriodSeconds
-            if deleting.is_set():
+            if deleting.is_set() and self._grace.get(str(pod.metadata.uid)) != 0:
                 await retried(lambda: self.api.delete(Pod, name, namespace=namespace, grace_period=0))
-            del grace
         except ApiError as exc:
             if exc.status.code != 404:  # the pod was removed meanwhile: nothing to report to
                 raise
@@ -255,9 +260,7 @@ class Kubelet:
         reason = ""
         if waiting not in done:
             reason = "" if deleted in done else "DeadlineExceeded"
-            current = await retried(lambda: self.api.get(Pod, str(pod.metadata.name), namespace=pod.metadata.namespace))
-            grace = current.metadata.deletionGracePeriodSeconds if current.metadata else None
-            grace = grace if grace is not None else pod.spec.terminationGracePeriodSeconds or 30
+            grace = self._grace.get(str(pod.metadata.uid), pod.spec.terminationGracePeriodSeconds or 30)
             await self.docker.stop(container, grace)
         deleted.cancel()
         state = await waiting

@@ -1,97 +1,28 @@
-"""The webhook endpoint Git providers POST to: `POST /webhooks/{trigger_id}`, no API token.
-
-Authenticity comes only from the provider's signature over the raw body, checked with the trigger's
-secret before anything else is read. Every request that names a trigger leaves a delivery row saying
-what became of it; a redelivery (same provider delivery id) gets the first answer again.
-
-    401 rejected   bad or missing signature (only the rejected delivery is stored)
-    400 rejected   the signed body is not a JSON object (or nests deeper than jsonbodies.MAX_DEPTH)
-    200 ignored    a provider's ping
-    202 ignored    an event we do not build
-    202 filtered   a trigger rule said no (rule and reason recorded), or the trigger is disabled
-    202 pending    the payload does not list every changed file: a runner computes them, then the same
-                   delivery row becomes `build` or `filtered` (see `_settle`)
-    201 build      a build was queued
-"""
+"""The webhook endpoint Git providers POST to: `POST /webhooks/{trigger_id}`, no API token. It reads the body
+(capped) and answers what `server/deliveries.py` decided; the table of answers is there."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import StoreError, TooLarge
-from outpost.server import changedfiles, jsonbodies
+from outpost.errors import TooLarge
+from outpost.server import deliveries
 from outpost.server.api.deps import Svc
-from outpost.server.dispatch import build_key, runtime_key
-from outpost.server.models import Build, Trigger
-from outpost.server.security import new_id, now
-from outpost.server.services import Services
-from outpost.server.store import deliveries as store
-from outpost.server.store import triggers
-from outpost.triggers import filters, providers
-from outpost.triggers.event import GitEvent
-from outpost.triggers.providers import PROVIDER_MODULES, SignatureError, UnsupportedEvent
-from outpost.triggers.variables import build_variables
+from outpost.server.security import now
 
-log = logging.getLogger("outpost.webhooks")
 router = APIRouter(tags=["webhooks"])
 
 PREFIX = "/webhooks/"
 MAX_BODY = 25 * 1024 * 1024  # GitHub's own cap on a delivery's payload
 REPLAY_HEADER = "Outpost-Redelivery"
-EVENT_HEADERS = {"github": "X-GitHub-Event", "gitlab": "X-Gitlab-Event", "bitbucket-server": "X-Event-Key"}
-
-
-@dataclass
-class Outcome:
-    """What a delivery came to: the row's fields and the HTTP answer."""
-
-    outcome: str
-    status_code: int
-    rule: str | None = None
-    reason: str | None = None
-    event: str | None = None
-    build: Build | None = None
-    touched: list[Build] = field(default_factory=list)
 
 
 @router.post("/webhooks/{trigger_id}", response_model=None)
 async def receive(trigger_id: str, request: Request, svc: Svc) -> JSONResponse:
     body = await _read_capped(request)
-    received_at = now()
-    headers = request.headers
-    async with svc.tx() as session:
-        trigger = await triggers.webhook_trigger(session, trigger_id)
-        await store.settle_stale_deliveries(session, trigger)
-        provider: Any = trigger.provider  # one of PROVIDERS: checked when the trigger was made
-        delivery_id = (providers.delivery_id(provider, headers) or "")[:255] or None  # as the column holds it
-        earlier = await store.find_delivery(session, trigger, delivery_id) if delivery_id else None
-    secret = svc.secrets.open(trigger.secret) if trigger.secret else ""
-    try:
-        PROVIDER_MODULES[provider].verify(headers, body, secret)
-    except SignatureError as exc:
-        # The delivery id is not recorded: an unsigned request must not claim a real delivery's id.
-        rejected = Outcome("rejected", 401, rule="signature", reason=exc.reason)
-        return await _record(svc, trigger, received_at, None, _header(headers, provider), rejected, None)
-    if earlier is not None:
-        return _replay(earlier.status_code, earlier.answer)
-    decided, event = _decide(trigger, body, headers)
-    try:
-        return await _record(svc, trigger, received_at, delivery_id, _header(headers, provider), decided, event)
-    except IntegrityError:
-        # The same delivery arrived twice at once and the other copy committed first: answer as it did.
-        async with svc.tx() as session:
-            earlier = await store.find_delivery(session, trigger, delivery_id or "")
-        if earlier is None:
-            raise
-        return _replay(earlier.status_code, earlier.answer)
+    answer = await deliveries.deliver(svc, trigger_id, request.headers, body, now())
+    return JSONResponse(answer.body, answer.status_code, headers={REPLAY_HEADER: "true"} if answer.replay else None)
 
 
 async def _read_capped(request: Request) -> bytes:
@@ -101,165 +32,3 @@ async def _read_capped(request: Request) -> bytes:
         if len(body) > MAX_BODY:
             raise TooLarge(f"a webhook body may hold at most {MAX_BODY} bytes", max_bytes=MAX_BODY)
     return bytes(body)
-
-
-def _header(headers: Mapping[str, str], provider: str) -> str | None:
-    name = EVENT_HEADERS.get(provider)
-    return providers.header(headers, name) if name else None
-
-
-def _decide(trigger: Trigger, body: bytes, headers: Mapping[str, str]) -> tuple[Outcome, GitEvent | None]:
-    """Everything between a verified body and a build, with no I/O."""
-    try:
-        payload = jsonbodies.loads(body)
-    except jsonbodies.NotJson as exc:
-        return Outcome("rejected", 400, rule="json", reason=exc.reason), None
-    if not isinstance(payload, dict):
-        return Outcome("rejected", 400, rule="json", reason="the body is not a JSON object"), None
-    if trigger.disabled:
-        return Outcome("filtered", 202, rule="disabled", reason="trigger disabled"), None
-    try:
-        event = PROVIDER_MODULES[trigger.provider].parse(headers, payload)  # type: ignore[index]  # checked
-    except UnsupportedEvent as exc:
-        return Outcome("ignored", 202, rule="event", reason=exc.reason), None
-    if event.event == "ping":
-        return Outcome("ignored", 200, rule="event", reason="ping: the webhook reaches Outpost", event="ping"), None
-    return _by_rules(trigger, event), event
-
-
-def _by_rules(trigger: Trigger, event: GitEvent) -> Outcome:
-    decision = filters.decide(triggers.rules_of(trigger), event)
-    if decision.needs_changed_files:  # `_record` asks a runner for them
-        return Outcome("pending", 202, rule=decision.rule or "files", reason=decision.reason, event=event.event)
-    if not decision.build:
-        return Outcome("filtered", 202, rule=decision.rule, reason=decision.reason, event=event.event)
-    return Outcome("build", 201, event=event.event)
-
-
-async def _record(
-    svc: Services,
-    trigger: Trigger,
-    received_at: float,
-    delivery_id: str | None,
-    event_header: str | None,
-    decided: Outcome,
-    event: GitEvent | None,
-) -> JSONResponse:
-    """Creates the build (or the changed-files query), if any, and records the delivery with its answer, in one
-    transaction."""
-    delivery = new_id()
-    asked: changedfiles.Asked | None = None
-    async with svc.tx() as session:
-        trigger = await session.get_one(Trigger, trigger.id)
-        if event is not None and decided.outcome == "pending":
-            found = await changedfiles.ask(session, svc.settings, trigger, event)
-            if isinstance(found, str):
-                decided = Outcome(
-                    "filtered", 202, rule=decided.rule, reason=f"{decided.reason}: {found}", event=event.event
-                )
-            else:
-                asked, decided.reason = found, found.reason
-        if event is not None and decided.outcome == "build":
-            await _start(session, trigger, event, decided)
-        answer = _body(svc, delivery, decided)
-        await store.record_delivery(
-            session,
-            trigger,
-            id=delivery,
-            received_at=received_at,
-            event=decided.event or event_header,
-            delivery_id=delivery_id,
-            outcome=decided.outcome,
-            status_code=decided.status_code,
-            answer=answer,
-            rule=decided.rule,
-            reason=decided.reason,
-            build_id=decided.build.id if decided.build else None,
-            pending_until=now() + asked.seconds + changedfiles.GRACE if asked else None,
-        )
-    if asked is not None and event is not None:
-        svc.wakeups.notify(runtime_key(asked.runtime_id))
-        svc.spawn(_settle(svc, delivery, trigger.id, event, asked))
-    _wake(svc, decided)
-    if decided.outcome != "build":
-        log.info("delivery %s to trigger %s: %s (%s)", delivery, trigger.id, decided.outcome, decided.reason)
-    return JSONResponse(answer, decided.status_code)
-
-
-async def _start(session: AsyncSession, trigger: Trigger, event: GitEvent, decided: Outcome) -> None:
-    decided.build, decided.touched = await store.start_build(session, trigger, event, build_variables(event))
-
-
-async def _settle(svc: Services, delivery: str, trigger_id: str, event: GitEvent, asked: changedfiles.Asked) -> None:
-    """In the background: waits for the runner's changed files, decides the trigger's rules again with them and
-    gives the pending delivery its outcome (a build, or filtered with the reason)."""
-    try:
-        try:
-            found: changedfiles.ChangedFiles | None = await changedfiles.wait(svc, asked)
-        except StoreError as exc:
-            found, failed = None, Outcome("filtered", 202, rule="files", reason=changedfiles.failure(exc))
-        async with svc.tx() as session:
-            trigger = await session.get(Trigger, trigger_id)
-            if trigger is None:
-                return  # removed with its deliveries meanwhile
-            if found is None:
-                decided = failed
-            else:
-                event.changed_files = found.files
-                decided = _by_rules(trigger, event)
-                if found.truncated and decided.outcome != "build":
-                    decided.reason = f"{decided.reason} (the runner listed only the first {len(found.files)} files)"
-            decided.event = event.event
-            if decided.outcome == "build":
-                await _start(session, trigger, event, decided)
-            answer = _body(svc, delivery, decided)
-            settled = await store.settle_delivery(
-                session,
-                delivery,
-                outcome=decided.outcome,
-                status_code=decided.status_code,
-                answer=answer,
-                rule=decided.rule,
-                reason=decided.reason,
-                build_id=decided.build.id if decided.build else None,
-            )
-            if not settled:
-                raise _AlreadySettled  # roll the build back: the delivery was settled as stale meanwhile
-    except changedfiles.Interrupted:
-        return
-    except _AlreadySettled:
-        log.warning("delivery %s was settled before its runner answered", delivery)
-        return
-    except Exception:
-        log.exception("delivery %s to trigger %s: deciding with the changed files failed", delivery, trigger_id)
-        return
-    _wake(svc, decided)
-    log.info("delivery %s to trigger %s: %s (%s)", delivery, trigger_id, decided.outcome, decided.reason or "")
-
-
-class _AlreadySettled(Exception):
-    pass
-
-
-def _body(svc: Services, delivery: str, decided: Outcome) -> dict[str, Any]:
-    answer: dict[str, Any] = {"delivery": delivery, "outcome": decided.outcome}
-    if decided.outcome == "rejected":
-        answer.update(error="unauthorized" if decided.status_code == 401 else "invalid_request")
-        answer["message"] = decided.reason
-    if decided.build is not None:
-        answer.update(build=decided.build.id, url=svc.build_url(decided.build.id))
-    if decided.event:
-        answer["event"] = decided.event
-    if decided.rule and decided.outcome != "rejected":
-        answer.update(rule=decided.rule, reason=decided.reason)
-    return answer
-
-
-def _wake(svc: Services, decided: Outcome) -> None:
-    for build in [*([decided.build] if decided.build else []), *decided.touched]:
-        svc.wakeups.notify(runtime_key(build.runtime_id))
-        svc.wakeups.notify(build_key(build.id))
-
-
-def _replay(status_code: int, answer: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(answer, status_code, headers={REPLAY_HEADER: "true"})

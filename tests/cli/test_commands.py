@@ -105,6 +105,8 @@ def test_every_answering_command_prints_json_with_json(
     assert build["status"] == "success"
     assert j("build", "list")[0]["id"] == build["id"]
     assert j("build", "show", build["id"])["status"] == "success"
+    assert j("open", build["id"])["url"].endswith(f"/builds/{build['id']}")
+    assert "_OUTPOST_COMPLETE" in j("completion", "bash")["script"]
     assert "hello" in json.dumps(j("build", "logs", build["id"]))
     waiting = j("run", "gated", "--detach")
     control_plane.wait_for(waiting["id"], {"running"}, timeout=30)

@@ -316,6 +316,6 @@ def run(
 
 
 # The remaining command groups live in their own modules; importing them registers them.
-from outpost.cli import admin, agent, builds, integrations, triggers, up  # noqa: E402
+from outpost.cli import admin, agent, builds, completion, integrations, triggers, up  # noqa: E402
 
-__all__ = ["admin", "agent", "builds", "integrations", "main", "triggers", "up"]
+__all__ = ["admin", "agent", "builds", "completion", "integrations", "main", "triggers", "up"]

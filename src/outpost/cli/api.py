@@ -22,6 +22,10 @@ class ApiError(OutpostError):
         super().__init__(message)
 
 
+class Unreachable(OutpostError):
+    """The control plane could not be reached (connection refused, reset or timed out): worth trying again."""
+
+
 class Api:
     def __init__(self, config: CliConfig, timeout: float = 30.0) -> None:
         self.config = config
@@ -35,7 +39,7 @@ class Api:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise OutpostError(f"cannot reach the control plane at {self.config.url}: {exc}") from None
+            raise Unreachable(f"cannot reach the control plane at {self.config.url}: {exc}") from None
         if response.status_code >= 400:
             try:
                 body = response.json()

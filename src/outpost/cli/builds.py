@@ -1,8 +1,9 @@
-"""`outpost build ...`: list, show, logs, cancel, approve, deny."""
+"""`outpost build ...`: list, show, logs, cancel, approve, deny; and `outpost open BUILD`."""
 
 from __future__ import annotations
 
 import sys
+import webbrowser
 
 import click
 
@@ -159,3 +160,19 @@ def _answer(ctx: click.Context, build_id: str, step: str, verb: str, as_json: bo
         by = f" by {answered['decided_by']}" if answered and answered.get("decided_by") else ""
         click.echo(f"build {build_id}: step {step} {verb.replace('approve', 'approved').replace('deny', 'denied')}{by}")
     sys.exit(0)
+
+
+@main.command("open")
+@click.argument("build_id")
+@click.option("--json", "as_json", is_flag=True, help="Print {id, url} instead of opening a browser.")
+@click.pass_context
+@friendly
+def open_build(ctx: click.Context, build_id: str, as_json: bool) -> None:
+    """Open build BUILD_ID's page in the web browser ($BROWSER, else the system's); print its address."""
+    b = api_from(ctx).get(f"/builds/{build_id}")
+    if as_json:
+        emit_json({"id": b["id"], "url": b["url"]})
+        return
+    click.echo(b["url"])
+    if not webbrowser.open(b["url"]):
+        click.echo("no web browser found: open the address above", err=True)

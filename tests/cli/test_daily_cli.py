@@ -1,0 +1,113 @@
+"""The CLI a person uses every day: `outpost open BUILD`, shell completion, and `build logs --follow` that
+rides out a network cut (through the real command, a real control plane and runner, and a relay to cut)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.processes import ControlPlane, RunnerProcess, eventually, outpost_env
+from tests.e2e.proxy import CuttableProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+BIN = Path(sys.executable).parent  # the virtualenv's `outpost`
+HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hello]\n"
+SLOW = """version: '1.0'
+steps:
+  count:
+    image: alpine
+    commands: ['for i in $(seq 1 30); do echo "line $i"; sleep 0.2; done']
+"""
+
+
+def test_shell_completion_completes_commands_in_bash() -> None:
+    complete = '_outpost_completion outpost; echo "${COMPREPLY[*]}"; COMPREPLY=()'
+    script = (
+        'eval "$(outpost completion bash)"\n'
+        f"COMP_WORDS=(outpost bu); COMP_CWORD=1; {complete}\n"
+        f"COMP_WORDS=(outpost build l); COMP_CWORD=2; {complete}\n"
+    )
+    env = {**outpost_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["build", "list logs"]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_completion_scripts_exist_for_zsh_and_fish(shell: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "outpost", "completion", shell, "--json"],
+        capture_output=True,
+        text=True,
+        env=outpost_env(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "_OUTPOST_COMPLETE" in json.loads(done.stdout)["script"]
+
+
+def test_open_shows_the_build_page_in_the_browser(
+    control_plane: ControlPlane, start_runner: Callable[..., RunnerProcess], tmp_path: Path
+) -> None:
+    start_runner()
+    (tmp_path / "hello.yml").write_text(HELLO)
+    control_plane.cli("pipeline", "create", "hello", "--file", str(tmp_path / "hello.yml"))
+    build_id = control_plane.cli("run", "hello", "--detach").stdout.strip()
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**control_plane.cli_env(), "BROWSER": str(browser)}
+    done = subprocess.run(
+        [sys.executable, "-m", "outpost", "open", build_id], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    url = f"{control_plane.url}/builds/{build_id}"
+    assert done.stdout.strip() == url
+    assert eventually(lambda: opened.exists() and opened.read_text().strip(), timeout=10, what="the browser") == url
+    as_json = json.loads(control_plane.cli("open", build_id, "--json").stdout)
+    assert as_json == {"id": build_id, "url": url}
+
+
+def test_following_a_log_rides_out_a_network_cut_and_misses_no_line(
+    control_plane: ControlPlane, start_runner: Callable[..., RunnerProcess], tmp_path: Path
+) -> None:
+    start_runner()
+    (tmp_path / "slow.yml").write_text(SLOW)
+    control_plane.cli("pipeline", "create", "slow", "--file", str(tmp_path / "slow.yml"))
+    build_id = control_plane.cli("run", "slow", "--detach").stdout.strip()
+    relay = CuttableProxy(control_plane.port)
+    out, err = tmp_path / "out", tmp_path / "err"
+    env = {**control_plane.cli_env(), "OUTPOST_URL": relay.url}
+    try:
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "outpost", "build", "logs", build_id, "--follow"],
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+            )
+            try:
+                eventually(lambda: b"line 3\n" in out.read_bytes(), timeout=30, what="the first lines")
+                relay.cut()
+                time.sleep(3)  # lines go on being printed meanwhile
+                relay.restore()
+                assert follower.wait(60) == 0
+            finally:
+                follower.kill()
+                follower.wait()
+    finally:
+        relay.stop()
+    log = out.read_text()
+    assert [line for line in log.splitlines() if line.startswith("line ")] == [f"line {i}" for i in range(1, 31)]
+    said = err.read_text()
+    assert "reconnecting" in said
+    assert "reconnected" in said
+    assert f"build {build_id} success" in said

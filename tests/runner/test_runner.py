@@ -212,7 +212,9 @@ async def test_a_restarted_runner_removes_what_a_crashed_one_left_that_could_hol
     assert kept.read_bytes() == b"a cached checkout\n"
 
 
-async def test_a_runner_error_that_quotes_a_secret_is_masked_in_the_builds_message(stack: Stack, tmp_path: Path) -> None:
+async def test_a_runner_error_that_quotes_a_secret_is_masked_in_the_builds_message(
+    stack: Stack, tmp_path: Path
+) -> None:
     # The step's working directory holds the secret and cannot be made: the error escapes the engine as a bug would.
     yaml = "version: '1.0'\nsteps:\n  main:\n    image: alpine\n    working_directory: /proc/${{API_KEY}}/x\n"
     yaml += "    commands: [echo never]\n"
@@ -227,3 +229,37 @@ async def test_a_runner_error_that_quotes_a_secret_is_masked_in_the_builds_messa
     assert build["message"].startswith("runner error: ")
     assert SECRET not in build["message"]
     assert "/proc/*****" in build["message"]
+
+
+async def test_a_build_frozen_past_its_lease_deadline_is_stopped_when_no_renewal_comes_within_max_freeze(
+    stack: Stack, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "step.pid"
+    flaky = FlakyTransport(httpx.ASGITransport(app=stack.app))
+    runner = await runner_for(stack, tmp_path, flaky)
+    runner.options.max_freeze = 1.0
+    await stack.pipeline("sleeper", SLEEPER.format(pidfile=pidfile))
+    build_id = (await stack.run("sleeper"))["id"]
+    running = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(30):
+            while not (pidfile.exists() and pidfile.read_text().strip()):
+                await asyncio.sleep(0.1)
+        step = Path(f"/proc/{int(pidfile.read_text())}")
+        flaky.down = True
+        async with asyncio.timeout(10):  # frozen at the deadline (2 s), stopped a second later
+            while step.exists() and "zombie" not in (step / "status").read_text():
+                assert flaky.down
+                await asyncio.sleep(0.1)
+        flaky.down = False
+        async with asyncio.timeout(30):
+            while runner.jobs:
+                await asyncio.sleep(0.1)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(running, 30)
+
+    system = await step_log(stack, build_id, "$system")
+    assert b"the steps are frozen until it answers (at most 1s)" in system
+    assert b"the lease ran out: no renewal from the control plane for 2s, nor in the 1s its steps were frozen" in system
+    assert (await stack.build(build_id))["status"] == "error"

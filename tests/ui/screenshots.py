@@ -52,6 +52,16 @@ steps:
       - 'printf "src/app.py:12:1: \\033[31mE302\\033[0m expected 2 blank lines\\n"'
       - exit 1
 """
+TYPO = """version: '1.0'
+steps:
+  test:
+    title: Unit tests
+    image: python:3.12
+    comands:
+      - pytest -q
+    commands:
+      - make test
+"""
 BROKEN = """version: '1.0'
 steps:
   build:
@@ -73,6 +83,10 @@ def seed(site: Outpost) -> dict[str, Any]:
             },
         ).raise_for_status()
         api.post("/pipelines", json={"name": "lint", "yaml": FLAKY}).raise_for_status()
+        api.post("/pipelines", json={"name": "unit", "yaml": TYPO}).raise_for_status()
+        api.post("/runtimes", json={"name": "edge-k8s"}).raise_for_status()  # no runner ever connects
+        api.post("/pipelines", json={"name": "nightly", "yaml": FLAKY, "runtime": "edge-k8s"}).raise_for_status()
+        queued = api.post("/pipelines/nightly/builds", json={"branch": "main"}).json()
         failed = api.post("/pipelines/lint/builds", json={"branch": "fix/typo", "sha": "9f2c1e07d4b5"}).json()
         site.control_plane.wait_for(failed["id"], {"failure"}, 60)
         waiting = api.post("/pipelines/web-app/builds", json={"branch": "main", "sha": "4e8a7b21c0de"}).json()
@@ -117,7 +131,7 @@ def seed(site: Outpost) -> dict[str, Any]:
             "/integrations",
             json={"kind": "git", "name": "github", "provider": "github", "url": "https://github.com/corp/web-app.git"},
         ).raise_for_status()
-    return {"waiting": waiting["id"], "failed": failed["id"], "trigger": trigger["id"]}
+    return {"waiting": waiting["id"], "failed": failed["id"], "trigger": trigger["id"], "queued": queued["id"]}
 
 
 def main(out: Path) -> None:
@@ -135,6 +149,8 @@ def main(out: Path) -> None:
                 ("build-approval.png", f"/builds/{ids['waiting']}"),
                 ("build-log.png", f"/builds/{ids['waiting']}?step=unit#L100"),
                 ("build-failed.png", f"/builds/{ids['failed']}"),
+                ("build-queued.png", f"/builds/{ids['queued']}"),
+                ("pipeline-warnings.png", "/pipelines/unit/edit"),
                 ("pipeline.png", "/pipelines/web-app"),
                 ("trigger.png", f"/triggers/{ids['trigger']}"),
                 ("integrations.png", "/integrations"),

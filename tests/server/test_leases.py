@@ -126,3 +126,17 @@ async def test_late_log_is_refused_to_a_lease_that_finished_or_was_superseded(st
     await claim(stack, other.runner_token)
     superseded = await late(stack, first, ("hello", 0, b"x\n"))
     assert superseded.status_code == 409
+
+
+async def test_a_revoked_runner_cannot_hand_in_late_log_with_a_lease_that_expired_before_the_revocation(
+    stack: Stack,
+) -> None:
+    # Revocation ends only live leases: this one had already ended as expired, so its end_reason cannot tell.
+    task = await running(stack)
+    await wait_for_status(stack, task.build_id, {"error"}, timeout=15)
+    for runner in (await stack.api("GET", "/runners")).json():
+        assert (await stack.api("DELETE", f"/runners/{runner['id']}")).status_code == 200
+
+    r = await late(stack, task, ("hello", 7, b"forged after the revocation\n"))
+    assert r.status_code == 401, r.text
+    assert await log_text(stack, task.build_id, "hello") == b"line 1\n"

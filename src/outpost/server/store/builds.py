@@ -266,11 +266,19 @@ class Held:
 
 async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: str) -> Held:
     """Authenticates a build-scoped call. 401 for a wrong token, or one of a revoked runner (void whatever state
-    its lease is in, so the runner stops rather than treating it as a lost lease); the fencing checks come after."""
-    lease = await session.get(Lease, lease_id) if lease_id else None
+    its lease is in, so the runner stops rather than treating it as a lost lease); the fencing checks come after.
+
+    The runner's revocation is read with the lease, in one query: its lease's end_reason would not do, as a
+    revocation ends only live leases, and one that had expired before it still takes late log."""
+    found = (
+        await session.execute(
+            select(Lease, Runner.revoked_at).join(Runner, Runner.id == Lease.runner_id).where(Lease.id == lease_id)
+        )
+    ).first()
+    lease = found[0] if found is not None else None
     if lease is None or lease.build_id != build_id or lease.job_token_hash != token_hash(job_token):
         raise Unauthorized("unknown job token or lease for this build")
-    if await session.scalar(select(Runner.revoked_at).where(Runner.id == lease.runner_id)) is not None:
+    if found is not None and found[1] is not None:
         raise Unauthorized("this runner was revoked: its job tokens are void")
     build = await session.get_one(Build, build_id)
     return Held(build, lease)

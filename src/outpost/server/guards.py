@@ -14,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outpost.server import jsonbodies
-from outpost.server.api.schemas import error_body
+from outpost.server.api.schemas.errors import error_body
 from outpost.settings import ServerSettings
 from outpost.wire import PREFIX
 

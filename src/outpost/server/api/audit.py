@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from outpost.errors import Invalid
 from outpost.server.api.deps import AsAdmin, Svc
-from outpost.server.api.schemas import AuditOut, iso
+from outpost.server.api.schemas.audit import AuditOut
+from outpost.server.api.schemas.base import iso
 from outpost.server.models import Account
 from outpost.server.security import now
 from outpost.server.store import audit

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from outpost.errors import StoreError, Unauthorized
-from outpost.server.api.schemas import error_body
+from outpost.server.api.schemas.errors import error_body
 
 log = logging.getLogger("outpost.api")
 

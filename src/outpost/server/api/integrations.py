@@ -15,16 +15,8 @@ from fastapi import APIRouter, Query, Request, Response
 from outpost.errors import Invalid
 from outpost.server import connections
 from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, AsViewer, Svc
-from outpost.server.api.schemas import (
-    BranchesOut,
-    BranchOut,
-    ChangedFilesOut,
-    ConnectionOut,
-    FileOut,
-    IntegrationIn,
-    IntegrationOut,
-    IntegrationPatch,
-)
+from outpost.server.api.schemas.gitqueries import BranchesOut, BranchOut, ChangedFilesOut, FileOut
+from outpost.server.api.schemas.integrations import ConnectionOut, IntegrationIn, IntegrationOut, IntegrationPatch
 from outpost.server.dispatch import hang_up, runtime_key
 from outpost.server.models import Runner
 from outpost.server.security import now

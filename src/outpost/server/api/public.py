@@ -22,27 +22,13 @@ from outpost.server.api.deps import (
     ScopedViewer,
     Svc,
 )
-from outpost.server.api.schemas import (
-    AccountIn,
-    AccountOut,
-    BuildIn,
-    BuildOut,
-    Health,
-    LogPage,
-    LogPiece,
-    PipelineIn,
-    PipelineOut,
-    PipelinePatch,
-    RunnerOut,
-    RuntimeIn,
-    RuntimeOut,
-    TokenIn,
-    TokenOut,
-    ValidateIn,
-    ValidateOut,
-    WhoAmI,
-    iso,
-)
+from outpost.server.api.schemas.accounts import AccountIn, AccountOut, TokenIn, TokenOut, WhoAmI
+from outpost.server.api.schemas.base import iso
+from outpost.server.api.schemas.builds import BuildIn, BuildOut
+from outpost.server.api.schemas.health import Health
+from outpost.server.api.schemas.logs import LogPage, LogPiece
+from outpost.server.api.schemas.pipelines import PipelineIn, PipelineOut, PipelinePatch, ValidateIn, ValidateOut
+from outpost.server.api.schemas.runtimes import RunnerOut, RuntimeIn, RuntimeOut
 from outpost.server.dispatch import build_key, hang_up, runtime_key
 from outpost.server.models import Pipeline, Runner, Runtime
 from outpost.server.security import now

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from outpost.server.api.deps import AsAdmin, AsViewer, Svc
-from outpost.server.api.schemas import DeliveryOut, TriggerIn, TriggerOut, TriggerPatch, TriggerSecret
+from outpost.server.api.schemas.deliveries import DeliveryOut
+from outpost.server.api.schemas.triggers import TriggerIn, TriggerOut, TriggerPatch, TriggerSecret
 from outpost.server.api.webhooks import PREFIX
 from outpost.server.models import Trigger
 from outpost.server.services import Services

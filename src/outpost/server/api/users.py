@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from outpost.server.api.deps import AsAdmin, Svc
-from outpost.server.api.schemas import UserIn, UserOut, iso
+from outpost.server.api.schemas.base import iso
+from outpost.server.api.schemas.users import UserIn, UserOut
 from outpost.server.models import User
 from outpost.server.store import users
 from outpost.server.ui.users import new_password

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from outpost.errors import StoreError
 from outpost.server.api.audit import parse_since
-from outpost.server.api.schemas import UserIn
+from outpost.server.api.schemas.users import UserIn
 from outpost.server.store import audit, users
 from outpost.server.store.accounts import ADMIN, ROLES, require
 from outpost.server.ui.rendering import UiRoute, page, see_other

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 
 from outpost.errors import Conflict, Invalid, NotFound
 from outpost.server import connections
-from outpost.server.api.schemas import IntegrationIn
+from outpost.server.api.schemas.integrations import IntegrationIn
 from outpost.server.models import Integration
 from outpost.server.store import integrations as store
 from outpost.server.store.accounts import ADMIN, require

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError, Problem
 from outpost.pipelines.parsing import load_pipeline
-from outpost.server.api.schemas import BuildIn, PipelineIn, PipelinePatch
+from outpost.server.api.schemas.builds import BuildIn
+from outpost.server.api.schemas.pipelines import PipelineIn, PipelinePatch
 from outpost.server.dispatch import runtime_key
 from outpost.server.models import Build, Integration, Pipeline, Runtime
 from outpost.server.store import builds, integrations, pipelines, runtimes

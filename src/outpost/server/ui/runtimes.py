@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.server.api.schemas import RuntimeIn
+from outpost.server.api.schemas.runtimes import RuntimeIn
 from outpost.server.models import Build, Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services

@@ -8,7 +8,7 @@ import secrets as random
 from fastapi import APIRouter, Request, Response
 
 from outpost.errors import Invalid
-from outpost.server.api.schemas import TriggerIn
+from outpost.server.api.schemas.triggers import TriggerIn
 from outpost.server.api.webhooks import PREFIX
 from outpost.server.store import deliveries as delivery_store
 from outpost.server.store import pipelines

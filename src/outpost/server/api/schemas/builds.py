@@ -1,0 +1,102 @@
+"""Builds and their steps."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from outpost.server import models
+from outpost.server.api.schemas.base import In, Variables, iso
+
+
+class BuildIn(In):
+    variables: Variables = Field(default_factory=dict, max_length=500)
+    branch: str | None = Field(default=None, max_length=255)
+    sha: str | None = Field(default=None, max_length=64)
+
+
+class StepOut(BaseModel):
+    name: str
+    title: str | None
+    stage: str | None
+    type: str
+    parent: str | None
+    status: str
+    exit_code: int | None
+    message: str | None
+    started_at: str | None
+    finished_at: str | None
+    log_size: int
+    decision: str | None = None  # a pending-approval step's answer, once given
+    decided_by: str | None = None
+
+    @classmethod
+    def of(cls, s: models.Step) -> StepOut:
+        return cls(
+            name=s.name,
+            title=s.title,
+            stage=s.stage,
+            type=s.type,
+            parent=s.parent,
+            status=s.status,
+            exit_code=s.exit_code,
+            message=s.message,
+            started_at=iso(s.started_at),
+            finished_at=iso(s.finished_at),
+            log_size=s.log_size,
+            decision=s.decision,
+            decided_by=s.decided_by,
+        )
+
+
+class BuildOut(BaseModel):
+    id: str
+    pipeline: str
+    status: str
+    message: str | None
+    trigger: str
+    initiator: str
+    branch: str | None
+    sha: str | None
+    variables: Variables
+    runner_id: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration: float | None
+    cancel_requested: bool
+    url: str
+    steps: list[StepOut] | None = None
+    warnings: list[str] = Field(default_factory=list)
+    trigger_id: str | None = None  # the trigger that started it, if one did
+    yaml_repo: str | None = None  # YAML from the repository: read from there, at that commit
+    yaml_file: str | None = None
+    yaml_revision: str | None = None
+    yaml: str | None = None  # the YAML the build ran (in `build show`)
+
+    @classmethod
+    def of(cls, b: models.Build, url: str, steps: list[models.Step] | None = None) -> BuildOut:
+        end = b.finished_at
+        return cls(
+            id=b.id,
+            pipeline=b.pipeline_name,
+            status=b.status,
+            message=b.message,
+            trigger=b.trigger,
+            initiator=b.initiator,
+            branch=b.branch,
+            sha=b.sha,
+            variables=b.variables,
+            runner_id=b.runner_id,
+            created_at=iso(b.created_at),
+            started_at=iso(b.started_at),
+            finished_at=iso(end),
+            duration=round(end - b.started_at, 3) if end and b.started_at else None,
+            cancel_requested=b.cancel_requested,
+            url=url,
+            steps=[StepOut.of(s) for s in steps] if steps is not None else None,
+            trigger_id=b.trigger_id,
+            yaml_repo=b.yaml_repo,
+            yaml_file=b.yaml_file,
+            yaml_revision=b.yaml_revision,
+            yaml=(b.yaml or None) if steps is not None else None,
+        )

@@ -11,7 +11,22 @@ from fastapi import FastAPI
 
 from outpost import __version__
 from outpost.server import cron, db
-from outpost.server.api import audit, errors, integrations, public, runner, triggers, users, webhooks
+from outpost.server.api import (
+    accounts,
+    approvals,
+    audit,
+    builds,
+    errors,
+    health,
+    integrations,
+    logs,
+    pipelines,
+    runner,
+    runtimes,
+    triggers,
+    users,
+    webhooks,
+)
 from outpost.server.dispatch import Availability, Wakeups, reap_leases, runtime_key
 from outpost.server.guards import SMALL_BODIES, BodyLimit, RateLimit, RefuseNul, limits_of
 from outpost.server.secrets import SecretBox
@@ -77,7 +92,8 @@ def create_app(
 
     app = FastAPI(title="Outpost CI", version=__version__, lifespan=lifespan)
     errors.install(app)
-    app.include_router(public.router)
+    for public in (health, accounts, runtimes, pipelines, builds, approvals, logs):
+        app.include_router(public.router)
     app.include_router(runner.router)
     app.include_router(triggers.router)
     app.include_router(webhooks.router)

@@ -1,0 +1,68 @@
+"""Builds: running a pipeline, listing, showing and cancelling its builds (/api/v1/builds)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outpost.server.api.deps import AsDeveloper, ScopedDeveloper, ScopedViewer, Svc
+from outpost.server.api.runtimes import runner_out
+from outpost.server.api.schemas.builds import BuildIn, BuildOut
+from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.models import Runtime
+from outpost.server.services import Services
+from outpost.server.store import builds, pipelines, runtimes
+from outpost.server.store.accounts import Principal
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+
+
+@router.post("/pipelines/{name}/builds", status_code=201)
+async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloper, svc: Svc) -> BuildOut:
+    async with svc.as_caller(token) as (session, who):
+        pipeline = await pipelines.get_pipeline(session, who, name)
+        build = await builds.create_build(
+            session, who, pipeline, variables=body.variables, branch=body.branch, sha=body.sha
+        )
+        online = await _runtime_has_online_runner(svc, session, who, build.runtime_id)
+    svc.wakeups.notify(runtime_key(build.runtime_id))
+    out = BuildOut.of(build, svc.build_url(build.id))
+    if not online:
+        out.warnings.append("no runner of this pipeline's runtime is online: the build waits in the queue")
+    return out
+
+
+async def _runtime_has_online_runner(svc: Services, session: AsyncSession, who: Principal, runtime_id: str) -> bool:
+    runtime = await session.get_one(Runtime, runtime_id)
+    return any(runner_out(svc, r, "").online for r in await runtimes.list_runners(session, who, runtime))
+
+
+@router.get("/builds")
+async def list_builds(
+    token: ScopedViewer,
+    svc: Svc,
+    pipeline: str | None = None,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[BuildOut]:
+    async with svc.as_caller(token) as (session, who):
+        rows = await builds.list_builds(session, who, pipeline=pipeline, status=status, limit=limit)
+        return [BuildOut.of(b, svc.build_url(b.id)) for b in rows]
+
+
+@router.get("/builds/{build_id}")
+async def show_build(build_id: str, token: ScopedViewer, svc: Svc) -> BuildOut:
+    async with svc.as_caller(token) as (session, who):
+        build = await builds.get_build(session, who, build_id)
+        return BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
+
+
+@router.post("/builds/{build_id}/cancel")
+async def cancel_build(build_id: str, token: AsDeveloper, svc: Svc) -> BuildOut:
+    async with svc.as_caller(token) as (session, who):
+        build = await builds.request_cancel(session, who, build_id)
+    svc.wakeups.notify(runtime_key(build.runtime_id))
+    svc.wakeups.notify(build_key(build.id))
+    return BuildOut.of(build, svc.build_url(build.id))

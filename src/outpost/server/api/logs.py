@@ -1,0 +1,63 @@
+"""A build's log: followed by cursor, held as a long poll (/api/v1/builds/{id}/log), and one step's whole log
+as text."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from outpost.server.api.deps import ScopedViewer, Svc
+from outpost.server.api.schemas.logs import LogPage, LogPiece
+from outpost.server.dispatch import build_key, hang_up
+from outpost.server.store import builds, logs
+from outpost.wire import FINAL_BUILD_STATUSES
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+MAX_PAGE_BYTES = 1024 * 1024
+
+
+@router.get("/builds/{build_id}/log")
+async def follow_log(
+    build_id: str,
+    request: Request,
+    token: ScopedViewer,
+    svc: Svc,
+    after: Annotated[int, Query(ge=0)] = 0,
+    wait: Annotated[float, Query(ge=0, le=60)] = 0,
+) -> LogPage:
+    """Log pieces of every step accepted after the cursor; with `wait`, held until there are some
+    (or the client hangs up, or the server stops)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    async with hang_up(request.receive) as gone:
+        while True:
+            ticket = svc.wakeups.ticket(build_key(build_id))
+            async with svc.as_caller(token) as (session, who):
+                build = await builds.get_build(session, who, build_id)
+                pieces = await logs.read_after(session, build, after, MAX_PAGE_BYTES)
+            finished = build.status in FINAL_BUILD_STATUSES
+            remaining = deadline - loop.time()
+            if pieces or finished or remaining <= 0 or gone.done() or svc.wakeups.closing:
+                return LogPage(
+                    build=build.id,
+                    status=build.status,
+                    finished=finished and not pieces,
+                    cursor=pieces[-1].cursor if pieces else after,
+                    pieces=[
+                        LogPiece(cursor=p.cursor, step=p.step, offset=p.offset, data=base64.b64encode(p.data).decode())
+                        for p in pieces
+                    ],
+                )
+            await svc.wakeups.wait(ticket, min(remaining, 2.0), unless=gone)
+
+
+@router.get("/builds/{build_id}/steps/{step}/log")
+async def step_log(build_id: str, step: str, token: ScopedViewer, svc: Svc) -> Response:
+    async with svc.as_caller(token) as (session, who):
+        build = await builds.get_build(session, who, build_id)
+        row = await builds.find_step(session, build, step)
+        data = await logs.read_step_log(session, row)
+    return Response(data, media_type="text/plain; charset=utf-8")

@@ -18,6 +18,7 @@ from outpost.errors import OutpostError
 from outpost.executors import EXECUTORS, executor_class
 from outpost.runner.agent import Runner, RunnerOptions, identify
 from outpost.runner.client import ProtocolClient
+from outpost.runner.job import MAX_FREEZE
 from outpost.runner.secrets import ENV_VARIABLE as SECRETS_ENV
 from outpost.runner.secrets import load_runner_secrets
 from outpost.runner.volumes import POLICIES
@@ -197,6 +198,14 @@ def runner_group() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders.")
 @click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
 @click.option(
+    "--max-freeze",
+    default=MAX_FREEZE,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a build's steps stay frozen past its lease deadline, waiting for the control plane to answer, "
+    "before the build is stopped (0: stopped at the deadline).",
+)
+@click.option(
     "--secrets-file",
     envvar=SECRETS_ENV,
     type=click.Path(dir_okay=False, path_type=Path),
@@ -218,6 +227,7 @@ def runner_start(
     volume_reuse: str,
     data_dir: Path | None,
     drain_timeout: float,
+    max_freeze: float,
     secrets_file: Path | None,
 ) -> None:
     """Register (first time) and run builds until SIGTERM."""
@@ -233,6 +243,7 @@ def runner_start(
         volume_reuse=volume_reuse,
     )
     options.drain_timeout = drain_timeout
+    options.max_freeze = max_freeze
     if executor == "kubernetes":
         options.executor_options = kubernetes_settings(
             options.data_dir,

@@ -243,12 +243,14 @@ async def test_no_integration_route_answers_500_to_garbage(stack: Stack) -> None
 
     from fastapi.routing import APIRoute
 
+    from outpost.server.api import gitqueries as gitqueries_api
     from outpost.server.api import integrations as integrations_api
     from tests.server.test_bad_input import GARBAGE, concrete
 
     await add(stack, kind="git", name="x", url="https://git.corp", behind_firewall=True)
     rng = random.Random(4321)
-    routes = [r for r in integrations_api.router.routes if isinstance(r, APIRoute)]
+    routers = (integrations_api.router, gitqueries_api.router)
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     assert len(routes) >= 9
     async with stack.raw() as client:
         for route in routes:

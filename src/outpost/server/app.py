@@ -17,6 +17,7 @@ from outpost.server.api import (
     audit,
     builds,
     errors,
+    gitqueries,
     health,
     integrations,
     logs,
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(triggers.router)
     app.include_router(webhooks.router)
     app.include_router(integrations.router)
+    app.include_router(gitqueries.router)
     app.include_router(users.router)
     app.include_router(audit.router)
     install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static

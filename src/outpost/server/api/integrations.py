@@ -1,36 +1,20 @@
-"""Integrations in the public API (/api/v1/integrations) and the git queries a runner answers for them.
-
-Git queries (`/integrations/git/{name}/branches|file|changed-files`) never touch the Git server from here:
-they wait for a runner of the runtime to answer through its own poll connection (docs/git.md).
+"""Integrations in the public API (/api/v1/integrations): Git providers, registries and clusters, and testing
+a connection (`server/connections.py`). The git queries a runner answers for them are in `api/gitqueries.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Response
 
 from outpost.errors import Invalid
 from outpost.server import connections
-from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, AsViewer, Svc
-from outpost.server.api.schemas.gitqueries import BranchesOut, BranchOut, ChangedFilesOut, FileOut
+from outpost.server.api.deps import AsAdmin, AsViewer, Svc
 from outpost.server.api.schemas.integrations import ConnectionOut, IntegrationIn, IntegrationOut, IntegrationPatch
-from outpost.server.dispatch import hang_up, runtime_key
-from outpost.server.models import Runner
-from outpost.server.security import now
-from outpost.server.services import Services
-from outpost.server.store import gitqueries
 from outpost.server.store import integrations as store
-from outpost.wire import GitQueryKind
 
 router = APIRouter(prefix="/api/v1", tags=["integrations"])
-QUERY_WAIT = 20.0  # seconds a git query waits for a runner's answer by default
-MAX_QUERY_WAIT = 60.0
-RECHECK = 1.0  # seconds between store checks while a query waits, besides wake-ups
-Seconds = Annotated[float, Query(gt=0, le=MAX_QUERY_WAIT)]
-Text = Annotated[str, Query(min_length=1, max_length=500)]
 
 
 def _credential(password: str | None, token: str | None) -> str | None:
@@ -112,120 +96,3 @@ async def test_integration(kind: str, name: str, token: AsAdmin, svc: Svc) -> Co
         row = await store.get_integration(session, who, kind, name)
     check = await connections.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
     return ConnectionOut(ok=check.ok, message=check.message)
-
-
-# --- git queries -----------------------------------------------------------------------------------
-
-
-@router.get("/integrations/git/{name}/branches")
-async def branches(
-    name: str,
-    repo: Text,
-    request: Request,
-    token: AsDeveloper,
-    svc: Svc,
-    runtime: str | None = None,
-    wait: Seconds = QUERY_WAIT,
-) -> BranchesOut:
-    result, runner = await _ask(svc, request, token, name, runtime, wait, "branches", {"repo": repo})
-    found = result.get("branches") or {}
-    return BranchesOut(repo=repo, branches=[BranchOut(name=k, sha=v) for k, v in sorted(found.items())], runner=runner)
-
-
-@router.get("/integrations/git/{name}/file")
-async def file(
-    name: str,
-    repo: Text,
-    path: Text,
-    request: Request,
-    token: AsDeveloper,
-    svc: Svc,
-    revision: str | None = Query(default=None, max_length=255),
-    runtime: str | None = None,
-    wait: Seconds = QUERY_WAIT,
-) -> FileOut:
-    params = {"repo": repo, "path": path, "revision": revision}
-    result, runner = await _ask(svc, request, token, name, runtime, wait, "file", params)
-    content = base64.b64decode(result.get("content") or "")
-    try:
-        text, encoding = content.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(content).decode(), "base64"
-    return FileOut(
-        repo=repo,
-        path=path,
-        revision=result.get("revision") or "",
-        size=len(content),
-        encoding=encoding,
-        content=text,
-        runner=runner,
-    )
-
-
-@router.get("/integrations/git/{name}/changed-files")
-async def changed_files(
-    name: str,
-    repo: Text,
-    request: Request,
-    token: AsDeveloper,
-    svc: Svc,
-    base: Annotated[str, Query(alias="from", min_length=1, max_length=255)],
-    head: Annotated[str, Query(alias="to", min_length=1, max_length=255)],
-    runtime: str | None = None,
-    wait: Seconds = QUERY_WAIT,
-) -> ChangedFilesOut:
-    params = {"repo": repo, "base": base, "head": head}
-    result, runner = await _ask(svc, request, token, name, runtime, wait, "changed-files", params)
-    return ChangedFilesOut(
-        repo=repo,
-        base=result.get("base") or "",
-        head=result.get("head") or "",
-        files=list(result.get("files") or []),
-        truncated=bool(result.get("truncated")),
-        runner=runner,
-    )
-
-
-async def _ask(
-    svc: Services,
-    request: Request,
-    token: Access,
-    name: str,
-    runtime: str | None,
-    seconds: float,
-    kind: GitQueryKind,
-    params: dict[str, Any],
-) -> tuple[dict[str, Any], str | None]:
-    """Stores the query, wakes the runtime's runners and waits for the answer (or raises 503/504/...)."""
-    online_since = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
-    async with svc.as_caller(token) as (session, who):
-        integration = await store.get_integration(session, who, "git", name)
-        rt = await gitqueries.pick_runtime(session, who, runtime)
-        query = await gitqueries.ask(
-            session, who, integration, rt, kind, {"kind": kind, **params}, seconds=seconds, online_since=online_since
-        )
-        query_id, runtime_id, runtime_name = query.id, rt.id, rt.name
-    svc.wakeups.notify(runtime_key(runtime_id))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    async with hang_up(request.receive) as gone:
-        while True:
-            ticket = svc.wakeups.ticket(gitqueries.query_key(query_id))
-            async with svc.as_caller(token) as (session, who):
-                query = await gitqueries.look(session, who, query_id)
-                result = gitqueries.outcome(query, runtime_name, seconds)
-                runner = await session.get(Runner, query.runner_id) if query.runner_id else None
-                if result is not None:
-                    return result, runner.name if runner else None
-            remaining = deadline - loop.time()
-            if remaining <= 0 or gone.done() or svc.wakeups.closing:
-                break
-            await svc.wakeups.wait(ticket, min(remaining, RECHECK), unless=gone)
-    async with svc.tx() as session:
-        await gitqueries.expire(session, query_id)
-    async with svc.as_caller(token) as (session, who):  # the answer may have landed just before expiry
-        query = await gitqueries.look(session, who, query_id)
-        result = gitqueries.outcome(query, runtime_name, seconds)
-        assert result is not None  # expired or answered by now
-        runner = await session.get(Runner, query.runner_id) if query.runner_id else None
-        return result, runner.name if runner else None

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from outpost.engine import BuildEngine
 from outpost.errors import ExecutorError
 from outpost.executors import executor_class
 from outpost.executors.base import Executor, StepJob
 from outpost.executors.local import LocalExecutor
+from tests.engine.recorder import Recorder
+from tests.engine.test_engine import context
 
 
 def job(tmp_path: Path, script: str, shell: str = "sh") -> StepJob:
@@ -190,3 +193,23 @@ async def test_cancelling_a_paused_step_lets_it_clean_up_and_ends_every_process_
 
 async def test_an_executor_that_cannot_pause_says_so() -> None:
     assert await Executor(Path("/nonexistent"), Path("/nonexistent")).pause() is False
+
+
+async def test_a_steps_timeout_does_not_count_the_time_it_was_paused(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    yaml = "version: '1.0'\nsteps:\n  main:\n    image: x\n    timeout: 3s\n"
+    yaml += f"    commands: ['touch {started}; for i in $(seq 20); do sleep 0.1; done']\n"
+    recorder = Recorder()
+    ctx = context(tmp_path, yaml)
+    engine = BuildEngine(ctx, LocalExecutor(ctx.volume, ctx.scratch), recorder)
+    running = asyncio.create_task(engine.run())
+    async with asyncio.timeout(30):
+        while not started.exists():
+            await asyncio.sleep(0.05)
+
+    assert await engine.executor.pause()
+    await asyncio.sleep(2.5)  # with the 2 s the step runs (in steps of 0.1 s), past its timeout
+    await engine.executor.resume()
+
+    outcome = await asyncio.wait_for(running, 30)
+    assert outcome.status == "success", recorder.final("main").message

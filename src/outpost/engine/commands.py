@@ -65,7 +65,7 @@ class Commands:
     async def _watch(self, step: Step, job: StepJob, output: Output, scope: Scope) -> StepResult:
         """Runs the job until it ends, times out or its scope is stopped (cancel, fail-fast)."""
         try:
-            code = await race(step, scope, self.executor.run(job, output))
+            code = await race(step, scope, self.executor.run(job, output), self.executor.paused)
         except ExecutorError as exc:
             return StepResult("error", message=str(exc))
         if isinstance(code, StepResult):  # stopped or timed out

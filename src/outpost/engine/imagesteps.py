@@ -31,7 +31,7 @@ class ImageSteps:
             values = self.state.scope_vars()
             runs = {"build": self._build, "push": self._push, "composition": self._composition}
             try:
-                return await race(step, scope, runs[step.type](step, values, output))
+                return await race(step, scope, runs[step.type](step, values, output), self.executor.paused)
             except ExecutorError as exc:
                 await output(f"[outpost] {exc}\n".encode())
                 return StepResult("error", message=str(exc))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from outpost.engine.results import StepResult, duration
@@ -43,13 +43,22 @@ class Scope:
         return [self.event, *(self.parent.events() if self.parent else [])]
 
 
-async def race(step: Step, scope: Scope, work: Awaitable[T]) -> T | StepResult:
+async def race(
+    step: Step, scope: Scope, work: Awaitable[T], paused: Callable[[], float] = lambda: 0.0
+) -> T | StepResult:
     """Runs `work` until it ends (its value, or its exception), the step times out or its scope is stopped
-    (then `work` is cancelled and the step's result says which)."""
+    (then `work` is cancelled and the step's result says which). `paused`: the executor's seconds paused so
+    far (the runner froze the steps), which do not count against the timeout."""
     task = asyncio.ensure_future(work)
     stops = [asyncio.create_task(e.wait()) for e in scope.events()]
+    loop = asyncio.get_running_loop()
+    began, paused_before = loop.time(), paused()
     try:
-        done, _ = await asyncio.wait({task, *stops}, timeout=step.timeout, return_when="FIRST_COMPLETED")
+        while not task.done() and not any(s.done() for s in stops):
+            left = None if step.timeout is None else step.timeout - (loop.time() - began - (paused() - paused_before))
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait({task, *stops}, timeout=left, return_when="FIRST_COMPLETED")
     except asyncio.CancelledError:
         task.cancel()  # an executor kills the step's processes before this await returns
         with contextlib.suppress(asyncio.CancelledError, ExecutorError):
@@ -58,7 +67,7 @@ async def race(step: Step, scope: Scope, work: Awaitable[T]) -> T | StepResult:
     finally:
         for s in stops:
             s.cancel()
-    if task in done:
+    if task.done():
         return task.result()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, ExecutorError):

@@ -3,6 +3,7 @@ containers also build, push and compose images."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,27 @@ class CompositionJob:
     warnings: list[str] = field(default_factory=list)  # what the composition had that is ignored
 
 
+class PauseClock:
+    """How long an executor's steps have been paused in all, the current pause included: a step's timeout does not
+    count that time (a freeze is the control plane's stall, not the step's slowness)."""
+
+    def __init__(self) -> None:
+        self._total = 0.0
+        self._since: float | None = None
+
+    def pause(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def resume(self) -> None:
+        if self._since is not None:
+            self._total += time.monotonic() - self._since
+            self._since = None
+
+    def __call__(self) -> float:
+        return self._total + (time.monotonic() - self._since if self._since is not None else 0.0)
+
+
 class Executor:
     """Runs step processes for one build.
 
@@ -138,7 +160,8 @@ class Executor:
       executor cannot do that (the default): the runner then cancels the build instead. A cancel of a paused
       step must still end it (and, as always, only return once nothing of it runs), without resuming it first.
       The runner pauses a build whose lease deadline passed without a renewal, and resumes it if the control
-      plane renews the lease after all.
+      plane renews the lease after all. An executor that pauses keeps `paused` (a PauseClock) going meanwhile:
+      the engine does not count that time against a step's timeout.
     """
 
     name: ClassVar[str] = "base"
@@ -152,6 +175,7 @@ class Executor:
         self.scratch = scratch  # the runner's private folder for this build
         self.build_id = build_id
         self.options = dict(options or {})  # the runner's settings for this executor (e.g. docker_host)
+        self.paused = PauseClock()
 
     @classmethod
     async def preflight(cls, options: Mapping[str, str]) -> str | None:

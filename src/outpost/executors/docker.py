@@ -144,6 +144,7 @@ class DockerExecutor(Executor):
 
     async def pause(self) -> bool:
         self._thawed.clear()
+        self.paused.pause()
         for container in await self.docker.containers(f"{LABEL}={self.build_id}"):
             if container.get("State") == "running":
                 await self.docker.pause(str(container["Id"]))
@@ -151,6 +152,7 @@ class DockerExecutor(Executor):
 
     async def resume(self) -> None:
         self._thawed.set()
+        self.paused.resume()
         for container in await self.docker.containers(f"{LABEL}={self.build_id}"):
             if container.get("State") == "paused":
                 await self.docker.unpause(str(container["Id"]))

@@ -39,12 +39,14 @@ class LocalExecutor(Executor):
 
     async def pause(self) -> bool:
         self._thawed.clear()
+        self.paused.pause()
         for pgid in self._groups:
             _signal_group(pgid, signal.SIGSTOP)
         return True
 
     async def resume(self) -> None:
         self._thawed.set()
+        self.paused.resume()
         for pgid in self._groups:
             _signal_group(pgid, signal.SIGCONT)
 

@@ -25,7 +25,10 @@ SLOW = "version: '1.0'\nsteps:\n  wait:\n    image: alpine\n    commands: [sleep
 
 
 def commands(group: click.Group = main, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # as help lists them: the top level loads its modules lazily
+        command = group.get_command(ctx, name)
+        assert command is not None
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
         else:
@@ -55,6 +58,24 @@ def test_every_command_says_what_it_does_with_help(path: tuple[str, ...]) -> Non
     description = rest.split("\n\n", 1)[0].strip()
     assert description, f"`outpost {' '.join(path)} --help` has no description"
     assert not description.startswith("Options:"), f"`outpost {' '.join(path)} --help` has no description"
+
+
+def test_a_command_loads_neither_the_runner_nor_the_engine_nor_the_server() -> None:
+    """What kept `outpost` slow to start: every command imported all three."""
+    probe = (
+        "import sys\n"
+        "from outpost.cli import main\n"
+        "for args in (['build', 'list', '--help'], ['validate', '--help'], ['token', 'list', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('outpost.runner', 'outpost.engine', 'outpost.server')\n"
+        "print(sorted({m for m in sys.modules if m.startswith(heavy)}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=outpost_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_every_command_but_the_long_running_processes_takes_json() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -61,7 +62,42 @@ def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@click.group()
+# Where each command group lives: imported only when that command runs (or help lists them all), so a
+# command does not pay for the runner, the engine or the server it does not use.
+LAZY = {
+    "runtime": "admin",
+    "runners": "admin",
+    "token": "admin",
+    "account": "admin",
+    "user": "admin",
+    "audit": "admin",
+    "runner": "agent",
+    "build": "builds",
+    "open": "builds",
+    "completion": "completion",
+    "integration": "integrations",
+    "git": "integrations",
+    "trigger": "triggers",
+    "up": "up",
+    "server": "up",
+}
+
+
+class LazyGroup(click.Group):
+    """The top-level group: its modules register their commands on it when they are first imported."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            importlib.import_module(f"outpost.cli.{LAZY[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(LAZY.values())):
+            importlib.import_module(f"outpost.cli.{module}")
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="outpost")
 @click.option("--url", envvar="OUTPOST_URL", help="Control plane address (default: from `outpost up`).")
 @click.option("--token", envvar="OUTPOST_TOKEN", help="API token (default: from `outpost up`).")
@@ -313,9 +349,3 @@ def run(
         emit_json(final)
     click.echo(describe(final), err=True)
     sys.exit(0 if final["status"] == "success" else 1)
-
-
-# The remaining command groups live in their own modules; importing them registers them.
-from outpost.cli import admin, agent, builds, completion, integrations, triggers, up  # noqa: E402
-
-__all__ = ["admin", "agent", "builds", "completion", "integrations", "main", "triggers", "up"]

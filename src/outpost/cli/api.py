@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from outpost import __version__
 from outpost.cli.config import CliConfig
 from outpost.errors import OutpostError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ApiError(OutpostError):
@@ -28,14 +29,18 @@ class Unreachable(OutpostError):
 
 class Api:
     def __init__(self, config: CliConfig, timeout: float = 30.0) -> None:
+        import httpx  # here, not at the top: commands that never call the API start faster
+
         self.config = config
-        self._http = httpx.Client(
+        self._http: httpx.Client = httpx.Client(
             base_url=config.url + "/api/v1",
             headers={"Authorization": f"Bearer {config.token}", "User-Agent": f"outpost-cli/{__version__}"},
             timeout=httpx.Timeout(timeout, read=timeout + 40),
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

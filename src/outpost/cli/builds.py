@@ -9,7 +9,6 @@ import click
 
 from outpost.cli import api_from, emit_json, friendly, main
 from outpost.cli.following import FINAL, describe, follow
-from outpost.wire import SYSTEM_STREAM
 
 
 @main.group()
@@ -94,6 +93,8 @@ def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: boo
         final = follow(api, build_id, out)
         click.echo(describe(final), err=True)
         return
+    from outpost.wire import SYSTEM_STREAM  # wire loads pydantic: only when a log is printed
+
     b = api.get(f"/builds/{build_id}")
     for s in sorted(b["steps"] or [], key=lambda s: s["name"] != SYSTEM_STREAM):
         if s["log_size"]:

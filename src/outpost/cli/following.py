@@ -12,7 +12,6 @@ from typing import Any, BinaryIO
 import click
 
 from outpost.cli.api import Api, ApiError, Unreachable
-from outpost.wire import SYSTEM_STREAM
 
 FINAL = {"success", "failure", "error", "terminated"}
 RECONNECT_FOR = 600.0  # seconds without reaching the control plane before following gives up
@@ -78,6 +77,8 @@ def _again(call: Callable[[], Any], reconnect_for: float) -> Any:
 
 
 def _header(stream: str, color: bool) -> str:
+    from outpost.wire import SYSTEM_STREAM  # wire loads pydantic: only when a log is printed
+
     title = "outpost" if stream == SYSTEM_STREAM else f"step: {stream}"
     line = f"── {title} ──"
     return (click.style(line, fg="cyan", bold=True) if color else line) + "\n"

@@ -11,7 +11,7 @@ import pytest
 
 from outpost.triggers.event import Decision, GitEvent, TriggerRules
 from outpost.triggers.filters import RuleError, check_glob, compile_glob, decide, event_matches, parse_regex
-from outpost.triggers.providers import PROVIDER_MODULES
+from outpost.triggers.registry import PROVIDER_MODULES
 from tests.triggers import webhook_fixture
 from tests.triggers.test_providers import EXPECTED, load
 

@@ -15,7 +15,6 @@ import pytest
 from outpost.triggers import bitbucket_server, github, gitlab
 from outpost.triggers.event import PROVIDERS, GitEvent, Provider
 from outpost.triggers.providers import (
-    PROVIDER_MODULES,
     SKIP_MARKERS,
     PayloadError,
     SignatureError,
@@ -23,6 +22,7 @@ from outpost.triggers.providers import (
     delivery_id,
     has_skip_marker,
 )
+from outpost.triggers.registry import PROVIDER_MODULES
 from outpost.triggers.variables import build_variables
 from tests.triggers import WEBHOOKS, webhook_fixture
 

@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
 from outpost.server import changedfiles, jsonbodies
-from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Build, Trigger
 from outpost.server.security import new_id, now
 from outpost.server.services import Services
@@ -35,7 +34,8 @@ from outpost.server.store import deliveries as store
 from outpost.server.store import triggers
 from outpost.triggers import filters, providers
 from outpost.triggers.event import GitEvent
-from outpost.triggers.providers import PROVIDER_MODULES, SignatureError, UnsupportedEvent
+from outpost.triggers.providers import SignatureError, UnsupportedEvent
+from outpost.triggers.registry import PROVIDER_MODULES
 from outpost.triggers.variables import build_variables
 
 log = logging.getLogger("outpost.webhooks")
@@ -172,7 +172,7 @@ async def _record(
             pending_until=now() + asked.seconds + changedfiles.GRACE if asked else None,
         )
     if asked is not None and event is not None:
-        svc.wakeups.notify(runtime_key(asked.runtime_id))
+        svc.wakeups.git_query(asked.runtime_id)
         svc.spawn(_settle(svc, delivery, trigger.id, event, asked))
     _wake(svc, decided)
     if decided.outcome != "build":
@@ -251,8 +251,7 @@ def _body(svc: Services, delivery: str, decided: Outcome) -> dict[str, Any]:
 
 def _wake(svc: Services, decided: Outcome) -> None:
     for build in [*([decided.build] if decided.build else []), *decided.touched]:
-        svc.wakeups.notify(runtime_key(build.runtime_id))
-        svc.wakeups.notify(build_key(build.id))
+        svc.wakeups.build_changed(build)  # a new build is claimed; a superseded running one is told to stop
 
 
 def _replay(status_code: int, answer: dict[str, Any]) -> Answer:

@@ -1,4 +1,5 @@
-"""What the provider modules share: their errors, their registry, delivery ids, skip markers and payload reading.
+"""What the provider modules share: their errors, their protocol, delivery ids, skip markers and payload reading.
+The modules by name are in `registry`, which imports them; this module imports none of them.
 
 OutpostError
 ├── SignatureError       the delivery is not signed with the trigger's secret (the server answers 401)
@@ -29,7 +30,7 @@ DELIVERY_HEADERS: dict[Provider, str] = {
 
 
 class ProviderModule(Protocol):
-    """What every provider module offers (modules satisfy this protocol; see PROVIDER_MODULES).
+    """What every provider module offers (modules satisfy this protocol; see registry.PROVIDER_MODULES).
 
     `verify` raises SignatureError unless the raw body is signed with `secret` (an empty secret is refused).
     `parse` raises UnsupportedEvent for a delivery that starts no build; otherwise it returns one GitEvent
@@ -186,13 +187,3 @@ def strings(payload: Mapping[str, Any], *path: str) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         return None
     return list(value)
-
-
-# The registry is filled last: the provider modules import the helpers above from this module.
-from outpost.triggers import bitbucket_server, github, gitlab  # noqa: E402
-
-PROVIDER_MODULES: dict[Provider, ProviderModule] = {
-    "github": github,
-    "gitlab": gitlab,
-    "bitbucket-server": bitbucket_server,
-}

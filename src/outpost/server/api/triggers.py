@@ -103,4 +103,4 @@ async def list_deliveries(
     """Newest first; pass the last delivery's id as `before` for the next page."""
     async with svc.as_caller(token) as (session, who):
         rows = await deliveries.list_deliveries(session, who, trigger_id, limit=limit, before=before)
-        return [DeliveryOut.of(d) for d in rows]
+        return [DeliveryOut.model_validate(d) for d in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from outpost.server import models
-from outpost.server.api.schemas.base import In, Variables, iso
+from outpost.server.api.schemas.base import In, Out, Time, Variables, iso
 
 
 class BuildIn(In):
@@ -14,7 +14,7 @@ class BuildIn(In):
     sha: str | None = Field(default=None, max_length=64)
 
 
-class StepOut(BaseModel):
+class StepOut(Out):
     name: str
     title: str | None
     stage: str | None
@@ -23,29 +23,11 @@ class StepOut(BaseModel):
     status: str
     exit_code: int | None
     message: str | None
-    started_at: str | None
-    finished_at: str | None
+    started_at: Time
+    finished_at: Time
     log_size: int
     decision: str | None = None  # a pending-approval step's answer, once given
     decided_by: str | None = None
-
-    @classmethod
-    def of(cls, s: models.Step) -> StepOut:
-        return cls(
-            name=s.name,
-            title=s.title,
-            stage=s.stage,
-            type=s.type,
-            parent=s.parent,
-            status=s.status,
-            exit_code=s.exit_code,
-            message=s.message,
-            started_at=iso(s.started_at),
-            finished_at=iso(s.finished_at),
-            log_size=s.log_size,
-            decision=s.decision,
-            decided_by=s.decided_by,
-        )
 
 
 class BuildOut(BaseModel):
@@ -93,7 +75,7 @@ class BuildOut(BaseModel):
             duration=round(end - b.started_at, 3) if end and b.started_at else None,
             cancel_requested=b.cancel_requested,
             url=url,
-            steps=[StepOut.of(s) for s in steps] if steps is not None else None,
+            steps=[StepOut.model_validate(s) for s in steps] if steps is not None else None,
             trigger_id=b.trigger_id,
             yaml_repo=b.yaml_repo,
             yaml_file=b.yaml_file,

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import Field
 
-from outpost.server import models
-from outpost.server.api.schemas.base import iso
+from outpost.server.api.schemas.base import Out, Time
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(Out):
     id: str
-    trigger: str
-    received_at: str | None
+    trigger: str = Field(validation_alias="trigger_id")
+    received_at: Time
     provider: str
     event: str | None
     delivery_id: str | None
     outcome: str  # build | filtered | ignored | rejected | pending (a runner computes the changed files)
     rule: str | None
     reason: str | None
-    build: str | None
+    build: str | None = Field(validation_alias="build_id")
     status_code: int
-
-    @classmethod
-    def of(cls, d: models.Delivery) -> DeliveryOut:
-        return cls(
-            id=d.id,
-            trigger=d.trigger_id,
-            received_at=iso(d.received_at),
-            provider=d.provider,
-            event=d.event,
-            delivery_id=d.delivery_id,
-            outcome=d.outcome,
-            rule=d.rule,
-            reason=d.reason,
-            build=d.build_id,
-            status_code=d.status_code,
-        )

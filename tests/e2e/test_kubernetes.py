@@ -52,7 +52,7 @@ steps:
 def start_kubernetes_runner(start_runner: Callable[..., RunnerProcess], cluster: Any) -> RunnerProcess:
     claim = cluster.claim_folder()
     return start_runner(
-        "--executor", "kubernetes", "--kubeconfig", str(cluster.kubeconfig), "--namespace", "builds",
+        "--executor", "kubernetes", "--kubeconfig", str(cluster.runner_kubeconfig), "--namespace", "builds",
         "--work-claim", "outpost-work", "--work-claim-path", str(claim), "--data-dir", str(claim / "runner"),
     )  # fmt: skip
 

@@ -93,8 +93,9 @@ def test_a_build_claim_and_the_runner_role_are_valid() -> None:
     assert claim["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
     role = valid(objects.runner_role("outpost-runner", "builds"))
     verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
-    assert "secrets" in verbs
-    assert "list" not in verbs["secrets"]  # the runner reads only the secrets it made, by name
+    assert set(verbs) == {"pods", "secrets", "persistentvolumeclaims", "events"}
+    assert all("*" not in v and "escalate" not in v for v in verbs.values())
+    assert verbs["events"] == {"list"}
 
 
 def test_the_strict_schema_check_catches_an_unknown_field() -> None:

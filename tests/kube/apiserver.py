@@ -98,6 +98,10 @@ class Store:
     oldest: int = 0  # the first resourceVersion a watch may resume from
     tick: asyncio.Event | None = None  # set (and replaced) at every change
     faults: Faults = field(default_factory=Faults)
+    # RBAC: bearer token -> (namespace, the rules of the Role bound to that user). A request without a token is
+    # the cluster's own components (scheduler, kubelets) and is not checked; an unknown token is 401.
+    roles: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    denied: list[str] = field(default_factory=list)  # what RBAC refused, for the tests' messages
     closing: bool = False  # set when the server stops: every watch ends
 
     def changed(self) -> asyncio.Event:
@@ -427,6 +431,7 @@ def app(store: Store) -> Starlette:
             reason = "TooManyRequests" if code == 429 else "InternalError"
             return JSONResponse(status(code, reason, "injected fault"), status_code=code, headers=headers)
         try:
+            _authorize(store, request)
             return await _dispatch(store, request)
         except ApiFailure as exc:
             return JSONResponse(status(exc.code, exc.reason, exc.message), status_code=exc.code)
@@ -446,6 +451,40 @@ def app(store: Store) -> Starlette:
         Route("/api/v1/{plural}/{name}/{sub}", handle, methods=["GET", "PUT", "PATCH"]),
     ]
     return Starlette(routes=routes)
+
+
+def _verb(request: Request) -> str:
+    named = "name" in request.path_params
+    if request.method == "GET":
+        if named:
+            return "get"
+        return "watch" if request.query_params.get("watch") in ("1", "true") else "list"
+    if request.method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}[request.method]
+
+
+def _authorize(store: Store, request: Request) -> None:
+    """RBAC as a Role bound in one namespace grants it: apiGroup "", resource (or resource/subresource), verb."""
+    header = request.headers.get("authorization", "")
+    if not header:
+        return
+    token = header.removeprefix("Bearer ").strip()
+    if token not in store.roles:
+        raise ApiFailure(401, "Unauthorized", "Unauthorized")
+    namespace, rules = store.roles[token]
+    path = request.path_params
+    resource = path["plural"] + (f"/{path['sub']}" if path.get("sub") else "")
+    verb = _verb(request)
+    allowed = path.get("namespace") == namespace and any(
+        "" in rule.get("apiGroups", []) and resource in rule.get("resources", []) and verb in rule.get("verbs", [])
+        for rule in rules
+    )
+    if not allowed:
+        where = f'in the namespace "{path.get("namespace")}"' if path.get("namespace") else "at the cluster scope"
+        message = f'user cannot {verb} resource "{resource}" in API group "" {where}'
+        store.denied.append(message)
+        raise ApiFailure(403, "Forbidden", message)
 
 
 async def _body(request: Request) -> Any:

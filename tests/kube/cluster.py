@@ -22,12 +22,14 @@ import uvicorn
 import yaml
 from lightkube import KubeConfig
 
+from outpost.executors.kubernetes import objects
 from tests.components import free_port
 from tests.kube import apiserver
 from tests.kube.kubelet import Docker, Kubelet
 
 T = TypeVar("T")
 NAMESPACE = "builds"
+RUNNER_TOKEN = "runner-service-account-token"
 WORK_CLAIM = "outpost-work"
 NODES = {"node-a": {"disk": "ssd"}, "node-b": {"disk": "ssd"}, "node-c": {"disk": "hdd"}}
 
@@ -38,7 +40,8 @@ class Cluster:
         self.storage = folder / "storage"  # claims' folders
         self.port = free_port()
         self.store = apiserver.Store()
-        self.kubeconfig = folder / "kubeconfig"
+        self.kubeconfig = folder / "kubeconfig"  # the cluster's admin (no token: not checked)
+        self.runner_kubeconfig = folder / "runner-kubeconfig"  # the runner's service account, held to its Role
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -57,7 +60,7 @@ class Cluster:
     def executor_options(self, **more: str) -> dict[str, str]:
         """The Kubernetes executor's options for a runner whose data folder is the work claim's folder."""
         return {
-            "kubeconfig": str(self.kubeconfig),
+            "kubeconfig": str(self.runner_kubeconfig),
             "namespace": NAMESPACE,
             "work_claim": WORK_CLAIM,
             "work_root": str(self.claim_folder()),
@@ -79,6 +82,11 @@ class Cluster:
             ],
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
+        config["users"] = [{"name": "runner", "user": {"token": RUNNER_TOKEN}}]
+        self.runner_kubeconfig.write_text(yaml.safe_dump(config))
+        # The runner is held to the Role the product says it needs: a call outside it is a 403 in a test.
+        role = objects.runner_role("outpost-runner", NAMESPACE).to_dict()
+        self.store.roles[RUNNER_TOKEN] = (NAMESPACE, role["rules"])
         self._thread = threading.Thread(target=self._main, name="kube-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(30) or self._failure is not None:

@@ -1,6 +1,6 @@
 """The rooms keep their walls: the runner never loads control-plane code or its dependencies; the control plane
 never loads runner-side code (the engine, executors, the runner, the container engines' clients); the Git room
-loads neither; and the store only talks to its database."""
+loads neither; the store only talks to its database; and no module imports itself back through others."""
 
 from __future__ import annotations
 
@@ -95,6 +95,68 @@ def test_the_store_only_talks_to_its_database() -> None:
     modules = sorted((SRC / "server" / "store").glob("*.py"))
     assert len(modules) > 5
     assert [use for path in modules for use in _network_uses(path)] == []
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each module of src/outpost and the modules of ours it imports when it is loaded: module-level imports, not
+    those inside functions (a deliberate lazy import) or under `if` (TYPE_CHECKING). `from package import module`
+    counts as importing that module, not the package's __init__."""
+    names = {
+        ".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in SRC.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        wanted: set[str] = set()
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.Import):
+                wanted |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                members = {f"{node.module}.{alias.name}" for alias in node.names}
+                wanted |= members & names.keys()
+                if members - names.keys():  # a name defined in the module itself
+                    wanted.add(node.module)
+        graph[name] = {w for w in wanted if w in names and w != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that reach each other through imports (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while (member := stack.pop()) != node:
+                group.append(member)
+            if group:
+                found.append(sorted([node, *group]))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    graph = _module_imports()
+    assert len(graph) > 100
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_the_store_check_finds_a_module_that_reaches_the_network() -> None:

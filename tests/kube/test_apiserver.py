@@ -163,3 +163,27 @@ def _merge() -> Any:
     from lightkube.types import PatchType
 
     return PatchType.MERGE
+
+
+async def test_the_runner_is_held_to_its_role(kube_api: Any) -> None:
+    import httpx2
+    from lightkube import AsyncClient, KubeConfig
+    from lightkube.resources.core_v1 import Node, Pod, Secret
+
+    async with AsyncClient(KubeConfig.from_file(kube_api.runner_kubeconfig), namespace="builds") as runner:
+        assert [p async for p in runner.list(Pod)] == []  # granted
+        for denied in (runner.list(Node), runner.list(Pod, namespace="default"), runner.watch(Secret)):
+            with pytest.raises(httpx2.HTTPStatusError) as raised:  # (lightkube's ApiError but for a watch)
+                await _first(denied)
+            assert raised.value.response.status_code == 403
+    assert kube_api.store.denied == [
+        'user cannot list resource "nodes" in API group "" at the cluster scope',
+        'user cannot list resource "pods" in API group "" in the namespace "default"',
+        'user cannot watch resource "secrets" in API group "" in the namespace "builds"',
+    ]
+
+
+async def _first(items: Any) -> Any:
+    async for item in items:
+        return item
+    return None

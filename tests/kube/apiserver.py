@@ -6,10 +6,11 @@ label and field selectors (an unsupported field is a 400), watches that resume f
 410 Gone (an ERROR event) for one older than the history kept, merge and JSON patches, `status` subresources, graceful
 deletion of pods bound to a node (the kubelet finishes it), ownerReferences garbage collection, optimistic concurrency
 on update (409 on a stale resourceVersion), and strict validation: every object written is checked against the
-Kubernetes OpenAPI schema of `kubernetes-validate`, so an unknown field is rejected with the reason.
+Kubernetes OpenAPI schema of `kubernetes-validate`, so an unknown field is rejected with the reason. RBAC: a bearer
+token maps to the rules of one Role in one namespace (a request without a token is the cluster's own components).
 
-Not here (see docs/kubernetes.md): authentication and RBAC, admission, defaulting beyond a few fields, strategic
-merge patch, server-side apply, watch bookmarks, DELETED events for objects that stop matching a label selector.
+Not here (see docs/kubernetes.md): real authentication, ClusterRoles, admission, defaulting beyond a few fields,
+strategic merge patch, server-side apply, watch bookmarks, DELETED events for objects that stop matching a selector.
 """
 
 from __future__ import annotations

@@ -235,9 +235,9 @@ def test_a_runner_behind_a_firewall_that_drops_every_inbound_connection_runs_yam
 
     run = cli("run", "app", "--json", timeout=150)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
-    build_id = json.loads(run.stdout[run.stdout.rindex("\n{\n") :])["id"]
-    assert f"built {yaml_sha[:7]} of acme/app behind the firewall" in run.stdout
-    assert PASSWORD not in run.stdout
+    build_id = json.loads(run.stdout)["id"]  # with --json, stdout holds the build and stderr its log
+    assert f"built {yaml_sha[:7]} of acme/app behind the firewall" in run.stderr
+    assert PASSWORD not in run.stdout + run.stderr
     shown = json.loads(cli("build", "show", build_id, "--json").stdout)
     assert (shown["yaml_revision"], shown["yaml"]) == (yaml_sha, PIPELINE)
 

@@ -166,6 +166,19 @@ def main(out: Path) -> None:
             page.get_by_role("button", name="Create pipeline").click()
             page.screenshot(path=str(out / "pipeline-errors.png"), full_page=True)
             context.close()
+            phone = browser.new_context(
+                base_url=site.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+            )
+            page = phone.new_page()
+            site.login(page)
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(out / "mobile-builds.png"))
+            page.get_by_role("button", name="Menu").click()
+            page.screenshot(path=str(out / "mobile-menu.png"))
+            page.goto(f"/builds/{ids['failed']}")
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(out / "mobile-build.png"))
+            phone.close()
     print(f"screenshots in {out}/")
 
 

@@ -50,6 +50,20 @@
     return source;
   }
 
+  // --- the navigation: behind a Menu button on narrow screens (CSS decides when) -----------------------
+  document.documentElement.classList.add("js");
+  var menu = $(".menu-toggle");
+  var nav = $("#main-nav");
+  if (menu && nav) {
+    menu.hidden = false;
+    menu.addEventListener("click", function () {
+      var open = !nav.classList.contains("open");
+      nav.classList.toggle("open", open);
+      nav.parentNode.classList.toggle("menu-open", open);
+      menu.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  }
+
   // --- the login form: a link's #L100 is never sent to the server, so it rides along in `next` ------
   var nextField = $('form[action="/login"] input[name="next"]');
   if (nextField && /^#L\d+$/.test(location.hash) && nextField.value.indexOf("#") < 0) nextField.value += location.hash;

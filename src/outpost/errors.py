@@ -89,3 +89,9 @@ class Invalid(StoreError):
 
 class TooLarge(StoreError):
     status_code = 413
+
+
+class Unavailable(StoreError):
+    """The control plane is overloaded for now: 503 with a Retry-After (details["retry_after"], seconds)."""
+
+    status_code = 503

@@ -19,6 +19,7 @@ class ServerSettings:
     lease_ttl: float = 45.0  # seconds a runner's lease lives without a heartbeat
     heartbeat_interval: float = 10.0  # seconds between a runner's heartbeats
     poll_timeout: float = 30.0  # longest a runner's poll is held open
+    max_polls: int = 10_000  # polls held at once by this process; past it a poll gets 503 + Retry-After
     max_log_chunk: int = 1024 * 1024  # bytes in one log append
     max_request_body: int = 8 * 1024 * 1024  # bytes in any other request
     max_requeues: int = 3  # times a never-started build goes back to the queue before it errors
@@ -45,6 +46,7 @@ class ServerSettings:
             "OUTPOST_LEASE_TTL": ("lease_ttl", float),
             "OUTPOST_HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
             "OUTPOST_POLL_TIMEOUT": ("poll_timeout", float),
+            "OUTPOST_MAX_POLLS": ("max_polls", int),
             "OUTPOST_MAX_LOG_CHUNK": ("max_log_chunk", int),
             "OUTPOST_MAX_REQUEUES": ("max_requeues", int),
             "OUTPOST_CHANGED_FILES_WAIT": ("changed_files_wait", float),

@@ -59,6 +59,8 @@ class PollRequest(Message):
     free_slots: int = Field(default=1, ge=0, le=256)
     running: list[str] = Field(default_factory=list, max_length=256)
     wait: float = Field(default=30.0, ge=0, le=60)
+    # Set: the answer is `tasks`, up to this many (builds count against free_slots). Unset: one `task`.
+    max_tasks: int | None = Field(default=None, ge=1, le=256)
 
 
 class GitAccess(Message):
@@ -180,7 +182,13 @@ Task = Annotated[RunBuildTask | CancelBuildTask | ApprovalTask | GitQueryTask, F
 
 
 class PollResponse(Message):
-    task: Task | None = None
+    task: Task | None = None  # to a poll without max_tasks
+    tasks: list[Task] | None = None  # to a poll with max_tasks (left out otherwise: older runners forbid it)
+
+    def all(self) -> list[Task]:
+        if self.tasks is not None:
+            return self.tasks
+        return [self.task] if self.task is not None else []
 
 
 class HeartbeatResponse(Message):

@@ -11,8 +11,10 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import socket
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,8 @@ from outpost.wire import (
 
 log = logging.getLogger("outpost.runner")
 RECOVERY_DEADLINE = 60.0  # seconds to deliver what a crashed runner left behind
-ANNOUNCE_WAIT = 5.0  # longest the next poll waits for a new build's `started` report
+ANNOUNCE_WAIT = 5.0  # longest the next poll waits for new builds' `started` reports
+MAX_TASKS = 32  # tasks one poll may bring (builds among them: at most the free slots)
 
 
 @dataclass
@@ -156,8 +159,11 @@ class Runner:
                     queue_empty = await self._poll_once(wait=0.0 if burst else self.options.poll_wait)
                     backoff.reset()
                 except Unreachable as exc:
-                    log.warning("control plane unreachable (%s); retrying", exc)
-                    await self._sleep_unless_stopping(backoff.next_delay())
+                    delay = backoff.next_delay()
+                    if exc.retry_after is not None:  # overloaded: as asked, spread out so runners do not return at once
+                        delay = max(delay, random.uniform(exc.retry_after, 2 * exc.retry_after))
+                    log.warning("control plane unreachable (%s); retrying in %.1fs", exc, delay)
+                    await self._sleep_unless_stopping(delay)
                     continue
                 if burst and queue_empty and not self.jobs:
                     break
@@ -181,6 +187,7 @@ class Runner:
             free_slots=max(free, 0),
             running=[bid for bid, (job, _) in self.jobs.items() if not job.cancelling],
             wait=wait,
+            max_tasks=MAX_TASKS,
         )
         poll = asyncio.create_task(self.client.poll(self.identity.token, request))
         interrupt = asyncio.create_task(self._interrupted(can_interrupt=free <= 0))
@@ -198,19 +205,27 @@ class Runner:
         except Revoked as exc:
             self._revoke(exc)
             return False
-        task = answer.task
-        if isinstance(task, RunBuildTask):
-            await self._start(task)
-        elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
-            log.info("build %s: cancel requested", task.build_id)
-            self.jobs[task.build_id][0].cancel(task.reason)
-        elif isinstance(task, ApprovalTask) and task.build_id in self.jobs:
-            self.jobs[task.build_id][0].approve(task.approval)
-        elif isinstance(task, GitQueryTask):
-            query = asyncio.create_task(self._answer(task), name=f"git-query-{task.query_id}")
-            self._queries.add(query)
-            query.add_done_callback(self._queries.discard)
-        return task is None and free > 0
+        tasks = answer.all()
+        starting = []
+        for task in tasks:
+            if isinstance(task, RunBuildTask):
+                if (started := self._start(task)) is not None:
+                    starting.append(started)
+            elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
+                log.info("build %s: cancel requested", task.build_id)
+                self.jobs[task.build_id][0].cancel(task.reason)
+            elif isinstance(task, ApprovalTask) and task.build_id in self.jobs:
+                self.jobs[task.build_id][0].approve(task.approval)
+            elif isinstance(task, GitQueryTask):
+                query = asyncio.create_task(self._answer(task), name=f"git-query-{task.query_id}")
+                self._queries.add(query)
+                query.add_done_callback(self._queries.discard)
+        if starting:
+            # The builds' `started` reports go ahead of our next poll (each build on its own).
+            await asyncio.wait(starting, timeout=ANNOUNCE_WAIT)
+            for waiting in starting:
+                waiting.cancel()
+        return not any(isinstance(t, RunBuildTask) for t in tasks) and free > 0
 
     async def _interrupted(self, *, can_interrupt: bool) -> None:
         """Ends on a stop request, or when a slot frees up if the current poll asked for no builds.
@@ -227,8 +242,8 @@ class Runner:
             for w in waits:
                 w.cancel()
 
-    async def _start(self, task: RunBuildTask) -> None:
-        """Starts the build, and lets its `started` report go ahead of our next poll."""
+    def _start(self, task: RunBuildTask) -> asyncio.Future[object] | None:
+        """Starts the build; the future is done once its `started` report went out (or the build ended)."""
         try:
             job = BuildJob(
                 task,
@@ -248,15 +263,11 @@ class Runner:
         except (OSError, OutpostError) as exc:
             # Never started: the control plane gives the build back to the queue when the lease expires.
             log.error("build %s: cannot be set up on this runner: %s", task.build_id, exc)
-            return
+            return None
         running = asyncio.create_task(job.run(), name=f"build-{task.build_id}")
         self.jobs[task.build_id] = (job, running)
         running.add_done_callback(lambda _t: self._finished(task.build_id))
-        announced = asyncio.ensure_future(job.outbox.announced.wait())
-        try:
-            await asyncio.wait({announced, running}, timeout=ANNOUNCE_WAIT, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            announced.cancel()
+        return asyncio.ensure_future(_first_of(job.outbox.announced.wait(), running))
 
     async def _answer(self, task: GitQueryTask) -> None:
         """Answers a git query beside the builds (it takes no build slot); a lost answer only times out the asker."""
@@ -360,6 +371,14 @@ class Runner:
                 executor_class(self.options.executor).after_crash(
                     build_dir / "volume", build_dir / "scratch", build_dir.name, self.options.executor_options
                 )
+
+
+async def _first_of(announced: Coroutine[object, object, object], running: asyncio.Task[None]) -> None:
+    waiting = asyncio.ensure_future(announced)
+    try:
+        await asyncio.wait({waiting, running}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
 
 
 def _remove_build_dir(folder: Path) -> None:

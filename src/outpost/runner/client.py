@@ -40,7 +40,12 @@ T = TypeVar("T")
 
 
 class Unreachable(ProtocolError):
-    """The control plane could not be reached or answered 5xx: try again later."""
+    """The control plane could not be reached or answered 5xx: try again later (after `retry_after` seconds,
+    if it said so: a 503 from an overloaded control plane)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class Refused(ProtocolError):
@@ -105,6 +110,7 @@ class ProtocolClient:
             trust_env=True,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
+        self._max_tasks = True  # the control plane takes `max_tasks` in a poll (until it refuses it)
 
     async def __aenter__(self) -> Self:
         return self
@@ -123,7 +129,7 @@ class ProtocolClient:
         except httpx.TransportError as exc:
             raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):
-            raise Unreachable(f"{method} {path}: {response.status_code}")
+            raise Unreachable(f"{method} {path}: {response.status_code}", _retry_after(response))
         if response.status_code == 401 and "Authorization" in kwargs.get("headers", {}):
             raise Revoked(_message(response))  # a runner or job token refused (registration sends none)
         if fenced and response.status_code in (404, 409):
@@ -142,16 +148,28 @@ class ProtocolClient:
         return RegisterResponse.model_validate(response.json())
 
     async def poll(self, runner_token: str, request: PollRequest) -> PollResponse:
-        response = await self._send(
-            "POST",
-            "/poll",
-            json=request.model_dump(),
-            headers=_bearer(runner_token),
-            timeout=httpx.Timeout(15.0, read=request.wait + 15.0),
-        )
+        """One poll. `max_tasks` is dropped for good if the control plane refuses it (the previous version)."""
+        if not self._max_tasks:
+            request = request.model_copy(update={"max_tasks": None})
+        try:
+            response = await self._poll(runner_token, request)
+        except Refused as exc:
+            if exc.status != 422 or request.max_tasks is None or "max_tasks" not in str(exc):
+                raise
+            self._max_tasks = False
+            response = await self._poll(runner_token, request.model_copy(update={"max_tasks": None}))
         if response.status_code == 204:
             return PollResponse()
         return PollResponse.model_validate(response.json())
+
+    async def _poll(self, runner_token: str, request: PollRequest) -> httpx.Response:
+        return await self._send(
+            "POST",
+            "/poll",
+            json=request.model_dump(exclude_none=True),
+            headers=_bearer(runner_token),
+            timeout=httpx.Timeout(15.0, read=request.wait + 15.0),
+        )
 
     async def answer_git_query(self, runner_token: str, query_id: str, answer: GitQueryAnswer) -> None:
         await self._send(
@@ -217,6 +235,15 @@ class ProtocolClient:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is not used by the control plane); None if absent or odd."""
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), 300.0)
 
 
 def _message(response: httpx.Response) -> str:

@@ -1,9 +1,22 @@
-"""Wake-ups for long-polls, and the lease reaper with the control plane's own availability.
+"""Dispatch: the runners' waiting polls, the wake-ups that end them, and the lease reaper.
 
-Runners' polls and log followers wait on a key ("runtime:ID", "build:ID"). A waiter takes a ticket
-*before* it looks at the store, so a notification that lands between the look and the wait is not
-missed. Waiters also re-check the store now and then, which keeps several control-plane processes
-on one database correct, if slower.
+One dispatcher per control-plane process (`Wakeups`) holds the waiting polls in memory, by runtime,
+in the order they began to wait. An idle poll runs no database query: it sleeps until the dispatcher
+wakes it, its wait ends, or its runner hangs up. When work appears (a build queued or requeued, a
+trigger's concurrency slot freed, a git query) the dispatcher wakes exactly one waiter of that
+runtime — O(1) whatever the number of idle runners — and that poll runs one claim. Work addressed to
+one runner (a cancel, an approval's answer, a revocation) wakes that runner's poll only. A signal
+that finds no idle waiter is remembered for the runtime, so the next poll to go idle looks again
+first: work committed while every poll was busy looking is not missed. A poll that claims all it
+asked for and sees more claimable work passes the wake-up on.
+
+With one process every source of work signals the dispatcher after its commit, so no poll needs to
+re-check the store on a timer. Several processes on one database stay correct, if slower: a build
+queued through another process is seen when a poll's wait ends (at most `poll_timeout`), as each poll
+looks at the store when it begins.
+
+Log followers and git-query askers wait on keys ("build:ID", "gitquery:ID") with tickets taken
+*before* they look at the store, so a notification between the look and the wait is not missed.
 
 The reaper is the only one that ends a lease for lack of heartbeats, and it judges that on the
 control plane's own liveness (`Availability`): a stall of this process or of its database is never
@@ -17,22 +30,44 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from outpost.errors import Unavailable
 from outpost.server.models import Build
 from outpost.server.store import builds as store
+from outpost.wire import FINAL_BUILD_STATUSES
 
 log = logging.getLogger("outpost.dispatch")
+
+
+@dataclass(eq=False)
+class Waiter:
+    """One runner's poll while it is held: woken through its event."""
+
+    runner_id: str
+    runtime_id: str
+    builds: bool  # it may claim builds (the runner has a free slot)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    woken_for: str = ""  # "build" or "query" when the dispatcher picked it for the runtime's work
 
 
 class Wakeups:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
         self.closing = False
+        self.polls = 0  # held right now
+        # Idle waiters by runtime, oldest first: those that may claim builds, and those that may not.
+        self._idle: dict[str, OrderedDict[Waiter, None]] = {}
+        self._idle_busy: dict[str, OrderedDict[Waiter, None]] = {}
+        self._runners: dict[str, set[Waiter]] = {}
+        # Runtimes whose work was signalled while none of their polls was idle.
+        self._missed_builds: set[str] = set()
+        self._missed_queries: set[str] = set()
 
     def close(self) -> None:
         """The server is stopping: every waiter returns now, and long polls stop waiting."""
@@ -40,6 +75,118 @@ class Wakeups:
         for event in self._events.values():
             event.set()
         self._events.clear()
+        for waiters in self._runners.values():
+            for waiter in waiters:
+                waiter.event.set()
+        self._idle.clear()
+        self._idle_busy.clear()
+
+    # --- runners' polls ---
+
+    @property
+    def idle_polls(self) -> int:
+        """Polls waiting for a wake-up right now (not looking at the store)."""
+        return sum(len(q) for q in self._idle.values()) + sum(len(q) for q in self._idle_busy.values())
+
+    def admit(self, max_polls: int) -> None:
+        """503 with Retry-After once this process holds `max_polls` polls: overload degrades, runners back off."""
+        if self.polls >= max_polls:
+            raise Unavailable(
+                f"this control plane holds {self.polls} polls, its maximum; try again later",
+                retry_after=RETRY_AFTER,
+                error="too_many_polls",
+            )
+
+    def enter(self, runner_id: str, runtime_id: str, *, builds: bool, max_polls: int) -> Waiter:
+        self.admit(max_polls)
+        waiter = Waiter(runner_id, runtime_id, builds)
+        self._runners.setdefault(runner_id, set()).add(waiter)
+        self.polls += 1
+        return waiter
+
+    def leave(self, waiter: Waiter) -> None:
+        self._unidle(waiter)
+        mine = self._runners.get(waiter.runner_id)
+        if mine is not None:
+            mine.discard(waiter)
+            if not mine:
+                del self._runners[waiter.runner_id]
+        self.polls -= 1
+
+    def idle(self, waiter: Waiter) -> bool:
+        """Queues the waiter for the runtime's next work. False when it should look at the store again at
+        once instead: it was woken while it looked, or work was signalled while no poll was idle."""
+        rt = waiter.runtime_id
+        if waiter.event.is_set() or self.closing:
+            return False
+        if waiter.builds and rt in self._missed_builds:
+            self._missed_builds.discard(rt)
+            waiter.woken_for = "build"
+            return False
+        if rt in self._missed_queries:
+            self._missed_queries.discard(rt)
+            waiter.woken_for = "query"
+            return False
+        waiter.woken_for = ""
+        (self._idle if waiter.builds else self._idle_busy).setdefault(rt, OrderedDict())[waiter] = None
+        return True
+
+    async def sleep(self, waiter: Waiter, seconds: float, *, unless: asyncio.Future[None] | None = None) -> None:
+        try:
+            await self.wait(waiter.event, seconds, unless=unless)
+        finally:
+            self._unidle(waiter)
+
+    def _unidle(self, waiter: Waiter) -> None:
+        for queues in (self._idle, self._idle_busy):
+            queue = queues.get(waiter.runtime_id)
+            if queue is not None and waiter in queue:
+                del queue[waiter]
+                if not queue:
+                    del queues[waiter.runtime_id]
+
+    def _wake_first(self, runtime_id: str, queues: list[dict[str, OrderedDict[Waiter, None]]], why: str) -> bool:
+        for idle in queues:
+            queue = idle.get(runtime_id)
+            if queue:
+                waiter, _ = queue.popitem(last=False)
+                if not queue:
+                    del idle[runtime_id]
+                waiter.woken_for = why
+                waiter.event.set()
+                return True
+        return False
+
+    def work(self, runtime_id: str, count: int = 1) -> None:
+        """`count` builds of the runtime became claimable: one idle poll that may claim is woken for each."""
+        for _ in range(count):
+            if not self._wake_first(runtime_id, [self._idle], "build"):
+                self._missed_builds.add(runtime_id)
+                return
+
+    def git_query(self, runtime_id: str) -> None:
+        """A git query for the runtime: any one idle poll takes it (it needs no build slot)."""
+        if not self._wake_first(runtime_id, [self._idle_busy, self._idle], "query"):
+            self._missed_queries.add(runtime_id)
+
+    def runner(self, runner_id: str) -> None:
+        """Something for one runner (a cancel, an approval's answer, its revocation): its polls look again."""
+        for waiter in self._runners.get(runner_id, ()):
+            self._unidle(waiter)
+            waiter.event.set()
+
+    def build_changed(self, build: Build) -> None:
+        """After a commit that changed a build: wake its followers, and the poll the change concerns."""
+        self.notify(build_key(build.id))
+        if build.status == "queued":
+            self.work(build.runtime_id)
+        elif build.status in FINAL_BUILD_STATUSES:
+            if build.trigger_id is not None:  # a concurrency slot of its trigger may have freed up
+                self.work(build.runtime_id)
+        elif build.runner_id is not None:  # claimed or running: a cancel or an approval for its runner
+            self.runner(build.runner_id)
+
+    # --- keys: log followers, git-query askers ---
 
     def ticket(self, key: str) -> asyncio.Event:
         event = self._events.get(key)
@@ -48,6 +195,9 @@ class Wakeups:
         return event
 
     def notify(self, key: str) -> None:
+        if key.startswith(RUNTIME_PREFIX):  # "work in this runtime": one build queued
+            self.work(key.removeprefix(RUNTIME_PREFIX))
+            return
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
@@ -55,6 +205,8 @@ class Wakeups:
     @staticmethod
     async def wait(ticket: asyncio.Event, seconds: float, *, unless: asyncio.Future[None] | None = None) -> None:
         """Until the ticket is woken, the seconds run out, or `unless` (the client hanging up) is done."""
+        if ticket.is_set():
+            return
         woken = asyncio.ensure_future(ticket.wait())
         waits: set[asyncio.Future[Any]] = {woken} if unless is None else {woken, unless}
         try:
@@ -81,8 +233,13 @@ async def hang_up(receive: Any) -> AsyncIterator[asyncio.Future[None]]:
         watcher.cancel()
 
 
+RUNTIME_PREFIX = "runtime:"
+RETRY_AFTER = 5  # seconds a refused poll is told to wait (runners add jitter)
+
+
 def runtime_key(runtime_id: str) -> str:
-    return f"runtime:{runtime_id}"
+    """`notify(runtime_key(id))`: one build of the runtime became claimable (see `Wakeups.work`)."""
+    return f"{RUNTIME_PREFIX}{runtime_id}"
 
 
 def build_key(build_id: str) -> str:
@@ -189,6 +346,4 @@ async def reap_leases(
         availability.steady(tick, interval)  # a round held up by the database is a break, whatever it did
         for build in changed:
             log.info("lease of build %s expired: %s", build.id, build.status)
-            wakeups.notify(build_key(build.id))
-            if build.status == "queued":
-                wakeups.notify(runtime_key(build.runtime_id))
+            wakeups.build_changed(build)

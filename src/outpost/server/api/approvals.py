@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from outpost.server.api.deps import Access, AsDeveloper, Svc
 from outpost.server.api.schemas.builds import BuildOut
-from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.services import Services
 from outpost.server.store import approvals, builds
 
@@ -29,6 +28,5 @@ async def _answer(build_id: str, step: str, decision: str, token: Access, svc: S
         await approvals.decide(session, who, build_id, step, decision)
         build = await builds.get_build(session, who, build_id)
         out = BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
-    svc.wakeups.notify(runtime_key(build.runtime_id))
-    svc.wakeups.notify(build_key(build.id))
+    svc.wakeups.build_changed(build)  # the poll of the runner that runs it hands the answer over
     return out

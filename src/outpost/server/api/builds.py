@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.server.api.deps import AsDeveloper, ScopedDeveloper, ScopedViewer, Svc
 from outpost.server.api.runtimes import runner_out
 from outpost.server.api.schemas.builds import BuildIn, BuildOut
-from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.dispatch import runtime_key
 from outpost.server.models import Runtime
 from outpost.server.services import Services
 from outpost.server.store import builds, pipelines, runtimes
@@ -63,6 +63,5 @@ async def show_build(build_id: str, token: ScopedViewer, svc: Svc) -> BuildOut:
 async def cancel_build(build_id: str, token: AsDeveloper, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         build = await builds.request_cancel(session, who, build_id)
-    svc.wakeups.notify(runtime_key(build.runtime_id))
-    svc.wakeups.notify(build_key(build.id))
+    svc.wakeups.build_changed(build)  # the poll of the runner that runs it answers cancel_build
     return BuildOut.of(build, svc.build_url(build.id))

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from outpost.errors import StoreError, Unauthorized
+from outpost.errors import StoreError, Unauthorized, Unavailable
 from outpost.server.api.schemas.errors import error_body
 
 log = logging.getLogger("outpost.api")
@@ -27,6 +27,8 @@ async def store_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StoreError)
     details = {k: v for k, v in exc.details.items() if k != "error"}
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, Unavailable) and "retry_after" in exc.details:
+        headers = {"Retry-After": str(exc.details["retry_after"])}
     return JSONResponse(error_body(_code(exc), exc.message, **details), exc.status_code, headers=headers)
 
 

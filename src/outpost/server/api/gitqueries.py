@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 
 from outpost.server.api.deps import Access, AsDeveloper, Svc
 from outpost.server.api.schemas.gitqueries import BranchesOut, BranchOut, ChangedFilesOut, FileOut
-from outpost.server.dispatch import hang_up, runtime_key
+from outpost.server.dispatch import hang_up
 from outpost.server.models import Runner
 from outpost.server.security import now
 from outpost.server.services import Services
@@ -117,7 +117,7 @@ async def _ask(
             session, who, integration, rt, kind, {"kind": kind, **params}, seconds=seconds, online_since=online_since
         )
         query_id, runtime_id, runtime_name = query.id, rt.id, rt.name
-    svc.wakeups.notify(runtime_key(runtime_id))
+    svc.wakeups.git_query(runtime_id)  # one idle poll of the runtime takes it
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     async with hang_up(request.receive) as gone:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Invalid, TooLarge, Unauthorized
 from outpost.server.api.deps import Svc, Token
-from outpost.server.dispatch import build_key, hang_up, runtime_key
-from outpost.server.models import Account, Runner
+from outpost.server.dispatch import build_key, hang_up
+from outpost.server.models import Account, Build, Runner
+from outpost.server.models import Lease as LeaseRow
 from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import approvals, audit, builds, gitqueries, integrations, logs, reports, runtimes
@@ -41,7 +45,6 @@ from outpost.wire import (
 )
 
 router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
-RECHECK = 2.0  # seconds between store checks while a poll waits, besides wake-ups
 
 
 @router.post("/register", status_code=201)
@@ -60,70 +63,115 @@ async def register(body: RegisterRequest, svc: Svc) -> RegisterResponse:
 
 
 @router.post("/poll", response_model=None)
-async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> PollResponse | Response:
+async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> Response:
     """Held open until there is a task for this runner, the wait is over, the runner hangs up or the
-    server stops (204 for the last three)."""
+    server stops (204 for the last three). While it waits it runs no query: the dispatcher wakes it
+    (server/dispatch.py). 503 + Retry-After when this process already holds its maximum of polls."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait, svc.settings.poll_timeout)
+    wakeups = svc.wakeups
+    wakeups.admit(svc.settings.max_polls)  # before any query: an overloaded server refuses cheaply
     async with svc.tx() as session:
         runner = await runtimes.authenticate_runner(session, token)
         runner.last_seen_at = now()
-    runner_id, runtime_id = runner.id, runner.runtime_id
-    async with hang_up(request.receive) as gone:
-        while not svc.wakeups.closing and not gone.done():
-            ticket = svc.wakeups.ticket(runtime_key(runtime_id))
-            task = await _next_task(svc, runner_id, body)
-            if task is not None:
-                return PollResponse(task=task)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            await svc.wakeups.wait(ticket, min(remaining, RECHECK), unless=gone)
+    runtime_id = runner.runtime_id
+    limit = body.max_tasks or 1
+    waiter = wakeups.enter(runner.id, runtime_id, builds=body.free_slots > 0, max_polls=svc.settings.max_polls)
+    try:
+        async with hang_up(request.receive) as gone:
+            while not wakeups.closing and not gone.done():
+                why, waiter.woken_for = waiter.woken_for, ""
+                waiter.event.clear()  # a wake-up from now on makes us look again
+                found = await _next_tasks(svc, runner.id, body, limit)
+                if found.more_builds or (why == "build" and found.tasks and not found.tried_builds):
+                    wakeups.work(runtime_id)  # pass it on: this poll leaves claimable builds behind
+                if why == "query" and found.tasks and not found.tried_queries:
+                    wakeups.git_query(runtime_id)
+                if found.tasks:
+                    return _answer(body, found.tasks)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if wakeups.idle(waiter):
+                    await wakeups.sleep(waiter, remaining, unless=gone)
+    finally:
+        wakeups.leave(waiter)
     return Response(status_code=204)
 
 
-async def _next_task(svc: Services, runner_id: str, body: PollRequest) -> Task | None:
+def _answer(body: PollRequest, tasks: list[Task]) -> Response:
+    """A list to a runner that sent max_tasks, one task otherwise; the other field is left out, as a runner of
+    the previous version refuses fields it does not know."""
+    answer = PollResponse(tasks=tasks) if body.max_tasks is not None else PollResponse(task=tasks[0])
+    content = {k: v for k, v in answer.model_dump(mode="json").items() if v is not None}
+    return JSONResponse(content)
+
+
+@dataclass
+class _Found:
+    tasks: list[Task] = field(default_factory=list)
+    tried_builds: bool = False  # it ran a claim (so a wake-up for builds was used)
+    tried_queries: bool = False
+    more_builds: bool = False  # it claimed all it could and more builds wait
+
+
+async def _next_tasks(svc: Services, runner_id: str, body: PollRequest, limit: int) -> _Found:
+    """What the runner gets now, in this order: cancels, approval answers, a git query, builds (at most
+    free_slots); at most `limit` tasks in all."""
+    found = _Found()
+    tasks = found.tasks
     async with svc.tx() as session:
         runner = await session.get_one(Runner, runner_id)
         if runner.revoked_at is not None:
             raise Unauthorized("this runner was revoked")
-        cancels = await builds.cancel_pending_for(session, runner, body.running)
-        if cancels:
-            return CancelBuildTask(build_id=cancels[0])
-        if answer := await approvals.undelivered(session, runner, body.running):
-            return ApprovalTask(build_id=answer[0], approval=answer[1])
-        if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
-            return query
-        if body.free_slots <= 0:
-            return None
-        claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
-        if claimed is None:
-            return None
-        build, lease, job_token = claimed
-        await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
-        account = await session.get_one(Account, build.account_id)
-        return RunBuildTask(
-            build_id=build.id,
-            lease_id=lease.id,
-            lease_ttl=svc.settings.lease_ttl,
-            job_token=job_token,
-            account=account.name,
-            pipeline=build.pipeline_name,
-            yaml=build.yaml,
-            yaml_file=build.yaml_file,
-            variables={str(k): str(v) for k, v in build.variables.items()},
-            secrets=svc.secrets.open_all(build.secrets),
-            build_url=svc.build_url(build.id),
-            created_at=build.created_at,
-            trigger=build.trigger,
-            initiator=build.initiator,
-            branch=build.branch,
-            revision=build.sha,
-            event=build.event,
-            integrations=await integrations.git_access_for_build(session, svc.secrets, build),
-            registries=await integrations.registry_access_for_build(session, svc.secrets, build),
-            source=builds.pipeline_source(build),
-        )
+        for build_id in (await builds.cancel_pending_for(session, runner, body.running))[:limit]:
+            tasks.append(CancelBuildTask(build_id=build_id))
+        while len(tasks) < limit and (answer := await approvals.undelivered(session, runner, body.running)):
+            tasks.append(ApprovalTask(build_id=answer[0], approval=answer[1]))
+        if len(tasks) < limit:
+            found.tried_queries = True
+            if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
+                tasks.append(query)
+        slots = min(body.free_slots, limit - len(tasks))
+        if slots <= 0:
+            return found
+        found.tried_builds = True
+        for _ in range(slots):
+            claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
+            if claimed is None:
+                return found
+            tasks.append(await _run_task(svc, session, runner, *claimed))
+        found.more_builds = await builds.claimable(session, runner)
+    return found
+
+
+async def _run_task(
+    svc: Services, session: AsyncSession, runner: Runner, build: Build, lease: LeaseRow, job_token: str
+) -> RunBuildTask:
+    await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
+    account = await session.get_one(Account, build.account_id)
+    return RunBuildTask(
+        build_id=build.id,
+        lease_id=lease.id,
+        lease_ttl=svc.settings.lease_ttl,
+        job_token=job_token,
+        account=account.name,
+        pipeline=build.pipeline_name,
+        yaml=build.yaml,
+        yaml_file=build.yaml_file,
+        variables={str(k): str(v) for k, v in build.variables.items()},
+        secrets=svc.secrets.open_all(build.secrets),
+        build_url=svc.build_url(build.id),
+        created_at=build.created_at,
+        trigger=build.trigger,
+        initiator=build.initiator,
+        branch=build.branch,
+        revision=build.sha,
+        event=build.event,
+        integrations=await integrations.git_access_for_build(session, svc.secrets, build),
+        registries=await integrations.registry_access_for_build(session, svc.secrets, build),
+        source=builds.pipeline_source(build),
+    )
 
 
 @router.post("/git-queries/{query_id}/answer")
@@ -212,7 +260,7 @@ async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: S
             )
             builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
     if changed:
-        svc.wakeups.notify(build_key(build_id))
+        svc.wakeups.build_changed(held.build)  # its followers; if it finished, its trigger may have room
     return ReportAccepted(sizes=sizes)
 
 
@@ -244,7 +292,7 @@ async def finish(build_id: str, body: BuildFinished, token: Token, lease: Lease,
         held = await builds.hold(session, build_id, lease, token)
         build = await builds.finish(session, held, body)
         status = build.status
-    svc.wakeups.notify(build_key(build_id))
+    svc.wakeups.build_changed(build)
     return {"status": status}
 
 

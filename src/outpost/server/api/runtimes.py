@@ -5,9 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from outpost.server.api.deps import AsAdmin, AsViewer, Svc
-from outpost.server.api.schemas.base import iso
 from outpost.server.api.schemas.runtimes import RunnerOut, RuntimeIn, RuntimeOut
-from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
@@ -18,28 +16,13 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 def runner_out(svc: Services, runner: Runner, runtime_name: str) -> RunnerOut:
     horizon = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
-    return RunnerOut(
-        id=runner.id,
-        name=runner.name,
-        runtime=runtime_name,
-        version=runner.version,
-        executor=runner.executor,
-        concurrency=runner.concurrency,
-        hostname=runner.hostname,
-        online=bool(runner.last_seen_at and runner.last_seen_at > horizon),
-        last_seen_at=iso(runner.last_seen_at),
-        created_at=iso(runner.created_at),
-    )
+    online = bool(runner.last_seen_at and runner.last_seen_at > horizon)
+    return RunnerOut.read(runner, runtime=runtime_name, online=online)
 
 
 def _with_install_token(svc: Services, runtime: Runtime, install: str) -> RuntimeOut:
-    return RuntimeOut(
-        name=runtime.name,
-        default=runtime.is_default,
-        created_at=iso(runtime.created_at),
-        install_token=install,
-        install_command=f"outpost runner start --url {svc.public_url} --token {install}",
-    )
+    command = f"outpost runner start --url {svc.public_url} --token {install}"
+    return RuntimeOut.read(runtime, install_token=install, install_command=command)
 
 
 @router.post("/runtimes", status_code=201)
@@ -57,7 +40,7 @@ async def list_runtimes(token: AsViewer, svc: Svc) -> list[RuntimeOut]:
         out = []
         for rt in await runtimes.list_runtimes(session, who):
             mine = [runner_out(svc, r, rt.name) for r in all_runners if r.runtime_id == rt.id]
-            out.append(RuntimeOut(name=rt.name, default=rt.is_default, created_at=iso(rt.created_at), runners=mine))
+            out.append(RuntimeOut.read(rt, runners=mine))
         return out
 
 
@@ -82,8 +65,8 @@ async def revoke_runner(runner_id: str, token: AsAdmin, svc: Svc) -> dict[str, s
     """The runner's token and its job tokens are void at once, and its leases end in the same transaction."""
     async with svc.as_caller(token) as (session, who):
         runner = await runtimes.revoke_runner(session, who, runner_id)
-        ended = [b.id for b in await builds.end_leases_of(session, runner)]
-    svc.wakeups.notify(runtime_key(runner.runtime_id))  # its open poll answers 401; requeued builds are claimed
-    for build_id in ended:
-        svc.wakeups.notify(build_key(build_id))
-    return {"id": runner.id, "status": "revoked", "builds": ended}
+        changed = await builds.end_leases_of(session, runner)
+    svc.wakeups.runner(runner.id)  # its open poll answers 401
+    for build in changed:
+        svc.wakeups.build_changed(build)  # another runner claims a requeued one
+    return {"id": runner.id, "status": "revoked", "builds": [b.id for b in changed]}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, NotFound, Unauthorized
@@ -174,12 +174,7 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
         row = (
             await session.execute(
                 select(Build.id, Build.trigger_id)
-                .where(
-                    Build.runtime_id == runner.runtime_id,
-                    Build.account_id == runner.account_id,
-                    Build.status == "queued",
-                    or_(Build.trigger_id.is_(None), Build.trigger_id.not_in(_busy_triggers(runner.account_id))),
-                )
+                .where(*_claimable(runner))
                 .order_by(Build.created_at, Build.id)
                 .limit(1)
             )
@@ -216,6 +211,22 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
             build = await session.get_one(Build, candidate, populate_existing=True)
             return build, lease, job_token
     return None
+
+
+async def claimable(session: AsyncSession, runner: Runner) -> bool:
+    """Whether a queued build is there for the runner's runtime that `claim_next` could hand out (whose
+    trigger has room): after a claim, the dispatcher passes the wake-up on to another poll if so."""
+    found = await session.scalar(select(Build.id).where(*_claimable(runner)).limit(1))
+    return found is not None
+
+
+def _claimable(runner: Runner) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Build.runtime_id == runner.runtime_id,
+        Build.account_id == runner.account_id,
+        Build.status == "queued",
+        or_(Build.trigger_id.is_(None), Build.trigger_id.not_in(_busy_triggers(runner.account_id))),
+    )
 
 
 def _busy_triggers(account_id: str) -> Select[Any]:

@@ -1,0 +1,223 @@
+"""Dispatch: idle polls cost no queries, a queued build reaches exactly one of a thousand waiting polls, overload
+answers 503 + Retry-After, a poll hands over several builds at once, a runner fills its slots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
+from outpost.runner.client import ProtocolClient
+from outpost.server.models import Runtime
+from outpost.server.store import runtimes
+from outpost.wire import PREFIX, PollRequest, RegisterRequest
+from tests.stack import BASE, Stack, running_stack, settings_for
+
+HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
+
+
+async def poll(stack: Stack, token: str, **body: Any) -> httpx.Response:
+    request = PollRequest(**{"wait": 0.0, **body})
+    async with stack.raw() as c:
+        return await c.post(
+            PREFIX + "/poll",
+            json=request.model_dump(exclude_none=True),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+
+async def eventually(check: Any, what: str, timeout: float = 60.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+@contextlib.contextmanager
+def counted(engine: AsyncEngine) -> Iterator[list[tuple[asyncio.Task[Any] | None, str]]]:
+    """The statements the store sends to the database meanwhile, with the task that sent each (an event listener:
+    observing, not patching). The reaper and the cron scheduler run queries of their own meanwhile."""
+    seen: list[tuple[asyncio.Task[Any] | None, str]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append((asyncio.current_task(), statement))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def many_runners(stack: Stack, count: int) -> list[str]:
+    """`count` registered runners of the "local" runtime, each with its own token, registered in one transaction
+    through the store (the API would spend a minute on a thousand registrations)."""
+    tokens = []
+    async with stack.services.tx() as session:
+        runtime = await session.scalar(select(Runtime).where(Runtime.name == "local"))
+        assert runtime is not None
+        for i in range(count):
+            install = await runtimes.create_install_token(session, runtime)
+            _runner, token, _rt, _account = await runtimes.register_runner(
+                session, RegisterRequest(install_token=install, name=f"idle-{i}")
+            )
+            tokens.append(token)
+    return tokens
+
+
+def patient(database_url: str, tmp_path: Path, **overrides: Any) -> Any:
+    """Polls held up to 30 s (room for many polls to settle before any ends), and leases long enough that a build
+    claimed and never started is not requeued during a test."""
+    return running_stack(settings_for(database_url, tmp_path / "data", poll_timeout=30.0, lease_ttl=300.0, **overrides))
+
+
+@pytest.fixture
+async def roomy(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with patient(f"sqlite+aiosqlite:///{tmp_path / 'outpost.db'}", tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+async def calm(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with patient(database_url, tmp_path) as s:
+        yield s
+
+
+async def test_a_thousand_idle_polls_are_all_answered_and_a_build_queued_meanwhile_goes_to_exactly_one(
+    roomy: Stack,
+) -> None:
+    stack, wakeups = roomy, roomy.services.wakeups
+    tokens = await many_runners(stack, 1000)
+    await stack.pipeline("hello", HELLO)
+    async with asyncio.timeout(120):
+        polls = [asyncio.create_task(poll(stack, t, wait=25.0)) for t in tokens]
+        await eventually(lambda: wakeups.idle_polls == 1000, "a thousand idle polls")
+        build = await stack.run("hello")
+        answers = await asyncio.gather(*polls)
+
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 1
+    assert statuses.count(204) == 999
+    (handed,) = [a.json()["task"] for a in answers if a.status_code == 200]
+    assert (handed["kind"], handed["build_id"]) == ("run_build", build["id"])
+    assert (await stack.build(build["id"]))["status"] == "claimed"
+    assert wakeups.polls == 0
+
+
+async def test_an_idle_poll_runs_no_query_while_it_waits(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    waiting = asyncio.create_task(poll(stack, runner.runner_token, wait=5.0))
+    await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the poll to wait")
+
+    with counted(stack.services.engine) as statements:
+        await asyncio.sleep(2.5)  # longer than the 2 s re-check the polls used to run
+    # The app runs in the task of the request (ASGI in process): the poll's own queries are those of `waiting`.
+    assert [sql for task, sql in statements if task is waiting] == []
+
+    build = await stack.run("hello")
+    answer = await waiting
+    assert answer.status_code == 200
+    assert answer.json()["task"]["build_id"] == build["id"]
+
+
+async def test_a_queued_build_wakes_one_waiting_poll_and_the_others_keep_waiting(calm: Stack) -> None:
+    stack, wakeups = calm, calm.services.wakeups
+    tokens = [(await stack.register()).runner_token for _ in range(10)]
+    await stack.pipeline("hello", HELLO)
+    polls = [asyncio.create_task(poll(stack, t, wait=5.0)) for t in tokens]
+    await eventually(lambda: wakeups.idle_polls == 10, "ten idle polls")
+
+    await stack.run("hello")
+    async with asyncio.timeout(30):
+        done, _ = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
+    assert [d.result().status_code for d in done] == [200]
+    assert wakeups.idle_polls == 9  # nobody else looked at the store
+    answers = await asyncio.gather(*polls)
+    assert sorted(a.status_code for a in answers) == [200] + [204] * 9
+
+
+async def test_past_the_maximum_of_held_polls_a_poll_gets_503_with_retry_after(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with patient(database_url, tmp_path, max_polls=2) as stack:
+        tokens = [(await stack.register()).runner_token for _ in range(3)]
+        held = [asyncio.create_task(poll(stack, t, wait=3.0)) for t in tokens[:2]]
+        await eventually(lambda: stack.services.wakeups.idle_polls == 2, "two held polls")
+
+        refused = await poll(stack, tokens[2], wait=3.0)
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        assert refused.json()["error"] == "too_many_polls"
+
+        assert [a.status_code for a in await asyncio.gather(*held)] == [204, 204]
+        assert (await poll(stack, tokens[2])).status_code == 204  # room again
+
+
+async def test_a_poll_with_max_tasks_is_handed_up_to_its_free_slots_in_one_answer(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    queued = [(await stack.run("hello"))["id"] for _ in range(5)]
+
+    answer = await poll(stack, runner.runner_token, free_slots=3, max_tasks=8)
+    assert answer.status_code == 200
+    assert "task" not in answer.json()
+    tasks = answer.json()["tasks"]
+    assert [(t["kind"], t["build_id"]) for t in tasks] == [("run_build", b) for b in queued[:3]]
+
+    older = await poll(stack, runner.runner_token, free_slots=3)  # a runner of the previous version: one task
+    assert "tasks" not in older.json()
+    assert older.json()["task"]["build_id"] == queued[3]
+
+
+async def test_a_stopping_control_plane_answers_every_held_poll_at_once(roomy: Stack) -> None:
+    wakeups = roomy.services.wakeups
+    tokens = await many_runners(roomy, 200)
+    polls = [asyncio.create_task(poll(roomy, t, wait=25.0)) for t in tokens]
+    await eventually(lambda: wakeups.idle_polls == 200, "200 idle polls")
+
+    wakeups.close()  # what SIGTERM does before the server waits for open requests
+    async with asyncio.timeout(10):
+        answers = await asyncio.gather(*polls)
+    assert {a.status_code for a in answers} == {204}
+
+
+CONCURRENT = """version: '1.0'
+steps:
+  wait:
+    image: alpine
+    commands:
+      - touch "$MARKS/${{CF_BUILD_ID}}"
+      - for i in $(seq 1 600); do [ -e "$MARKS/go" ] && exit 0; sleep 0.1; done; exit 1
+"""
+
+
+async def test_one_runner_with_concurrency_4_runs_4_builds_at_once(stack: Stack, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    await stack.pipeline("wait", CONCURRENT, variables={"MARKS": str(marks)})
+    builds = [(await stack.run("wait"))["id"] for _ in range(4)]
+    identity = RunnerIdentity.registered(BASE, await stack.register())
+    options = RunnerOptions(url=BASE, data_dir=tmp_path / "runner", concurrency=4, poll_wait=2.0)
+    runner = Runner(ProtocolClient(BASE, transport=httpx.ASGITransport(app=stack.app)), identity, options)
+    running = asyncio.create_task(runner.run())
+    try:
+        # Every build's step runs before any may end: four at once.
+        await eventually(lambda: len(list(marks.iterdir())) == 4, "four steps running at once", timeout=60)
+        (marks / "go").touch()
+        for build_id in builds:
+            await eventually(lambda b=build_id: b not in runner.jobs, f"build {build_id} to end", timeout=60)
+    finally:
+        runner.stop()
+        async with asyncio.timeout(60):
+            await running
+    for build_id in builds:
+        assert (await stack.build(build_id))["status"] == "success"

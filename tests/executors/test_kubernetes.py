@@ -207,3 +207,23 @@ def _sleeping(seconds: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+async def test_a_lost_node_fails_its_step_with_the_reason_and_the_pod_is_removed(build: Build) -> None:
+    build.options["node_lost_timeout"] = "1"
+    marker = build.folder() / "volume" / "started"
+    running = asyncio.create_task(build.run("echo on the node\ntouch /codefresh/volume/started\nsleep 300\n"))
+    async with asyncio.timeout(60):
+        while not marker.exists():
+            await asyncio.sleep(0.05)
+    (pod,) = build_pods(build)
+    node = pod["spec"]["nodeName"]
+    build.cluster.stop_kubelet(node)  # the node is gone: nothing reports on it any more
+
+    async with asyncio.timeout(30):  # not the engine's timeout, nor a lease's: seconds after the node went silent
+        result, out = await running
+    assert isinstance(result, ExecutorError)
+    assert f"the node {node} running step unit tests stopped answering for 1s (node lost)" in str(result)
+    assert out.startswith(b"on the node\n")
+    assert b"node lost" in out
+    assert build_pods(build) == []

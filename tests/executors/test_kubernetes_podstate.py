@@ -39,7 +39,8 @@ def test_a_step_that_exited_gives_its_own_code_and_no_failure() -> None:
         ({"phase": "Failed", **container({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})}, "OOMKilled"),
         ({"phase": "Failed", "reason": "DeadlineExceeded", "message": "active longer than 60s"}, "DeadlineExceeded"),
         ({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}, "evicted"),
-        ({"phase": "Failed", "reason": "NodeLost"}, "failed: NodeLost"),
+        ({"phase": "Running", "reason": "NodeLost", "message": "Node n is unresponsive"}, "was lost: Node n"),
+        ({"phase": "Failed", "reason": "Shutdown"}, "failed: Shutdown"),
     ],
 )
 def test_a_pod_that_failed_by_itself_says_why(status: dict[str, Any], words: str) -> None:
@@ -58,3 +59,6 @@ def test_pull_problems_and_scheduling_are_told_apart() -> None:
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}]})  # fmt: skip
     assert unplaced.unschedulable == "0/3 nodes"
     assert reading({"phase": "Running"}, deleting=True).deleting
+    silent = reading({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                      **container({"running": {}})})  # fmt: skip
+    assert silent.not_ready  # no probes on step pods: only a silent node makes a running one not ready

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ T = TypeVar("T")
 NAMESPACE = "builds"
 RUNNER_TOKEN = "runner-service-account-token"
 WORK_CLAIM = "outpost-work"
+NODE_GRACE = 2.0  # seconds of kubelet silence before a node is taken as lost
 NODES = {"node-a": {"disk": "ssd"}, "node-b": {"disk": "ssd"}, "node-c": {"disk": "hdd"}}
 
 
@@ -118,6 +120,7 @@ class Cluster:
                 await serving
             await asyncio.sleep(0.02)
         scheduler = asyncio.create_task(self._schedule())
+        lifecycle = asyncio.create_task(self._watch_nodes())
         for node in NODES if self.with_kubelets else ():
             self._start_kubelet(node)
         self._ready.set()
@@ -125,9 +128,10 @@ class Cluster:
             await serving
         finally:
             scheduler.cancel()
+            lifecycle.cancel()
             for task in self._kubelets.values():
                 task.cancel()
-            await asyncio.gather(scheduler, *self._kubelets.values(), return_exceptions=True)
+            await asyncio.gather(scheduler, lifecycle, *self._kubelets.values(), return_exceptions=True)
 
     def _start_kubelet(self, node: str) -> None:
         single = KubeConfig.from_file(self.kubeconfig).get()
@@ -208,6 +212,41 @@ class Cluster:
 
         self.call(delete)
 
+    def stop_kubelet(self, node: str) -> None:
+        """A node lost: its kubelet stops (its containers go with it, as in a crash) and reports nothing more."""
+
+        async def stop() -> None:
+            task = self._kubelets[node]
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self.call(stop)
+
+    # --- the node lifecycle controller ------------------------------------------------------------------------
+
+    async def _watch_nodes(self) -> None:
+        """A node whose kubelet stayed silent for NODE_GRACE seconds becomes Ready=Unknown, and the pods on it
+        Ready=False (the real controller waits 40 s; evictions after 300 s more are not emulated)."""
+        while True:
+            await asyncio.sleep(0.5)
+            for node in self.store.list("nodes", None, None, None):
+                ready = next(
+                    (c for c in (node.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None
+                )
+                if ready is None or ready["status"] != "True" or _age(ready["lastHeartbeatTime"]) < NODE_GRACE:
+                    continue
+                lost = copy.deepcopy(node)
+                lost["status"]["conditions"] = [{**ready, "status": "Unknown", "reason": "NodeStatusUnknown",
+                                                 "message": "Kubelet stopped posting node status."}]  # fmt: skip
+                await self.store.update("nodes", "", node["metadata"]["name"], lost, sub="status")
+                for pod in self.store.list("pods", None, None, f"spec.nodeName={node['metadata']['name']}"):
+                    marked = copy.deepcopy(pod)
+                    conditions = [c for c in marked["status"].get("conditions", []) if c["type"] != "Ready"]
+                    marked["status"]["conditions"] = [*conditions, {"type": "Ready", "status": "False"}]
+                    await self.store.update(
+                        "pods", pod["metadata"]["namespace"], pod["metadata"]["name"], marked, sub="status"
+                    )
+
     # --- the scheduler ----------------------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
@@ -266,6 +305,10 @@ class Cluster:
                 "source": {"component": "default-scheduler"},
             },
         )
+
+
+def _age(stamp: str) -> float:
+    return (datetime.now(UTC) - datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
 
 
 async def _remove_containers(socket: str) -> None:

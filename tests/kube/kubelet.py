@@ -26,7 +26,7 @@ import httpx
 import httpx2
 from lightkube import ALL_NS, ApiError, AsyncClient
 from lightkube.config.kubeconfig import SingleConfig
-from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret
+from lightkube.resources.core_v1 import Event, Node, PersistentVolumeClaim, Pod, Secret
 from lightkube.types import PatchType
 
 from tests.kube.apiserver import now
@@ -36,6 +36,7 @@ _IMAGE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
 _UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+HEARTBEAT = 0.5  # seconds between the node's status updates (the real kubelet: 10 s, or a Lease)
 PULL_BACKOFF = 2.0  # seconds between pull attempts (the real kubelet doubles from 10 s)
 LABEL = "io.outpost.kube.node"
 T = TypeVar("T")
@@ -136,6 +137,7 @@ class Kubelet:
     async def run(self) -> None:
         """Follows the pods bound to this node until cancelled (a cancelled kubelet is a lost node)."""
         self.client = AsyncClient(self.config, field_manager=f"kubelet-{self.node}")
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while True:
                 with contextlib.suppress(httpx.HTTPError, ApiError, Exception):
@@ -143,11 +145,24 @@ class Kubelet:
                         self._see(pod, removed=kind == "DELETED")
                 await asyncio.sleep(0.2)
         finally:
+            heartbeat.cancel()
             for task in self._pods.values():
                 task.cancel()
             await asyncio.gather(*self._pods.values(), return_exceptions=True)
             await self.client.close()
             await self.docker.http.aclose()
+
+    async def _heartbeat(self) -> None:
+        """The node's Ready condition, renewed every HEARTBEAT seconds: its silence is how a lost node shows."""
+        while True:
+            ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now()}
+            with contextlib.suppress(ApiError, httpx2.HTTPError):
+                await retried(
+                    lambda r=ready: self.api.patch(  # type: ignore[misc]
+                        Node.Status, self.node, {"status": {"conditions": [r]}}, patch_type=PatchType.MERGE
+                    )
+                )
+            await asyncio.sleep(HEARTBEAT)
 
     def _see(self, pod: Pod, *, removed: bool = False) -> None:
         """A pod's news: a new one starts; one being deleted stops within its grace period, and one removed from the
@@ -296,6 +311,7 @@ class Kubelet:
                     "state": state,
                 }
             ],
+            "conditions": [{"type": "Ready", "status": "True" if "running" in state else "False"}],
             **extra,
         }
         await retried(

@@ -45,7 +45,7 @@ RETRIED = {429, 500, 502, 503, 504}  # API answers worth another try
 RETRY_FOR = 30.0  # seconds an API call is retried before the step fails
 POLL = 0.2  # seconds between reads of a step's output file
 KUBELET_SLACK = 30.0  # seconds a kubelet may take, beyond the grace period, to finish a pod's deletion
-DEFAULTS = {"namespace": "outpost", "pull_timeout": "30", "pending_timeout": "120"}
+DEFAULTS = {"namespace": "outpost", "pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout": "60"}
 
 
 class KubernetesExecutor(Executor):
@@ -63,6 +63,8 @@ class KubernetesExecutor(Executor):
         self.work_root = Path(self.options.get("work_root", "")).resolve()
         self.pull_timeout = float(self.options["pull_timeout"])
         self.pending_timeout = float(self.options["pending_timeout"])
+        self.node_lost_timeout = float(self.options["node_lost_timeout"])
+        self._lost: set[str] = set()  # pods on a lost node: force-deleted, no grace period to wait for
         self._client: AsyncClient | None = None
         self._serial = 0
 
@@ -189,7 +191,7 @@ class KubernetesExecutor(Executor):
     async def _follow(self, name: str, folder: Path, job: StepJob, output: Output) -> int:
         """Copies the output file into `output` until the pod's status gives a verdict."""
         loop = asyncio.get_running_loop()
-        began, pull_failing_since = loop.time(), None
+        began, pull_failing_since, silent_since = loop.time(), None, None
         offset = 0
         async with _PodWatch(self.client, name) as watch:
             while True:
@@ -205,6 +207,15 @@ class KubernetesExecutor(Executor):
                             return await _fail(output, why)
                         assert reading.exit_code is not None
                         return reading.exit_code
+                    silent_since = (silent_since or loop.time()) if reading.not_ready else None
+                    if silent_since is not None and loop.time() - silent_since >= self.node_lost_timeout:
+                        self._lost.add(name)
+                        await _copy(folder / "output", offset, output)
+                        return await _fail(
+                            output,
+                            f"the node {reading.node} running step {job.step} stopped answering "
+                            f"for {self.node_lost_timeout:g}s (node lost); its pod is force-deleted",
+                        )
                     if reading.hopeless:
                         return await _fail(
                             output, f"image {job.image}: {reading.waiting_message or reading.waiting_reason}"
@@ -251,6 +262,9 @@ class KubernetesExecutor(Executor):
     async def _delete_and_wait(self, name: str) -> None:
         """Deletes the pod with a grace period and waits until it is gone. A pod whose kubelet does not finish
         the deletion (a lost node) is force-deleted: its API object goes, whatever still runs on that node."""
+        if name in self._lost:
+            await _delete(self.client, Pod, name, 0)
+            return
         await _delete(self.client, Pod, name, STOP_GRACE)
         if await _gone(self.client, name, STOP_GRACE + KUBELET_SLACK):
             return

@@ -25,8 +25,10 @@ class Reading:
     waiting_reason: str = ""
     waiting_message: str = ""
     unschedulable: str = ""  # the scheduler's message while it cannot place the pod
-    pod_reason: str = ""  # Evicted, DeadlineExceeded, ...
+    pod_reason: str = ""  # Evicted, DeadlineExceeded, NodeLost, ...
     pod_message: str = ""
+    node: str = ""
+    not_ready: bool = False  # Ready=False while the step still runs: step pods have no probes, so the node is gone
 
     @property
     def pull_failing(self) -> bool:
@@ -42,6 +44,8 @@ class Reading:
             return "the step's container was killed for using more memory than its limit (OOMKilled)"
         if self.pod_reason == "DeadlineExceeded":
             return f"the step's pod passed its deadline and was stopped (DeadlineExceeded: {self.pod_message})"
+        if self.pod_reason == "NodeLost":
+            return f"the node {self.node} running the step's pod was lost: {self.pod_message}"
         if self.pod_reason == "Evicted":
             return f"the step's pod was evicted from its node: {self.pod_message}"
         if self.phase == "Failed" and self.exit_code is None:
@@ -54,14 +58,17 @@ def read(pod: Pod) -> Reading:
     deleting = bool(meta is not None and meta.deletionTimestamp)
     if status is None:
         return Reading(phase="Pending", deleting=deleting)
-    unschedulable = ""
+    unschedulable, not_ready = "", False
     for condition in status.conditions or []:
         if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
             unschedulable = condition.message or "no node can take the pod"
+        if condition.type == "Ready" and condition.status == "False":
+            not_ready = True
     reading = Reading(
         phase=status.phase or "Pending",
         deleting=deleting,
         unschedulable=unschedulable,
+        node=(pod.spec.nodeName if pod.spec else None) or "",
         pod_reason=status.reason or "",
         pod_message=status.message or "",
     )
@@ -69,6 +76,8 @@ def read(pod: Pod) -> Reading:
         if container.name != STEP_CONTAINER or container.state is None:
             continue
         state = container.state
+        if state.running is not None:
+            return replace(reading, not_ready=not_ready)
         if state.terminated is not None:
             return replace(
                 reading, exit_code=state.terminated.exitCode, terminated_reason=state.terminated.reason or ""

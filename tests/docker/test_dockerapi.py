@@ -134,6 +134,31 @@ async def test_wait_returns_the_exit_code(docker: Docker, busybox_image: str, ma
     assert (await run(docker, spec(busybox_image, mark, "sh", "-c", "exit 7")))[0] == 7
 
 
+async def test_a_paused_container_runs_nothing_until_unpaused_and_pausing_what_does_not_run_is_fine(
+    docker: Docker, dockerd: containers.Dockerd, busybox_image: str, mark: str
+) -> None:
+    script = "for i in $(seq 1 30); do echo $i; sleep 0.1; done"
+    container_id = await docker.create_container(spec(busybox_image, mark, "sh", "-c", script))
+    try:
+        await docker.pause(container_id)  # created, not started: nothing to freeze
+        await docker.start(container_id)
+        await asyncio.sleep(0.5)
+        await docker.pause(container_id)
+        await docker.pause(container_id)  # already paused: the same
+        state = dockerd.api("GET", f"/containers/{container_id}/json").json()["State"]
+        assert (state["Status"], state["Paused"]) == ("paused", True)
+        await asyncio.sleep(1.5)
+        assert dockerd.api("GET", f"/containers/{container_id}/json").json()["State"]["Status"] == "paused"
+        await docker.unpause(container_id)
+        assert await asyncio.wait_for(docker.wait(container_id), 30) == 0
+        output = b"".join([chunk async for chunk in docker.output(container_id)])
+        assert output.split() == [str(i).encode() for i in range(1, 31)]
+    finally:
+        await docker.remove(container_id)
+    await docker.pause(container_id)  # gone: fine too
+    await docker.unpause(container_id)
+
+
 async def test_a_missing_command_fails_at_start(docker: Docker, busybox_image: str, mark: str) -> None:
     container_id = await docker.create_container(spec(busybox_image, mark, "/no/such/program"))
     try:

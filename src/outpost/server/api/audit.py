@@ -11,7 +11,6 @@ from sqlalchemy import select
 from outpost.errors import Invalid
 from outpost.server.api.deps import AsAdmin, Svc
 from outpost.server.api.schemas.audit import AuditOut
-from outpost.server.api.schemas.base import iso
 from outpost.server.models import Account
 from outpost.server.security import now
 from outpost.server.store import audit
@@ -44,16 +43,4 @@ async def list_audit(
     async with svc.as_caller(token) as (session, who):
         rows = await audit.entries(session, who, since=start, limit=limit)
         names = {a.id: a.name for a in await session.scalars(select(Account))}
-        return [
-            AuditOut(
-                id=e.id,
-                at=iso(e.at),
-                account=names.get(e.account_id) if e.account_id else None,
-                actor=e.actor,
-                address=e.address,
-                action=e.action,
-                target=e.target,
-                details=e.details,
-            )
-            for e in rows
-        ]
+        return [AuditOut.read(e, account=names.get(e.account_id) if e.account_id else None) for e in rows]

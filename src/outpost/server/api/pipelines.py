@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.errors import PipelineError
 from outpost.pipelines.parsing import load_pipeline, summary
 from outpost.server.api.deps import AsDeveloper, ScopedViewer, Svc
-from outpost.server.api.schemas.base import iso
 from outpost.server.api.schemas.pipelines import PipelineIn, PipelineOut, PipelinePatch, ValidateIn, ValidateOut
 from outpost.server.models import Pipeline, Runtime
 from outpost.server.store import pipelines
@@ -18,22 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 async def _pipeline_out(session: AsyncSession, p: Pipeline) -> PipelineOut:
     runtime = await session.get_one(Runtime, p.runtime_id)
-    return PipelineOut(
-        id=p.id,
-        name=p.name,
-        runtime=runtime.name,
-        yaml_file=p.yaml_file,
-        yaml=p.yaml,
-        variables=p.variables,
-        secrets=sorted(p.secrets),
-        created_at=iso(p.created_at),
-        updated_at=iso(p.updated_at),
-        repo=p.repo,
-        git=p.git,
-        revision=p.revision,
-        approval_role=p.approval_role,
-        approval_requires_other=p.approval_requires_other,
-    )
+    return PipelineOut.read(p, runtime=runtime.name, secrets=sorted(p.secrets))
 
 
 @router.post("/pipelines", status_code=201)

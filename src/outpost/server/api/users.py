@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from outpost.server.api.deps import AsAdmin, Svc
-from outpost.server.api.schemas.base import iso
 from outpost.server.api.schemas.users import UserIn, UserOut
 from outpost.server.models import User
 from outpost.server.store import users
@@ -16,9 +15,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _out(user: User, account: str, password: str | None = None) -> UserOut:
-    return UserOut(
-        name=user.username, role=user.role, account=account, created_at=iso(user.created_at), password=password
-    )
+    return UserOut.read(user, account=account, password=password)
 
 
 @router.post("/users", status_code=201)

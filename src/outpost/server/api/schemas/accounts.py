@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from outpost.server import models
-from outpost.server.api.schemas.base import In, iso
+from outpost.server.api.schemas.base import In, Out, Time
 
 
 class AccountIn(In):
@@ -27,34 +27,22 @@ class TokenIn(In):
     expires: str | None = Field(default=None, min_length=1, max_length=20)
 
 
-class TokenOut(BaseModel):
+class TokenOut(Out):
     id: str
     name: str
     prefix: str
-    superuser: bool
-    created_at: str | None
-    last_used_at: str | None
-    revoked_at: str | None
+    superuser: bool = Field(validation_alias="is_superuser")
+    created_at: Time
+    last_used_at: Time
+    revoked_at: Time
     token: str | None = None  # only when just created
     role: str = "admin"
     pipeline: str | None = None  # the one pipeline it may read and run (by name when known)
-    expires_at: str | None = None
+    expires_at: Time = None
 
     @classmethod
     def of(cls, row: models.ApiToken, token: str | None = None, pipeline: str | None = None) -> TokenOut:
-        return cls(
-            id=row.id,
-            name=row.name,
-            prefix=row.prefix,
-            superuser=row.is_superuser,
-            created_at=iso(row.created_at),
-            last_used_at=iso(row.last_used_at),
-            revoked_at=iso(row.revoked_at),
-            token=token,
-            role=row.role,
-            pipeline=pipeline or row.pipeline_id,
-            expires_at=iso(row.expires_at),
-        )
+        return cls.read(row, token=token, pipeline=pipeline or row.pipeline_id)
 
 
 class WhoAmI(BaseModel):

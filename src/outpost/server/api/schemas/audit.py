@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from outpost.server.api.schemas.base import Out, Time
 
 
-class AuditOut(BaseModel):
+class AuditOut(Out):
     id: int
-    at: str | None
+    at: Time
     account: str | None
     actor: str
     address: str | None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from outpost.server import models
-from outpost.server.api.schemas.base import In, Out, Time, Variables, iso
+from outpost.server.api.schemas.base import In, Out, Time, Variables
 
 
 class BuildIn(In):
@@ -30,9 +30,9 @@ class StepOut(Out):
     decided_by: str | None = None
 
 
-class BuildOut(BaseModel):
+class BuildOut(Out):
     id: str
-    pipeline: str
+    pipeline: str = Field(validation_alias="pipeline_name")
     status: str
     message: str | None
     trigger: str
@@ -41,9 +41,9 @@ class BuildOut(BaseModel):
     sha: str | None
     variables: Variables
     runner_id: str | None
-    created_at: str | None
-    started_at: str | None
-    finished_at: str | None
+    created_at: Time
+    started_at: Time
+    finished_at: Time
     duration: float | None
     cancel_requested: bool
     url: str
@@ -58,27 +58,10 @@ class BuildOut(BaseModel):
     @classmethod
     def of(cls, b: models.Build, url: str, steps: list[models.Step] | None = None) -> BuildOut:
         end = b.finished_at
-        return cls(
-            id=b.id,
-            pipeline=b.pipeline_name,
-            status=b.status,
-            message=b.message,
-            trigger=b.trigger,
-            initiator=b.initiator,
-            branch=b.branch,
-            sha=b.sha,
-            variables=b.variables,
-            runner_id=b.runner_id,
-            created_at=iso(b.created_at),
-            started_at=iso(b.started_at),
-            finished_at=iso(end),
-            duration=round(end - b.started_at, 3) if end and b.started_at else None,
-            cancel_requested=b.cancel_requested,
+        return cls.read(
+            b,
             url=url,
+            duration=round(end - b.started_at, 3) if end and b.started_at else None,
             steps=[StepOut.model_validate(s) for s in steps] if steps is not None else None,
-            trigger_id=b.trigger_id,
-            yaml_repo=b.yaml_repo,
-            yaml_file=b.yaml_file,
-            yaml_revision=b.yaml_revision,
             yaml=(b.yaml or None) if steps is not None else None,
         )

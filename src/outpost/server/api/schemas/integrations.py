@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from outpost.server import models
-from outpost.server.api.schemas.base import In, iso
+from outpost.server.api.schemas.base import In, Out, Time
 
 Tags = list[Annotated[str, Field(min_length=1, max_length=50)]]
 
@@ -47,7 +47,7 @@ class IntegrationPatch(In):
     tags: Tags | None = Field(default=None, max_length=20)
 
 
-class IntegrationOut(BaseModel):
+class IntegrationOut(Out):
     id: str
     kind: str
     name: str
@@ -58,31 +58,15 @@ class IntegrationOut(BaseModel):
     has_secret: bool  # a password or token is stored (sealed); it is never shown
     runner_secret: str | None
     behind_firewall: bool
-    default: bool
+    default: bool = Field(validation_alias="is_default")
     insecure: bool
     tags: list[str]
-    created_at: str | None
-    updated_at: str | None
+    created_at: Time
+    updated_at: Time
 
     @classmethod
     def of(cls, i: models.Integration) -> IntegrationOut:
-        return cls(
-            id=i.id,
-            kind=i.kind,
-            name=i.name,
-            provider=i.provider,
-            url=i.url,
-            domain=i.domain,
-            username=i.username,
-            has_secret=i.secret is not None,
-            runner_secret=i.runner_secret,
-            behind_firewall=i.behind_firewall,
-            default=i.is_default,
-            insecure=i.insecure,
-            tags=list(i.tags),
-            created_at=iso(i.created_at),
-            updated_at=iso(i.updated_at),
-        )
+        return cls.read(i, has_secret=i.secret is not None)
 
 
 class ConnectionOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
-from outpost.server.api.schemas.base import In, Variables
+from outpost.server.api.schemas.base import In, Out, Time, Variables
 
 
 class PipelineIn(In):
@@ -42,7 +42,7 @@ class PipelinePatch(In):
     approval_requires_other: bool | None = None
 
 
-class PipelineOut(BaseModel):
+class PipelineOut(Out):
     id: str
     name: str
     runtime: str
@@ -50,8 +50,8 @@ class PipelineOut(BaseModel):
     yaml: str
     variables: Variables
     secrets: list[str]  # names only: values are never shown again
-    created_at: str | None
-    updated_at: str | None
+    created_at: Time
+    updated_at: Time
     repo: str | None = None  # YAML from the repository: where, through which integration, at which revision
     git: str | None = None
     revision: str | None = None

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from outpost.server.api.schemas.base import In
+from outpost.server.api.schemas.base import In, Out, Time
 
 
 class RuntimeIn(In):
     name: str = Field(min_length=1, max_length=100)
 
 
-class RuntimeOut(BaseModel):
+class RuntimeOut(Out):
     name: str
-    default: bool
-    created_at: str | None
+    default: bool = Field(validation_alias="is_default")
+    created_at: Time
     runners: list[RunnerOut] = Field(default_factory=list)
     install_token: str | None = None
     install_command: str | None = None
 
 
-class RunnerOut(BaseModel):
+class RunnerOut(Out):
     id: str
     name: str
     runtime: str
@@ -29,5 +29,5 @@ class RunnerOut(BaseModel):
     concurrency: int
     hostname: str
     online: bool
-    last_seen_at: str | None
-    created_at: str | None
+    last_seen_at: Time
+    created_at: Time

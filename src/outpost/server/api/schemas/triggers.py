@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from outpost.server import models
-from outpost.server.api.schemas.base import In, Variables, iso
+from outpost.server.api.schemas.base import In, Out, Time, Variables
 
 TriggerEvents = list[Annotated[str, Field(min_length=1, max_length=100)]]
 
@@ -56,7 +56,7 @@ class TriggerPatch(In):
     message: str | None = Field(default=None, max_length=2000)
 
 
-class TriggerOut(BaseModel):
+class TriggerOut(Out):
     id: str
     name: str
     pipeline: str
@@ -78,40 +78,15 @@ class TriggerOut(BaseModel):
     branch: str | None
     message: str | None
     endpoint: str | None  # where the Git provider POSTs (git triggers)
-    last_fired_at: str | None
-    created_at: str | None
-    updated_at: str | None
+    last_fired_at: Time
+    created_at: Time
+    updated_at: Time
     secret: str | None = None  # only when created, rotated or explicitly revealed
 
     @classmethod
     def of(cls, t: models.Trigger, pipeline: str, endpoint: str | None, secret: str | None = None) -> TriggerOut:
-        return cls(
-            id=t.id,
-            name=t.name,
-            pipeline=pipeline,
-            kind=t.kind,
-            provider=t.provider,
-            repo=t.repo,
-            events=list(t.events),
-            branch_regex=t.branch_regex,
-            pr_target_regex=t.pr_target_regex,
-            comment_regex=t.comment_regex,
-            modified_files_glob=t.modified_files_glob,
-            git=t.git,
-            allow_fork_events=t.allow_fork_events,
-            variables=t.variables,
-            disabled=t.disabled,
-            concurrency=t.concurrency,
-            termination_policy=t.termination_policy,
-            cron=t.cron,
-            branch=t.branch,
-            message=t.message,
-            endpoint=endpoint,
-            last_fired_at=iso(t.last_fired_at),
-            created_at=iso(t.created_at),
-            updated_at=iso(t.updated_at),
-            secret=secret,
-        )
+        # `secret` always given: the row's own is the sealed one
+        return cls.read(t, pipeline=pipeline, endpoint=endpoint, secret=secret)
 
 
 class TriggerSecret(BaseModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from outpost.server.api.schemas.base import In
+from outpost.server.api.schemas.base import In, Out, Time
 
 
 class UserIn(In):
@@ -13,9 +13,9 @@ class UserIn(In):
     password: str | None = Field(default=None, max_length=1000)  # none: one is generated and answered once
 
 
-class UserOut(BaseModel):
-    name: str
+class UserOut(Out):
+    name: str = Field(validation_alias="username")
     role: str
     account: str
-    created_at: str | None
+    created_at: Time
     password: str | None = None  # only when generated

@@ -72,6 +72,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outpost]:
     with outpost(tmp_path_factory.mktemp("daily")) as running:
         with running.control_plane.api() as api:
             api.post("/runtimes", json={"name": IDLE}).raise_for_status()
+            eventually(
+                lambda: any(r["online"] for r in api.get("/runners").json()), timeout=30, what="the runner online"
+            )
         yield running
 
 

@@ -193,7 +193,9 @@ async def build_page(
     step: str | None = None,
     start: Annotated[int | None, Query(ge=1)] = None,
     q: Annotated[str, Query(max_length=200)] = "",
+    scope: str = "",
 ) -> Response:
+    everywhere: list[StepHits] = []
     async with as_viewer(request) as (session, viewer):
         view = await build_view(services(request), session, viewer.principal, build_id)
         chosen = view.active if step is None else next((s for s in view.steps if s.name == step), None)
@@ -201,10 +203,12 @@ async def build_page(
             raise NotFound(f"build {build_id} has no step {step!r}")
         data = await logview.read(session, chosen) if chosen is not None else b""
         cursor = await logview.cursor_now(session, view.build)
+        if q and scope == "all":
+            everywhere = await search_steps(session, view.steps, q)
     build_done = view.build.status in FINAL_BUILD_STATUSES
     step_done = build_done or (chosen is not None and chosen.status in FINAL)
     window = logview.window(data, step_done, start)
-    hits, more = logview.search(data, q) if q else ([], False)
+    hits, more = logview.search(data, q) if q and scope != "all" else ([], False)
     live = ""
     if not build_done:
         follow: dict[str, object] = {"cursor": cursor}
@@ -220,12 +224,35 @@ async def build_page(
         auto=step is None,
         window=window,
         q=q,
+        scope=scope,
+        everywhere=everywhere,
+        more_everywhere=sum(len(h.hits) for h in everywhere) >= logview.SEARCH_LIMIT,
         hits=hits,
         more_hits=more,
         live=live,
         page_size=logview.PAGE,
         fragments=view.fragments(viewer, chosen.name if chosen else None),
     )
+
+
+@dataclass
+class StepHits:
+    step: Step
+    hits: list[logview.Hit]
+
+
+async def search_steps(session: AsyncSession, steps: list[Step], q: str) -> list[StepHits]:
+    """Every step's lines with `q`, in plan order (the build's own log first), at most SEARCH_LIMIT in all."""
+    found: list[StepHits] = []
+    left = logview.SEARCH_LIMIT
+    for s in sorted(steps, key=lambda s: s.name != SYSTEM_STREAM):
+        if not s.log_size or left <= 0:
+            continue
+        hits, _ = logview.search(await logview.read(session, s), q, left)
+        if hits:
+            found.append(StepHits(s, hits))
+            left -= len(hits)
+    return found
 
 
 @router.get("/ui/builds/{build_id}/steps/{step}/lines")

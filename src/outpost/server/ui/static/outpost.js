@@ -139,6 +139,60 @@
     });
   }
 
+  // --- search: the query's matches marked in the lines shown, with previous/next ---------------------
+  if (log && log.getAttribute("data-q")) {
+    var needle = log.getAttribute("data-q").toLowerCase();
+    var marks = [];
+    $all(".l > span", log).forEach(function (content) {
+      var walker = document.createTreeWalker(content, NodeFilter.SHOW_TEXT);
+      var texts = [];
+      while (walker.nextNode()) texts.push(walker.currentNode);
+      texts.forEach(function (node) {
+        var text = node.nodeValue;
+        var at = text.toLowerCase().indexOf(needle);
+        if (at < 0) return;
+        var parts = document.createDocumentFragment();
+        var from = 0;
+        while (at >= 0) {
+          parts.appendChild(document.createTextNode(text.slice(from, at)));
+          var mark = document.createElement("mark");
+          mark.className = "hit";
+          mark.textContent = text.slice(at, at + needle.length);
+          parts.appendChild(mark);
+          marks.push(mark);
+          from = at + needle.length;
+          at = text.toLowerCase().indexOf(needle, from);
+        }
+        parts.appendChild(document.createTextNode(text.slice(from)));
+        node.parentNode.replaceChild(parts, node);
+      });
+    });
+    var hitNav = $("#hit-nav");
+    if (hitNav && marks.length) {
+      var counter = $("#hit-count");
+      var at = -1;
+      var target = /^#L(\d+)$/.exec(location.hash);
+      var go = function (i) {
+        if (at >= 0) marks[at].classList.remove("current");
+        at = (i + marks.length) % marks.length;
+        var mark = marks[at];
+        mark.classList.add("current");
+        setFollowing(false);
+        var line = mark.closest(".l");
+        log.scrollTop = line.offsetTop - log.clientHeight / 3;
+        counter.textContent = (at + 1) + " of " + marks.length + " shown";
+      };
+      hitNav.hidden = false;
+      $("#hit-next").addEventListener("click", function () { go(at + 1); });
+      $("#hit-prev").addEventListener("click", function () { go(at - 1); });
+      var first = 0;
+      if (target) {
+        marks.some(function (m, i) { if (m.closest(".l").id === "L" + target[1]) { first = i; return true; } return false; });
+      }
+      go(first);
+    }
+  }
+
   if (build) {
     var header = $("#build-header");
     var steps = $("#steps");

@@ -6,6 +6,7 @@ claim's folder, as it would on the runner StatefulSet's volume."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests import containers
-from tests.e2e.processes import ControlPlane, RunnerProcess
+from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
 from tests.kube import fixtures
 
 dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
@@ -105,3 +106,49 @@ def test_a_failing_step_pod_fails_the_build_with_its_exit_code(
     build = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]
     assert build["status"] == "failure"
     assert kube_cluster.pods() == []
+
+
+def test_cancel_deletes_the_step_pod_and_the_build_ends_terminated_once_it_is_gone(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+) -> None:
+    start_kubernetes_runner(start_runner, kube_cluster)
+    seconds = str(300 + uuid.uuid4().int % 9000)  # a sleep no other test runs
+    yaml = SLEEPY.format(image=busybox_image, seconds=seconds)
+    with control_plane.api() as api:
+        assert api.post("/pipelines", json={"name": "sleepy", "yaml": yaml}).status_code == 201
+        build_id = str(api.post("/pipelines/sleepy/builds", json={"variables": {}}).json()["id"])
+    claim = kube_cluster.claim_folder()
+    eventually(lambda: list(claim.glob("runner/volumes/*/started")), timeout=60, what="the step pod to run")
+    eventually(lambda: _sleeping(seconds), timeout=30, what="the sleep to start")
+
+    cancelled = control_plane.cli("build", "cancel", build_id, "--json", timeout=60)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "terminated"
+    assert kube_cluster.pods() == []  # the step was over only once its pod was gone
+    assert _sleeping(seconds) == []
+
+
+SLEEPY = """version: '1.0'
+steps:
+  main:
+    image: {image}
+    commands:
+      - touch /codefresh/volume/started
+      - sleep {seconds}
+"""
+
+
+def _sleeping(seconds: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
+                found.append(proc.name)
+        except OSError:
+            continue
+    return found

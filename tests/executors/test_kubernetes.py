@@ -16,7 +16,8 @@ from outpost.executors.base import Executor, StepJob
 from tests import containers
 from tests.kube import fixtures
 
-dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
+dockerd, busybox_image, registry = containers.dockerd, containers.busybox_image, containers.registry
+kube_cluster = fixtures.kube_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -227,3 +228,33 @@ async def test_a_lost_node_fails_its_step_with_the_reason_and_the_pod_is_removed
     assert out.startswith(b"on the node\n")
     assert b"node lost" in out
     assert build_pods(build) == []
+
+
+async def test_a_private_image_is_pulled_with_a_pull_secret_made_from_the_registry_integration(
+    build: Build, dockerd: Any, registry: Any
+) -> None:
+    from outpost.containers.auth import RegistryAuth
+
+    private = f"{registry.domain}/base/busybox:{uuid.uuid4().hex[:8]}"
+    dockerd.cli("tag", build.image, private)
+    dockerd.api("POST", f"/images/{private}/push", headers={"X-Registry-Auth": registry.docker_auth_header()})
+    dockerd.cli("rmi", private)  # the kubelet must pull it, with the credentials
+    build.options["pull_timeout"] = "2"
+
+    anonymous, out = await build.run("echo pulled and ran\n", image=private)
+    assert isinstance(anonymous, ExecutorError)
+    assert b"could not be pulled" in out
+
+    login = RegistryAuth(registry.domain, str(registry.username), str(registry.password), insecure=True)
+    job = build.job("echo pulled and ran\n", image=private)
+    job.auths = [login]
+    out = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+
+    async with build.executor() as executor:
+        assert await executor.run(job, sink) == 0
+    assert bytes(out) == b"pulled and ran\n"
+    assert build.cluster.objects("secrets") == []  # the pull secret went with its pod
+    assert str(registry.password).encode() not in bytes(out)

@@ -118,3 +118,15 @@ def test_names_are_dns_labels(parts: tuple[str, ...], expected: str) -> None:
     from outpost.executors.kubernetes import objects
 
     assert objects.dns_label(*parts) == expected
+
+
+def test_a_pull_secret_is_a_valid_dockerconfigjson_secret() -> None:
+    import base64
+    import json
+
+    from outpost.executors.kubernetes import objects
+
+    body = valid(objects.pull_secret("p", "builds", "b-42", "unit", {"registry.internal:5000": ("ci", "s3cret")}))
+    assert body["type"] == "kubernetes.io/dockerconfigjson"
+    entry = json.loads(body["stringData"][".dockerconfigjson"])["auths"]["registry.internal:5000"]
+    assert base64.b64decode(entry["auth"]) == b"ci:s3cret"

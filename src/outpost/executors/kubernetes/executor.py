@@ -131,18 +131,30 @@ class KubernetesExecutor(Executor):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "script").write_text(f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script)
         env = {k: v for k, v in job.env.items() if k not in job.host_env}
-        secret = objects.env_secret(name, self.namespace, self.build_id, job.step, env)
-        pod = objects.step_pod(self._pod_spec(job, name, folder))
-        await _create(self.client, secret, f"create the environment of step {job.step}")
+        secrets = [objects.env_secret(name, self.namespace, self.build_id, job.step, env)]
+        logins = _logins(job)
+        if logins:
+            secrets.append(objects.pull_secret(f"{name}-pull", self.namespace, self.build_id, job.step, logins))
+        spec = self._pod_spec(job, name, folder)
+        spec.pull_secrets = [f"{name}-pull"] if logins else []
+        pod = objects.step_pod(spec)
+        made: list[str] = []
         try:
+            for secret in secrets:
+                await _create(self.client, secret, f"create the secrets of step {job.step}")
+                made.append(_name(secret))
             created = await _create(self.client, pod, f"create the pod of step {job.step}")
-            await _call(
-                f"tie the environment of step {job.step} to its pod",
-                lambda: self.client.patch(Secret, name, objects.owned_by(created), patch_type=PatchType.MERGE),
-            )
+            for secret_name in made:  # from now on, Kubernetes deletes them with the pod
+                await _call(
+                    f"tie the secrets of step {job.step} to its pod",
+                    lambda n=secret_name: self.client.patch(  # type: ignore[misc]
+                        Secret, n, objects.owned_by(created), patch_type=PatchType.MERGE
+                    ),
+                )
         except BaseException:
             await asyncio.shield(_delete(self.client, Pod, name, 0))
-            await asyncio.shield(_delete(self.client, Secret, name, 0))
+            for secret_name in made:
+                await asyncio.shield(_delete(self.client, Secret, secret_name, 0))
             raise
         try:
             return await self._follow(name, folder, job, output)
@@ -370,7 +382,6 @@ def _refuse_what_is_not_built_yet(job: StepJob) -> None:
             ("`cmd`/`entrypoint` (the image's own program)", job.cmd is not None or job.entrypoint is not None),
             ("`volumes`", bool(job.mounts)),
             ("`services`", bool(job.services or job.readiness)),
-            ("registry credentials for the step's image (pull secrets)", _needs_credentials(job)),
         )
         if present
     ]
@@ -378,10 +389,15 @@ def _refuse_what_is_not_built_yet(job: StepJob) -> None:
         raise ExecutorError(f"not yet supported by the Kubernetes executor: {', '.join(missing)}")
 
 
-def _needs_credentials(job: StepJob) -> bool:
-    """Whether a registry integration holds credentials for the step's own image."""
+def _logins(job: StepJob) -> dict[str, tuple[str, str]]:
+    """The credentials of the registry integration for the step's own image, keyed as the kubelet looks them up
+    (the image's registry as written in the reference)."""
     wanted = images.domain_of(job.image or "")
-    return any(images.canonical_host(auth.domain) == wanted for auth in job.auths)
+    for auth in job.auths:
+        if images.canonical_host(auth.domain) == wanted and auth.username:
+            domain = (job.image or "").split("/", 1)[0] if "/" in (job.image or "") else "https://index.docker.io/v1/"
+            return {domain: (auth.username, auth.password or "")}
+    return {}
 
 
 def _config(options: Mapping[str, str]) -> SingleConfig:

@@ -6,6 +6,8 @@ unknown field), and the test cluster rejects what the schema rejects.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +139,24 @@ def env_secret(name: str, namespace: str, build_id: str, step: str, env: Mapping
         metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step)),
         type="Opaque",
         stringData=dict(env),
+        immutable=True,
+    )
+
+
+def pull_secret(name: str, namespace: str, build_id: str, step: str, logins: Mapping[str, tuple[str, str]]) -> Secret:
+    """The credentials the kubelet pulls the step's image with (`logins`: registry domain -> user, password)."""
+    auths = {
+        domain: {
+            "username": user,
+            "password": password,
+            "auth": base64.b64encode(f"{user}:{password}".encode()).decode(),
+        }
+        for domain, (user, password) in logins.items()
+    }
+    return Secret(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step)),
+        type="kubernetes.io/dockerconfigjson",
+        stringData={".dockerconfigjson": json.dumps({"auths": auths})},
         immutable=True,
     )
 

@@ -258,3 +258,18 @@ async def test_a_private_image_is_pulled_with_a_pull_secret_made_from_the_regist
     assert bytes(out) == b"pulled and ran\n"
     assert build.cluster.objects("secrets") == []  # the pull secret went with its pod
     assert str(registry.password).encode() not in bytes(out)
+
+
+async def test_a_step_s_raw_output_is_gone_from_the_build_volume_before_the_next_step(build: Build) -> None:
+    outputs = []
+    async with build.executor() as executor:
+        for script in ("echo the-raw-output\n", "ls /codefresh/volume/.outpost-steps\n"):
+            out = bytearray()
+
+            async def sink(chunk: bytes, out: bytearray = out) -> None:
+                out.extend(chunk)
+
+            assert await executor.run(build.job(script), sink) == 0
+            outputs.append(bytes(out))
+    assert outputs[0] == b"the-raw-output\n"
+    assert outputs[1].split() == [b"op-" + build.build_id.encode() + b"-2-unit-tests"]  # only its own folder

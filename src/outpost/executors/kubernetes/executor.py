@@ -159,8 +159,10 @@ class KubernetesExecutor(Executor):
         try:
             return await self._follow(name, folder, job, output)
         finally:
-            # The step is over only when its pod is gone (cancelled: after its grace period).
+            # The step is over only when its pod is gone (cancelled: after its grace period). Its raw output (not
+            # masked: masking happens in `output`) does not stay on the volume for later steps to read.
             await asyncio.shield(self._delete_and_wait(name))
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _pod_spec(self, job: StepJob, name: str, folder: Path) -> objects.StepPodSpec:
         assert job.image

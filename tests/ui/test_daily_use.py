@@ -6,6 +6,7 @@ the login."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -278,3 +279,35 @@ def test_a_line_link_opened_before_logging_in_lands_on_its_line(browser: Browser
         expect(page.locator("#L42")).to_have_class("l hl")
     finally:
         context.close()
+
+
+FLAKY = """version: '1.0'
+steps:
+  check:
+    image: alpine
+    commands: ['test "${{FAIL}}" != yes']
+"""
+
+
+def test_the_pipelines_page_shows_each_pipelines_last_builds_success_rate_and_median_duration(
+    page: Page, site: Outpost
+) -> None:
+    from playwright.sync_api import expect
+
+    with site.control_plane.api() as api:
+        api.post("/pipelines", json={"name": "flaky", "yaml": FLAKY, "variables": {"FAIL": "no"}}).raise_for_status()
+        for fail in ("no", "yes", "no"):
+            build = api.post("/pipelines/flaky/builds", json={"variables": {"FAIL": fail}}).json()
+            site.control_plane.wait_for(build["id"], {"success", "failure"}, 30)
+    page.goto("/pipelines")
+    row = page.locator("table.pipelines tr", has=page.get_by_role("link", name="flaky", exact=True))
+    spark = row.get_by_role("list", name="Last 3 builds, oldest first")
+    bars = spark.get_by_role("link")
+    expect(bars).to_have_count(3)
+    labels = [bars.nth(i).get_attribute("aria-label") or "" for i in range(3)]
+    assert [label.split(",")[0] for label in labels] == ["success", "failure", "success"]
+    expect(row.locator(".rate")).to_have_text("67% (2 of 3)")
+    expect(row.locator(".median")).to_have_text(re.compile(r"^\d+s$"))
+    bars.nth(1).click()
+    page.wait_for_url("**/builds/*")
+    expect(page.locator("#build-status")).to_contain_text("failure")

@@ -4,6 +4,7 @@ a repository to read it from, checked by the store's own rules with each refusal
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -23,6 +24,7 @@ from outpost.server.store.pipelines import MAX_YAML
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.runtimes import idle_runtimes
 from outpost.server.ui.sessions import Form, Viewer, as_viewer, check_csrf, checked, read_form, services
+from outpost.wire import FINAL_BUILD_STATUSES
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 # Runs as it is, with or without a branch (an unset `${{CF_BRANCH}}` stays literal, and sh refuses it).
@@ -224,15 +226,47 @@ def _pairs(draft: Draft) -> tuple[dict[str, str], dict[str, str]]:
     return variables, secrets
 
 
+RECENT = 20  # builds a pipeline's sparkline, success rate and median duration are taken over
+
+
+@dataclass
+class Recent:
+    """A pipeline's last builds, oldest first, and what they say."""
+
+    builds: list[Build]
+
+    @property
+    def last(self) -> Build | None:
+        return self.builds[-1] if self.builds else None
+
+    @property
+    def finished(self) -> list[Build]:
+        return [b for b in self.builds if b.status in FINAL_BUILD_STATUSES]
+
+    @property
+    def succeeded(self) -> int:
+        return sum(b.status == "success" for b in self.finished)
+
+    @property
+    def median_duration(self) -> float | None:
+        took = [
+            b.finished_at - b.started_at
+            for b in self.finished
+            if b.status == "success" and b.started_at is not None and b.finished_at is not None
+        ]
+        return statistics.median(took) if took else None
+
+
 @router.get("/pipelines")
 async def pipeline_list(request: Request) -> Response:
     async with as_viewer(request) as (session, viewer):
         rows = await pipelines.list_pipelines(session, viewer.principal)
         names = {r.id: r.name for r in await runtimes.list_runtimes(session, viewer.principal)}
-        latest: dict[str, Build] = {}
-        for b in await builds.list_builds(session, viewer.principal, limit=500):
-            latest.setdefault(b.pipeline_id, b)
-    return page(request, "pipelines.html", viewer, pipelines=rows, runtimes=names, latest=latest)
+        recent: dict[str, Recent] = {}
+        for p in rows:  # one query each: a busy pipeline does not crowd the others out
+            newest = await builds.list_builds(session, viewer.principal, pipeline=p.name, limit=RECENT)
+            recent[p.id] = Recent(newest[::-1])
+    return page(request, "pipelines.html", viewer, pipelines=rows, runtimes=names, recent=recent, window=RECENT)
 
 
 @router.get("/new/pipeline")

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from outpost.server.api.deps import AsAdmin, AsViewer, Svc
 from outpost.server.api.schemas.runtimes import RunnerOut, RuntimeIn, RuntimeOut
-from outpost.server.dispatch import build_key, runtime_key
 from outpost.server.models import Runner, Runtime
 from outpost.server.security import now
 from outpost.server.services import Services
@@ -66,8 +65,8 @@ async def revoke_runner(runner_id: str, token: AsAdmin, svc: Svc) -> dict[str, s
     """The runner's token and its job tokens are void at once, and its leases end in the same transaction."""
     async with svc.as_caller(token) as (session, who):
         runner = await runtimes.revoke_runner(session, who, runner_id)
-        ended = [b.id for b in await builds.end_leases_of(session, runner)]
-    svc.wakeups.notify(runtime_key(runner.runtime_id))  # its open poll answers 401; requeued builds are claimed
-    for build_id in ended:
-        svc.wakeups.notify(build_key(build_id))
-    return {"id": runner.id, "status": "revoked", "builds": ended}
+        changed = await builds.end_leases_of(session, runner)
+    svc.wakeups.runner(runner.id)  # its open poll answers 401
+    for build in changed:
+        svc.wakeups.build_changed(build)  # another runner claims a requeued one
+    return {"id": runner.id, "status": "revoked", "builds": [b.id for b in changed]}

@@ -13,7 +13,7 @@ from tests.e2e.processes import eventually
 from tests.ui.browser import Outpost, chromium, need_browser, outpost
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Dialog, Page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 WAIT = 20_000  # ms: the longest any expectation below waits
@@ -163,12 +163,27 @@ def test_a_waiting_step_is_approved_from_the_build_page(page: Page, site: Outpos
     expect(page.locator("#steps")).to_contain_text("approved by admin")
 
 
-def test_a_running_build_is_cancelled_from_its_page(page: Page, site: Outpost) -> None:
+def test_a_running_build_is_cancelled_from_its_page_after_a_confirmation(page: Page, site: Outpost) -> None:
     from playwright.sync_api import expect
 
     create_pipeline(page, "slow", SLOW)
     build_id = run(page, "slow")
     expect(page.locator("#log")).to_contain_text("waiting")
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def handle(dialog: Dialog) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        page.once("dialog", handle)
+
+    answer(False)  # a second thought: nothing is cancelled
+    page.get_by_role("button", name="Cancel build").click()
+    assert asked == [f"Cancel build slow #{build_id[:8]}? Its running step is stopped and the rest do not run."]
+    expect(page.locator("#build-status")).to_contain_text("running")
+    assert site.control_plane.build(build_id)["status"] == "running"
+    answer(True)
     page.get_by_role("button", name="Cancel build").click()
     expect(page.locator("#build-status")).to_contain_text("terminated")
     assert site.control_plane.build(build_id)["status"] == "terminated"

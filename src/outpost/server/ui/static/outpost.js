@@ -64,6 +64,12 @@
     });
   }
 
+  // --- forms that undo work ask first (a live region may have moved the button under the pointer) -----
+  document.addEventListener("submit", function (e) {
+    var message = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) e.preventDefault();
+  });
+
   // --- the login form: a link's #L100 is never sent to the server, so it rides along in `next` ------
   var nextField = $('form[action="/login"] input[name="next"]');
   if (nextField && /^#L\d+$/.test(location.hash) && nextField.value.indexOf("#") < 0) nextField.value += location.hash;

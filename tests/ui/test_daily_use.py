@@ -311,3 +311,16 @@ def test_the_pipelines_page_shows_each_pipelines_last_builds_success_rate_and_me
     bars.nth(1).click()
     page.wait_for_url("**/builds/*")
     expect(page.locator("#build-status")).to_contain_text("failure")
+
+
+def test_a_builds_created_time_reads_as_how_long_ago_with_the_exact_time_at_hand(page: Page, site: Outpost) -> None:
+    from playwright.sync_api import expect
+
+    api_pipeline(site, "hello", HELLO)
+    build_id = api_run(site, "hello")
+    page.goto("/builds")
+    created = page.locator("#build-rows tr", has_text=build_id[:8]).locator("time[data-relative]")
+    expect(created).to_have_text("just now")
+    expect(created).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+    page.goto(f"/builds/{build_id}")
+    expect(page.locator(".facts")).to_contain_text(re.compile(r"\d\d:\d\d:\d\d UTC \(just now\)"))

@@ -70,6 +70,21 @@ def when(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def ago(t: float | None, now: float | None = None) -> str:
+    """How long ago, in words a person skims: `just now`, `5 min ago`, `3 h ago`, `2 days ago`."""
+    if t is None:
+        return ""
+    s = max(0, int((now if now is not None else time.time()) - t))
+    if s < 45:
+        return "just now"
+    if s < 3600:
+        return f"{max(1, round(s / 60))} min ago"
+    if s < 86400:
+        return f"{s // 3600} h ago"
+    days = s // 86400
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
 def iso(t: float | None) -> str:
     if t is None:
         return ""
@@ -95,7 +110,13 @@ def _environment() -> Environment:
         FINAL=FINAL,
     )
     env.filters.update(
-        duration=duration, span=span, when=when, iso=iso, label=status_label, q=lambda s: quote(str(s), safe="")
+        duration=duration,
+        span=span,
+        when=when,
+        ago=ago,
+        iso=iso,
+        label=status_label,
+        q=lambda s: quote(str(s), safe=""),
     )
     return env
 

@@ -32,8 +32,20 @@
     if (s < 3600) return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
     return Math.floor(s / 3600) + "h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
   }
+  function ago(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    if (s < 45) return "just now";
+    if (s < 3600) return Math.max(1, Math.round(s / 60)) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    var days = Math.floor(s / 86400);
+    return days + " day" + (days === 1 ? "" : "s") + " ago";
+  }
   function tick() {
     var now = Date.now() / 1000;
+    $all("time[data-relative]").forEach(function (el) {
+      var t = Date.parse(el.getAttribute("datetime"));
+      if (!isNaN(t)) el.textContent = ago(now - t / 1000);
+    });
     $all("[data-started]:not([data-finished])").forEach(function (el) {
       el.textContent = format(now - parseFloat(el.getAttribute("data-started")));
     });

@@ -6,6 +6,8 @@ claim's folder, as it would on the runner StatefulSet's volume."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests import containers
-from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
+from tests.e2e.processes import ControlPlane, RunnerProcess, eventually, outpost_env
 from tests.kube import fixtures
 
 dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
@@ -152,3 +154,23 @@ def _sleeping(seconds: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ((), "the Kubernetes executor needs --work-claim"),
+        (("--work-claim", "w", "--kubeconfig", "/nonexistent/kubeconfig"), "cannot read the Kubernetes configuration"),
+        (("--work-claim", "not-there"), 'read the work claim not-there: 404 persistentvolumeclaims "not-there" not'),
+    ],
+)
+def test_a_runner_that_cannot_use_the_cluster_exits_at_start_with_the_reason(
+    tmp_path: Path, kube_cluster: Any, extra: tuple[str, ...], reason: str
+) -> None:
+    kubeconfig = () if "--kubeconfig" in extra else ("--kubeconfig", str(kube_cluster.runner_kubeconfig))
+    command = [sys.executable, "-m", "outpost", "runner", "start", "--url", "http://127.0.0.1:9", "--token", "t",
+               "--data-dir", str(tmp_path / "runner"), "--executor", "kubernetes", *kubeconfig, *extra]  # fmt: skip
+    done = subprocess.run(command, env=outpost_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert reason in done.stderr
+    assert "Traceback" not in done.stderr

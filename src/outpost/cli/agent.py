@@ -53,7 +53,7 @@ def configure_logging(file: Path | None, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "alembic"):
+    for noisy in ("httpx", "httpx2", "alembic"):  # httpx2: lightkube's, a line per Kubernetes API call
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -114,7 +114,11 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
     """--namespace, --kubeconfig and where the runner's folder is in the cluster, for the Kubernetes executor."""
     for name, envvar, help_text in reversed(
         [
-            ("--namespace", "OUTPOST_NAMESPACE", "The namespace of step pods (Kubernetes executor; default: outpost)."),
+            (
+                "--namespace",
+                "OUTPOST_NAMESPACE",
+                "The namespace of step pods (default: the kubeconfig's, else outpost).",
+            ),
             (
                 "--kubeconfig",
                 "KUBECONFIG",

@@ -45,7 +45,8 @@ RETRIED = {429, 500, 502, 503, 504}  # API answers worth another try
 RETRY_FOR = 30.0  # seconds an API call is retried before the step fails
 POLL = 0.2  # seconds between reads of a step's output file
 KUBELET_SLACK = 30.0  # seconds a kubelet may take, beyond the grace period, to finish a pod's deletion
-DEFAULTS = {"namespace": "outpost", "pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout": "60"}
+DEFAULTS = {"pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout": "60"}
+NAMESPACE = "outpost"  # without --namespace: the kubeconfig context's namespace, else this
 
 
 class KubernetesExecutor(Executor):
@@ -58,7 +59,8 @@ class KubernetesExecutor(Executor):
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(volume, scratch, build_id=build_id, options={**DEFAULTS, **(options or {})})
-        self.namespace = self.options["namespace"]
+        self._config = _config(self.options) if self.options.get("work_claim") else None
+        self.namespace = _namespace(self.options, self._config)
         self.claim = self.options.get("work_claim", "")
         self.work_root = Path(self.options.get("work_root", "")).resolve()
         self.pull_timeout = float(self.options["pull_timeout"])
@@ -71,10 +73,11 @@ class KubernetesExecutor(Executor):
     @classmethod
     async def preflight(cls, options: Mapping[str, str]) -> str | None:
         merged = {**DEFAULTS, **options}
-        config = _config(merged)
-        namespace, claim = merged["namespace"], merged.get("work_claim", "")
+        claim = merged.get("work_claim", "")
         if not claim:
             raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
+        config = _config(merged)
+        namespace = _namespace(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
             await _call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
         return f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
@@ -89,9 +92,9 @@ class KubernetesExecutor(Executor):
         return self._client
 
     async def __aenter__(self) -> Self:
-        if not self.claim:
+        if not self.claim or self._config is None:
             raise ExecutorError("the Kubernetes executor needs a work claim (--work-claim)")
-        self._client = AsyncClient(_config(self.options), namespace=self.namespace, field_manager="outpost")
+        self._client = AsyncClient(self._config, namespace=self.namespace, field_manager="outpost")
         return self
 
     async def __aexit__(
@@ -111,10 +114,12 @@ class KubernetesExecutor(Executor):
         """Deletes the pods and secrets a crashed runner left for this build (the step pods stop with it)."""
         merged = {**DEFAULTS, **(options or {})}
         selector: dict[str, Any] = dict(objects.build_selector(build_id))
+        config = _config(merged)
+        namespace = _namespace(merged, config)
         try:
-            with Client(_config(merged), namespace=merged["namespace"]) as client:
+            with Client(config, namespace=namespace) as client:
                 for kind in (Pod, Secret):
-                    for found in client.list(kind, labels=selector, namespace=merged["namespace"]):
+                    for found in client.list(kind, labels=selector, namespace=namespace):
                         client.delete(kind, _name(found), grace_period=0)
         except (ApiError, httpx2.HTTPError) as exc:
             raise ExecutorError(f"cannot remove the pods of build {build_id}: {exc}") from exc
@@ -400,6 +405,16 @@ def _logins(job: StepJob) -> dict[str, tuple[str, str]]:
             domain = (job.image or "").split("/", 1)[0] if "/" in (job.image or "") else "https://index.docker.io/v1/"
             return {domain: (auth.username, auth.password or "")}
     return {}
+
+
+def _namespace(options: Mapping[str, str], config: SingleConfig | None) -> str:
+    """--namespace, else the namespace the kubeconfig's context names (in-cluster: the service account's)."""
+    given = options.get("namespace")
+    if given:
+        return given
+    if config is not None and config.context.namespace:
+        return str(config.context.namespace)
+    return NAMESPACE
 
 
 def _config(options: Mapping[str, str]) -> SingleConfig:

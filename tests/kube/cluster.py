@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import copy
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,7 +25,6 @@ import yaml
 from lightkube import KubeConfig
 
 from outpost.executors.kubernetes import objects
-from tests.components import free_port
 from tests.kube import apiserver
 from tests.kube.kubelet import Docker, Kubelet
 
@@ -40,7 +40,10 @@ class Cluster:
     def __init__(self, folder: Path, docker_socket: str, *, kubelets: bool = True) -> None:
         self.folder, self.docker_socket, self.with_kubelets = folder, docker_socket, kubelets
         self.storage = folder / "storage"  # claims' folders
-        self.port = free_port()
+        # Bound here and handed to uvicorn: no other process can take the port between choosing and listening.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
         self.store = apiserver.Store()
         self.kubeconfig = folder / "kubeconfig"  # the cluster's admin (no token: not checked)
         self.runner_kubeconfig = folder / "runner-kubeconfig"  # the runner's service account, held to its Role
@@ -114,7 +117,7 @@ class Cluster:
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
-        serving = asyncio.create_task(self._server.serve())
+        serving = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if serving.done():
                 await serving
@@ -167,6 +170,7 @@ class Cluster:
                 self.call(self._shutdown)
         if self._thread is not None:
             self._thread.join(30)
+        self._socket.close()
         if self.with_kubelets:
             with contextlib.suppress(Exception):
                 asyncio.run(_remove_containers(self.docker_socket))

@@ -140,6 +140,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/runtimes"): ui(),
     ("POST", "/new/runtime"): ui(A),
     ("POST", "/runtimes/{name}/install-token"): ui(A, obj=True),
+    ("POST", "/runners/{runner_id}/revoke"): ui(A, obj=True),
     ("GET", "/triggers"): ui(),
     ("GET", "/new/trigger"): ui(A),
     ("POST", "/new/trigger"): ui(A),

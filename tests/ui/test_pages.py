@@ -107,6 +107,7 @@ async def test_a_forged_session_cookie_is_ignored(ui_stack: tuple[Stack, str]) -
 async def test_every_form_is_refused_with_403_without_its_csrf_token(admin: UiClient) -> None:
     stack = admin.stack
     build_id = await finished_build(stack, b"hi\n")
+    runner_id = (await stack.api("GET", "/runners")).json()[0]["id"]
     forms = [
         ("/new/pipeline", {"name": "x", "yaml": HELLO}),
         ("/pipelines/hello/edit", {"yaml": HELLO}),
@@ -117,6 +118,7 @@ async def test_every_form_is_refused_with_403_without_its_csrf_token(admin: UiCl
         ("/new/trigger", {"pipeline": "hello", "kind": "git", "provider": "github", "repo": "a/b", "events": "push"}),
         ("/new/runtime", {"name": "other"}),
         ("/runtimes/local/install-token", {}),
+        (f"/runners/{runner_id}/revoke", {}),
         ("/new/integration", {"kind": "git", "name": "g", "url": "https://git.example"}),
         ("/logout", {}),
     ]
@@ -129,6 +131,7 @@ async def test_every_form_is_refused_with_403_without_its_csrf_token(admin: UiCl
     listed = await stack.api("GET", "/pipelines")
     assert [p["name"] for p in listed.json()] == ["hello"]
     assert len((await stack.api("GET", "/builds")).json()) == 1
+    assert [r["id"] for r in (await stack.api("GET", "/runners")).json()] == [runner_id]  # not revoked
     assert (await admin.get("/builds")).status_code == 200  # still logged in
 
 

@@ -14,7 +14,7 @@ from outpost.server.services import Services
 from outpost.server.store import audit, builds, runtimes
 from outpost.server.store.accounts import ADMIN, Principal, require
 from outpost.server.store.builds import LIVE_STATUSES
-from outpost.server.ui.rendering import UiRoute, page
+from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, checked, read_form, services
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
@@ -97,6 +97,22 @@ async def create_runtime(request: Request) -> Response:
         runtime = await runtimes.create_runtime(session, viewer.principal, body.name)
         token = await runtimes.create_install_token(session, runtime)
     return await _page(request, created=runtime, token=token)
+
+
+@router.post("/runners/{runner_id}/revoke")
+async def revoke_runner(request: Request, runner_id: str) -> Response:
+    """As `DELETE /api/v1/runners/{id}`: its token is void at once and the builds it held are handed back."""
+    form = await read_form(request)
+    svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
+        runner = await runtimes.revoke_runner(session, viewer.principal, runner_id)
+        changed = await builds.end_leases_of(session, runner)
+    svc.wakeups.runner(runner.id)  # its open poll answers 401
+    for build in changed:
+        svc.wakeups.build_changed(build)
+    return see_other("/runtimes")
 
 
 @router.post("/runtimes/{name}/install-token")

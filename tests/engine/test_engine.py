@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome
 from outpost.executors.local import LocalExecutor
-from outpost.wire import SYSTEM_STREAM
+from outpost.wire import SYSTEM_STREAM, GitAccess, PipelineSource, RegistryAccess, RunBuildTask
 from tests.engine.recorder import Recorder
 
 
@@ -256,3 +257,45 @@ async def test_cf_export_mask_hides_the_value_in_later_logs(tmp_path: Path) -> N
     assert outcome.status == "success", rec.logs
     assert rec.text("make") == "Exporting TOKEN\n"
     assert rec.text("show") == "token is *****\n"
+
+
+RUNNER_ALONE = {"kind", "lease_id", "lease_ttl", "job_token", "source"}  # what the runner keeps to itself
+
+
+def test_a_build_context_made_from_a_task_holds_all_the_task_says_of_the_build(tmp_path: Path) -> None:
+    task = RunBuildTask(
+        build_id="b1",
+        lease_id="l1",
+        lease_ttl=30,
+        job_token="jt",
+        account="acme",
+        pipeline="demo",
+        yaml="version: '1.0'\nsteps: {}\n",
+        yaml_file="ci/build.yml",
+        variables={"A": "1"},
+        secrets={"TOKEN": "s3cret"},
+        build_url="http://cp/builds/b1",
+        created_at=1_700_000_000.5,
+        trigger="webhook",
+        initiator="alice",
+        branch="main",
+        revision="0123456789abcdef0123456789abcdef01234567",
+        event={"ref": "refs/heads/main"},
+        integrations={"gh": GitAccess(name="gh", provider="github", url="https://github.com")},
+        registries={"hub": RegistryAccess(name="hub", domain="registry.example:5000")},
+        source=PipelineSource(repo="acme/app"),
+    )
+    ctx = BuildContext.from_task(
+        task, volume=tmp_path / "v", scratch=tmp_path / "s", runner="r1", runner_secrets={"GIT": "pw"}
+    )
+    of_the_build = RunBuildTask.model_fields.keys() - RUNNER_ALONE
+    assert of_the_build <= {f.name for f in fields(BuildContext)}  # a new field of the task reaches the engine
+    assert {name: getattr(ctx, name) for name in of_the_build} == {name: getattr(task, name) for name in of_the_build}
+    assert (ctx.volume, ctx.scratch, ctx.runner, dict(ctx.runner_secrets)) == (
+        tmp_path / "v",
+        tmp_path / "s",
+        "r1",
+        {"GIT": "pw"},
+    )
+    ctx.variables["CF_BRANCH"] = "main"  # the engine adds to its copies, never to the task
+    assert task.variables == {"A": "1"}

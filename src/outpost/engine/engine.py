@@ -21,7 +21,7 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,15 @@ from outpost.executors.base import Executor
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
 from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, normalize_branch_tag
-from outpost.wire import SYSTEM_STREAM, BuildStarted, FinalBuildStatus, GitAccess, RegistryAccess, StepUpdate
+from outpost.wire import (
+    SYSTEM_STREAM,
+    BuildStarted,
+    FinalBuildStatus,
+    GitAccess,
+    RegistryAccess,
+    RunBuildTask,
+    StepUpdate,
+)
 
 __all__ = ["PASSED_THROUGH", "VOLUME_ALIAS", "BuildContext", "BuildEngine", "BuildOutcome", "Reporter"]
 
@@ -68,6 +76,33 @@ class BuildContext:
     integrations: dict[str, GitAccess] = field(default_factory=dict)  # git integrations the build may use
     registries: dict[str, RegistryAccess] = field(default_factory=dict)  # registry integrations the build may use
     runner_secrets: Mapping[str, str] = field(default_factory=dict)  # the runner's own secrets (--secrets-file)
+
+    @classmethod
+    def from_task(
+        cls,
+        task: RunBuildTask,
+        *,
+        volume: Path,
+        scratch: Path,
+        runner: str = "",
+        runner_secrets: Mapping[str, str] | None = None,
+    ) -> BuildContext:
+        """The context of the build a task describes: every field the two share by name is the task's (its mappings
+        copied, as the engine adds to them); the rest is where and by whom the runner runs it. What the task holds
+        for the runner alone (the lease, the job token, where to read the YAML) stays out."""
+        shared = {f.name for f in fields(cls)} & RunBuildTask.model_fields.keys()
+        taken: dict[str, Any] = {name: _copy(getattr(task, name)) for name in shared}
+        return cls(
+            **taken,
+            volume=volume,
+            scratch=scratch,
+            runner=runner,
+            runner_secrets=dict(runner_secrets or {}),
+        )
+
+
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value
 
 
 @dataclass

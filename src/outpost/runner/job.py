@@ -65,27 +65,8 @@ class BuildJob:
         self.volume = (
             volumes_.claim(volumes, task.account, task.pipeline, own) if volumes else volumes_.Volume(own, False)
         )
-        ctx = BuildContext(
-            build_id=task.build_id,
-            account=task.account,
-            pipeline=task.pipeline,
-            yaml=task.yaml,
-            yaml_file=task.yaml_file,
-            variables=dict(task.variables),
-            secrets=dict(task.secrets),
-            volume=self.volume.path,
-            scratch=folder / "scratch",
-            build_url=task.build_url,
-            created_at=task.created_at,
-            trigger=task.trigger,
-            initiator=task.initiator,
-            runner=runner,
-            branch=task.branch,
-            revision=task.revision,
-            event=task.event,
-            integrations=dict(task.integrations),
-            registries=dict(task.registries),
-            runner_secrets=dict(runner_secrets or {}),
+        ctx = BuildContext.from_task(
+            task, volume=self.volume.path, scratch=folder / "scratch", runner=runner, runner_secrets=runner_secrets
         )
         runs = executor_class(executor)(ctx.volume, ctx.scratch, build_id=task.build_id, options=executor_options)
         self.engine = BuildEngine(ctx, runs, self.outbox)

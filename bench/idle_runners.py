@@ -60,6 +60,9 @@ class Level:
     answered: dict[str, int] = field(default_factory=dict)  # poll answers in the window, by status
     errors: list[str] = field(default_factory=list)
     held: int = 0  # polls sent and not answered when the window began
+    stop_seconds: float | None = None  # SIGTERM → the server exited, with the polls held
+    stop_remark: str | None = None
+    stop_answers: dict[str, int] = field(default_factory=dict)  # what the held polls got meanwhile
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -81,7 +84,8 @@ class Level:
             "answers": self.answered,
             "errors": len(self.errors),
             "first_errors": self.errors[:3],
-        }
+        } | ({"stop_seconds": round(self.stop_seconds, 2), "stop_remark": self.stop_remark,
+              "stop_answers": self.stop_answers} if self.stop_seconds is not None else {})  # fmt: skip
 
 
 class Poller:
@@ -239,7 +243,7 @@ async def register(url: str, admin: str, count: int) -> list[str]:
 
 
 async def measure_level(
-    bench: Bench, tokens: list[str], admin: str, *, window: float, builds: int, timeout: float
+    bench: Bench, tokens: list[str], admin: str, *, window: float, builds: int, timeout: float, stop: bool = False
 ) -> Level:
     import httpx
 
@@ -267,7 +271,12 @@ async def measure_level(
         async with httpx.AsyncClient(base_url=bench.url, trust_env=False, headers=headers, timeout=60) as api:
             for _ in range(builds):
                 sent = time.time()
-                made = await api.post(f"/api/v1/pipelines/{PIPELINE}/builds", json={})
+                try:
+                    made = await api.post(f"/api/v1/pipelines/{PIPELINE}/builds", json={})
+                except httpx.TransportError as exc:  # the server could not even take the request
+                    level.missed += 1
+                    bench.error(f"build request: {type(exc).__name__}")
+                    continue
                 build_id = json_of(made)["id"]
                 future = bench.waiting.setdefault(build_id, asyncio.get_running_loop().create_future())
                 try:
@@ -278,6 +287,12 @@ async def measure_level(
                     await api.post(f"/api/v1/builds/{build_id}/cancel")
                 await asyncio.sleep(random.uniform(0.2, 0.4))
         level.errors = list(bench.errors)
+        if stop:  # SIGTERM with every poll still held: how long the server takes to stop, what the polls get
+            bench.answers = {}
+            began = time.monotonic()
+            level.stop_remark = await asyncio.to_thread(bench.server.stop, 30.0)
+            level.stop_seconds = time.monotonic() - began
+            level.stop_answers = dict(bench.answers)
     finally:
         for t in tasks:
             t.cancel()
@@ -298,18 +313,15 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any
         tokens = await register(url, admin, max(levels))
         for n in levels:
             for attempt in range(args.repeat):
+                last = n == levels[-1] and attempt == args.repeat - 1
                 level = await measure_level(
-                    bench, tokens[:n], admin, window=args.window, builds=args.builds, timeout=args.timeout
+                    bench, tokens[:n], admin, window=args.window, builds=args.builds, timeout=args.timeout, stop=last
                 )
                 row = level.row() | {"run": attempt + 1}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                if not server.alive():
+                if not last and not server.alive():
                     raise BenchError(f"the server exited:\n{server.tail()}")
-        began = time.monotonic()
-        stop = server.stop(20.0)
-        rows.append({"stop_seconds": round(time.monotonic() - began, 2), "stop_remark": stop})
-        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

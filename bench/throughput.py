@@ -1,0 +1,130 @@
+"""Throughput: trivial builds a second through one control-plane process and R runners x C slots.
+
+`outpost server` (SQLite, loopback) and R `outpost runner start --concurrency C` processes (local
+executor). B builds of a one-step pipeline (`true`) are requested as fast as 8 client connections
+allow; the figure is B divided by the time from the first request to the last build's end (as the
+API reports it). Also: the server's CPU over that time (/proc/PID/stat), the most builds running at
+once (sampled from the API), and the machine's load. `--source DIR` runs server and runners from
+DIR/src (an older revision). Everything is bounded and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import loopback
+import machine
+from idle_runners import cpu_seconds
+from loopback import json_of
+from processes import Processes, stop_on_signals
+from waiting import BenchError
+
+PIPELINE = "trivial"
+YAML = "version: '1.0'\nsteps:\n  t:\n    image: alpine\n    commands:\n      - 'true'\n"
+FINAL = {"success", "failure", "error", "terminated"}
+
+
+def start(procs: Processes, workdir: Path, runners: int, concurrency: int, source: Path | None) -> tuple[int, str, str]:
+    env = {"PYTHONPATH": str(source / "src")} if source is not None else {}
+    port, data = loopback.free_port(), workdir / "server"
+    argv = [sys.executable, "-m", "outpost", "server", "--port", str(port), "--data-dir", str(data)]
+    server = procs.start("outpost-server", argv, env=env)
+    token_file = data / "admin-token"
+    token = server.wait_for(lambda: token_file.read_text().strip() or None if token_file.is_file() else None, "token")
+    url = f"http://127.0.0.1:{port}"
+    with loopback.client(url, token=token) as api:
+        server.wait_for(lambda: True if api.get("/api/v1/whoami").status_code == 200 else None, "the API")
+        json_of(api.post("/api/v1/runtimes", json={"name": "bench"}))
+        json_of(api.post("/api/v1/pipelines", json={"name": PIPELINE, "yaml": YAML, "runtime": "bench"}))
+        for i in range(runners):
+            install = json_of(api.post("/api/v1/runtimes/bench/install-tokens"))["install_token"]
+            argv = [sys.executable, "-m", "outpost", "runner", "start", "--url", url, "--name", f"r{i}"]
+            argv += ["--concurrency", str(concurrency), "--data-dir", str(workdir / f"r{i}")]
+            procs.start(f"runner-{i}", argv, env={**env, "OUTPOST_RUNNER_TOKEN": install})
+
+        def online() -> bool | None:
+            rows = json_of(api.get("/api/v1/runners"))
+            return True if sum(1 for r in rows if r["online"]) == runners else None
+
+        server.wait_for(online, f"{runners} runners online")
+    return server.proc.pid, url, token
+
+
+async def measure(url: str, token: str, pid: int, builds: int) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=8)
+    async with httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, limits=limits, timeout=60) as api:
+        load = machine.load_average()
+        cpu0, began = cpu_seconds(pid), time.monotonic()
+        sem = asyncio.Semaphore(8)
+
+        async def request() -> str:
+            async with sem:
+                return str(json_of(await api.post(f"/api/v1/pipelines/{PIPELINE}/builds", json={}))["id"])
+
+        ids = await asyncio.gather(*(request() for _ in range(builds)))
+        most_running, statuses = 0, {}
+        async with asyncio.timeout(600):
+            while True:
+                rows = json_of(await api.get("/api/v1/builds", params={"limit": 500}))
+                statuses = {r["id"]: r["status"] for r in rows if r["id"] in set(ids)}
+                most_running = max(most_running, sum(1 for s in statuses.values() if s in ("claimed", "running")))
+                if len(statuses) == builds and all(s in FINAL for s in statuses.values()):
+                    break
+                await asyncio.sleep(0.1)
+        # The end is the last build's finished_at (the API's clock), not when this loop noticed it.
+        last = max(_epoch(r["finished_at"]) for r in rows if r["id"] in set(ids))
+        first = min(_epoch(r["created_at"]) for r in rows if r["id"] in set(ids))
+        elapsed = time.monotonic() - began
+        failed = sum(1 for s in statuses.values() if s != "success")
+        return {
+            "builds": builds,
+            "builds_per_s": round(builds / (last - first), 1),
+            "seconds": round(last - first, 2),
+            "server_cpu_percent": round((cpu_seconds(pid) - cpu0) / elapsed * 100, 1),
+            "most_running_seen": most_running,
+            "not_success": failed,
+            "load": round(load, 2),
+        }
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--layouts", default="1x8,4x4", help="RUNNERSxCONCURRENCY, comma-separated")
+    parser.add_argument("--builds", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--source", type=Path, help="run server and runners from DIR/src (an older revision)")
+    args = parser.parse_args(argv)
+    stop_on_signals()
+    print(json.dumps({"machine": dict(machine.describe()), "load": machine.load_average()}), flush=True)
+    for layout in args.layouts.split(","):
+        runners, concurrency = (int(x) for x in layout.split("x"))
+        with tempfile.TemporaryDirectory(prefix="outpost-tp-") as tmp, Processes(Path(tmp) / "logs") as procs:
+            try:
+                pid, url, token = start(procs, Path(tmp), runners, concurrency, args.source)
+                asyncio.run(measure(url, token, pid, 20))  # warm-up
+                for attempt in range(args.repeat):
+                    row = asyncio.run(measure(url, token, pid, args.builds))
+                    print(json.dumps({"layout": layout, "run": attempt + 1, **row}), flush=True)
+            except BenchError as exc:
+                print(json.dumps({"layout": layout, "failed": str(exc)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

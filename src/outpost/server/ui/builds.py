@@ -17,6 +17,7 @@ from outpost.server.services import Services
 from outpost.server.store import approvals, builds, pipelines, runtimes
 from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.ui import logview
+from outpost.server.ui.graph import graph_of
 from outpost.server.ui.rendering import FINAL, UiRoute, can_for, page, render_fragment, see_other
 from outpost.server.ui.runtimes import idle_runtimes
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, read_form, services
@@ -232,6 +233,7 @@ async def build_page(
         live=live,
         page_size=logview.PAGE,
         fragments=view.fragments(viewer, chosen.name if chosen else None),
+        graph=graph_of(view.build, view.steps),
     )
 
 

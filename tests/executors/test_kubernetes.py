@@ -214,8 +214,8 @@ async def test_a_lost_node_fails_its_step_with_the_reason_and_the_pod_is_removed
     build.options["node_lost_timeout"] = "1"
     marker = build.folder() / "volume" / "started"
     running = asyncio.create_task(build.run("echo on the node\ntouch /codefresh/volume/started\nsleep 300\n"))
-    async with asyncio.timeout(60):
-        while not marker.exists():
+    async with asyncio.timeout(60):  # running, and reported so (a node lost before that is a pod that never started)
+        while not (marker.exists() and [p for p in build_pods(build) if p["status"]["phase"] == "Running"]):
             await asyncio.sleep(0.05)
     (pod,) = build_pods(build)
     node = pod["spec"]["nodeName"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shlex
 import shutil
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
@@ -343,6 +344,10 @@ class _PodWatch:
                     return
             except httpx2.HTTPError:
                 pass
+            except Exception as exc:  # whatever broke the watch (an answer lightkube cannot decode...): never stall
+                logging.getLogger("outpost.runner").warning(
+                    "watch of pod %s failed: %r; watching again", self.name, exc
+                )
             await asyncio.sleep(pause)  # a watch cut, a 410 Gone, an error: read the pod afresh and watch again
             pause = min(pause * 2, 2.0)
 

@@ -68,6 +68,7 @@ class Wakeups:
         # Runtimes whose work was signalled while none of their polls was idle.
         self._missed_builds: set[str] = set()
         self._missed_queries: set[str] = set()
+        self._missed_runners: set[str] = set()  # runners told something while none of their polls was held
 
     def close(self) -> None:
         """The server is stopping: every waiter returns now, and long polls stop waiting."""
@@ -100,12 +101,22 @@ class Wakeups:
     def enter(self, runner_id: str, runtime_id: str, *, builds: bool, max_polls: int) -> Waiter:
         self.admit(max_polls)
         waiter = Waiter(runner_id, runtime_id, builds)
+        if runner_id in self._missed_runners:  # the poll's look may have come before it: look again
+            self._missed_runners.discard(runner_id)
+            waiter.event.set()
         self._runners.setdefault(runner_id, set()).add(waiter)
         self.polls += 1
         return waiter
 
     def leave(self, waiter: Waiter) -> None:
+        """The poll is answered. A wake-up it got and did not use (it was woken as it answered something else,
+        its wait ended, its runner hung up) goes to the next waiter."""
         self._unidle(waiter)
+        if waiter.woken_for == "build":
+            self.work(waiter.runtime_id)
+        elif waiter.woken_for == "query":
+            self.git_query(waiter.runtime_id)
+        waiter.woken_for = ""
         mine = self._runners.get(waiter.runner_id)
         if mine is not None:
             mine.discard(waiter)
@@ -171,7 +182,11 @@ class Wakeups:
 
     def runner(self, runner_id: str) -> None:
         """Something for one runner (a cancel, an approval's answer, its revocation): its polls look again."""
-        for waiter in self._runners.get(runner_id, ()):
+        waiters = self._runners.get(runner_id)
+        if not waiters:
+            self._missed_runners.add(runner_id)
+            return
+        for waiter in waiters:
             self._unidle(waiter)
             waiter.event.set()
 

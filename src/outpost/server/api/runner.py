@@ -71,29 +71,44 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
     deadline = loop.time() + min(body.wait, svc.settings.poll_timeout)
     wakeups = svc.wakeups
     wakeups.admit(svc.settings.max_polls)  # before any query: an overloaded server refuses cheaply
-    async with svc.tx() as session:
+    limit = body.max_tasks or 1
+    async with svc.tx() as session:  # the first look shares the authentication's transaction
         runner = await runtimes.authenticate_runner(session, token)
         runner.last_seen_at = now()
-    runtime_id = runner.runtime_id
-    limit = body.max_tasks or 1
-    waiter = wakeups.enter(runner.id, runtime_id, builds=body.free_slots > 0, max_polls=svc.settings.max_polls)
+        found = await _next_tasks(svc, session, runner, body, limit)
+    if found.tasks:
+        if found.more_builds:
+            wakeups.work(runner.runtime_id)
+        return _answer(body, found.tasks)
+    runner_id, runtime_id = runner.id, runner.runtime_id
+    # From here on wake-ups reach this poll; what was signalled since the look makes it look again (dispatch.py).
+    waiter = wakeups.enter(runner_id, runtime_id, builds=body.free_slots > 0, max_polls=svc.settings.max_polls)
     try:
         async with hang_up(request.receive) as gone:
             while not wakeups.closing and not gone.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if wakeups.idle(waiter):
+                    await wakeups.sleep(waiter, remaining, unless=gone)
+                    continue  # woken, or the wait or the runner is gone: the loop's test says which
                 why, waiter.woken_for = waiter.woken_for, ""
                 waiter.event.clear()  # a wake-up from now on makes us look again
-                found = await _next_tasks(svc, runner.id, body, limit)
+                try:
+                    async with svc.tx() as session:
+                        runner = await session.get_one(Runner, runner_id)
+                        if runner.revoked_at is not None:
+                            raise Unauthorized("this runner was revoked")
+                        found = await _next_tasks(svc, session, runner, body, limit)
+                except BaseException:
+                    waiter.woken_for = waiter.woken_for or why  # leave() passes on what this look did not use
+                    raise
                 if found.more_builds or (why == "build" and found.tasks and not found.tried_builds):
                     wakeups.work(runtime_id)  # pass it on: this poll leaves claimable builds behind
                 if why == "query" and found.tasks and not found.tried_queries:
                     wakeups.git_query(runtime_id)
                 if found.tasks:
                     return _answer(body, found.tasks)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                if wakeups.idle(waiter):
-                    await wakeups.sleep(waiter, remaining, unless=gone)
     finally:
         wakeups.leave(waiter)
     return Response(status_code=204)
@@ -115,33 +130,29 @@ class _Found:
     more_builds: bool = False  # it claimed all it could and more builds wait
 
 
-async def _next_tasks(svc: Services, runner_id: str, body: PollRequest, limit: int) -> _Found:
+async def _next_tasks(svc: Services, session: AsyncSession, runner: Runner, body: PollRequest, limit: int) -> _Found:
     """What the runner gets now, in this order: cancels, approval answers, a git query, builds (at most
     free_slots); at most `limit` tasks in all."""
     found = _Found()
     tasks = found.tasks
-    async with svc.tx() as session:
-        runner = await session.get_one(Runner, runner_id)
-        if runner.revoked_at is not None:
-            raise Unauthorized("this runner was revoked")
-        for build_id in (await builds.cancel_pending_for(session, runner, body.running))[:limit]:
-            tasks.append(CancelBuildTask(build_id=build_id))
-        while len(tasks) < limit and (answer := await approvals.undelivered(session, runner, body.running)):
-            tasks.append(ApprovalTask(build_id=answer[0], approval=answer[1]))
-        if len(tasks) < limit:
-            found.tried_queries = True
-            if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
-                tasks.append(query)
-        slots = min(body.free_slots, limit - len(tasks))
-        if slots <= 0:
+    for build_id in (await builds.cancel_pending_for(session, runner, body.running))[:limit]:
+        tasks.append(CancelBuildTask(build_id=build_id))
+    while len(tasks) < limit and (answer := await approvals.undelivered(session, runner, body.running)):
+        tasks.append(ApprovalTask(build_id=answer[0], approval=answer[1]))
+    if len(tasks) < limit:
+        found.tried_queries = True
+        if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
+            tasks.append(query)
+    slots = min(body.free_slots, limit - len(tasks))
+    if slots <= 0:
+        return found
+    found.tried_builds = True
+    for _ in range(slots):
+        claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
+        if claimed is None:
             return found
-        found.tried_builds = True
-        for _ in range(slots):
-            claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
-            if claimed is None:
-                return found
-            tasks.append(await _run_task(svc, session, runner, *claimed))
-        found.more_builds = await builds.claimable(session, runner)
+        tasks.append(await _run_task(svc, session, runner, *claimed))
+    found.more_builds = await builds.claimable(session, runner)
     return found
 
 

@@ -164,12 +164,12 @@ async def request_cancel(session: AsyncSession, principal: Principal, build_id: 
 
 async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) -> tuple[Build, Lease, str] | None:
     """Atomically hands the oldest queued build of the runner's runtime to this runner, skipping builds
-    whose trigger already has as many builds out as its concurrency allows. 401 for a revoked runner: its row is
-    locked first, so a claim and a revocation exclude each other and a revoked runner is never handed a build (nor
-    its secrets) by a claim that read the runner before the revocation committed."""
-    if await session.scalar(select(Runner.revoked_at).where(Runner.id == runner.id).with_for_update()) is not None:
-        raise Unauthorized("this runner was revoked")
+    whose trigger already has as many builds out as its concurrency allows. 401 for a revoked runner: once there
+    is a candidate its row is locked, before the claim, so a claim and a revocation exclude each other and a
+    revoked runner is never handed a build (nor its secrets) by a claim that read the runner before the
+    revocation committed. With nothing to claim it runs one query and takes no lock."""
     locked: str | None = None
+    runner_locked = False
     for _ in range(CLAIM_ATTEMPTS):
         row = (
             await session.execute(
@@ -180,8 +180,13 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
             )
         ).first()
         if row is None:
-            return None
+            return None  # an idle poll's look ends here: one query, no lock
         candidate, trigger_id = row
+        if not runner_locked:
+            revoked = await session.scalar(select(Runner.revoked_at).where(Runner.id == runner.id).with_for_update())
+            if revoked is not None:
+                raise Unauthorized("this runner was revoked")
+            runner_locked = True
         if trigger_id is not None:
             # Two runners may pick builds of one trigger at once: the trigger's row lock makes them count in
             # turn. One lock per transaction at most, so two claims never wait on each other's locks.

@@ -151,6 +151,7 @@ def main(out: Path) -> None:
                 ("build-failed.png", f"/builds/{ids['failed']}"),
                 ("build-queued.png", f"/builds/{ids['queued']}"),
                 ("pipeline-warnings.png", "/pipelines/unit/edit"),
+                ("pipelines.png", "/pipelines"),
                 ("pipeline.png", "/pipelines/web-app"),
                 ("trigger.png", f"/triggers/{ids['trigger']}"),
                 ("integrations.png", "/integrations"),

@@ -172,6 +172,9 @@ def test_a_build_waiting_for_approval_says_so_in_its_header_the_list_and_its_fil
     expect(page.locator("#build-rows")).to_contain_text(build_id[:8])
     page.goto("/builds?status=running")
     expect(page.locator("#build-rows")).not_to_contain_text(build_id[:8])
+    page.goto("/pipelines")
+    gated = page.locator("table.pipelines tr", has=page.get_by_role("link", name="gated", exact=True))
+    expect(gated).to_contain_text("waiting for approval")
 
     page.goto(f"/builds/{build_id}")
     page.locator(".approval-banner").get_by_role("button", name="Approve").click()

@@ -17,9 +17,10 @@ from outpost.server.api.schemas.builds import BuildIn
 from outpost.server.api.schemas.pipelines import PipelineIn, PipelinePatch
 from outpost.server.dispatch import runtime_key
 from outpost.server.models import Build, Integration, Pipeline, Runtime
-from outpost.server.store import builds, integrations, pipelines, runtimes
+from outpost.server.store import approvals, builds, integrations, pipelines, runtimes
 from outpost.server.store import triggers as trigger_store
 from outpost.server.store.accounts import DEVELOPER, Principal, require
+from outpost.server.store.builds import LIVE_STATUSES
 from outpost.server.store.pipelines import MAX_YAML
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.runtimes import idle_runtimes
@@ -266,7 +267,18 @@ async def pipeline_list(request: Request) -> Response:
         for p in rows:  # one query each: a busy pipeline does not crowd the others out
             newest = await builds.list_builds(session, viewer.principal, pipeline=p.name, limit=RECENT)
             recent[p.id] = Recent(newest[::-1])
-    return page(request, "pipelines.html", viewer, pipelines=rows, runtimes=names, recent=recent, window=RECENT)
+        live = [r.last.id for r in recent.values() if r.last and r.last.status in LIVE_STATUSES]
+        waiting = await approvals.waiting_for_approval(session, live)
+    return page(
+        request,
+        "pipelines.html",
+        viewer,
+        pipelines=rows,
+        runtimes=names,
+        recent=recent,
+        window=RECENT,
+        shown=lambda b: "pending-approval" if b.id in waiting else b.status,
+    )
 
 
 @router.get("/new/pipeline")

@@ -1,4 +1,5 @@
-"""Variables: `${{NAME}}` substitution, the cf_export file, branch tags and the system variables."""
+"""Variables: `${{NAME}}` substitution, the cf_export file, branch tags, the branch and revision variables and the
+system variables."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from outpost.pipelines.variables import (
     is_variable_ref,
     normalize_branch_tag,
     parse_export_file,
+    revision_variables,
     substitute,
     substitute_all,
 )
@@ -91,6 +93,57 @@ def test_the_export_file_has_its_known_name() -> None:
 )
 def test_a_branch_becomes_a_legal_docker_tag(branch: str, tag: str) -> None:
     assert normalize_branch_tag(branch) == tag
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("branch", "revision", "expected"),
+    [
+        # A webhook push of a branch; a build run with --branch and --revision; a git-clone step of a branch.
+        (
+            "feature/Login-2",
+            SHA,
+            {
+                "CF_BRANCH": "feature/Login-2",
+                "CF_BRANCH_TAG_NORMALIZED": "featureLogin-2",
+                "CF_BRANCH_TAG_NORMALIZED_LOWER_CASE": "featurelogin-2",
+                "CF_REVISION": SHA,
+                "CF_SHORT_REVISION": "0123456",
+            },
+        ),
+        # A webhook tag push or release: the tag stands for the branch.
+        (
+            "v1.2.0",
+            SHA,
+            {
+                "CF_BRANCH": "v1.2.0",
+                "CF_BRANCH_TAG_NORMALIZED": "v1.2.0",
+                "CF_BRANCH_TAG_NORMALIZED_LOWER_CASE": "v1.2.0",
+                "CF_REVISION": SHA,
+                "CF_SHORT_REVISION": "0123456",
+            },
+        ),
+        # A deleted branch (no revision to build); a build run with only --branch.
+        (
+            "main",
+            None,
+            {"CF_BRANCH": "main", "CF_BRANCH_TAG_NORMALIZED": "main", "CF_BRANCH_TAG_NORMALIZED_LOWER_CASE": "main"},
+        ),
+        # YAML read at a SHA, a git-clone step of a commit: no branch is named.
+        (None, SHA, {"CF_REVISION": SHA, "CF_SHORT_REVISION": "0123456"}),
+        # A short revision stays as it is.
+        (None, "abc", {"CF_REVISION": "abc", "CF_SHORT_REVISION": "abc"}),
+        # A build asked for nothing in particular.
+        (None, None, {}),
+        ("", "", {}),
+    ],
+)
+def test_the_branch_and_revision_variables_are_those_of_what_is_built(
+    branch: str | None, revision: str | None, expected: dict[str, str]
+) -> None:
+    assert revision_variables(branch, revision) == expected
 
 
 def test_system_variables_describe_the_build() -> None:

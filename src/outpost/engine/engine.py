@@ -40,7 +40,7 @@ from outpost.errors import PipelineError
 from outpost.executors.base import Executor
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
-from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, normalize_branch_tag
+from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, revision_variables
 from outpost.wire import (
     SYSTEM_STREAM,
     BuildStarted,
@@ -179,18 +179,9 @@ class BuildEngine:
         if self.ctx.event is not None:
             (self.ctx.volume / "event.json").write_text(json.dumps(self.ctx.event, indent=2) + "\n")
         cfexport.install(self.ctx.scratch / "bin")
-        asked: dict[str, str] = {}  # what the build was asked to build: a trigger's variables say more
-        if self.ctx.branch:
-            tag = normalize_branch_tag(self.ctx.branch)
-            asked |= {
-                "CF_BRANCH": self.ctx.branch,
-                "CF_BRANCH_TAG_NORMALIZED": tag,
-                "CF_BRANCH_TAG_NORMALIZED_LOWER_CASE": tag.lower(),
-            }
-        if self.ctx.revision:
-            asked |= {"CF_REVISION": self.ctx.revision, "CF_SHORT_REVISION": self.ctx.revision[:7]}
         self.state.variables = {
-            **asked,
+            # What the build was asked to build: a trigger's variables say more.
+            **revision_variables(self.ctx.branch, self.ctx.revision),
             **build_system_variables(
                 build_id=self.ctx.build_id,
                 build_url=self.ctx.build_url,

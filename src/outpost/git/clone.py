@@ -27,7 +27,7 @@ from outpost.git.credentials import environment, mask, secret_forms
 from outpost.git.process import AUTH_FAILED, NOT_THERE, end, last_line
 from outpost.git.urls import RepoUrl, commit_url, parse_repo_url
 from outpost.masking import Masker
-from outpost.pipelines.variables import normalize_branch_tag
+from outpost.pipelines.variables import revision_variables
 
 Output = Callable[[bytes], Awaitable[None]]
 CloneStatus = Literal["success", "failure", "terminated"]
@@ -224,19 +224,11 @@ async def _variables(git: _Git, target: Path, repo: RepoUrl, branch: str | None)
     variables = {
         "CF_REPO_OWNER": repo.owner,
         "CF_REPO_NAME": repo.name,
-        "CF_REVISION": sha,
-        "CF_SHORT_REVISION": sha[:7],
+        **revision_variables(branch, sha),
         "CF_COMMIT_AUTHOR": author,
         "CF_COMMIT_MESSAGE": message,
         "CF_COMMIT_MESSAGE_ESCAPED": escape_message(message),
     }
-    if branch is not None:
-        normalized = normalize_branch_tag(branch)
-        variables.update(
-            CF_BRANCH=branch,
-            CF_BRANCH_TAG_NORMALIZED=normalized,
-            CF_BRANCH_TAG_NORMALIZED_LOWER_CASE=normalized.lower(),
-        )
     if url := commit_url(repo, sha):
         variables["CF_COMMIT_URL"] = url
     return variables

@@ -79,6 +79,24 @@ def normalize_branch_tag(branch: str) -> str:
     return tag[:_DOCKER_TAG_MAX]
 
 
+def revision_variables(branch: str | None, revision: str | None) -> dict[str, str]:
+    """The CF_* variables of what is built: CF_BRANCH with its Docker-tag forms, CF_REVISION and CF_SHORT_REVISION.
+    An unknown branch or revision (None or empty) leaves its variables out rather than empty. Every source of them
+    (a webhook's event, a build asked for a branch, the commit its YAML was read at, a git-clone step) says the
+    same through this function."""
+    variables: dict[str, str] = {}
+    if branch:
+        tag = normalize_branch_tag(branch)
+        variables |= {
+            "CF_BRANCH": branch,
+            "CF_BRANCH_TAG_NORMALIZED": tag,
+            "CF_BRANCH_TAG_NORMALIZED_LOWER_CASE": tag.lower(),
+        }
+    if revision:
+        variables |= {"CF_REVISION": revision, "CF_SHORT_REVISION": revision[:7]}
+    return variables
+
+
 def build_system_variables(
     *,
     build_id: str,

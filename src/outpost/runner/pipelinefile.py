@@ -16,7 +16,7 @@ from outpost.engine.engine import PASSED_THROUGH
 from outpost.git import access as gitaccess
 from outpost.git import remote as gitremote
 from outpost.git import urls as giturls
-from outpost.pipelines.variables import normalize_branch_tag
+from outpost.pipelines.variables import revision_variables
 from outpost.runner.outbox import Outbox
 from outpost.wire import SYSTEM_STREAM, BuildStarted, PipelineSource, RunBuildTask
 
@@ -63,17 +63,11 @@ def _owner_name(source: PipelineSource) -> bool:
 
 def _git_variables(source: PipelineSource, url: str, revision: str | None, sha: str) -> dict[str, str]:
     """The CF_* variables known from the repository and commit the YAML was read from."""
-    variables = {"CF_REVISION": sha, "CF_SHORT_REVISION": sha[:7]}
+    branch = revision if revision and not _SHA.fullmatch(revision) else None  # a SHA names no branch
+    variables = revision_variables(branch, sha)
     try:
         repo = giturls.parse_repo_url(url)
         variables.update(CF_REPO_OWNER=repo.owner, CF_REPO_NAME=repo.name)
     except ValueError:
         pass
-    if revision and not _SHA.fullmatch(revision):
-        normalized = normalize_branch_tag(revision)
-        variables.update(
-            CF_BRANCH=revision,
-            CF_BRANCH_TAG_NORMALIZED=normalized,
-            CF_BRANCH_TAG_NORMALIZED_LOWER_CASE=normalized.lower(),
-        )
     return variables

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outpost.pipelines.variables import normalize_branch_tag
+from outpost.pipelines.variables import revision_variables
 from outpost.triggers.event import GitEvent
 
 # CF_COMMIT_MESSAGE escapes only quotes, as Codefresh documents it; the _ESCAPED variants also escape
@@ -48,13 +48,10 @@ def build_variables(event: GitEvent) -> dict[str, str]:
 
 def _repository(event: GitEvent) -> dict[str, str | None]:
     owner, _, name = event.repo.rpartition("/")  # a GitLab subgroup stays in the owner: `group/sub`
-    branch = event.branch or event.tag
     return {
         "CF_REPO_OWNER": owner or None,
         "CF_REPO_NAME": name or None,
-        "CF_BRANCH": branch,
-        "CF_BRANCH_TAG_NORMALIZED": normalize_branch_tag(branch) if branch else None,
-        "CF_BRANCH_TAG_NORMALIZED_LOWER_CASE": normalize_branch_tag(branch).lower() if branch else None,
+        **revision_variables(event.branch or event.tag, event.after),
         "CF_BASE_BRANCH": event.pr_target_branch or event.base_branch,
     }
 
@@ -62,8 +59,6 @@ def _repository(event: GitEvent) -> dict[str, str | None]:
 def _commit(event: GitEvent) -> dict[str, str | None]:
     message = event.commit_message
     return {
-        "CF_REVISION": event.after,
-        "CF_SHORT_REVISION": event.after[:7] if event.after else None,
         "CF_COMMIT_AUTHOR": event.commit_author,
         "CF_COMMIT_URL": event.commit_url,
         "CF_COMMIT_MESSAGE": escape_quotes(message) if message is not None else None,

@@ -221,3 +221,39 @@ async def test_one_runner_with_concurrency_4_runs_4_builds_at_once(stack: Stack,
             await running
     for build_id in builds:
         assert (await stack.build(build_id))["status"] == "success"
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """Passes requests on and keeps the status of every poll answer: the wire as the runner sees it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.polls: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.endswith("/poll"):
+            self.polls.append(response.status_code)
+        return response
+
+
+async def test_a_runner_refused_with_503_waits_as_long_as_retry_after_says(database_url: str, tmp_path: Path) -> None:
+    async with patient(database_url, tmp_path, max_polls=1) as stack:
+        other = await stack.register()
+        held = asyncio.create_task(poll(stack, other.runner_token, wait=10.0))  # the only poll there is room for
+        await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the held poll")
+        identity = RunnerIdentity.registered(BASE, await stack.register())
+        wire = Counting(httpx.ASGITransport(app=stack.app))
+        runner = Runner(
+            ProtocolClient(BASE, transport=wire), identity, RunnerOptions(url=BASE, data_dir=tmp_path / "r")
+        )
+        running = asyncio.create_task(runner.run())
+        try:
+            await eventually(lambda: wire.polls, "the runner's first poll")
+            await asyncio.sleep(3.0)  # less than Retry-After (5 s): a backoff from 0.2 s would have polled 3-4 times
+        finally:
+            runner.stop()
+            async with asyncio.timeout(30):
+                await running
+        assert wire.polls == [503]
+        assert (await held).status_code == 204

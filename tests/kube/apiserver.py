@@ -195,7 +195,9 @@ class Store:
             new["status"] = obj.get("status", {})
         else:
             new = copy.deepcopy(obj)
-            new["metadata"] = {**current["metadata"], **_writable(obj.get("metadata") or {})}
+            # A PUT replaces what a client may write (labels, annotations, ...): absent means removed.
+            kept = {k: v for k, v in current["metadata"].items() if k not in WRITABLE}
+            new["metadata"] = {**kept, **_writable(obj.get("metadata") or {})}
             if "status" in current:
                 new["status"] = current["status"]
             if current.get("immutable") and new.get("data") != current.get("data"):
@@ -295,8 +297,11 @@ class Store:
             await self.next_change(1.0)
 
 
+WRITABLE = ("labels", "annotations", "ownerReferences", "finalizers")
+
+
 def _writable(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in meta.items() if k in ("labels", "annotations", "ownerReferences", "finalizers")}
+    return {k: v for k, v in meta.items() if k in WRITABLE}
 
 
 def _phase(obj: dict[str, Any]) -> str:

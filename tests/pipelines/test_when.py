@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outpost.errors import PipelineError
-from outpost.pipelines.conditions import MISSING, ConditionError
+from outpost.pipelines.expressions import MISSING, ConditionError
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.variables import substitute
 from outpost.pipelines.when import WhenResult, branch_allows, compile_regex, evaluate_when

@@ -17,7 +17,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from outpost.pipelines.conditions import MAX_LENGTH, ConditionError
+from outpost.pipelines.expressions import MAX_LENGTH, ConditionError
 from outpost.pipelines.variables import is_variable_ref
 from outpost.pipelines.when import ON_STATES, compile_regex
 from outpost.pipelines.yamlnodes import Document, Entries, clip, is_null

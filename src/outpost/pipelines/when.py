@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from outpost.pipelines.conditions import ConditionError, Lookup, check
+from outpost.pipelines.expressions import ConditionError, Lookup, check
 
 Verdict = Literal["run", "skip", "wait"]
 

@@ -1,4 +1,4 @@
-"""The condition language: every operator and function, its errors, precedence, and garbage that never crashes."""
+"""The expression language: every operator and function, its errors, precedence, and garbage that never crashes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outpost.pipelines.conditions import (
+from outpost.pipelines.expressions import (
     MAX_LENGTH,
     MAX_NESTING,
     MISSING,

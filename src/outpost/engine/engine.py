@@ -10,7 +10,7 @@ Each step: its `when` decides run or skip; its own `on_elected` hook; its body, 
 says, each attempt bounded by `timeout`; its `on_success`/`on_fail` and `on_finish` hooks.
 
 This module holds that order; the rest lives next door: what the build knows (`state`) and decides from it
-(`conditions`), what stops together (`scopes`), the step bodies (`commands` for freestyle steps and `hooks`,
+(`stepconditions`), what stops together (`scopes`), the step bodies (`commands` for freestyle steps and `hooks`,
 `clonestep`, `imagesteps`, `approval`), and logs masked on their way to the `Reporter` (`reporting`).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost.containers.registries import Registries
-from outpost.engine import cfexport, clonestep, conditions
+from outpost.engine import cfexport, clonestep, stepconditions
 from outpost.engine.approval import Approvals
 from outpost.engine.commands import PASSED_THROUGH, Commands
 from outpost.engine.hooks import run_hook
@@ -226,7 +226,7 @@ class BuildEngine:
         if self.cancelled:
             return BuildOutcome("terminated", self._root.why)
         if pipeline.success_criteria:
-            ok, why = conditions.criteria(self.state, pipeline.success_criteria, pipeline.steps)
+            ok, why = stepconditions.criteria(self.state, pipeline.success_criteria, pipeline.steps)
             return BuildOutcome("success") if ok else BuildOutcome("failure", why)
         if body.stopped:
             return BuildOutcome("failure", body.why)
@@ -243,7 +243,7 @@ class BuildEngine:
             if scope.stopped:
                 await self._skip(step, scope.why)
                 continue
-            verdict = conditions.when(self.state, step, final=True)
+            verdict = stepconditions.when(self.state, step, final=True)
             if verdict is not None:
                 await self._skip(step, verdict)
                 continue
@@ -267,7 +267,7 @@ class BuildEngine:
                     for step in list(pending):
                         if inner.stopped:
                             break
-                        verdict = conditions.when(self.state, step, final=False)
+                        verdict = stepconditions.when(self.state, step, final=False)
                         if verdict == "wait":
                             continue
                         pending.remove(step)
@@ -279,7 +279,7 @@ class BuildEngine:
                             await self._skip(step, verdict)
                 if inner.stopped or not running:
                     for step in pending:
-                        reason = inner.why if inner.stopped else conditions.when(self.state, step, final=True)
+                        reason = inner.why if inner.stopped else stepconditions.when(self.state, step, final=True)
                         await self._skip(step, reason or "its condition can no longer be met")
                     pending.clear()
                 if not running:
@@ -302,7 +302,7 @@ class BuildEngine:
         """The children of a `parallel` step all start at once (each after its own `when`)."""
 
         async def child(c: Step) -> None:
-            verdict = conditions.when(self.state, c, final=True)
+            verdict = stepconditions.when(self.state, c, final=True)
             if verdict is not None:
                 await self._skip(c, verdict)
             else:
@@ -311,7 +311,7 @@ class BuildEngine:
         await asyncio.gather(*(child(c) for c in step.steps))
         if self.cancelled:
             return StepResult("terminated", message=self._root.why)
-        ok, why = conditions.criteria(self.state, step.fields.get("success_criteria"), step.steps)
+        ok, why = stepconditions.criteria(self.state, step.fields.get("success_criteria"), step.steps)
         if ok:
             return StepResult("success")
         if not self.state.truthy(step.fail_fast, default=True):

@@ -1,4 +1,5 @@
-"""Conditions over a running build: a step's `when`, and `success_criteria` over a set of steps."""
+"""The conditions of steps, over a running build: whether a step runs (its `when`) and whether a set of steps
+succeeded (`success_criteria`). The expression language they use is `pipelines/expressions.py`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The rooms keep their walls: the runner never loads control-plane code or its dependencies; the control plane
 never loads runner-side code (the engine, executors, the runner, the container engines' clients); the Git room
-loads neither; the store only talks to its database; and no module imports itself back through others."""
+loads neither; the store only talks to its database and imports neither the API nor the UI above it; and no module
+imports itself back through others."""
 
 from __future__ import annotations
 
@@ -71,30 +72,66 @@ def test_the_git_room_loads_neither_the_control_plane_nor_runner_side_code() -> 
     assert _probe(GIT_PROBE.format(runner_side=RUNNER_SIDE)) == ""
 
 
-def _network_uses(path: Path) -> list[str]:
-    """What in the module could reach the network: an import of a network module, or a call by the name of one
-    of their entry points (whatever it was imported as)."""
-    found: list[str] = []
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every import in the module, lazy ones too, as (line, name); `from a import b` names both `a` and `a.b`."""
+    found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names: list[str] = []
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Attribute) and node.attr in NETWORK_CALLS:
-            found.append(f"{path.name}:{node.lineno}: .{node.attr}")
-        found += [f"{path.name}:{node.lineno}: {n}" for n in names if _is_module(n)]
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
     return found
 
 
-def _is_module(name: str) -> bool:
-    return any(name == m or name.startswith(m + ".") for m in NETWORK)
+def _network_uses(path: Path) -> list[str]:
+    """What in the module could reach the network: an import of a network module, or a call by the name of one
+    of their entry points (whatever it was imported as)."""
+    found = [f"{path.name}:{line}: {name}" for line, name in _imports(path) if _is_module(name, NETWORK)]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in NETWORK_CALLS:
+            found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def _is_module(name: str, modules: tuple[str, ...]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+ABOVE_THE_STORE = ("outpost.server.api", "outpost.server.ui")
+
+
+def _upward_imports(path: Path) -> list[str]:
+    return [f"{path.name}:{line}: {name}" for line, name in _imports(path) if _is_module(name, ABOVE_THE_STORE)]
 
 
 def test_the_store_only_talks_to_its_database() -> None:
     modules = sorted((SRC / "server" / "store").glob("*.py"))
     assert len(modules) > 5
     assert [use for path in modules for use in _network_uses(path)] == []
+
+
+def test_the_store_imports_neither_the_api_nor_the_ui() -> None:
+    modules = sorted((SRC / "server" / "store").glob("*.py"))
+    assert len(modules) > 5
+    assert [use for path in modules for use in _upward_imports(path)] == []
+
+
+def test_the_store_check_finds_an_import_of_the_ui_or_the_api(tmp_path: Path) -> None:
+    module = tmp_path / "users.py"
+    module.write_text(
+        "from outpost.server.ui import users as passwords\n"
+        "import outpost.server.api.deps\n"
+        "from outpost.server import models\n"
+        "def f():\n"
+        "    from outpost.server.api.schemas.users import UserOut\n"
+    )
+    assert [use.split(": ")[1] for use in _upward_imports(module)] == [
+        "outpost.server.ui",  # `from outpost.server.ui import users`: the package, then its module
+        "outpost.server.ui.users",
+        "outpost.server.api.deps",
+        "outpost.server.api.schemas.users",
+        "outpost.server.api.schemas.users.UserOut",
+    ]
 
 
 def _module_imports() -> dict[str, set[str]]:

@@ -6,8 +6,7 @@ import json
 import re
 
 from outpost.server.bootstrap import bootstrap
-from outpost.server.store import accounts
-from outpost.server.ui import users
+from outpost.server.store import accounts, users
 from outpost.server.ui.sessions import COOKIE
 from tests.server.test_protocol import claim, job_call
 from tests.server.test_webhooks import deliver

@@ -15,10 +15,10 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Unauthorized
+from outpost.server import passwords
 from outpost.server.services import Services
-from outpost.server.store import accounts, runtimes
+from outpost.server.store import accounts, runtimes, users
 from outpost.server.store.accounts import DEFAULT_ACCOUNT, Principal
-from outpost.server.ui import users
 
 LOCAL_RUNTIME = "local"
 ADMIN_USER = "admin"
@@ -70,10 +70,10 @@ async def admin_user(session: AsyncSession, account_id: str, password_file: Path
     password = _saved(password_file)
     user = await users.find_user(session, ADMIN_USER)
     if user is None:
-        password = password if len(password) >= users.MIN_PASSWORD else users.new_password()
+        password = password if len(password) >= passwords.MIN_PASSWORD else passwords.new_password()
         await users.create_user(session, account_id, ADMIN_USER, password)
     elif not password or not await users.check_password(user, password):
-        password = users.new_password()
+        password = passwords.new_password()
         await users.set_password(user, password)
     else:
         return password

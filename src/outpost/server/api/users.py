@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 from outpost.server.api.deps import AsAdmin, Svc
 from outpost.server.api.schemas.users import UserIn, UserOut
 from outpost.server.models import User
+from outpost.server.passwords import new_password
 from outpost.server.store import users
-from outpost.server.ui.users import new_password
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 NO_STORE = {"Cache-Control": "no-store"}

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Request, Response
 from outpost.errors import StoreError
 from outpost.server.api.audit import parse_since
 from outpost.server.api.schemas.users import UserIn
+from outpost.server.passwords import new_password
 from outpost.server.store import audit, users
 from outpost.server.store.accounts import ADMIN, ROLES, require
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import as_viewer, check_csrf, checked, read_form
-from outpost.server.ui.users import new_password
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from outpost.server.models import User
 from outpost.server.security import now
-from outpost.server.ui import users
+from outpost.server.store import users
 from outpost.server.ui.lockout import LoginLockout
 from outpost.server.ui.rendering import UiRoute, page, safe_next, see_other
 from outpost.server.ui.sessions import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,21 +16,37 @@ def runtime() -> None:
     """Runtimes: named groups of runners that run a pipeline's builds."""
 
 
+def helm_command(install_command: str, install_token: str) -> str:
+    """The `helm install` of deploy/helm/outpost-runner for a runner of the control plane `install_command` names."""
+    words = shlex.split(install_command)
+    url = words[words.index("--url") + 1]
+    sets = f"--set controlPlane.url={shlex.quote(url)} --set installToken={shlex.quote(install_token)}"
+    return f"helm install outpost-runner deploy/helm/outpost-runner {sets}"
+
+
 @runtime.command("create")
 @click.argument("name")
+@click.option("--kubernetes", is_flag=True, help="Print the Helm command that installs its runner in a cluster.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def runtime_create(ctx: click.Context, name: str, as_json: bool) -> None:
+def runtime_create(ctx: click.Context, name: str, kubernetes: bool, as_json: bool) -> None:
     """Create runtime NAME and print a one-time install token for its first runner."""
     rt = api_from(ctx).post("/runtimes", json={"name": name})
+    if kubernetes:
+        rt["install_command"] = helm_command(rt["install_command"], rt["install_token"])
     if as_json:
         emit_json(rt)
         return
     click.echo(f"runtime {rt['name']} created{' (the default)' if rt['default'] else ''}.")
     click.echo("One-time install token (shown once, valid 7 days):")
     click.echo(f"  {rt['install_token']}")
-    click.echo("On the runner's machine, inside your network:")
+    where = (
+        "In your cluster (the runner and its step pods in namespace outpost)"
+        if kubernetes
+        else "On the runner's machine, inside your network"
+    )
+    click.echo(f"{where}:")
     click.echo(f"  {rt['install_command']}")
 
 

@@ -1,0 +1,287 @@
+"""The runner's Helm chart (deploy/helm/outpost-runner), rendered by Helm's own engine (helm-python-sdk bundles
+Helm 4 as a library; no `helm` binary): every object valid against the Kubernetes schema, strictly; its
+values.schema.json refuses bad values; its Role is exactly `objects.runner_role` and is enough for the executor to
+run a step on the test cluster; `outpost runtime create --kubernetes` prints an install command the chart accepts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import containers
+from tests.components import need
+from tests.e2e.processes import ControlPlane
+from tests.kube import fixtures
+
+dockerd, busybox_image = containers.dockerd, containers.busybox_image
+kube_cluster = fixtures.kube_cluster
+
+pytestmark = pytest.mark.timeout(120)
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "outpost-runner"
+REQUIRED = {"controlPlane": {"url": "https://ci.example"}, "installToken": "opi_install"}
+EVERYTHING: dict[str, Any] = {
+    "controlPlane": {"url": "https://ci.example:8443/outpost"},
+    "existingSecret": "runner-token",
+    "image": {"repository": "registry.corp:5000/outpost", "tag": "1.2.3", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "corp-registry"}],
+    "runner": {
+        "name": "corp-k8s-1",
+        "concurrency": 4,
+        "volumeReuse": "none",
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "ci", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ci"]}]}]
+                }
+            }
+        },
+        "podAnnotations": {"team": "platform"},
+    },
+    "data": {"size": "100Gi", "storageClassName": "fast-rwx", "accessMode": "ReadWriteMany"},
+    "namespace": {"create": False},
+    "proxy": {"https": "http://proxy.corp:3128", "noProxy": "10.0.0.0/8,.corp"},
+    "caBundle": {"configMap": "corp-ca", "key": "ca.pem"},
+    "networkPolicy": {
+        "enabled": True,
+        "controlPlaneCIDRs": ["203.0.113.10/32"],
+        "controlPlanePort": 8443,
+        "egressTo": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 5000}]}],
+    },
+    "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+    "helmTest": {"enabled": True, "pipeline": "smoke", "tokenSecret": "outpost-api-token"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _packages() -> None:
+    need(
+        importlib.util.find_spec("helm_python") is not None,
+        "helm-python-sdk is not installed (pip install -e '.[dev]')",
+    )
+    fixtures.need_kubernetes_packages()
+
+
+def render(values: dict[str, Any], namespace: str = "default") -> list[dict[str, Any]]:
+    import helm_python
+
+    with helm_python.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="outpost-runner", namespace=namespace, is_install=True)
+    return [
+        doc
+        for path, text in sorted(manifests.items())
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def valid(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    import kubernetes_validate
+
+    for body in objects:
+        kubernetes_validate.validate(body, "1.37", strict=True)
+    by_kind = {body["kind"]: body for body in objects}
+    assert len(by_kind) == len(objects), "one object of each kind"
+    return by_kind
+
+
+def runner_container(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = kinds["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def arg(container: dict[str, Any], name: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in container["args"] if a.startswith(f"--{name}=")), None)
+
+
+def test_the_default_chart_is_valid_and_runs_the_runner_in_a_namespace_with_pod_security_labels() -> None:
+    kinds = valid(render(REQUIRED))
+    assert set(kinds) == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap", "StatefulSet"}
+    labels = kinds["Namespace"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert {body["metadata"].get("namespace") for kind, body in kinds.items() if kind != "Namespace"} == {"outpost"}
+    assert kinds["Secret"]["stringData"] == {"token": "opi_install"}
+    assert kinds["ConfigMap"]["data"]["OUTPOST_URL"] == "https://ci.example"
+    assert kinds["ConfigMap"]["data"]["OUTPOST_NAMESPACE"] == "outpost"
+
+
+def test_a_restarted_runner_pod_gets_back_the_claim_its_step_pods_mount() -> None:
+    kinds = valid(render(REQUIRED))
+    statefulset = kinds["StatefulSet"]
+    (template,) = statefulset["spec"]["volumeClaimTemplates"]
+    container = runner_container(kinds)
+    # The StatefulSet names a pod's claim <template>-<pod>: the runner tells step pods to mount that one.
+    assert arg(container, "work-claim") == f"{template['metadata']['name']}-$(POD_NAME)"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == template["metadata"]["name"])
+    assert arg(container, "data-dir") == mount["mountPath"] == kinds["ConfigMap"]["data"]["OUTPOST_WORK_CLAIM_PATH"]
+    # ReadWriteOnce: step pods must run on the runner's node.
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert arg(container, "node-name") == "$(NODE_NAME)"
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["OUTPOST_RUNNER_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "outpost-runner-token", "key": "token"}
+    assert container["args"][:3] == ["runner", "start", "--executor=kubernetes"]
+
+
+def test_the_chart_with_every_option_on_is_valid_and_uses_each() -> None:
+    kinds = valid(render(EVERYTHING, namespace="ci"))
+    assert "Namespace" not in kinds  # the release's namespace
+    assert "Secret" not in kinds  # the operator's
+    assert {body["metadata"]["namespace"] for body in kinds.values()} == {"ci"}
+    pod = kinds["StatefulSet"]["spec"]["template"]["spec"]
+    container = runner_container(kinds)
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["tolerations"] == EVERYTHING["runner"]["tolerations"]
+    assert pod["affinity"] == EVERYTHING["runner"]["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "corp-registry"}]
+    assert container["image"] == "registry.corp:5000/outpost:1.2.3"
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
+    assert arg(container, "node-name") is None  # ReadWriteMany: step pods go wherever the scheduler puts them
+    assert arg(container, "concurrency") == "4"
+    assert arg(container, "volume-reuse") == "none"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OUTPOST_RUNNER_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "runner-token"
+    config = kinds["ConfigMap"]["data"]
+    assert config["HTTPS_PROXY"] == "http://proxy.corp:3128"
+    assert config["NO_PROXY"] == "10.0.0.0/8,.corp"
+    assert config["SSL_CERT_FILE"] == "/etc/outpost/ca/ca.pem"
+    assert {"name": "ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
+    policy = kinds["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy  # nothing comes in
+    assert {"ipBlock": {"cidr": "203.0.113.10/32"}} in policy["egress"][1]["to"]
+    assert policy["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
+    assert policy["egress"][2]["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    test = kinds["Pod"]
+    assert test["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test["spec"]["containers"][0]["args"] == ["run", "smoke"]
+    assert test["spec"]["automountServiceAccountToken"] is False
+
+
+def test_the_chart_role_is_the_runner_role_the_executor_is_built_against() -> None:
+    from outpost.executors.kubernetes import objects
+
+    role = valid(render(REQUIRED))["Role"]
+    expected = objects.runner_role("outpost-runner", "outpost").to_dict()
+    assert role["rules"] == expected["rules"]
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"controlPlane": {"url": "ci.example"}}, "/controlPlane/url"),
+        ({"controlPlane": {"url": "https://ci.example"}, "replicas": 3}, "'replicas' not allowed"),
+        ({"runner": {"concurrency": 0}}, "/runner/concurrency"),
+        ({"runner": {"volumeReuse": "branch"}}, "/runner/volumeReuse"),
+        ({"data": {"accessMode": "ReadOnlyMany"}}, "/data/accessMode"),
+        ({"data": {"size": "lots"}}, "/data/size"),
+        ({"namespace": {"name": "Outpost_Builds"}}, "/namespace/name"),
+        ({"namespace": {"podSecurity": {"enforce": "strict"}}}, "/namespace/podSecurity/enforce"),
+        ({"networkPolicy": {"controlPlanePort": 70000}}, "/networkPolicy/controlPlanePort"),
+        ({"existingSecret": "Not A Name"}, "/existingSecret"),
+    ],
+)
+def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str) -> None:
+    import helm_python
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate({**defaults, **REQUIRED}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**defaults, **REQUIRED, **values}, schema)
+    with pytest.raises(helm_python.HelmValuesError, match=says):  # and helm refuses to render them
+        render({**REQUIRED, **values})
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"installToken": "opi_x"}, "controlPlane.url is required"),
+        ({"controlPlane": {"url": "https://ci.example"}}, "installToken \\(or existingSecret\\) is required"),
+        ({**REQUIRED, "networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs is required"),
+        ({**REQUIRED, "helmTest": {"enabled": True, "tokenSecret": "t"}}, "helmTest.pipeline is required"),
+    ],
+)
+def test_a_missing_required_value_is_refused_with_what_to_set(values: dict[str, Any], says: str) -> None:
+    import helm_python
+
+    with pytest.raises(helm_python.HelmRenderError, match=says):
+        render(values)
+
+
+async def test_the_chart_role_is_enough_for_the_executor_to_run_a_step(kube_cluster: Any, busybox_image: str) -> None:
+    from outpost.executors.base import StepJob
+    from outpost.executors.kubernetes.executor import KubernetesExecutor
+    from tests.kube.cluster import NAMESPACE, RUNNER_TOKEN
+
+    role = valid(render({**REQUIRED, "namespace": {"create": False}}, namespace=NAMESPACE))["Role"]
+    # The runner's service account is now held to the chart's Role instead of the product's own copy.
+    kube_cluster.store.roles[RUNNER_TOKEN] = (NAMESPACE, role["rules"])
+    build_id = f"h{uuid.uuid4().hex[:8]}"
+    folder = kube_cluster.claim_folder() / "builds" / build_id
+    (folder / "volume").mkdir(parents=True)
+    out = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+
+    job = StepJob(
+        step="hello",
+        script="echo hello from the chart\n",
+        env={"WHO": "chart"},
+        workdir=folder / "volume",
+        image=busybox_image,
+    )
+    options = kube_cluster.executor_options()
+    async with KubernetesExecutor(folder / "volume", folder / "scratch", build_id=build_id, options=options) as ex:
+        assert await ex.run(job, sink) == 0
+    assert b"hello from the chart" in out
+    assert kube_cluster.store.denied == []
+
+
+def test_runtime_create_kubernetes_prints_a_helm_install_the_chart_accepts(control_plane: ControlPlane) -> None:
+    import helm_python
+
+    done = control_plane.cli("runtime", "create", "corp-k8s", "--kubernetes")
+    assert done.returncode == 0, done.stderr
+    line = next(line.strip() for line in done.stdout.splitlines() if line.strip().startswith("helm install"))
+    words = shlex.split(line)
+    assert words[:4] == ["helm", "install", "outpost-runner", "deploy/helm/outpost-runner"]
+    sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    values: dict[str, Any] = {}
+    for pair in sets:
+        key = pair.partition("=")[0]
+        node: Any = defaults
+        for part in key.split("."):
+            assert isinstance(node, dict), f"--set {key}: not a value of the chart"
+            assert part in node, f"--set {key}: not a value of the chart"
+            node = node[part]
+        parsed = helm_python.parse_set_string(pair)
+        values = _merged(values, parsed)
+    assert values["controlPlane"]["url"] == control_plane.url
+    assert values["installToken"].startswith("opi_")
+    kinds = valid(render(values))
+    assert kinds["Secret"]["stringData"]["token"] == values["installToken"]
+
+
+def _merged(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    out = dict(into)
+    for key, value in more.items():
+        out[key] = _merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out

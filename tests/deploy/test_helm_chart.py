@@ -116,6 +116,14 @@ def test_the_default_chart_is_valid_and_runs_the_runner_in_a_namespace_with_pod_
     assert kinds["ConfigMap"]["data"]["OUTPOST_NAMESPACE"] == "outpost"
 
 
+def test_helm_lint_strict_finds_nothing_to_fix() -> None:
+    import helm_python
+
+    report = helm_python.lint(CHART, REQUIRED, strict=True, namespace="outpost")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []  # warnings included (only "icon" is info)
+
+
 def test_a_restarted_runner_pod_gets_back_the_claim_its_step_pods_mount() -> None:
     kinds = valid(render(REQUIRED))
     statefulset = kinds["StatefulSet"]

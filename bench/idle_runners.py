@@ -177,8 +177,9 @@ class Bench:
         self.errors.append(what)
 
     def dispatched(self, build_id: str) -> None:
-        future = self.waiting.get(build_id)
-        if future is not None and not future.done():
+        # A poll may answer before the build request's own answer reached us: the time waits for it.
+        future = self.waiting.setdefault(build_id, asyncio.get_running_loop().create_future())
+        if not future.done():
             future.set_result(time.time())
 
 

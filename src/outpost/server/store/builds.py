@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import BindParameter, Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, NotFound, Unauthorized
@@ -57,6 +57,7 @@ async def create_build(
         account_id=principal.account_id,
         pipeline_id=pipeline.id,
         pipeline_name=pipeline.name,
+        number=await _next_number(session, pipeline.id),
         runtime_id=pipeline.runtime_id,
         status="queued",
         yaml=pipeline.yaml,
@@ -79,6 +80,22 @@ async def create_build(
     session.add(build)
     await session.flush()
     return build
+
+
+async def _next_number(session: AsyncSession, pipeline_id: str) -> int:
+    """The pipeline's next build number. One statement reads and bumps the counter: on PostgreSQL its row lock
+    makes a concurrent creation wait and then see the new value; SQLite runs one writer at a time. Either way
+    two builds of a pipeline never get one number (the unique constraint would refuse it anyway)."""
+    number = await session.scalar(
+        update(Pipeline)
+        .where(Pipeline.id == pipeline_id)
+        .values(last_build_number=Pipeline.last_build_number + 1)
+        .returning(Pipeline.last_build_number)
+        .execution_options(synchronize_session=False)
+    )
+    if number is None:
+        raise NotFound(f"no pipeline {pipeline_id!r}")
+    return int(number)
 
 
 def pipeline_source(build: Build) -> PipelineSource | None:
@@ -122,6 +139,14 @@ async def get_build(session: AsyncSession, principal: Principal, build_id: str) 
     return build
 
 
+async def get_build_by_number(session: AsyncSession, principal: Principal, pipeline: Pipeline, number: int) -> Build:
+    """A build by its pipeline and number ("my-app#42"); the pipeline was found in the caller's account."""
+    build = await session.scalar(select(Build).where(Build.pipeline_id == pipeline.id, Build.number == number))
+    if build is None:
+        raise NotFound(f"no build #{number} of pipeline {pipeline.name!r}")
+    return await get_build(session, principal, build.id)
+
+
 async def list_builds(
     session: AsyncSession,
     principal: Principal,
@@ -155,6 +180,7 @@ async def request_cancel(session: AsyncSession, principal: Principal, build_id: 
         await _finish(session, build, "terminated", "cancelled before it started")
     else:
         build.cancel_requested = True
+    build.cancelled_by = principal.actor
     await audit.record(session, principal, "build.cancel", f"build {build.id}", pipeline=build.pipeline_name)
     return build
 
@@ -171,14 +197,7 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
     locked: str | None = None
     runner_locked = False
     for _ in range(CLAIM_ATTEMPTS):
-        row = (
-            await session.execute(
-                select(Build.id, Build.trigger_id)
-                .where(*_claimable(runner))
-                .order_by(Build.created_at, Build.id)
-                .limit(1)
-            )
-        ).first()
+        row = (await session.execute(_NEXT_QUEUED, _of(runner))).first()
         if row is None:
             return None  # an idle poll's look ends here: one query, no lock
         candidate, trigger_id = row
@@ -221,20 +240,15 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
 async def claimable(session: AsyncSession, runner: Runner) -> bool:
     """Whether a queued build is there for the runner's runtime that `claim_next` could hand out (whose
     trigger has room): after a claim, the dispatcher passes the wake-up on to another poll if so."""
-    found = await session.scalar(select(Build.id).where(*_claimable(runner)).limit(1))
+    found = await session.scalar(_ANY_QUEUED, _of(runner))
     return found is not None
 
 
-def _claimable(runner: Runner) -> tuple[ColumnElement[bool], ...]:
-    return (
-        Build.runtime_id == runner.runtime_id,
-        Build.account_id == runner.account_id,
-        Build.status == "queued",
-        or_(Build.trigger_id.is_(None), Build.trigger_id.not_in(_busy_triggers(runner.account_id))),
-    )
+def _of(runner: Runner) -> dict[str, str]:
+    return {"runtime_id": runner.runtime_id, "account_id": runner.account_id}
 
 
-def _busy_triggers(account_id: str) -> Select[Any]:
+def _busy_triggers(account_id: str | BindParameter[str]) -> Select[Any]:
     """The account's triggers with a concurrency limit that many builds are out (claimed or running)."""
     out = (
         select(func.count(Build.id))
@@ -245,6 +259,17 @@ def _busy_triggers(account_id: str) -> Select[Any]:
     return select(Trigger.id).where(
         Trigger.account_id == account_id, Trigger.concurrency.is_not(None), out >= Trigger.concurrency
     )
+
+
+# Built once: an idle poll's look runs this query with its runner's values (no statement built per look).
+_CLAIMABLE = (
+    Build.runtime_id == bindparam("runtime_id"),
+    Build.account_id == bindparam("account_id"),
+    Build.status == "queued",
+    or_(Build.trigger_id.is_(None), Build.trigger_id.not_in(_busy_triggers(bindparam("account_id")))),
+)
+_NEXT_QUEUED = select(Build.id, Build.trigger_id).where(*_CLAIMABLE).order_by(Build.created_at, Build.id).limit(1)
+_ANY_QUEUED = select(Build.id).where(*_CLAIMABLE).limit(1)
 
 
 async def _trigger_is_busy(session: AsyncSession, trigger_id: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shlex
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from tests import containers
 from tests.components import need
-from tests.e2e.processes import ControlPlane
+from tests.e2e.processes import ControlPlane, Process, outpost_env
 from tests.kube import fixtures
 
 dockerd, busybox_image = containers.dockerd, containers.busybox_image
@@ -260,6 +261,91 @@ async def test_the_chart_role_is_enough_for_the_executor_to_run_a_step(kube_clus
         assert await ex.run(job, sink) == 0
     assert b"hello from the chart" in out
     assert kube_cluster.store.denied == []
+
+
+ONE_STEP = "version: '1.0'\nsteps:\n  hello:\n    image: {image}\n    commands: [echo hello from $(hostname)]\n"
+
+
+def as_the_pod_runs_it(
+    kinds: dict[str, dict[str, Any]], pod: str, node: str, claim_folder: Path, kubeconfig: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The runner container's command line and environment as the kubelet would give them to it in pod `pod` on
+    `node`: the ConfigMap and env entries (downward API, the token Secret) with $(VAR) expanded, its data claim
+    mounted where `claim_folder` is, and a kubeconfig file standing in for the in-cluster service account."""
+    container = runner_container(kinds)
+    env: dict[str, str] = dict(kinds["ConfigMap"]["data"])
+    known = {"metadata.name": pod, "spec.nodeName": node}
+    for entry in container["env"]:
+        source = entry["valueFrom"]
+        if "fieldRef" in source:
+            env[entry["name"]] = known[source["fieldRef"]["fieldPath"]]
+        else:
+            assert source["secretKeyRef"] == {"name": kinds["Secret"]["metadata"]["name"], "key": "token"}
+            env[entry["name"]] = kinds["Secret"]["stringData"]["token"]
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data")
+
+    def mounted(text: str) -> str:
+        return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env[m.group(1)], text).replace(
+            mount, str(claim_folder)
+        )
+
+    env = {key: mounted(value) for key, value in env.items()}
+    return [mounted(a) for a in container["args"]], {**env, "KUBECONFIG": str(kubeconfig)}
+
+
+def step_nodes(cluster: Any) -> set[str]:
+    """The nodes every step pod was bound to, from the API's history (the pods themselves are gone)."""
+
+    async def read() -> set[str]:
+        return {
+            obj["spec"]["nodeName"]
+            for _, _, plural, obj in cluster.store.history
+            if plural == "pods" and "outpost.io/build" in obj["metadata"].get("labels", {})
+        }
+
+    nodes: set[str] = cluster.call(read)
+    return nodes
+
+
+def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_and_keeps_its_registration_across_a_restart(
+    tmp_path: Path, control_plane: ControlPlane, processes: list[Process], kube_cluster: Any, busybox_image: str
+) -> None:
+    from tests.kube.cluster import NAMESPACE, RUNNER_TOKEN
+
+    values = {
+        "controlPlane": {"url": control_plane.url},
+        "installToken": control_plane.install_token(),
+        "namespace": {"create": False},
+    }
+    kinds = valid(render(values, namespace=NAMESPACE))
+    kube_cluster.store.roles[RUNNER_TOKEN] = (NAMESPACE, kinds["Role"]["rules"])
+    # What the StatefulSet controller makes for pod outpost-runner-0 from the chart's volumeClaimTemplate.
+    (template,) = kinds["StatefulSet"]["spec"]["volumeClaimTemplates"]
+    pod = f"{kinds['StatefulSet']['metadata']['name']}-0"
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", **template}
+    claim["metadata"] = {"name": f"{template['metadata']['name']}-{pod}", "namespace": NAMESPACE}
+    kube_cluster.call(lambda: kube_cluster.store.create("persistentvolumeclaims", NAMESPACE, claim))
+    folder = kube_cluster.claim_folder(claim["metadata"]["name"])
+    folder.mkdir(parents=True)
+    args, env = as_the_pod_runs_it(kinds, pod, "node-c", folder, kube_cluster.runner_kubeconfig)
+    runner = Process("chart-runner", args, tmp_path / "chart-runner.log", outpost_env(**env))
+    processes.append(runner)
+    runner.start()
+    (tmp_path / "one.yml").write_text(ONE_STEP.format(image=busybox_image))
+    assert control_plane.cli("pipeline", "create", "one", "--file", str(tmp_path / "one.yml")).returncode == 0
+
+    for attempt in ("first", "after a restart"):
+        run = control_plane.cli("run", "one", timeout=120)
+        assert run.returncode == 0, f"{attempt}: {run.stdout}{run.stderr}{runner.log.read_text()}"
+        assert "hello from " in run.stdout
+        if attempt == "first":
+            assert (folder / "runner.json").exists()  # its registration is on the claim
+            runner.stop()
+            runner.start()  # the same pod again: the same claim, the install token already used
+    assert kube_cluster.store.denied == []
+    assert step_nodes(kube_cluster) == {"node-c"}
+    runners = json.loads(control_plane.cli("runners", "list", "--json").stdout)
+    assert [r["name"] for r in runners] == [pod]  # one registration, kept
 
 
 def test_runtime_create_kubernetes_prints_a_helm_install_the_chart_accepts(control_plane: ControlPlane) -> None:

@@ -9,6 +9,8 @@ import importlib.util
 import json
 import re
 import shlex
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -307,7 +309,7 @@ def step_nodes(cluster: Any) -> set[str]:
     return nodes
 
 
-def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_and_keeps_its_registration_across_a_restart(
+def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_keeps_its_registration_and_passes_helm_test(
     tmp_path: Path, control_plane: ControlPlane, processes: list[Process], kube_cluster: Any, busybox_image: str
 ) -> None:
     from tests.kube.cluster import NAMESPACE, RUNNER_TOKEN
@@ -316,6 +318,7 @@ def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_and_keeps_it
         "controlPlane": {"url": control_plane.url},
         "installToken": control_plane.install_token(),
         "namespace": {"create": False},
+        "helmTest": {"enabled": True, "pipeline": "one", "tokenSecret": "outpost-api-token"},
     }
     kinds = valid(render(values, namespace=NAMESPACE))
     kube_cluster.store.roles[RUNNER_TOKEN] = (NAMESPACE, kinds["Role"]["rules"])
@@ -342,6 +345,15 @@ def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_and_keeps_it
             assert (folder / "runner.json").exists()  # its registration is on the claim
             runner.stop()
             runner.start()  # the same pod again: the same claim, the install token already used
+    # `helm test`: the test pod's command, with its environment, runs one build of the pipeline and passes.
+    test = kinds["Pod"]["spec"]["containers"][0]
+    assert test["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "outpost-api-token", "key": "token"}
+    test_env = outpost_env(**kinds["ConfigMap"]["data"], OUTPOST_TOKEN=control_plane.token)
+    hook = subprocess.run(
+        [sys.executable, "-m", "outpost", *test["args"]], env=test_env, capture_output=True, text=True, timeout=120
+    )
+    assert hook.returncode == 0, hook.stdout + hook.stderr
+    assert "hello from " in hook.stdout
     assert kube_cluster.store.denied == []
     assert step_nodes(kube_cluster) == {"node-c"}
     runners = json.loads(control_plane.cli("runners", "list", "--json").stdout)

@@ -244,7 +244,15 @@ async def register(url: str, admin: str, count: int) -> list[str]:
 
 
 async def measure_level(
-    bench: Bench, tokens: list[str], admin: str, *, window: float, builds: int, timeout: float, stop: bool = False
+    bench: Bench,
+    tokens: list[str],
+    admin: str,
+    *,
+    window: float,
+    builds: int,
+    timeout: float,
+    ramp: float,
+    stop: bool = False,
 ) -> Level:
     import httpx
 
@@ -252,10 +260,10 @@ async def measure_level(
     pid = bench.server.proc.pid
     pollers = [Poller(bench, t) for t in tokens]
     tasks: list[asyncio.Task[None]] = []
-    for i, p in enumerate(pollers):  # a ramp: 200 connections at a time
+    for i, p in enumerate(pollers):  # a ramp: runners start over a while, not all in the same instant
         tasks.append(asyncio.create_task(p.run()))
-        if i % 200 == 199:
-            await asyncio.sleep(0.2)
+        if i % 50 == 49:
+            await asyncio.sleep(50 / ramp)
     try:
         await asyncio.sleep(5.0)  # the last polls reach the server and settle
         bench.answers, bench.errors = {}, []
@@ -285,7 +293,8 @@ async def measure_level(
                     level.latencies.append(answered - sent)
                 except TimeoutError:
                     level.missed += 1
-                    await api.post(f"/api/v1/builds/{build_id}/cancel")
+                    with contextlib.suppress(httpx.TransportError):
+                        await api.post(f"/api/v1/builds/{build_id}/cancel")
                 await asyncio.sleep(random.uniform(0.2, 0.4))
         level.errors = list(bench.errors)
         if stop:  # SIGTERM with every poll still held: how long the server takes to stop, what the polls get
@@ -316,7 +325,14 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any
             for attempt in range(args.repeat):
                 last = n == levels[-1] and attempt == args.repeat - 1
                 level = await measure_level(
-                    bench, tokens[:n], admin, window=args.window, builds=args.builds, timeout=args.timeout, stop=last
+                    bench,
+                    tokens[:n],
+                    admin,
+                    window=args.window,
+                    builds=args.builds,
+                    timeout=args.timeout,
+                    ramp=args.ramp,
+                    stop=last,
                 )
                 row = level.row() | {"run": attempt + 1}
                 print(json.dumps(row), flush=True)
@@ -333,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=30.0, help="seconds of the CPU window (≥ one poll's wait)")
     parser.add_argument("--builds", type=int, default=20, help="builds queued one at a time at each level")
     parser.add_argument("--timeout", type=float, default=35.0, help="seconds a build may wait for a poll")
+    parser.add_argument("--ramp", type=float, default=250.0, help="polls opened a second at the start of a level")
     parser.add_argument("--max-polls", type=int, default=10_000, help="OUTPOST_MAX_POLLS of the server")
     parser.add_argument("--source", type=Path, help="run the server from DIR/src (an older revision)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")

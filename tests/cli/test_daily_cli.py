@@ -111,3 +111,32 @@ def test_following_a_log_rides_out_a_network_cut_and_misses_no_line(
     assert "reconnecting" in said
     assert "reconnected" in said
     assert f"build {build_id} success" in said
+
+
+def test_builds_are_named_by_pipeline_and_number_in_list_and_show(control_plane: ControlPlane, tmp_path: Path) -> None:
+    (tmp_path / "hello.yml").write_text(HELLO)
+    assert control_plane.cli("runtime", "create", "idle").returncode == 0  # no runner: the builds stay queued
+    made = control_plane.cli("pipeline", "create", "my-app", "--file", str(tmp_path / "hello.yml"))
+    assert made.returncode == 0, made.stderr
+    first = control_plane.cli("run", "my-app", "--detach").stdout.strip()
+    second = control_plane.cli("run", "my-app", "--detach").stdout.strip()
+
+    listed = control_plane.cli("build", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line.split()[2] for line in listed.stdout.splitlines() if line}
+    assert lines == {first: "my-app#1", second: "my-app#2"}
+    shown = control_plane.cli("build", "show", "my-app#2")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"my-app#2: build {second} ")
+    as_json = json.loads(control_plane.cli("build", "show", "my-app#1", "--json").stdout)
+    assert (as_json["id"], as_json["number"]) == (first, 1)
+    cancelled = control_plane.cli("build", "cancel", "my-app#1", "--no-wait")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled by" in control_plane.cli("build", "show", "my-app#1").stdout
+
+    missing = control_plane.cli("build", "show", "my-app#3", "--json")
+    assert missing.returncode == 2
+    assert json.loads(missing.stdout)["error"] == "not_found"
+    bad = control_plane.cli("build", "show", "my-app#x")
+    assert bad.returncode == 2
+    assert "PIPELINE#NUMBER" in bad.stderr

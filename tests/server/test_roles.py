@@ -77,6 +77,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/pipelines/{name}/builds"): api(D, scoped=True, obj=True),
     ("GET", "/api/v1/builds"): api(V, scoped=True),
     ("GET", "/api/v1/builds/{build_id}"): api(V, scoped=True, obj=True),
+    ("GET", "/api/v1/pipelines/{name}/builds/{number}"): api(V, scoped=True, obj=True),
     ("POST", "/api/v1/builds/{build_id}/cancel"): api(D, obj=True),
     ("POST", "/api/v1/builds/{build_id}/steps/{step}/approve"): api(D, obj=True),
     ("POST", "/api/v1/builds/{build_id}/steps/{step}/deny"): api(D, obj=True),
@@ -123,6 +124,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/builds"): ui(),
     ("GET", "/builds/{build_id}"): ui(obj=True),
+    ("GET", "/pipelines/{name}/builds/{number}"): ui(obj=True),
     ("GET", "/ui/builds/{build_id}/steps/{step}/lines"): ui(obj=True),
     ("GET", "/builds/{build_id}/steps/{step}/log.txt"): ui(obj=True),
     ("POST", "/builds/{build_id}/cancel"): ui(D, obj=True),
@@ -230,6 +232,7 @@ async def world(stack: Stack) -> World:
 def concrete(path: str, w: World) -> str:
     values = {
         "build_id": w.build,
+        "number": "1",
         "step": "main",
         "trigger_id": w.trigger,
         "runner_id": w.runner,

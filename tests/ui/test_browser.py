@@ -180,7 +180,8 @@ def test_a_running_build_is_cancelled_from_its_page_after_a_confirmation(page: P
 
     answer(False)  # a second thought: nothing is cancelled
     page.get_by_role("button", name="Cancel build").click()
-    assert asked == [f"Cancel build slow #{build_id[:8]}? Its running step is stopped and the rest do not run."]
+    number = site.control_plane.build(build_id)["number"]
+    assert asked == [f"Cancel build slow #{number}? Its running step is stopped and the rest do not run."]
     expect(page.locator("#build-status")).to_contain_text("running")
     assert site.control_plane.build(build_id)["status"] == "running"
     answer(True)
@@ -199,7 +200,7 @@ def test_the_build_list_shows_a_new_build_without_reloading(page: Page, site: Ou
     page.evaluate("window.stayed = true")
     with site.control_plane.api() as api:
         build = api.post("/pipelines/listed/builds", json={"branch": "feature/live"}).json()
-    row = page.locator("#build-rows tr", has_text=build["id"][:8])
+    row = page.locator("#build-rows tr", has=page.locator(f'a[href="/builds/{build["id"]}"]'))
     expect(row).to_contain_text("feature/live")
     expect(row).to_contain_text("success")
     assert page.evaluate("window.stayed === true")

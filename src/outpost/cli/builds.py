@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import sys
 import webbrowser
+from urllib.parse import quote
 
 import click
 
 from outpost.cli import api_from, emit_json, friendly, main
+from outpost.cli.api import Api
 from outpost.cli.following import FINAL, describe, follow
+from outpost.errors import OutpostError
 
 
 @main.group()
 def build() -> None:
     """Inspect, follow and cancel builds."""
+
+
+BUILD_HELP = "BUILD is a build's id or PIPELINE#NUMBER (my-app#42)."
+
+
+def build_id_of(api: Api, ref: str) -> str:
+    """A build's id from its id or from `pipeline#number`, the way pages and lists name it."""
+    pipeline, sep, number = ref.rpartition("#")
+    if not sep:
+        return ref
+    if not pipeline or not number.isdigit():
+        raise OutpostError(f"{ref!r} is not a build: expected its id or PIPELINE#NUMBER, e.g. my-app#42")
+    found: str = api.get(f"/pipelines/{quote(pipeline, safe='')}/builds/{number}")["id"]
+    return found
 
 
 @build.command("list")
@@ -34,23 +51,37 @@ def build_list(ctx: click.Context, pipeline: str | None, status: str | None, lim
         click.echo("no builds")
     for b in rows:
         duration = f"{b['duration']:.1f}s" if b["duration"] is not None else "-"
-        click.echo(f"{b['id']}  {b['status']:<10} {b['pipeline']:<24} {duration:>8}  {b['created_at']}")
+        name = f"{b['pipeline']}#{b['number']}"
+        click.echo(f"{b['id']}  {b['status']:<10} {name:<30} {duration:>8}  {b['created_at']}")
 
 
-@build.command("show")
-@click.argument("build_id")
+@build.command("show", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
 @click.option("--yaml", "show_yaml", is_flag=True, help="Also print the YAML the build ran.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
 def build_show(ctx: click.Context, build_id: str, show_yaml: bool, as_json: bool) -> None:
     """A build with its steps."""
-    b = api_from(ctx).get(f"/builds/{build_id}")
+    api = api_from(ctx)
+    b = api.get(f"/builds/{build_id_of(api, build_id)}")
     if as_json:
         emit_json(b)
         return
-    click.echo(describe(b))
+    click.echo(f"{b['pipeline']}#{b['number']}: {describe(b)}")
     click.echo(f"  pipeline {b['pipeline']}  trigger {b['trigger']}  by {b['initiator']}  created {b['created_at']}")
+    git = b.get("git_context") or {}
+    if b.get("sha"):
+        message = (git.get("message") or "").strip().splitlines()
+        by = f" ({git['author']})" if git.get("author") else ""
+        click.echo(f"  commit {b['sha']}{'  ' + message[0] if message else ''}{by}")
+        if git.get("commit_url"):
+            click.echo(f"    {git['commit_url']}")
+    if git.get("pr_number"):
+        title = f" {git['pr_title']}" if git.get("pr_title") else ""
+        click.echo(f"  pull request #{git['pr_number']}{title}  {git.get('pr_url') or ''}".rstrip())
+    if b.get("cancelled_by"):
+        click.echo(f"  cancelled by {b['cancelled_by']}")
     if b.get("yaml_repo"):
         at = b.get("yaml_revision") or "(not read yet)"
         click.echo(f"  YAML {b['yaml_file']} from {b['yaml_repo']} at {at}")
@@ -59,14 +90,15 @@ def build_show(ctx: click.Context, build_id: str, show_yaml: bool, as_json: bool
             continue
         code = f" exit {s['exit_code']}" if s["exit_code"] not in (None, 0) else ""
         note = f"  ({s['message']})" if s["message"] and s["status"] != "success" else ""
-        click.echo(f"  {s['status']:<10} {s['name']}{code}{note}")
+        answer = f"  ({s['decision']} by {s['decided_by']})" if s.get("decision") and s.get("decided_by") else ""
+        click.echo(f"  {s['status']:<10} {s['name']}{code}{note}{answer}")
     if show_yaml and b.get("yaml"):
         click.echo(f"--- {b['yaml_file']}")
         click.echo(b["yaml"].rstrip("\n"))
 
 
-@build.command("logs")
-@click.argument("build_id")
+@build.command("logs", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
 @click.option("--step", help="Only this step's log, raw.")
 @click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing until the build ends.")
 @click.option("--json", "as_json", is_flag=True, help="Each step's log as JSON (no following).")
@@ -75,6 +107,7 @@ def build_show(ctx: click.Context, build_id: str, show_yaml: bool, as_json: bool
 def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: bool, as_json: bool) -> None:
     """Print a build's log (all steps, in order)."""
     api = api_from(ctx)
+    build_id = build_id_of(api, build_id)
     out = sys.stdout.buffer
     if step:
         out.write(api.get(f"/builds/{build_id}/steps/{step}/log"))
@@ -105,8 +138,8 @@ def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: boo
     out.flush()
 
 
-@build.command("cancel")
-@click.argument("build_id")
+@build.command("cancel", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the build has ended.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -114,6 +147,7 @@ def build_logs(ctx: click.Context, build_id: str, step: str | None, follow_: boo
 def build_cancel(ctx: click.Context, build_id: str, wait: bool, as_json: bool) -> None:
     """Cancel a build: a queued one ends at once; a running one's processes are stopped."""
     api = api_from(ctx)
+    build_id = build_id_of(api, build_id)
     b = api.post(f"/builds/{build_id}/cancel")
     if wait and b["status"] not in FINAL:
         cursor = 0
@@ -130,8 +164,8 @@ def build_cancel(ctx: click.Context, build_id: str, wait: bool, as_json: bool) -
     sys.exit(0)
 
 
-@build.command("approve")
-@click.argument("build_id")
+@build.command("approve", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
 @click.argument("step")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -141,8 +175,8 @@ def build_approve(ctx: click.Context, build_id: str, step: str, as_json: bool) -
     _answer(ctx, build_id, step, "approve", as_json)
 
 
-@build.command("deny")
-@click.argument("build_id")
+@build.command("deny", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
 @click.argument("step")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -153,7 +187,9 @@ def build_deny(ctx: click.Context, build_id: str, step: str, as_json: bool) -> N
 
 
 def _answer(ctx: click.Context, build_id: str, step: str, verb: str, as_json: bool) -> None:
-    b = api_from(ctx).post(f"/builds/{build_id}/steps/{step}/{verb}")
+    api = api_from(ctx)
+    build_id = build_id_of(api, build_id)
+    b = api.post(f"/builds/{build_id}/steps/{step}/{verb}")
     if as_json:
         emit_json(b)
     else:
@@ -163,14 +199,15 @@ def _answer(ctx: click.Context, build_id: str, step: str, verb: str, as_json: bo
     sys.exit(0)
 
 
-@main.command("open")
-@click.argument("build_id")
+@main.command("open", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
 @click.option("--json", "as_json", is_flag=True, help="Print {id, url} instead of opening a browser.")
 @click.pass_context
 @friendly
 def open_build(ctx: click.Context, build_id: str, as_json: bool) -> None:
-    """Open build BUILD_ID's page in the web browser ($BROWSER, else the system's); print its address."""
-    b = api_from(ctx).get(f"/builds/{build_id}")
+    """Open BUILD's page in the web browser ($BROWSER, else the system's); print its address."""
+    api = api_from(ctx)
+    b = api.get(f"/builds/{build_id_of(api, build_id)}")
     if as_json:
         emit_json({"id": b["id"], "url": b["url"]})
         return

@@ -126,6 +126,9 @@ class Pipeline(Base):
     # Who may answer its approval steps: at least this role, and, when asked, not whoever started the build.
     approval_role: Mapped[str] = mapped_column(String(20), default="developer")
     approval_requires_other: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The number of its latest build: create_build takes the next one with one UPDATE … RETURNING, whose row
+    # lock (PostgreSQL) or write lock (SQLite) makes concurrent builds take distinct numbers.
+    last_build_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Build(Base):
@@ -133,11 +136,13 @@ class Build(Base):
     __table_args__ = (
         Index("ix_builds_dispatch", "runtime_id", "status", "created_at"),
         Index("ix_builds_account_created", "account_id", "created_at"),
+        UniqueConstraint("pipeline_id", "number", name="uq_builds_pipeline_number"),
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"), index=True)
     pipeline_name: Mapped[str] = mapped_column(String(150))
+    number: Mapped[int] = mapped_column(Integer)  # per pipeline, from 1: "my-app#42"
     runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id"))
     status: Mapped[str] = mapped_column(String(20))
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -157,10 +162,14 @@ class Build(Base):
     runner_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     lease_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # the current lease, if any
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancelled_by: Mapped[str | None] = mapped_column(String(200), nullable=True)  # as the audit log names them
     requeues: Mapped[int] = mapped_column(Integer, default=0)
     # The trigger that started it (no foreign key: a removed trigger leaves its builds), and a webhook's payload.
     trigger_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
     event: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What the Git event said of the commit and pull request (message, author, links), for pages and the CLI;
+    # the raw payload above is kept for the build's event.json.
+    git_context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # YAML from the repository (copied from the pipeline): where the runner reads it, which ref it asked
     # for, and the commit SHA whose YAML ran (reported by the runner, with the YAML, at start).
     yaml_repo: Mapped[str | None] = mapped_column(String(500), nullable=True)

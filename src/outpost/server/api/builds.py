@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.server.api.deps import AsDeveloper, ScopedDeveloper, ScopedViewer, Svc
@@ -56,6 +56,17 @@ async def list_builds(
 async def show_build(build_id: str, token: ScopedViewer, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         build = await builds.get_build(session, who, build_id)
+        return BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
+
+
+@router.get("/pipelines/{name}/builds/{number}")
+async def show_build_by_number(
+    name: str, number: Annotated[int, Path(ge=1, le=2**31 - 1)], token: ScopedViewer, svc: Svc
+) -> BuildOut:
+    """A build by its pipeline's number for it, as `outpost build show my-app#42` asks."""
+    async with svc.as_caller(token) as (session, who):
+        pipeline = await pipelines.get_pipeline(session, who, name)
+        build = await builds.get_build_by_number(session, who, pipeline, number)
         return BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
 
 

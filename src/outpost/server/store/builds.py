@@ -22,6 +22,7 @@ from outpost.server.security import JOB_TOKEN, new_id, new_token, now, token_has
 from outpost.server.store import audit
 from outpost.server.store.accounts import Principal
 from outpost.server.store.pipelines import check_variables
+from outpost.triggers.event import GitEvent
 from outpost.wire import (
     FINAL_BUILD_STATUSES,
     FINAL_STEP_STATUSES,
@@ -49,6 +50,7 @@ async def create_build(
     initiator: str | None = None,
     trigger_id: str | None = None,
     event: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Build:
     run_variables = dict(variables or {})
     check_variables(run_variables)
@@ -72,6 +74,7 @@ async def create_build(
         created_at=now(),
         trigger_id=trigger_id,
         event=event,
+        git_context=context,
         yaml_repo=pipeline.repo,
         yaml_git=pipeline.git if pipeline.repo else None,
         # YAML from the repository is read at the build's revision: its SHA, its branch, or the pipeline's default.
@@ -96,6 +99,53 @@ async def _next_number(session: AsyncSession, pipeline_id: str) -> int:
     if number is None:
         raise NotFound(f"no pipeline {pipeline_id!r}")
     return int(number)
+
+
+# Where a provider shows a repository's commits and pull requests, below its web address and owner/name.
+_WEB_PATHS = {
+    "github": ("/{repo}/commit/{sha}", "/{repo}/pull/{n}"),
+    "gitlab": ("/{repo}/-/commit/{sha}", "/{repo}/-/merge_requests/{n}"),
+    "bitbucket-server": (
+        "/projects/{project}/repos/{slug}/commits/{sha}",
+        "/projects/{project}/repos/{slug}/pull-requests/{n}",
+    ),
+}
+_DEFAULT_WEB = {"github": "https://github.com", "gitlab": "https://gitlab.com"}
+
+
+def git_context(event: GitEvent, web: str | None) -> dict[str, Any]:
+    """What a page says of a webhook build's commit: message, author, pull request, and links to the provider's
+    pages, under `web` (the Git integration's address) or the provider's public site. Only http(s) links."""
+    base = (web or _DEFAULT_WEB.get(event.provider) or "").rstrip("/")
+    for api_suffix in ("/api/v3", "/api/v4", "/rest/api/1.0"):
+        base = base.removesuffix(api_suffix)
+    commit_path, pr_path = _WEB_PATHS[event.provider]
+    project, _, slug = event.repo.partition("/")
+    names = {"repo": event.repo, "project": project, "slug": slug}
+    sha = event.pr_merged_commit if event.pr_merged and event.pr_merged_commit else event.after
+
+    def link(path: str, **values: Any) -> str | None:
+        if not base.startswith(("https://", "http://")) or not event.repo:
+            return None
+        return base + path.format(**names, **values)
+
+    return {
+        "provider": event.provider,
+        "repo": event.repo,
+        "event": event.event,
+        "message": (event.commit_message or "")[:2000] or None,
+        "author": event.commit_author,
+        "commit_url": _http(event.commit_url) or (link(commit_path, sha=sha) if sha else None),
+        "pr_number": event.pr_number,
+        "pr_title": event.pr_title,
+        "pr_url": link(pr_path, n=event.pr_number) if event.pr_number else None,
+        "pr_target": event.pr_target_branch,
+    }
+
+
+def _http(url: str | None) -> str | None:
+    """A link a page may show: http(s) only (a payload could say `javascript:`)."""
+    return url if url and url.startswith(("https://", "http://")) else None
 
 
 def pipeline_source(build: Build) -> PipelineSource | None:

@@ -11,7 +11,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import NotFound
-from outpost.server.models import Build, Delivery, Pipeline, Trigger
+from outpost.server.models import Build, Delivery, Integration, Pipeline, Trigger
 from outpost.server.security import now
 from outpost.server.store import builds, triggers
 from outpost.server.store.accounts import Principal
@@ -137,6 +137,22 @@ async def settle_stale_deliveries(session: AsyncSession, trigger: Trigger) -> No
         )
 
 
+async def _web_address(session: AsyncSession, trigger: Trigger, pipeline: Pipeline, event: GitEvent) -> str | None:
+    """The address of the Git integration of the event's provider the trigger (else the pipeline) names, else the
+    account's default one: where its commits and pull requests are shown."""
+    names = [n for n in (trigger.git, pipeline.git) if n]
+    query = select(Integration).where(Integration.account_id == trigger.account_id, Integration.kind == "git")
+    rows = [
+        r for r in await session.scalars(query) if r.url and r.provider.removesuffix("-enterprise") == event.provider
+    ]
+    for row in sorted(
+        rows, key=lambda r: (r.name not in names, names.index(r.name) if r.name in names else 0, not r.is_default)
+    ):
+        if row.name in names or row.is_default:
+            return row.url
+    return None
+
+
 async def start_build(
     session: AsyncSession, trigger: Trigger, event: GitEvent, variables: dict[str, str]
 ) -> tuple[Build, list[Build]]:
@@ -155,6 +171,7 @@ async def start_build(
         initiator=initiator,
         trigger_id=trigger.id,
         event=dict(event.payload),
+        context=builds.git_context(event, await _web_address(session, trigger, pipeline, event)),
     )
     superseded: list[Build] = []
     if trigger.termination_policy == "terminate-previous-same-branch":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import NotFound
@@ -163,6 +163,11 @@ class BuildView:
     def status(self) -> str:
         return WAITING if self.waiting else self.build.status
 
+    @property
+    def answered(self) -> list[Step]:
+        """Approval steps a person answered, with who."""
+        return [s for s in self.steps if s.type == WAITING and s.decision]
+
     def fragments(self, viewer: Viewer, selected: str | None) -> dict[str, str]:
         context = {"v": self, "csrf": viewer.csrf, "selected": selected, "can": can_for(viewer)}
         return {
@@ -185,6 +190,16 @@ async def build_view(svc: Services, session: AsyncSession, who: Principal, build
     if view.waiting:
         view.approvers = approvals.who_may_answer(await session.get(Pipeline, build.pipeline_id), build)
     return view
+
+
+@router.get("/pipelines/{name}/builds/{number}")
+async def build_by_number(request: Request, name: str, number: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+    """`/pipelines/my-app/builds/42`: the page of build #42 of my-app (a line anchor survives the redirect)."""
+    async with as_viewer(request) as (session, viewer):
+        pipeline = await pipelines.get_pipeline(session, viewer.principal, name)
+        build = await builds.get_build_by_number(session, viewer.principal, pipeline, number)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return see_other(f"/builds/{build.id}{query}")
 
 
 @router.get("/builds/{build_id}")
@@ -282,7 +297,7 @@ async def download(request: Request, build_id: str, step: str) -> Response:
         build = await builds.get_build(session, viewer.principal, build_id)
         row = await builds.find_step(session, build, step)
         data = await logview.read(session, row)
-    name = f"{build.pipeline_name}-{build.id[:8]}-{step.lstrip('$')}.log"
+    name = f"{build.pipeline_name}-{build.number}-{step.lstrip('$')}.log"
     return Response(
         data,
         media_type="text/plain; charset=utf-8",

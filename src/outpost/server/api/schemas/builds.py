@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from outpost.server import models
@@ -33,6 +35,7 @@ class StepOut(Out):
 class BuildOut(Out):
     id: str
     pipeline: str = Field(validation_alias="pipeline_name")
+    number: int  # per pipeline: "my-app#42"
     status: str
     message: str | None
     trigger: str
@@ -46,6 +49,10 @@ class BuildOut(Out):
     finished_at: Time
     duration: float | None
     cancel_requested: bool
+    cancelled_by: str | None = None  # who asked, as the audit log names them
+    # A webhook build's commit and pull request: provider, repo, event, message, author, commit_url, pr_number,
+    # pr_title, pr_url, pr_target
+    git_context: dict[str, Any] | None = None
     url: str
     steps: list[StepOut] | None = None
     warnings: list[str] = Field(default_factory=list)

@@ -1,0 +1,46 @@
+"""build numbers per pipeline (existing builds numbered in the order they were created; each pipeline counts
+its last one), who cancelled a build, and what its Git event said of the commit
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("pipelines", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("last_build_number", sa.Integer(), nullable=False, server_default="0"))
+    with op.batch_alter_table("builds", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("number", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("cancelled_by", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("git_context", sa.JSON(), nullable=True))
+    # UPDATE … FROM: PostgreSQL and SQLite ≥ 3.33 both have it; one pass whatever the number of builds.
+    op.execute(
+        "UPDATE builds SET number = r.n FROM (SELECT id, ROW_NUMBER() OVER "
+        "(PARTITION BY pipeline_id ORDER BY created_at, id) AS n FROM builds) AS r WHERE r.id = builds.id"
+    )
+    op.execute(
+        "UPDATE pipelines SET last_build_number = "
+        "(SELECT COALESCE(MAX(number), 0) FROM builds WHERE builds.pipeline_id = pipelines.id)"
+    )
+    with op.batch_alter_table("builds", schema=None) as batch_op:
+        batch_op.alter_column("number", existing_type=sa.Integer(), nullable=False)
+        batch_op.create_unique_constraint("uq_builds_pipeline_number", ["pipeline_id", "number"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("builds", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_builds_pipeline_number", type_="unique")
+        batch_op.drop_column("git_context")
+        batch_op.drop_column("cancelled_by")
+        batch_op.drop_column("number")
+    with op.batch_alter_table("pipelines", schema=None) as batch_op:
+        batch_op.drop_column("last_build_number")

@@ -140,3 +140,41 @@ def test_builds_are_named_by_pipeline_and_number_in_list_and_show(control_plane:
     bad = control_plane.cli("build", "show", "my-app#x")
     assert bad.returncode == 2
     assert "PIPELINE#NUMBER" in bad.stderr
+
+
+def test_build_show_prints_a_webhook_builds_commit_and_pull_request_with_links(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.server.test_webhooks import event_header, fixture, signed
+
+    assert control_plane.cli("runtime", "create", "idle").returncode == 0
+    (tmp_path / "hello.yml").write_text(HELLO)
+    assert control_plane.cli("pipeline", "create", "hello-world", "--file", str(tmp_path / "hello.yml")).returncode == 0
+    with control_plane.api() as api:
+        trigger = api.post(
+            "/triggers",
+            json={
+                "pipeline": "hello-world",
+                "provider": "github",
+                "repo": "Codertocat/Hello-World",
+                "events": ["pullrequest"],
+            },
+        ).json()
+    raw = fixture("github", "pull_request-opened")
+    headers = {"Content-Type": "application/json", **event_header("github", "pull_request-opened", raw)}
+    headers.update(signed("github", raw, trigger["secret"]))
+    path = trigger["endpoint"][trigger["endpoint"].index("/", len("http://")) :]
+    assert httpx.post(control_plane.url + path, content=raw, headers=headers, timeout=30).status_code == 201
+    sha = json.loads(raw)["pull_request"]["head"]["sha"]
+
+    shown = control_plane.cli("build", "show", "hello-world#1")
+
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.strip() for line in shown.stdout.splitlines()]
+    assert f"https://github.com/Codertocat/Hello-World/commit/{sha}" in lines
+    assert (
+        "pull request #2 Update the README with new information.  https://github.com/Codertocat/Hello-World/pull/2"
+        in lines
+    )

@@ -1,14 +1,18 @@
-"""Builds are named by pipeline and number (`my-app #2`) in real Chromium against real control-plane and
-runner processes: the header, the builds list, the pipeline page and `/pipelines/NAME/builds/N`; and a
-cancelled build says who cancelled it."""
+"""A build's context in real Chromium against real control-plane and runner processes: named by pipeline and
+number (`my-app #2`) in the header, the builds list, the pipeline page and `/pipelines/NAME/builds/N`; a
+webhook build's linked commit, message, author, pull request and event; who cancelled or approved."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
+from tests.e2e.processes import eventually
+from tests.server.test_webhooks import event_header, fixture, signed
 from tests.ui.browser import Outpost, chromium, need_browser, outpost
 
 if TYPE_CHECKING:
@@ -91,3 +95,67 @@ def test_a_cancelled_build_says_who_cancelled_it(page: Page, site: Outpost) -> N
     page.get_by_role("button", name="Cancel build").click()
     expect(page.locator("#build-status")).to_contain_text("terminated")
     expect(page.locator("#cancelled-by")).to_have_text("user admin")
+
+
+GATED = """version: '1.0'
+steps:
+  gate:
+    type: pending-approval
+    title: Ship it?
+  deploy:
+    image: alpine
+    commands: [echo deployed]
+"""
+
+
+def test_a_pull_request_build_shows_its_linked_commit_message_author_and_pull_request(
+    page: Page, site: Outpost
+) -> None:
+    from playwright.sync_api import expect
+
+    with site.control_plane.api() as api:
+        api.post("/pipelines", json={"name": "hello-world", "yaml": HELLO}).raise_for_status()
+        trigger = api.post(
+            "/triggers",
+            json={
+                "pipeline": "hello-world",
+                "provider": "github",
+                "repo": "Codertocat/Hello-World",
+                "events": ["pullrequest"],
+            },
+        ).json()
+    raw = fixture("github", "pull_request-opened")
+    headers = {"Content-Type": "application/json", **event_header("github", "pull_request-opened", raw)}
+    headers.update(signed("github", raw, trigger["secret"]))
+    path = trigger["endpoint"][trigger["endpoint"].index("/", len("http://")) :]
+    answer = httpx.post(site.url + path, content=raw, headers=headers, timeout=30).json()
+    sha = json.loads(raw)["pull_request"]["head"]["sha"]
+
+    page.goto(f"/builds/{answer['build']}")
+    commit = page.locator("#commit")
+    expect(commit.get_by_role("link", name=sha[:12])).to_have_attribute(
+        "href", f"https://github.com/Codertocat/Hello-World/commit/{sha}"
+    )
+    pr = page.locator("#pull-request")
+    expect(pr.get_by_role("link", name="#2")).to_have_attribute(
+        "href", "https://github.com/Codertocat/Hello-World/pull/2"
+    )
+    expect(pr).to_contain_text("Update the README with new information.")
+    expect(pr).to_contain_text("into master")
+    expect(page.locator("#trigger")).to_contain_text("webhook pullrequest.opened · Codertocat")
+
+
+def test_an_approved_build_says_who_approved_it(page: Page, site: Outpost) -> None:
+    from playwright.sync_api import expect
+
+    build = run(site, "gated", GATED)
+    with site.control_plane.api() as api:
+        eventually(
+            lambda: any(s["status"] == "pending-approval" for s in api.get(f"/builds/{build['id']}").json()["steps"]),
+            timeout=60,
+            what="the approval step waiting",
+        )
+    page.goto(f"/builds/{build['id']}")
+    page.locator(".approval-banner").get_by_role("button", name="Approve").click()
+    expect(page.locator("#build-status")).to_contain_text("success")
+    expect(page.locator(".answered")).to_have_text("Ship it? · admin")

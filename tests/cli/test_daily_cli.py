@@ -178,3 +178,20 @@ def test_build_show_prints_a_webhook_builds_commit_and_pull_request_with_links(
         "pull request #2 Update the README with new information.  https://github.com/Codertocat/Hello-World/pull/2"
         in lines
     )
+
+
+def test_build_list_filters_by_branch_and_pages_on_with_before(control_plane: ControlPlane, tmp_path: Path) -> None:
+    assert control_plane.cli("runtime", "create", "idle").returncode == 0
+    (tmp_path / "hello.yml").write_text(HELLO)
+    assert control_plane.cli("pipeline", "create", "app", "--file", str(tmp_path / "hello.yml")).returncode == 0
+    made = [control_plane.cli("run", "app", "--detach", "--branch", b).stdout.strip() for b in ("main", "x", "main")]
+
+    def listed(*args: str) -> list[str]:
+        done = control_plane.cli("build", "list", *args)
+        assert done.returncode == 0, done.stderr
+        return [line.split()[0] for line in done.stdout.splitlines() if line and line != "no builds"]
+
+    assert listed("--branch", "main") == [made[2], made[0]]
+    assert listed("--search", "MAI", "--limit", "1") == [made[2]]
+    assert listed("--branch", "main", "--before", made[2]) == [made[0]]
+    assert listed("--trigger", "webhook") == []

@@ -5,6 +5,7 @@ webhook build's linked commit, message, author, pull request and event; who canc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -159,3 +160,43 @@ def test_an_approved_build_says_who_approved_it(page: Page, site: Outpost) -> No
     page.locator(".approval-banner").get_by_role("button", name="Approve").click()
     expect(page.locator("#build-status")).to_contain_text("success")
     expect(page.locator(".answered")).to_have_text("Ship it? · admin")
+
+
+def test_a_restarted_build_links_the_build_it_repeated(page: Page, site: Outpost) -> None:
+    from playwright.sync_api import expect
+
+    first = run(site, "again", HELLO)
+    page.goto(f"/builds/{first['id']}")
+    expect(page.locator("#build-status")).to_contain_text("success")
+    expect(page.locator("#restarted-from")).to_have_count(0)
+    page.get_by_role("button", name="Restart").click()
+    page.wait_for_url(lambda url: first["id"] not in url)
+    expect(page.locator(".build-title h1")).to_have_text("again #2")
+    page.locator("#restarted-from").get_by_role("link", name="#1").click()
+    page.wait_for_url(f"**/builds/{first['id']}")
+
+
+def test_the_builds_list_filters_searches_and_pages_on_to_older_builds(page: Page, site: Outpost) -> None:
+    from playwright.sync_api import expect
+
+    with site.control_plane.api() as api:
+        api.post("/pipelines", json={"name": "paged", "yaml": HELLO, "runtime": IDLE}).raise_for_status()
+        made = [api.post("/pipelines/paged/builds", json={"branch": f"topic-{i}"}).json() for i in range(101)]
+    page.goto("/builds")
+    page.get_by_label("Search").fill("topic-7")  # topic-7 and topic-70 … topic-79
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#build-rows tr")).to_have_count(11)
+    page.get_by_label("Search").fill("")
+    page.get_by_label("Branch").fill("topic-7")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#build-rows tr")).to_have_count(1)
+    expect(page.locator("#build-rows")).to_contain_text("paged #8")
+
+    page.goto("/builds?pipeline=paged")
+    expect(page.locator("#build-rows tr")).to_have_count(100)
+    expect(page.get_by_role("link", name="paged #101")).to_be_visible()
+    page.get_by_role("link", name="Older builds →").click()
+    expect(page.locator("#build-rows tr")).to_have_count(1)
+    expect(page.get_by_role("link", name="paged #1", exact=True)).to_have_attribute("href", f"/builds/{made[0]['id']}")
+    expect(page.locator("#older")).to_have_count(0)
+    expect(page.locator("#build-rows")).not_to_have_attribute("data-live", re.compile(".*"))

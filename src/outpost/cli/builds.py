@@ -36,14 +36,20 @@ def build_id_of(api: Api, ref: str) -> str:
 @build.command("list")
 @click.option("--pipeline", help="Only builds of this pipeline.")
 @click.option("--status", help="Only builds in this status.")
+@click.option("--branch", help="Only builds of this branch.")
+@click.option("--trigger", help="Only builds started so: build (by hand), webhook or cron.")
+@click.option("--author", help="Only builds started by this user, token or Git actor.")
+@click.option("--search", "-q", help="Builds whose pipeline, branch or commit message contains this.")
+@click.option("--before", metavar="BUILD_ID", help="The page after this build (the last id of the previous page).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def build_list(ctx: click.Context, pipeline: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """The newest builds first."""
-    params = {k: v for k, v in {"pipeline": pipeline, "status": status, "limit": limit}.items() if v}
-    rows = api_from(ctx).get("/builds", params=params)
+def build_list(ctx: click.Context, /, limit: int, as_json: bool, **filters: str | None) -> None:
+    """The newest builds first; --before pages on to older ones."""
+    names = {"search": "q"}
+    params: dict[str, str | int] = {names.get(k, k): v for k, v in filters.items() if v}
+    rows = api_from(ctx).get("/builds", params={**params, "limit": limit})
     if as_json:
         emit_json(rows)
         return

@@ -163,6 +163,7 @@ class Build(Base):
     lease_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # the current lease, if any
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancelled_by: Mapped[str | None] = mapped_column(String(200), nullable=True)  # as the audit log names them
+    restarted_from: Mapped[str | None] = mapped_column(ID, nullable=True)  # the build a restart repeated
     requeues: Mapped[int] = mapped_column(Integer, default=0)
     # The trigger that started it (no foreign key: a removed trigger leaves its builds), and a webhook's payload.
     trigger_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)

@@ -39,16 +39,30 @@ async def _runtime_has_online_runner(svc: Services, session: AsyncSession, who: 
     return any(runner_out(svc, r, "").online for r in await runtimes.list_runners(session, who, runtime))
 
 
+Text = Annotated[str | None, Query(max_length=255)]
+
+
 @router.get("/builds")
 async def list_builds(
     token: ScopedViewer,
     svc: Svc,
-    pipeline: str | None = None,
-    status: str | None = None,
+    pipeline: Text = None,
+    status: Text = None,
+    branch: Text = None,
+    trigger: Text = None,
+    author: Text = None,
+    q: Annotated[str | None, Query(max_length=255, description="in the pipeline, branch or commit message")] = None,
+    before: Annotated[
+        str | None, Query(max_length=32, description="the id of the last build of the page before")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[BuildOut]:
+    """Newest first; page on with `before` = the last build's id (keyset: as fast deep down as on top)."""
+    asked = builds.BuildFilter(
+        pipeline=pipeline, status=status, branch=branch, trigger=trigger, author=author, search=q
+    )
     async with svc.as_caller(token) as (session, who):
-        rows = await builds.list_builds(session, who, pipeline=pipeline, status=status, limit=limit)
+        rows = await builds.list_builds(session, who, where=asked, before=before, limit=limit)
         return [BuildOut.of(b, svc.build_url(b.id)) for b in rows]
 
 

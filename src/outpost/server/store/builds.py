@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, func, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, NotFound, Unauthorized
@@ -51,6 +51,7 @@ async def create_build(
     trigger_id: str | None = None,
     event: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
+    restarted_from: Build | None = None,
 ) -> Build:
     run_variables = dict(variables or {})
     check_variables(run_variables)
@@ -74,7 +75,8 @@ async def create_build(
         created_at=now(),
         trigger_id=trigger_id,
         event=event,
-        git_context=context,
+        git_context=context if restarted_from is None else restarted_from.git_context,
+        restarted_from=restarted_from.id if restarted_from is not None else None,
         yaml_repo=pipeline.repo,
         yaml_git=pipeline.git if pipeline.repo else None,
         # YAML from the repository is read at the build's revision: its SHA, its branch, or the pipeline's default.
@@ -197,6 +199,42 @@ async def get_build_by_number(session: AsyncSession, principal: Principal, pipel
     return await get_build(session, principal, build.id)
 
 
+@dataclass(frozen=True)
+class BuildFilter:
+    """What a builds list asks for; empty fields ask for nothing. `search` looks in the pipeline's name, the
+    branch and the commit message (case-insensitive)."""
+
+    pipeline: str | None = None
+    status: str | None = None
+    branch: str | None = None
+    trigger: str | None = None
+    author: str | None = None  # who started it (the initiator: a user, token or the Git event's actor)
+    search: str | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        for column, value in (
+            (Build.pipeline_name, self.pipeline),
+            (Build.status, self.status),
+            (Build.branch, self.branch),
+            (Build.trigger, self.trigger),
+            (Build.initiator, self.author),
+        ):
+            if value:
+                found.append(column == value)
+        if self.search:
+            text = self.search.lower()
+            message = func.lower(Build.git_context["message"].as_string())
+            found.append(
+                or_(
+                    func.lower(Build.pipeline_name).contains(text, autoescape=True),
+                    func.lower(Build.branch).contains(text, autoescape=True),
+                    message.contains(text, autoescape=True),
+                )
+            )
+        return found
+
+
 async def list_builds(
     session: AsyncSession,
     principal: Principal,
@@ -204,15 +242,28 @@ async def list_builds(
     pipeline: str | None = None,
     status: str | None = None,
     limit: int = 50,
+    where: BuildFilter | None = None,
+    before: str | None = None,
 ) -> list[Build]:
+    """Newest first. `before` (a build id, the last of the previous page) pages on by keyset (created_at, id):
+    each page costs the same however deep it is."""
     query = select(Build).where(Build.account_id == principal.account_id)
     if principal.pipeline_id:
         query = query.where(Build.pipeline_id == principal.pipeline_id)
-    if pipeline:
-        query = query.where(Build.pipeline_name == pipeline)
-    if status:
-        query = query.where(Build.status == status)
-    rows = await session.scalars(query.order_by(Build.created_at.desc(), Build.id).limit(limit))
+    asked = where or BuildFilter()
+    if pipeline or status:
+        asked = BuildFilter(
+            **{**asked.__dict__, "pipeline": pipeline or asked.pipeline, "status": status or asked.status}
+        )
+    query = query.where(*asked.where())
+    if before is not None:
+        anchor = await session.get(Build, before)
+        if anchor is None or anchor.account_id != principal.account_id:
+            raise NotFound(f"no build {before!r} in this account to page on from")
+        query = query.where(
+            Build.created_at <= anchor.created_at, tuple_(Build.created_at, Build.id) < (anchor.created_at, anchor.id)
+        )
+    rows = await session.scalars(query.order_by(Build.created_at.desc(), Build.id.desc()).limit(limit))
     return list(rows)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import NotFound
@@ -27,6 +27,7 @@ router = APIRouter(route_class=UiRoute, include_in_schema=False)
 WAITING = "pending-approval"  # not a build status in the store: a running build with a step waiting for a person
 STATUSES = ("queued", "claimed", "running", WAITING, "success", "failure", "error", "terminated")
 LIST_LIMIT = 100
+TRIGGERS = ("build", "webhook", "cron")  # how a build was started (store/builds.py create_build's callers)
 
 
 def shown_status(step: Step) -> str:
@@ -104,13 +105,56 @@ def list_context(rows: BuildRows, names: dict[str, str]) -> dict[str, Any]:
     return {"builds": rows.builds, "rows": rows, "runners": names}
 
 
-async def build_rows(session: AsyncSession, who: Principal, pipeline: str | None, status: str | None) -> BuildRows:
-    if status == WAITING:
-        found = await approvals.list_waiting(session, who, pipeline=pipeline or None, limit=LIST_LIMIT)
+@dataclass(frozen=True)
+class ListQuery:
+    """The builds list's filters, search and page, as its form and its live stream take them."""
+
+    pipeline: str = ""
+    status: str = ""
+    branch: str = ""
+    trigger: str = ""
+    author: str = ""
+    q: str = ""
+    before: str = ""  # a build id: the page after it (no live updates there)
+
+    def filter(self) -> builds.BuildFilter:
+        return builds.BuildFilter(
+            pipeline=self.pipeline or None,
+            status=self.status or None,
+            branch=self.branch or None,
+            trigger=self.trigger or None,
+            author=self.author or None,
+            search=self.q.strip() or None,
+        )
+
+    def params(self, **changes: str) -> str:
+        """The query string of this list (without its page), with `changes`."""
+        values = {**{k: v for k, v in self.__dict__.items() if k != "before"}, **changes}
+        return urlencode({k: v for k, v in values.items() if v})
+
+
+Text = Annotated[str, Query(max_length=255)]
+
+
+def list_query(
+    pipeline: Text = "",
+    status: Text = "",
+    branch: Text = "",
+    trigger: Text = "",
+    author: Text = "",
+    q: Text = "",
+    before: Annotated[str, Query(max_length=32)] = "",
+) -> ListQuery:
+    return ListQuery(pipeline, status, branch, trigger, author, q, before)
+
+
+async def build_rows(session: AsyncSession, who: Principal, asked: ListQuery) -> BuildRows:
+    if asked.status == WAITING:
+        found = await approvals.list_waiting(session, who, pipeline=asked.pipeline or None, limit=LIST_LIMIT)
         return BuildRows(found, {b.id for b in found})
-    found = await builds.list_builds(session, who, pipeline=pipeline or None, status=status or None, limit=LIST_LIMIT)
+    found = await builds.list_builds(session, who, where=asked.filter(), before=asked.before or None, limit=LIST_LIMIT)
     waiting = await approvals.waiting_for_approval(session, [b.id for b in found if b.status in builds.LIVE_STATUSES])
-    if status == "running":  # those show as waiting, and have their own filter
+    if asked.status == "running":  # those show as waiting, and have their own filter
         found = [b for b in found if b.id not in waiting]
     return BuildRows(found, waiting)
 
@@ -121,19 +165,23 @@ async def home() -> Response:
 
 
 @router.get("/builds")
-async def build_list(request: Request, pipeline: str = "", status: str = "") -> Response:
+async def build_list(request: Request, asked: Annotated[ListQuery, Depends(list_query)]) -> Response:
     async with as_viewer(request) as (session, viewer):
-        rows = await build_rows(session, viewer.principal, pipeline, status)
+        rows = await build_rows(session, viewer.principal, asked)
         names = await runner_names(session, viewer.principal)
         all_pipelines = [p.name for p in await pipelines.list_pipelines(session, viewer.principal)]
+    full = len(rows.builds) == LIST_LIMIT and asked.status != WAITING
     return page(
         request,
         "builds.html",
         viewer,
-        pipeline=pipeline,
-        status=status,
+        asked=asked,
+        pipeline=asked.pipeline,
+        status=asked.status,
         statuses=STATUSES,
+        triggers=TRIGGERS,
         pipelines=all_pipelines,
+        older=asked.params(before=rows.builds[-1].id) if full else None,
         **list_context(rows, names),
     )
 
@@ -151,6 +199,7 @@ class BuildView:
     runtime: str = ""
     idle: bool = False  # its runtime has no runner online
     approvers: str = ""  # who may answer its approval steps
+    restarted: Build | None = None  # the build this one restarted, if it is still there
 
     @property
     def waiting(self) -> list[Step]:
@@ -187,6 +236,9 @@ async def build_view(svc: Services, session: AsyncSession, who: Principal, build
     view.runtime = runtime.name if runtime else ""
     if build.status == "queued":
         view.idle = view.runtime in await idle_runtimes(svc, session, who)
+    if build.restarted_from:
+        old = await session.get(Build, build.restarted_from)
+        view.restarted = old if old is not None and old.account_id == build.account_id else None
     if view.waiting:
         view.approvers = approvals.who_may_answer(await session.get(Pipeline, build.pipeline_id), build)
     return view
@@ -328,7 +380,13 @@ async def restart(request: Request, build_id: str) -> Response:
         old = await builds.get_build(session, viewer.principal, build_id)
         pipeline = await pipelines.get_pipeline(session, viewer.principal, old.pipeline_name)
         build = await builds.create_build(
-            session, viewer.principal, pipeline, variables=dict(old.variables), branch=old.branch, sha=old.sha
+            session,
+            viewer.principal,
+            pipeline,
+            variables=dict(old.variables),
+            branch=old.branch,
+            sha=old.sha,
+            restarted_from=old,
         )
     services(request).wakeups.notify(runtime_key(build.runtime_id))
     return see_other(f"/builds/{build.id}")

@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from outpost.errors import StoreError
@@ -48,7 +48,9 @@ def stream(body: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 @router.get("/builds")
-async def build_list(request: Request, pipeline: str = "", status: str = "") -> StreamingResponse:
+async def build_list(
+    request: Request, asked: Annotated[pages.ListQuery, Depends(pages.list_query)]
+) -> StreamingResponse:
     """`rows`: the list's table body, whenever it changes."""
     async with as_viewer(request):
         pass  # refuse before the stream starts
@@ -59,7 +61,7 @@ async def build_list(request: Request, pipeline: str = "", status: str = "") -> 
         while not svc.wakeups.closing:
             try:
                 async with as_viewer(request) as (session, viewer):
-                    rows = await pages.build_rows(session, viewer.principal, pipeline, status)
+                    rows = await pages.build_rows(session, viewer.principal, asked)
                     names = await pages.runner_names(session, viewer.principal)
             except StoreError:
                 yield event("end", {"reason": "session ended"})

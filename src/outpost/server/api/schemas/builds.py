@@ -53,6 +53,7 @@ class BuildOut(Out):
     # A webhook build's commit and pull request: provider, repo, event, message, author, commit_url, pr_number,
     # pr_title, pr_url, pr_target
     git_context: dict[str, Any] | None = None
+    restarted_from: str | None = None  # the id of the build this one restarted
     url: str
     steps: list[StepOut] | None = None
     warnings: list[str] = Field(default_factory=list)

@@ -1,5 +1,5 @@
 """build numbers per pipeline (existing builds numbered in the order they were created; each pipeline counts
-its last one), who cancelled a build, and what its Git event said of the commit
+its last one), who cancelled a build, what its Git event said of the commit, and the build a restart repeated
 
 Revision ID: 0008
 Revises: 0007
@@ -22,6 +22,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("number", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("cancelled_by", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("git_context", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("restarted_from", sa.String(length=32), nullable=True))
     # UPDATE … FROM: PostgreSQL and SQLite ≥ 3.33 both have it; one pass whatever the number of builds.
     op.execute(
         "UPDATE builds SET number = r.n FROM (SELECT id, ROW_NUMBER() OVER "
@@ -39,6 +40,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("builds", schema=None) as batch_op:
         batch_op.drop_constraint("uq_builds_pipeline_number", type_="unique")
+        batch_op.drop_column("restarted_from")
         batch_op.drop_column("git_context")
         batch_op.drop_column("cancelled_by")
         batch_op.drop_column("number")

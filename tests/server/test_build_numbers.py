@@ -65,7 +65,7 @@ async def test_who_cancelled_a_build_is_kept(stack: Stack) -> None:
 
 
 def _old_builds(conn: Connection) -> None:
-    """Rows as they stood at revision 0007: two pipelines, builds inserted out of creation order."""
+    """Rows as they stood at revision 0007: two pipelines, builds inserted out of creation order, their steps."""
     cfg = alembic_config(conn)
     command.upgrade(cfg, "0007")
     conn.execute(sa.text("INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acct', 0)"))
@@ -90,6 +90,14 @@ def _old_builds(conn: Connection) -> None:
                 " false, 0)"
             ),
             {"id": build_id, "p": pipeline, "t": created},
+        )
+        # a step of each build: what made a migration that copies the builds table fail on SQLite
+        conn.execute(
+            sa.text(
+                "INSERT INTO steps (build_id, name, position, type, status, log_size)"
+                " VALUES (:id, 'main', 0, 'freestyle', 'success', 0)"
+            ),
+            {"id": build_id},
         )
 
 

@@ -125,6 +125,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/builds"): ui(),
     ("GET", "/builds/{build_id}"): ui(obj=True),
     ("GET", "/pipelines/{name}/builds/{number}"): ui(obj=True),
+    ("POST", "/pipelines/{name}/badge"): ui(A, obj=True),
+    ("GET", "/badge/{key}/{file}"): PUBLIC,  # an unguessable key in the URL, opt-in per pipeline
     ("GET", "/ui/builds/{build_id}/steps/{step}/lines"): ui(obj=True),
     ("GET", "/builds/{build_id}/steps/{step}/log.txt"): ui(obj=True),
     ("POST", "/builds/{build_id}/cancel"): ui(D, obj=True),
@@ -233,6 +235,8 @@ def concrete(path: str, w: World) -> str:
     values = {
         "build_id": w.build,
         "number": "1",
+        "key": "obadge_unknown",
+        "file": "hello.svg",
         "step": "main",
         "trigger_id": w.trigger,
         "runner_id": w.runner,

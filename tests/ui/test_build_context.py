@@ -200,3 +200,28 @@ def test_the_builds_list_filters_searches_and_pages_on_to_older_builds(page: Pag
     expect(page.get_by_role("link", name="paged #1", exact=True)).to_have_attribute("href", f"/builds/{made[0]['id']}")
     expect(page.locator("#older")).to_have_count(0)
     expect(page.locator("#build-rows")).not_to_have_attribute("data-live", re.compile(".*"))
+
+
+def test_an_admin_turns_a_pipelines_badge_on_and_copies_its_markdown(page: Page, site: Outpost) -> None:
+    from playwright.sync_api import expect
+
+    run(site, "badged", HELLO)
+    page.goto("/pipelines/badged")
+    section = page.locator("#badge")
+    expect(section.get_by_role("img")).to_have_count(0)
+    section.get_by_role("button", name="Turn the badge on").click()
+    image = page.locator("#badge").get_by_role("img", name="build status of badged")
+    expect(image).to_be_visible()
+    eventually(lambda: image.evaluate("i => i.complete && i.naturalWidth > 0"), timeout=10, what="the badge drawn")
+    markdown = page.get_by_label("Markdown for a README").input_value()
+    src = image.get_attribute("src")
+    assert src is not None
+    assert re.fullmatch(
+        r"\[!\[build status\]\(" + re.escape(src) + r"\?branch=main\)\]\(http://[^)]+/pipelines/badged\)", markdown
+    )
+    svg = httpx.get(src, timeout=10)  # no session: as a README's reader
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert "build: passing" in svg.text or "build: unknown" in svg.text
+    page.get_by_role("button", name="Turn the badge off").click()
+    expect(page.locator("#badge").get_by_role("img")).to_have_count(0)
+    assert httpx.get(src, timeout=10).status_code == 404

@@ -129,6 +129,8 @@ class Pipeline(Base):
     # The number of its latest build: create_build takes the next one with one UPDATE … RETURNING, whose row
     # lock (PostgreSQL) or write lock (SQLite) makes concurrent builds take distinct numbers.
     last_build_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Its status badge's key (/badge/KEY/NAME.svg), when an admin turned the badge on: a public capability.
+    badge_key: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
 
 class Build(Base):
@@ -136,7 +138,7 @@ class Build(Base):
     __table_args__ = (
         Index("ix_builds_dispatch", "runtime_id", "status", "created_at"),
         Index("ix_builds_account_created", "account_id", "created_at"),
-        UniqueConstraint("pipeline_id", "number", name="uq_builds_pipeline_number"),
+        Index("uq_builds_pipeline_number", "pipeline_id", "number", unique=True),
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))

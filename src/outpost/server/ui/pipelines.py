@@ -337,6 +337,7 @@ async def pipeline_page(request: Request, name: str) -> Response:
         builds=recent,
         triggers=triggers,
         git=git,
+        public_url=services(request).public_url,
     )
 
 

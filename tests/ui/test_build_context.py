@@ -73,6 +73,7 @@ def test_a_build_is_named_by_its_pipelines_number_on_every_page(page: Page, site
     page.wait_for_url(f"**/builds/{second['id']}")
     expect(page.locator(".build-title h1")).to_have_text("numbered #2")
     expect(page).to_have_title("numbered #2 · Outpost CI")
+    expect(page.locator("#build-status")).to_contain_text("success")  # its page is done updating itself
     page.goto("/builds?pipeline=numbered")
     expect(page.get_by_role("link", name="numbered #1")).to_have_attribute("href", f"/builds/{first['id']}")
     expect(page.get_by_role("link", name="numbered #2")).to_have_attribute("href", f"/builds/{second['id']}")

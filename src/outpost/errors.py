@@ -11,7 +11,8 @@
         ├── Unauthorized     unknown or revoked token (401)
         ├── Forbidden        the token may not do this (403)
         ├── Invalid          the request is well-formed but makes no sense (422)
-        └── TooLarge         the request (a body, a log chunk, an answer) is larger than allowed (413)
+        ├── TooLarge         the request (a body, a log chunk, an answer) is larger than allowed (413)
+        └── Unavailable      the control plane is overloaded for now (503 with Retry-After)
 
 The server maps StoreError subclasses to HTTP answers in one place (server/api/errors.py).
 """

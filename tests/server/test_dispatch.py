@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
 from outpost.runner.client import ProtocolClient
+from outpost.server import dispatch
 from outpost.server.models import Runtime
 from outpost.server.store import runtimes
 from outpost.wire import PREFIX, PollRequest, RegisterRequest
@@ -160,6 +161,25 @@ async def test_past_the_maximum_of_held_polls_a_poll_gets_503_with_retry_after(
 
         assert [a.status_code for a in await asyncio.gather(*held)] == [204, 204]
         assert (await poll(stack, tokens[2])).status_code == 204  # room again
+
+
+async def test_one_runner_token_cannot_fill_the_control_plane_with_polls(stack: Stack) -> None:
+    """A runner needs only its newest poll: past a few, each new one ends its oldest at once (204)."""
+    greedy, other = (await stack.register()).runner_token, (await stack.register()).runner_token
+    wakeups = stack.services.wakeups
+    polls = []
+    for _ in range(dispatch.POLLS_PER_RUNNER + 3):
+        polls.append(asyncio.create_task(poll(stack, greedy, wait=8.0)))
+        await eventually(lambda: wakeups.polls == min(len(polls), dispatch.POLLS_PER_RUNNER), "the poll held")
+    await eventually(lambda: sum(p.done() for p in polls) == 3, "the three oldest to be answered", timeout=5)
+    assert [p.result().status_code for p in polls[:3]] == [204, 204, 204]
+    assert wakeups.polls == dispatch.POLLS_PER_RUNNER
+
+    assert (await poll(stack, other, wait=0.5)).status_code == 204  # another runner's poll is held as ever
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    answers = await asyncio.gather(*polls[3:])  # the build goes to the greedy runner's live polls, to no other
+    assert {r.json()["task"]["build_id"] for r in answers if r.status_code == 200} == {build["id"]}
 
 
 async def test_a_poll_with_max_tasks_is_handed_up_to_its_free_slots_in_one_answer(stack: Stack) -> None:

@@ -54,6 +54,7 @@ class Waiter:
     builds: bool  # it may claim builds (the runner has a free slot)
     event: asyncio.Event = field(default_factory=asyncio.Event)
     woken_for: str = ""  # "build" or "query" when the dispatcher picked it for the runtime's work
+    superseded: bool = False  # its runner opened newer polls: answer 204 now
 
 
 class Wakeups:
@@ -64,7 +65,7 @@ class Wakeups:
         # Idle waiters by runtime, oldest first: those that may claim builds, and those that may not.
         self._idle: dict[str, OrderedDict[Waiter, None]] = {}
         self._idle_busy: dict[str, OrderedDict[Waiter, None]] = {}
-        self._runners: dict[str, set[Waiter]] = {}
+        self._runners: dict[str, dict[Waiter, None]] = {}  # each runner's held polls, oldest first
         # Runtimes whose work was signalled while none of their polls was idle.
         self._missed_builds: set[str] = set()
         self._missed_queries: set[str] = set()
@@ -100,11 +101,19 @@ class Wakeups:
 
     def enter(self, runner_id: str, runtime_id: str, *, builds: bool, max_polls: int) -> Waiter:
         self.admit(max_polls)
+        # A runner needs only its newest poll (an older one is one it gave up, whose hang-up may not have
+        # reached us yet); past a few, the oldest is answered at once, so one runner token can never fill the
+        # process and lock every other runner out of new work.
+        mine = self._runners.get(runner_id, {})
+        if len(mine) >= POLLS_PER_RUNNER:
+            oldest = next(iter(mine))
+            oldest.superseded = True
+            oldest.event.set()
         waiter = Waiter(runner_id, runtime_id, builds)
         if runner_id in self._missed_runners:  # the poll's look may have come before it: look again
             self._missed_runners.discard(runner_id)
             waiter.event.set()
-        self._runners.setdefault(runner_id, set()).add(waiter)
+        self._runners.setdefault(runner_id, {})[waiter] = None
         self.polls += 1
         return waiter
 
@@ -119,7 +128,7 @@ class Wakeups:
         waiter.woken_for = ""
         mine = self._runners.get(waiter.runner_id)
         if mine is not None:
-            mine.discard(waiter)
+            mine.pop(waiter, None)
             if not mine:
                 del self._runners[waiter.runner_id]
         self.polls -= 1
@@ -250,6 +259,7 @@ async def hang_up(receive: Any) -> AsyncIterator[asyncio.Future[None]]:
 
 RUNTIME_PREFIX = "runtime:"
 RETRY_AFTER = 5  # seconds a refused poll is told to wait (runners add jitter)
+POLLS_PER_RUNNER = 4  # polls one runner may hold at once in this process; a newer one ends the oldest
 
 
 def runtime_key(runtime_id: str) -> str:

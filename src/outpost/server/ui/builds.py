@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import NotFound
-from outpost.server.dispatch import build_key, runtime_key
+from outpost.server.dispatch import runtime_key
 from outpost.server.models import Build, Pipeline, Runtime, Step
 from outpost.server.services import Services
 from outpost.server.store import approvals, builds, pipelines, runtimes
@@ -364,9 +364,7 @@ async def cancel(request: Request, build_id: str) -> Response:
         check_csrf(viewer, form)
         require(viewer.principal, DEVELOPER)
         build = await builds.request_cancel(session, viewer.principal, build_id)
-    svc = services(request)
-    svc.wakeups.notify(runtime_key(build.runtime_id))
-    svc.wakeups.notify(build_key(build.id))
+    services(request).wakeups.build_changed(build)
     return see_other(f"/builds/{build.id}")
 
 
@@ -405,7 +403,5 @@ async def answer(request: Request, build_id: str, step: str, decision: str) -> R
             session, viewer.principal, build_id, step, "approved" if decision == "approve" else "denied"
         )
         build = await builds.get_build(session, viewer.principal, build_id)
-    svc = services(request)
-    svc.wakeups.notify(runtime_key(build.runtime_id))
-    svc.wakeups.notify(build_key(build.id))
+    services(request).wakeups.build_changed(build)
     return see_other(f"/builds/{build.id}?step={step}")

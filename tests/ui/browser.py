@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.components import need
 from tests.e2e.processes import ControlPlane, Process, RunnerProcess
@@ -89,3 +89,17 @@ def outpost(folder: Path) -> Iterator[Outpost]:
     finally:
         for process in reversed(started):
             process.stop()
+
+
+@contextmanager
+def logged_in(browser: Browser, site: Outpost, *, timeout: float = 20_000, **options: Any) -> Iterator[Page]:
+    """A page of a fresh browser context on the site, logged in as its admin (1280 x 900 unless `options` say
+    otherwise); the context is closed afterwards."""
+    context = browser.new_context(base_url=site.url, **{"viewport": {"width": 1280, "height": 900}, **options})
+    context.set_default_timeout(timeout)
+    try:
+        page = context.new_page()
+        site.login(page)
+        yield page
+    finally:
+        context.close()

@@ -1,15 +1,21 @@
-"""Fixtures for the web UI: an in-process control plane with the `admin` user, and a logged-in client."""
+"""Fixtures for the web UI: an in-process control plane with the `admin` user, a logged-in client, and one
+Chromium per test module for the tests that drive a browser."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from outpost.server.bootstrap import bootstrap
 from tests.stack import Stack, running_stack, settings_for
+from tests.ui.browser import chromium
 from tests.ui.client import UiClient
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture
@@ -27,3 +33,9 @@ async def admin(ui_stack: tuple[Stack, str]) -> AsyncIterator[UiClient]:
         r = await client.login("admin", password)
         assert r.status_code == 303, r.text
         yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.processes import eventually
-from tests.ui.browser import Outpost, chromium, need_browser, outpost
+from tests.ui.browser import Outpost, need_browser, outpost
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Dialog, Page
@@ -59,12 +59,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outpost]:
     need_browser()
     with outpost(tmp_path_factory.mktemp("ui")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 
 from tests.e2e.processes import eventually
 from tests.server.test_webhooks import event_header, fixture, signed
-from tests.ui.browser import Outpost, chromium, need_browser, outpost
+from tests.ui.browser import Outpost, chromium, logged_in, need_browser, outpost
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Dialog, Page
+    from playwright.sync_api import Dialog, Page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 WAIT = 20_000  # ms
@@ -42,17 +42,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outpost]:
 
 @pytest.fixture
 def page(site: Outpost) -> Iterator[Page]:
-    with chromium() as browser:
-        yield from _page(browser, site)
-
-
-def _page(browser: Browser, site: Outpost) -> Iterator[Page]:
-    context = browser.new_context(base_url=site.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT)
-    page = context.new_page()
-    site.login(page)
-    yield page
-    context.close()
+    with chromium() as browser, logged_in(browser, site, timeout=WAIT) as page:
+        yield page
 
 
 def run(site: Outpost, pipeline: str, yaml: str, runtime: str | None = None) -> dict[str, str]:

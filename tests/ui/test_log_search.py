@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.ui.browser import Outpost, chromium, need_browser, outpost
+from tests.ui.browser import Outpost, logged_in, need_browser, outpost
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -39,20 +39,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outpost]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
 @pytest.fixture
 def page(browser: Browser, site: Outpost) -> Iterator[Page]:
-    context = browser.new_context(base_url=site.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    site.login(page)
-    yield page
-    context.close()
+    with logged_in(browser, site) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")

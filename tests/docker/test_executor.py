@@ -72,6 +72,25 @@ async def run(tmp_path: Path, engine: Dockerd, yaml: str, **kw: object) -> tuple
     return outcome, recorder, build_id
 
 
+async def a_long_step_started(
+    tmp_path: Path, engine: Dockerd, image: str
+) -> tuple[BuildEngine, str, asyncio.Task[BuildOutcome]]:
+    """A build whose one step has started a `sleep 300` in its container; the build runs in a task."""
+    yaml = f"""
+version: '1.0'
+steps:
+  long:
+    image: {image}
+    commands: [echo started, sleep 300]
+"""
+    built, rec, build_id = make_engine(tmp_path, engine, yaml)
+    running = asyncio.create_task(built.run())
+    async with asyncio.timeout(60):
+        while "started" not in rec.text("long"):
+            await asyncio.sleep(0.1)
+    return built, build_id, running
+
+
 def test_the_docker_executor_is_registered() -> None:
     assert executor_class("docker") is DockerExecutor
 
@@ -163,18 +182,7 @@ steps:
 async def test_cancel_stops_the_container_at_once_and_removes_everything(
     tmp_path: Path, dockerd: Dockerd, busybox_image: str
 ) -> None:
-    yaml = f"""
-version: '1.0'
-steps:
-  long:
-    image: {busybox_image}
-    commands: [echo started, sleep 300]
-"""
-    built, rec, build_id = make_engine(tmp_path, dockerd, yaml)
-    running = asyncio.create_task(built.run())
-    async with asyncio.timeout(60):
-        while "started" not in rec.text("long"):
-            await asyncio.sleep(0.1)
+    built, build_id, running = await a_long_step_started(tmp_path, dockerd, busybox_image)
     assert len(dockerd.containers(f"{LABEL}={build_id}")) == 1
     loop = asyncio.get_running_loop()
     began = loop.time()
@@ -607,18 +615,7 @@ steps:
 async def test_cancelling_a_paused_build_stops_its_container_at_once(
     tmp_path: Path, dockerd: Dockerd, busybox_image: str
 ) -> None:
-    yaml = f"""
-version: '1.0'
-steps:
-  long:
-    image: {busybox_image}
-    commands: [echo started, sleep 300]
-"""
-    built, rec, build_id = make_engine(tmp_path, dockerd, yaml)
-    running = asyncio.create_task(built.run())
-    async with asyncio.timeout(60):
-        while "started" not in rec.text("long"):
-            await asyncio.sleep(0.1)
+    built, build_id, running = await a_long_step_started(tmp_path, dockerd, busybox_image)
     assert await built.executor.pause()
     assert [c["State"] for c in dockerd.containers(f"{LABEL}={build_id}")] == ["paused"]
 

@@ -145,29 +145,11 @@ def test_builds_are_named_by_pipeline_and_number_in_list_and_show(control_plane:
 def test_build_show_prints_a_webhook_builds_commit_and_pull_request_with_links(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    import httpx
-
-    from tests.server.test_webhooks import event_header, fixture, signed
-
     assert control_plane.cli("runtime", "create", "idle").returncode == 0
     (tmp_path / "hello.yml").write_text(HELLO)
     assert control_plane.cli("pipeline", "create", "hello-world", "--file", str(tmp_path / "hello.yml")).returncode == 0
-    with control_plane.api() as api:
-        trigger = api.post(
-            "/triggers",
-            json={
-                "pipeline": "hello-world",
-                "provider": "github",
-                "repo": "Codertocat/Hello-World",
-                "events": ["pullrequest"],
-            },
-        ).json()
-    raw = fixture("github", "pull_request-opened")
-    headers = {"Content-Type": "application/json", **event_header("github", "pull_request-opened", raw)}
-    headers.update(signed("github", raw, trigger["secret"]))
-    path = trigger["endpoint"][trigger["endpoint"].index("/", len("http://")) :]
-    assert httpx.post(control_plane.url + path, content=raw, headers=headers, timeout=30).status_code == 201
-    sha = json.loads(raw)["pull_request"]["head"]["sha"]
+    answer, sha = control_plane.deliver_github_pull_request("hello-world")
+    assert answer.status_code == 201, answer.text
 
     shown = control_plane.cli("build", "show", "hello-world#1")
 

@@ -6,6 +6,7 @@ printed when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -123,6 +124,28 @@ class ControlPlane(Process):
         return httpx.Client(
             base_url=self.url + "/api/v1", headers={"Authorization": f"Bearer {token or self.token}"}, timeout=30
         )
+
+    def deliver_github_pull_request(self, pipeline: str) -> tuple[httpx.Response, str]:
+        """GitHub's recorded `pull_request` (opened) payload, signed and sent to a new trigger of `pipeline`;
+        the answer and the payload's head SHA. Needs ../shared/fixtures."""
+        from tests.server.test_webhooks import event_header, fixture, signed
+
+        with self.api() as api:
+            trigger = api.post(
+                "/triggers",
+                json={
+                    "pipeline": pipeline,
+                    "provider": "github",
+                    "repo": "Codertocat/Hello-World",
+                    "events": ["pullrequest"],
+                },
+            ).json()
+        raw = fixture("github", "pull_request-opened")
+        headers = {"Content-Type": "application/json", **event_header("github", "pull_request-opened", raw)}
+        headers.update(signed("github", raw, trigger["secret"]))
+        path = trigger["endpoint"][trigger["endpoint"].index("/", len("http://")) :]
+        answer = httpx.post(self.url + path, content=raw, headers=headers, timeout=30)
+        return answer, json.loads(raw)["pull_request"]["head"]["sha"]
 
     def cli_env(self) -> dict[str, str]:
         return outpost_env(OUTPOST_URL=self.url, OUTPOST_TOKEN=self.token)

@@ -4,7 +4,6 @@ webhook build's linked commit, message, author, pull request and event; who canc
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -13,7 +12,6 @@ import httpx
 import pytest
 
 from tests.e2e.processes import eventually
-from tests.server.test_webhooks import event_header, fixture, signed
 from tests.ui.browser import Outpost, chromium, logged_in, need_browser, outpost
 
 if TYPE_CHECKING:
@@ -108,23 +106,9 @@ def test_a_pull_request_build_shows_its_linked_commit_message_author_and_pull_re
 
     with site.control_plane.api() as api:
         api.post("/pipelines", json={"name": "hello-world", "yaml": HELLO}).raise_for_status()
-        trigger = api.post(
-            "/triggers",
-            json={
-                "pipeline": "hello-world",
-                "provider": "github",
-                "repo": "Codertocat/Hello-World",
-                "events": ["pullrequest"],
-            },
-        ).json()
-    raw = fixture("github", "pull_request-opened")
-    headers = {"Content-Type": "application/json", **event_header("github", "pull_request-opened", raw)}
-    headers.update(signed("github", raw, trigger["secret"]))
-    path = trigger["endpoint"][trigger["endpoint"].index("/", len("http://")) :]
-    answer = httpx.post(site.url + path, content=raw, headers=headers, timeout=30).json()
-    sha = json.loads(raw)["pull_request"]["head"]["sha"]
+    answer, sha = site.control_plane.deliver_github_pull_request("hello-world")
 
-    page.goto(f"/builds/{answer['build']}")
+    page.goto(f"/builds/{answer.json()['build']}")
     commit = page.locator("#commit")
     expect(commit.get_by_role("link", name=sha[:12])).to_have_attribute(
         "href", f"https://github.com/Codertocat/Hello-World/commit/{sha}"

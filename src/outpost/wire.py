@@ -92,6 +92,25 @@ class RegistryAccess(Message):
     behind_firewall: bool = False
 
 
+class ClusterAccess(Message):
+    """How a runner reaches one Kubernetes integration: the API server's URL and CA, and a credential in clear
+    (a bearer token, or a client certificate and key; sealed at rest on the control plane), or only
+    `runner_secret`, the name of a secret the runner holds with the bearer token. The runner contacts the cluster;
+    the control plane never does for one behind the firewall. The service account is the integration's own,
+    independent of the runner's privileges."""
+
+    name: str
+    server: str  # https://HOST:PORT of the API server
+    ca_pem: str | None = None  # the cluster's CA (PEM); None = the system's trust store
+    token: str | None = None
+    client_cert_pem: str | None = None
+    client_key_pem: str | None = None
+    runner_secret: str | None = None
+    namespace: str = "default"  # where deploy steps act unless they name one
+    insecure: bool = False  # skip TLS verification (documented as unsafe)
+    behind_firewall: bool = False
+
+
 class PipelineSource(Message):
     """YAML from the repository: the runner reads `path` from `repo` at `revision` before the build starts."""
 
@@ -122,6 +141,7 @@ class RunBuildTask(Message):
     event: dict[str, Any] | None = None  # a webhook build's raw payload, written to <volume>/event.json
     integrations: dict[str, GitAccess] = Field(default_factory=dict)  # git integrations the build may use
     registries: dict[str, RegistryAccess] = Field(default_factory=dict)  # registry integrations, by name
+    clusters: dict[str, ClusterAccess] = Field(default_factory=dict)  # kubernetes integrations it may use
     source: PipelineSource | None = None  # set when the YAML is to be read from the repository (`yaml` is "")
 
 

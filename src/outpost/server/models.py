@@ -103,6 +103,8 @@ class Runner(Base):
     created_at: Mapped[float] = mapped_column(Double)
     last_seen_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # Drained: it finishes what it runs and claims no new build until undrained (cancels, approvals still reach it).
+    drained_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Pipeline(Base):
@@ -290,6 +292,11 @@ class Delivery(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the body answered, for redeliveries
     # A pending delivery waits for a runner to compute its changed files; past this time nobody will settle it.
     pending_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # An authenticated delivery's body and the headers its provider's parser reads (no signature or token):
+    # what "Redeliver" runs again. A redelivery names the delivery it repeated.
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    redelivery_of: Mapped[str | None] = mapped_column(ID, nullable=True)
 
 
 class Integration(Base):

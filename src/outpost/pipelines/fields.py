@@ -359,10 +359,45 @@ TYPED_STEP = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[\w.+-]+
 # What a freestyle step reads (spec §2.1); it tolerates any other field, with a warning.
 FREESTYLE_FIELDS = _words("image working_directory commands cmd entry_point environment shell volumes services")
 FREESTYLE_FIELDS |= _words("registry_context")
+# Outpost's own fields (not the original's): files a freestyle step leaves for the build page, collected by the
+# runner after the step whatever its result. Globs relative to the step's working directory, or under
+# /codefresh/volume; nothing outside the build volume (docs/artifacts.md).
+OUTPUT_FIELDS = _words("artifacts junit")
+VOLUME_PREFIX = "/codefresh/volume"
+
+
+def output_path_problem(pattern: str) -> str | None:
+    """Why a path or glob of `artifacts`/`junit` could reach outside the build volume; None if it cannot."""
+    if not pattern.strip():
+        return "is empty"
+    if "\x00" in pattern:
+        return "contains a NUL character"
+    rest = pattern
+    if pattern.startswith("/"):
+        if pattern != VOLUME_PREFIX and not pattern.startswith(VOLUME_PREFIX + "/"):
+            return f"must be relative to the step's working directory or under {VOLUME_PREFIX}, not '{clip(pattern)}'"
+        rest = pattern[len(VOLUME_PREFIX) :]
+    if ".." in rest.split("/"):
+        return f"may not climb out with '..': '{clip(pattern)}'"
+    return None
+
+
+def _check_outputs(step: Fields) -> None:
+    for name in ("artifacts", "junit"):
+        if name not in step:
+            continue
+        node = step.node(name)
+        if step.strings(name) is None:
+            continue
+        for index, item in enumerate(node.value):
+            if isinstance(item, ScalarNode) and not is_null(item):
+                if why := output_path_problem(str(item.value)):
+                    step.problem(item, f"`{name}[{index}]` {why}")
 
 
 def _check_freestyle(step: Fields) -> None:
-    step.warn_unknown(COMMON_FIELDS | FREESTYLE_FIELDS, "a freestyle step")
+    step.warn_unknown(COMMON_FIELDS | FREESTYLE_FIELDS | OUTPUT_FIELDS, "a freestyle step")
+    _check_outputs(step)
     for name in ("image", "working_directory", "registry_context"):
         step.string(name)
     step.strings("commands")

@@ -58,8 +58,8 @@ steps:
 """
 
 
-def run_once(api: httpx.Client, name: str, *, masked: bool) -> float:
-    """Seconds from the step's start to the build's end (the control plane's own timestamps)."""
+def run_once(api: httpx.Client, name: str, *, masked: bool) -> tuple[float, str]:
+    """Seconds from the step's start to the build's end (the control plane's own timestamps), and the build."""
     build = json_of(api.post(f"/api/v1/pipelines/{name}/builds", json={}))
     deadline = deadline_in(900)
     while not past(deadline):
@@ -73,7 +73,7 @@ def run_once(api: httpx.Client, name: str, *, masked: bool) -> float:
             if (b"*****" in check) != masked:
                 raise BenchError(f"masking is not what {name} expects: the check step printed {check!r}")
             # The build finishes once the runner has every byte of its log stored.
-            return datetime.fromisoformat(final["finished_at"]).timestamp() - started
+            return datetime.fromisoformat(final["finished_at"]).timestamp() - started, build["id"]
         time.sleep(0.2)
     raise BenchError(f"build {build['id']} did not finish")
 
@@ -89,6 +89,30 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process itself has used (not its children: the step's `yes` and `head`)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+def read_back(api: httpx.Client, build_id: str, server: int) -> tuple[float, float, float, int]:
+    """Reads the build's `print` log whole through the API, as a client streams it: MB/s, the server's RSS
+    before and at its highest while it answered (sampled every 10 ms), and the bytes read."""
+    before = rss_mb(server)
+    peak = before
+    got = 0
+    start = time.perf_counter()
+    last_sample = 0.0
+    with api.stream("GET", f"/api/v1/builds/{build_id}/steps/print/log") as r:
+        for data in r.iter_bytes(1024 * 1024):
+            got += len(data)
+            if time.perf_counter() - last_sample > 0.01:
+                peak, last_sample = max(peak, rss_mb(server)), time.perf_counter()
+    seconds = time.perf_counter() - start
+    return got / 1e6 / seconds, before, max(peak, rss_mb(server)), got
 
 
 def masker_alone(size: int, secrets: dict[str, str]) -> float:
@@ -116,6 +140,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="outpost-lograte-") as tmp, Processes(Path(tmp) / "logs") as procs:
         target = start_separate(procs, Path(tmp))
         runner = next(p for p in procs.started if p.name == "outpost-runner").proc.pid
+        server = next(p for p in procs.started if p.name in ("outpost-server", "outpost-up")).proc.pid
+        last_build = ""
         print(f"runner pid {runner} (for a profiler: py-spy record --pid {runner})", flush=True)
         with loopback.client(target.url, token=target.token, timeout=60) as api:
             for label, secrets in CASES.items():
@@ -124,12 +150,15 @@ def main() -> None:
             for _ in range(args.repeat):
                 for label, secrets in CASES.items():
                     before = cpu_seconds(runner)
-                    seconds = run_once(api, names[label], masked=bool(secrets))
+                    seconds, last_build = run_once(api, names[label], masked=bool(secrets))
                     cpu[label].append(cpu_seconds(runner) - before)
                     rates[label].append(size / 1e6 / seconds)
                     print(
                         f"{label}: {size / 1e6 / seconds:.1f} MB/s ({seconds:.2f} s), runner CPU {cpu[label][-1]:.2f} s"
                     )
+            read_rate, rss_before, rss_peak, read_bytes = read_back(api, last_build, server)
+            if read_bytes != size:
+                raise BenchError(f"read {read_bytes} bytes of the {size}-byte log back")
     print()
     print("| Machine | |\n|---|---|")
     for key, value in machine.describe():
@@ -151,6 +180,10 @@ def main() -> None:
             f"| {label} | {count} | {runs} | {median:.1f} | {best:.1f} | {100 * (best - best_off) / best_off:+.1f}% "
             f"| {runner_cpu:.2f} ({runner_cpu - cpu_off:+.2f}) | {alone} |"
         )
+    print()
+    print("| Reading the whole log back (GET /steps/print/log) | MB/s | server RSS before | server RSS peak |")
+    print("|---|--:|--:|--:|")
+    print(f"| {size / 1e6:.0f} MB | {read_rate:.0f} | {rss_before:.0f} MB | {rss_peak:.0f} MB |")
 
 
 if __name__ == "__main__":

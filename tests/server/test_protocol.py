@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from outpost.errors import Unauthorized
+from outpost.server.api.logs import STREAM_PAGE_BYTES
 from outpost.server.models import Runner
 from outpost.server.store import builds
 from outpost.wire import LEASE_HEADER, PREFIX, PollRequest, RegisterRequest, RunBuildTask
@@ -144,6 +145,21 @@ async def test_log_appends_are_idempotent_and_gaps_are_refused(stack: Stack) -> 
     assert gap.status_code == 416
     assert gap.json()["expected_offset"] == 14
     assert await log_text(stack, task.build_id, "hello") == b"line 1\nline 2\n"
+
+
+async def test_a_step_log_larger_than_a_stream_page_reads_back_byte_for_byte(stack: Stack) -> None:
+    """The whole-log route streams page by page: every chunk arrives once, in order, whatever the size."""
+    task = await claimed(stack)
+    limit = stack.services.settings.max_log_chunk
+    sent = bytearray()
+    for n in range(STREAM_PAGE_BYTES // limit * 2 + 3):  # over two pages, ending inside a third
+        data = (b"%08d " % n) * (limit // 9) + b"\n"
+        r = await job_call(stack, task, "PUT", "/steps/hello/log", params={"offset": len(sent)}, content=data)
+        assert r.status_code == 200, r.text
+        sent += data
+    got = await log_text(stack, task.build_id, "hello")
+    assert len(got) == len(sent)
+    assert got == bytes(sent)
 
 
 async def test_an_oversized_log_chunk_gets_413_and_stores_nothing(stack: Stack) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from outpost.server.api.deps import ScopedViewer, Svc
 from outpost.server.api.schemas.logs import LogPage, LogPiece
@@ -17,6 +19,7 @@ from outpost.wire import FINAL_BUILD_STATUSES
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 MAX_PAGE_BYTES = 1024 * 1024
+STREAM_PAGE_BYTES = 4 * 1024 * 1024  # read from the store per transaction by a streamed step log
 
 
 @router.get("/builds/{build_id}/log")
@@ -56,8 +59,24 @@ async def follow_log(
 
 @router.get("/builds/{build_id}/steps/{step}/log")
 async def step_log(build_id: str, step: str, token: ScopedViewer, svc: Svc) -> Response:
+    """One step's whole log as text, streamed page by page (each page its own short transaction), so the
+    server's memory stays flat whatever the log's size. The size is fixed when the read starts: bytes
+    appended meanwhile are for the follower (`/log`), and Content-Length always matches the body."""
     async with svc.as_caller(token) as (session, who):
         build = await builds.get_build(session, who, build_id)
         row = await builds.find_step(session, build, step)
-        data = await logs.read_step_log(session, row)
-    return Response(data, media_type="text/plain; charset=utf-8")
+        step_id, size = row.id, row.log_size
+
+    async def pages() -> AsyncIterator[bytes]:
+        sent = 0
+        while sent < size:
+            async with svc.tx() as session:
+                page = await logs.read_step_page(session, step_id, sent, STREAM_PAGE_BYTES)
+            if not page:
+                return
+            for data in page:
+                data = data[: size - sent]
+                sent += len(data)
+                yield data
+
+    return StreamingResponse(pages(), media_type="text/plain; charset=utf-8", headers={"Content-Length": str(size)})

@@ -83,6 +83,25 @@ async def read_step_log(session: AsyncSession, step: Step) -> bytes:
     return b"".join(rows)
 
 
+async def read_step_page(session: AsyncSession, step_id: int, start: int, max_bytes: int) -> list[bytes]:
+    """Chunks of one step's log from byte `start` on, those that start in the next `max_bytes`: the pages
+    a streamed read goes through, so a 200 MB log never sits whole in the server's memory."""
+    rows = await session.execute(
+        select(LogChunk.offset, LogChunk.data)
+        # Chunks that start inside the window: at most `max_bytes` plus one chunk is fetched, whatever their sizes.
+        .where(LogChunk.step_id == step_id, LogChunk.offset >= start, LogChunk.offset < start + max_bytes)
+        .order_by(LogChunk.offset)
+    )
+    page: list[bytes] = []
+    total = 0
+    for offset, data in rows:
+        if offset != start + total:  # chunks never overlap or leave gaps (see _store); stop at anything else
+            break
+        page.append(data)
+        total += len(data)
+    return page
+
+
 @dataclass
 class Piece:
     cursor: int

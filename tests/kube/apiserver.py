@@ -1,5 +1,6 @@
-"""A strict Kubernetes API server emulator: the part of the core/v1 API the Kubernetes executor, the fake scheduler
-and the fake kubelet use, as an ASGI app.
+"""A strict Kubernetes API server emulator: the part of the core/v1 and apps/v1 API the Kubernetes executor, the
+deploy step, kubectl, the fake scheduler, the fake kubelet and the Deployment controller (`controllers.py`) use, as
+an ASGI app.
 
 What it holds to, as the real one does: one monotonic resourceVersion over every object (lists carry the latest),
 label and field selectors (an unsupported field is a 400), watches that resume from a resourceVersion and answer
@@ -8,9 +9,14 @@ deletion of pods bound to a node (the kubelet finishes it), ownerReferences garb
 on update (409 on a stale resourceVersion), and strict validation: every object written is checked against the
 Kubernetes OpenAPI schema of `kubernetes-validate`, so an unknown field is rejected with the reason. RBAC: a bearer
 token maps to the rules of one Role in one namespace (a request without a token is the cluster's own components).
+Discovery (/api, /apis and each group version's resource list) as kubectl asks for it, `metadata.generation` bumped
+by every change of a Deployment's or ReplicaSet's spec, and server-side apply (an `application/apply-patch+yaml`
+PATCH: creates the object, or merges the applied fields into it; lists are replaced whole).
 
 Not here (see docs/kubernetes.md): real authentication, ClusterRoles, admission, defaulting beyond a few fields,
-strategic merge patch, server-side apply, watch bookmarks, DELETED events for objects that stop matching a selector.
+strategic merge patch, field ownership and conflicts of server-side apply (a field a manager stops applying is
+kept), Table output (kubectl prints its own columns), watch bookmarks, DELETED events for objects that stop matching
+a selector.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -43,7 +50,13 @@ KINDS: dict[str, tuple[str, bool, bool]] = {
     "events": ("Event", True, False),
     "nodes": ("Node", False, True),
     "namespaces": ("Namespace", False, True),
+    "deployments": ("Deployment", True, True),
+    "replicasets": ("ReplicaSet", True, True),
 }
+GROUPS = {"deployments": "apps/v1", "replicasets": "apps/v1"}  # plural -> API group/version; the rest are core v1
+SHORT_NAMES = {"pods": ["po"], "namespaces": ["ns"], "nodes": ["no"], "deployments": ["deploy"], "replicasets": ["rs"],
+               "persistentvolumeclaims": ["pvc"], "events": ["ev"]}  # fmt: skip
+GENERATION = frozenset({"deployments", "replicasets"})  # their metadata.generation counts changes of their spec
 FIELDS = {
     "pods": {"metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"},
     "events": {"metadata.name", "metadata.namespace", "involvedObject.name", "involvedObject.kind", "type", "reason"},
@@ -176,6 +189,8 @@ class Store:
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now())
         meta.pop("resourceVersion", None)
         _defaults(plural, obj)
+        if plural in GENERATION:
+            meta["generation"] = 1
         self._bump(obj)
         self.objects[key] = obj
         await self._record("ADDED", plural, obj)
@@ -202,6 +217,14 @@ class Store:
                 new["status"] = current["status"]
             if current.get("immutable") and new.get("data") != current.get("data"):
                 raise ApiFailure(422, "Invalid", f'{kind} "{name}" is invalid: data: Forbidden: field is immutable')
+            if plural == "deployments":
+                _deployment_defaults(new)
+                if new["spec"].get("selector") != current["spec"].get("selector"):
+                    raise ApiFailure(
+                        422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.selector: field is immutable'
+                    )
+            if plural in GENERATION and new.get("spec") != current.get("spec"):
+                new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
             if plural == "pods" and new.get("spec") != current.get("spec"):
                 raise ApiFailure(
                     422,
@@ -324,6 +347,31 @@ def _defaults(plural: str, obj: dict[str, Any]) -> None:
         obj["status"] = {"phase": "Bound", "accessModes": obj["spec"].get("accessModes", [])}
     elif plural == "namespaces":
         obj["status"] = {"phase": "Active"}
+    elif plural == "deployments":
+        _deployment_defaults(obj)
+        obj["status"] = {}
+    elif plural == "replicasets":
+        obj["status"] = {"replicas": 0}
+
+
+def _deployment_defaults(obj: dict[str, Any]) -> None:
+    """apps/v1's defaults, and the check that the selector matches the template's labels."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    spec.setdefault(
+        "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+    )
+    wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
+        raise ApiFailure(
+            422,
+            "Invalid",
+            f'Deployment.apps "{obj["metadata"].get("name")}" is invalid: spec.template.metadata.labels: '
+            f"Invalid value: {labels}: `selector` does not match template `labels`",
+        )
 
 
 def validate(obj: dict[str, Any], kind: str) -> None:
@@ -447,8 +495,24 @@ def app(store: Store) -> Starlette:
             {"major": "1", "minor": VERSION.split(".")[1], "gitVersion": f"v{VERSION}.0-outpost-emulator"}
         )
 
+    async def discovery(request: Request) -> Response:
+        try:
+            _authorize(store, request)
+            return JSONResponse(_discovery(request))
+        except ApiFailure as exc:
+            return JSONResponse(status(exc.code, exc.reason, exc.message), status_code=exc.code)
+
+    group = "/apis/{group}/{version}"
     routes = [
         Route("/version", version),
+        Route("/api", discovery),
+        Route("/apis", discovery),
+        Route("/api/v1", discovery),
+        Route(group, discovery),
+        Route(group + "/namespaces/{namespace}/{plural}", handle, methods=["GET", "POST", "DELETE"]),
+        Route(group + "/namespaces/{namespace}/{plural}/{name}", handle, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route(group + "/namespaces/{namespace}/{plural}/{name}/{sub}", handle, methods=["GET", "PUT", "PATCH"]),
+        Route(group + "/{plural}", handle, methods=["GET"]),
         Route("/api/v1/namespaces/{namespace}/{plural}", handle, methods=["GET", "POST", "DELETE"]),
         Route("/api/v1/namespaces/{namespace}/{plural}/{name}", handle, methods=["GET", "PUT", "PATCH", "DELETE"]),
         Route("/api/v1/namespaces/{namespace}/{plural}/{name}/{sub}", handle, methods=["GET", "PUT", "PATCH", "POST"]),
@@ -457,6 +521,36 @@ def app(store: Store) -> Starlette:
         Route("/api/v1/{plural}/{name}/{sub}", handle, methods=["GET", "PUT", "PATCH"]),
     ]
     return Starlette(routes=routes)
+
+
+def _discovery(request: Request) -> dict[str, Any]:
+    """What kubectl reads before it names a resource: the API versions, the groups and each one's resources."""
+    path = request.url.path.rstrip("/")
+    if path == "/api":
+        address = {"clientCIDR": "0.0.0.0/0", "serverAddress": request.url.netloc}
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [address]}
+    groups = sorted({gv for gv in GROUPS.values()})
+    if path == "/apis":
+        found = []
+        for gv in groups:
+            name, _, version = gv.partition("/")
+            entry = {"groupVersion": gv, "version": version}
+            found.append({"name": name, "versions": [entry], "preferredVersion": entry})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": found}
+    wanted = path.removeprefix("/apis/") if path.startswith("/apis/") else "v1"
+    if wanted != "v1" and wanted not in groups:
+        raise ApiFailure(404, "NotFound", f"the server could not find the requested resource ({path})")
+    resources = []
+    for plural, (kind, namespaced, has_status) in KINDS.items():
+        if GROUPS.get(plural, "v1") != wanted:
+            continue
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        resources.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
+                          "verbs": verbs, "shortNames": SHORT_NAMES.get(plural, [])})  # fmt: skip
+        if has_status:
+            resources.append({"name": f"{plural}/status", "singularName": "", "namespaced": namespaced,
+                              "kind": kind, "verbs": ["get", "patch", "update"]})  # fmt: skip
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": wanted, "resources": resources}
 
 
 def _verb(request: Request) -> str:
@@ -480,15 +574,18 @@ def _authorize(store: Store, request: Request) -> None:
         raise ApiFailure(401, "Unauthorized", "Unauthorized")
     namespace, rules = store.roles[token]
     path = request.path_params
+    if "plural" not in path:  # discovery: every authenticated user may read it
+        return
     resource = path["plural"] + (f"/{path['sub']}" if path.get("sub") else "")
+    group = GROUPS.get(path["plural"], "v1").rpartition("/")[0]
     verb = _verb(request)
     allowed = path.get("namespace") == namespace and any(
-        "" in rule.get("apiGroups", []) and resource in rule.get("resources", []) and verb in rule.get("verbs", [])
+        group in rule.get("apiGroups", []) and resource in rule.get("resources", []) and verb in rule.get("verbs", [])
         for rule in rules
     )
     if not allowed:
         where = f'in the namespace "{path.get("namespace")}"' if path.get("namespace") else "at the cluster scope"
-        message = f'user cannot {verb} resource "{resource}" in API group "" {where}'
+        message = f'user cannot {verb} resource "{resource}" in API group "{group}" {where}'
         store.denied.append(message)
         raise ApiFailure(403, "Forbidden", message)
 
@@ -506,6 +603,9 @@ async def _dispatch(store: Store, request: Request) -> Response:
     if plural not in KINDS:
         raise ApiFailure(404, "NotFound", f"the server could not find the requested resource ({plural})")
     kind, namespaced, has_status = KINDS[plural]
+    asked = f"{path['group']}/{path['version']}" if "group" in path else "v1"
+    if GROUPS.get(plural, "v1") != asked:
+        raise ApiFailure(404, "NotFound", f"the server could not find the requested resource ({asked} {plural})")
     namespace = path.get("namespace")
     if namespaced and namespace is None and ("name" in path or request.method != "GET"):
         raise ApiFailure(404, "NotFound", f"{plural} are namespaced")
@@ -569,8 +669,10 @@ async def _dispatch(store: Store, request: Request) -> Response:
     if method == "PUT":
         return JSONResponse(await store.update(plural, ns, name, await _body(request), sub=sub))
     # PATCH
-    current = store.get(plural, ns, name)
     content_type = request.headers.get("content-type", "").split(";")[0]
+    if content_type == "application/apply-patch+yaml":
+        return await _apply(store, request, plural, ns, name)
+    current = store.get(plural, ns, name)
     patch = await _body(request)
     if content_type == "application/merge-patch+json":
         patched = merge_patch(current, patch)
@@ -581,6 +683,34 @@ async def _dispatch(store: Store, request: Request) -> Response:
     if not (isinstance(patch, dict) and (patch.get("metadata") or {}).get("resourceVersion")):
         patched.setdefault("metadata", {}).pop("resourceVersion", None)  # a patch is not conditional unless it says
     return JSONResponse(await store.update(plural, ns, name, patched, sub=sub))
+
+
+async def _apply(store: Store, request: Request, plural: str, namespace: str, name: str) -> Response:
+    """Server-side apply: the object is created, or the applied fields are merged into it."""
+    if not request.query_params.get("fieldManager"):
+        raise ApiFailure(400, "BadRequest", "PATCH with apply requires a fieldManager")
+    try:
+        applied = yaml.safe_load(await request.body())
+    except yaml.YAMLError as exc:
+        raise ApiFailure(400, "BadRequest", f"the body is not YAML: {exc}") from None
+    if not isinstance(applied, dict) or (applied.get("metadata") or {}).get("name") != name:
+        raise ApiFailure(400, "BadRequest", "the applied object's metadata.name does not match the URL's")
+    if applied.get("apiVersion") != GROUPS.get(plural, "v1"):
+        raise ApiFailure(400, "BadRequest", f"the applied object's apiVersion is not {GROUPS.get(plural, 'v1')}")
+    if (plural, namespace, name) not in store.objects:
+        return JSONResponse(await store.create(plural, namespace, applied), status_code=201)
+    merged = _merged(store.get(plural, namespace, name), applied)
+    merged["metadata"].pop("resourceVersion", None)
+    return JSONResponse(await store.update(plural, namespace, name, merged))
+
+
+def _merged(current: Any, applied: Any) -> Any:
+    if isinstance(current, dict) and isinstance(applied, dict):
+        result = copy.deepcopy(current)
+        for key, value in applied.items():
+            result[key] = _merged(current.get(key), value)
+        return result
+    return copy.deepcopy(applied)
 
 
 async def _lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -26,6 +26,7 @@ from lightkube import KubeConfig
 
 from outpost.executors.kubernetes import objects
 from tests.kube import apiserver
+from tests.kube.controllers import Controllers
 from tests.kube.kubelet import Docker, Kubelet
 
 T = TypeVar("T")
@@ -124,6 +125,7 @@ class Cluster:
             await asyncio.sleep(0.02)
         scheduler = asyncio.create_task(self._schedule())
         lifecycle = asyncio.create_task(self._watch_nodes())
+        controllers = asyncio.create_task(Controllers(self.store).run())  # Deployments and ReplicaSets
         for node in NODES if self.with_kubelets else ():
             self._start_kubelet(node)
         self._ready.set()
@@ -132,9 +134,10 @@ class Cluster:
         finally:
             scheduler.cancel()
             lifecycle.cancel()
+            controllers.cancel()
             for task in self._kubelets.values():
                 task.cancel()
-            await asyncio.gather(scheduler, lifecycle, *self._kubelets.values(), return_exceptions=True)
+            await asyncio.gather(scheduler, lifecycle, controllers, *self._kubelets.values(), return_exceptions=True)
 
     def _start_kubelet(self, node: str) -> None:
         single = KubeConfig.from_file(self.kubeconfig).get()

@@ -80,7 +80,9 @@ def runtime_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{rt['name']}{' (default)' if rt['default'] else ''}: {online}/{len(rt['runners'])} online")
         for r in rt["runners"]:
             state = "online " if r["online"] else "offline"
-            click.echo(f"  {state} {r['name']} {r['id']} {r['executor']} x{r['concurrency']} v{r['version']}")
+            load = f"{len(r['builds'])}/{r['concurrency']}"
+            drain = f" {r['drain']}" if r["drain"] else ""
+            click.echo(f"  {state} {r['name']} {r['id']} {r['executor']} load {load} v{r['version']}{drain}")
 
 
 @main.group("runners")
@@ -93,14 +95,50 @@ def runners() -> None:
 @click.pass_context
 @friendly
 def runners_list(ctx: click.Context, as_json: bool) -> None:
-    """Every runner of the account: online or not, its runtime and when it was last seen."""
+    """Every runner of the account: online or not, drained, its runtime, load (builds / concurrency) and when it
+    was last seen."""
     rows = api_from(ctx).get("/runners")
     if as_json:
         emit_json(rows)
         return
     for r in rows:
         state = "online " if r["online"] else "offline"
-        click.echo(f"{r['id']}  {state} {r['runtime']:<16} {r['name']} (last seen {r['last_seen_at']})")
+        drain = f" {r['drain']}" if r["drain"] else ""
+        load = f"{len(r['builds'])}/{r['concurrency']}"
+        click.echo(
+            f"{r['id']}  {state} {r['runtime']:<16} {r['name']} load {load}{drain} (last seen {r['last_seen_at']})"
+        )
+
+
+@runners.command("drain")
+@click.argument("runner_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the runner as JSON.")
+@click.pass_context
+@friendly
+def runners_drain(ctx: click.Context, runner_id: str, as_json: bool) -> None:
+    """Drain a runner (admins): it finishes the builds it runs and takes no new one; cancels and approvals
+    still reach it. `outpost runners undrain` gives it builds again."""
+    r = api_from(ctx).post(f"/runners/{runner_id}/drain")
+    if as_json:
+        emit_json(r)
+    else:
+        running = len(r["builds"])
+        still = f", finishing {running} build{'s' if running != 1 else ''}" if running else ""
+        click.echo(f"runner {r['name']} ({r['id']}) {r['drain']}{still}: it takes no new build")
+
+
+@runners.command("undrain")
+@click.argument("runner_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the runner as JSON.")
+@click.pass_context
+@friendly
+def runners_undrain(ctx: click.Context, runner_id: str, as_json: bool) -> None:
+    """Undrain a runner (admins): it takes builds again."""
+    r = api_from(ctx).post(f"/runners/{runner_id}/undrain")
+    if as_json:
+        emit_json(r)
+    else:
+        click.echo(f"runner {r['name']} ({r['id']}) takes builds again")
 
 
 @runners.command("revoke")

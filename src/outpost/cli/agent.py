@@ -13,7 +13,9 @@ from typing import Any
 
 import click
 
+from outpost import logformat
 from outpost.cli import main
+from outpost.cli.admin import runners_drain, runners_undrain
 from outpost.errors import OutpostError
 from outpost.executors import EXECUTORS, executor_class
 from outpost.runner.agent import Runner, RunnerOptions, identify
@@ -177,6 +179,11 @@ async def _run(options: RunnerOptions, token: str) -> None:
 @main.group("runner")
 def runner_group() -> None:
     """The runner: install it inside your network; it only connects out."""
+
+
+# Draining is asked of the control plane (`outpost runners ...`); here too, where a person looks for it.
+runner_group.add_command(runners_drain, "drain")
+runner_group.add_command(runners_undrain, "undrain")
 
 
 @runner_group.command("start")

@@ -82,7 +82,7 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
         return _answer(body, found.tasks)
     runner_id, runtime_id = runner.id, runner.runtime_id
     # From here on wake-ups reach this poll; what was signalled since the look makes it look again (dispatch.py).
-    waiter = wakeups.enter(runner_id, runtime_id, builds=body.free_slots > 0, max_polls=svc.settings.max_polls)
+    waiter = wakeups.enter(runner_id, runtime_id, builds=takes_builds(runner, body), max_polls=svc.settings.max_polls)
     try:
         async with hang_up(request.receive) as gone:
             while not wakeups.closing and not gone.done() and not waiter.superseded:
@@ -100,10 +100,11 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
                         if runner.revoked_at is not None:
                             raise Unauthorized("this runner was revoked")
                         found = await _next_tasks(svc, session, runner, body, limit)
+                        waiter.builds = takes_builds(runner, body)  # drained or undrained meanwhile
                 except BaseException:
                     waiter.woken_for = waiter.woken_for or why  # leave() passes on what this look did not use
                     raise
-                if found.more_builds or (why == "build" and found.tasks and not found.tried_builds):
+                if found.more_builds or (why == "build" and not found.tried_builds):
                     wakeups.work(runtime_id)  # pass it on: this poll leaves claimable builds behind
                 if why == "query" and found.tasks and not found.tried_queries:
                     wakeups.git_query(runtime_id)
@@ -112,6 +113,11 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
     finally:
         wakeups.leave(waiter)
     return Response(status_code=204)
+
+
+def takes_builds(runner: Runner, body: PollRequest) -> bool:
+    """Whether the poll may claim builds, so the dispatcher wakes it for them: a free slot, and not drained."""
+    return body.free_slots > 0 and runner.drained_at is None
 
 
 def _answer(body: PollRequest, tasks: list[Task]) -> Response:
@@ -143,7 +149,7 @@ async def _next_tasks(svc: Services, session: AsyncSession, runner: Runner, body
         found.tried_queries = True
         if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
             tasks.append(query)
-    slots = min(body.free_slots, limit - len(tasks))
+    slots = min(body.free_slots, limit - len(tasks)) if runner.drained_at is None else 0
     if slots <= 0:
         return found
     found.tried_builds = True

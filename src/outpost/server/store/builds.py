@@ -294,7 +294,8 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
     whose trigger already has as many builds out as its concurrency allows. 401 for a revoked runner: once there
     is a candidate its row is locked, before the claim, so a claim and a revocation exclude each other and a
     revoked runner is never handed a build (nor its secrets) by a claim that read the runner before the
-    revocation committed. With nothing to claim it runs one query and takes no lock."""
+    revocation committed; a drained runner gets none either. With nothing to claim it runs one query and takes
+    no lock."""
     locked: str | None = None
     runner_locked = False
     for _ in range(CLAIM_ATTEMPTS):
@@ -303,9 +304,15 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
             return None  # an idle poll's look ends here: one query, no lock
         candidate, trigger_id = row
         if not runner_locked:
-            revoked = await session.scalar(select(Runner.revoked_at).where(Runner.id == runner.id).with_for_update())
-            if revoked is not None:
+            state = (
+                await session.execute(
+                    select(Runner.revoked_at, Runner.drained_at).where(Runner.id == runner.id).with_for_update()
+                )
+            ).one()
+            if state.revoked_at is not None:
                 raise Unauthorized("this runner was revoked")
+            if state.drained_at is not None:
+                return None  # drained (maybe since this poll began): it takes no new build
             runner_locked = True
         if trigger_id is not None:
             # Two runners may pick builds of one trigger at once: the trigger's row lock makes them count in

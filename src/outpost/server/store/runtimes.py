@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, Invalid, NotFound, Unauthorized
-from outpost.server.models import Account, InstallToken, Runner, Runtime
+from outpost.server.models import Account, Build, InstallToken, Runner, Runtime
 from outpost.server.security import INSTALL_TOKEN, RUNNER_TOKEN, new_id, new_token, now, token_hash
 from outpost.server.store import audit
 from outpost.server.store.accounts import Principal
@@ -16,6 +16,8 @@ from outpost.wire import RegisterRequest
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 INSTALL_TOKEN_TTL = 7 * 24 * 3600.0
+# A build a runner holds: store.builds.LIVE_STATUSES (that module imports this one, so not the other way).
+HELD = ("claimed", "running")
 
 
 def check_name(kind: str, name: str) -> None:
@@ -138,13 +140,53 @@ async def list_runners(session: AsyncSession, principal: Principal, runtime: Run
     return list(await session.scalars(query.order_by(Runner.created_at)))
 
 
-async def revoke_runner(session: AsyncSession, principal: Principal, runner_id: str) -> Runner:
-    """Voids the runner's token, and with it every job token of its leases (`builds.hold`). The caller ends the
-    runner's leases in the same transaction (`builds.end_leases_of`; that module imports this one)."""
+async def _runner(session: AsyncSession, principal: Principal, runner_id: str) -> Runner:
     runner = await session.get(Runner, runner_id)
     if runner is None or runner.account_id != principal.account_id:
         raise NotFound(f"no runner {runner_id!r} in this account")
+    return runner
+
+
+async def revoke_runner(session: AsyncSession, principal: Principal, runner_id: str) -> Runner:
+    """Voids the runner's token, and with it every job token of its leases (`builds.hold`). The caller ends the
+    runner's leases in the same transaction (`builds.end_leases_of`; that module imports this one)."""
+    runner = await _runner(session, principal, runner_id)
     if runner.revoked_at is None:
         runner.revoked_at = now()
         await audit.record(session, principal, "runner.revoke", f"{runner.name} ({runner.id})")
     return runner
+
+
+async def drain_runner(session: AsyncSession, principal: Principal, runner_id: str, *, drained: bool) -> Runner:
+    """Drains (or undrains) a runner: drained, it finishes the builds it holds and claims no new one
+    (`builds.claim_next` reads this under the runner's row lock); cancels and approval answers still reach it.
+    The caller wakes the runner's polls after the commit so they look again."""
+    runner = await _runner(session, principal, runner_id)
+    if runner.revoked_at is not None:
+        raise NotFound(f"no runner {runner_id!r} in this account (it was revoked)")
+    if (runner.drained_at is not None) != drained:
+        runner.drained_at = now() if drained else None
+        action = "runner.drain" if drained else "runner.undrain"
+        await audit.record(session, principal, action, f"{runner.name} ({runner.id})")
+    return runner
+
+
+async def held_builds(session: AsyncSession, principal: Principal) -> dict[str, list[Build]]:
+    """The builds each runner of the account holds right now (claimed or running), oldest first, by runner id."""
+    mine = select(Runtime.id).where(Runtime.account_id == principal.account_id)
+    rows = await session.scalars(  # by runtime and status: ix_builds_dispatch, however many builds are done
+        select(Build)
+        .where(Build.runtime_id.in_(mine), Build.status.in_(HELD), Build.runner_id.is_not(None))
+        .order_by(Build.created_at, Build.id)
+    )
+    held: dict[str, list[Build]] = {}
+    for build in rows:
+        held.setdefault(build.runner_id or "", []).append(build)
+    return held
+
+
+def drain_state(runner: Runner, holding: int) -> str:
+    """ "draining" while a drained runner still holds builds, "drained" once it holds none, else ""."""
+    if runner.drained_at is None:
+        return ""
+    return "draining" if holding else "drained"

@@ -13,7 +13,6 @@ from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import audit, builds, runtimes
 from outpost.server.store.accounts import ADMIN, Principal, require
-from outpost.server.store.builds import LIVE_STATUSES
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Viewer, as_viewer, check_csrf, checked, read_form, services
 
@@ -24,7 +23,11 @@ router = APIRouter(route_class=UiRoute, include_in_schema=False)
 class RunnerView:
     runner: Runner
     online: bool
-    builds: list[Build]
+    builds: list[Build]  # what it holds now, oldest first
+
+    @property
+    def drain(self) -> str:
+        return runtimes.drain_state(self.runner, len(self.builds))
 
 
 @dataclass
@@ -40,8 +43,9 @@ def online(svc: Services, runner: Runner) -> bool:
 
 
 async def idle_runtimes(svc: Services, session: AsyncSession, who: Principal) -> set[str]:
-    """Names of the account's runtimes with no runner online: a build there waits until one connects."""
-    busy = {r.runtime_id for r in await runtimes.list_runners(session, who) if online(svc, r)}
+    """Names of the account's runtimes with no runner online that takes builds (not drained): a build there waits
+    until one connects or is undrained."""
+    busy = {r.runtime_id for r in await runtimes.list_runners(session, who) if online(svc, r) and not r.drained_at}
     return {rt.name for rt in await runtimes.list_runtimes(session, who) if rt.id not in busy}
 
 
@@ -49,15 +53,11 @@ async def _page(request: Request, *, created: Runtime | None = None, token: str 
     svc = services(request)
     async with as_viewer(request) as (session, viewer):
         everyone = await runtimes.list_runners(session, viewer.principal)
-        live = [b for b in await builds.list_builds(session, viewer.principal, limit=500) if b.status in LIVE_STATUSES]
+        held = await runtimes.held_builds(session, viewer.principal)
         views = [
             RuntimeView(
                 rt,
-                [
-                    RunnerView(r, online(svc, r), [b for b in live if b.runner_id == r.id])
-                    for r in everyone
-                    if r.runtime_id == rt.id
-                ],
+                [RunnerView(r, online(svc, r), held.get(r.id, [])) for r in everyone if r.runtime_id == rt.id],
             )
             for rt in await runtimes.list_runtimes(session, viewer.principal)
         ]
@@ -113,6 +113,30 @@ async def revoke_runner(request: Request, runner_id: str) -> Response:
     for build in changed:
         svc.wakeups.build_changed(build)
     return see_other("/runtimes")
+
+
+@router.post("/runners/{runner_id}/drain")
+async def drain_runner(request: Request, runner_id: str) -> Response:
+    """As `POST /api/v1/runners/{id}/drain`: it finishes what it runs and is handed no new build."""
+    return await _set_drained(request, runner_id, drained=True)
+
+
+@router.post("/runners/{runner_id}/undrain")
+async def undrain_runner(request: Request, runner_id: str) -> Response:
+    return await _set_drained(request, runner_id, drained=False)
+
+
+async def _set_drained(request: Request, runner_id: str, *, drained: bool) -> Response:
+    form = await read_form(request)
+    svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
+        runner = await runtimes.drain_runner(session, viewer.principal, runner_id, drained=drained)
+    svc.wakeups.runner(runner.id)  # its held polls look again, and wait for builds no more (or again)
+    if not drained:
+        svc.wakeups.work(runner.runtime_id)
+    return see_other(f"/runtimes#runner-{runner.id}")
 
 
 @router.post("/runtimes/{name}/install-token")

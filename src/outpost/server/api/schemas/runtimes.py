@@ -29,5 +29,9 @@ class RunnerOut(Out):
     concurrency: int
     hostname: str
     online: bool
+    # "" (takes builds), "draining" (drained, still finishing builds) or "drained" (drained, holds none).
+    drain: str = ""
+    drained_at: Time = None
+    builds: list[str] = Field(default_factory=list)  # the builds it holds now (claimed or running), oldest first
     last_seen_at: Time
     created_at: Time

@@ -34,6 +34,7 @@ class ServerSettings:
     login_free_failures: int = 5  # failed logins for one username from one address before delays begin
     login_delay: float = 1.0  # seconds of the first delay; each further failure doubles it
     login_max_delay: float = 900.0  # the longest delay
+    metrics_token: str = ""  # a bearer token that may read /metrics and nothing else (the superuser token may too)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:
@@ -59,6 +60,7 @@ class ServerSettings:
             "OUTPOST_LOGIN_FREE_FAILURES": ("login_free_failures", int),
             "OUTPOST_LOGIN_DELAY": ("login_delay", float),
             "OUTPOST_LOGIN_MAX_DELAY": ("login_max_delay", float),
+            "OUTPOST_METRICS_TOKEN": ("metrics_token", str),
         }
         for var, (name, kind) in fields.items():
             if var in env and env[var] != "":

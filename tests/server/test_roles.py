@@ -59,6 +59,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/ui/static"): PUBLIC,
     # the public API
     ("GET", "/api/v1/health"): PUBLIC,
+    ("GET", "/metrics"): Rule("superuser", A),  # or the scrape token (tests/server/test_metrics.py)
     ("POST", "/api/v1/validate"): PUBLIC,
     ("GET", "/api/v1/whoami"): api(V, scoped=True),
     ("POST", "/api/v1/accounts"): Rule("superuser", A),
@@ -93,6 +94,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/triggers/{trigger_id}/secret"): api(A, obj=True),
     ("POST", "/api/v1/triggers/{trigger_id}/rotate-secret"): api(A, obj=True),
     ("GET", "/api/v1/triggers/{trigger_id}/deliveries"): api(V, obj=True),
+    ("POST", "/api/v1/triggers/{trigger_id}/test-delivery"): api(A, obj=True),
+    ("POST", "/api/v1/triggers/{trigger_id}/deliveries/{delivery_id}/redeliver"): api(A, obj=True),
     ("POST", "/api/v1/integrations"): api(A),
     ("GET", "/api/v1/integrations"): api(V),
     ("GET", "/api/v1/integrations/{kind}/{name}"): api(V, obj=True),
@@ -243,6 +246,7 @@ def concrete(path: str, w: World) -> str:
         "file": "hello.svg",
         "step": "main",
         "trigger_id": w.trigger,
+        "delivery_id": "unknown-delivery",
         "runner_id": w.runner,
         "token_id": w.spare_token,
         "query_id": "q",

@@ -21,6 +21,7 @@ from outpost.server.api import (
     health,
     integrations,
     logs,
+    metrics,
     pipelines,
     runner,
     runtimes,
@@ -30,6 +31,7 @@ from outpost.server.api import (
 )
 from outpost.server.dispatch import Availability, Wakeups, reap_leases, runtime_key
 from outpost.server.guards import SMALL_BODIES, BodyLimit, RateLimit, RefuseNul, limits_of
+from outpost.server.metrics import Observe, ServerMetrics
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import schedules
@@ -49,6 +51,7 @@ def create_app(
 ) -> FastAPI:
     """`on_start` runs once the database is ready and before the server listens (the first start-up's
     bootstrap: nobody gets an answer from a control plane that has not written its admin token yet)."""
+    observed = ServerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +65,10 @@ def create_app(
             public_url=(public_url or settings.public_url or "http://127.0.0.1:8080").rstrip("/"),
             secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir),
             availability=Availability(tolerance=max(1.0, settings.lease_ttl / 10)),
+            metrics=observed,
         )
+        observed.services = services
+        services.wakeups.observers.append(observed.build_changed)
         app.state.services = services
         if on_start is not None:
             await on_start(services)
@@ -102,6 +108,7 @@ def create_app(
     app.include_router(gitqueries.router)
     app.include_router(users.router)
     app.include_router(audit.router)
+    app.include_router(metrics.router)
     install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static
     app.state.login_lockout = LoginLockout.from_settings(settings)  # read by the login form
     app.add_middleware(RefuseNul, own_parsing=(webhooks.PREFIX,))
@@ -110,6 +117,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_request_body, by_prefix=bodies)
     # Outermost: a client over its allowance costs nothing more.
     app.add_middleware(RateLimit, limits=limits_of(settings))
+    app.add_middleware(Observe, metrics=observed)  # around everything, refusals included: a count costs nothing
     return app
 
 

@@ -31,7 +31,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ class Wakeups:
         self._events: dict[str, asyncio.Event] = {}
         self.closing = False
         self.polls = 0  # held right now
+        self.observers: list[Callable[[Build], None]] = []  # told of every committed build change (metrics)
         # Idle waiters by runtime, oldest first: those that may claim builds, and those that may not.
         self._idle: dict[str, OrderedDict[Waiter, None]] = {}
         self._idle_busy: dict[str, OrderedDict[Waiter, None]] = {}
@@ -201,6 +202,8 @@ class Wakeups:
 
     def build_changed(self, build: Build) -> None:
         """After a commit that changed a build: wake its followers, and the poll the change concerns."""
+        for observe in self.observers:
+            observe(build)
         self.notify(build_key(build.id))
         if build.status == "queued":
             self.work(build.runtime_id)

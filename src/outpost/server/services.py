@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from outpost.server.dispatch import Availability, Wakeups
+from outpost.server.metrics import ServerMetrics
 from outpost.server.secrets import SecretBox
 from outpost.server.store import accounts
 from outpost.settings import ServerSettings
@@ -30,6 +31,7 @@ class Services:
     availability: Availability  # since when this process has served runners without a break (the reaper's judge)
     # Work a request started and left running (a webhook waiting for changed files); cancelled on shutdown.
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)  # what /metrics shows (server/metrics.py)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs `work` after the request has been answered; `stop_background` cancels it."""

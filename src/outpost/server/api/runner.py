@@ -166,6 +166,7 @@ async def _run_task(
     svc: Services, session: AsyncSession, runner: Runner, build: Build, lease: LeaseRow, job_token: str
 ) -> RunBuildTask:
     await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
+    svc.metrics.claimed(build)
     account = await session.get_one(Account, build.account_id)
     return RunBuildTask(
         build_id=build.id,
@@ -254,6 +255,7 @@ async def append_log(
     offset: Annotated[int, Query(ge=0)],
 ) -> LogAccepted:
     data = await _read_limited(request, svc.settings.max_log_chunk)
+    svc.metrics.log_bytes.inc(len(data))
     async with svc.tx() as session:
         held = await builds.hold(session, build_id, lease, token)
         size, stored = await logs.append(session, held, step, offset, data)
@@ -269,6 +271,7 @@ async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: S
     limit = svc.settings.max_log_chunk
     if sum(len(a.data) for a in appends) > limit:
         raise _too_large(f"a report may carry at most {limit} log bytes", limit)
+    svc.metrics.log_bytes.inc(sum(len(a.data) for a in appends))
     with svc.availability.serving():
         async with svc.tx() as session:
             held = await builds.hold(session, build_id, lease, token)
@@ -289,6 +292,7 @@ async def late_logs(build_id: str, body: LateLogs, token: Token, lease: Lease, s
     limit = svc.settings.max_log_chunk
     if sum(len(data) for _, _, data in appends) > limit:
         raise _too_large(f"late logs may carry at most {limit} bytes at once", limit)
+    svc.metrics.log_bytes.inc(sum(len(data) for _, _, data in appends))
     async with svc.tx() as session:
         held = await builds.hold(session, build_id, lease, token)
         sizes = await logs.append_late(session, held, appends)

@@ -22,6 +22,7 @@ REPLAY_HEADER = "Outpost-Redelivery"
 async def receive(trigger_id: str, request: Request, svc: Svc) -> JSONResponse:
     body = await _read_capped(request)
     answer = await deliveries.deliver(svc, trigger_id, request.headers, body, now())
+    svc.metrics.webhooks.labels("replay" if answer.replay else str(answer.body.get("outcome", "unknown"))).inc()
     return JSONResponse(answer.body, answer.status_code, headers={REPLAY_HEADER: "true"} if answer.replay else None)
 
 

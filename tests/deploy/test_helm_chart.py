@@ -50,6 +50,24 @@ EVERYTHING: dict[str, Any] = {
         },
         "podAnnotations": {"team": "platform"},
     },
+    "stepPods": {
+        "nodeSelector": {"pool": "builds"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"}],
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 50,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "outpost"}},
+                        },
+                    }
+                ]
+            }
+        },
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
+    },
     "data": {"size": "100Gi", "storageClassName": "fast-rwx", "accessMode": "ReadWriteMany"},
     "namespace": {"create": False},
     "proxy": {"https": "http://proxy.corp:3128", "noProxy": "10.0.0.0/8,.corp"},
@@ -117,6 +135,17 @@ def test_the_default_chart_is_valid_and_runs_the_runner_in_a_namespace_with_pod_
     assert kinds["Secret"]["stringData"] == {"token": "opi_install"}
     assert kinds["ConfigMap"]["data"]["OUTPOST_URL"] == "https://ci.example"
     assert kinds["ConfigMap"]["data"]["OUTPOST_NAMESPACE"] == "outpost"
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["stepPods"]
+    where = step_pod_settings(kinds)
+    assert (where.requests, where.limits) == (defaults["resources"]["requests"], defaults["resources"]["limits"])
+    assert not where.chooses_nodes  # ReadWriteOnce: the runner's node
+
+
+def step_pod_settings(kinds: dict[str, dict[str, Any]]) -> Any:
+    """What the runner makes of the chart's stepPods (it reads OUTPOST_STEP_PODS from the ConfigMap)."""
+    from outpost.executors.kubernetes import placement
+
+    return placement.parse(kinds["ConfigMap"]["data"]["OUTPOST_STEP_PODS"])
 
 
 def test_helm_lint_strict_finds_nothing_to_fix() -> None:
@@ -168,6 +197,12 @@ def test_the_chart_with_every_option_on_is_valid_and_uses_each() -> None:
     assert config["HTTPS_PROXY"] == "http://proxy.corp:3128"
     assert config["NO_PROXY"] == "10.0.0.0/8,.corp"
     assert config["SSL_CERT_FILE"] == "/etc/outpost/ca/ca.pem"
+    where = step_pod_settings(kinds)
+    assert where.node_selector == {"pool": "builds"}
+    assert [t.to_dict() for t in where.tolerations] == EVERYTHING["stepPods"]["tolerations"]
+    assert where.affinity is not None
+    assert where.affinity.to_dict() == EVERYTHING["stepPods"]["affinity"]
+    assert where.limits == {"cpu": "4", "memory": "8Gi"}
     assert {"name": "ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
     policy = kinds["NetworkPolicy"]["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
@@ -203,6 +238,9 @@ def test_the_chart_role_is_the_runner_role_the_executor_is_built_against() -> No
         ({"namespace": {"podSecurity": {"enforce": "strict"}}}, "/namespace/podSecurity/enforce"),
         ({"networkPolicy": {"controlPlanePort": 70000}}, "/networkPolicy/controlPlanePort"),
         ({"existingSecret": "Not A Name"}, "/existingSecret"),
+        ({"stepPods": {"tolerations": [{"key": "dedicated", "efect": "NoSchedule"}]}}, "/stepPods/tolerations/0"),
+        ({"stepPods": {"resources": {"limit": {"memory": "1Gi"}}}}, "/stepPods/resources"),
+        ({"stepPods": {"nodeSelectors": {"disk": "ssd"}}}, "'nodeSelectors' not allowed"),
     ],
 )
 def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str) -> None:
@@ -226,6 +264,7 @@ def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str)
         ({"controlPlane": {"url": "https://ci.example"}}, "installToken \\(or existingSecret\\) is required"),
         ({**REQUIRED, "networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs is required"),
         ({**REQUIRED, "helmTest": {"enabled": True, "tokenSecret": "t"}}, "helmTest.pipeline is required"),
+        ({**REQUIRED, "stepPods": {"nodeSelector": {"disk": "ssd"}}}, "need data.accessMode=ReadWriteMany"),
     ],
 )
 def test_a_missing_required_value_is_refused_with_what_to_set(values: dict[str, Any], says: str) -> None:
@@ -309,6 +348,20 @@ def step_nodes(cluster: Any) -> set[str]:
     return nodes
 
 
+def step_resources(cluster: Any) -> list[dict[str, Any]]:
+    """The resources of every step pod made, in order."""
+
+    async def read() -> list[dict[str, Any]]:
+        return [
+            obj["spec"]["containers"][0].get("resources", {})
+            for _, kind, plural, obj in cluster.store.history
+            if plural == "pods" and kind == "ADDED" and "outpost.io/build" in obj["metadata"].get("labels", {})
+        ]
+
+    found: list[dict[str, Any]] = cluster.call(read)
+    return found
+
+
 def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_keeps_its_registration_and_passes_helm_test(
     tmp_path: Path, control_plane: ControlPlane, processes: list[Process], kube_cluster: Any, busybox_image: str
 ) -> None:
@@ -356,6 +409,8 @@ def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_keeps_its_re
     assert "hello from " in hook.stdout
     assert kube_cluster.store.denied == []
     assert step_nodes(kube_cluster) == {"node-c"}
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["stepPods"]["resources"]
+    assert step_resources(kube_cluster) == [defaults] * 3  # the chart's step-pod resources, on every step pod
     runners = json.loads(control_plane.cli("runners", "list", "--json").stdout)
     assert [r["name"] for r in runners] == [pod]  # one registration, kept
 

@@ -5,6 +5,7 @@ API faults (errors, throttling, cut watches, 410 Gone) lose no output and run no
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,7 @@ async def test_an_invalid_image_name_fails_the_step_at_once(build: Build) -> Non
 async def test_a_pod_no_node_can_take_fails_the_step_after_the_pending_timeout_with_the_scheduler_s_words(
     build: Build,
 ) -> None:
-    build.options.update(node_selector="disk=floppy", pending_timeout="2")
+    build.options.update(step_pods=json.dumps({"nodeSelector": {"disk": "floppy"}}), pending_timeout="2")
     result, out = await build.run("echo never\n")
     assert isinstance(result, ExecutorError)
     assert "no node could take the pod of step unit tests within 2s" in str(result)
@@ -97,8 +98,36 @@ async def test_a_pod_no_node_can_take_fails_the_step_after_the_pending_timeout_w
     assert b"FailedScheduling: 0/3 nodes are available" in out  # the pod's warning event, in the step's log
 
 
+async def test_step_pods_go_where_the_runner_s_step_pod_settings_say_with_their_resources(build: Build) -> None:
+    build.cluster.taint("node-c", "dedicated", "builds")  # only pods that tolerate it may go there
+    wanted = {"nodeSelector": {"disk": "hdd"}, "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1"}}}
+    build.options.update(step_pods=json.dumps(wanted), pending_timeout="2")
+    refused, out = await build.run("echo never\n")
+    assert isinstance(refused, ExecutorError)  # node-c is the only hdd node, and its taint is not tolerated
+    assert b"had untolerated taints" in out
+
+    tolerating = {"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"}
+    build.options["step_pods"] = json.dumps({**wanted, "tolerations": [tolerating]})
+    quota = "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us"  # cgroup v2 or v1
+    code, out = await build.run(f"echo placed\n{quota}\n")
+    assert code == 0, out
+    assert out.split()[:2] == [b"placed", b"100000"]  # a limit of 1 CPU (100 ms per 100 ms), set in the kernel
+    history = list(build.cluster.store.history)
+    (pod,) = [p for _, kind, plural, p in history if plural == "pods" and kind == "ADDED"][1:]
+    assert pod["spec"]["nodeSelector"] == {"disk": "hdd"}
+    assert pod["spec"]["tolerations"] == [tolerating]
+    assert pod["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "250m"}, "limits": {"cpu": "1"}}
+    name = pod["metadata"]["name"]
+    assert {
+        p["spec"].get("nodeName") for _, _, kind, p in history if kind == "pods" and p["metadata"]["name"] == name
+    } == {
+        None,
+        "node-c",
+    }
+
+
 async def test_a_step_past_its_memory_limit_fails_as_oomkilled(build: Build) -> None:
-    build.options["memory_limit"] = "32Mi"
+    build.options["step_pods"] = json.dumps({"resources": {"limits": {"memory": "32Mi"}}})
     result, out = await build.run("set -e\necho before\ndd if=/dev/zero of=/dev/null bs=128M count=1\necho after\n")
     assert isinstance(result, ExecutorError)
     assert "OOMKilled" in str(result)

@@ -56,8 +56,27 @@ def test_a_step_pod_is_valid_never_restarts_and_gets_no_service_account_token() 
     assert "env" not in body["spec"]["containers"][0]  # values stay out of the pod spec
 
 
+EVERY_PLACEMENT: dict[str, Any] = {
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"},
+        {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ci"]}]}]
+            }
+        }
+    },
+}
+
+
 def test_a_step_pod_with_every_option_is_valid() -> None:
-    from outpost.executors.kubernetes import objects
+    import json
+
+    from outpost.executors.kubernetes import objects, placement
+
+    where = placement.parse(json.dumps(EVERY_PLACEMENT))
 
     spec = _spec(
         workdir="/codefresh/volume/repo",
@@ -65,13 +84,20 @@ def test_a_step_pod_with_every_option_is_valid() -> None:
         tools_mount="/codefresh/outpost/bin",
         node_name="node-a",
         node_selector={"disk": "ssd"},
+        tolerations=where.tolerations,
+        affinity=where.affinity,
         pull_secrets=["registry"],
-        memory_limit="64Mi",
-        cpu_limit="500m",
+        requests={"cpu": "250m", "memory": "128Mi"},
+        limits={"memory": "64Mi", "cpu": "500m"},
         deadline_seconds=600,
     )
     body = valid(objects.step_pod(spec))
-    assert body["spec"]["containers"][0]["resources"] == {"limits": {"memory": "64Mi", "cpu": "500m"}}
+    assert body["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "128Mi"},
+        "limits": {"memory": "64Mi", "cpu": "500m"},
+    }
+    assert body["spec"]["tolerations"] == EVERY_PLACEMENT["tolerations"]
+    assert body["spec"]["affinity"] == EVERY_PLACEMENT["affinity"]
     assert body["spec"]["containers"][0]["volumeMounts"][1]["readOnly"] is True
 
 

@@ -219,6 +219,17 @@ class Cluster:
 
         self.call(delete)
 
+    def taint(self, node: str, key: str, value: str, effect: str = "NoSchedule") -> None:
+        """kubectl taint nodes NODE key=value:effect (the scheduler then keeps off it pods that do not tolerate it)."""
+
+        async def taint() -> None:
+            found = copy.deepcopy(self.store.get("nodes", "", node))
+            spec = found.setdefault("spec", {})
+            spec["taints"] = [*spec.get("taints", []), {"key": key, "value": value, "effect": effect}]
+            await self.store.update("nodes", "", node, found)
+
+        self.call(taint)
+
     def stop_kubelet(self, node: str) -> None:
         """A node lost: its kubelet stops (its containers go with it, as in a crash) and reports nothing more."""
 
@@ -272,11 +283,13 @@ class Cluster:
 
     async def _place(self, pod: dict[str, Any]) -> None:
         wanted = pod["spec"].get("nodeSelector") or {}
+        tolerations = pod["spec"].get("tolerations") or []
         nodes = self.store.list("nodes", None, None, None)
         fits = [
             n["metadata"]["name"]
             for n in nodes
             if all(n["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+            and all(tolerated(taint, tolerations) for taint in (n.get("spec") or {}).get("taints") or [])
             and self._node_ready(n["metadata"]["name"])
         ]
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -293,7 +306,10 @@ class Cluster:
             return
         if any(c.get("reason") == "Unschedulable" for c in pod["status"].get("conditions", [])):
             return  # said once
-        message = f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node affinity/selector."
+        message = (
+            f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node affinity/selector "
+            "or had untolerated taints."
+        )
         unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
         marked = copy.deepcopy(pod)
         marked["status"]["conditions"] = [unschedulable]
@@ -312,6 +328,22 @@ class Cluster:
                 "source": {"component": "default-scheduler"},
             },
         )
+
+
+def tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:
+    """Whether a pod with `tolerations` may be scheduled onto a node with `taint` (PreferNoSchedule never stops it),
+    by the rules of the real scheduler's TaintToleration plugin."""
+    if taint.get("effect") == "PreferNoSchedule":
+        return True
+    for toleration in tolerations:
+        if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+            continue
+        if toleration.get("operator") == "Exists":
+            if not toleration.get("key") or toleration["key"] == taint.get("key"):
+                return True
+        elif toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get("value", ""):
+            return True
+    return False
 
 
 def _age(stamp: str) -> float:

@@ -55,6 +55,14 @@ def memory_bytes(quantity: str) -> int:
     return int(found[1]) * _UNITS[found[2]]
 
 
+def cpu_nanos(quantity: str) -> int:
+    """A CPU quantity (2, 0.5, 500m) in billionths of a CPU."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)(m?)", quantity)
+    if not found:
+        raise ValueError(f"unsupported quantity {quantity!r}")
+    return round(float(found[1]) * (1_000_000 if found[2] else 1_000_000_000))
+
+
 class Docker:
     """The few calls of the Docker engine API a kubelet needs."""
 
@@ -251,6 +259,8 @@ class Kubelet:
         host_config: dict[str, Any] = {"Binds": binds, "NetworkMode": "none"}
         if "memory" in limits:
             host_config.update(Memory=memory_bytes(limits["memory"]), MemorySwap=memory_bytes(limits["memory"]))
+        if "cpu" in limits:  # the CFS quota, as the real kubelet sets it
+            host_config["NanoCpus"] = cpu_nanos(limits["cpu"])
         body: dict[str, Any] = {
             "Image": image,
             "Env": env,

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from outpost.containers import images
 from outpost.errors import ExecutorError
 from outpost.executors.base import VOLUME_IN_STEP, Executor, Output, StepJob
-from outpost.executors.kubernetes import objects, podstate
+from outpost.executors.kubernetes import objects, placement, podstate
 
 try:
     import httpx2
@@ -67,6 +67,7 @@ class KubernetesExecutor(Executor):
         self.pull_timeout = float(self.options["pull_timeout"])
         self.pending_timeout = float(self.options["pending_timeout"])
         self.node_lost_timeout = float(self.options["node_lost_timeout"])
+        self.placement = _placement(self.options)
         self._lost: set[str] = set()  # pods on a lost node: force-deleted, no grace period to wait for
         self._client: AsyncClient | None = None
         self._serial = 0
@@ -77,11 +78,15 @@ class KubernetesExecutor(Executor):
         claim = merged.get("work_claim", "")
         if not claim:
             raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
+        where = _placement(merged)
         config = _config(merged)
         namespace = _namespace(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
             await _call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
-        return f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
+        said = f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
+        if where != placement.Placement():
+            said += f"; step pods: {_describe(where)}"
+        return said
 
     def volume_in_step(self) -> str:
         return VOLUME_IN_STEP
@@ -181,7 +186,7 @@ class KubernetesExecutor(Executor):
             'code=$?\necho "$code" >"$d/exit.part" && mv "$d/exit.part" "$d/exit"\nexit "$code"\n'
         )
         tools = self.scratch / "bin"
-        selector = dict(p.split("=", 1) for p in self.options.get("node_selector", "").split(",") if "=" in p)
+        where = self.placement
         return objects.StepPodSpec(
             name=name,
             namespace=self.namespace,
@@ -197,8 +202,11 @@ class KubernetesExecutor(Executor):
             tools_path=self._in_claim(tools) if tools.is_dir() else None,
             tools_mount=TOOLS_IN_STEP,
             node_name=self.options.get("node") or None,
-            node_selector=selector,
-            memory_limit=self.options.get("memory_limit") or None,
+            node_selector=where.node_selector,
+            tolerations=where.tolerations,
+            affinity=where.affinity,
+            requests=where.requests,
+            limits=where.limits,
             grace_seconds=STOP_GRACE,
         )
 
@@ -410,6 +418,27 @@ def _logins(job: StepJob) -> dict[str, tuple[str, str]]:
             domain = (job.image or "").split("/", 1)[0] if "/" in (job.image or "") else "https://index.docker.io/v1/"
             return {domain: (auth.username, auth.password or "")}
     return {}
+
+
+def _placement(options: Mapping[str, str]) -> placement.Placement:
+    """The step pods' settings; a node choice is refused for pods pinned to the runner's node (--node-name, for a
+    ReadWriteOnce claim): the kubelet would reject every pod whose node does not match it."""
+    where = placement.parse(options.get("step_pods"))
+    if where.chooses_nodes and options.get("node"):
+        raise ExecutorError(
+            "--step-pods chooses nodes (nodeSelector/affinity), but step pods are pinned to the runner's node "
+            "(--node-name, for a ReadWriteOnce claim): place the runner there instead, or use a ReadWriteMany claim"
+        )
+    return where
+
+
+def _describe(where: placement.Placement) -> str:
+    parts = [f"nodeSelector {dict(where.node_selector)}"] if where.node_selector else []
+    parts += [f"{len(where.tolerations)} toleration(s)"] if where.tolerations else []
+    parts += ["affinity"] if where.affinity else []
+    parts += [f"requests {dict(where.requests)}"] if where.requests else []
+    parts += [f"limits {dict(where.limits)}"] if where.limits else []
+    return ", ".join(parts)
 
 
 def _namespace(options: Mapping[str, str], config: SingleConfig | None) -> str:

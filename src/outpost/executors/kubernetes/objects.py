@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lightkube.models.core_v1 import (
+    Affinity,
     Container,
     EnvFromSource,
     LocalObjectReference,
@@ -21,6 +22,7 @@ from lightkube.models.core_v1 import (
     PodSpec,
     SecretEnvSource,
     SecurityContext,
+    Toleration,
     Volume,
     VolumeMount,
     VolumeResourceRequirements,
@@ -76,9 +78,11 @@ class StepPodSpec:
     tools_mount: str | None = None
     node_name: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Toleration] = ()
+    affinity: Affinity | None = None
     pull_secrets: Sequence[str] = ()
-    memory_limit: str | None = None
-    cpu_limit: str | None = None
+    requests: Mapping[str, str] = field(default_factory=dict)  # resources: cpu, memory, ephemeral-storage...
+    limits: Mapping[str, str] = field(default_factory=dict)
     grace_seconds: int = 3
     deadline_seconds: int | None = None
 
@@ -90,7 +94,6 @@ def step_pod(spec: StepPodSpec) -> Pod:
         mounts.append(
             VolumeMount(name=TOOLS_VOLUME, mountPath=spec.tools_mount, subPath=spec.tools_path, readOnly=True)
         )
-    limits = {k: v for k, v in (("memory", spec.memory_limit), ("cpu", spec.cpu_limit)) if v}
     container = Container(
         name=STEP_CONTAINER,
         image=spec.image,
@@ -99,7 +102,9 @@ def step_pod(spec: StepPodSpec) -> Pod:
         workingDir=spec.workdir,
         envFrom=[EnvFromSource(secretRef=SecretEnvSource(name=spec.env_secret))] if spec.env_secret else None,
         volumeMounts=mounts,
-        resources=Resources(limits=limits) if limits else None,
+        resources=Resources(requests=dict(spec.requests) or None, limits=dict(spec.limits) or None)
+        if spec.requests or spec.limits
+        else None,
         securityContext=SecurityContext(allowPrivilegeEscalation=False),
     )
     claim = PersistentVolumeClaimVolumeSource(claimName=spec.claim)
@@ -114,6 +119,8 @@ def step_pod(spec: StepPodSpec) -> Pod:
             activeDeadlineSeconds=spec.deadline_seconds,
             nodeName=spec.node_name,
             nodeSelector=dict(spec.node_selector) or None,
+            tolerations=list(spec.tolerations) or None,
+            affinity=spec.affinity,
             imagePullSecrets=[LocalObjectReference(name=s) for s in spec.pull_secrets] or None,
             volumes=[Volume(name=BUILD_VOLUME, persistentVolumeClaim=claim)]
             + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=claim)] if spec.tools_path else []),

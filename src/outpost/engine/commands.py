@@ -3,10 +3,15 @@ working directory, image, and on a container executor what only containers have)
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from outpost.containers.registries import Registries
 from outpost.engine import containersteps
@@ -38,7 +43,9 @@ class Commands:
         self.scratch = scratch  # the runner's private folder for this build; its `bin` is on every step's PATH
         self.registries = registries
         self.services: Mapping[str, Any] = {}  # the pipeline's root `services`, once it is parsed
+        self.kubeconfig: dict[str, Any] | None = None  # the build's clusters as a kubeconfig, for KUBECONFIG
         self._noticed = False
+        self._kube_noticed = False
 
     async def run(
         self,
@@ -59,8 +66,36 @@ class Commands:
         if not self._noticed and (notice := self.executor.notice(job)):
             self._noticed = True
             await log_system(self.reporter, self.state.masked, notice + "\n")
-        async with masked_log(self.reporter, stream, self.state.masked) as output:
+        if self.kubeconfig and not self.executor.takes_kubeconfig and not self._kube_noticed:
+            self._kube_noticed = True
+            await log_system(
+                self.reporter,
+                self.state.masked,
+                f"steps on the {self.executor.name} executor get no KUBECONFIG for the build's clusters (not built "
+                "yet); deploy steps work\n",
+            )
+        async with (
+            self._kubeconfig_file() as job.kubeconfig,
+            masked_log(self.reporter, stream, self.state.masked) as output,
+        ):
             return await self._watch(step, job, output, scope)
+
+    @contextlib.asynccontextmanager
+    async def _kubeconfig_file(self) -> AsyncIterator[Path | None]:
+        """The build's kubeconfig in a folder of the step's own under the runner's scratch folder (never the build
+        volume), readable by the runner's user only, removed when the step ends."""
+        if not self.kubeconfig or not self.executor.takes_kubeconfig:
+            yield None
+            return
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="step-", dir=self.scratch))  # 0700
+        try:
+            path = folder / "kubeconfig"
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                yaml.safe_dump(self.kubeconfig, f)
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def _watch(self, step: Step, job: StepJob, output: Output, scope: Scope) -> StepResult:
         """Runs the job until it ends, times out or its scope is stopped (cancel, fail-fast)."""

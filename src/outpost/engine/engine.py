@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from outpost.containers.registries import Registries
+from outpost.deploy import clusters
 from outpost.engine import cfexport, clonestep, stepconditions
 from outpost.engine.approval import Approvals
 from outpost.engine.commands import PASSED_THROUGH, Commands
+from outpost.engine.deploystep import DeploySteps
 from outpost.engine.hooks import run_hook
 from outpost.engine.imagesteps import ImageSteps
 from outpost.engine.plan import expand, plan_of
@@ -44,6 +46,7 @@ from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, rev
 from outpost.wire import (
     SYSTEM_STREAM,
     BuildStarted,
+    ClusterAccess,
     FinalBuildStatus,
     GitAccess,
     RegistryAccess,
@@ -75,6 +78,7 @@ class BuildContext:
     event: dict[str, Any] | None = None  # a webhook build's payload, written to <volume>/event.json
     integrations: dict[str, GitAccess] = field(default_factory=dict)  # git integrations the build may use
     registries: dict[str, RegistryAccess] = field(default_factory=dict)  # registry integrations the build may use
+    clusters: dict[str, ClusterAccess] = field(default_factory=dict)  # kubernetes integrations the build may use
     runner_secrets: Mapping[str, str] = field(default_factory=dict)  # the runner's own secrets (--secrets-file)
 
     @classmethod
@@ -105,6 +109,15 @@ def _copy(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
 
+def _first_deploy_cluster(pipeline: Pipeline) -> str | None:
+    """The cluster the pipeline's first deploy step names (KUBECONFIG's current context), if it names one as it is."""
+    for step in pipeline.all_steps():
+        name = step.fields.get("cluster") if step.type == "deploy" else None
+        if isinstance(name, str) and "${{" not in name:
+            return name
+    return None
+
+
 @dataclass
 class BuildOutcome:
     status: FinalBuildStatus
@@ -119,12 +132,17 @@ class BuildEngine:
         self._cancelled = False
         self.registries = Registries(ctx.registries, ctx.runner_secrets)  # never raises; lookups do
         self.state = BuildState(
-            ctx.volume, branch=ctx.branch, masked=set(ctx.secrets.values()) | self.registries.passwords()
+            ctx.volume,
+            branch=ctx.branch,
+            masked=set(ctx.secrets.values())
+            | self.registries.passwords()
+            | clusters.secret_values(ctx.clusters.values(), ctx.runner_secrets),
         )
         self.reporter = MaskedReporter(reporter, self.state.masked)  # every message, not only step output
         self._steps: dict[str, Step] = {}
         self.commands = Commands(executor, self.reporter, self.state, scratch=ctx.scratch, registries=self.registries)
         self.images = ImageSteps(executor, self.reporter, self.state, self.registries)
+        self.deploys = DeploySteps(self.reporter, self.state, self.registries, ctx.clusters, ctx.runner_secrets)
         self.approvals = Approvals(self.state, self.reporter, build_id=ctx.build_id, cancel=self.cancel)
 
     # --- control from outside ----------------------------------------------------------------------
@@ -165,6 +183,10 @@ class BuildEngine:
             await self._system(f"{w.file}:{w.line}:{w.column}: warning: {w.message}\n")
         self._steps = {s.name: s for s in pipeline.all_steps()}
         self.commands.services = pipeline.services
+        if self.ctx.clusters:
+            self.commands.kubeconfig = clusters.kubeconfig(
+                self.ctx.clusters, self.ctx.runner_secrets, current=_first_deploy_cluster(pipeline)
+            )
         self.state.states = dict.fromkeys(self._steps, "pending")
         self._prepare()
         async with self.executor:
@@ -395,6 +417,8 @@ class BuildEngine:
                 integrations=self.ctx.integrations,
                 runner_secrets=self.ctx.runner_secrets,
             )
+        if step.type == "deploy":
+            return await self.deploys.run(step, scope)
         if step.type in self.executor.step_types:
             return await self.images.run(step, scope)
         return StepResult(

@@ -78,6 +78,9 @@ class StepJob:
     auths: list[RegistryAuth] = field(default_factory=list)  # for pulling `image`
     services: list[ServiceSpec] = field(default_factory=list)  # started before the step, removed after it
     readiness: Readiness | None = None
+    # A kubeconfig file on the runner's host (outside the build volume) with the build's clusters: the executor
+    # makes it readable by the step and points KUBECONFIG to it (executors with `takes_kubeconfig`).
+    kubeconfig: Path | None = None
 
 
 @dataclass
@@ -167,6 +170,8 @@ class Executor:
     name: ClassVar[str] = "base"
     # Step types this executor runs besides freestyle (git-clone and approvals run in the engine itself).
     step_types: ClassVar[frozenset[str]] = frozenset()
+    # Whether `run` gives a step its job's `kubeconfig` (else the engine says the step has none).
+    takes_kubeconfig: ClassVar[bool] = False
 
     def __init__(
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None

@@ -44,6 +44,7 @@ from outpost.executors.base import (
 
 LABEL = "io.outpost.build"  # every container and network of a build carries its id
 TOOLS_IN_STEP = "/codefresh/outpost/bin"  # cf_export, mounted read-only
+KUBECONFIG_IN_STEP = "/codefresh/outpost/kubeconfig"  # the build's clusters (a step's own file), read-only
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
 DRAIN_AFTER_EXIT = 5.0  # seconds to collect output still in flight after a container exited
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -52,6 +53,7 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 class DockerExecutor(Executor):
     name: ClassVar[str] = "docker"
     step_types: ClassVar[frozenset[str]] = frozenset({"build", "push", "composition"})
+    takes_kubeconfig: ClassVar[bool] = True
 
     def __init__(
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
@@ -182,6 +184,8 @@ class DockerExecutor(Executor):
             if job.readiness is not None:
                 await self._ready(job.readiness, job.auths, output)
             env = {k: v for k, v in job.env.items() if k not in job.host_env}
+            if job.kubeconfig is not None:
+                env["KUBECONFIG"] = KUBECONFIG_IN_STEP
             spec = ContainerSpec(
                 image=job.image,
                 name=self._name(job.step),
@@ -207,6 +211,8 @@ class DockerExecutor(Executor):
         if tools.is_dir():
             binds.append(f"{tools}:{TOOLS_IN_STEP}:ro")
         binds += [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in job.mounts]
+        if job.kubeconfig is not None:
+            binds.append(f"{job.kubeconfig}:{KUBECONFIG_IN_STEP}:ro")
         return binds
 
     async def _run_container(self, spec: ContainerSpec, output: Output) -> int:

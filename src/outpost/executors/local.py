@@ -28,6 +28,7 @@ PGID_DIR = "running"  # one file per running step, named after its process group
 
 class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
+    takes_kubeconfig: ClassVar[bool] = True
 
     def __init__(
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
@@ -65,6 +66,8 @@ class LocalExecutor(Executor):
         env = dict(job.env)
         if job.extra_path:
             env["PATH"] = os.pathsep.join([*map(str, job.extra_path), env.get("PATH", os.defpath)])
+        if job.kubeconfig is not None:
+            env["KUBECONFIG"] = str(job.kubeconfig)
         await self._thawed.wait()  # paused: a step starts only once the build may run again
         loop = asyncio.get_running_loop()
         step = _StepProtocol(loop)

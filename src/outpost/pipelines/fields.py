@@ -341,7 +341,10 @@ STEP_TYPES: dict[str, StepKind] = {
         _words("composition environment_name composition_variables working_directory entry_point"),
         ("composition",),
     ),
-    "deploy": StepKind(_words("kind cluster namespace service candidate file_path"), ("kind", "cluster", "namespace")),
+    # `rollback_on_failure` is Outpost's own (docs/deploy.md); `namespace` defaults to the integration's.
+    "deploy": StepKind(
+        _words("kind cluster namespace service candidate file_path rollback_on_failure"), ("kind", "cluster")
+    ),
     "parallel": StepKind(_words("steps success_criteria")),
     "pending-approval": StepKind(frozenset()),
     "services": StepKind(None),
@@ -488,7 +491,14 @@ def _check_deploy(step: Fields) -> None:
         step.problem(step.at, "`service` or `file_path` is required for a deploy step")
     if "candidate" in step and "service" not in step:
         step.problem(step.key("candidate"), "`candidate` only goes with `service`")
-    step.sub("candidate")
+    elif "service" in step and "candidate" not in step:
+        step.problem(step.key("service"), "`service` needs a `candidate` with the `image` to run")
+    if candidate := step.sub("candidate"):
+        candidate.only(("image", "registry"))
+        candidate.require("image")
+        candidate.string("image")
+        candidate.string("registry")
+    step.flag("rollback_on_failure")
     timeout = step.values.get("timeout")
     if "timeout" in step and not re.fullmatch(r"\d+", str(timeout)):
         step.wrong("timeout", "a number of seconds such as '120'")

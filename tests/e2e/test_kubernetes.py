@@ -52,11 +52,11 @@ steps:
 """
 
 
-def start_kubernetes_runner(start_runner: Callable[..., RunnerProcess], cluster: Any) -> RunnerProcess:
+def start_kubernetes_runner(start_runner: Callable[..., RunnerProcess], cluster: Any, *more: str) -> RunnerProcess:
     claim = cluster.claim_folder()
     return start_runner(
         "--executor", "kubernetes", "--kubeconfig", str(cluster.runner_kubeconfig), "--namespace", "builds",
-        "--work-claim", "outpost-work", "--work-claim-path", str(claim), "--data-dir", str(claim / "runner"),
+        "--work-claim", "outpost-work", "--work-claim-path", str(claim), "--data-dir", str(claim / "runner"), *more,
     )  # fmt: skip
 
 

@@ -35,6 +35,9 @@ class ServerSettings:
     login_delay: float = 1.0  # seconds of the first delay; each further failure doubles it
     login_max_delay: float = 900.0  # the longest delay
     metrics_token: str = ""  # a bearer token that may read /metrics and nothing else (the superuser token may too)
+    artifact_days: float = 30.0  # days a build's artifacts are kept (then the cron removes them)
+    max_artifact_bytes: int = 100 * 1024 * 1024  # bytes of one artifact file
+    max_build_artifacts: int = 200  # artifact files of one build
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:
@@ -61,6 +64,9 @@ class ServerSettings:
             "OUTPOST_LOGIN_DELAY": ("login_delay", float),
             "OUTPOST_LOGIN_MAX_DELAY": ("login_max_delay", float),
             "OUTPOST_METRICS_TOKEN": ("metrics_token", str),
+            "OUTPOST_ARTIFACT_DAYS": ("artifact_days", float),
+            "OUTPOST_MAX_ARTIFACT_BYTES": ("max_artifact_bytes", int),
+            "OUTPOST_MAX_BUILD_ARTIFACTS": ("max_build_artifacts", int),
         }
         for var, (name, kind) in fields.items():
             if var in env and env[var] != "":

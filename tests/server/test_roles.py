@@ -82,6 +82,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/builds/{build_id}"): api(V, scoped=True, obj=True),
     ("GET", "/api/v1/pipelines/{name}/builds/{number}"): api(V, scoped=True, obj=True),
     ("POST", "/api/v1/builds/{build_id}/cancel"): api(D, obj=True),
+    ("POST", "/api/v1/builds/{build_id}/restart"): api(D, scoped=True, obj=True),
+    ("GET", "/api/v1/builds/{build_id}/artifacts"): api(V, scoped=True, obj=True),
+    ("GET", "/api/v1/builds/{build_id}/artifacts/{artifact_id}"): api(V, scoped=True, obj=True),
+    ("GET", "/api/v1/builds/{build_id}/annotations"): api(V, scoped=True, obj=True),
     ("POST", "/api/v1/builds/{build_id}/steps/{step}/approve"): api(D, obj=True),
     ("POST", "/api/v1/builds/{build_id}/steps/{step}/deny"): api(D, obj=True),
     ("GET", "/api/v1/builds/{build_id}/log"): api(V, scoped=True, obj=True),
@@ -122,6 +126,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/runner/v1/builds/{build_id}/late-logs"): RUNNER,
     # webhooks: authenticated by their signature
     ("POST", "/webhooks/{trigger_id}"): WEBHOOK,
+    ("POST", "/api/runner/v1/builds/{build_id}/annotations"): RUNNER,
+    ("PUT", "/api/runner/v1/artifacts/{build_id}"): RUNNER,
     # the web UI
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): Rule("login"),  # its own CSRF cookie first, then a username and password
@@ -255,6 +261,7 @@ def concrete(path: str, w: World) -> str:
         "query_id": "q",
         "kind": "git",
         "decision": "approve",
+        "artifact_id": "unknown-artifact",
         "action": "disable",
     }
     if "/runtimes/{name}" in path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from outpost import __version__
@@ -46,16 +47,44 @@ class Api:
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the control plane at {self.config.url}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"message": response.text[:500] or response.reason_phrase}
-            if not isinstance(body, dict):
-                body = {"message": str(body)}
-            raise ApiError(response.status_code, body)
+            self._raise(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content
+
+    def download(self, path: str, target: Path) -> int:
+        """Streams a file answer into `target` (under a temporary name until complete); returns its size."""
+        import httpx
+
+        partial = target.with_name(f".{target.name}.part")
+        size = 0
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise Unreachable(f"cannot reach the control plane at {self.config.url}: {exc}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        return size
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text[:500] or response.reason_phrase}
+        if not isinstance(body, dict):
+            body = {"message": str(body)}
+        raise ApiError(response.status_code, body)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

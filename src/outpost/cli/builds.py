@@ -1,9 +1,10 @@
-"""`outpost build ...`: list, show, logs, cancel, approve, deny; and `outpost open BUILD`."""
+"""`outpost build ...`: list, show, logs, cancel, restart, approve, deny, artifacts; and `outpost open BUILD`."""
 
 from __future__ import annotations
 
 import sys
 import webbrowser
+from pathlib import Path
 from urllib.parse import quote
 
 import click
@@ -168,6 +169,64 @@ def build_cancel(ctx: click.Context, build_id: str, wait: bool, as_json: bool) -
     else:
         click.echo(describe(b) if b["status"] in FINAL else f"build {build_id}: cancel requested")
     sys.exit(0)
+
+
+@build.command("restart", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
+@click.option(
+    "--from-failed",
+    is_flag=True,
+    help="Skip the steps that succeeded (on the runner that still holds the build's volume; else all run).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_restart(ctx: click.Context, build_id: str, from_failed: bool, as_json: bool) -> None:
+    """Run a finished build again: the same branch, commit and variables. Prints the new build."""
+    api = api_from(ctx)
+    old = build_id_of(api, build_id)
+    b = api.post(f"/builds/{old}/restart", json={"from_failed": from_failed})
+    if as_json:
+        emit_json(b)
+        return
+    how = "from its failed step" if from_failed else "whole"
+    click.echo(f"{b['pipeline']}#{b['number']} ({b['id']}) restarts {build_id} {how}: {b['url']}")
+    for warning in b.get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@build.command("artifacts", epilog=BUILD_HELP)
+@click.argument("build_id", metavar="BUILD")
+@click.option(
+    "--download",
+    "into",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Save every artifact under this folder, at its path in the build volume.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def build_artifacts(ctx: click.Context, build_id: str, into: Path | None, as_json: bool) -> None:
+    """List the files a build's steps marked (`artifacts:`), or download them."""
+    api = api_from(ctx)
+    build_id = build_id_of(api, build_id)
+    rows = api.get(f"/builds/{build_id}/artifacts")
+    if into is not None:
+        for a in rows:
+            target = into.joinpath(*a["path"].split("/"))
+            if ".." in a["path"].split("/") or not target.resolve().is_relative_to(into.resolve()):
+                raise OutpostError(f"artifact path {a['path']!r} leads outside {into}: not saved")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            api.download(f"/builds/{build_id}/artifacts/{a['id']}", target)
+            a["saved_to"] = str(target)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no artifacts (or they expired)")
+    for a in rows:
+        saved = f"  -> {a['saved_to']}" if "saved_to" in a else ""
+        click.echo(f"{a['size']:>12}  {a['step']:<20} {a['path']}{saved}")
 
 
 @build.command("approve", epilog=BUILD_HELP)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from outpost.engine.hooks import run_hook
 from outpost.engine.imagesteps import ImageSteps
 from outpost.engine.plan import expand, plan_of
 from outpost.engine.reporting import MaskedReporter, Reporter, log_system
+from outpost.engine.restart import Restart
 from outpost.engine.results import FAILED, StepResult, duration
 from outpost.engine.scopes import Scope, sleep
 from outpost.engine.state import VOLUME_ALIAS, BuildState
@@ -42,7 +43,7 @@ from outpost.errors import PipelineError
 from outpost.executors.base import Executor
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
-from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, revision_variables
+from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, revision_variables, substitute
 from outpost.wire import (
     SYSTEM_STREAM,
     BuildStarted,
@@ -54,7 +55,17 @@ from outpost.wire import (
     StepUpdate,
 )
 
-__all__ = ["PASSED_THROUGH", "VOLUME_ALIAS", "BuildContext", "BuildEngine", "BuildOutcome", "Reporter"]
+__all__ = [
+    "PASSED_THROUGH",
+    "VOLUME_ALIAS",
+    "BuildContext",
+    "BuildEngine",
+    "BuildOutcome",
+    "Collect",
+    "Reporter",
+    "Restart",
+    "StepFiles",
+]
 
 
 @dataclass
@@ -80,6 +91,7 @@ class BuildContext:
     registries: dict[str, RegistryAccess] = field(default_factory=dict)  # registry integrations the build may use
     clusters: dict[str, ClusterAccess] = field(default_factory=dict)  # kubernetes integrations the build may use
     runner_secrets: Mapping[str, str] = field(default_factory=dict)  # the runner's own secrets (--secrets-file)
+    restart: Restart | None = None  # a restart from the failed step, as far as the runner found it safe
 
     @classmethod
     def from_task(
@@ -119,6 +131,20 @@ def _first_deploy_cluster(pipeline: Pipeline) -> str | None:
 
 
 @dataclass
+class StepFiles:
+    """What a step marked for the build page: globs relative to `workdir` (or under /codefresh/volume)."""
+
+    step: str
+    workdir: Path  # on the runner's side of the volume
+    artifacts: list[str]
+    junit: list[str]
+
+
+# The runner's collector: the step's files, a way to say something in its log, and the build's masking.
+Collect = Callable[[StepFiles, Callable[[str], Awaitable[None]], Callable[[str | None], str | None]], Awaitable[None]]
+
+
+@dataclass
 class BuildOutcome:
     status: FinalBuildStatus
     message: str | None = None
@@ -144,6 +170,7 @@ class BuildEngine:
         self.images = ImageSteps(executor, self.reporter, self.state, self.registries)
         self.deploys = DeploySteps(self.reporter, self.state, self.registries, ctx.clusters, ctx.runner_secrets)
         self.approvals = Approvals(self.state, self.reporter, build_id=ctx.build_id, cancel=self.cancel)
+        self.collect: Collect | None = None  # the runner's: what a step marked (`artifacts`, `junit`) goes up
 
     # --- control from outside ----------------------------------------------------------------------
 
@@ -179,6 +206,8 @@ class BuildEngine:
             await self._system(f"the pipeline is invalid:\n{exc}\n")
             return BuildOutcome("error", f"invalid pipeline:\n{exc}")
         await self.reporter.started(BuildStarted(steps=plan_of(pipeline), runner_time=time.time()))
+        if self.ctx.restart and self.ctx.restart.note:
+            await self._system(self.ctx.restart.note + "\n")
         for w in pipeline.warnings:  # tolerated, as the original does, but said where the author will look
             await self._system(f"{w.file}:{w.line}:{w.column}: warning: {w.message}\n")
         self._steps = {s.name: s for s in pipeline.all_steps()}
@@ -343,6 +372,10 @@ class BuildEngine:
     # --- one step ----------------------------------------------------------------------------------
 
     async def _execute(self, step: Step, scope: Scope) -> str:
+        if self.ctx.restart and (why := self.ctx.restart.skip(step)):
+            self.state.record(step, "success")  # for conditions and `steps.X.result`, as it ended then
+            await self.reporter.step(step.name, StepUpdate(status="skipped", title=step.title, message=why))
+            return "success"
         started = time.time()
         self.state.states[step.name] = "running"
         await self.reporter.step(step.name, StepUpdate(status="running", title=step.title, started_at=started))
@@ -354,6 +387,9 @@ class BuildEngine:
             result = await self.approvals.wait(step, scope)
         else:
             result = await self._with_hooks(step, scope)
+            await self._collect(step)
+        if step.type == "git-clone" and self.ctx.restart and (note := self.ctx.restart.after_clone(step, self.state)):
+            await self.reporter.note(step.name, note)
         if result.message and result.status not in ("success", "approved"):
             await self.reporter.note(step.name, result.message)
         self.state.record(step, result.status)
@@ -425,6 +461,22 @@ class BuildEngine:
             "error",
             message=f"step type {step.type!r} is not supported by this runner's executor ({self.executor.name})",
         )
+
+    async def _collect(self, step: Step) -> None:
+        """Hands what the step marked to the runner, whatever its result (a failing step's test report is the one
+        most wanted); never on a cancelled build. Nothing here changes the step's result."""
+        if self.collect is None or self.cancelled or not (step.fields.get("artifacts") or step.fields.get("junit")):
+            return
+        values = self.state.scope_vars()
+
+        def globs(name: str) -> list[str]:
+            return [substitute(str(p), values) for p in step.fields.get(name) or []]
+
+        async def note(text: str) -> None:
+            await self.reporter.note(step.name, text)
+
+        marked = StepFiles(step.name, self.state.workdir(step, values), globs("artifacts"), globs("junit"))
+        await self.collect(marked, note, self.reporter.mask)
 
     async def _skip(self, step: Step, reason: str) -> None:
         self.state.record(step, "skipped")

@@ -393,9 +393,8 @@ def _check_outputs(step: Fields) -> None:
         if step.strings(name) is None:
             continue
         for index, item in enumerate(node.value):
-            if isinstance(item, ScalarNode) and not is_null(item):
-                if why := output_path_problem(str(item.value)):
-                    step.problem(item, f"`{name}[{index}]` {why}")
+            if isinstance(item, ScalarNode) and not is_null(item) and (why := output_path_problem(str(item.value))):
+                step.problem(item, f"`{name}[{index}]` {why}")
 
 
 def _check_freestyle(step: Fields) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -19,11 +20,13 @@ from outpost.errors import LeaseLost, ProtocolError
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
+    ArtifactAccepted,
     BuildFinished,
     BuildStarted,
     GitQueryAnswer,
     HeartbeatResponse,
     LateLogs,
+    JUnitReport,
     LogAppend,
     PollRequest,
     PollResponse,
@@ -254,3 +257,39 @@ def _message(response: httpx.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body)
     return str(body)
+    async def annotations(self, task: RunBuildTask, report: JUnitReport) -> None:
+        """The test cases of a step's JUnit reports (replacing what it sent before)."""
+        await self._send(
+            "POST",
+            f"/builds/{task.build_id}/annotations",
+            fenced=True,
+            content=report.model_dump_json(exclude_none=True),
+            headers={**self._job_headers(task), "Content-Type": "application/json"},
+        )
+
+    async def upload_artifact(
+        self, task: RunBuildTask, step: str, path: str, file: Path, size: int
+    ) -> ArtifactAccepted:
+        """A file a step marked, streamed from disk as the raw body with its length declared (the control plane
+        writes it to disk as it comes and refuses it past its limit before reading it)."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with file.open("rb") as source:
+                while chunk := source.read(256 * 1024):
+                    yield chunk
+
+        response = await self._send(
+            "PUT",
+            f"/artifacts/{task.build_id}",
+            fenced=True,
+            params={"step": step, "path": path},
+            content=chunks(),
+            headers={
+                **self._job_headers(task),
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+            },
+            timeout=httpx.Timeout(15.0, read=120.0, write=120.0),
+        )
+        return ArtifactAccepted.model_validate(response.json())
+

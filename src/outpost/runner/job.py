@@ -19,12 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome, cfexport
+from outpost.engine.restart import Restart
 from outpost.engine.results import duration
 from outpost.errors import ExecutorError, LeaseLost, ProtocolError
 from outpost.executors import executor_class
 from outpost.pipelines.variables import EXPORT_FILE
 from outpost.runner import pipelinefile
 from outpost.runner import volumes as volumes_
+from outpost.runner.artifacts import StepOutputs
 from outpost.runner.client import ProtocolClient, Revoked, Unreachable
 from outpost.runner.outbox import Outbox
 from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuildTask
@@ -68,8 +70,12 @@ class BuildJob:
         ctx = BuildContext.from_task(
             task, volume=self.volume.path, scratch=folder / "scratch", runner=runner, runner_secrets=runner_secrets
         )
+        ctx.restart = restart_plan(task, self.volume)
+        volumes_.forget_last_build(self.volume)  # until this build has finished, none may resume on the volume
         runs = executor_class(executor)(ctx.volume, ctx.scratch, build_id=task.build_id, options=executor_options)
         self.engine = BuildEngine(ctx, runs, self.outbox)
+        self.engine.collect = StepOutputs(client, task, self.volume.path)
+        self.completed = False  # the engine ran the build to its end here (a restart may resume on its volume)
         self.cancelling = False
         self._renewed = time.monotonic()  # the claim; then each accepted heartbeat's send time
         self._renewal = asyncio.Event()  # set by each accepted heartbeat
@@ -130,9 +136,20 @@ class BuildJob:
         """Whatever ended the build, nothing of it stays: its folder goes, and a kept volume loses what Outpost
         wrote there for this build (cf_export's values, masked ones included; the webhook's event)."""
         if self.volume.kept:
+            volumes_.mark_last_build(self.volume, self._last_build())
             remove_leftovers(self.volume.path)
         self.volume.release()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _last_build(self) -> volumes_.LastBuild:
+        members = self.engine.state.members
+        clones = {
+            key[len("steps.") : -len(".revision")]: value
+            for key, value in members.items()
+            if key.startswith("steps.") and key.endswith(".revision")
+        }
+        exported = (self.volume.path / EXPORT_FILE).exists()
+        return volumes_.LastBuild(self.build_id, self.completed and not self.lease_ran_out, exported, clones)
 
     async def _run_engine(self) -> None:
         try:
@@ -143,6 +160,8 @@ class BuildJob:
             log.exception("build %s: engine failed", self.build_id)
             # The message is shown like the log: a secret in an exception's text is masked there too.
             outcome = BuildOutcome("error", self.engine.reporter.mask(f"runner error: {type(exc).__name__}: {exc}"))
+        else:
+            self.completed = True
         if self.lease_ran_out:
             outcome = BuildOutcome("error", self._ran_out_message())
         self.outbox.finish(BuildFinished(status=outcome.status, message=outcome.message, finished_at=time.time()))
@@ -254,6 +273,29 @@ class BuildJob:
         """An answer to a pending-approval step, from the poll or a heartbeat (repeats are ignored)."""
         if self.engine.decide(approval.step, approval.decision, approval.by):
             log.info("build %s: step %s %s by %s", self.build_id, approval.step, approval.decision, approval.by)
+
+
+def restart_plan(task: RunBuildTask, volume: volumes_.Volume) -> Restart | None:
+    """What a restart from the failed step may skip here: the steps that succeeded in the original, only on the
+    volume that build left, as it left it; otherwise nothing, and the log says why every step runs."""
+    if task.resume is None:
+        return None
+    original = f"#{task.resume.number}" if task.resume.number else f"build {task.resume.build_id}"
+    last = volumes_.last_build(volume)
+    why = ""
+    if not volume.kept:
+        why = "this runner keeps no volume for the pipeline (--volume-reuse none), or another build holds it now"
+    elif last is None or last.build_id != task.resume.build_id:
+        why = f"this runner's volume of the pipeline is not the one {original} left (another runner ran it, or a "
+        why += "build ran since)"
+    elif not last.complete:
+        why = f"{original} did not run to its end on this runner"
+    elif last.exported:
+        why = f"{original} exported variables (cf_export), which no runner keeps after a build"
+    if why or last is None:
+        return Restart(original, note=f"restarted from the failed step of {original}, but every step runs: {why}")
+    note = f"restarted from the failed step of {original}: the steps that succeeded there are skipped (its volume)"
+    return Restart(original, frozenset(task.resume.steps), dict(last.clones), note=note)
 
 
 def remove_leftovers(volume: Path) -> None:

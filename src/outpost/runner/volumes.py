@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 POLICIES = ("pipeline", "none")
+MAX_MARK = 64 * 1024  # bytes of a volume's last-build mark worth reading
 
 
 @dataclass
@@ -29,6 +31,56 @@ class Volume:
             with contextlib.suppress(OSError):
                 os.close(self._lock)  # closing the descriptor drops the lock
             self._lock = None
+
+
+@dataclass
+class LastBuild:
+    """What the last build that held a kept volume left said of it (a file beside the volume, the runner's own),
+    for a restart from the failed step: whether the volume is still as that build left it. No secret is in it."""
+
+    build_id: str
+    complete: bool  # the build ran to its end here (not abandoned, lost or revoked midway)
+    exported: bool  # cf_export values were in the volume: they are removed with the build, so cannot be reused
+    clones: dict[str, str]  # git-clone step -> the revision it checked out
+
+
+def _mark_of(volume: Volume) -> Path:
+    return volume.path.with_name(volume.path.name + ".last.json")
+
+
+def last_build(volume: Volume) -> LastBuild | None:
+    """The last build that held this kept volume, if one said so (None for a build's own volume)."""
+    if not volume.kept:
+        return None
+    try:
+        with _mark_of(volume).open("rb") as f:
+            raw = json.loads(f.read(MAX_MARK))
+        return LastBuild(
+            str(raw["build_id"]),
+            raw["complete"] is True,
+            raw["exported"] is not False,
+            {str(k): str(v) for k, v in dict(raw["clones"]).items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def mark_last_build(volume: Volume, last: LastBuild) -> None:
+    """Written while the build still holds the volume's lock; a kept volume left unmarked is never resumed."""
+    if not volume.kept:
+        return
+    mark = _mark_of(volume)
+    temporary = mark.with_suffix(".tmp")
+    with contextlib.suppress(OSError):
+        temporary.write_text(json.dumps(last.__dict__))
+        os.replace(temporary, mark)
+
+
+def forget_last_build(volume: Volume) -> None:
+    """Called when a build takes the volume: until it has finished, no build may resume on it."""
+    if volume.kept:
+        with contextlib.suppress(OSError):
+            _mark_of(volume).unlink()
 
 
 def claim(root: Path, account: str, pipeline: str, fallback: Path) -> Volume:

@@ -15,6 +15,7 @@ from outpost.server.api import (
     accounts,
     approvals,
     audit,
+    artifacts,
     builds,
     errors,
     gitqueries,
@@ -26,6 +27,7 @@ from outpost.server.api import (
     runner,
     runtimes,
     triggers,
+    testreports,
     users,
     webhooks,
 )
@@ -113,8 +115,11 @@ def create_app(
     app.state.login_lockout = LoginLockout.from_settings(settings)  # read by the login form
     app.add_middleware(RefuseNul, own_parsing=(webhooks.PREFIX,))
     # Limits what RefuseNul reads.
-    bodies = {webhooks.PREFIX: webhooks.MAX_BODY, **SMALL_BODIES}
+    bodies = {webhooks.PREFIX: webhooks.MAX_BODY, artifacts.UPLOADS: settings.max_artifact_bytes, **SMALL_BODIES}
     app.add_middleware(BodyLimit, limit=settings.max_request_body, by_prefix=bodies)
+    for outputs in (artifacts, testreports):  # what steps leave: uploaded by runners, read by users
+        app.include_router(outputs.runner_router)
+        app.include_router(outputs.router)
     # Outermost: a client over its allowance costs nothing more.
     app.add_middleware(RateLimit, limits=limits_of(settings))
     app.add_middleware(Observe, metrics=observed)  # around everything, refusals included: a count costs nothing
@@ -128,3 +133,4 @@ async def fire_cron(services: Services, minute: float) -> None:
     for build in started:
         log.info("cron trigger %s started build %s", build.trigger_id, build.id)
         services.wakeups.notify(runtime_key(build.runtime_id))
+    await artifacts.remove_expired(services)  # kept OUTPOST_ARTIFACT_DAYS, then gone with their files

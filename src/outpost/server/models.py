@@ -169,6 +169,9 @@ class Build(Base):
     cancelled_by: Mapped[str | None] = mapped_column(String(200), nullable=True)  # as the audit log names them
     restarted_from: Mapped[str | None] = mapped_column(ID, nullable=True)  # the build a restart repeated
     requeues: Mapped[int] = mapped_column(Integer, default=0)
+    # A restart from the failed step: the steps that succeeded in `restarted_from`, which the runner may skip
+    # when it still holds that build's volume (docs/artifacts.md). None: every step runs.
+    resume_steps: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # The trigger that started it (no foreign key: a removed trigger leaves its builds), and a webhook's payload.
     trigger_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
     event: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -375,3 +378,37 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(50))  # e.g. pipeline.create, token.revoke, secret.read
     target: Mapped[str] = mapped_column(String(300), default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Artifact(Base):
+    """A file a step marked (`artifacts:`), uploaded by the runner after the step. The bytes live in the control
+    plane's data folder (server/artifactfiles.py), the row says what and whose they are, and until when."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("build_id", "step", "path"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # also the file's name on disk
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), index=True)
+    step: Mapped[str] = mapped_column(String(150))
+    path: Mapped[str] = mapped_column(String(1000))  # relative to the build volume
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(HASH)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+class Annotation(Base):
+    """One test case of a step's JUnit reports (`junit:`), as the runner read it: a row of the build page's
+    annotations."""
+
+    __tablename__ = "annotations"
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), index=True)
+    step: Mapped[str] = mapped_column(String(150))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # in the reports' order
+    suite: Mapped[str] = mapped_column(String(500), default="")
+    classname: Mapped[str] = mapped_column(String(500), default="")
+    name: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(10))  # passed | failed | error | skipped
+    time: Mapped[float | None] = mapped_column(Double, nullable=True)  # seconds
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,4 +1,4 @@
-"""Builds: running a pipeline, listing, showing and cancelling its builds (/api/v1/builds)."""
+"""Builds: running a pipeline, listing, showing, cancelling and restarting its builds (/api/v1/builds)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.server.api.deps import AsDeveloper, ScopedDeveloper, ScopedViewer, Svc
 from outpost.server.api.runtimes import runner_out
-from outpost.server.api.schemas.builds import BuildIn, BuildOut
+from outpost.server.api.schemas.builds import BuildIn, BuildOut, RestartIn
 from outpost.server.dispatch import runtime_key
 from outpost.server.models import Runtime
 from outpost.server.services import Services
@@ -90,3 +90,19 @@ async def cancel_build(build_id: str, token: AsDeveloper, svc: Svc) -> BuildOut:
         build = await builds.request_cancel(session, who, build_id)
     svc.wakeups.build_changed(build)  # the poll of the runner that runs it answers cancel_build
     return BuildOut.of(build, svc.build_url(build.id))
+
+
+@router.post("/builds/{build_id}/restart", status_code=201)
+async def restart_build(build_id: str, body: RestartIn, token: ScopedDeveloper, svc: Svc) -> BuildOut:
+    """A new build of the same branch, commit and variables; `from_failed` skips the steps that succeeded, where
+    the runner still holds the build's volume (docs/artifacts.md)."""
+    async with svc.as_caller(token) as (session, who):
+        old = await builds.get_build(session, who, build_id)
+        pipeline = await pipelines.get_pipeline(session, who, old.pipeline_name)
+        build = await builds.restart_build(session, who, old, pipeline, from_failed=body.from_failed)
+        online = await _runtime_has_online_runner(svc, session, who, build.runtime_id)
+    svc.wakeups.notify(runtime_key(build.runtime_id))
+    out = BuildOut.of(build, svc.build_url(build.id))
+    if not online:
+        out.warnings.append("no runner of this pipeline's runtime is online: the build waits in the queue")
+    return out

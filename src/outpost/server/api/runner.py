@@ -201,6 +201,7 @@ async def answer_git_query(query_id: str, body: GitQueryAnswer, token: Token, sv
         query = await gitqueries.answer(session, runner, query_id, body)
         status = query.status
     svc.wakeups.notify(gitqueries.query_key(query_id))
+        resume=await builds.resume_of(session, build),
     return {"status": status}
 
 

@@ -26,9 +26,11 @@ from outpost.triggers.event import GitEvent
 from outpost.wire import (
     FINAL_BUILD_STATUSES,
     FINAL_STEP_STATUSES,
+    SYSTEM_STREAM,
     BuildFinished,
     BuildStarted,
     PipelineSource,
+    ResumeFrom,
     StepUpdate,
 )
 
@@ -284,6 +286,69 @@ async def request_cancel(session: AsyncSession, principal: Principal, build_id: 
     build.cancelled_by = principal.actor
     await audit.record(session, principal, "build.cancel", f"build {build.id}", pipeline=build.pipeline_name)
     return build
+
+
+FAILED_BUILD_STATUSES = ("failure", "error", "terminated")
+
+
+async def restart_build(
+    session: AsyncSession, principal: Principal, old: Build, pipeline: Pipeline, *, from_failed: bool = False
+) -> Build:
+    """A new build of what `old` built: its branch, commit and variables; `restarted_from` links the two.
+
+    A plain restart runs the pipeline as it is now. A restart from the failed step runs `old`'s own YAML (the same
+    commit's file, for YAML from the repository), secrets and event, and lists the steps that succeeded in `old`:
+    the runner skips them only when it still holds `old`'s volume as `old` left it, else every step runs (the
+    design and why it never gives a wrong result: docs/artifacts.md)."""
+    if old.status not in FINAL_BUILD_STATUSES:
+        raise Conflict(f"build #{old.number} is still {old.status}: restart it once it has finished")
+    if from_failed and old.status not in FAILED_BUILD_STATUSES:
+        raise Conflict(f"build #{old.number} succeeded: no step failed to restart from (restart it whole)")
+    build = await create_build(
+        session,
+        principal,
+        pipeline,
+        variables={str(k): str(v) for k, v in old.variables.items()},
+        branch=old.branch,
+        sha=old.sha,
+        restarted_from=old,
+    )
+    if from_failed:
+        build.yaml, build.yaml_file, build.secrets, build.event = old.yaml, old.yaml_file, dict(old.secrets), old.event
+        build.yaml_repo, build.yaml_git = (old.yaml_repo, old.yaml_git) if old.yaml_revision else (None, None)
+        build.yaml_ref = old.yaml_revision if build.yaml_repo else None
+        steps = await list_steps(session, old)
+        build.resume_steps = [s.name for s in steps if s.status == "success" and s.name != SYSTEM_STREAM]
+    await audit.record(
+        session,
+        principal,
+        "build.restart",
+        f"build {build.id}",
+        pipeline=build.pipeline_name,
+        restarted_from=old.id,
+        from_failed=from_failed,
+    )
+    await session.flush()
+    return build
+
+
+async def restarts_of(session: AsyncSession, build: Build) -> list[Build]:
+    """The builds that restarted `build`, oldest first (the page links both ways)."""
+    rows = await session.scalars(
+        select(Build)
+        .where(Build.restarted_from == build.id, Build.account_id == build.account_id)
+        .order_by(Build.number)
+    )
+    return list(rows)
+
+
+async def resume_of(session: AsyncSession, build: Build) -> ResumeFrom | None:
+    """What the runner is told of a restart from the failed step (None for any other build)."""
+    if build.resume_steps is None or build.restarted_from is None:
+        return None
+    original = await session.get(Build, build.restarted_from)
+    number = original.number if original is not None else 0
+    return ResumeFrom(build_id=build.restarted_from, number=number, steps=list(build.resume_steps))
 
 
 # --- the runner's side -------------------------------------------------------------------------

@@ -16,6 +16,10 @@ class BuildIn(In):
     sha: str | None = Field(default=None, max_length=64)
 
 
+class RestartIn(In):
+    from_failed: bool = False  # skip the steps that succeeded, where the runner still holds the build's volume
+
+
 class StepOut(Out):
     name: str
     title: str | None
@@ -54,6 +58,7 @@ class BuildOut(Out):
     # pr_title, pr_url, pr_target
     git_context: dict[str, Any] | None = None
     restarted_from: str | None = None  # the id of the build this one restarted
+    resume_steps: list[str] | None = None  # a restart from the failed step: the steps it may skip
     url: str
     steps: list[StepOut] | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -73,3 +78,33 @@ class BuildOut(Out):
             steps=[StepOut.model_validate(s) for s in steps] if steps is not None else None,
             yaml=(b.yaml or None) if steps is not None else None,
         )
+
+
+class ArtifactOut(Out):
+    id: str
+    step: str
+    path: str  # relative to the build volume
+    size: int
+    sha256: str
+    created_at: Time
+    expires_at: Time
+    url: str  # where to download it with an API token
+
+
+class AnnotationOut(Out):
+    step: str
+    suite: str
+    classname: str
+    name: str
+    status: str  # failed | error | skipped | passed
+    time: float | None
+    message: str | None
+
+
+class AnnotationsOut(Out):
+    """A build's test cases, failures first, and how many of each status."""
+
+    total: int
+    failed: int  # failed and errors
+    counts: dict[str, int]
+    cases: list[AnnotationOut]

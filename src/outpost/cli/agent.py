@@ -43,20 +43,22 @@ def private_folder(path: Path) -> None:
         path.mkdir(parents=True, mode=0o700)
 
 
-def configure_logging(file: Path | None, level: int = logging.INFO) -> None:
-    """Logs to a file when given (the terminal shows build logs then), else to stderr."""
-    handler: logging.Handler
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "httpx2", "alembic"):  # httpx2: lightkube's, a line per Kubernetes API call
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def configure_logging(file: Path | None, log_format: str = "text", level: int = logging.INFO) -> None:
+    """Logs to a file when given (the terminal shows build logs then), else to stderr; as text or JSON lines."""
+    logformat.configure(file, log_format=log_format, level=level)
+
+
+def log_format_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--log-format text|json (OUTPOST_LOG_FORMAT): how this process writes its own log lines."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(logformat.FORMATS),
+        default="text",
+        show_default=True,
+        envvar=logformat.ENV_VARIABLE,
+        help="json: one object per line with time, level, logger, message, and build_id, runner_id, account "
+        "where known.",
+    )(command)
 
 
 def default_runner_dir() -> Path:
@@ -165,10 +167,17 @@ def kubernetes_settings(
     return {key: value for key, value in given.items() if value}
 
 
-async def _run(options: RunnerOptions, token: str) -> None:
+async def _run(options: RunnerOptions, token: str, metrics_listen: str | None = None) -> None:
     await preflight(options)
-    async with ProtocolClient(options.url) as client:
+    observed = None
+    if metrics_listen:  # only then: without it the runner opens no listening socket (DESIGN, promise 1)
+        from outpost.runner.metrics import RunnerMetrics, parse_listen
+
+        observed, listen = RunnerMetrics(), parse_listen(metrics_listen)
+    async with ProtocolClient(options.url, observer=observed) as client:
         identity = await identify(client, options, token)
+        logformat.RUNNER_ID.set(identity.runner_id or None)  # on every line of this process from here on
+        logformat.ACCOUNT.set(identity.account or None)
         logging.getLogger("outpost.runner").info(
             "runner %s registered in runtime %s of account %s; polling %s",
             identity.runner_id or "(by token)",
@@ -180,7 +189,15 @@ async def _run(options: RunnerOptions, token: str) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, runner.stop)
         loop.add_signal_handler(signal.SIGINT, runner.stop)
-        await runner.run()
+        if observed is None:
+            await runner.run()
+            return
+        observed.runner = runner
+        server = await observed.serve(*listen)
+        try:
+            await runner.run()
+        finally:
+            server.close()
 
 
 @main.group("runner")
@@ -229,6 +246,14 @@ runner_group.add_command(runners_undrain, "undrain")
     type=click.Path(dir_okay=False, path_type=Path),
     help="Secrets kept only on this runner (JSON or NAME=VALUE lines, mode 0600), used by integrations by name.",
 )
+@click.option(
+    "--metrics-listen",
+    envvar="OUTPOST_METRICS_LISTEN",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT: on 127.0.0.1). Off by default: "
+    "the runner opens no port unless asked.",
+)
+@log_format_option
 def runner_start(
     url: str,
     token: str,
@@ -248,9 +273,11 @@ def runner_start(
     drain_timeout: float,
     max_freeze: float,
     secrets_file: Path | None,
+    metrics_listen: str | None,
+    log_format: str,
 ) -> None:
     """Register (first time) and run builds until SIGTERM."""
-    configure_logging(None)
+    configure_logging(None, log_format)
     options = runner_options(
         url,
         data_dir or default_runner_dir(),
@@ -286,7 +313,7 @@ def runner_start(
     if not token and not (options.data_dir / "runner.json").exists():
         raise click.UsageError("--token is required the first time (from `outpost runtime create NAME`)")
     try:
-        run_async(_run(options, token))
+        run_async(_run(options, token, metrics_listen))
     except OutpostError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)

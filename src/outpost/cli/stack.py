@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from outpost import logformat
 from outpost.cli import config as cli_config
 from outpost.cli.agent import preflight, runner_options
 from outpost.cli.api import Api, ApiError
@@ -155,7 +156,9 @@ async def _start_runner(
     client = ProtocolClient(url)
     identity = await identify(client, options, token)
     runner = Runner(client, identity, options)
-    return runner, asyncio.create_task(runner.run()), client
+    # The runner's lines name it; the control plane's, in the same process, do not.
+    about = logformat.context(runner_id=identity.runner_id or None, account=identity.account or None)
+    return runner, asyncio.create_task(runner.run(), context=about), client
 
 
 async def up(host: str, port: int, data_dir: Path, example: bool, choice: RunnerChoice) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from outpost.cli import main
-from outpost.cli.agent import configure_logging, container_options, private_folder, run_async
+from outpost.cli.agent import configure_logging, container_options, log_format_option, private_folder, run_async
 from outpost.errors import OutpostError
 from outpost.executors import EXECUTORS
 
@@ -27,6 +27,7 @@ from outpost.executors import EXECUTORS
 )
 @container_options
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64))
+@log_format_option
 def up(
     host: str,
     port: int,
@@ -36,10 +37,11 @@ def up(
     builder: str,
     docker_host: str | None,
     concurrency: int,
+    log_format: str,
 ) -> None:
     """Control plane and a local runner on SQLite, with the example pipeline running."""
     private_folder(data_dir)
-    configure_logging(data_dir / "outpost.log")
+    configure_logging(data_dir / "outpost.log", log_format)
     try:
         from outpost.cli import stack
 
@@ -54,10 +56,11 @@ def up(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--data-dir", default=".outpost", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def server(host: str, port: int, data_dir: Path) -> None:
+@log_format_option
+def server(host: str, port: int, data_dir: Path, log_format: str) -> None:
     """The control plane alone (runners connect to it from their own networks)."""
     private_folder(data_dir)
-    configure_logging(None)
+    configure_logging(None, log_format)
     try:
         from outpost.cli import stack
 

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from outpost import __version__
+from outpost import __version__, logformat
 from outpost.errors import LeaseLost, OutpostError
 from outpost.executors import executor_class
 from outpost.runner import gitqueries
@@ -149,6 +149,11 @@ class Runner:
         """Stop taking builds; running ones get `drain_timeout` to finish."""
         self._stopping.set()
 
+    @property
+    def free_slots(self) -> int:
+        """Builds this runner would take now (none once it is stopping)."""
+        return 0 if self._stopping.is_set() else max(self.options.concurrency - len(self.jobs), 0)
+
     async def run(self, *, burst: bool = False) -> None:
         """Polls and runs builds until `stop()`; with `burst`, until the queue is empty."""
         recoveries = self._recover()
@@ -264,7 +269,10 @@ class Runner:
             # Never started: the control plane gives the build back to the queue when the lease expires.
             log.error("build %s: cannot be set up on this runner: %s", task.build_id, exc)
             return None
-        running = asyncio.create_task(job.run(), name=f"build-{task.build_id}")
+        # The build's own context: every line it logs names it (--log-format json).
+        running = asyncio.create_task(
+            job.run(), name=f"build-{task.build_id}", context=logformat.context(build_id=task.build_id)
+        )
         self.jobs[task.build_id] = (job, running)
         running.add_done_callback(lambda _t: self._finished(task.build_id))
         return asyncio.ensure_future(_first_of(job.outbox.announced.wait(), running))

@@ -102,8 +102,24 @@ async def retrying(call: Callable[[], Awaitable[T]], *, deadline: float | None =
             await asyncio.sleep(delay)
 
 
+class CallObserver:
+    """Told how the client's calls went (runner/metrics.py counts them); this base listens to nothing."""
+
+    def polled(self, result: str) -> None:
+        """A poll brought `tasks`, came back `empty`, or `failed`."""
+
+    def reported(self, ok: bool, log_bytes: int) -> None:
+        """A report (or late logs) with `log_bytes` bytes of log was accepted, or not."""
+
+    def renewed(self, ok: bool) -> None:
+        """A heartbeat renewed the lease, or not."""
+
+
 class ProtocolClient:
-    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, url: str, *, transport: httpx.AsyncBaseTransport | None = None, observer: CallObserver | None = None
+    ) -> None:
+        self.observer = observer or CallObserver()
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.url + PREFIX,
@@ -155,15 +171,19 @@ class ProtocolClient:
         if not self._max_tasks:
             request = request.model_copy(update={"max_tasks": None})
         try:
-            response = await self._poll(runner_token, request)
-        except Refused as exc:
-            if exc.status != 422 or request.max_tasks is None or "max_tasks" not in str(exc):
-                raise
-            self._max_tasks = False
-            response = await self._poll(runner_token, request.model_copy(update={"max_tasks": None}))
-        if response.status_code == 204:
-            return PollResponse()
-        return PollResponse.model_validate(response.json())
+            try:
+                response = await self._poll(runner_token, request)
+            except Refused as exc:
+                if exc.status != 422 or request.max_tasks is None or "max_tasks" not in str(exc):
+                    raise
+                self._max_tasks = False
+                response = await self._poll(runner_token, request.model_copy(update={"max_tasks": None}))
+        except ProtocolError:
+            self.observer.polled("failed")
+            raise
+        answer = PollResponse() if response.status_code == 204 else PollResponse.model_validate(response.json())
+        self.observer.polled("tasks" if answer.all() else "empty")
+        return answer
 
     async def _poll(self, runner_token: str, request: PollRequest) -> httpx.Response:
         return await self._send(
@@ -188,9 +208,14 @@ class ProtocolClient:
         return {**_bearer(task.job_token), LEASE_HEADER: task.lease_id}
 
     async def heartbeat(self, task: RunBuildTask) -> HeartbeatResponse:
-        response = await self._send(
-            "POST", f"/builds/{task.build_id}/heartbeat", fenced=True, headers=self._job_headers(task)
-        )
+        try:
+            response = await self._send(
+                "POST", f"/builds/{task.build_id}/heartbeat", fenced=True, headers=self._job_headers(task)
+            )
+        except ProtocolError:
+            self.observer.renewed(False)
+            raise
+        self.observer.renewed(True)
         return HeartbeatResponse.model_validate(response.json())
 
     async def started(self, task: RunBuildTask, message: BuildStarted) -> None:
@@ -215,7 +240,8 @@ class ProtocolClient:
             steps=[StepReport(name=name, update=update) for name, update in steps],
             finish=finish,
         )
-        response = await self._send(
+        response = await self._reporting(
+            logs,
             "POST",
             f"/builds/{task.build_id}/report",
             fenced=True,
@@ -227,13 +253,23 @@ class ProtocolClient:
     async def late_logs(self, task: RunBuildTask, logs: list[tuple[str, int, bytes]]) -> dict[str, int]:
         """Log bytes of a build whose lease expired: each stream's size afterwards (409 is `Refused` here)."""
         body = LateLogs(logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs])
-        response = await self._send(
+        response = await self._reporting(
+            logs,
             "POST",
             f"/builds/{task.build_id}/late-logs",
             content=body.model_dump_json(),
             headers={**self._job_headers(task), "Content-Type": "application/json"},
         )
         return ReportAccepted.model_validate(response.json()).sizes
+
+    async def _reporting(self, logs: list[tuple[str, int, bytes]], *args: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._send(*args, **kwargs)
+        except ProtocolError:
+            self.observer.reported(False, 0)
+            raise
+        self.observer.reported(True, sum(len(data) for _, _, data in logs))
+        return response
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -292,4 +328,3 @@ def _message(response: httpx.Response) -> str:
             timeout=httpx.Timeout(15.0, read=120.0, write=120.0),
         )
         return ArtifactAccepted.model_validate(response.json())
-

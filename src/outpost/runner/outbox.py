@@ -157,8 +157,16 @@ class Outbox:
 
     @property
     def pending(self) -> int:
-        unsent = sum(size - self._acked.get(s, 0) for s, size in self._sizes.items())
-        return unsent + len(self._events) - self._events_acked
+        return self.unsent_bytes + self.unsent_events
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Log bytes written here and not yet accepted by the control plane."""
+        return sum(size - self._acked.get(s, 0) for s, size in self._sizes.items())
+
+    @property
+    def unsent_events(self) -> int:
+        return len(self._events) - self._events_acked
 
     async def _flush(self) -> None:
         """Sends reports until every log byte and every state change pending now is accepted.

@@ -295,56 +295,38 @@ class ReportAccepted(Message):
     sizes: dict[str, int]  # for each stream of the report, the bytes the control plane now holds
 
 
+MAX_TEST_CASES = 5000  # test cases one step may report (what its reports hold beyond is counted, not listed)
+MAX_ARTIFACT_PATH = 1000
+
+
+class JUnitCase(Message):
+    """One test case of a step's JUnit reports, as the runner read them."""
+
+    suite: str = Field(default="", max_length=500)
+    classname: str = Field(default="", max_length=500)
+    name: str = Field(min_length=1, max_length=1000)
+    status: Literal["passed", "failed", "error", "skipped"]
+    time: float | None = Field(default=None, ge=0, le=1e9)  # seconds
+    message: str | None = Field(default=None, max_length=4000)
+
+
+class JUnitReport(Message):
+    """What a step's `junit` reports hold (POST /builds/{id}/annotations): it replaces what that step sent
+    before, so a resend after a cut is harmless."""
+
+    step: StepName
+    cases: list[JUnitCase] = Field(default_factory=list, max_length=MAX_TEST_CASES)
+
+
+class ArtifactAccepted(Message):
+    """The answer to an artifact upload (PUT /artifacts/{build}?step=&path=, the raw bytes as the body)."""
+
+    id: str
+    size: int
+    sha256: str
+
+
 class ErrorBody(BaseModel):
     error: str
     message: str
     expected_offset: int | None = None
-REPORT_CONTENT_TYPE = "application/x-outpost-report"
-
-
-class RawLogAppend(Message):
-    stream: StreamName
-    offset: int = Field(ge=0)
-    size: int = Field(ge=0)  # bytes of this append in the report's tail
-
-
-class ReportHead(Message):
-    """A report whose log bytes travel raw (`REPORT_CONTENT_TYPE`): this head as one line of JSON, a newline,
-    then the bytes of each append back to back, in the head's order. Saves base64 and a JSON string of the
-    bytes on both sides, which were most of the cost of moving a log."""
-
-    logs: list[RawLogAppend] = Field(default_factory=list, max_length=500)
-    steps: list[StepReport] = Field(default_factory=list, max_length=500)
-    finish: BuildFinished | None = None
-
-
-class BadReport(ValueError):
-    """A raw report whose tail does not match its head."""
-
-
-def encode_report(logs: list[tuple[str, int, bytes]], steps: list[StepReport], finish: BuildFinished | None) -> bytes:
-    head = ReportHead(
-        logs=[RawLogAppend(stream=s, offset=o, size=len(d)) for s, o, d in logs], steps=steps, finish=finish
-    )
-    return b"".join([head.model_dump_json(exclude_none=True).encode(), b"\n", *(d for _, _, d in logs)])
-
-
-def split_report(body: bytes) -> tuple[bytes, memoryview]:
-    """The head's JSON and the tail of a raw report (BadReport without a newline)."""
-    end = body.find(b"\n")
-    if end < 0:
-        raise BadReport("a raw report starts with one line of JSON and a newline; this one has no newline")
-    return body[:end], memoryview(body)[end + 1 :]
-
-
-def report_appends(head: ReportHead, tail: memoryview) -> list[tuple[str, int, bytes]]:
-    """(stream, offset, bytes) of each append, cut from the tail by the sizes the head gives."""
-    if sum(a.size for a in head.logs) != len(tail):
-        raise BadReport(f"the head announces {sum(a.size for a in head.logs)} log bytes; {len(tail)} follow it")
-    out, at = [], 0
-    for a in head.logs:
-        out.append((a.stream, a.offset, bytes(tail[at : at + a.size])))
-        at += a.size
-    return out
-
-

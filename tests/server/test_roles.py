@@ -124,10 +124,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/runner/v1/builds/{build_id}/report"): RUNNER,
     ("POST", "/api/runner/v1/builds/{build_id}/finish"): RUNNER,
     ("POST", "/api/runner/v1/builds/{build_id}/late-logs"): RUNNER,
-    # webhooks: authenticated by their signature
-    ("POST", "/webhooks/{trigger_id}"): WEBHOOK,
     ("POST", "/api/runner/v1/builds/{build_id}/annotations"): RUNNER,
     ("PUT", "/api/runner/v1/artifacts/{build_id}"): RUNNER,
+    # webhooks: authenticated by their signature
+    ("POST", "/webhooks/{trigger_id}"): WEBHOOK,
     # the web UI
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): Rule("login"),  # its own CSRF cookie first, then a username and password
@@ -259,9 +259,9 @@ def concrete(path: str, w: World) -> str:
         "runner_id": w.runner,
         "token_id": w.spare_token,
         "query_id": "q",
+        "artifact_id": "unknown-artifact",
         "kind": "git",
         "decision": "approve",
-        "artifact_id": "unknown-artifact",
         "action": "disable",
     }
     if "/runtimes/{name}" in path:

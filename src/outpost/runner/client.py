@@ -25,8 +25,8 @@ from outpost.wire import (
     BuildStarted,
     GitQueryAnswer,
     HeartbeatResponse,
-    LateLogs,
     JUnitReport,
+    LateLogs,
     LogAppend,
     PollRequest,
     PollResponse,
@@ -250,6 +250,42 @@ class ProtocolClient:
         )
         return ReportAccepted.model_validate(response.json()).sizes
 
+    async def annotations(self, task: RunBuildTask, report: JUnitReport) -> None:
+        """The test cases of a step's JUnit reports (replacing what it sent before)."""
+        await self._send(
+            "POST",
+            f"/builds/{task.build_id}/annotations",
+            fenced=True,
+            content=report.model_dump_json(exclude_none=True),
+            headers={**self._job_headers(task), "Content-Type": "application/json"},
+        )
+
+    async def upload_artifact(
+        self, task: RunBuildTask, step: str, path: str, file: Path, size: int
+    ) -> ArtifactAccepted:
+        """A file a step marked, streamed from disk as the raw body with its length declared (the control plane
+        writes it to disk as it comes and refuses it past its limit before reading it)."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with file.open("rb") as source:
+                while chunk := source.read(256 * 1024):
+                    yield chunk
+
+        response = await self._send(
+            "PUT",
+            f"/artifacts/{task.build_id}",
+            fenced=True,
+            params={"step": step, "path": path},
+            content=chunks(),
+            headers={
+                **self._job_headers(task),
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+            },
+            timeout=httpx.Timeout(15.0, read=120.0, write=120.0),
+        )
+        return ArtifactAccepted.model_validate(response.json())
+
     async def late_logs(self, task: RunBuildTask, logs: list[tuple[str, int, bytes]]) -> dict[str, int]:
         """Log bytes of a build whose lease expired: each stream's size afterwards (409 is `Refused` here)."""
         body = LateLogs(logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs])
@@ -293,38 +329,3 @@ def _message(response: httpx.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body)
     return str(body)
-    async def annotations(self, task: RunBuildTask, report: JUnitReport) -> None:
-        """The test cases of a step's JUnit reports (replacing what it sent before)."""
-        await self._send(
-            "POST",
-            f"/builds/{task.build_id}/annotations",
-            fenced=True,
-            content=report.model_dump_json(exclude_none=True),
-            headers={**self._job_headers(task), "Content-Type": "application/json"},
-        )
-
-    async def upload_artifact(
-        self, task: RunBuildTask, step: str, path: str, file: Path, size: int
-    ) -> ArtifactAccepted:
-        """A file a step marked, streamed from disk as the raw body with its length declared (the control plane
-        writes it to disk as it comes and refuses it past its limit before reading it)."""
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with file.open("rb") as source:
-                while chunk := source.read(256 * 1024):
-                    yield chunk
-
-        response = await self._send(
-            "PUT",
-            f"/artifacts/{task.build_id}",
-            fenced=True,
-            params={"step": step, "path": path},
-            content=chunks(),
-            headers={
-                **self._job_headers(task),
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(size),
-            },
-            timeout=httpx.Timeout(15.0, read=120.0, write=120.0),
-        )
-        return ArtifactAccepted.model_validate(response.json())

@@ -14,8 +14,8 @@ from outpost.server import cron, db
 from outpost.server.api import (
     accounts,
     approvals,
-    audit,
     artifacts,
+    audit,
     builds,
     errors,
     gitqueries,
@@ -26,8 +26,8 @@ from outpost.server.api import (
     pipelines,
     runner,
     runtimes,
-    triggers,
     testreports,
+    triggers,
     users,
     webhooks,
 )
@@ -104,6 +104,9 @@ def create_app(
     for public in (health, accounts, runtimes, pipelines, builds, approvals, logs):
         app.include_router(public.router)
     app.include_router(runner.router)
+    for outputs in (artifacts, testreports):  # what steps leave: uploaded by runners, read by users
+        app.include_router(outputs.runner_router)
+        app.include_router(outputs.router)
     app.include_router(triggers.router)
     app.include_router(webhooks.router)
     app.include_router(integrations.router)
@@ -117,9 +120,6 @@ def create_app(
     # Limits what RefuseNul reads.
     bodies = {webhooks.PREFIX: webhooks.MAX_BODY, artifacts.UPLOADS: settings.max_artifact_bytes, **SMALL_BODIES}
     app.add_middleware(BodyLimit, limit=settings.max_request_body, by_prefix=bodies)
-    for outputs in (artifacts, testreports):  # what steps leave: uploaded by runners, read by users
-        app.include_router(outputs.runner_router)
-        app.include_router(outputs.router)
     # Outermost: a client over its allowance costs nothing more.
     app.add_middleware(RateLimit, limits=limits_of(settings))
     app.add_middleware(Observe, metrics=observed)  # around everything, refusals included: a count costs nothing

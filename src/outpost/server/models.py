@@ -168,10 +168,10 @@ class Build(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancelled_by: Mapped[str | None] = mapped_column(String(200), nullable=True)  # as the audit log names them
     restarted_from: Mapped[str | None] = mapped_column(ID, nullable=True)  # the build a restart repeated
-    requeues: Mapped[int] = mapped_column(Integer, default=0)
     # A restart from the failed step: the steps that succeeded in `restarted_from`, which the runner may skip
     # when it still holds that build's volume (docs/artifacts.md). None: every step runs.
     resume_steps: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    requeues: Mapped[int] = mapped_column(Integer, default=0)
     # The trigger that started it (no foreign key: a removed trigger leaves its builds), and a webhook's payload.
     trigger_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
     event: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -189,6 +189,7 @@ async def _run_task(
         integrations=await integrations.git_access_for_build(session, svc.secrets, build),
         registries=await integrations.registry_access_for_build(session, svc.secrets, build),
         source=builds.pipeline_source(build),
+        resume=await builds.resume_of(session, build),
     )
 
 
@@ -201,7 +202,6 @@ async def answer_git_query(query_id: str, body: GitQueryAnswer, token: Token, sv
         query = await gitqueries.answer(session, runner, query_id, body)
         status = query.status
     svc.wakeups.notify(gitqueries.query_key(query_id))
-        resume=await builds.resume_of(session, build),
     return {"status": status}
 
 

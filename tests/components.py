@@ -1,15 +1,17 @@
-"""Real components the tests start: PostgreSQL, and the rule for when one is missing.
+"""Real components the tests start: PostgreSQL, HAProxy, and the rule for when one is missing.
 
 A test that needs a missing component skips locally with the reason and fails under CI=true.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,3 +94,44 @@ def postgres_cluster() -> Iterator[str]:
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], check=False, **quiet)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def haproxy(backends: list[int], folder: Path) -> Iterator[int]:
+    """Debian's HAProxy in the foreground on a loopback port, balancing HTTP over the given local ports (one
+    control-plane replica each); yields its port. Long polls and log follows are held up to a minute, a dead
+    backend is seen within a second and a request refused by one is sent to another."""
+    binary = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    need(binary is not None, "haproxy is not installed (Debian package haproxy)")
+    assert binary
+    port = free_port()
+    servers = "".join(
+        f"    server r{i} 127.0.0.1:{backend} check inter 300ms fall 2 rise 1\n" for i, backend in enumerate(backends)
+    )
+    config = folder / "haproxy.cfg"
+    config.write_text(
+        "global\n    maxconn 4096\n"
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 90s\n    timeout server 90s\n"
+        "    retries 3\n    option redispatch 1\n"
+        f"frontend outpost\n    bind 127.0.0.1:{port}\n    default_backend replicas\n"
+        "backend replicas\n    balance roundrobin\n    option httpchk GET /api/v1/health\n" + servers
+    )
+    log = open(folder / "haproxy.log", "wb")  # noqa: SIM115 (closed below, after the process)
+    proc = subprocess.Popen([binary, "-f", str(config), "-db"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, (folder / "haproxy.log").read_text()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline, "haproxy did not listen within 10 s"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

@@ -210,8 +210,9 @@ async def serve(host: str, port: int, data_dir: Path) -> None:
     server, server_task, url, services, installation = await _start_server(
         settings, host, port, data_dir, local_runtime=False
     )
-    click.echo(f"Outpost control plane on {url}; admin API token in {installation.token_file}", err=True)
-    click.echo(f"Web UI on {url}/ — user admin, password in {installation.password_file}", err=True)
+    elsewhere = "the data dir of the replica that set up this installation"
+    click.echo(f"Outpost control plane on {url}; admin API token in {installation.token_file or elsewhere}", err=True)
+    click.echo(f"Web UI on {url}/ — user admin, password in {installation.password_file or elsewhere}", err=True)
     await stop.wait()
     services.wakeups.close()  # long polls answer now, so the server need not wait for them
     server.should_exit = True

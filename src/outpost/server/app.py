@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -34,6 +35,7 @@ from outpost.server.api import (
 from outpost.server.dispatch import Availability, Wakeups, reap_leases, runtime_key
 from outpost.server.guards import SMALL_BODIES, BodyLimit, RateLimit, RefuseNul, limits_of
 from outpost.server.metrics import Observe, ServerMetrics
+from outpost.server.replicas import ReplicaLink, asyncpg_dsn
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import schedules
@@ -74,6 +76,14 @@ def create_app(
         app.state.services = services
         if on_start is not None:
             await on_start(services)
+        background: set[asyncio.Task[None]] = set()
+        if db.is_postgres(engine):  # other replicas may share the database: wake-ups and jobs go through a link
+            link = services.replicas = ReplicaLink(
+                asyncpg_dsn(settings.database_url), services.wakeups, services.availability
+            )
+            # A minute whose leader died before firing it still fires (the store fires a minute once).
+            link.on_lead.append(lambda: services.spawn(fire_cron(services, cron.minute_of(time.time()))))
+            background.add(asyncio.create_task(link.run(), name="replica link"))
         # No fresh TTL for live leases after a restart: the reaper's availability starts with this process.
         reaper = asyncio.create_task(
             reap_leases(
@@ -83,6 +93,7 @@ def create_app(
                 interval=min(1.0, settings.lease_ttl / 4),
                 lease_ttl=settings.lease_ttl,
                 max_requeues=settings.max_requeues,
+                leads=services.leads,
             )
         )
         scheduler = asyncio.create_task(cron.run_scheduler(lambda minute: fire_cron(services, minute)))
@@ -90,13 +101,15 @@ def create_app(
             yield
         finally:
             await services.stop_background()
-            background = {scheduler, reaper}
+            background |= {scheduler, reaper}
             for task in background:
                 task.cancel()
             # Bounded: a task stuck in a database call must not keep the process from stopping.
             _, stuck = await asyncio.wait(background, timeout=SHUTDOWN_GRACE)
             for task in stuck:
                 log.warning("a background task did not stop within %ss: %s", SHUTDOWN_GRACE, task.get_name())
+            if services.replicas is not None:
+                await services.replicas.close()  # after the jobs stopped: a leader hands over
             await engine.dispose()
 
     app = FastAPI(title="Outpost CI", version=__version__, lifespan=lifespan)
@@ -127,7 +140,10 @@ def create_app(
 
 
 async def fire_cron(services: Services, minute: float) -> None:
-    """One tick of the cron scheduler: start the builds due this minute, then wake their runners."""
+    """One tick of the cron scheduler: start the builds due this minute, then wake their runners. Only the
+    replica that leads the background jobs fires (the store would fire a minute once anyway)."""
+    if not services.leads():
+        return
     async with services.tx() as session:
         started = await schedules.fire_cron(session, minute)
     for build in started:

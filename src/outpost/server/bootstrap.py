@@ -4,6 +4,12 @@ UI's first user, `admin`.
 The admin token is written to <data dir>/admin-token (mode 0600) and reused on later starts while it
 is still valid; only its hash is in the database. The same goes for admin's password, in
 <data dir>/admin-password (only its scrypt hash is in the database).
+
+The installation lives in the database, not in a data dir: a replica that starts with a data dir of its
+own on a database another replica has set up (no token file, no password file) makes no second admin token
+and leaves admin's password alone; those files stay with the replica that made them. Only a file that is
+there and no longer works is replaced (a revoked token, a password that does not log in): that is how an
+operator gets a new one. Replicas starting together take turns (an advisory lock on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import Unauthorized
-from outpost.server import passwords
+from outpost.errors import OutpostError, Unauthorized
+from outpost.server import db, passwords
+from outpost.server.models import ApiToken
+from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import accounts, runtimes, users
 from outpost.server.store.accounts import DEFAULT_ACCOUNT, Principal
@@ -28,7 +37,7 @@ ADMIN_USER = "admin"
 class Installation:
     account: str
     admin_token: str
-    token_file: Path
+    token_file: Path | None  # None: this replica's data dir has none (another replica's has)
     password_file: Path | None = None  # the web UI's first user, `admin`: its password, in <data dir>/admin-password
     password: str = ""
 
@@ -42,22 +51,45 @@ def write_secret(path: Path, text: str) -> None:
 
 async def bootstrap(services: Services, data_dir: Path, *, local_runtime: bool, ui_admin: bool = False) -> Installation:
     """`ui_admin`: also make sure the web UI's `admin` user exists (a scrypt hash: tests that need no UI skip it)."""
-    token_file = data_dir / "admin-token"
+    token_file: Path | None = data_dir / "admin-token"
     async with services.tx() as session:
+        await db.one_at_a_time(session, db.BOOTSTRAP_LOCK)
         account = await accounts.get_account(session, DEFAULT_ACCOUNT)
         if account is None:
             account = await accounts.create_account(session, DEFAULT_ACCOUNT)
-        token = token_file.read_text().strip() if token_file.exists() else ""
-        if not token or not await accounts.token_is_live(session, token):
+        token = _saved(data_dir / "admin-token")
+        if token and await accounts.token_is_live(session, token):
+            pass
+        elif not token and await _has_admin_token(session, account.id):
+            token_file, token = None, ""  # set up by another replica: its data dir holds the token
+        else:  # the first start, or this data dir's token was revoked or has expired: a new one
             _row, token = await accounts.create_token(session, account.id, "admin", superuser=True)
-            write_secret(token_file, token + "\n")
+            write_secret(data_dir / "admin-token", token + "\n")
         if local_runtime:
+            if not token:
+                raise OutpostError(f"no admin-token in {data_dir}: copy the one of this installation's first start")
             principal = await accounts.authenticate(session, token)
             if await runtimes.find_runtime(session, account.id, LOCAL_RUNTIME) is None:
                 await runtimes.create_runtime(session, principal, LOCAL_RUNTIME)
         password_file = data_dir / "admin-password" if ui_admin else None
         password = await admin_user(session, account.id, password_file) if password_file else ""
+        if password_file is not None and not password:
+            password_file = None
     return Installation(account.name, token, token_file, password_file, password)
+
+
+async def _has_admin_token(session: AsyncSession, account_id: str) -> bool:
+    """Whether the installation's first start made its admin token and the token still works."""
+    found = await session.scalar(
+        select(ApiToken.id).where(
+            ApiToken.account_id == account_id,
+            ApiToken.name == "admin",
+            ApiToken.is_superuser.is_(True),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now()),
+        )
+    )
+    return found is not None
 
 
 def _saved(path: Path) -> str:
@@ -72,6 +104,8 @@ async def admin_user(session: AsyncSession, account_id: str, password_file: Path
     if user is None:
         password = password if len(password) >= passwords.MIN_PASSWORD else passwords.new_password()
         await users.create_user(session, account_id, ADMIN_USER, password)
+    elif not password:
+        return ""  # set by the replica that started the installation: this one does not know it, nor changes it
     elif not password or not await users.check_password(user, password):
         password = passwords.new_password()
         await users.set_password(user, password)

@@ -10,10 +10,10 @@ that finds no idle waiter is remembered for the runtime, so the next poll to go 
 first: work committed while every poll was busy looking is not missed. A poll that claims all it
 asked for and sees more claimable work passes the wake-up on.
 
-With one process every source of work signals the dispatcher after its commit, so no poll needs to
-re-check the store on a timer. Several processes on one database stay correct, if slower: a build
-queued through another process is seen when a poll's wait ends (at most `poll_timeout`), as each poll
-looks at the store when it begins.
+Every source of work signals the dispatcher after its commit, so no poll needs to re-check the store
+on a timer. Several processes (replicas) on one PostgreSQL hear each other's signals: what a caller
+signals is also handed to `share`, which `server/replicas.py` sends to the other replicas with NOTIFY,
+and what they send arrives through `deliver` and wakes this process's polls as a local signal would.
 
 Log followers and git-query askers wait on keys ("build:ID", "gitquery:ID") with tickets taken
 *before* they look at the store, so a notification between the look and the wait is not missed.
@@ -71,6 +71,8 @@ class Wakeups:
         self._missed_builds: set[str] = set()
         self._missed_queries: set[str] = set()
         self._missed_runners: set[str] = set()  # runners told something while none of their polls was held
+        # The other replicas' ear (server/replicas.py, on PostgreSQL): each signal a caller gives, as one line.
+        self.share: Callable[[str], None] | None = None
 
     def close(self) -> None:
         """The server is stopping: every waiter returns now, and long polls stop waiting."""
@@ -122,10 +124,11 @@ class Wakeups:
         """The poll is answered. A wake-up it got and did not use (it was woken as it answered something else,
         its wait ended, its runner hung up) goes to the next waiter."""
         self._unidle(waiter)
+        # Local: the other replicas had this signal too, each for its own polls.
         if waiter.woken_for == "build":
-            self.work(waiter.runtime_id)
+            self._work_here(waiter.runtime_id, 1)
         elif waiter.woken_for == "query":
-            self.git_query(waiter.runtime_id)
+            self._query_here(waiter.runtime_id)
         waiter.woken_for = ""
         mine = self._runners.get(waiter.runner_id)
         if mine is not None:
@@ -179,19 +182,67 @@ class Wakeups:
         return False
 
     def work(self, runtime_id: str, count: int = 1) -> None:
-        """`count` builds of the runtime became claimable: one idle poll that may claim is woken for each."""
+        """`count` builds of the runtime became claimable: one idle poll that may claim is woken for each
+        (here, and in every other replica)."""
+        self._work_here(runtime_id, count)
+        self._share(f"{WORK} {runtime_id} {count}")
+
+    def git_query(self, runtime_id: str) -> None:
+        """A git query for the runtime: any one idle poll takes it (it needs no build slot)."""
+        self._query_here(runtime_id)
+        self._share(f"{QUERY} {runtime_id}")
+
+    def runner(self, runner_id: str) -> None:
+        """Something for one runner (a cancel, an approval's answer, its revocation): its polls look again,
+        in whichever replica holds them."""
+        self._runner_here(runner_id)
+        self._share(f"{RUNNER} {runner_id}")
+
+    def _share(self, line: str) -> None:
+        if self.share is not None:
+            self.share(line)
+
+    def deliver(self, line: str) -> None:
+        """A signal another replica gave (one line of `share`): acted on as if it were given here."""
+        kind, _, rest = line.partition(" ")
+        if kind == WORK:
+            runtime_id, _, count = rest.partition(" ")
+            self._work_here(runtime_id, int(count) if count.isdigit() else 1)
+        elif kind == QUERY:
+            self._query_here(rest)
+        elif kind == RUNNER:
+            self._runner_here(rest)
+        elif kind == KEY:
+            self._key_here(rest)
+
+    def catch_up(self) -> None:
+        """Signals from other replicas may have been lost (the link to the database was down): every held
+        poll and every follower looks at the store once more."""
+        for idle in (self._idle, self._idle_busy):
+            for queue in idle.values():
+                for waiter in queue:
+                    waiter.woken_for = "build" if waiter.builds else "query"
+                    waiter.event.set()
+            idle.clear()
+        self._missed_runners.clear()
+        for waiters in self._runners.values():
+            for waiter in waiters:
+                waiter.event.set()
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+
+    def _work_here(self, runtime_id: str, count: int) -> None:
         for _ in range(count):
             if not self._wake_first(runtime_id, [self._idle], "build"):
                 self._missed_builds.add(runtime_id)
                 return
 
-    def git_query(self, runtime_id: str) -> None:
-        """A git query for the runtime: any one idle poll takes it (it needs no build slot)."""
+    def _query_here(self, runtime_id: str) -> None:
         if not self._wake_first(runtime_id, [self._idle_busy, self._idle], "query"):
             self._missed_queries.add(runtime_id)
 
-    def runner(self, runner_id: str) -> None:
-        """Something for one runner (a cancel, an approval's answer, its revocation): its polls look again."""
+    def _runner_here(self, runner_id: str) -> None:
         waiters = self._runners.get(runner_id)
         if not waiters:
             self._missed_runners.add(runner_id)
@@ -225,6 +276,10 @@ class Wakeups:
         if key.startswith(RUNTIME_PREFIX):  # "work in this runtime": one build queued
             self.work(key.removeprefix(RUNTIME_PREFIX))
             return
+        self._key_here(key)
+        self._share(f"{KEY} {key}")
+
+    def _key_here(self, key: str) -> None:
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
@@ -261,6 +316,8 @@ async def hang_up(receive: Any) -> AsyncIterator[asyncio.Future[None]]:
 
 
 RUNTIME_PREFIX = "runtime:"
+# The kinds of line `share` gives and `deliver` takes: "w RUNTIME COUNT", "q RUNTIME", "r RUNNER", "k KEY".
+WORK, QUERY, RUNNER, KEY = "w", "q", "r", "k"
 RETRY_AFTER = 5  # seconds a refused poll is told to wait (runners add jitter)
 POLLS_PER_RUNNER = 4  # polls one runner may hold at once in this process; a newer one ends the oldest
 
@@ -304,6 +361,12 @@ class Availability:
     def broken(self, why: str) -> None:
         self.since = time.monotonic()
         log.warning("the control plane was not serving (%s): every lease gets a full TTL from now", why)
+
+    def restart(self, why: str) -> None:
+        """A new stretch that is no fault of this process (it took over the lease reaper from a replica
+        that died, whose runners may not have been heard)."""
+        self.since = time.monotonic()
+        log.info("%s: every lease gets a full TTL from now", why)
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
@@ -352,13 +415,16 @@ async def reap_leases(
     interval: float,
     lease_ttl: float,
     max_requeues: int,
+    leads: Callable[[], bool] = lambda: True,
 ) -> None:
     """Forever: end leases past their expiry, requeue or fail their builds, wake whoever waits on them
-    — but only after a whole lease TTL of uninterrupted service (`Availability`)."""
+    — but only after a whole lease TTL of uninterrupted service (`Availability`), and only in the replica
+    that `leads` the background jobs (every replica keeps its own count of availability, so the one that
+    takes over judges by its own)."""
     while True:
         tick = availability.tick()
         await asyncio.sleep(interval)
-        if not availability.steady(tick, interval) or availability.served_for() < lease_ttl:
+        if not availability.steady(tick, interval) or availability.served_for() < lease_ttl or not leads():
             continue
         changed: list[Build] = []
         try:

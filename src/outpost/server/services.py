@@ -18,6 +18,7 @@ from outpost.settings import ServerSettings
 
 if TYPE_CHECKING:
     from outpost.server.api.deps import Access
+    from outpost.server.replicas import ReplicaLink
 
 
 @dataclass
@@ -32,6 +33,12 @@ class Services:
     # Work a request started and left running (a webhook waiting for changed files); cancelled on shutdown.
     background: set[asyncio.Task[None]] = field(default_factory=set)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # what /metrics shows (server/metrics.py)
+    replicas: ReplicaLink | None = None  # on PostgreSQL: this replica's link to the others (server/replicas.py)
+
+    def leads(self) -> bool:
+        """Whether this process runs the background jobs (the lease reaper, cron): always on SQLite, and on
+        PostgreSQL while it holds the jobs' lock."""
+        return self.replicas is None or self.replicas.leader
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs `work` after the request has been answered; `stop_background` cancels it."""

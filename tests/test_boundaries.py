@@ -29,6 +29,7 @@ RUNNER_SIDE = (
     "outpost.engine",
     "outpost.executors",
     "outpost.runner",
+    "outpost.deploy",  # the control plane never talks to a cluster: a runner answers its connection tests
     "outpost.containers.dockerapi",
     "outpost.containers.buildah",
     "outpost.containers.compose",

@@ -1,0 +1,53 @@
+"""What a `deploy` step takes (spec §2.6 and Outpost's `rollback_on_failure`), checked with located messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from outpost.errors import PipelineError
+from outpost.pipelines.parsing import load_pipeline
+
+HEAD = "version: '1.0'\nsteps:\n  ship:\n    type: deploy\n    kind: kubernetes\n    cluster: prod-eu\n"
+
+
+def test_a_deploy_step_without_a_namespace_takes_the_integrations_and_may_roll_back_on_failure() -> None:
+    pipeline = load_pipeline(
+        HEAD + "    service: web\n    candidate:\n      image: app:${{CF_SHORT_REVISION}}\n"
+        "      registry: corp\n    rollback_on_failure: true\n    timeout: '150'\n"
+    )
+    step = pipeline.steps[0]
+    assert "namespace" not in step.fields
+    assert step.fields["rollback_on_failure"] is True
+    assert step.fields["candidate"] == {"image": "app:${{CF_SHORT_REVISION}}", "registry": "corp"}
+
+
+@pytest.mark.parametrize(
+    ("case", "yaml", "message"),
+    [
+        (
+            "a service without a candidate",
+            HEAD + "    service: web\n",
+            "codefresh.yml:7:5: step 'ship': `service` needs a `candidate` with the `image` to run",
+        ),
+        (
+            "a candidate without an image",
+            HEAD + "    service: web\n    candidate:\n      registry: corp\n",
+            "codefresh.yml:9:7: step 'ship': `candidate.image` is required",
+        ),
+        (
+            "a misspelt candidate field",
+            HEAD + "    service: web\n    candidate:\n      image: app:1\n      regsitry: corp\n",
+            "codefresh.yml:10:7: step 'ship': unknown field `candidate.regsitry` (did you mean `candidate.registry`?)",
+        ),
+        (
+            "rollback_on_failure that is not a flag",
+            HEAD + "    file_path: k8s.yml\n    rollback_on_failure: maybe\n",
+            "codefresh.yml:8:26: step 'ship': `rollback_on_failure` must be true, false or a ${{VARIABLE}}, "
+            "not 'maybe'",
+        ),
+    ],
+)
+def test_a_deploy_step_with_a_wrong_field_is_refused_where_it_is(case: str, yaml: str, message: str) -> None:
+    with pytest.raises(PipelineError) as raised:
+        load_pipeline(yaml)
+    assert message in str(raised.value), case

@@ -3,11 +3,13 @@ control plane never connects to it, and "Test connection" is disabled and says w
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from outpost.errors import Conflict, Invalid, NotFound
 from outpost.server import connections
-from outpost.server.api.schemas.integrations import IntegrationIn
+from outpost.server.api.schemas.integrations import IntegrationIn, IntegrationPatch
 from outpost.server.models import Integration
 from outpost.server.store import integrations as store
 from outpost.server.store.accounts import ADMIN, require
@@ -16,6 +18,10 @@ from outpost.server.ui.sessions import Form, as_viewer, check_csrf, checked, rea
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 KIND_NAMES = {"git": "Git providers", "registry": "Registries", "cluster": "Clusters"}
+# Where a hosted provider answers: a new Git integration of it starts with this address (the form's JavaScript
+# swaps it when the provider changes; a person on GitHub Enterprise or their own GitLab types theirs).
+DEFAULT_URLS = {"github": "https://github.com", "gitlab": "https://gitlab.com"}
+EDITABLE = ("git", "registry")  # kinds the edit form below knows
 UNREACHABLE = (
     "Behind the firewall: the control plane cannot reach it (and never tries). A runner of the runtime can — "
     "builds, YAML from the repository and branch lists go through runners."
@@ -49,10 +55,10 @@ async def integration_list(request: Request) -> Response:
     return await _list(request)
 
 
-async def _form(request: Request, form: Form | None, error: str = "") -> Response:
+async def _form(request: Request, form: Form | None, error: str = "", editing: Integration | None = None) -> Response:
     async with as_viewer(request) as (_session, viewer):
         require(viewer.principal, ADMIN)  # the integration form is for admins only
-    values = form or Form([("kind", request.query_params.get("kind", "git"))])
+    values = form or _blank(request.query_params.get("kind", "git"))
     return page(
         request,
         "integration_form.html",
@@ -62,7 +68,32 @@ async def _form(request: Request, form: Form | None, error: str = "") -> Respons
         providers=store.PROVIDERS,
         kinds=KIND_NAMES,
         error=error,
+        editing=editing,
+        default_urls=DEFAULT_URLS,
     )
+
+
+def _blank(kind: str) -> Form:
+    """A new integration's form: a Git one starts as GitHub at github.com."""
+    if kind == "git":
+        return Form([("kind", kind), ("provider", "github"), ("url", DEFAULT_URLS["github"])])
+    return Form([("kind", kind)])
+
+
+def _as_form(row: Integration) -> Form:
+    """An integration as its edit form shows it; the stored password never leaves the server."""
+    pairs = [("kind", row.kind), ("name", row.name), ("provider", row.provider), ("url", row.url or "")]
+    pairs += [
+        ("domain", row.domain or ""),
+        ("username", row.username or ""),
+        ("runner_secret", row.runner_secret or ""),
+    ]
+    pairs += [("behind_firewall", "on" if row.behind_firewall else ""), ("insecure", "on" if row.insecure else "")]
+    return Form([*pairs, ("tags", " ".join(row.tags))])
+
+
+def _tags(form: Form) -> list[str]:
+    return [t.strip() for t in form.get("tags").replace(",", " ").split() if t.strip()]
 
 
 @router.get("/new/integration")
@@ -74,7 +105,7 @@ async def new_integration(request: Request) -> Response:
 async def create_integration(request: Request) -> Response:
     form = await read_form(request)
     svc = services(request)
-    tags = [t.strip() for t in form.get("tags").replace(",", " ").split() if t.strip()]
+    tags = _tags(form)
     try:
         async with as_viewer(request) as (session, viewer):
             check_csrf(viewer, form)
@@ -84,7 +115,7 @@ async def create_integration(request: Request) -> Response:
                 kind=form.get("kind"),
                 name=form.get("name").strip(),
                 provider=form.get("provider") or None,
-                url=form.get("url").strip() or None,
+                url=form.get("url").strip() or _default_url(form) or None,
                 domain=form.get("domain").strip() or None,
                 username=form.get("username").strip() or None,
                 password=form.get("password") or None,
@@ -113,6 +144,76 @@ async def create_integration(request: Request) -> Response:
         form.pairs = [(k, v) for k, v in form.pairs if k != "password"]  # a credential is not sent back
         return await _form(request, form, exc.message)
     return see_other("/integrations")
+
+
+def _default_url(form: Form) -> str:
+    """A Git integration of a hosted provider left without an address gets the provider's own."""
+    provider = form.get("provider") or ("github" if form.get("kind") == "git" else "")
+    return DEFAULT_URLS.get(provider, "") if form.get("kind") == "git" else ""
+
+
+@router.get("/integrations/{kind}/{name}/edit")
+async def edit_form(request: Request, kind: str, name: str) -> Response:
+    async with as_viewer(request) as (session, viewer):
+        row = await store.get_integration(session, viewer.principal, kind, name)
+    _check_editable(row)
+    return await _form(request, _as_form(row), editing=row)
+
+
+def _check_editable(row: Integration) -> None:
+    if row.kind not in EDITABLE:
+        raise Invalid(f"a {row.kind} integration is changed with the API (PATCH /api/v1/integrations/...)")
+
+
+@router.post("/integrations/{kind}/{name}/edit")
+async def edit(request: Request, kind: str, name: str) -> Response:
+    """As `PATCH /api/v1/integrations/{kind}/{name}` with every field of the form: a password left blank keeps
+    the stored one ("Remove" drops it); a password replaces a runner secret and the other way round. Nothing
+    changes unless all of it is valid."""
+    form = await read_form(request)
+    svc = services(request)
+    try:
+        async with as_viewer(request) as (session, viewer):
+            check_csrf(viewer, form)
+            require(viewer.principal, ADMIN)
+            row = await store.get_integration(session, viewer.principal, kind, name)
+            _check_editable(row)
+            body = checked(
+                IntegrationPatch,
+                provider=(form.get("provider") or row.provider) if kind == "git" else None,
+                url=form.get("url").strip() or None,
+                domain=form.get("domain").strip() or None,
+                username=form.get("username").strip() or None,
+                password=form.get("password") or None,
+                runner_secret=form.get("runner_secret").strip() or None,
+                tags=_tags(form),
+            )
+            if body.password and body.runner_secret:
+                raise Invalid("give a password or a runner secret's name, not both (empty the one you do not want)")
+            changes: dict[str, Any] = {
+                "url": body.url if kind == "git" else row.url,
+                "domain": body.domain if kind == "registry" else row.domain,
+                "username": body.username,
+                "behind_firewall": form.checked("behind_firewall"),
+                "insecure": form.checked("insecure") if kind == "registry" else None,
+                "tags": body.tags,
+            }
+            if body.provider:
+                changes["provider"] = body.provider
+            if body.password:
+                changes["secret"] = body.password
+            elif form.checked("remove_password"):
+                changes["secret"] = None
+            if body.runner_secret != row.runner_secret and not body.password:
+                changes["runner_secret"] = body.runner_secret  # None: the runner secret is removed
+            await store.update_integration(session, viewer.principal, svc.secrets, kind, name, **changes)
+    except (Invalid, Conflict) as exc:
+        async with as_viewer(request) as (session, viewer):
+            row = await store.get_integration(session, viewer.principal, kind, name)
+        form.pairs = [(k, v) for k, v in form.pairs if k not in ("password", "kind", "name")]
+        form.pairs += [("kind", row.kind), ("name", row.name)]
+        return await _form(request, form, exc.message, editing=row)
+    return see_other(f"/integrations#{kind}-{name}")
 
 
 @router.post("/integrations/{kind}/{name}/firewall")

@@ -82,6 +82,17 @@
     if (message && !window.confirm(message)) e.preventDefault();
   });
 
+  // --- a Git integration's address follows its provider while it is one of the hosted defaults ---------
+  $all("select[data-url-defaults]").forEach(function (select) {
+    var defaults = JSON.parse(select.getAttribute("data-url-defaults"));
+    var field = document.getElementById(select.getAttribute("data-url-field"));
+    if (!field) return;
+    select.addEventListener("change", function () {
+      var known = Object.keys(defaults).map(function (k) { return defaults[k]; });
+      if (field.value === "" || known.indexOf(field.value) >= 0) field.value = defaults[select.value] || "";
+    });
+  });
+
   // --- the login form: a link's #L100 is never sent to the server, so it rides along in `next` ------
   var nextField = $('form[action="/login"] input[name="next"]');
   if (nextField && /^#L\d+$/.test(location.hash) && nextField.value.indexOf("#") < 0) nextField.value += location.hash;

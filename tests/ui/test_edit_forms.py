@@ -1,0 +1,166 @@
+"""The edit forms of the web UI, in process: a trigger's (every field the add form has; a refused change keeps
+the form and changes nothing) and a Git or registry integration's (a password left blank keeps the stored one,
+shown as "set"; a new Git integration starts at github.com)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from outpost.server.store import accounts, integrations
+from tests.ui.client import UiClient
+
+pytestmark = pytest.mark.timeout(60)
+
+HELLO = "version: '1.0'\nsteps:\n  main:\n    image: alpine\n    commands: [echo hi]\n"
+
+
+async def api(admin: UiClient, method: str, path: str, **kwargs: Any) -> Any:
+    r = await admin.stack.api(method, path, **kwargs)
+    assert r.status_code < 300, r.text
+    return r.json()
+
+
+async def test_a_trigger_is_edited_field_by_field_and_an_emptied_field_clears_its_rule(admin: UiClient) -> None:
+    await api(admin, "POST", "/pipelines", json={"name": "app", "yaml": HELLO})
+    trigger = await api(
+        admin,
+        "POST",
+        "/triggers",
+        json={"pipeline": "app", "provider": "github", "repo": "corp/app", "events": ["push.heads"],
+              "branch_regex": "/^main$/"},
+    )  # fmt: skip
+    form = await admin.get(f"/triggers/{trigger['id']}/edit")
+    assert form.status_code == 200
+    assert 'value="corp/app"' in form.text
+    assert 'value="/^main$/"' in form.text
+    r = await admin.submit(
+        f"/triggers/{trigger['id']}/edit",
+        f"/triggers/{trigger['id']}/edit",
+        {
+            "name": "app pushes",
+            "repo": "corp/app2",
+            "events": ["push.heads", "pullrequest.opened"],
+            "branch_regex": "",
+            "pr_target_regex": "main",
+            "modified_files_glob": "src/**",
+        },
+    )
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", f"/triggers/{trigger['id']}")
+    assert (after["name"], after["repo"], after["events"]) == (
+        "app pushes",
+        "corp/app2",
+        ["push.heads", "pullrequest.opened"],
+    )
+    assert (after["branch_regex"], after["pr_target_regex"], after["modified_files_glob"]) == (None, "main", "src/**")
+    assert after["disabled"] is False
+
+
+async def test_a_refused_trigger_edit_keeps_the_form_with_the_reason_and_changes_nothing(admin: UiClient) -> None:
+    await api(admin, "POST", "/pipelines", json={"name": "app", "yaml": HELLO})
+    trigger = await api(
+        admin,
+        "POST",
+        "/triggers",
+        json={"pipeline": "app", "provider": "github", "repo": "corp/app", "events": ["push"]},
+    )
+    r = await admin.submit(
+        f"/triggers/{trigger['id']}/edit",
+        f"/triggers/{trigger['id']}/edit",
+        {"name": "x", "repo": "corp/app", "events": ["push"], "branch_regex": "/(unclosed/"},
+    )
+    assert r.status_code == 422
+    assert "Nothing was saved: branch_regex" in r.text
+    assert 'value="/(unclosed/"' in r.text  # what was typed comes back to be fixed
+    assert (await api(admin, "GET", f"/triggers/{trigger['id']}"))["name"] == "github corp/app"
+
+
+async def test_a_cron_triggers_edit_form_has_its_schedule_and_no_webhook_fields(admin: UiClient) -> None:
+    await api(admin, "POST", "/pipelines", json={"name": "app", "yaml": HELLO})
+    trigger = await api(admin, "POST", "/triggers", json={"pipeline": "app", "cron": "0 3 * * *", "branch": "main"})
+    form = await admin.get(f"/triggers/{trigger['id']}/edit")
+    assert 'value="0 3 * * *"' in form.text
+    assert "Git webhook</legend>" not in form.text
+    r = await admin.submit(
+        f"/triggers/{trigger['id']}/edit", f"/triggers/{trigger['id']}/edit", {"cron": "30 4 * * 1", "branch": ""}
+    )
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", f"/triggers/{trigger['id']}")
+    assert (after["cron"], after["branch"]) == ("30 4 * * 1", None)
+
+
+async def test_a_git_integration_edited_with_a_blank_password_keeps_it_and_shows_it_as_set(admin: UiClient) -> None:
+    await api(
+        admin,
+        "POST",
+        "/integrations",
+        json={"kind": "git", "name": "corp", "provider": "gitlab", "url": "https://git.corp", "username": "ci",
+              "password": "s3cret-pass"},
+    )  # fmt: skip
+    form = await admin.get("/integrations/git/corp/edit")
+    assert form.status_code == 200
+    assert "s3cret-pass" not in form.text
+    assert "set — leave blank to keep it" in form.text
+    r = await admin.submit(
+        "/integrations/git/corp/edit",
+        "/integrations/git/corp/edit",
+        {"provider": "gitlab", "url": "https://git2.corp", "username": "bot", "password": "", "tags": "eu, internal"},
+    )
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", "/integrations/git/corp")
+    assert (after["url"], after["username"], after["tags"], after["has_secret"]) == (
+        "https://git2.corp", "bot", ["eu", "internal"], True,
+    )  # fmt: skip
+    async with admin.stack.services.tx() as session:
+        who = await accounts.authenticate(session, admin.stack.admin_token)
+        row = await integrations.find_integration(session, who.account_id, "git", "corp")
+        assert row is not None
+        assert admin.stack.services.secrets.open(row.secret or "") == "s3cret-pass"
+    assert "password set" in (await admin.get("/integrations")).text
+
+    r = await admin.submit(
+        "/integrations/git/corp/edit",
+        "/integrations/git/corp/edit",
+        {"provider": "gitlab", "url": "https://git2.corp", "remove_password": "on", "runner_secret": ""},
+    )
+    assert r.status_code == 303, r.text
+    assert (await api(admin, "GET", "/integrations/git/corp"))["has_secret"] is False
+
+
+async def test_a_registry_integration_takes_a_runner_secret_instead_of_its_password(admin: UiClient) -> None:
+    await api(
+        admin,
+        "POST",
+        "/integrations",
+        json={"kind": "registry", "name": "harbor", "domain": "harbor.corp:5000", "username": "u", "password": "p"},
+    )
+    both = await admin.submit(
+        "/integrations/registry/harbor/edit",
+        "/integrations/registry/harbor/edit",
+        {"domain": "harbor.corp:5000", "password": "new", "runner_secret": "HARBOR"},
+    )
+    assert both.status_code == 422
+    assert "not both" in both.text
+    assert 'value="new"' not in both.text  # a password is never sent back
+    r = await admin.submit(
+        "/integrations/registry/harbor/edit",
+        "/integrations/registry/harbor/edit",
+        {"domain": "harbor2.corp:5000", "runner_secret": "HARBOR", "insecure": "on"},
+    )
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", "/integrations/registry/harbor")
+    assert (after["domain"], after["runner_secret"], after["has_secret"], after["insecure"]) == (
+        "harbor2.corp:5000", "HARBOR", False, True,
+    )  # fmt: skip
+
+
+async def test_a_new_git_integration_starts_at_github_com_and_one_left_without_an_address_gets_its_providers(
+    admin: UiClient,
+) -> None:
+    form = await admin.get("/new/integration")
+    assert 'value="https://github.com"' in form.text
+    r = await admin.submit("/new/integration", "/new/integration", {"kind": "git", "name": "lab", "provider": "gitlab"})
+    assert r.status_code == 303, r.text
+    assert (await api(admin, "GET", "/integrations/git/lab"))["url"] == "https://gitlab.com"

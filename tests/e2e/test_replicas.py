@@ -168,9 +168,10 @@ def test_500_builds_on_two_replicas_behind_haproxy_each_run_once_though_one_repl
     b.start()
     ran = tmp_path / "ran.txt"
     total = 500
+    token = a.token
     with haproxy([a.port, b.port], tmp_path) as port:
         url = f"http://127.0.0.1:{port}"
-        with via(a, url, a.token) as api:
+        with via(a, url, token) as api:
             # O_APPEND writes of one short line each: concurrent runs never interleave within a line.
             make_pipeline(api, "once", [f'echo "$CF_BUILD_ID" >> {ran}'])
             for i in range(6):
@@ -181,8 +182,11 @@ def test_500_builds_on_two_replicas_behind_haproxy_each_run_once_though_one_repl
                 return sum(1 for line in ran.read_text().splitlines() if line) if ran.exists() else 0
 
             eventually(lambda: finished() >= 100, timeout=300, what="100 builds to run")
-            b.signal(signal.SIGKILL)  # mid-run: builds claimed, running and queued through B
-            b.wait(10)
+            # Mid-run, the replica that started first and so leads the jobs: builds claimed, running and queued
+            # through it; its polls move to B, and B takes the jobs over.
+            a.signal(signal.SIGKILL)
+            a.wait(10)
+            eventually(lambda: "now runs the background jobs" in b.output(), timeout=10, what="B to take the jobs over")
 
             def statuses() -> dict[str, int] | None:
                 counts: dict[str, int] = {}

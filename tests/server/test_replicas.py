@@ -1,0 +1,142 @@
+"""Replicas in one process: two control planes (the real app, each with its own dispatcher and link) on one
+PostgreSQL database. A poll held by one is ended at once by work queued through the other, also after its link
+to the database dropped; migrations started together both succeed; one replica at a time leads the jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from outpost.server import db
+from outpost.server.replicas import ReplicaLink
+from outpost.wire import PREFIX, PollRequest
+from tests.stack import Stack, running_stack, settings_for
+
+pytestmark = pytest.mark.timeout(120)
+HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
+WAIT = 20.0  # how long a poll may be held: an answer well before it ends was woken, not timed out
+
+
+@pytest.fixture
+async def pg_url(postgres_base: str) -> AsyncIterator[str]:
+    admin = postgres_base.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+    name = "x_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    yield f"{postgres_base}/{name}"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def link(stack: Stack) -> ReplicaLink:
+    found = stack.services.replicas
+    assert found is not None, "a control plane on PostgreSQL has a replica link"
+    return found
+
+
+async def until(check: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def held_poll(stack: Stack, token: str) -> tuple[asyncio.Task[Any], float]:
+    """A poll held by `stack` (its runner has a free slot), once it waits; and when it began."""
+
+    async def go() -> Any:
+        async with stack.raw() as c:
+            body = PollRequest(wait=WAIT, free_slots=1).model_dump(exclude_none=True)
+            return await c.post(PREFIX + "/poll", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+    began = time.monotonic()
+    task = asyncio.create_task(go())
+    await until(lambda: stack.services.wakeups.idle_polls == 1)
+    return task, began
+
+
+async def two_replicas(pg_url: str, tmp_path: Path) -> Any:
+    # One data dir for both: the second reads the admin token the first wrote (as an operator would copy it).
+    settings = settings_for(pg_url, tmp_path / "data", poll_timeout=WAIT, lease_ttl=300.0)
+    return running_stack(settings), running_stack(settings)
+
+
+async def test_a_build_queued_through_one_replica_ends_a_poll_held_by_another_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    first, second = await two_replicas(pg_url, tmp_path)
+    async with first as a, second as b:
+        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+        await a.pipeline("hello", HELLO)
+        registered = await a.register()
+        poll, began = await held_poll(b, registered.runner_token)
+        await a.run("hello")
+        answer = await poll
+        took = time.monotonic() - began
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["task"]["kind"] == "run_build"
+    assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
+
+
+async def test_a_replica_whose_link_dropped_reconnects_and_its_held_poll_finds_the_build_queued_meanwhile(
+    pg_url: str, tmp_path: Path
+) -> None:
+    first, second = await two_replicas(pg_url, tmp_path)
+    async with first as a, second as b:
+        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+        await a.pipeline("hello", HELLO)
+        registered = await a.register()
+        poll, began = await held_poll(b, registered.runner_token)
+        async with a.services.tx() as session:  # as an administrator would, or a network cut
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": link(b)._pid})
+        await until(lambda: not link(b).connected.is_set())
+        await a.run("hello")  # its NOTIFY finds B not listening
+        answer = await poll
+        took = time.monotonic() - began
+        assert link(b).connected.is_set()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["task"]["kind"] == "run_build"
+    assert took < WAIT / 2, f"the poll waited {took:.1f}s: the reconnect did not make it look again"
+
+
+async def test_two_replicas_migrating_an_empty_database_at_once_both_succeed(pg_url: str) -> None:
+    engines = [db.make_engine(pg_url), db.make_engine(pg_url)]
+    try:
+        await asyncio.gather(*(db.migrate(engine) for engine in engines))
+        async with engines[0].connect() as conn:
+            versions = (await conn.execute(text("SELECT count(*) FROM alembic_version"))).scalar()
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert versions == 1
+
+
+async def test_one_replica_leads_the_jobs_and_another_takes_over_when_it_stops(pg_url: str, tmp_path: Path) -> None:
+    managers = list(await two_replicas(pg_url, tmp_path))
+    stacks = [await manager.__aenter__() for manager in managers]
+    try:
+        await until(lambda: any(link(s).leader for s in stacks))
+        await asyncio.sleep(1.5)  # both have tried for the lock by now
+        leaders = [i for i, s in enumerate(stacks) if link(s).leader]
+        assert len(leaders) == 1
+        other = stacks[1 - leaders[0]]
+        await managers.pop(leaders[0]).__aexit__(None, None, None)  # the leader stops
+        began = time.monotonic()
+        await until(lambda: link(other).leader, timeout=10)
+        assert time.monotonic() - began < 3, "the other replica took more than a lock retry to take over"
+    finally:
+        for manager in managers:
+            await manager.__aexit__(None, None, None)

@@ -208,7 +208,27 @@ class GitQueryAnswer(Message):
     truncated: bool = False
 
 
-Task = Annotated[RunBuildTask | CancelBuildTask | ApprovalTask | GitQueryTask, Field(discriminator="kind")]
+class ClusterCheckTask(Message):
+    """A kubernetes integration's connection test, asked through the API and answered by a runner, which asks
+    the API server's /version with the integration's credential; answered by POST /cluster-checks/{id}/answer."""
+
+    kind: Literal["cluster_check"] = "cluster_check"
+    query_id: str
+    access: ClusterAccess
+    seconds: float = 20.0  # how long the asker waits: later answers are thrown away
+
+
+class ClusterCheckAnswer(Message):
+    """A runner's answer to a cluster check: what the API server said it runs, or why it could not be asked."""
+
+    error: str | None = Field(default=None, max_length=10_000)
+    git_version: str | None = Field(default=None, max_length=200)  # e.g. v1.30.2
+    platform: str | None = Field(default=None, max_length=200)  # e.g. linux/amd64
+
+
+Task = Annotated[
+    RunBuildTask | CancelBuildTask | ApprovalTask | GitQueryTask | ClusterCheckTask, Field(discriminator="kind")
+]
 
 
 class PollResponse(Message):

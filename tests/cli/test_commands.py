@@ -157,6 +157,9 @@ def test_every_answering_command_prints_json_with_json(
     assert {i["name"] for i in j("integration", "list")} == {"corp-git", "corp-reg"}
     assert j("integration", "show", "corp-git")["behind_firewall"] is True
     j("integration", "test", "corp-git", ok=(1, 2))  # refused: behind the firewall
+    cluster = ("prod-eu", "--server", "https://k8s.corp.invalid:6443", "--behind-firewall", "--allow-pipeline", "hello")
+    assert j("integration", "add", "kubernetes", *cluster)["allowed_pipelines"] == ["hello"]
+    assert j("integration", "update", "prod-eu", "--allow-all-pipelines")["all_pipelines"] is True
     assert j("integration", "remove", "corp-reg")["status"] == "removed"
 
     trigger = j("trigger", "add", "hello", "--provider", "github", "--repo", "acme/app")
@@ -166,8 +169,16 @@ def test_every_answering_command_prints_json_with_json(
     assert j("trigger", "enable", trigger["id"])["disabled"] is False
     j("trigger", "rotate-secret", trigger["id"])
     assert j("trigger", "deliveries", trigger["id"]) == []
+    ping = j("trigger", "test", trigger["id"])
+    assert (ping["event"], ping["outcome"]) == ("ping", "ignored")
+    assert j("trigger", "redeliver", trigger["id"], ping["id"])["redelivery_of"] == ping["id"]
+    assert [d["redelivery_of"] for d in j("trigger", "deliveries", trigger["id"])] == [ping["id"], None]
     assert j("trigger", "remove", trigger["id"])["status"] == "removed"
 
+    assert j("runners", "drain", runner_id)["drain"] == "drained"
+    assert j("runners", "undrain", runner_id)["drain"] == ""
+    assert j("runner", "drain", runner_id)["drain"] == "drained"  # the same commands, where the runner's are
+    assert j("runner", "undrain", runner_id)["drain"] == ""
     assert j("runners", "revoke", runner_id)["status"] == "revoked"
 
     git_queries = {("git", "branches"), ("git", "file"), ("git", "changed-files")}  # need a Git server: tests/e2e

@@ -491,6 +491,10 @@ def app(store: Store) -> Starlette:
             return JSONResponse(status(exc.code, exc.reason, exc.message), status_code=exc.code)
 
     async def version(request: Request) -> Response:
+        # Anyone may read it, but a token the server does not know is refused here too, as a real server does.
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token and token not in store.roles:
+            return JSONResponse(status(401, "Unauthorized", "Unauthorized"), status_code=401)
         return JSONResponse(
             {"major": "1", "minor": VERSION.split(".")[1], "gitVersion": f"v{VERSION}.0-outpost-emulator"}
         )

@@ -1,10 +1,12 @@
-"""`outpost integration ...` (Git providers, registries) and `outpost git ...` (git queries a runner answers)."""
+"""`outpost integration ...` (Git providers, registries, Kubernetes clusters) and `outpost git ...` (git queries a
+runner answers)."""
 
 from __future__ import annotations
 
 import base64
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +19,7 @@ KINDS = ("git", "registry", "cluster")
 
 @main.group()
 def integration() -> None:
-    """Integrations: Git providers and registries, optionally behind the firewall."""
+    """Integrations: Git providers, registries and Kubernetes clusters, optionally behind the firewall."""
 
 
 @integration.group("add")
@@ -59,6 +61,8 @@ def _add(ctx: click.Context, body: dict[str, Any], as_json: bool) -> None:
         click.echo("It is behind the firewall: only runners reach it; the control plane never connects to it.")
     if row["runner_secret"]:
         click.echo(f"Runners need secret {row['runner_secret']} in their --secrets-file.")
+    if row["kind"] == "cluster":
+        click.echo(_allowed_line(row))
 
 
 @integration_add.command("git")
@@ -85,6 +89,160 @@ def add_registry(ctx: click.Context, name: str, domain: str, provider: str, inse
     """Add registry integration NAME."""
     body = {"kind": "registry", "name": name, "provider": provider, "domain": domain, "insecure": insecure}
     _add(ctx, {**body, **_credentials(options)}, options["as_json"])
+
+
+@integration_add.command("kubernetes")
+@click.argument("name")
+@click.option("--server", metavar="URL", help="The API server, https://HOST:PORT.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="The cluster's CA (PEM).")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="A service account's token ('-': standard input). Stored encrypted; never shown again.",
+)
+@click.option("--client-cert-file", type=click.Path(dir_okay=False, path_type=Path), help="A client certificate.")
+@click.option("--client-key-file", type=click.Path(dir_okay=False, path_type=Path), help="Its key (encrypted).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read server, CA, namespace and credential from a kubeconfig file instead.",
+)
+@click.option("--context", help="The kubeconfig's context (default: its current-context).")
+@click.option("--namespace", help="Where deploy steps act unless they name one (default: the context's, or default).")
+@click.option("--insecure", is_flag=True, help="Skip TLS verification of the API server (unsafe).")
+@click.option(
+    "--runner-secret",
+    metavar="NAME",
+    help="Keep the token only on the runners, under this name in their --secrets-file.",
+)
+@click.option("--behind-firewall", is_flag=True, help="Only runners can reach it: the control plane never connects.")
+@click.option("--allow-pipeline", "allowed", multiple=True, metavar="PIPELINE", help="A pipeline that may use it.")
+@click.option("--allow-all-pipelines", is_flag=True, help="Every pipeline of the account may use it.")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def add_kubernetes(ctx: click.Context, /, name: str, **o: Any) -> None:
+    """Add Kubernetes cluster NAME. No pipeline may use it until allowed (--allow-pipeline, --allow-all-pipelines,
+    or later: outpost integration update NAME --allow-pipeline P)."""
+    body: dict[str, Any] = {"kind": "cluster", "name": name, "provider": "kubernetes", **_cluster_fields(o)}
+    body.update(
+        runner_secret=o["runner_secret"],
+        behind_firewall=o["behind_firewall"],
+        allowed_pipelines=list(o["allowed"]),
+        all_pipelines=o["allow_all_pipelines"],
+        tags=list(o["tags"]),
+    )
+    if not body.get("url"):
+        raise click.UsageError("give --server URL, or --kubeconfig FILE")
+    _add(ctx, body, o["as_json"])
+
+
+def _cluster_fields(o: dict[str, Any]) -> dict[str, Any]:
+    """The API fields of --kubeconfig/--context, then of the explicit options, which win."""
+    fields: dict[str, Any] = {}
+    if o.get("kubeconfig"):
+        from outpost.cli.kubeconfigs import read
+
+        found = read(o["kubeconfig"], o.get("context"))
+        fields = {
+            "url": found.server,
+            "namespace": found.namespace,
+            "ca_pem": found.ca_pem,
+            "token": found.token,
+            "client_cert_pem": found.client_cert_pem,
+            "client_key_pem": found.client_key_pem,
+            "insecure": found.insecure or None,
+        }
+    elif o.get("context"):
+        raise click.UsageError("--context goes with --kubeconfig")
+    explicit = {
+        "url": o.get("server"),
+        "namespace": o.get("namespace"),
+        "ca_pem": _read(o.get("ca_file")),
+        "token": _read(o.get("token_file"), strip=True),
+        "client_cert_pem": _read(o.get("client_cert_file")),
+        "client_key_pem": _read(o.get("client_key_file")),
+        "insecure": o.get("insecure") or None,
+    }
+    if explicit["token"] or explicit["client_cert_pem"]:  # a credential given replaces the kubeconfig's
+        fields.pop("token", None)
+        fields.pop("client_cert_pem", None)
+        fields.pop("client_key_pem", None)
+    fields.update({k: v for k, v in explicit.items() if v})
+    if o.get("runner_secret"):
+        fields.pop("token", None)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _read(path: Path | None, *, strip: bool = False) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except (OSError, UnicodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}") from None
+    return text.strip() if strip else text
+
+
+@integration.command("update")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(KINDS))
+@click.option("--allow-pipeline", "allow", multiple=True, metavar="PIPELINE", help="Allow a pipeline (cluster).")
+@click.option("--disallow-pipeline", "disallow", multiple=True, metavar="PIPELINE", help="Take a pipeline off.")
+@click.option(
+    "--allow-all-pipelines/--only-listed-pipelines",
+    "all_pipelines",
+    default=None,
+    help="Every pipeline may use the cluster, or only those on its allow-list.",
+)
+@click.option("--server", metavar="URL", help="A cluster's API server.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="A cluster's CA (PEM).")
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), help="A new token ('-': stdin)."
+)
+@click.option("--namespace", help="A cluster's namespace for deploy steps.")
+@click.option("--behind-firewall/--reachable", "behind_firewall", default=None, help="Whether only runners reach it.")
+@click.option("--default", "is_default", is_flag=True, default=None, help="Make it the default of its kind.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@friendly
+def integration_update(ctx: click.Context, /, name: str, kind: str | None, as_json: bool, **o: Any) -> None:
+    """Change an integration: only what is given changes. A cluster's allow-list is changed by admins only."""
+    k, n = _locate(ctx, name, kind)
+    api = api_from(ctx)
+    body: dict[str, Any] = {}
+    if o["allow"] or o["disallow"]:
+        current = api.get(f"/integrations/{k}/{n}")["allowed_pipelines"]
+        allowed = [p for p in dict.fromkeys([*current, *o["allow"]]) if p not in o["disallow"]]
+        body["allowed_pipelines"] = allowed
+    if o["all_pipelines"] is not None:
+        body["all_pipelines"] = o["all_pipelines"]
+    changes = {
+        "url": o["server"],
+        "namespace": o["namespace"],
+        "ca_pem": _read(o["ca_file"]),
+        "token": _read(o["token_file"], strip=True),
+        "behind_firewall": o["behind_firewall"],
+        "default": o["is_default"],
+    }
+    body.update({key: value for key, value in changes.items() if value is not None})
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option")
+    row = api.request("PATCH", f"/integrations/{k}/{n}", json=body)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(f"{k} integration {n} updated")
+    if k == "cluster":
+        click.echo(_allowed_line(row))
+
+
+def _allowed_line(row: dict[str, Any]) -> str:
+    if row.get("all_pipelines"):
+        return "Pipelines allowed to use it: all"
+    names = row.get("allowed_pipelines") or []
+    return f"Pipelines allowed to use it: {', '.join(names) if names else 'none yet'}"
 
 
 def _credentials(options: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +272,8 @@ def integration_list(ctx: click.Context, kind: str | None, as_json: bool) -> Non
         click.echo("no integrations")
     for i in rows:
         flags = [f for f, on in (("default", i["default"]), ("behind-firewall", i["behind_firewall"])) if on]
+        if i["kind"] == "cluster" and i["url"]:  # a viewer sees names only
+            flags.append("all-pipelines" if i["all_pipelines"] else f"pipelines:{len(i['allowed_pipelines'])}")
         where = i["url"] or i["domain"] or ""
         click.echo(f"{i['kind']:<9} {i['name']:<24} {i['provider']:<18} {where}  {' '.join(flags)}".rstrip())
 
@@ -143,10 +303,15 @@ def integration_show(ctx: click.Context, name: str, kind: str | None, as_json: b
     if as_json:
         emit_json(i)
         return
-    for key in ("kind", "name", "provider", "url", "domain", "username", "runner_secret", "tags"):
+    for key in ("kind", "name", "provider", "url", "domain", "namespace", "username", "runner_secret", "tags"):
         if i.get(key):
             click.echo(f"{key:<16} {i[key]}")
-    click.echo(f"{'credential':<16} {'stored (encrypted)' if i['has_secret'] else 'none on the control plane'}")
+    stored = f"{i.get('credential') or 'secret'} stored (encrypted)" if i["has_secret"] else "none on the control plane"
+    click.echo(f"{'credential':<16} {stored}")
+    if i["kind"] == "cluster":
+        click.echo(f"{'CA':<16} {'its own' if i['has_ca'] else 'the system trust store'}")
+        allowed = "all" if i["all_pipelines"] else (", ".join(i["allowed_pipelines"]) or "none yet")
+        click.echo(f"{'pipelines':<16} {allowed}")
     click.echo(f"{'behind firewall':<16} {'yes' if i['behind_firewall'] else 'no'}")
     click.echo(f"{'default':<16} {'yes' if i['default'] else 'no'}")
 
@@ -170,13 +335,22 @@ def integration_remove(ctx: click.Context, name: str, kind: str | None, as_json:
 @integration.command("test")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS))
+@click.option("--runtime", help="A cluster: the runtime whose runner tests it (default: the account's default).")
+@click.option("--wait", default=20.0, show_default=True, help="A cluster: seconds to wait for a runner's answer.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @friendly
-def integration_test(ctx: click.Context, name: str, kind: str | None, as_json: bool) -> None:
-    """Test the connection from the control plane (refused for integrations behind the firewall)."""
+def integration_test(
+    ctx: click.Context, name: str, kind: str | None, runtime: str | None, wait: float, as_json: bool
+) -> None:
+    """Test the connection: a Git provider or registry from the control plane (refused for those behind the
+    firewall), a Kubernetes cluster from a runner, which prints the version its API server reports."""
     k, n = _locate(ctx, name, kind)
-    result = api_from(ctx).post(f"/integrations/{k}/{n}/test")
+    if k == "cluster":
+        params = {"wait": wait, **({"runtime": runtime} if runtime else {})}
+        result = api_from(ctx).post(f"/integrations/cluster/{n}/check", params=params)
+    else:
+        result = api_from(ctx).post(f"/integrations/{k}/{n}/test")
     emit_json(result) if as_json else click.echo(result["message"])
     sys.exit(0 if result["ok"] else 1)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from outpost import __version__, logformat
 from outpost.errors import LeaseLost, OutpostError
 from outpost.executors import executor_class
-from outpost.runner import gitqueries
+from outpost.runner import clusterchecks, gitqueries
 from outpost.runner.client import Backoff, ProtocolClient, Revoked, Unreachable
 from outpost.runner.job import MAX_FREEZE, STOP_GRACE, BuildJob, remove_leftovers
 from outpost.runner.outbox import Outbox
@@ -29,6 +29,7 @@ from outpost.wire import (
     ApprovalTask,
     BuildFinished,
     CancelBuildTask,
+    ClusterCheckTask,
     GitQueryTask,
     PollRequest,
     RegisterRequest,
@@ -221,8 +222,8 @@ class Runner:
                 self.jobs[task.build_id][0].cancel(task.reason)
             elif isinstance(task, ApprovalTask) and task.build_id in self.jobs:
                 self.jobs[task.build_id][0].approve(task.approval)
-            elif isinstance(task, GitQueryTask):
-                query = asyncio.create_task(self._answer(task), name=f"git-query-{task.query_id}")
+            elif isinstance(task, GitQueryTask | ClusterCheckTask):
+                query = asyncio.create_task(self._answer(task), name=f"{task.kind}-{task.query_id}")
                 self._queries.add(query)
                 query.add_done_callback(self._queries.discard)
         if starting:
@@ -277,8 +278,18 @@ class Runner:
         running.add_done_callback(lambda _t: self._finished(task.build_id))
         return asyncio.ensure_future(_first_of(job.outbox.announced.wait(), running))
 
-    async def _answer(self, task: GitQueryTask) -> None:
-        """Answers a git query beside the builds (it takes no build slot); a lost answer only times out the asker."""
+    async def _answer(self, task: GitQueryTask | ClusterCheckTask) -> None:
+        """Answers a git query or a cluster check beside the builds (it takes no build slot); a lost answer only
+        times out the asker."""
+        if isinstance(task, ClusterCheckTask):
+            name = self.options.name or socket.gethostname()
+            checked = await clusterchecks.answer(task, self.options.runner_secrets, name)
+            log.info("cluster check %s (%s): %s", task.query_id, task.access.name, checked.error or checked.git_version)
+            try:
+                await self.client.answer_cluster_check(self.identity.token, task.query_id, checked)
+            except OutpostError as exc:
+                log.warning("cluster check %s: the answer was not accepted: %s", task.query_id, exc)
+            return
         answer = await gitqueries.answer(task, self.options.runner_secrets)
         log.info("git query %s (%s of %s): %s", task.query_id, task.query, task.repo, answer.error or "answered")
         try:

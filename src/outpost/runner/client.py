@@ -23,6 +23,7 @@ from outpost.wire import (
     ArtifactAccepted,
     BuildFinished,
     BuildStarted,
+    ClusterCheckAnswer,
     GitQueryAnswer,
     HeartbeatResponse,
     JUnitReport,
@@ -198,6 +199,14 @@ class ProtocolClient:
         await self._send(
             "POST",
             f"/git-queries/{query_id}/answer",
+            content=answer.model_dump_json(exclude_none=True),
+            headers={**_bearer(runner_token), "Content-Type": "application/json"},
+        )
+
+    async def answer_cluster_check(self, runner_token: str, query_id: str, answer: ClusterCheckAnswer) -> None:
+        await self._send(
+            "POST",
+            f"/cluster-checks/{query_id}/answer",
             content=answer.model_dump_json(exclude_none=True),
             headers={**_bearer(runner_token), "Content-Type": "application/json"},
         )

@@ -1,7 +1,7 @@
 """Test connection: a bounded check, from the control plane, that an integration answers with its credential
 (git: `git ls-remote`; registry: GET /v2/). Never for an integration behind the firewall, nor for one whose
-credential only the runners hold. The only place the control plane itself talks to an integration; the store
-only reads the row."""
+credential only the runners hold, nor for a cluster (a runner tests those: `api/gitqueries.py`). The only place
+the control plane itself talks to an integration; the store only reads the row."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ async def test_connection(integration: Integration, box: SecretBox) -> Connectio
     integration behind the firewall (Conflict). Call it outside a transaction: it may take CHECK_TIMEOUT."""
     if integration.behind_firewall:
         raise Conflict(BEHIND_FIREWALL.format(name=integration.name), error="behind_firewall")
+    if integration.kind == "cluster":  # deploy steps reach it from the runners: that is where it must answer
+        raise Conflict(
+            f"kubernetes integration {integration.name!r} is tested by a runner, where deploy steps reach it: "
+            f"outpost integration test {integration.name} (POST /api/v1/integrations/cluster/NAME/check)",
+            error="tested_by_runner",
+        )
     if integration.runner_secret:
         raise Conflict(
             f"the credential of integration {integration.name!r} is kept only on the runners "

@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -325,6 +326,13 @@ class Integration(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    # Kubernetes (kind "cluster"): `url` is the API server, `secret` the sealed bearer token, or the sealed client
+    # key when `client_cert_pem` is set. Only the pipelines allowed here get the cluster in their builds' tasks.
+    namespace: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    ca_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    client_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    allowed_pipelines: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # pipeline ids
+    all_pipelines: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class GitQuery(Base):

@@ -1,6 +1,7 @@
-"""Git queries in the public API (`/api/v1/integrations/git/{name}/branches|file|changed-files`). They never
-touch the Git server from here: they wait for a runner of the runtime to answer through its own poll
-connection (docs/git.md).
+"""Git queries in the public API (`/api/v1/integrations/git/{name}/branches|file|changed-files`), and a
+kubernetes integration's connection test (`/api/v1/integrations/cluster/{name}/check`). They never touch the Git
+server or the cluster from here: they wait for a runner of the runtime to answer through its own poll
+connection (docs/git.md, docs/integrations.md).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from outpost.server.api.deps import Access, AsDeveloper, Svc
+from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, Svc
 from outpost.server.api.schemas.gitqueries import BranchesOut, BranchOut, ChangedFilesOut, FileOut
+from outpost.server.api.schemas.integrations import ClusterCheckOut
 from outpost.server.dispatch import hang_up
 from outpost.server.models import Runner
 from outpost.server.security import now
@@ -98,6 +100,29 @@ async def changed_files(
     )
 
 
+@router.post("/integrations/cluster/{name}/check")
+async def check_cluster(
+    name: str,
+    request: Request,
+    token: AsAdmin,
+    svc: Svc,
+    runtime: str | None = None,
+    wait: Seconds = QUERY_WAIT,
+) -> ClusterCheckOut:
+    """A kubernetes integration's connection test, made by a runner of the runtime (behind the firewall or not:
+    deploy steps reach the cluster from there, so that is where it must answer): the version its API server
+    reports, or why it could not be asked."""
+    kind = gitqueries.CLUSTER_VERSION
+    try:
+        result, runner = await _ask(svc, request, token, name, runtime, wait, kind, {}, integration_kind="cluster")
+    except gitqueries.GitQueryFailed as exc:
+        return ClusterCheckOut(ok=False, message=exc.message)
+    version, platform = result.get("git_version") or "", result.get("platform") or ""
+    seen = f"Kubernetes {version}" + (f" ({platform})" if platform else "")
+    by = f", asked by runner {runner}" if runner else ""
+    return ClusterCheckOut(ok=True, message=f"{seen}{by}", version=version, platform=platform, runner=runner)
+
+
 async def _ask(
     svc: Services,
     request: Request,
@@ -105,13 +130,14 @@ async def _ask(
     name: str,
     runtime: str | None,
     seconds: float,
-    kind: GitQueryKind,
+    kind: GitQueryKind | str,
     params: dict[str, Any],
+    integration_kind: str = "git",
 ) -> tuple[dict[str, Any], str | None]:
     """Stores the query, wakes the runtime's runners and waits for the answer (or raises 503/504/...)."""
     online_since = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
     async with svc.as_caller(token) as (session, who):
-        integration = await store.get_integration(session, who, "git", name)
+        integration = await store.get_integration(session, who, integration_kind, name)
         rt = await gitqueries.pick_runtime(session, who, runtime)
         query = await gitqueries.ask(
             session, who, integration, rt, kind, {"kind": kind, **params}, seconds=seconds, online_since=online_since

@@ -19,7 +19,17 @@ from outpost.server.models import Account, Build, Runner
 from outpost.server.models import Lease as LeaseRow
 from outpost.server.security import now
 from outpost.server.services import Services
-from outpost.server.store import approvals, audit, builds, gitqueries, integrations, logs, reports, runtimes
+from outpost.server.store import (
+    approvals,
+    audit,
+    builds,
+    clusters,
+    gitqueries,
+    integrations,
+    logs,
+    reports,
+    runtimes,
+)
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
@@ -28,6 +38,7 @@ from outpost.wire import (
     BuildFinished,
     BuildStarted,
     CancelBuildTask,
+    ClusterCheckAnswer,
     GitQueryAnswer,
     HeartbeatResponse,
     LateLogs,
@@ -188,6 +199,7 @@ async def _run_task(
         event=build.event,
         integrations=await integrations.git_access_for_build(session, svc.secrets, build),
         registries=await integrations.registry_access_for_build(session, svc.secrets, build),
+        clusters=await clusters.cluster_access_for_build(session, svc.secrets, build),  # its allow-lists' say
         source=builds.pipeline_source(build),
         resume=await builds.resume_of(session, build),
     )
@@ -196,6 +208,18 @@ async def _run_task(
 @router.post("/git-queries/{query_id}/answer")
 async def answer_git_query(query_id: str, body: GitQueryAnswer, token: Token, svc: Svc) -> dict[str, str]:
     """A runner's answer to a git query it was handed (authenticated with the runner's own token)."""
+    async with svc.tx() as session:
+        runner = await runtimes.authenticate_runner(session, token)
+        runner.last_seen_at = now()
+        query = await gitqueries.answer(session, runner, query_id, body)
+        status = query.status
+    svc.wakeups.notify(gitqueries.query_key(query_id))
+    return {"status": status}
+
+
+@router.post("/cluster-checks/{query_id}/answer")
+async def answer_cluster_check(query_id: str, body: ClusterCheckAnswer, token: Token, svc: Svc) -> dict[str, str]:
+    """A runner's answer to a kubernetes integration's connection test it was handed (as a git query's)."""
     async with svc.tx() as session:
         runner = await runtimes.authenticate_runner(session, token)
         runner.last_seen_at = now()

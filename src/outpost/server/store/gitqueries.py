@@ -4,6 +4,9 @@ two revisions) that only a runner can answer, because only a runner can reach a 
 The API stores a query and waits; a runner of the chosen runtime takes it through its open poll (each query is
 handed to one runner once), asks the Git server and posts the answer; the API hands the answer back. A query
 nobody took or answered in time expires, and a late answer is thrown away.
+
+A kubernetes integration's connection test travels the same way (kind `cluster-version`): the runner asks the
+cluster's API server, which only it may be able to reach.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from outpost.server.models import GitQuery, Integration, Runner, Runtime
 from outpost.server.secrets import SecretBox
 from outpost.server.security import new_id, now
 from outpost.server.store.accounts import Principal
+from outpost.server.store.clusters import cluster_access
 from outpost.server.store.integrations import git_access
 from outpost.server.store.runtimes import default_runtime, get_runtime
-from outpost.wire import GitQueryAnswer, GitQueryKind, GitQueryTask
+from outpost.wire import ClusterCheckAnswer, ClusterCheckTask, GitQueryAnswer, GitQueryKind, GitQueryTask
+
+CLUSTER_VERSION = "cluster-version"  # the kind of a cluster's connection test
 
 KEEP = 3600.0  # seconds a finished query is kept before it is cleaned up
 
@@ -47,7 +53,7 @@ async def ask(
     principal: Principal,
     integration: Integration,
     runtime: Runtime,
-    kind: GitQueryKind,
+    kind: GitQueryKind | str,
     params: dict[str, Any],
     *,
     seconds: float,
@@ -90,7 +96,7 @@ async def ask(
     return query
 
 
-async def next_for(session: AsyncSession, runner: Runner, box: SecretBox) -> GitQueryTask | None:
+async def next_for(session: AsyncSession, runner: Runner, box: SecretBox) -> GitQueryTask | ClusterCheckTask | None:
     """The oldest unexpired query of the runner's runtime nobody took yet, handed to this runner."""
     t = now()
     for _ in range(5):
@@ -112,6 +118,9 @@ async def next_for(session: AsyncSession, runner: Runner, box: SecretBox) -> Git
             _fail(query, "the integration was removed", "failed")
             continue
         query.status, query.runner_id, query.sent_at = "sent", runner.id, t
+        if query.kind == CLUSTER_VERSION:
+            access = cluster_access(integration, box)
+            return ClusterCheckTask(query_id=query.id, access=access, seconds=max(query.expires_at - t, 0.0))
         params = query.params
         return GitQueryTask(
             query_id=query.id,
@@ -127,15 +136,19 @@ async def next_for(session: AsyncSession, runner: Runner, box: SecretBox) -> Git
     return None
 
 
-async def answer(session: AsyncSession, runner: Runner, query_id: str, body: GitQueryAnswer) -> GitQuery:
+async def answer(
+    session: AsyncSession, runner: Runner, query_id: str, body: GitQueryAnswer | ClusterCheckAnswer
+) -> GitQuery:
     """Records a runner's answer to a query it was handed; 409 if it expired or was not this runner's."""
     query = await session.get(GitQuery, query_id, with_for_update=True)
     if query is None or query.account_id != runner.account_id or query.runner_id != runner.id:
         raise NotFound(f"no git query {query_id!r} was handed to this runner")
+    if isinstance(body, ClusterCheckAnswer) != (query.kind == CLUSTER_VERSION):
+        raise NotFound(f"query {query_id!r} is a {query.kind} query: answer it at its own route")
     if query.status != "sent":
         raise Conflict(f"git query {query_id} is {query.status}: the answer came too late")
     if body.error is not None:
-        _fail(query, body.error, body.error_kind or "failed")
+        _fail(query, body.error, getattr(body, "error_kind", None) or "failed")
     else:
         query.status = "answered"
         query.result = body.model_dump(exclude_none=True)

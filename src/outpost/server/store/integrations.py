@@ -6,7 +6,8 @@ The control plane never connects to an integration marked `behind_firewall` (`se
 test one), and everything that needs one (clones, YAML from the repository, git queries, pulls and pushes)
 happens on a runner. This module only reads and writes the database.
 A build's task carries the git and registry integrations it may use (`git_access_for_build`,
-`registry_access_for_build`), opened for its runner.
+`registry_access_for_build`), opened for its runner; kubernetes integrations and their allow-lists are in
+`store/clusters.py`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from outpost.pipelines.variables import substitute
 from outpost.server.models import Build, Integration
 from outpost.server.secrets import SecretBox
 from outpost.server.security import new_id, now
-from outpost.server.store import audit
+from outpost.server.store import audit, clusters
 from outpost.server.store.accounts import Principal
 from outpost.server.store.runtimes import check_name
 from outpost.wire import GitAccess, RegistryAccess
@@ -71,13 +72,22 @@ async def create_integration(
     is_default: bool = False,
     insecure: bool = False,
     tags: list[str] | None = None,
+    namespace: str | None = None,
+    ca_pem: str | None = None,
+    client_cert_pem: str | None = None,
+    client_key: str | None = None,
+    allowed_pipelines: list[str] | None = None,
+    all_pipelines: bool = False,
 ) -> Integration:
-    """`secret` is the password or token in clear; it is stored sealed. The first integration of a kind
-    becomes the default one."""
+    """`secret` is the password or token in clear; it is stored sealed (for a cluster with a client certificate,
+    `client_key` is, instead of a token). `allowed_pipelines` are names. The first integration of a kind becomes
+    the default one."""
     check_kind(kind)
     check_name("integration", name)
     if await find_integration(session, principal.account_id, kind, name) is not None:
         raise Conflict(f"{kind} integration {name!r} already exists")
+    if secret and client_key:
+        raise Invalid("give a token or a client certificate and key, not both")
     t = now()
     row = Integration(
         id=new_id(),
@@ -88,7 +98,7 @@ async def create_integration(
         url=url,
         domain=domain,
         username=username or None,
-        secret=box.seal(secret) if secret else None,
+        secret=box.seal(secret) if secret else (box.seal(client_key) if client_key else None),
         runner_secret=runner_secret or None,
         behind_firewall=behind_firewall,
         is_default=False,
@@ -96,13 +106,20 @@ async def create_integration(
         tags=list(tags or []),
         created_at=t,
         updated_at=t,
+        namespace=namespace or None,
+        ca_pem=ca_pem or None,
+        client_cert_pem=client_cert_pem or None,
+        allowed_pipelines=await clusters.pipeline_ids(session, principal.account_id, allowed_pipelines or []),
+        all_pipelines=all_pipelines,
     )
-    _check(row)
+    _check(row, client_key)
     if is_default or await default_integration(session, principal.account_id, kind) is None:
         await _make_default(session, row)
     session.add(row)
     await session.flush()
     await audit.record(session, principal, "integration.create", f"{kind} {name}")
+    if row.allowed_pipelines or row.all_pipelines:
+        await _audit_allow_list(session, principal, row)
     return row
 
 
@@ -123,10 +140,29 @@ async def update_integration(
     is_default: bool | None = None,
     insecure: bool | None = None,
     tags: list[str] | None = None,
+    namespace: str | None = _UNSET,
+    ca_pem: str | None = _UNSET,
+    client_cert_pem: str | None = _UNSET,
+    client_key: str | None = _UNSET,
+    allowed_pipelines: list[str] | None = None,
+    all_pipelines: bool | None = None,
 ) -> Integration:
     """Changes only what is given. A new `secret` replaces a `runner_secret` and the other way round;
-    None for either removes it."""
+    None for either removes it. For a cluster, a token drops the client certificate, and a certificate comes
+    with its key (`client_key`, sealed in `secret`). `allowed_pipelines` (names) replaces the allow-list."""
     row = await get_integration(session, principal, kind, name)
+    allow_list = (list(row.allowed_pipelines), row.all_pipelines)
+    for field, value in (("namespace", namespace), ("ca_pem", ca_pem), ("client_cert_pem", client_cert_pem)):
+        if value is not _UNSET:
+            setattr(row, field, value or None)
+    if client_key is not _UNSET and secret is not _UNSET and secret and client_key:
+        raise Invalid("give a token or a client certificate and key, not both")
+    if secret is not _UNSET and secret:
+        row.client_cert_pem = None
+    if allowed_pipelines is not None:
+        row.allowed_pipelines = await clusters.pipeline_ids(session, principal.account_id, allowed_pipelines)
+    if all_pipelines is not None:
+        row.all_pipelines = all_pipelines
     if provider is not _UNSET:
         row.provider = provider
     for field, value in (("url", url), ("domain", domain), ("username", username)):
@@ -140,19 +176,39 @@ async def update_integration(
         row.runner_secret = runner_secret or None
         if runner_secret:
             row.secret = None
+            row.client_cert_pem = None
+    if client_key is not _UNSET:
+        row.secret = box.seal(client_key) if client_key else None
+        if client_key:
+            row.runner_secret = None
     if behind_firewall is not None:
         row.behind_firewall = behind_firewall
     if insecure is not None:
         row.insecure = insecure
     if tags is not None:
         row.tags = list(tags)
-    _check(row)
+    _check(row, None if client_key is _UNSET else client_key)
     if is_default:
         await _make_default(session, row)
     row.updated_at = now()
     await session.flush()
     await audit.record(session, principal, "integration.update", f"{kind} {name}")
+    if (list(row.allowed_pipelines), row.all_pipelines) != allow_list:
+        await _audit_allow_list(session, principal, row)
     return row
+
+
+async def _audit_allow_list(session: AsyncSession, principal: Principal, row: Integration) -> None:
+    """Who may deploy where is a security decision: the allow-list as it now stands, by name."""
+    names = clusters.allowed_names(row, await clusters.pipeline_names(session, principal.account_id))
+    await audit.record(
+        session,
+        principal,
+        "integration.allow",
+        f"{row.kind} {row.name}",
+        all_pipelines=row.all_pipelines,
+        pipelines=names,
+    )
 
 
 async def delete_integration(session: AsyncSession, principal: Principal, kind: str, name: str) -> None:
@@ -316,7 +372,7 @@ async def _make_default(session: AsyncSession, row: Integration) -> None:
     row.is_default = True
 
 
-def _check(row: Integration) -> None:
+def _check(row: Integration, client_key: str | None = None) -> None:
     """Raises Invalid with the reason when the integration's fields do not fit its kind."""
     if row.provider not in PROVIDERS[row.kind]:
         raise Invalid(
@@ -333,6 +389,10 @@ def _check(row: Integration) -> None:
             raise Invalid(f"tag {tag!r} must be 1-50 letters, digits, '_', '.', ':', '/' or '-'")
     if row.username is not None and len(row.username) > 255:
         raise Invalid("the user name is longer than 255 characters")
+    if row.kind == "cluster":
+        clusters.check_cluster(row, client_key)
+        return
+    clusters.check_not_cluster(row)
     if row.kind == "registry":
         if not row.domain or not _DOMAIN.match(row.domain):
             raise Invalid(f"a registry integration needs --domain HOST[:PORT] (no scheme), not {row.domain!r}")

@@ -1,0 +1,113 @@
+"""Reading a kubeconfig file for `outpost integration add kubernetes --kubeconfig FILE [--context C]`, on the CLI's
+side: one context's server, CA, namespace and credential (a bearer token or a client certificate and key), as the
+control plane stores them. A credential Outpost cannot keep and replay from a runner (an exec plugin, an auth
+provider, a user name and password) is refused with what to use instead."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from outpost.errors import OutpostError
+
+
+class KubeconfigError(OutpostError):
+    """The file, its context or its credential cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    server: str
+    namespace: str | None = None
+    ca_pem: str | None = None
+    token: str | None = None
+    client_cert_pem: str | None = None
+    client_key_pem: str | None = None
+    insecure: bool = False
+
+
+USE_INSTEAD = (
+    "Outpost needs a credential a runner can replay: give the integration a service account token "
+    "(kubectl create token NAME --duration=...) with --token-file, or a client certificate"
+)
+
+
+def read(path: Path, context: str | None = None) -> ClusterSettings:
+    """The settings of `context` (default: the file's current-context)."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeError) as exc:
+        raise KubeconfigError(f"cannot read the kubeconfig {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise KubeconfigError(f"{path} is not YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise KubeconfigError(f"{path} is not a kubeconfig (no clusters, contexts and users)")
+    name = context or config.get("current-context")
+    if not name:
+        raise KubeconfigError(f"{path} has no current-context: give --context")
+    ctx = _named(config, "contexts", "context", str(name), path)
+    cluster = _named(config, "clusters", "cluster", str(ctx.get("cluster", "")), path)
+    user = _named(config, "users", "user", str(ctx["user"]), path) if ctx.get("user") else {}
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server:
+        raise KubeconfigError(f"the cluster of context {name!r} in {path} has no server")
+    for refused, what in (("exec", "an exec plugin"), ("auth-provider", "an auth provider")):
+        if user.get(refused):
+            command = user[refused].get("command", "") if isinstance(user[refused], dict) else ""
+            shown = f" ({command})" if command else ""
+            raise KubeconfigError(f"the user of context {name!r} logs in through {what}{shown}. {USE_INSTEAD}")
+    if user.get("username") or user.get("password"):
+        raise KubeconfigError(f"the user of context {name!r} logs in with a user name and password. {USE_INSTEAD}")
+    base = path.parent
+    token = user.get("token") or _file(user.get("tokenFile"), base, "tokenFile")
+    cert = _data(user, "client-certificate", base)
+    key = _data(user, "client-key", base)
+    if bool(cert) != bool(key):
+        raise KubeconfigError(f"the user of context {name!r} has a client certificate without its key, or a key alone")
+    namespace = ctx.get("namespace")
+    return ClusterSettings(
+        server=server,
+        namespace=str(namespace) if namespace else None,
+        ca_pem=_data(cluster, "certificate-authority", base),
+        token=token.strip() if isinstance(token, str) and token.strip() else None,
+        client_cert_pem=cert,
+        client_key_pem=key,
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+    )
+
+
+def _named(config: dict[str, Any], section: str, key: str, name: str, path: Path) -> dict[str, Any]:
+    for entry in config.get(section) or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            found = entry.get(key) or {}
+            if not isinstance(found, dict):
+                break
+            return found
+    known = ", ".join(str(e.get("name")) for e in config.get(section) or [] if isinstance(e, dict)) or "none"
+    raise KubeconfigError(f"{path} has no {key} {name!r} (its {section}: {known})")
+
+
+def _data(entry: dict[str, Any], field: str, base: Path) -> str | None:
+    """`FIELD-data` (base64 PEM) or `FIELD` (a file, relative to the kubeconfig's folder), as text."""
+    encoded = entry.get(f"{field}-data")
+    if encoded:
+        try:
+            return base64.b64decode(str(encoded), validate=True).decode()
+        except (binascii.Error, UnicodeError):
+            raise KubeconfigError(f"{field}-data is not base64 of a PEM file") from None
+    return _file(entry.get(field), base, field)
+
+
+def _file(name: object, base: Path, field: str) -> str | None:
+    if not name:
+        return None
+    where = Path(str(name)).expanduser()
+    try:
+        return (where if where.is_absolute() else base / where).read_text()
+    except (OSError, UnicodeError) as exc:
+        raise KubeconfigError(f"cannot read {field} {name}: {exc}") from None

@@ -174,6 +174,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/integrations/{kind}/{name}/firewall"): ui(A, obj=True),
     ("POST", "/integrations/{kind}/{name}/test"): ui(A, obj=True),
     ("POST", "/integrations/{kind}/{name}/remove"): ui(A, obj=True),
+    ("GET", "/integrations/{kind}/{name}/edit"): ui(A, obj=True),
+    ("POST", "/integrations/{kind}/{name}/edit"): ui(A, obj=True),
     ("GET", "/users"): ui(A),
     ("POST", "/users"): ui(A),
     ("POST", "/users/{name}/remove"): ui(A, obj=True),

@@ -162,7 +162,7 @@ def test_a_build_that_succeeded_cannot_be_restarted_from_a_failed_step_but_can_b
     whole = control_plane.cli("build", "restart", "ok#1")
 
     assert refused.returncode == 2
-    assert "ok#1" not in refused.stdout or "succeeded: no step failed" in refused.stdout
     assert "succeeded: no step failed to restart from" in refused.stderr
     assert whole.returncode == 0, whole.stderr
-    assert whole.stdout.startswith("ok#2 (") and "restarts ok#1 whole" in whole.stdout
+    assert whole.stdout.startswith("ok#2 (")
+    assert "restarts ok#1 whole" in whole.stdout

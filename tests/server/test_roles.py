@@ -144,6 +144,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/builds/{build_id}/steps/{step}/log.txt"): ui(obj=True),
     ("POST", "/builds/{build_id}/cancel"): ui(D, obj=True),
     ("POST", "/builds/{build_id}/restart"): ui(D, obj=True),
+    ("GET", "/builds/{build_id}/artifacts/{artifact_id}"): ui(obj=True),
     ("POST", "/builds/{build_id}/steps/{step}/{decision}"): ui(D, obj=True),
     ("GET", "/ui/events/builds"): ui(stream=True),
     ("GET", "/ui/events/builds/{build_id}"): ui(obj=True, stream=True),

@@ -15,7 +15,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from outpost.errors import TooLarge
+from starlette.responses import FileResponse
+
+from outpost.errors import NotFound, TooLarge
+from outpost.server.models import Artifact
+from outpost.settings import ServerSettings
 
 
 @dataclass
@@ -68,3 +72,20 @@ class ArtifactFiles:
             target.unlink()
         with contextlib.suppress(OSError):
             target.parent.rmdir()  # the build's folder, once empty
+
+    def response(self, row: Artifact) -> FileResponse:
+        """The artifact's bytes, streamed from its file as an attachment named after it (never shown inline: an
+        artifact could be HTML that would run as the control plane's page)."""
+        on_disk = self.path(row.account_id, row.build_id, row.id)
+        if not on_disk.is_file():
+            raise NotFound(f"artifact {row.path!r} is gone from the control plane's disk")
+        return FileResponse(
+            on_disk,
+            media_type="application/octet-stream",
+            filename=row.path.rsplit("/", 1)[-1],
+            headers={"X-Content-Type-Options": "nosniff", "Outpost-Sha256": row.sha256},
+        )
+
+
+def files_of(settings: ServerSettings) -> ArtifactFiles:
+    return ArtifactFiles(settings.data_dir / "artifacts")

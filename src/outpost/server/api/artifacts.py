@@ -8,13 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from outpost.errors import Invalid, NotFound
+from outpost.errors import Invalid
 from outpost.server.api.deps import ScopedViewer, Svc, Token
 from outpost.server.api.runner import Lease
 from outpost.server.api.schemas.builds import ArtifactOut
-from outpost.server.artifactfiles import ArtifactFiles
+from outpost.server.artifactfiles import files_of
 from outpost.server.dispatch import build_key
-from outpost.server.models import Artifact
 from outpost.server.services import Services
 from outpost.server.store import artifacts, builds
 from outpost.wire import MAX_ARTIFACT_PATH, PREFIX, ArtifactAccepted, StepName
@@ -26,10 +25,6 @@ UPLOADS = PREFIX + "/artifacts"  # the one prefix whose request bodies may be as
 ArtifactPath = Annotated[str, Query(min_length=1, max_length=MAX_ARTIFACT_PATH)]
 
 
-def files_of(svc: Services) -> ArtifactFiles:
-    return ArtifactFiles(svc.settings.data_dir / "artifacts")
-
-
 @runner_router.put("/artifacts/{build_id}")
 async def upload(
     build_id: str, step: StepName, path: ArtifactPath, request: Request, token: Token, lease: Lease, svc: Svc
@@ -38,7 +33,7 @@ async def upload(
     sent again replace it. The upload runs outside any transaction; the lease is checked before and after."""
     if why := bad_path(path):
         raise Invalid(f"artifact path {path!r} {why}")
-    files = files_of(svc)
+    files = files_of(svc.settings)
     async with svc.tx() as session:
         held = await builds.hold(session, build_id, lease, token)
         builds.require_live(held)
@@ -91,27 +86,14 @@ async def download(build_id: str, artifact_id: str, token: ScopedViewer, svc: Sv
     async with svc.as_caller(token) as (session, who):
         build = await builds.get_build(session, who, build_id)
         row = await artifacts.get(session, build, artifact_id)
-    return file_response(svc, row)
-
-
-def file_response(svc: Services, row: Artifact) -> FileResponse:
-    """The artifact's bytes, as an attachment named after its file (never shown inline: it could be HTML)."""
-    on_disk = files_of(svc).path(row.account_id, row.build_id, row.id)
-    if not on_disk.is_file():
-        raise NotFound(f"artifact {row.path!r} is gone from the control plane's disk")
-    return FileResponse(
-        on_disk,
-        media_type="application/octet-stream",
-        filename=row.path.rsplit("/", 1)[-1],
-        headers={"X-Content-Type-Options": "nosniff", "Outpost-Sha256": row.sha256},
-    )
+    return files_of(svc.settings).response(row)
 
 
 async def remove_expired(svc: Services) -> int:
     """Called by the cron every minute: the rows of expired artifacts, then their files."""
     async with svc.tx() as session:
         gone = await artifacts.take_expired(session)
-    files = files_of(svc)
+    files = files_of(svc.settings)
     for row in gone:
         files.remove(row.account_id, row.build_id, row.id)
     return len(gone)

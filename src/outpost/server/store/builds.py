@@ -296,12 +296,12 @@ async def restart_build(
 ) -> Build:
     """A new build of what `old` built: its branch, commit and variables; `restarted_from` links the two.
 
-    A plain restart runs the pipeline as it is now. A restart from the failed step runs `old`'s own YAML (the same
-    commit's file, for YAML from the repository), secrets and event, and lists the steps that succeeded in `old`:
-    the runner skips them only when it still holds `old`'s volume as `old` left it, else every step runs (the
-    design and why it never gives a wrong result: docs/artifacts.md)."""
-    if old.status not in FINAL_BUILD_STATUSES:
-        raise Conflict(f"build #{old.number} is still {old.status}: restart it once it has finished")
+    A plain restart (of any build, finished or not) runs the pipeline as it is now. A restart from the failed step
+    runs `old`'s own YAML (the same commit's file, for YAML from the repository), secrets and event, and lists the
+    steps that succeeded in `old`: the runner skips them only when it still holds `old`'s volume as `old` left it,
+    else every step runs (the design and why it never gives a wrong result: docs/artifacts.md)."""
+    if from_failed and old.status not in FINAL_BUILD_STATUSES:
+        raise Conflict(f"build #{old.number} is still {old.status}: restart it from a failed step once it has ended")
     if from_failed and old.status not in FAILED_BUILD_STATUSES:
         raise Conflict(f"build #{old.number} succeeded: no step failed to restart from (restart it whole)")
     build = await create_build(

@@ -3,7 +3,7 @@ build (cancel, restart, approve or deny a waiting step)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import NotFound
+from outpost.server.artifactfiles import files_of
 from outpost.server.dispatch import runtime_key
-from outpost.server.models import Build, Pipeline, Runtime, Step
+from outpost.server.models import Artifact, Build, Pipeline, Runtime, Step
 from outpost.server.services import Services
-from outpost.server.store import approvals, builds, pipelines, runtimes
+from outpost.server.store import approvals, artifacts, builds, pipelines, runtimes, testreports
 from outpost.server.store.accounts import DEVELOPER, Principal, require
 from outpost.server.ui import logview
 from outpost.server.ui.graph import graph_of
@@ -200,6 +201,13 @@ class BuildView:
     idle: bool = False  # its runtime has no runner online
     approvers: str = ""  # who may answer its approval steps
     restarted: Build | None = None  # the build this one restarted, if it is still there
+    restarts: list[Build] = field(default_factory=list)  # the builds that restarted this one
+    tests: testreports.Summary | None = None  # its steps' JUnit reports, failures first
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    @property
+    def restartable_from_failed(self) -> bool:
+        return self.build.status in builds.FAILED_BUILD_STATUSES
 
     @property
     def waiting(self) -> list[Step]:
@@ -241,7 +249,14 @@ async def build_view(svc: Services, session: AsyncSession, who: Principal, build
         view.restarted = old if old is not None and old.account_id == build.account_id else None
     if view.waiting:
         view.approvers = approvals.who_may_answer(await session.get(Pipeline, build.pipeline_id), build)
+    view.restarts = await builds.restarts_of(session, build)
     return view
+
+
+async def outputs_of(session: AsyncSession, view: BuildView) -> None:
+    """What the steps left for the page (test cases, artifacts), read once when the page loads."""
+    view.tests = await testreports.summary(session, view.build)
+    view.artifacts = await artifacts.list_for(session, view.build)
 
 
 @router.get("/pipelines/{name}/builds/{number}")
@@ -266,6 +281,7 @@ async def build_page(
     everywhere: list[StepHits] = []
     async with as_viewer(request) as (session, viewer):
         view = await build_view(services(request), session, viewer.principal, build_id)
+        await outputs_of(session, view)
         chosen = view.active if step is None else next((s for s in view.steps if s.name == step), None)
         if step is not None and chosen is None:
             raise NotFound(f"build {build_id} has no step {step!r}")
@@ -370,24 +386,28 @@ async def cancel(request: Request, build_id: str) -> Response:
 
 @router.post("/builds/{build_id}/restart")
 async def restart(request: Request, build_id: str) -> Response:
-    """A new build of the same pipeline with the same branch, commit and variables."""
+    """A new build of the same pipeline with the same branch, commit and variables; `from_failed` (the button on
+    a failed build) skips the steps that succeeded where the runner still holds the build's volume."""
     form = await read_form(request)
     async with as_viewer(request) as (session, viewer):
         check_csrf(viewer, form)
         require(viewer.principal, DEVELOPER)
         old = await builds.get_build(session, viewer.principal, build_id)
         pipeline = await pipelines.get_pipeline(session, viewer.principal, old.pipeline_name)
-        build = await builds.create_build(
-            session,
-            viewer.principal,
-            pipeline,
-            variables=dict(old.variables),
-            branch=old.branch,
-            sha=old.sha,
-            restarted_from=old,
+        build = await builds.restart_build(
+            session, viewer.principal, old, pipeline, from_failed=form.get("from_failed") == "1"
         )
     services(request).wakeups.notify(runtime_key(build.runtime_id))
     return see_other(f"/builds/{build.id}")
+
+
+@router.get("/builds/{build_id}/artifacts/{artifact_id}")
+async def artifact(request: Request, build_id: str, artifact_id: str) -> Response:
+    """An artifact's download link on the build page (viewer), as an attachment."""
+    async with as_viewer(request) as (session, viewer):
+        build = await builds.get_build(session, viewer.principal, build_id)
+        row = await artifacts.get(session, build, artifact_id)
+    return files_of(services(request).settings).response(row)
 
 
 @router.post("/builds/{build_id}/steps/{step}/{decision}")

@@ -151,6 +151,9 @@ class RunBuildTask(Message):
     integrations: dict[str, GitAccess] = Field(default_factory=dict)  # git integrations the build may use
     registries: dict[str, RegistryAccess] = Field(default_factory=dict)  # registry integrations, by name
     clusters: dict[str, ClusterAccess] = Field(default_factory=dict)  # kubernetes integrations it may use
+    # The account's other kubernetes integrations, by name: a deploy step naming one fails at build start saying
+    # the pipeline is not allowed to use it (rather than that it does not exist).
+    clusters_refused: list[str] = Field(default_factory=list)
     source: PipelineSource | None = None  # set when the YAML is to be read from the repository (`yaml` is "")
     resume: ResumeFrom | None = None  # a restart from the failed step
 
@@ -302,6 +305,55 @@ class Report(Message):
     logs: list[LogAppend] = Field(default_factory=list, max_length=500)
     steps: list[StepReport] = Field(default_factory=list, max_length=500)
     finish: BuildFinished | None = None
+
+
+REPORT_CONTENT_TYPE = "application/x-outpost-report"
+
+
+class RawLogAppend(Message):
+    stream: StreamName
+    offset: int = Field(ge=0)
+    size: int = Field(ge=0)  # bytes of this append in the report's tail
+
+
+class ReportHead(Message):
+    """A report whose log bytes travel raw (`REPORT_CONTENT_TYPE`): this head as one line of JSON, a newline,
+    then the bytes of each append back to back, in the head's order. Saves base64 and a JSON string of the
+    bytes on both sides, which were most of the cost of moving a log."""
+
+    logs: list[RawLogAppend] = Field(default_factory=list, max_length=500)
+    steps: list[StepReport] = Field(default_factory=list, max_length=500)
+    finish: BuildFinished | None = None
+
+
+class BadReport(ValueError):
+    """A raw report whose tail does not match its head."""
+
+
+def encode_report(logs: list[tuple[str, int, bytes]], steps: list[StepReport], finish: BuildFinished | None) -> bytes:
+    head = ReportHead(
+        logs=[RawLogAppend(stream=s, offset=o, size=len(d)) for s, o, d in logs], steps=steps, finish=finish
+    )
+    return b"".join([head.model_dump_json(exclude_none=True).encode(), b"\n", *(d for _, _, d in logs)])
+
+
+def split_report(body: bytes) -> tuple[bytes, memoryview]:
+    """The head's JSON and the tail of a raw report (BadReport without a newline)."""
+    end = body.find(b"\n")
+    if end < 0:
+        raise BadReport("a raw report starts with one line of JSON and a newline; this one has no newline")
+    return body[:end], memoryview(body)[end + 1 :]
+
+
+def report_appends(head: ReportHead, tail: memoryview) -> list[tuple[str, int, bytes]]:
+    """(stream, offset, bytes) of each append, cut from the tail by the sizes the head gives."""
+    if sum(a.size for a in head.logs) != len(tail):
+        raise BadReport(f"the head announces {sum(a.size for a in head.logs)} log bytes; {len(tail)} follow it")
+    out, at = [], 0
+    for a in head.logs:
+        out.append((a.stream, a.offset, bytes(tail[at : at + a.size])))
+        at += a.size
+    return out
 
 
 class LateLogs(Message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from outpost.errors import Unauthorized
 from outpost.server.api.logs import STREAM_PAGE_BYTES
 from outpost.server.models import Runner
 from outpost.server.store import builds
-from outpost.wire import LEASE_HEADER, PREFIX, PollRequest, RegisterRequest, RunBuildTask
+from outpost.wire import LEASE_HEADER, PREFIX, REPORT_CONTENT_TYPE, PollRequest, RegisterRequest, RunBuildTask
 from tests.stack import Stack
 
 HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
@@ -397,6 +398,62 @@ async def test_a_report_with_a_gap_changes_nothing_and_names_the_stream(stack: S
     assert r.json()["expected_offset"] == 0
     build = await stack.build(task.build_id)
     assert build["steps"] == []
+
+
+def raw(head: dict[str, Any], *tail: bytes) -> dict[str, Any]:
+    """Keyword arguments for `job_call` that send a raw report: the JSON head, a newline, the log bytes."""
+    content = json.dumps(head).encode() + b"\n" + b"".join(tail)
+    return {"content": content, "headers": {"Content-Type": REPORT_CONTENT_TYPE}}
+
+
+async def test_a_raw_report_stores_log_bytes_exactly_as_sent(stack: Stack) -> None:
+    """Log bytes travel raw after a JSON head: newlines, NUL and bytes that are not UTF-8 come back unchanged."""
+    task = await claimed(stack)
+    odd = b'line\n\x00\xff\xfe not utf-8 \r\n{"json": 1}\n'
+    head = {
+        "logs": [{"stream": "hello", "offset": 0, "size": len(odd)}, {"stream": "$system", "offset": 0, "size": 4}],
+        "steps": [{"name": "hello", "update": {"status": "success", "exit_code": 0}}],
+        "finish": {"status": "success"},
+    }
+    first = await job_call(stack, task, "POST", "/report", **raw(head, odd, b"sys\n"))
+    assert first.status_code == 200, first.text
+    assert first.json() == {"sizes": {"hello": len(odd), "$system": 4}}
+    resent = await job_call(stack, task, "POST", "/report", **raw(head, odd, b"sys\n"))
+    assert resent.json() == {"sizes": {"hello": len(odd), "$system": 4}}
+    assert (await stack.build(task.build_id))["status"] == "success"
+    assert await log_text(stack, task.build_id, "hello") == odd
+
+
+async def test_a_raw_report_whose_bytes_do_not_match_its_head_changes_nothing(stack: Stack) -> None:
+    task = await claimed(stack)
+    head = {
+        "logs": [{"stream": "hello", "offset": 0, "size": 10}],
+        "steps": [{"name": "hello", "update": {"status": "running"}}],
+    }
+    short = await job_call(stack, task, "POST", "/report", **raw(head, b"only 7\n"))
+    assert short.status_code == 422
+    assert "announces 10 log bytes; 7 follow" in short.json()["message"]
+    headless = await job_call(
+        stack, task, "POST", "/report", content=b"no newline", headers={"Content-Type": REPORT_CONTENT_TYPE}
+    )
+    assert headless.status_code == 422
+    unknown = await job_call(stack, task, "POST", "/report", **raw({"logs": [], "surprise": 1}))
+    assert unknown.status_code == 422
+    assert "surprise" in unknown.json()["message"]
+    assert (await stack.build(task.build_id))["steps"] == []
+
+
+async def test_a_raw_report_head_is_held_to_the_json_rules_of_every_body(stack: Stack) -> None:
+    """The NUL guard lets raw bodies through (log bytes may hold NUL), so the route checks the head itself."""
+    task = await claimed(stack)
+    nul = {"steps": [{"name": "hello", "update": {"status": "failure", "message": "a\u0000b"}}]}
+    refused = await job_call(stack, task, "POST", "/report", **raw(nul))
+    assert refused.status_code == 422
+    assert "NUL" in refused.json()["message"]
+    deep = b'{"logs": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+    nested = await job_call(stack, task, "POST", "/report", content=deep, headers={"Content-Type": REPORT_CONTENT_TYPE})
+    assert nested.status_code == 400
+    assert (await stack.build(task.build_id))["steps"] == []
 
 
 async def test_a_report_refuses_bad_data_and_too_many_bytes(stack: Stack) -> None:

@@ -20,6 +20,7 @@ from outpost.errors import LeaseLost, ProtocolError
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
+    REPORT_CONTENT_TYPE,
     ArtifactAccepted,
     BuildFinished,
     BuildStarted,
@@ -38,6 +39,7 @@ from outpost.wire import (
     RunBuildTask,
     StepReport,
     StepUpdate,
+    encode_report,
 )
 
 T = TypeVar("T")
@@ -131,6 +133,7 @@ class ProtocolClient:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
         self._max_tasks = True  # the control plane takes `max_tasks` in a poll (until it refuses it)
+        self.raw_reports = True  # reports carry log bytes raw (until the control plane refuses one)
 
     async def __aenter__(self) -> Self:
         return self
@@ -244,19 +247,32 @@ class ProtocolClient:
         finish: BuildFinished | None = None,
     ) -> dict[str, int]:
         """Log appends (stream, offset, bytes), step updates and the finish, applied all or nothing."""
-        body = Report(
-            logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs],
-            steps=[StepReport(name=name, update=update) for name, update in steps],
-            finish=finish,
-        )
-        response = await self._reporting(
-            logs,
-            "POST",
-            f"/builds/{task.build_id}/report",
-            fenced=True,
-            content=body.model_dump_json(exclude_none=True),
-            headers={**self._job_headers(task), "Content-Type": "application/json"},
-        )
+        reported = [StepReport(name=name, update=update) for name, update in steps]
+        if self.raw_reports:  # the log bytes as they are, after a JSON head (wire.ReportHead)
+            content, kind = encode_report(logs, reported, finish), REPORT_CONTENT_TYPE
+        else:
+            body = Report(
+                logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs],
+                steps=reported,
+                finish=finish,
+            )
+            content, kind = body.model_dump_json(exclude_none=True).encode(), "application/json"
+        try:
+            response = await self._reporting(
+                logs,
+                "POST",
+                f"/builds/{task.build_id}/report",
+                fenced=True,
+                content=content,
+                headers={**self._job_headers(task), "Content-Type": kind},
+            )
+        except Refused as exc:
+            # A control plane from before raw reports reads every report as JSON and answers a raw one 422:
+            # JSON from then on.
+            if not (self.raw_reports and exc.status == 422):
+                raise
+            self.raw_reports = False
+            return await self.report(task, logs, steps, finish)
         return ReportAccepted.model_validate(response.json()).sizes
 
     async def annotations(self, task: RunBuildTask, report: JUnitReport) -> None:

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from outpost.server import jsonbodies
 from outpost.server.api.schemas.errors import error_body
 from outpost.settings import ServerSettings
-from outpost.wire import PREFIX
+from outpost.wire import PREFIX, REPORT_CONTENT_TYPE
 
 
 async def _refuse(send: Send, status: int, error: str, message: str) -> None:
@@ -120,7 +120,8 @@ class RefuseNul:
             return
         headers = dict(scope["headers"])
         kind = headers.get(b"content-type", b"")
-        raw_bytes = kind.startswith(b"application/octet-stream")  # log appends
+        # Log appends, and reports whose log bytes travel raw (their route checks the JSON head itself).
+        raw_bytes = kind.startswith((b"application/octet-stream", REPORT_CONTENT_TYPE.encode()))
         if raw_bytes or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
@@ -131,14 +132,17 @@ class RefuseNul:
         if parsed_here and (not kind or b"json" in kind) and (reason := jsonbodies.too_deep(body)):
             await _refuse(send, 400, "invalid_request", reason)
             return
-        if b"\\u" in body and _unstorable(body):  # both can only arrive as \\u escapes
+        if unstorable(body):
             message = "NUL characters and unpaired surrogates are not allowed in request bodies"
             await _refuse(send, 422, "invalid_request", message)
             return
         await self.app(scope, _replaying(body, receive), send)
 
 
-def _unstorable(body: bytes) -> bool:
+def unstorable(body: bytes) -> bool:
+    """Whether a JSON body holds a NUL or a lone surrogate in any string (both can only arrive as \\u escapes)."""
+    if b"\\u" not in body:
+        return False
     try:
         value = jsonbodies.loads(body)
     except jsonbodies.NotJson:

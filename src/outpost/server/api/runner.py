@@ -6,15 +6,19 @@ import asyncio
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import Invalid, TooLarge, Unauthorized
+from outpost.errors import Invalid, StoreError, TooLarge, Unauthorized
+from outpost.server import jsonbodies
 from outpost.server.api.deps import Svc, Token
 from outpost.server.dispatch import build_key, hang_up
+from outpost.server.guards import unstorable
 from outpost.server.models import Account, Build, Runner
 from outpost.server.models import Lease as LeaseRow
 from outpost.server.security import now
@@ -33,8 +37,10 @@ from outpost.server.store import (
 from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
+    REPORT_CONTENT_TYPE,
     STREAM_PATTERN,
     ApprovalTask,
+    BadReport,
     BuildFinished,
     BuildStarted,
     CancelBuildTask,
@@ -49,13 +55,17 @@ from outpost.wire import (
     RegisterResponse,
     Report,
     ReportAccepted,
+    ReportHead,
     RunBuildTask,
     StepName,
     StepUpdate,
     Task,
+    report_appends,
+    split_report,
 )
 
 router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
+M = TypeVar("M", bound=BaseModel)
 
 
 @router.post("/register", status_code=201)
@@ -290,9 +300,21 @@ async def append_log(
 
 
 @router.post("/builds/{build_id}/report")
-async def report(build_id: str, body: Report, token: Token, lease: Lease, svc: Svc) -> ReportAccepted:
-    """Log appends, step updates and the finish in one request and one transaction (all or nothing)."""
-    appends = [reports.Append(a.stream, a.offset, _decode(a.data)) for a in body.logs]
+async def report(build_id: str, request: Request, token: Token, lease: Lease, svc: Svc) -> ReportAccepted:
+    """Log appends, step updates and the finish in one request and one transaction (all or nothing). The body
+    is a `Report` (JSON, log bytes in base64) or, from current runners, a raw report (`REPORT_CONTENT_TYPE`:
+    a JSON head and the log bytes as they are)."""
+    raw = await request.body()
+    if request.headers.get("content-type", "").startswith(REPORT_CONTENT_TYPE):
+        head = _raw_head(raw)
+        body: Report | ReportHead = head
+        try:
+            appends = [reports.Append(*a) for a in report_appends(head, split_report(raw)[1])]
+        except BadReport as exc:
+            raise Invalid(str(exc)) from None
+    else:
+        body = _validated(Report, raw)
+        appends = [reports.Append(a.stream, a.offset, _decode(a.data)) for a in body.logs]
     limit = svc.settings.max_log_chunk
     if sum(len(a.data) for a in appends) > limit:
         raise _too_large(f"a report may carry at most {limit} log bytes", limit)
@@ -323,6 +345,26 @@ async def late_logs(build_id: str, body: LateLogs, token: Token, lease: Lease, s
         sizes = await logs.append_late(session, held, appends)
     svc.wakeups.notify(build_key(build_id))
     return ReportAccepted(sizes=sizes)
+
+
+def _raw_head(raw: bytes) -> ReportHead:
+    """The head of a raw report, held to what the JSON guard holds other bodies to (RefuseNul lets raw ones by)."""
+    try:
+        head, _ = split_report(raw)
+    except BadReport as exc:
+        raise Invalid(str(exc)) from None
+    if reason := jsonbodies.too_deep(head):
+        raise StoreError(reason, error="invalid_request")  # 400, as the guard answers
+    if unstorable(head):
+        raise Invalid("NUL characters and unpaired surrogates are not allowed in request bodies")
+    return _validated(ReportHead, head)
+
+
+def _validated(model: type[M], raw: bytes) -> M:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:  # answered like a body FastAPI validated itself
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def _decode(data: str) -> bytes:

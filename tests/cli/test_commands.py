@@ -169,8 +169,17 @@ def test_every_answering_command_prints_json_with_json(
     assert j("trigger", "enable", trigger["id"])["disabled"] is False
     j("trigger", "rotate-secret", trigger["id"])
     assert j("trigger", "deliveries", trigger["id"]) == []
+    ping = j("trigger", "test", trigger["id"])
+    assert (ping["event"], ping["outcome"]) == ("ping", "ignored")
+    assert j("trigger", "redeliver", trigger["id"], ping["id"])["redelivery_of"] == ping["id"]
+    assert [d["redelivery_of"] for d in j("trigger", "deliveries", trigger["id"])] == [ping["id"], None]
     assert j("trigger", "remove", trigger["id"])["status"] == "removed"
 
+    assert j("runners", "drain", runner_id)["drain"] in ("draining", "drained")  # the cancelled build may linger
+    assert "drain" in control_plane.cli("runners", "list").stdout
+    assert j("runners", "undrain", runner_id)["drain"] == ""
+    assert j("runner", "drain", runner_id)["drain"] in ("draining", "drained")  # the same, next to runner start
+    assert j("runner", "undrain", runner_id)["drain"] == ""
     assert j("runners", "revoke", runner_id)["status"] == "revoked"
 
     git_queries = {("git", "branches"), ("git", "file"), ("git", "changed-files")}  # need a Git server: tests/e2e

@@ -244,4 +244,43 @@ def trigger_deliveries(ctx: click.Context, trigger_id: str, limit: int, as_json:
             what = f"{d['reason']} (ask again in a moment)"
         else:
             what = f"{d['rule']}: {d['reason']}" if d["rule"] else d["reason"] or ""
-        click.echo(f"{when}  {d['event'] or '-':<26} {d['outcome']:<9} {d['status_code']}  {what}")
+        if d.get("redelivery_of"):
+            what += f" (redelivery of {d['redelivery_of']})"
+        click.echo(f"{d['id']}  {when}  {d['event'] or '-':<26} {d['outcome']:<9} {d['status_code']}  {what}")
+
+
+def _came_to(d: dict[str, Any]) -> str:
+    if d["outcome"] == "build":
+        return f"build {d['build']}"
+    return f"{d['outcome']} ({d['rule']}: {d['reason']})" if d["rule"] else d["outcome"]
+
+
+@trigger.command("test")
+@click.argument("trigger_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the delivery as JSON.")
+@click.pass_context
+@friendly
+def trigger_test(ctx: click.Context, trigger_id: str, as_json: bool) -> None:
+    """Send a test delivery (admins): the provider's ping, signed with the trigger's secret, through the webhook's
+    own path (GitHub, Bitbucket Server; GitLab has no ping: use its Test button, then `trigger redeliver`)."""
+    d = api_from(ctx).post(f"/triggers/{trigger_id}/test-delivery")
+    if as_json:
+        emit_json(d)
+    else:
+        click.echo(f"delivery {d['id']}: {d['status_code']} {_came_to(d)}")
+
+
+@trigger.command("redeliver")
+@click.argument("trigger_id")
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new delivery as JSON.")
+@click.pass_context
+@friendly
+def trigger_redeliver(ctx: click.Context, trigger_id: str, delivery_id: str, as_json: bool) -> None:
+    """Deliver a recorded delivery (its id from `trigger deliveries`) again (admins): decided under the trigger's
+    rules as they are now, recorded as a new delivery marked as a redelivery."""
+    d = api_from(ctx).post(f"/triggers/{trigger_id}/deliveries/{delivery_id}/redeliver")
+    if as_json:
+        emit_json(d)
+    else:
+        click.echo(f"delivery {d['id']} (redelivery of {d['redelivery_of']}): {d['status_code']} {_came_to(d)}")

@@ -20,7 +20,7 @@ from outpost.wire import ClusterAccess
 from tests.kube.fixtures import kube_api
 from tests.server.test_gitqueries import answering_runner
 from tests.server.test_integrations import Listener, listener
-from tests.server.test_protocol import claim
+from tests.server.test_protocol import claim, wait_for_status
 from tests.stack import Stack
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 __all__ = ["kube_api", "listener"]
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.sa-t0ken-of-prod-eu"
+FINAL = {"success", "failure", "error", "terminated"}
 HELLO = "version: '1.0'\nsteps:\n  hi:\n    image: alpine\n    commands: [echo hi]\n"
 
 
@@ -300,3 +301,47 @@ async def test_an_unreachable_cluster_is_reported_by_the_runner_without_its_toke
     assert TOKEN not in body["message"]
     r = await stack.api("POST", "/integrations/cluster/prod-eu/test")  # not behind the firewall: still a runner's job
     assert (r.status_code, r.json()["error"]) == (409, "tested_by_runner")
+
+
+DEPLOYS = """version: '1.0'
+steps:
+  hello:
+    image: alpine
+    commands: [echo this must not run]
+  ship:
+    type: deploy
+    kind: kubernetes
+    cluster: ${{TARGET}}
+    namespace: shop
+    service: web
+    candidate:
+      image: registry.corp/web:1
+"""
+
+
+async def test_a_pipeline_naming_a_cluster_it_may_not_use_fails_before_any_step_runs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    await stack.pipeline("web", DEPLOYS, variables={"TARGET": "prod-eu"})
+    await stack.pipeline("typo", DEPLOYS, variables={"TARGET": "prod-ue"})
+    await stack.pipeline("other", HELLO)
+    await add(stack, allowed_pipelines=["other"])  # prod-eu exists, but web is not on its allow-list
+    async with answering_runner(stack, tmp_path):
+        for pipeline, reason in (
+            (
+                "web",
+                "step ship: pipeline 'web' is not allowed to use kubernetes integration 'prod-eu': an account "
+                "admin can allow it (outpost integration update prod-eu --allow-pipeline web)",
+            ),
+            ("typo", "step ship: there is no kubernetes integration 'prod-ue' in this account"),
+        ):
+            build = await wait_for_status(stack, (await stack.run(pipeline))["id"], FINAL, timeout=30)
+            assert build["status"] == "error"
+            assert build["message"].startswith(reason)
+            shown = await stack.build(build["id"])
+            steps = {s["name"]: s for s in shown["steps"]}
+            assert (steps["hello"]["status"], steps["ship"]["status"]) == ("skipped", "skipped")
+            log = await stack.api("GET", f"/builds/{build['id']}/steps/hello/log")
+            assert "this must not run" not in log.text
+            said = (await stack.api("GET", f"/builds/{build['id']}/steps/$system/log")).text
+            assert f"no step runs: {reason}" in said

@@ -36,6 +36,20 @@ def pick(clusters: Mapping[str, ClusterAccess], name: str) -> ClusterAccess:
     )
 
 
+def refusal(clusters: Mapping[str, ClusterAccess], refused: Iterable[str], name: str, pipeline: str) -> str | None:
+    """Why a deploy step naming `name` cannot run in this build (checked at build start, before any step), or
+    None: the account's admin has not allowed the pipeline to use that integration, or there is none of that name
+    (the control plane sends the names of the integrations the pipeline may not use in `refused`)."""
+    if name in clusters:
+        return None
+    if name in set(refused):
+        return (
+            f"pipeline {pipeline!r} is not allowed to use kubernetes integration {name!r}: an account admin can "
+            f"allow it (outpost integration update {name} --allow-pipeline {pipeline})"
+        )
+    return f"there is no kubernetes integration {name!r} in this account (outpost integration list --kind cluster)"
+
+
 def token(access: ClusterAccess, runner_secrets: Mapping[str, str]) -> str | None:
     """The bearer token, from the task or from the runner's own secrets."""
     if access.runner_secret:

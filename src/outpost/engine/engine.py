@@ -90,6 +90,7 @@ class BuildContext:
     integrations: dict[str, GitAccess] = field(default_factory=dict)  # git integrations the build may use
     registries: dict[str, RegistryAccess] = field(default_factory=dict)  # registry integrations the build may use
     clusters: dict[str, ClusterAccess] = field(default_factory=dict)  # kubernetes integrations the build may use
+    clusters_refused: list[str] = field(default_factory=list)  # the account's others: named in a refusal
     runner_secrets: Mapping[str, str] = field(default_factory=dict)  # the runner's own secrets (--secrets-file)
     restart: Restart | None = None  # a restart from the failed step, as far as the runner found it safe
 
@@ -218,6 +219,8 @@ class BuildEngine:
             )
         self.state.states = dict.fromkeys(self._steps, "pending")
         self._prepare()
+        if (refused := await self._refuse_clusters(pipeline)) is not None:
+            return refused
         async with self.executor:
             outcome = await self._run_pipeline(pipeline)
         outcome.message = self.reporter.mask(outcome.message)  # the build's message is shown like its log
@@ -477,6 +480,25 @@ class BuildEngine:
 
         marked = StepFiles(step.name, self.state.workdir(step, values), globs("artifacts"), globs("junit"))
         await self.collect(marked, note, self.reporter.mask)
+
+    async def _refuse_clusters(self, pipeline: Pipeline) -> BuildOutcome | None:
+        """Deploy steps that name a cluster this build may not use end the build before any step runs, saying
+        why. A name that only a variable set during the build gives is checked when its step runs."""
+        reasons = []
+        for step in pipeline.all_steps():
+            named = step.fields.get("cluster") if step.type == "deploy" else None
+            name = substitute(str(named), self.state.variables).strip() if named is not None else ""
+            if not name or "${{" in name:
+                continue
+            why = clusters.refusal(self.ctx.clusters, self.ctx.clusters_refused, name, self.ctx.pipeline)
+            if why:
+                reasons.append(f"step {step.name}: {why}")
+        if not reasons:
+            return None
+        await self._system("no step runs: " + "\n".join(reasons) + "\n")
+        for step in pipeline.steps:
+            await self._skip(step, "the pipeline names a cluster it may not use")
+        return BuildOutcome("error", "\n".join(reasons))
 
     async def _skip(self, step: Step, reason: str) -> None:
         self.state.record(step, "skipped")

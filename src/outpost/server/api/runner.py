@@ -210,6 +210,7 @@ async def _run_task(
         integrations=await integrations.git_access_for_build(session, svc.secrets, build),
         registries=await integrations.registry_access_for_build(session, svc.secrets, build),
         clusters=await clusters.cluster_access_for_build(session, svc.secrets, build),  # its allow-lists' say
+        clusters_refused=await clusters.clusters_refused_to_build(session, build),
         source=builds.pipeline_source(build),
         resume=await builds.resume_of(session, build),
     )

@@ -133,6 +133,17 @@ def cluster_access(integration: Integration, box: SecretBox) -> ClusterAccess:
 async def cluster_access_for_build(session: AsyncSession, box: SecretBox, build: Build) -> dict[str, ClusterAccess]:
     """The kubernetes integrations the build's pipeline is allowed to use, by name, and no other: its deploy steps
     and its steps' KUBECONFIG get only these. Nothing is contacted."""
+    return {
+        row.name: cluster_access(row, box) for row in await _clusters(session, build) if may_use(row, build.pipeline_id)
+    }
+
+
+async def clusters_refused_to_build(session: AsyncSession, build: Build) -> list[str]:
+    """The names of the account's kubernetes integrations the build's pipeline may not use: the runner names the
+    reason when a deploy step asks for one of them."""
+    return [row.name for row in await _clusters(session, build) if not may_use(row, build.pipeline_id)]
+
+
+async def _clusters(session: AsyncSession, build: Build) -> list[Integration]:
     query = select(Integration).where(Integration.account_id == build.account_id, Integration.kind == "cluster")
-    rows = await session.scalars(query.order_by(Integration.name))
-    return {row.name: cluster_access(row, box) for row in rows if may_use(row, build.pipeline_id)}
+    return list(await session.scalars(query.order_by(Integration.name)))

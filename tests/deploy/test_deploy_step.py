@@ -383,3 +383,28 @@ steps:
     assert "current-context: prod-eu" in log
     assert "writable" not in log
     assert not list((tmp_path / "scratch").glob("step-*"))  # the step's folder went with it
+
+
+async def test_a_deploy_step_to_a_cluster_it_cannot_reach_ends_with_the_address_and_never_the_token(
+    tmp_path: Path,
+) -> None:
+    closed = ClusterAccess(name="prod-eu", server="http://127.0.0.1:1", token=TOKEN, namespace=NAMESPACE)
+    engine, rec = make_engine(tmp_path, SERVICE_DEPLOY, "local", None, closed, variables={"APP_IMAGE": "x"})
+    outcome = await engine.run()
+
+    assert outcome.status == "failure"
+    final = rec.final("ship")
+    assert final.status == "error"
+    assert "cannot reach cluster 'prod-eu' at http://127.0.0.1:1" in (final.message or "")
+    assert TOKEN not in rec.text("ship") + (final.message or "")
+
+
+async def test_a_cluster_whose_token_is_a_runner_secret_this_runner_lacks_is_named_with_the_secret(
+    tmp_path: Path,
+) -> None:
+    kept = ClusterAccess(name="prod-eu", server="http://127.0.0.1:1", runner_secret="PROD_EU_TOKEN")
+    engine, rec = make_engine(tmp_path, SERVICE_DEPLOY, "local", None, kept, variables={"APP_IMAGE": "x"})
+    outcome = await engine.run()
+
+    assert outcome.status == "failure"
+    assert "keeps its token in runner secret 'PROD_EU_TOKEN', which this runner does not have" in rec.text("ship")

@@ -111,11 +111,10 @@ def client(access: ClusterAccess, runner_secrets: Mapping[str, str], namespace: 
         from lightkube import AsyncClient, KubeConfig
     except ImportError as exc:  # pragma: no cover - the dependency is declared; a trimmed install says what to add
         raise ClusterError(f"deploy steps need lightkube ({exc}): pip install 'outpost-ci[kubernetes]'") from None
+    token(access, runner_secrets)  # a runner secret this runner lacks is named
     config = KubeConfig.from_dict(kubeconfig({access.name: access}, runner_secrets, access.name))
     single = config.get(access.name)
-    if single is None:  # only when the runner secret is missing: say which
-        token(access, runner_secrets)
-        raise ClusterError(f"kubernetes integration {access.name!r} cannot be used by this runner")
+    assert single is not None  # the one context, made above
     return AsyncClient(single, namespace=namespace or access.namespace, field_manager=FIELD_MANAGER)
 
 

@@ -136,6 +136,7 @@ def main() -> None:
     load_before = machine.load_average()
     rates: dict[str, list[float]] = {label: [] for label in CASES}
     cpu: dict[str, list[float]] = {label: [] for label in CASES}
+    server_cpu: dict[str, list[float]] = {label: [] for label in CASES}
     names = {label: f"log-{n}" for n, label in enumerate(CASES)}
     with tempfile.TemporaryDirectory(prefix="outpost-lograte-") as tmp, Processes(Path(tmp) / "logs") as procs:
         target = start_separate(procs, Path(tmp))
@@ -149,12 +150,14 @@ def main() -> None:
                 json_of(api.post("/api/v1/pipelines", json={**body, "secrets": secrets}))
             for _ in range(args.repeat):
                 for label, secrets in CASES.items():
-                    before = cpu_seconds(runner)
+                    before, server_before = cpu_seconds(runner), cpu_seconds(server)
                     seconds, last_build = run_once(api, names[label], masked=bool(secrets))
                     cpu[label].append(cpu_seconds(runner) - before)
+                    server_cpu[label].append(cpu_seconds(server) - server_before)
                     rates[label].append(size / 1e6 / seconds)
                     print(
-                        f"{label}: {size / 1e6 / seconds:.1f} MB/s ({seconds:.2f} s), runner CPU {cpu[label][-1]:.2f} s"
+                        f"{label}: {size / 1e6 / seconds:.1f} MB/s ({seconds:.2f} s), "
+                        f"runner CPU {cpu[label][-1]:.2f} s, control plane CPU {server_cpu[label][-1]:.2f} s"
                     )
             read_rate, rss_before, rss_peak, read_bytes = read_back(api, last_build, server)
             if read_bytes != size:
@@ -168,9 +171,10 @@ def main() -> None:
     best_off = max(rates["off"])
     cpu_off = statistics.median(cpu["off"])
     print(
-        "| Masking | forms | runs (MB/s) | median | best | best vs off | runner CPU (s, median) | masker alone (MB/s) |"
+        "| Masking | forms | runs (MB/s) | median | best | best vs off | runner CPU (s, median) "
+        "| control plane CPU (s, median) | masker alone (MB/s) |"
     )
-    print("|---|--:|---|--:|--:|--:|--:|--:|")
+    print("|---|--:|---|--:|--:|--:|--:|--:|--:|")
     for label, secrets in CASES.items():
         median, best, runner_cpu = statistics.median(rates[label]), max(rates[label]), statistics.median(cpu[label])
         count = sum(len(forms(v)) for v in secrets.values())
@@ -178,7 +182,7 @@ def main() -> None:
         runs = ", ".join(f"{r:.1f}" for r in rates[label])
         print(
             f"| {label} | {count} | {runs} | {median:.1f} | {best:.1f} | {100 * (best - best_off) / best_off:+.1f}% "
-            f"| {runner_cpu:.2f} ({runner_cpu - cpu_off:+.2f}) | {alone} |"
+            f"| {runner_cpu:.2f} ({runner_cpu - cpu_off:+.2f}) | {statistics.median(server_cpu[label]):.2f} | {alone} |"
         )
     print()
     print("| Reading the whole log back (GET /steps/print/log) | MB/s | server RSS before | server RSS peak |")

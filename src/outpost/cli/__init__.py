@@ -83,6 +83,27 @@ LAZY = {
 }
 
 
+# What `outpost --help` says of each lazy command (the first paragraph of its own help), so that listing them
+# imports none of their modules; tests/cli/test_start.py checks each against the command's help.
+SUMMARIES = {
+    "runtime": "Runtimes: named groups of runners that run a pipeline's builds.",
+    "runners": "Registered runners.",
+    "token": "API tokens of this account.",
+    "account": "Accounts (tenants); needs the installation's admin token.",
+    "user": "People who log in to the web UI, in this account (needs the admin role).",
+    "audit": "The account's audit log (needs the admin role).",
+    "runner": "The runner: install it inside your network; it only connects out.",
+    "build": "Inspect, follow and cancel builds.",
+    "open": "Open BUILD's page in the web browser ($BROWSER, else the system's); print its address.",
+    "completion": "Print the completion script for SHELL, to load from the shell's start-up file:",
+    "integration": "Integrations: Git providers, registries and Kubernetes clusters, optionally behind the firewall.",
+    "git": "Ask a repository through a runner: the control plane never connects to the Git server.",
+    "trigger": "Git triggers (a provider's webhook) and cron triggers that start pipelines.",
+    "up": "Control plane and a local runner on SQLite, with the example pipeline running.",
+    "server": "The control plane alone (runners connect to it from their own networks).",
+}
+
+
 class LazyGroup(click.Group):
     """The top-level group: its modules register their commands on it when they are first imported."""
 
@@ -92,9 +113,23 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        for module in sorted(set(LAZY.values())):
-            importlib.import_module(f"outpost.cli.{module}")
-        return super().list_commands(ctx)
+        return sorted({*self.commands, *LAZY})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but a command not loaded yet is described by SUMMARIES (its module is imported only
+        when it has no summary there)."""
+        rows: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands.get(name)
+            if cmd is None:
+                summary = SUMMARIES.get(name)
+                cmd = click.Command(name, help=summary) if summary is not None else self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
 @click.group(cls=LazyGroup)

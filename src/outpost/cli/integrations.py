@@ -142,7 +142,7 @@ def _cluster_fields(o: dict[str, Any]) -> dict[str, Any]:
     """The API fields of --kubeconfig/--context, then of the explicit options, which win."""
     fields: dict[str, Any] = {}
     if o.get("kubeconfig"):
-        from outpost.cli.kubeconfigs import read
+        from outpost.kubeconfigs import read
 
         found = read(o["kubeconfig"], o.get("context"))
         fields = {

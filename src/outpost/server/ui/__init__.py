@@ -11,7 +11,18 @@ from starlette.exceptions import HTTPException
 
 from outpost.errors import NotFound
 from outpost.server.api.errors import http_error
-from outpost.server.ui import accounts, auth, badges, builds, events, integrations, pipelines, runtimes, triggers
+from outpost.server.ui import (
+    accounts,
+    auth,
+    badges,
+    builds,
+    clusters,
+    events,
+    integrations,
+    pipelines,
+    runtimes,
+    triggers,
+)
 from outpost.server.ui.rendering import HEADERS, STATIC_PREFIX, error_page, wants_html
 
 
@@ -26,7 +37,7 @@ async def unknown_path(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, builds, events, pipelines, runtimes, triggers, integrations, accounts, badges):
+    for module in (auth, builds, events, pipelines, runtimes, triggers, integrations, clusters, accounts, badges):
         app.include_router(module.router)
     static = resources.files("outpost.server.ui") / "static"
     app.mount(STATIC_PREFIX, StaticFiles(directory=str(static)), name="ui-static")

@@ -11,6 +11,7 @@ from outpost.errors import Conflict, Invalid, NotFound
 from outpost.server import connections
 from outpost.server.api.schemas.integrations import IntegrationIn, IntegrationPatch
 from outpost.server.models import Integration
+from outpost.server.store import clusters
 from outpost.server.store import integrations as store
 from outpost.server.store.accounts import ADMIN, require
 from outpost.server.ui.rendering import UiRoute, page, see_other
@@ -37,16 +38,25 @@ def why_untestable(row: Integration) -> str:
             f"Its credential lives only on the runners (runner secret {row.runner_secret}): the control plane has none."
         )
     if row.kind == "cluster":
-        return "Testing a cluster from the control plane is not supported yet."
+        return f"A runner tests a cluster, from where deploy steps reach it: outpost integration test {row.name}"
     return ""
 
 
 async def _list(request: Request, *, result: tuple[str, bool, str] | None = None) -> Response:
     async with as_viewer(request) as (session, viewer):
         rows = await store.list_integrations(session, viewer.principal)
+        pipelines = await clusters.pipeline_names(session, viewer.principal.account_id)  # clusters' allow-lists
     groups = {kind: [r for r in rows if r.kind == kind] for kind in store.KINDS}
     return page(
-        request, "integrations.html", viewer, groups=groups, kinds=KIND_NAMES, why=why_untestable, result=result
+        request,
+        "integrations.html",
+        viewer,
+        groups=groups,
+        kinds=KIND_NAMES,
+        why=why_untestable,
+        result=result,
+        pipelines=pipelines,
+        allowed=lambda row: clusters.allowed_names(row, pipelines),
     )
 
 
@@ -98,6 +108,8 @@ def _tags(form: Form) -> list[str]:
 
 @router.get("/new/integration")
 async def new_integration(request: Request) -> Response:
+    if request.query_params.get("kind") == "cluster":
+        return see_other("/new/integration/kubernetes")  # its own form (ui/clusters.py)
     return await _form(request, None)
 
 

@@ -1,7 +1,8 @@
-"""Reading a kubeconfig file for `outpost integration add kubernetes --kubeconfig FILE [--context C]`, on the CLI's
-side: one context's server, CA, namespace and credential (a bearer token or a client certificate and key), as the
-control plane stores them. A credential Outpost cannot keep and replay from a runner (an exec plugin, an auth
-provider, a user name and password) is refused with what to use instead."""
+"""Reading a kubeconfig: one context's server, CA, namespace and credential (a bearer token or a client certificate
+and key), as a kubernetes integration stores them. Used by `outpost integration add kubernetes --kubeconfig FILE`
+(on the CLI's side) and by the web UI's form (a pasted kubeconfig). A credential Outpost cannot keep and replay from
+a runner (an exec plugin, an auth provider, a user name and password) is refused with what to use instead. Pure:
+it reads files only where the kubeconfig names them, and only when given its folder."""
 
 from __future__ import annotations
 
@@ -38,11 +39,21 @@ USE_INSTEAD = (
 
 
 def read(path: Path, context: str | None = None) -> ClusterSettings:
-    """The settings of `context` (default: the file's current-context)."""
+    """The settings of `context` (default: the file's current-context); files it names are read relative to it."""
     try:
-        config = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except (OSError, UnicodeError) as exc:
         raise KubeconfigError(f"cannot read the kubeconfig {path}: {exc}") from None
+    return parse(text, context, path.parent, shown=str(path))
+
+
+def parse(
+    text: str, context: str | None = None, base: Path | None = None, *, shown: str = "the kubeconfig"
+) -> ClusterSettings:
+    """As `read`, from the text; without `base`, a field that names a file is refused (paste a flattened one)."""
+    path = shown
+    try:
+        config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"{path} is not YAML: {exc}") from None
     if not isinstance(config, dict):
@@ -63,7 +74,6 @@ def read(path: Path, context: str | None = None) -> ClusterSettings:
             raise KubeconfigError(f"the user of context {name!r} logs in through {what}{shown}. {USE_INSTEAD}")
     if user.get("username") or user.get("password"):
         raise KubeconfigError(f"the user of context {name!r} logs in with a user name and password. {USE_INSTEAD}")
-    base = path.parent
     token = user.get("token") or _file(user.get("tokenFile"), base, "tokenFile")
     cert = _data(user, "client-certificate", base)
     key = _data(user, "client-key", base)
@@ -81,7 +91,7 @@ def read(path: Path, context: str | None = None) -> ClusterSettings:
     )
 
 
-def _named(config: dict[str, Any], section: str, key: str, name: str, path: Path) -> dict[str, Any]:
+def _named(config: dict[str, Any], section: str, key: str, name: str, path: str) -> dict[str, Any]:
     for entry in config.get(section) or []:
         if isinstance(entry, dict) and entry.get("name") == name:
             found = entry.get(key) or {}
@@ -92,7 +102,7 @@ def _named(config: dict[str, Any], section: str, key: str, name: str, path: Path
     raise KubeconfigError(f"{path} has no {key} {name!r} (its {section}: {known})")
 
 
-def _data(entry: dict[str, Any], field: str, base: Path) -> str | None:
+def _data(entry: dict[str, Any], field: str, base: Path | None) -> str | None:
     """`FIELD-data` (base64 PEM) or `FIELD` (a file, relative to the kubeconfig's folder), as text."""
     encoded = entry.get(f"{field}-data")
     if encoded:
@@ -103,9 +113,14 @@ def _data(entry: dict[str, Any], field: str, base: Path) -> str | None:
     return _file(entry.get(field), base, field)
 
 
-def _file(name: object, base: Path, field: str) -> str | None:
+def _file(name: object, base: Path | None, field: str) -> str | None:
     if not name:
         return None
+    if base is None:
+        raise KubeconfigError(
+            f"{field} names a file ({name}): give a kubeconfig that holds the data itself "
+            "(kubectl config view --raw --minify --flatten)"
+        )
     where = Path(str(name)).expanduser()
     try:
         return (where if where.is_absolute() else base / where).read_text()

@@ -1,0 +1,134 @@
+"""The Kubernetes integration form (server, CA, token or a pasted kubeconfig, namespace, behind the firewall, the
+pipelines allowed to use it) and the allow-list on a cluster's card. Admins only; the token or key is sealed and
+never sent back to the browser, not even in a refused form."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from outpost.errors import Conflict, Invalid, NotFound
+from outpost.kubeconfigs import KubeconfigError, parse
+from outpost.server.api.schemas.integrations import IntegrationIn
+from outpost.server.store import clusters
+from outpost.server.store import integrations as store
+from outpost.server.store.accounts import ADMIN, require
+from outpost.server.ui.rendering import UiRoute, page, see_other
+from outpost.server.ui.sessions import Form, as_viewer, check_csrf, checked, read_form, services
+
+router = APIRouter(route_class=UiRoute, include_in_schema=False)
+SECRETS = ("token", "kubeconfig")  # never written back into a refused form
+
+
+async def _form(request: Request, form: Form | None, error: str = "") -> Response:
+    async with as_viewer(request) as (session, viewer):
+        require(viewer.principal, ADMIN)
+        names = sorted((await clusters.pipeline_names(session, viewer.principal.account_id)).values())
+    return page(
+        request,
+        "cluster_form.html",
+        viewer,
+        status_code=422 if error else 200,
+        f=form or Form([]),
+        pipelines=names,
+        error=error,
+    )
+
+
+@router.get("/new/integration/kubernetes")
+async def new_cluster(request: Request) -> Response:
+    return await _form(request, None)
+
+
+@router.post("/new/integration/kubernetes")
+async def create_cluster(request: Request) -> Response:
+    form = await read_form(request)
+    svc = services(request)
+    try:
+        fields = _credential_fields(form)
+        insecure = form.checked("insecure") or bool(fields.pop("insecure", False))
+        async with as_viewer(request) as (session, viewer):
+            check_csrf(viewer, form)
+            require(viewer.principal, ADMIN)
+            body = checked(
+                IntegrationIn,
+                kind="cluster",
+                name=form.get("name").strip(),
+                provider="kubernetes",
+                runner_secret=form.get("runner_secret").strip() or None,
+                behind_firewall=form.checked("behind_firewall"),
+                insecure=insecure,
+                allowed_pipelines=form.all("pipeline"),
+                all_pipelines=form.checked("all_pipelines"),
+                **fields,
+            )
+            await store.create_integration(
+                session,
+                viewer.principal,
+                svc.secrets,
+                kind=body.kind,
+                name=body.name,
+                provider=body.provider,
+                url=body.url,
+                secret=None if body.runner_secret else body.token,
+                runner_secret=body.runner_secret,
+                behind_firewall=body.behind_firewall,
+                insecure=body.insecure,
+                namespace=body.namespace,
+                ca_pem=body.ca_pem,
+                client_cert_pem=body.client_cert_pem,
+                client_key=body.client_key_pem,
+                allowed_pipelines=body.allowed_pipelines,
+                all_pipelines=body.all_pipelines,
+            )
+    except (Invalid, Conflict, NotFound, KubeconfigError) as exc:
+        form.pairs = [(k, v) for k, v in form.pairs if k not in SECRETS]
+        return await _form(request, form, getattr(exc, "message", str(exc)))
+    return see_other(f"/integrations#cluster-{body.name}")
+
+
+def _credential_fields(form: Form) -> dict[str, object]:
+    """Server, CA, namespace and credential: from the pasted kubeconfig's context when there is one (a field typed
+    in the form wins), else from the form's own fields."""
+    typed = {
+        "url": form.get("server").strip() or None,
+        "namespace": form.get("namespace").strip() or None,
+        "ca_pem": form.get("ca_pem").strip() or None,
+        "token": form.get("token").strip() or None,
+    }
+    pasted = form.get("kubeconfig").strip()
+    if not pasted:
+        return typed
+    found = parse(pasted, form.get("context").strip() or None)
+    fields: dict[str, object] = {
+        "url": found.server,
+        "namespace": found.namespace,
+        "ca_pem": found.ca_pem,
+        "token": found.token,
+        "client_cert_pem": found.client_cert_pem,
+        "client_key_pem": found.client_key_pem,
+        "insecure": found.insecure,
+    }
+    if typed["token"]:
+        fields.update(client_cert_pem=None, client_key_pem=None)
+    fields.update({k: v for k, v in typed.items() if v})
+    return fields
+
+
+@router.post("/integrations/cluster/{name}/pipelines")
+async def set_allowed(request: Request, name: str) -> Response:
+    """The allow-list from a cluster's card: the pipelines ticked, or all of them."""
+    form = await read_form(request)
+    svc = services(request)
+    async with as_viewer(request) as (session, viewer):
+        check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
+        await store.update_integration(
+            session,
+            viewer.principal,
+            svc.secrets,
+            "cluster",
+            name,
+            allowed_pipelines=form.all("pipeline"),
+            all_pipelines=form.checked("all_pipelines"),
+        )
+    return see_other(f"/integrations#cluster-{name}")

@@ -138,6 +138,8 @@ def test_every_answering_command_prints_json_with_json(
     j("build", "deny", denied["id"], "gate")
     slow = j("run", "slow", "--detach")
     j("build", "cancel", slow["id"])
+    assert j("build", "restart", build["id"])["restarted_from"] == build["id"]
+    assert j("build", "artifacts", build["id"]) == []
 
     j("runtime", "create", "corp")
     j("runtime", "token", "corp")

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def installation(workdir: Path, replicas: int) -> Iterator[tuple[str, list[tuple
             server = procs.start(f"replica-{i}", argv, env=env)
             started.append((server, f"http://127.0.0.1:{port}"))
             with loopback.client(started[-1][1]) as api:
-                server.wait_for(lambda api=api: _answers(api), f"replica {i} to answer")
+                server.wait_for(partial(_answers, api), f"replica {i} to answer")
         token_file = workdir / "cp0" / "admin-token"
         token = token_file.read_text().strip()
         yield url, started, token

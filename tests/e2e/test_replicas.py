@@ -91,7 +91,12 @@ def test_two_replicas_started_together_on_an_empty_database_share_one_admin_and_
         cp.args = ["server", "--port", str(cp.port), "--data-dir", str(cp.data_dir)]
         Process.start(cp)
     for cp in (a, b):
-        eventually(lambda cp=cp: "control plane on" in cp.output() or cp._died(), timeout=60, what=f"{cp.name} up")
+
+        def up(cp: ControlPlane = cp) -> bool:
+            cp._died()  # raises, with its log, if it exited
+            return "control plane on" in cp.output()
+
+        eventually(up, timeout=60, what=f"{cp.name} up")
         cp.url = f"http://127.0.0.1:{cp.port}"
     tokens = [cp.data_dir / "admin-token" for cp in (a, b) if (cp.data_dir / "admin-token").exists()]
     passwords = [cp.data_dir / "admin-password" for cp in (a, b) if (cp.data_dir / "admin-password").exists()]
@@ -148,8 +153,12 @@ def test_a_build_queued_through_one_replica_is_claimed_by_a_runner_polling_anoth
             time.sleep(1.5)  # the runner's next poll is held by B by now
             build = queue(api_a, "hello")
             began = time.monotonic()
+
+            def claimed(build: dict[str, Any] = build) -> bool:
+                return api_a.get(f"/builds/{build['id']}").json()["status"] in ("running", "success")
+
             eventually(
-                lambda build=build: api_a.get(f"/builds/{build['id']}").json()["status"] in ("running", "success"),
+                claimed,
                 timeout=poll_wait,
                 what="the build to be claimed through replica B",
                 every=0.01,

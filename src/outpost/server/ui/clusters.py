@@ -89,7 +89,7 @@ async def create_cluster(request: Request) -> Response:
 def _credential_fields(form: Form) -> dict[str, object]:
     """Server, CA, namespace and credential: from the pasted kubeconfig's context when there is one (a field typed
     in the form wins), else from the form's own fields."""
-    typed = {
+    typed: dict[str, object] = {
         "url": form.get("server").strip() or None,
         "namespace": form.get("namespace").strip() or None,
         "ca_pem": form.get("ca_pem").strip() or None,

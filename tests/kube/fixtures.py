@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,3 +49,43 @@ def kube_api(tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+BUILDAH_IMAGE = "localhost/outpost-test/buildah:1"
+
+
+@pytest.fixture(scope="session")
+def buildah_image(dockerd: Any) -> str:
+    """An image with buildah for builder pods, made from this machine's buildah and busybox (there is no image
+    registry to pull one from here): the binary, the libraries it links, a user table and the default policy."""
+    buildah = shutil.which("buildah")
+    need(buildah is not None, "buildah is not installed (apt-get install buildah)")
+    assert buildah is not None
+    with tempfile.TemporaryDirectory(prefix="outpost-buildah-image-") as folder:
+        root = Path(folder)
+        _copy_into(root, Path(buildah))
+        (root / "bin").mkdir()
+        shutil.copy(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
+        linked = subprocess.run(["ldd", buildah], capture_output=True, text=True, check=True).stdout
+        for library in {w for w in linked.split() if w.startswith("/")}:
+            _copy_into(root, Path(library))
+        (root / "etc" / "containers").mkdir(parents=True)
+        shutil.copy("/etc/containers/policy.json", root / "etc" / "containers" / "policy.json")
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc" / "group").write_text("root:x:0:\n")
+        for tmp in ("tmp", "var/tmp"):  # buildah keeps some temporary files in /var/tmp whatever TMPDIR says
+            (root / tmp).mkdir(parents=True)
+            os.chmod(root / tmp, 0o1777)
+        (root / "Dockerfile").write_text(
+            "FROM scratch\nCOPY . /\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+            "ENV PATH=/usr/local/bin:/usr/bin:/bin\n"
+        )
+        dockerd.cli("build", "-q", "--network", "host", "-t", BUILDAH_IMAGE, folder)
+    return BUILDAH_IMAGE
+
+
+def _copy_into(root: Path, path: Path) -> None:
+    target = root / path.relative_to("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path.resolve(), target)

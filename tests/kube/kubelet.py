@@ -6,7 +6,8 @@ SIGKILL; a memory limit is the container's cgroup limit, so a step that passes i
 the engine does not have is pulled (with the pod's imagePullSecrets) and one that cannot be pulled shows
 ErrImagePull, then ImagePullBackOff, with Warning events. Volumes are host folders: a claim is one folder per
 (namespace, claim) under the cluster's storage folder, shared by every pod that mounts it (all fake nodes are on
-this one host), and an emptyDir is a folder per pod. One container per pod; restartPolicy is taken as Never.
+this one host), and an emptyDir is a folder per pod. Pods share the host's network (no pod network is emulated).
+One container per pod; restartPolicy is taken as Never.
 """
 
 from __future__ import annotations
@@ -61,6 +62,26 @@ def cpu_nanos(quantity: str) -> int:
     if not found:
         raise ValueError(f"unsupported quantity {quantity!r}")
     return round(float(found[1]) * (1_000_000 if found[2] else 1_000_000_000))
+
+
+def _security(pod: Any, container: Any) -> dict[str, Any]:
+    """The container's security settings as the engine takes them: the user, capabilities, no_new_privs and the
+    seccomp profile (RuntimeDefault is the engine's default profile; Unconfined none). hostUsers: false cannot be
+    given per container here (the engine's user namespaces are daemon-wide): a real cluster's runtime does that."""
+    context, pod_context = container.securityContext, pod.securityContext
+    options: list[str] = []
+    settings: dict[str, Any] = {}
+    seccomp = (context.seccompProfile if context else None) or (pod_context.seccompProfile if pod_context else None)
+    if seccomp is not None and seccomp.type == "Unconfined":
+        options.append("seccomp=unconfined")
+    if context is not None and context.allowPrivilegeEscalation is False:
+        options.append("no-new-privileges")
+    if context is not None and context.capabilities is not None:
+        settings["CapDrop"] = list(context.capabilities.drop or [])
+        settings["CapAdd"] = list(context.capabilities.add or [])
+    if options:
+        settings["SecurityOpt"] = options
+    return settings
 
 
 class Docker:
@@ -256,7 +277,12 @@ class Kubelet:
             source.mkdir(parents=True, exist_ok=True)
             binds.append(f"{source}:{mount.mountPath}" + (":ro" if mount.readOnly else ""))
         limits = (spec.resources.limits if spec.resources else None) or {}
-        host_config: dict[str, Any] = {"Binds": binds, "NetworkMode": "none"}
+        # No pod network is emulated: pods share the host's (their IP is 127.0.0.1), so they reach the tests'
+        # registry and each other's ports; hostAliases become /etc/hosts lines.
+        host_config: dict[str, Any] = {"Binds": binds, "NetworkMode": "host", **_security(pod.spec, spec)}
+        host_config["ExtraHosts"] = [
+            f"{name}:{alias.ip}" for alias in pod.spec.hostAliases or [] for name in alias.hostnames or []
+        ]
         if "memory" in limits:
             host_config.update(Memory=memory_bytes(limits["memory"]), MemorySwap=memory_bytes(limits["memory"]))
         if "cpu" in limits:  # the CFS quota, as the real kubelet sets it
@@ -273,6 +299,11 @@ class Kubelet:
             body["Cmd"] = spec.args
         if spec.workingDir:
             body["WorkingDir"] = spec.workingDir
+        user = (spec.securityContext.runAsUser if spec.securityContext else None) or (
+            pod.spec.securityContext.runAsUser if pod.spec.securityContext else None
+        )
+        if user is not None:
+            body["User"] = str(user)
         return body
 
     async def _until_done(self, pod: Pod, container: str, deleting: asyncio.Event) -> None:
@@ -310,6 +341,7 @@ class Kubelet:
         status = {
             "phase": phase,
             "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
             "startTime": now(),
             "containerStatuses": [
                 {

@@ -140,6 +140,17 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
                 "OUTPOST_STEP_PODS",
                 "Step pods' nodeSelector, tolerations, affinity and resources, as JSON (the chart's stepPods).",
             ),
+            ("--builder-image", "OUTPOST_BUILDER_IMAGE", "An image with buildah: build and push steps run in it."),
+            (
+                "--scratch-registry",
+                "OUTPOST_SCRATCH_REGISTRY",
+                "HOST[:PORT]/PATH the nodes pull built images from (a registry integration's domain).",
+            ),
+            (
+                "--builder-seccomp",
+                "OUTPOST_BUILDER_SECCOMP",
+                "Builder pods' seccomp profile: Unconfined (default) or Localhost:PROFILE (allowing user namespaces).",
+            ),
         ]
     ):
         command = click.option(name, envvar=envvar, default=None, help=help_text)(command)
@@ -155,6 +166,9 @@ def kubernetes_settings(
     work_claim_path: str | None,
     node_name: str | None,
     step_pods: str | None = None,
+    builder_image: str | None = None,
+    scratch_registry: str | None = None,
+    builder_seccomp: str | None = None,
 ) -> dict[str, str]:
     given = {
         "namespace": namespace,
@@ -163,6 +177,9 @@ def kubernetes_settings(
         "work_root": work_claim_path or str(data_dir),
         "node": node_name,
         "step_pods": step_pods,
+        "builder_image": builder_image,
+        "scratch_registry": scratch_registry,
+        "builder_seccomp": builder_seccomp,
     }
     return {key: value for key, value in given.items() if value}
 
@@ -267,6 +284,9 @@ def runner_start(
     work_claim_path: str | None,
     node_name: str | None,
     step_pods: str | None,
+    builder_image: str | None,
+    scratch_registry: str | None,
+    builder_seccomp: str | None,
     concurrency: int,
     volume_reuse: str,
     data_dir: Path | None,
@@ -299,6 +319,9 @@ def runner_start(
             work_claim_path=work_claim_path,
             node_name=node_name,
             step_pods=step_pods,
+            builder_image=builder_image,
+            scratch_registry=scratch_registry,
+            builder_seccomp=builder_seccomp,
         )
     if secrets_file is not None:
         try:

@@ -17,15 +17,27 @@ import contextlib
 import logging
 import shlex
 import shutil
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
 from outpost.containers import images
+from outpost.containers.auth import RegistryAuth
 from outpost.errors import ExecutorError
-from outpost.executors.base import VOLUME_IN_STEP, Executor, Output, StepJob
-from outpost.executors.kubernetes import objects, placement, podstate
+from outpost.executors.base import (
+    VOLUME_IN_STEP,
+    BuiltImage,
+    CompositionJob,
+    Executor,
+    ImageBuildJob,
+    Output,
+    PushJob,
+    ServiceSpec,
+    StepJob,
+)
+from outpost.executors.kubernetes import builder, objects, placement, podstate
 
 try:
     import httpx2
@@ -50,11 +62,27 @@ DEFAULTS = {"pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout":
 NAMESPACE = "outpost"  # without --namespace: the kubeconfig context's namespace, else this
 
 
+@dataclass
+class _Pod:
+    """One pod a step runs: `script` is run by `shell` with its output going to a file on the build volume."""
+
+    step: str
+    image: str
+    script: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    shell: str = "/bin/sh"
+    workdir: str | None = None
+    builder: bool = False  # a builder pod: buildah's security settings (objects.builder_security)
+    keep: dict[str, str] | None = None  # files of the pod's folder (iid, digest) read into this before it goes
+    aliases: Mapping[str, str] = field(default_factory=dict)  # host name -> IP (a composition's services)
+
+
 class KubernetesExecutor(Executor):
     name: ClassVar[str] = "kubernetes"
-    # A container executor (the engine fills in working_directory, volumes and services); build, push and
-    # composition steps are the next slice.
-    step_types: ClassVar[frozenset[str]] = frozenset({"freestyle"})
+    # A container executor (the engine fills in working_directory, volumes and services). Build and push steps run
+    # buildah in builder pods; a composition's services and candidates are pods of their own.
+    step_types: ClassVar[frozenset[str]] = frozenset({"freestyle", "build", "push", "composition"})
 
     def __init__(
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
@@ -136,28 +164,57 @@ class KubernetesExecutor(Executor):
     async def run(self, job: StepJob, output: Output) -> int:
         _refuse_what_is_not_built_yet(job)
         assert job.image
+        env = {k: v for k, v in job.env.items() if k not in job.host_env}
+        return await self._run_pod(
+            _Pod(
+                step=job.step,
+                image=job.image,
+                script=f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script,
+                env=env,
+                logins=_logins(job.image, job.auths),
+                shell="/bin/sh" if job.shell == "sh" else job.shell,
+                workdir=job.workdir_in_step,
+            ),
+            output,
+        )
+
+    async def _run_pod(self, pod: _Pod, output: Output) -> int:
+        """Runs one pod to its end: its output into `output`, its exit code returned; over only when it is gone."""
+        name, folder = await self._start_pod(pod)
+        try:
+            code = await self._follow(name, folder, pod.step, pod.image, output)
+            keep = pod.keep if pod.keep is not None else {}
+            for kept in ("iid", "digest"):
+                with contextlib.suppress(FileNotFoundError):
+                    keep[kept] = (folder / kept).read_text().strip()
+            return code
+        finally:
+            # The step is over only when its pod is gone (cancelled: after its grace period). Its raw output (not
+            # masked: masking happens in `output`) does not stay on the volume for later steps to read.
+            await asyncio.shield(self._delete_and_wait(name))
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _start_pod(self, pod: _Pod) -> tuple[str, Path]:
+        """Creates the pod (its script on the volume, its environment and pull credentials in Secrets it owns)."""
         self._serial += 1
-        name = objects.dns_label("op", self.build_id[:28], str(self._serial), job.step[:20])
+        name = objects.dns_label("op", self.build_id[:28], str(self._serial), pod.step[:20])
         folder = self.volume / STEPS_FOLDER / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "script").write_text(f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script)
-        env = {k: v for k, v in job.env.items() if k not in job.host_env}
-        secrets = [objects.env_secret(name, self.namespace, self.build_id, job.step, env)]
-        logins = _logins(job)
-        if logins:
-            secrets.append(objects.pull_secret(f"{name}-pull", self.namespace, self.build_id, job.step, logins))
-        spec = self._pod_spec(job, name, folder)
-        spec.pull_secrets = [f"{name}-pull"] if logins else []
-        pod = objects.step_pod(spec)
+        (folder / "script").write_text(pod.script)
+        secrets = [objects.env_secret(name, self.namespace, self.build_id, pod.step, pod.env)]
+        if pod.logins:
+            secrets.append(objects.pull_secret(f"{name}-pull", self.namespace, self.build_id, pod.step, pod.logins))
+        spec = self._pod_spec(pod, name)
+        spec.pull_secrets = [f"{name}-pull"] if pod.logins else []
         made: list[str] = []
         try:
             for secret in secrets:
-                await _create(self.client, secret, f"create the secrets of step {job.step}")
+                await _create(self.client, secret, f"create the secrets of step {pod.step}")
                 made.append(_name(secret))
-            created = await _create(self.client, pod, f"create the pod of step {job.step}")
+            created = await _create(self.client, objects.step_pod(spec), f"create the pod of step {pod.step}")
             for secret_name in made:  # from now on, Kubernetes deletes them with the pod
                 await _call(
-                    f"tie the secrets of step {job.step} to its pod",
+                    f"tie the secrets of step {pod.step} to its pod",
                     lambda n=secret_name: self.client.patch(  # type: ignore[misc]
                         Secret, n, objects.owned_by(created), patch_type=PatchType.MERGE
                     ),
@@ -166,23 +223,16 @@ class KubernetesExecutor(Executor):
             await asyncio.shield(_delete(self.client, Pod, name, 0))
             for secret_name in made:
                 await asyncio.shield(_delete(self.client, Secret, secret_name, 0))
-            raise
-        try:
-            return await self._follow(name, folder, job, output)
-        finally:
-            # The step is over only when its pod is gone (cancelled: after its grace period). Its raw output (not
-            # masked: masking happens in `output`) does not stay on the volume for later steps to read.
-            await asyncio.shield(self._delete_and_wait(name))
             shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return name, folder
 
-    def _pod_spec(self, job: StepJob, name: str, folder: Path) -> objects.StepPodSpec:
-        assert job.image
-        shell = "/bin/sh" if job.shell == "sh" else job.shell
+    def _pod_spec(self, pod: _Pod, name: str) -> objects.StepPodSpec:
         inner = f"{VOLUME_IN_STEP}/{STEPS_FOLDER}/{name}"
         # The output file is opened once and appended to; the exit code is written last, by a rename.
         wrapper = (
             f"d={shlex.quote(inner)}\n"
-            f'{shlex.quote(shell)} "$d/script" >>"$d/output" 2>&1 </dev/null\n'
+            f'{shlex.quote(pod.shell)} "$d/script" >>"$d/output" 2>&1 </dev/null\n'
             'code=$?\necho "$code" >"$d/exit.part" && mv "$d/exit.part" "$d/exit"\nexit "$code"\n'
         )
         tools = self.scratch / "bin"
@@ -191,14 +241,14 @@ class KubernetesExecutor(Executor):
             name=name,
             namespace=self.namespace,
             build_id=self.build_id,
-            step=job.step,
-            image=job.image,
+            step=pod.step,
+            image=pod.image,
             command=["/bin/sh", "-c", wrapper],
             claim=self.claim,
             volume_path=self._in_claim(self.volume),
             volume_mount=VOLUME_IN_STEP,
             env_secret=name,
-            workdir=job.workdir_in_step,
+            workdir=pod.workdir,
             tools_path=self._in_claim(tools) if tools.is_dir() else None,
             tools_mount=TOOLS_IN_STEP,
             node_name=self.options.get("node") or None,
@@ -208,7 +258,147 @@ class KubernetesExecutor(Executor):
             requests=where.requests,
             limits=where.limits,
             grace_seconds=STOP_GRACE,
+            security=objects.builder_security(self.options.get("builder_seccomp", "Unconfined"))
+            if pod.builder
+            else None,
+            host_users=False if pod.builder and self.options.get("builder_userns", "true") == "true" else None,
+            host_aliases=pod.aliases,
         )
+
+    # --- build and push steps: buildah in builder pods ---------------------------------------------------
+
+    def _builder_image(self) -> str:
+        image = self.options.get("builder_image", "")
+        if not image:
+            raise ExecutorError(
+                "build and push steps on Kubernetes need --builder-image: an image with buildah in it "
+                "(they run in a builder pod, never in privileged Docker-in-Docker)"
+            )
+        return image
+
+    async def build_image(self, job: ImageBuildJob, output: Output) -> BuiltImage:
+        image = self._builder_image()
+        self._serial += 1
+        scratch = builder.scratch_reference(self.options.get("scratch_registry", ""), job.tags[0], self.build_id,
+                                            self._serial)  # fmt: skip
+        auths = list(job.auths)
+        target = builder.for_domain(auths, scratch)
+        context = self._in_volume(job.context)
+        dockerfile = f"{context}/{job.dockerfile}"
+        if job.dockerfile_content is not None:  # an inline Dockerfile: written beside the step's script
+            inline = self.volume / STEPS_FOLDER / f"dockerfile-{self._serial}"
+            inline.parent.mkdir(parents=True, exist_ok=True)
+            inline.write_text(job.dockerfile_content)
+            dockerfile = self._in_volume(inline)
+        script = builder.build_script(
+            job,
+            context=context,
+            dockerfile=dockerfile,
+            volume=VOLUME_IN_STEP,
+            scratch=scratch,
+            insecure=bool(target and target.insecure),
+        )
+        await output(f"[outpost] building in a builder pod with buildah ({image}); for the nodes: {scratch}\n".encode())
+        found: dict[str, str] = {}
+        code = await self._run_pod(self._builder_pod(job.step, image, script, auths, keep=found), output)
+        if code != 0:
+            raise ExecutorError(f"the image build failed (buildah exited with code {code})")
+        image_id = found.get("iid", "")
+        return BuiltImage(image_id if image_id.startswith("sha256:") else f"sha256:{image_id}", scratch, "buildah")
+
+    async def push_image(self, job: PushJob, output: Output) -> str:
+        image = self._builder_image()
+        auths = [job.auth] if job.auth else []
+        insecure = bool(job.auth and job.auth.insecure)
+        script = builder.push_script(job.image, job.targets, volume=VOLUME_IN_STEP, insecure=insecure)
+        found: dict[str, str] = {}
+        code = await self._run_pod(self._builder_pod(job.step, image, script, auths, keep=found), output)
+        if code != 0:
+            raise ExecutorError(f"the push failed (buildah exited with code {code})")
+        return found.get("digest", "")
+
+    def _builder_pod(
+        self, step: str, image: str, script: str, auths: Sequence[RegistryAuth], *, keep: dict[str, str]
+    ) -> _Pod:
+        env = {builder.AUTH_ENV: builder.auth_file(auths), builder.CONF_ENV: builder.registries_conf(auths)}
+        return _Pod(step=step, image=image, script=script, env=env, logins=_logins(image, auths), builder=True,
+                    keep=keep)  # fmt: skip
+
+    def _in_volume(self, path: Path) -> str:
+        """`path` (in the build volume on the runner) as pods see it."""
+        try:
+            inside = path.resolve().relative_to(self.volume.resolve())
+        except ValueError:
+            raise ExecutorError(f"{path} is not inside the build volume") from None
+        return f"{VOLUME_IN_STEP}/{inside}".rstrip("/.") if str(inside) != "." else VOLUME_IN_STEP
+
+    # --- compositions: services and candidates as pods -----------------------------------------------
+
+    async def compose(self, job: CompositionJob, output: Output) -> int:
+        for spec in (*job.services, *job.candidates):
+            if spec.mounts:
+                raise ExecutorError(f"composition `volumes` are not supported on Kubernetes yet ({spec.name})")
+        started: list[tuple[str, Path, asyncio.Task[None]]] = []
+        aliases: dict[str, str] = {}
+        try:
+            for service in job.services:
+                name, folder = await self._start_pod(self._service_pod(service, job.auths, aliases))
+                copying = asyncio.create_task(_keep_copying(folder / "output", _Prefixed(service.name, output)))
+                started.append((name, folder, copying))
+                aliases[service.name] = await self._running_at(name, service.name)
+                await output(
+                    f"[outpost] service {service.name} started ({service.image}) at {aliases[service.name]}\n".encode()
+                )
+            outputs = [_Prefixed(c.name, output) for c in job.candidates]
+            runs = [
+                self._run_pod(self._service_pod(c, job.auths, aliases), out)
+                for c, out in zip(job.candidates, outputs, strict=True)
+            ]
+            codes = await asyncio.gather(*runs)
+            for out in outputs:
+                await out.flush()
+            for candidate, code in zip(job.candidates, codes, strict=True):
+                await output(f"[outpost] candidate {candidate.name} exited with code {code}\n".encode())
+            return next((code for code in codes if code != 0), 0)
+        finally:
+            for name, folder, copying in reversed(started):
+                await asyncio.shield(self._delete_and_wait(name))
+                copying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await copying
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _service_pod(self, spec: ServiceSpec, auths: Sequence[RegistryAuth], aliases: Mapping[str, str]) -> _Pod:
+        argv = [*(spec.entrypoint or []), *(spec.command or [])]
+        if not argv:
+            raise ExecutorError(
+                f"{spec.name}: give the composition service a `command` on Kubernetes (the pod's program is "
+                "wrapped to keep its output on the build volume, so the image's own command is not known)"
+            )
+        return _Pod(step=spec.name, image=spec.image, script="exec " + shlex.join(argv) + "\n",
+                    env=dict(spec.environment), logins=_logins(spec.image, auths), workdir=spec.working_dir,
+                    aliases=dict(aliases))  # fmt: skip
+
+    async def _running_at(self, name: str, service: str) -> str:
+        """The IP of a service's pod once it runs (its reading's failure, if any, is the composition's error)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.pending_timeout
+        async with _PodWatch(self.client, name) as watch:
+            while loop.time() < give_up:
+                reading = watch.reading
+                if watch.gone:
+                    raise ExecutorError(f"the pod of service {service} ({name}) was deleted from outside")
+                if reading is not None:
+                    if why := reading.failure():
+                        raise ExecutorError(f"service {service}: {why}")
+                    if reading.phase in ("Succeeded", "Failed"):
+                        raise ExecutorError(f"service {service} ended before the candidates ran")
+                    if reading.phase == "Running":
+                        pod = await _call(f"read the pod of service {service}", lambda: self.client.get(Pod, name))
+                        if pod.status is not None and pod.status.podIP:
+                            return str(pod.status.podIP)
+                await watch.changed(POLL)
+        raise ExecutorError(f"service {service} did not start within {self.pending_timeout:g}s")
 
     def _in_claim(self, path: Path) -> str:
         try:
@@ -216,7 +406,7 @@ class KubernetesExecutor(Executor):
         except ValueError:
             raise ExecutorError(f"{path} is not inside the work claim's folder {self.work_root}") from None
 
-    async def _follow(self, name: str, folder: Path, job: StepJob, output: Output) -> int:
+    async def _follow(self, name: str, folder: Path, step: str, image: str, output: Output) -> int:
         """Copies the output file into `output` until the pod's status gives a verdict."""
         loop = asyncio.get_running_loop()
         began, pull_failing_since, silent_since = loop.time(), None, None
@@ -227,7 +417,7 @@ class KubernetesExecutor(Executor):
                 reading = watch.reading
                 if watch.gone or (reading is not None and reading.deleting):
                     await _copy(folder / "output", offset, output)
-                    return await _fail(output, f"the pod of step {job.step} ({name}) was deleted from outside")
+                    return await _fail(output, f"the pod of step {step} ({name}) was deleted from outside")
                 if reading is not None:
                     if reading.exit_code is not None or reading.phase in ("Succeeded", "Failed"):
                         await _copy(folder / "output", offset, output)
@@ -241,26 +431,26 @@ class KubernetesExecutor(Executor):
                         await _copy(folder / "output", offset, output)
                         return await _fail(
                             output,
-                            f"the node {reading.node} running step {job.step} stopped answering "
+                            f"the node {reading.node} running step {step} stopped answering "
                             f"for {self.node_lost_timeout:g}s (node lost); its pod is force-deleted",
                         )
                     if reading.hopeless:
                         return await _fail(
-                            output, f"image {job.image}: {reading.waiting_message or reading.waiting_reason}"
+                            output, f"image {image}: {reading.waiting_message or reading.waiting_reason}"
                         )
                     if reading.pull_failing:
                         pull_failing_since = pull_failing_since or loop.time()
                         if loop.time() - pull_failing_since >= self.pull_timeout:
                             return await _fail(
                                 output,
-                                f"image {job.image} could not be pulled for {self.pull_timeout:g}s "
+                                f"image {image} could not be pulled for {self.pull_timeout:g}s "
                                 f"({reading.waiting_reason}: {reading.waiting_message})",
                             )
                     if reading.unschedulable and loop.time() - began >= self.pending_timeout:
                         events = await self._warnings(name)
                         return await _fail(
                             output,
-                            f"no node could take the pod of step {job.step} within {self.pending_timeout:g}s: "
+                            f"no node could take the pod of step {step} within {self.pending_timeout:g}s: "
                             f"{reading.unschedulable}" + "".join(f"\n  {e}" for e in events),
                         )
                     stuck = reading.phase == "Pending" and not reading.pull_failing and not reading.unschedulable
@@ -271,7 +461,7 @@ class KubernetesExecutor(Executor):
                         )
                         return await _fail(
                             output,
-                            f"the pod of step {job.step} did not start within {self.pending_timeout:g}s{waiting}"
+                            f"the pod of step {step} did not start within {self.pending_timeout:g}s{waiting}"
                             + "".join(f"\n  {e}" for e in events),
                         )
                 await watch.changed(POLL)
@@ -388,6 +578,36 @@ async def _copy(path: Path, offset: int, output: Output) -> int:
     return offset
 
 
+async def _keep_copying(path: Path, output: _Prefixed) -> None:
+    """Copies a service's output file into `output` as it grows, until cancelled (then once more)."""
+    offset = 0
+    try:
+        while True:
+            offset = await _copy(path, offset, output)
+            await asyncio.sleep(POLL)
+    finally:
+        await asyncio.shield(_copy(path, offset, output))
+        await asyncio.shield(output.flush())
+
+
+class _Prefixed:
+    """Each line of a composition member's output, prefixed with its name (as the Docker executor does); `flush`
+    sends a last line that has no newline."""
+
+    def __init__(self, name: str, output: Output) -> None:
+        self.prefix, self.output, self.pending = f"[{name}] ".encode(), output, b""
+
+    async def __call__(self, chunk: bytes) -> None:
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        if lines:
+            await self.output(b"".join(self.prefix + line + b"\n" for line in lines))
+
+    async def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, b""
+            await self.output(self.prefix + pending + b"\n")
+
+
 async def _fail(output: Output, reason: str) -> int:
     await output(f"\n[outpost] {reason}\n".encode())
     raise ExecutorError(reason)
@@ -409,13 +629,13 @@ def _refuse_what_is_not_built_yet(job: StepJob) -> None:
         raise ExecutorError(f"not yet supported by the Kubernetes executor: {', '.join(missing)}")
 
 
-def _logins(job: StepJob) -> dict[str, tuple[str, str]]:
-    """The credentials of the registry integration for the step's own image, keyed as the kubelet looks them up
-    (the image's registry as written in the reference)."""
-    wanted = images.domain_of(job.image or "")
-    for auth in job.auths:
+def _logins(image: str, auths: Sequence[RegistryAuth]) -> dict[str, tuple[str, str]]:
+    """The credentials of the registry integration for an image, keyed as the kubelet looks them up (the image's
+    registry as written in the reference)."""
+    wanted = images.domain_of(image)
+    for auth in auths:
         if images.canonical_host(auth.domain) == wanted and auth.username:
-            domain = (job.image or "").split("/", 1)[0] if "/" in (job.image or "") else "https://index.docker.io/v1/"
+            domain = image.split("/", 1)[0] if "/" in image else "https://index.docker.io/v1/"
             return {domain: (auth.username, auth.password or "")}
     return {}
 

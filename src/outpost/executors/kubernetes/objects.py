@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 from lightkube.models.core_v1 import (
     Affinity,
+    Capabilities,
     Container,
     EnvFromSource,
+    HostAlias,
     LocalObjectReference,
     PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource,
     PodSpec,
+    SeccompProfile,
     SecretEnvSource,
     SecurityContext,
     Toleration,
@@ -85,6 +88,9 @@ class StepPodSpec:
     limits: Mapping[str, str] = field(default_factory=dict)
     grace_seconds: int = 3
     deadline_seconds: int | None = None
+    security: SecurityContext | None = None  # default: no privilege escalation
+    host_users: bool | None = None  # False: a user namespace of its own (root in the pod is nobody on the node)
+    host_aliases: Mapping[str, str] = field(default_factory=dict)  # name -> IP, for a composition's services
 
 
 def step_pod(spec: StepPodSpec) -> Pod:
@@ -105,7 +111,7 @@ def step_pod(spec: StepPodSpec) -> Pod:
         resources=Resources(requests=dict(spec.requests) or None, limits=dict(spec.limits) or None)
         if spec.requests or spec.limits
         else None,
-        securityContext=SecurityContext(allowPrivilegeEscalation=False),
+        securityContext=spec.security or SecurityContext(allowPrivilegeEscalation=False),
     )
     claim = PersistentVolumeClaimVolumeSource(claimName=spec.claim)
     return Pod(
@@ -122,9 +128,41 @@ def step_pod(spec: StepPodSpec) -> Pod:
             tolerations=list(spec.tolerations) or None,
             affinity=spec.affinity,
             imagePullSecrets=[LocalObjectReference(name=s) for s in spec.pull_secrets] or None,
+            hostUsers=spec.host_users,
+            hostAliases=[HostAlias(ip=ip, hostnames=[name]) for name, ip in spec.host_aliases.items()] or None,
             volumes=[Volume(name=BUILD_VOLUME, persistentVolumeClaim=claim)]
             + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=claim)] if spec.tools_path else []),
         ),
+    )
+
+
+# What buildah needs to build as root in a pod without privileges: chroot isolation and the capabilities a
+# container runtime gives by default anyway (checked on the tests' engine: fewer fail a RUN instruction), and a user
+# namespace of its own, which the default seccomp profiles refuse (unshare(CLONE_NEWUSER)): so the profile is
+# Unconfined, or a Localhost profile that allows it.
+BUILDER_CAPABILITIES = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETFCAP",
+    "SETGID",
+    "SETUID",
+    "SYS_CHROOT",
+)
+
+
+def builder_security(seccomp: str) -> SecurityContext:
+    """A builder pod's container: root (in the pod's own user namespace on a cluster that has them), no privilege
+    escalation, only BUILDER_CAPABILITIES, and `seccomp` ("Unconfined" or "Localhost:<profile>")."""
+    kind, _, profile = seccomp.partition(":")
+    return SecurityContext(
+        runAsUser=0,
+        runAsNonRoot=False,
+        allowPrivilegeEscalation=False,
+        capabilities=Capabilities(drop=["ALL"], add=list(BUILDER_CAPABILITIES)),
+        seccompProfile=SeccompProfile(type=kind, localhostProfile=profile or None),
     )
 
 

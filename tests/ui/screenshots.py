@@ -105,6 +105,7 @@ def seed(site: Outpost) -> dict[str, Any]:
                 "branch_regex": "/^main$/",
             },
         ).json()
+        deliveries(site, trigger)
         api.post(
             "/integrations",
             json={
@@ -134,6 +135,18 @@ def seed(site: Outpost) -> dict[str, Any]:
     return {"waiting": waiting["id"], "failed": failed["id"], "trigger": trigger["id"], "queued": queued["id"]}
 
 
+def deliveries(site: Outpost, trigger: dict[str, Any]) -> None:
+    """The trigger's deliveries list: a test delivery, a push its branch rule filtered, and that push
+    redelivered once the rule allowed it (its build runs and waits at the approval step, as web-app's do)."""
+    from tests.ui.test_runtimes_triggers import push
+
+    with site.control_plane.api() as api:
+        api.post(f"/triggers/{trigger['id']}/test-delivery").raise_for_status()
+        filtered = push(site, trigger, "feature/login").json()["delivery"]
+        api.patch(f"/triggers/{trigger['id']}", json={"branch_regex": "/^(main|feature/.*)$/"}).raise_for_status()
+        api.post(f"/triggers/{trigger['id']}/deliveries/{filtered}/redeliver").raise_for_status()
+
+
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="outpost-shots-") as folder, outpost(Path(folder)) as site:
@@ -155,9 +168,15 @@ def main(out: Path) -> None:
                 ("pipeline.png", "/pipelines/web-app"),
                 ("trigger.png", f"/triggers/{ids['trigger']}"),
                 ("integrations.png", "/integrations"),
+                ("integration-edit.png", "/integrations/git/corp-gitlab/edit"),
+                ("trigger-deliveries.png", f"/triggers/{ids['trigger']}#deliveries-title"),
+                ("trigger-edit.png", f"/triggers/{ids['trigger']}/edit"),
                 ("runtimes.png", "/runtimes"),
             ]
             for name, path in shots:
+                if name == "runtimes.png":  # last: drained, the runner takes no new build
+                    with site.control_plane.api() as api:
+                        api.post(f"/runners/{api.get('/runners').json()[0]['id']}/drain").raise_for_status()
                 page.goto(path)
                 page.wait_for_timeout(400)  # live regions settle
                 page.screenshot(path=str(out / name))

@@ -54,12 +54,12 @@ async def until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def held_poll(stack: Stack, token: str) -> tuple[asyncio.Task[Any], float]:
-    """A poll held by `stack` (its runner has a free slot), once it waits; and when it began."""
+async def held_poll(stack: Stack, token: str, **fields: Any) -> tuple[asyncio.Task[Any], float]:
+    """A poll held by `stack` (by default its runner has a free slot), once it waits; and when it began."""
 
     async def go() -> Any:
         async with stack.raw() as c:
-            body = PollRequest(wait=WAIT, free_slots=1).model_dump(exclude_none=True)
+            body = PollRequest(**{"wait": WAIT, "free_slots": 1, **fields}).model_dump(exclude_none=True)
             return await c.post(PREFIX + "/poll", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
     began = time.monotonic()
@@ -88,6 +88,30 @@ async def test_a_build_queued_through_one_replica_ends_a_poll_held_by_another_at
         took = time.monotonic() - began
     assert answer.status_code == 200, answer.text
     assert answer.json()["task"]["kind"] == "run_build"
+    assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
+
+
+async def test_a_cancel_asked_through_one_replica_reaches_the_runner_whose_poll_another_holds_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    first, second = await two_replicas(pg_url, tmp_path)
+    async with first as a, second as b:
+        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+        await a.pipeline("hello", HELLO)
+        registered = await a.register()
+        build = await a.run("hello")
+        async with b.raw() as c:  # the runner claims it through B
+            body = PollRequest(wait=0, free_slots=1).model_dump(exclude_none=True)
+            auth = {"Authorization": f"Bearer {registered.runner_token}"}
+            claim = await c.post(PREFIX + "/poll", json=body, headers=auth)
+        assert claim.json()["task"]["build_id"] == build["id"]
+        poll, began = await held_poll(b, registered.runner_token, free_slots=0, running=[build["id"]])
+        assert (await a.api("POST", f"/builds/{build['id']}/cancel")).status_code == 200
+        answer = await poll
+        took = time.monotonic() - began
+    assert answer.status_code == 200, answer.text
+    task = answer.json()["task"]
+    assert (task["kind"], task["build_id"]) == ("cancel_build", build["id"])
     assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
 
 

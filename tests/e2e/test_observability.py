@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.e2e.processes import (
     eventually,
     launch_runner,
     listening_inodes,
+    outpost_env,
     socket_inodes,
 )
 
@@ -97,3 +99,26 @@ def test_a_build_moves_both_metrics_endpoints_and_every_json_log_line_names_its_
     server_lines = [line for line in control_plane.output().splitlines() if line.startswith("{")]
     assert server_lines
     assert all({"time", "level", "logger", "message"} <= json.loads(line).keys() for line in server_lines)
+
+
+def test_outpost_up_writes_json_lines_where_only_the_embedded_runners_name_the_runner(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    up = Process(
+        "outpost up", ["up", "--port", "0", "--log-format", "json"], tmp_path / "up.log", outpost_env(), cwd=tmp_path
+    )
+    processes.append(up)
+    up.start()
+    eventually(lambda: "success in" in up.output(), timeout=60, what="the example build")
+    up.signal(signal.SIGINT)
+    assert up.wait(30) == 0
+
+    lines = json_lines((tmp_path / ".outpost" / "outpost.log").read_text())
+    runner_id = json.loads((tmp_path / ".outpost" / "runner" / "runner.json").read_text())["runner_id"]
+    started = [line for line in lines if line["logger"] == "outpost.runner.job" and "started" in line["message"]]
+    assert len(started) == 1
+    assert started[0]["build_id"] in started[0]["message"]
+    assert started[0]["runner_id"] == runner_id
+    served = [line for line in lines if line["logger"].startswith("uvicorn")]
+    assert served
+    assert not any("runner_id" in line for line in served)  # the control plane's lines, in the same process

@@ -3,12 +3,14 @@ databases; tests/e2e/test_observability.py does the same with real processes).""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from outpost.server.metrics import READ_EVERY
 from outpost.wire import LEASE_HEADER, PREFIX, BuildFinished, PollRequest, Report, RunBuildTask
 from tests.server.test_webhooks import add_trigger, deliver
 from tests.stack import Stack, running_stack, settings_for
@@ -81,7 +83,7 @@ async def test_a_build_moves_the_queue_the_dispatch_latency_the_log_bytes_and_th
     )
     task = RunBuildTask.model_validate(polled.json()["task"])
     assert task.build_id == build["id"]
-    stack.services.metrics._read_at = -1.0  # the next scrape reads the database again, not the second-old read
+    await asyncio.sleep(READ_EVERY)  # past the second a read serves later scrapes
     claimed = await scrape(stack)
     assert value(claimed, "outpost_queue_depth", account="default", runtime="local") == 0
     assert value(claimed, "outpost_builds_running", account="default", runtime="local") == 1
@@ -104,7 +106,7 @@ async def test_a_build_moves_the_queue_the_dispatch_latency_the_log_bytes_and_th
         json=report.model_dump(mode="json", exclude_none=True),
     )
     assert sent.status_code == 200, sent.text
-    stack.services.metrics._read_at = -1.0
+    await asyncio.sleep(READ_EVERY)
     done = await scrape(stack)
     assert value(done, "outpost_log_received_bytes_total") == len(log)
     assert value(done, "outpost_builds_finished_total", status="success") == 1

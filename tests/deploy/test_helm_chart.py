@@ -68,6 +68,11 @@ EVERYTHING: dict[str, Any] = {
         },
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
     },
+    "builder": {
+        "image": "registry.corp:5000/tools/buildah:1.39",
+        "scratchRegistry": "registry.corp:5000/outpost-scratch",
+        "seccompProfile": "Localhost:profiles/buildah-userns.json",
+    },
     "data": {"size": "100Gi", "storageClassName": "fast-rwx", "accessMode": "ReadWriteMany"},
     "namespace": {"create": False},
     "proxy": {"https": "http://proxy.corp:3128", "noProxy": "10.0.0.0/8,.corp"},
@@ -197,6 +202,9 @@ def test_the_chart_with_every_option_on_is_valid_and_uses_each() -> None:
     assert config["HTTPS_PROXY"] == "http://proxy.corp:3128"
     assert config["NO_PROXY"] == "10.0.0.0/8,.corp"
     assert config["SSL_CERT_FILE"] == "/etc/outpost/ca/ca.pem"
+    assert config["OUTPOST_BUILDER_IMAGE"] == "registry.corp:5000/tools/buildah:1.39"
+    assert config["OUTPOST_SCRATCH_REGISTRY"] == "registry.corp:5000/outpost-scratch"
+    assert config["OUTPOST_BUILDER_SECCOMP"] == "Localhost:profiles/buildah-userns.json"
     where = step_pod_settings(kinds)
     assert where.node_selector == {"pool": "builds"}
     assert [t.to_dict() for t in where.tolerations] == EVERYTHING["stepPods"]["tolerations"]
@@ -241,6 +249,8 @@ def test_the_chart_role_is_the_runner_role_the_executor_is_built_against() -> No
         ({"stepPods": {"tolerations": [{"key": "dedicated", "efect": "NoSchedule"}]}}, "/stepPods/tolerations/0"),
         ({"stepPods": {"resources": {"limit": {"memory": "1Gi"}}}}, "/stepPods/resources"),
         ({"stepPods": {"nodeSelectors": {"disk": "ssd"}}}, "'nodeSelectors' not allowed"),
+        ({"builder": {"seccompProfile": "RuntimeDefault"}}, "/builder/seccompProfile"),
+        ({"builder": {"scratchRegistry": "https://registry.corp"}}, "/builder/scratchRegistry"),
     ],
 )
 def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str) -> None:
@@ -265,6 +275,11 @@ def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str)
         ({**REQUIRED, "networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs is required"),
         ({**REQUIRED, "helmTest": {"enabled": True, "tokenSecret": "t"}}, "helmTest.pipeline is required"),
         ({**REQUIRED, "stepPods": {"nodeSelector": {"disk": "ssd"}}}, "need data.accessMode=ReadWriteMany"),
+        ({**REQUIRED, "builder": {"image": "buildah:1"}}, "builder.scratchRegistry is required with builder.image"),
+        (
+            {**REQUIRED, "builder": {"image": "buildah:1", "scratchRegistry": "r.corp/s"}},
+            "builder.seccompProfile=Unconfined needs namespace.podSecurity.enforce=privileged",
+        ),
     ],
 )
 def test_a_missing_required_value_is_refused_with_what_to_set(values: dict[str, Any], says: str) -> None:

@@ -156,3 +156,18 @@ def test_a_pull_secret_is_a_valid_dockerconfigjson_secret() -> None:
     assert body["type"] == "kubernetes.io/dockerconfigjson"
     entry = json.loads(body["stringData"][".dockerconfigjson"])["auths"]["registry.internal:5000"]
     assert base64.b64decode(entry["auth"]) == b"ci:s3cret"
+
+
+@pytest.mark.parametrize("seccomp", ["Unconfined", "Localhost:profiles/buildah-userns.json"])
+def test_a_builder_pod_is_valid_unprivileged_and_in_a_user_namespace_of_its_own(seccomp: str) -> None:
+    from outpost.executors.kubernetes import objects
+
+    spec = _spec(security=objects.builder_security(seccomp), host_users=False, host_aliases={"db": "10.1.2.3"})
+    body = valid(objects.step_pod(spec))
+    security = body["spec"]["containers"][0]["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert "privileged" not in security
+    assert security["capabilities"] == {"drop": ["ALL"], "add": list(objects.BUILDER_CAPABILITIES)}
+    assert security["seccompProfile"]["type"] == seccomp.split(":")[0]
+    assert body["spec"]["hostUsers"] is False
+    assert body["spec"]["hostAliases"] == [{"ip": "10.1.2.3", "hostnames": ["db"]}]

@@ -62,6 +62,7 @@ async def test_a_drained_runner_holding_nothing_is_drained_and_undrained_takes_b
     a = await stack.register()
     assert (await stack.api("POST", f"/runners/{a.runner_id}/drain")).json()["drain"] == "drained"
     build = await stack.run("hello")
+    assert any("no runner" in w for w in build["warnings"])  # online, but drained: nobody will take it
     assert (await poll(stack, a.runner_token)).status_code == 204
     assert (await stack.build(build["id"]))["status"] == "queued"
 

@@ -36,7 +36,8 @@ async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloper, svc: Sv
 
 async def _runtime_has_online_runner(svc: Services, session: AsyncSession, who: Principal, runtime_id: str) -> bool:
     runtime = await session.get_one(Runtime, runtime_id)
-    return any(runner_out(svc, r, "").online for r in await runtimes.list_runners(session, who, runtime))
+    mine = await runtimes.list_runners(session, who, runtime)
+    return any(runner_out(svc, r, "").online and r.drained_at is None for r in mine)  # a drained one takes none
 
 
 Text = Annotated[str | None, Query(max_length=255)]

@@ -60,7 +60,7 @@ def parse(
         raise KubeconfigError(f"{path} is not a kubeconfig (no clusters, contexts and users)")
     name = context or config.get("current-context")
     if not name:
-        raise KubeconfigError(f"{path} has no current-context: give --context")
+        raise KubeconfigError(f"{path} has no current-context: name the context to use")
     ctx = _named(config, "contexts", "context", str(name), path)
     cluster = _named(config, "clusters", "cluster", str(ctx.get("cluster", "")), path)
     user = _named(config, "users", "user", str(ctx["user"]), path) if ctx.get("user") else {}
@@ -92,13 +92,16 @@ def parse(
 
 
 def _named(config: dict[str, Any], section: str, key: str, name: str, path: str) -> dict[str, Any]:
-    for entry in config.get(section) or []:
+    entries = config.get(section) or []
+    if not isinstance(entries, list):
+        raise KubeconfigError(f"{path}: {section} is not a list")
+    for entry in entries:
         if isinstance(entry, dict) and entry.get("name") == name:
             found = entry.get(key) or {}
             if not isinstance(found, dict):
-                break
+                raise KubeconfigError(f"{path}: {key} {name!r} is not a mapping")
             return found
-    known = ", ".join(str(e.get("name")) for e in config.get(section) or [] if isinstance(e, dict)) or "none"
+    known = ", ".join(str(e.get("name")) for e in entries if isinstance(e, dict)) or "none"
     raise KubeconfigError(f"{path} has no {key} {name!r} (its {section}: {known})")
 
 

@@ -78,7 +78,9 @@ def claimed_at(url: str, build_id: str) -> float | None:
 
 
 @contextmanager
-def installation(workdir: Path, replicas: int) -> Iterator[tuple[str, list[tuple[Background, str]], str]]:
+def installation(
+    workdir: Path, replicas: int, source: Path | None = None
+) -> Iterator[tuple[str, list[tuple[Background, str]], str]]:
     """PostgreSQL and `replicas` control planes on it; yields the database URL, (process, url) per replica and
     the admin token."""
     with postgres_cluster() as base, Processes(workdir / "logs") as procs:
@@ -87,7 +89,7 @@ def installation(workdir: Path, replicas: int) -> Iterator[tuple[str, list[tuple
         for i in range(replicas):
             port, data = loopback.free_port(), workdir / f"cp{i}"
             argv = [sys.executable, "-m", "outpost", "server", "--port", str(port), "--data-dir", str(data)]
-            env = {"OUTPOST_DATABASE_URL": url, "OUTPOST_SECRET_KEY": KEY}
+            env = {"OUTPOST_DATABASE_URL": url, "OUTPOST_SECRET_KEY": KEY, **code(source)}
             server = procs.start(f"replica-{i}", argv, env=env)
             started.append((server, f"http://127.0.0.1:{port}"))
             with loopback.client(started[-1][1]) as api:
@@ -105,12 +107,19 @@ def _answers(api: httpx.Client) -> bool | None:
         return None
 
 
-def runners(procs: Processes, api: httpx.Client, url: str, workdir: Path, count: int, concurrency: int) -> None:
+def code(source: Path | None) -> dict[str, str]:
+    """The environment that runs Outpost from DIR/src (an older revision) instead of this checkout."""
+    return {"PYTHONPATH": str(source / "src")} if source is not None else {}
+
+
+def runners(
+    procs: Processes, api: httpx.Client, url: str, workdir: Path, count: int, concurrency: int, source: Path | None
+) -> None:
     for i in range(count):
         install = json_of(api.post("/api/v1/runtimes/bench/install-tokens"))["install_token"]
         argv = [sys.executable, "-m", "outpost", "runner", "start", "--url", url, "--name", f"r{i}"]
         argv += ["--concurrency", str(concurrency), "--data-dir", str(workdir / f"r{i}")]
-        procs.start(f"runner-{i}", argv, env={"OUTPOST_RUNNER_TOKEN": install})
+        procs.start(f"runner-{i}", argv, env={"OUTPOST_RUNNER_TOKEN": install, **code(source)})
 
     def online() -> bool | None:
         rows = json_of(api.get("/api/v1/runners"))
@@ -123,14 +132,14 @@ def runners(procs: Processes, api: httpx.Client, url: str, workdir: Path, count:
         time.sleep(0.2)
 
 
-def latency(workdir: Path, builds: int, warmup: int) -> list[dict[str, Any]]:
+def latency(workdir: Path, builds: int, warmup: int, source: Path | None) -> list[dict[str, Any]]:
     rows = []
-    with installation(workdir, 2) as (url, replicas, token), Processes(workdir / "runner-logs") as procs:
+    with installation(workdir, 2, source) as (url, replicas, token), Processes(workdir / "runner-logs") as procs:
         (_a, a_url), (_b, b_url) = replicas
         with loopback.client(a_url, token=token) as a, loopback.client(b_url, token=token) as b:
             json_of(a.post("/api/v1/runtimes", json={"name": "bench"}))
             json_of(a.post("/api/v1/pipelines", json={"name": PIPELINE, "yaml": STAMP, "runtime": "bench"}))
-            runners(procs, a, b_url, workdir, 1, 1)  # its polls are held by B
+            runners(procs, a, b_url, workdir, 1, 1, source)  # its polls are held by B
             for route, api in (("a->b", a), ("b->b", b)):
                 samples: dict[str, list[float]] = {"claim": [], "dispatch": [], "request": []}
                 for i in range(warmup + builds):
@@ -186,7 +195,7 @@ def throughput(workdir: Path, replicas: int, layout: str, builds: int, repeat: i
             json_of(api.post("/api/v1/runtimes", json={"name": "bench"}))
             yaml = "version: '1.0'\nsteps:\n  t:\n    image: alpine\n    commands:\n      - 'true'\n"
             json_of(api.post("/api/v1/pipelines", json={"name": PIPELINE, "yaml": yaml, "runtime": "bench"}))
-            runners(procs, api, front, workdir, count, concurrency)
+            runners(procs, api, front, workdir, count, concurrency, None)
         pids = [p.proc.pid for p, _u in started]
         asyncio.run(measure(front, token, pids, 20))  # warm-up
         for attempt in range(repeat):
@@ -242,12 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", default="1,2", help="replica counts for the throughput runs")
     parser.add_argument("--builds", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--source", type=Path, help="latency only: run replicas and runner from DIR/src")
     args = parser.parse_args(argv)
     stop_on_signals()
     print(json.dumps({"machine": dict(machine.describe()), "load": machine.load_average()}), flush=True)
     if args.latency_builds:
         with tempfile.TemporaryDirectory(prefix="outpost-rl-") as tmp:
-            for row in latency(Path(tmp), args.latency_builds, args.warmup):
+            for row in latency(Path(tmp), args.latency_builds, args.warmup, args.source):
                 print(json.dumps({"latency": True, **row}), flush=True)
     for layout in filter(None, args.throughput.split(",")):
         for replicas in (int(n) for n in args.replicas.split(",")):

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from outpost.server import db
-from outpost.server.replicas import ReplicaLink
+from outpost.server.replicas import ReplicaLink, _coalesce, _payloads
 from outpost.wire import PREFIX, PollRequest
 from tests.stack import Stack, running_stack, settings_for
 
@@ -164,3 +164,11 @@ async def test_one_replica_leads_the_jobs_and_another_takes_over_when_it_stops(p
     finally:
         for manager in managers:
             await manager.__aexit__(None, None, None)
+
+
+def test_thousands_of_signals_go_out_merged_in_payloads_under_postgresqls_limit() -> None:
+    lines = [f"k build:{i:032d}" for i in range(5000)] + ["w rt1 1"] * 300 + ["w rt2 2", "r runner-1", "r runner-1"]
+    payloads = _payloads(_coalesce(lines))
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    sent = [line for p in payloads for line in p.split("\n")]
+    assert sorted(sent) == sorted([*(f"k build:{i:032d}" for i in range(5000)), "w rt1 300", "w rt2 2", "r runner-1"])

@@ -41,6 +41,7 @@ MAX_PAYLOAD = 7000  # bytes of one NOTIFY (PostgreSQL's limit is 8000)
 LEAD_RETRY = 1.0  # seconds between a follower's tries at the jobs' lock (and the leader's check of its link)
 RECONNECT = (0.2, 5.0)  # seconds before reconnecting: the first wait, the longest
 CALL_TIMEOUT = 10.0  # seconds any call on the link may take before the link counts as broken
+MAX_OUTBOX = 10_000  # signals kept unsent before they are merged
 HANDOVER_FRESH = 10.0  # seconds a handover announcement stays good for the replica that takes over
 
 
@@ -69,6 +70,8 @@ class ReplicaLink:
 
     def share(self, line: str) -> None:
         self._outbox.append(line)
+        if len(self._outbox) > MAX_OUTBOX:  # the link is down for long: keep one line per distinct signal
+            self._outbox = _coalesce(self._outbox)
         self._kick.set()
 
     async def run(self) -> None:

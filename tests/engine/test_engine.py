@@ -259,7 +259,8 @@ async def test_cf_export_mask_hides_the_value_in_later_logs(tmp_path: Path) -> N
     assert rec.text("show") == "token is *****\n"
 
 
-RUNNER_ALONE = {"kind", "lease_id", "lease_ttl", "job_token", "source"}  # what the runner keeps to itself
+# What the runner keeps to itself (`resume` becomes the context's `restart` once the runner has looked at its volume).
+RUNNER_ALONE = {"kind", "lease_id", "lease_ttl", "job_token", "source", "resume"}
 
 
 def test_a_build_context_made_from_a_task_holds_all_the_task_says_of_the_build(tmp_path: Path) -> None:

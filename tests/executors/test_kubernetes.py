@@ -5,7 +5,9 @@ API faults (errors, throttling, cut watches, 410 Gone) lose no output and run no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,6 +222,42 @@ async def test_a_restarted_runner_removes_the_pods_a_crashed_one_left_and_their_
     with pytest.raises(ExecutorError):
         await running
     await executor.__aexit__(None, None, None)
+
+
+async def test_a_restarted_runner_removes_at_start_what_an_earlier_run_of_it_left_even_without_its_folders(
+    kube_cluster: Any, busybox_image: str
+) -> None:
+    from outpost.executors.kubernetes.executor import KubernetesExecutor
+
+    seconds = str(300 + uuid.uuid4().int % 9000)
+    crashed: dict[str, tuple[Build, Executor, asyncio.Task[int]]] = {}
+    for runner in ("runner-a", "runner-b"):  # two runners sharing the work claim
+        build = Build(kube_cluster, busybox_image, options={"runner_folder": runner})
+        executor = await build.executor().__aenter__()  # never left: the runner "crashed" mid-step
+        job = build.job(f"touch /codefresh/volume/started\nsleep {seconds}\n")
+        crashed[runner] = (build, executor, asyncio.create_task(executor.run(job, _ignore)))
+        async with asyncio.timeout(60):
+            while not (build.folder() / "volume" / "started").exists():
+                await asyncio.sleep(0.05)
+    gone, kept = crashed["runner-a"][0], crashed["runner-b"][0]
+    shutil.rmtree(gone.folder())  # its folders lost (a new claim, a wiped disk): nothing to find the build by
+
+    said = await KubernetesExecutor.preflight(kube_cluster.executor_options(runner_folder="runner-a"))
+
+    assert said is not None
+    assert "removed 1 pod(s) an earlier run of this runner left" in said
+    assert build_pods(gone) == []
+    assert [s for s in kube_cluster.objects("secrets") if gone.build_id in str(s["metadata"]["labels"])] == []
+    assert len(build_pods(kept)) == 1  # another runner's step goes on
+    async with asyncio.timeout(30):
+        while len(_sleeping(seconds)) > 1:
+            await asyncio.sleep(0.1)
+    for _build, executor, running in crashed.values():
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ExecutorError):
+            await running
+        await executor.__aexit__(None, None, None)
+    assert build_pods(kept) == []
 
 
 async def _ignore(chunk: bytes) -> None:

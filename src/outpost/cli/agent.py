@@ -180,6 +180,7 @@ def kubernetes_settings(
         "builder_image": builder_image,
         "scratch_registry": scratch_registry,
         "builder_seccomp": builder_seccomp,
+        "runner_folder": str(data_dir),  # marks its pods: its next start removes what a crash left
     }
     return {key: value for key, value in given.items() if value}
 

@@ -96,6 +96,7 @@ class KubernetesExecutor(Executor):
         self.pending_timeout = float(self.options["pending_timeout"])
         self.node_lost_timeout = float(self.options["node_lost_timeout"])
         self.placement = _placement(self.options)
+        self.mark = _mark(self.options)
         self._lost: set[str] = set()  # pods on a lost node: force-deleted, no grace period to wait for
         self._client: AsyncClient | None = None
         self._serial = 0
@@ -111,7 +112,10 @@ class KubernetesExecutor(Executor):
         namespace = _namespace(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
             await _call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
+            left = await _remove_left_by(client, namespace, _mark(merged))
         said = f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
+        if left:
+            said += f"; removed {left} pod(s) an earlier run of this runner left"
         if where != placement.Placement():
             said += f"; step pods: {_describe(where)}"
         return said
@@ -201,9 +205,10 @@ class KubernetesExecutor(Executor):
         folder = self.volume / STEPS_FOLDER / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "script").write_text(pod.script)
-        secrets = [objects.env_secret(name, self.namespace, self.build_id, pod.step, pod.env)]
+        build, mark = self.build_id, self.mark
+        secrets = [objects.env_secret(name, self.namespace, build, pod.step, pod.env, mark)]
         if pod.logins:
-            secrets.append(objects.pull_secret(f"{name}-pull", self.namespace, self.build_id, pod.step, pod.logins))
+            secrets.append(objects.pull_secret(f"{name}-pull", self.namespace, build, pod.step, pod.logins, mark))
         spec = self._pod_spec(pod, name)
         spec.pull_secrets = [f"{name}-pull"] if pod.logins else []
         made: list[str] = []
@@ -263,6 +268,7 @@ class KubernetesExecutor(Executor):
             else None,
             host_users=False if pod.builder and self.options.get("builder_userns", "true") == "true" else None,
             host_aliases=pod.aliases,
+            runner=self.mark,
         )
 
     # --- build and push steps: buildah in builder pods ---------------------------------------------------
@@ -638,6 +644,30 @@ def _logins(image: str, auths: Sequence[RegistryAuth]) -> dict[str, tuple[str, s
             domain = image.split("/", 1)[0] if "/" in image else "https://index.docker.io/v1/"
             return {domain: (auth.username, auth.password or "")}
     return {}
+
+
+def _mark(options: Mapping[str, str]) -> str | None:
+    """The label of this runner's pods (None when the runner did not say which folder is its own)."""
+    folder = options.get("runner_folder")
+    return objects.runner_mark(options.get("work_claim", ""), folder) if folder else None
+
+
+async def _remove_left_by(client: AsyncClient, namespace: str, mark: str | None) -> int:
+    """At a runner's start, nothing of its own runs yet: every pod and Secret with its mark is what an earlier run of
+    it left (crashed, killed, rescheduled with its folder lost), and goes now, at once. Returns the pods removed."""
+    if mark is None:
+        return 0
+    selector: dict[str, Any] = {objects.RUNNER_LABEL: mark}
+    removed = 0
+    for kind in (Pod, Secret):
+        found = await _call(
+            f"list what this runner left ({kind.__name__}s)",
+            lambda k=kind: _collect(client.list(k, labels=selector, namespace=namespace)),  # type: ignore[misc]
+        )
+        for obj in found:
+            await _delete(client, kind, _name(obj), 0)
+            removed += kind is Pod
+    return removed
 
 
 def _placement(options: Mapping[str, str]) -> placement.Placement:

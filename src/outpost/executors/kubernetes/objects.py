@@ -7,6 +7,7 @@ unknown field), and the test cluster rejects what the schema rejects.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ from outpost.errors import ExecutorError
 MANAGED_BY = {"app.kubernetes.io/managed-by": "outpost"}
 BUILD_LABEL = "outpost.io/build"
 STEP_LABEL = "outpost.io/step"
+RUNNER_LABEL = "outpost.io/runner"  # which runner made it (see `runner_mark`): a restarted one removes what is left
 BUILD_VOLUME = "build"
 TOOLS_VOLUME = "tools"
 STEP_CONTAINER = "step"
@@ -91,6 +93,7 @@ class StepPodSpec:
     security: SecurityContext | None = None  # default: no privilege escalation
     host_users: bool | None = None  # False: a user namespace of its own (root in the pod is nobody on the node)
     host_aliases: Mapping[str, str] = field(default_factory=dict)  # name -> IP, for a composition's services
+    runner: str | None = None  # the runner's mark (RUNNER_LABEL)
 
 
 def step_pod(spec: StepPodSpec) -> Pod:
@@ -115,7 +118,9 @@ def step_pod(spec: StepPodSpec) -> Pod:
     )
     claim = PersistentVolumeClaimVolumeSource(claimName=spec.claim)
     return Pod(
-        metadata=ObjectMeta(name=spec.name, namespace=spec.namespace, labels=step_labels(spec.build_id, spec.step)),
+        metadata=ObjectMeta(
+            name=spec.name, namespace=spec.namespace, labels=step_labels(spec.build_id, spec.step, spec.runner)
+        ),
         spec=PodSpec(
             containers=[container],
             restartPolicy="Never",
@@ -166,8 +171,15 @@ def builder_security(seccomp: str) -> SecurityContext:
     )
 
 
-def step_labels(build_id: str, step: str) -> dict[str, str]:
-    return {**MANAGED_BY, BUILD_LABEL: label_value(build_id), STEP_LABEL: label_value(step)}
+def step_labels(build_id: str, step: str, runner: str | None = None) -> dict[str, str]:
+    labels = {**MANAGED_BY, BUILD_LABEL: label_value(build_id), STEP_LABEL: label_value(step)}
+    return {**labels, RUNNER_LABEL: runner} if runner else labels
+
+
+def runner_mark(claim: str, folder: str) -> str:
+    """A label value naming one runner: its work claim and data folder (two runners may share a claim, never a
+    folder). Known before the runner registers, so its start can find what an earlier run of it left."""
+    return "r" + hashlib.sha256(f"{claim}\0{folder}".encode()).hexdigest()[:24]
 
 
 def build_selector(build_id: str) -> dict[str, str]:
@@ -175,20 +187,29 @@ def build_selector(build_id: str) -> dict[str, str]:
     return {BUILD_LABEL: label_value(build_id)}
 
 
-def env_secret(name: str, namespace: str, build_id: str, step: str, env: Mapping[str, str]) -> Secret:
+def env_secret(
+    name: str, namespace: str, build_id: str, step: str, env: Mapping[str, str], runner: str | None = None
+) -> Secret:
     """A step's environment, kept out of the pod spec (anyone who may read pods would read the values)."""
     bad = sorted(k for k in env if not _ENV_NAME.match(k))
     if bad:
         raise ExecutorError(f"environment variable names the Kubernetes executor cannot pass: {', '.join(bad)}")
     return Secret(
-        metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step)),
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step, runner)),
         type="Opaque",
         stringData=dict(env),
         immutable=True,
     )
 
 
-def pull_secret(name: str, namespace: str, build_id: str, step: str, logins: Mapping[str, tuple[str, str]]) -> Secret:
+def pull_secret(
+    name: str,
+    namespace: str,
+    build_id: str,
+    step: str,
+    logins: Mapping[str, tuple[str, str]],
+    runner: str | None = None,
+) -> Secret:
     """The credentials the kubelet pulls the step's image with (`logins`: registry domain -> user, password)."""
     auths = {
         domain: {
@@ -199,7 +220,7 @@ def pull_secret(name: str, namespace: str, build_id: str, step: str, logins: Map
         for domain, (user, password) in logins.items()
     }
     return Secret(
-        metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step)),
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=step_labels(build_id, step, runner)),
         type="kubernetes.io/dockerconfigjson",
         stringData={".dockerconfigjson": json.dumps({"auths": auths})},
         immutable=True,

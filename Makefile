@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench screenshots clean system-deps
+.PHONY: run test lint typecheck unit bench screenshots clean system-deps k8s-smoke
 
 run: $(STAMP)
 	$(BIN)/outpost up
@@ -26,6 +26,12 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py --write docs/benchmarks.md
+
+# The Kubernetes runner end to end on a real cluster (none can run here: never run in CI). Needs KUBECONFIG,
+# OUTPOST_URL and OUTPOST_TOKEN (a control plane the cluster's pods reach) and OUTPOST_SMOKE_IMAGE (the runner image).
+k8s-smoke: $(STAMP)
+	@test -n "$(KUBECONFIG)" || { echo "usage: make k8s-smoke KUBECONFIG=FILE (see docs/kubernetes.md)"; exit 2; }
+	KUBECONFIG="$(KUBECONFIG)" $(BIN)/python -m tests.kube.smoke
 
 # Screenshots of the web UI's main pages (real control plane, runner and Debian's Chromium) for the README.
 screenshots: $(STAMP)

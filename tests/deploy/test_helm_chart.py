@@ -461,3 +461,23 @@ def _merged(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     for key, value in more.items():
         out[key] = _merged(out.get(key, {}), value) if isinstance(value, dict) else value
     return out
+
+
+def test_the_k8s_smoke_installs_the_chart_with_a_fresh_install_token_of_its_own_runtime(
+    control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The half of `make k8s-smoke` that needs no cluster: the objects it would apply, in order, valid."""
+    from tests.kube import smoke
+
+    for name, value in control_plane.cli_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OUTPOST_SMOKE_IMAGE", "registry.corp:5000/outpost/runner:0.1.0")
+    token = smoke.install_token("smoke-test")
+    objects = smoke.render("outpost-smoke-test", token)
+    kinds = valid(objects)
+    assert [o["kind"] for o in objects] == ["Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret",
+                                            "ConfigMap", "StatefulSet"]  # fmt: skip
+    assert kinds["Secret"]["stringData"]["token"] == token
+    assert token.startswith("opi_")
+    assert runner_container(kinds)["image"] == "registry.corp:5000/outpost/runner:0.1.0"
+    assert kinds["ConfigMap"]["data"]["OUTPOST_URL"] == control_plane.url

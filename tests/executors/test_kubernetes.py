@@ -20,7 +20,8 @@ from tests import containers
 from tests.kube import fixtures
 
 dockerd, busybox_image, registry = containers.dockerd, containers.busybox_image, containers.registry
-kube_cluster = fixtures.kube_cluster
+open_registry = containers.open_registry
+kube_cluster, buildah_image = fixtures.kube_cluster, fixtures.buildah_image
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -258,6 +259,43 @@ async def test_a_restarted_runner_removes_at_start_what_an_earlier_run_of_it_lef
             await running
         await executor.__aexit__(None, None, None)
     assert build_pods(kept) == []
+
+
+async def test_a_build_step_says_which_runner_setting_it_needs(build: Build) -> None:
+    from outpost.executors.base import ImageBuildJob
+
+    job = ImageBuildJob(step="image", context=build.folder() / "volume", tags=["acme/app:1"])
+    async with build.executor() as executor:
+        with pytest.raises(ExecutorError, match="need --builder-image: an image with buildah"):
+            await executor.build_image(job, _ignore)
+    build.options["builder_image"] = "buildah:1"
+    async with build.executor() as executor:
+        with pytest.raises(ExecutorError, match="need --scratch-registry"):
+            await executor.build_image(job, _ignore)
+    assert build_pods(build) == []
+
+
+async def test_a_failing_dockerfile_fails_the_build_step_with_buildah_s_words_in_its_log(
+    build: Build, buildah_image: str, open_registry: Any
+) -> None:
+    from outpost.executors.base import ImageBuildJob
+
+    build.options.update(builder_image=buildah_image, scratch_registry=f"{open_registry.domain}/scratch")
+    context = build.folder() / "volume" / "app"
+    context.mkdir(parents=True)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY missing.txt /\n")
+    out = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+
+    job = ImageBuildJob(step="image", context=context, tags=["acme/app:1"])
+    async with build.executor() as executor:
+        with pytest.raises(ExecutorError, match=r"the image build failed \(buildah exited with code"):
+            await executor.build_image(job, sink)
+    assert b"missing.txt" in out  # buildah's own explanation, read from the builder pod's output file
+    assert build_pods(build) == []
+    assert open_registry.catalog() == []  # nothing reached the scratch repository
 
 
 async def _ignore(chunk: bytes) -> None:

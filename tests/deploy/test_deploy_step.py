@@ -191,7 +191,9 @@ async def test_a_bad_image_fails_the_step_with_the_deployments_conditions_and_th
     assert "the rollout of deployment 'shop' failed: timed out waiting for the rollout" in (
         rec.final("ship").message or ""
     )
-    assert "Available=True MinimumReplicasAvailable" in log  # the old pod still serves
+    assert "the rollout failed: timed out waiting for the rollout; the deployment's conditions:" in log
+    assert "  Available=" in log  # the Deployment's own conditions, as its status has them
+    assert "  Progressing=True ReplicaSetUpdated" in log or "  Progressing=True NewReplicaSetCreated" in log
     assert f'Failed to pull image "{BAD_IMAGE}"' in log  # the pod's own warning event
     assert cluster.get("shop")["spec"]["template"]["spec"]["containers"][0]["image"] == BAD_IMAGE  # left as it is
 
@@ -287,11 +289,15 @@ async def test_a_deploy_step_applies_every_document_of_a_file_with_its_variables
     assert "deployment.apps/shop-api unchanged" in rec.text("apply")
 
 
-async def test_a_deploy_step_naming_a_cluster_the_build_was_not_given_ends_with_the_reason(
-    tmp_path: Path, cluster: Deployments, dockerd: Any
+async def test_a_deploy_step_naming_a_cluster_the_build_was_not_given_at_run_time_ends_with_the_reason(
+    tmp_path: Path, cluster: Deployments
 ) -> None:
-    yaml = SERVICE_DEPLOY.replace("cluster: prod-eu", "cluster: staging")
-    engine, rec = make_engine(tmp_path, yaml, "local", dockerd, cluster.access, variables={"APP_IMAGE": "x"})
+    """A name known only once a step exported it cannot be checked at build start: its step says it."""
+    yaml = (
+        "version: '1.0'\nsteps:\n  pick:\n    image: alpine\n    commands: [cf_export TARGET=staging]\n"
+        + SERVICE_DEPLOY.split("steps:\n", 1)[1].replace("cluster: prod-eu", "cluster: ${{TARGET}}")
+    )
+    engine, rec = make_engine(tmp_path, yaml, "local", None, cluster.access, variables={"APP_IMAGE": "x"})
     outcome = await engine.run()
     assert outcome.status == "failure"
     assert rec.final("ship").status == "error"

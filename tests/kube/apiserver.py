@@ -15,8 +15,9 @@ PATCH: creates the object, or merges the applied fields into it; lists are repla
 
 Not here (see docs/kubernetes.md): real authentication, ClusterRoles, admission, defaulting beyond a few fields,
 strategic merge patch, field ownership and conflicts of server-side apply (a field a manager stops applying is
-kept), Table output (kubectl prints its own columns), watch bookmarks, DELETED events for objects that stop matching
-a selector.
+kept), OpenAPI documents (for kubectl's client-side validation: `--validate=false`), watch bookmarks, DELETED
+events for objects that stop matching a selector. `kubectl get` gets a Table: its columns for deployments and pods,
+NAME and AGE for the rest.
 """
 
 from __future__ import annotations
@@ -636,9 +637,11 @@ async def _dispatch(store: Store, request: Request) -> Response:
             )
             return StreamingResponse(_lines(events), media_type="application/json")
         items = store.list(plural, namespace, params.get("labelSelector"), params.get("fieldSelector"))
+        if _wants_table(request):
+            return JSONResponse(_table(plural, items, store.version))
         body = {
             "kind": f"{kind}List",
-            "apiVersion": "v1",
+            "apiVersion": GROUPS.get(plural, "v1"),
             "metadata": {"resourceVersion": str(store.version)},
             "items": items,
         }
@@ -662,6 +665,8 @@ async def _dispatch(store: Store, request: Request) -> Response:
         return JSONResponse(status(201, "", "bound") | {"status": "Success"}, status_code=201)
 
     if method == "GET":
+        if _wants_table(request) and not sub:
+            return JSONResponse(_table(plural, [store.get(plural, ns, name)], store.version))
         return JSONResponse(store.get(plural, ns, name))
     if method == "DELETE":
         grace = params.get("gracePeriodSeconds")
@@ -687,6 +692,62 @@ async def _dispatch(store: Store, request: Request) -> Response:
     if not (isinstance(patch, dict) and (patch.get("metadata") or {}).get("resourceVersion")):
         patched.setdefault("metadata", {}).pop("resourceVersion", None)  # a patch is not conditional unless it says
     return JSONResponse(await store.update(plural, ns, name, patched, sub=sub))
+
+
+def _wants_table(request: Request) -> bool:
+    """kubectl get asks for a Table (the server's own columns) before plain JSON."""
+    return "as=Table" in request.headers.get("accept", "") and "g=meta.k8s.io" in request.headers.get("accept", "")
+
+
+def _table(plural: str, items: list[dict[str, Any]], version: int) -> dict[str, Any]:
+    """The columns `kubectl get` shows for deployments and pods (NAME and AGE for the rest)."""
+
+    def age(obj: dict[str, Any]) -> str:
+        created = obj["metadata"].get("creationTimestamp")
+        seconds = (
+            0
+            if not created
+            else int(
+                (
+                    datetime.now(UTC) - datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                ).total_seconds()
+            )
+        )
+        return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m"
+
+    def cells(obj: dict[str, Any]) -> list[Any]:
+        st, spec = obj.get("status") or {}, obj.get("spec") or {}
+        if plural == "deployments":
+            ready = f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}"
+            return [
+                obj["metadata"]["name"],
+                ready,
+                st.get("updatedReplicas", 0),
+                st.get("availableReplicas", 0),
+                age(obj),
+            ]
+        if plural == "pods":
+            statuses = st.get("containerStatuses") or []
+            waiting = next(
+                (c["state"]["waiting"].get("reason") for c in statuses if "waiting" in c.get("state", {})), None
+            )
+            ready = f"{sum(1 for c in statuses if c.get('ready'))}/{len(spec.get('containers') or [])}"
+            return [obj["metadata"]["name"], ready, waiting or st.get("phase", ""), 0, age(obj)]
+        return [obj["metadata"]["name"], age(obj)]
+
+    names = {"deployments": ["Name", "Ready", "Up-to-date", "Available", "Age"],
+             "pods": ["Name", "Ready", "Status", "Restarts", "Age"]}.get(plural, ["Name", "Age"])  # fmt: skip
+    columns = [{"name": n, "type": "string", "format": "name" if n == "Name" else "", "description": "", "priority": 0}
+               for n in names]  # fmt: skip
+    rows = [
+        {
+            "cells": cells(o),
+            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
+        }
+        for o in items
+    ]
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": str(version)},
+            "columnDefinitions": columns, "rows": rows}  # fmt: skip
 
 
 async def _apply(store: Store, request: Request, plural: str, namespace: str, name: str) -> Response:

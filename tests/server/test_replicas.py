@@ -13,8 +13,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
+from outpost.errors import OutpostError
 from outpost.server import db
 from outpost.server.replicas import ReplicaLink, _coalesce, _payloads
 from outpost.wire import PREFIX, PollRequest
@@ -172,3 +174,14 @@ def test_thousands_of_signals_go_out_merged_in_payloads_under_postgresqls_limit(
     assert all(len(p.encode()) < 8000 for p in payloads)
     sent = [line for p in payloads for line in p.split("\n")]
     assert sorted(sent) == sorted([*(f"k build:{i:032d}" for i in range(5000)), "w rt1 300", "w rt2 2", "r runner-1"])
+
+
+async def test_a_replica_started_with_another_secret_key_is_refused_and_names_the_setting(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(settings_for(pg_url, tmp_path / "a", secret_key=Fernet.generate_key().decode())) as a:
+        await a.pipeline("hello", HELLO)
+        other = settings_for(pg_url, tmp_path / "a", secret_key=Fernet.generate_key().decode())
+        with pytest.raises(OutpostError, match="OUTPOST_SECRET_KEY"):
+            async with running_stack(other):
+                pass

@@ -9,7 +9,8 @@ The installation lives in the database, not in a data dir: a replica that starts
 own on a database another replica has set up (no token file, no password file) makes no second admin token
 and leaves admin's password alone; those files stay with the replica that made them. Only a file that is
 there and no longer works is replaced (a revoked token, a password that does not log in): that is how an
-operator gets a new one. Replicas starting together take turns (an advisory lock on PostgreSQL).
+operator gets a new one. Replicas starting together take turns (an advisory lock on PostgreSQL), and one whose
+secret key is not the installation's is refused (`same_secret_key`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.errors import OutpostError, Unauthorized
 from outpost.server import db, passwords
 from outpost.server.models import ApiToken
-from outpost.server.security import now
+from outpost.server.models import Installation as InstallationRow
+from outpost.server.secrets import SecretBox
+from outpost.server.security import new_id, now
 from outpost.server.services import Services
 from outpost.server.store import accounts, runtimes, users
 from outpost.server.store.accounts import DEFAULT_ACCOUNT, Principal
 
 LOCAL_RUNTIME = "local"
+KEY_CHECK = "outpost installation"  # sealed with the installation's secret key in its row
 ADMIN_USER = "admin"
 
 
@@ -54,6 +58,7 @@ async def bootstrap(services: Services, data_dir: Path, *, local_runtime: bool, 
     token_file: Path | None = data_dir / "admin-token"
     async with services.tx() as session:
         await db.one_at_a_time(session, db.BOOTSTRAP_LOCK)
+        await same_secret_key(session, services.secrets)
         account = await accounts.get_account(session, DEFAULT_ACCOUNT)
         if account is None:
             account = await accounts.create_account(session, DEFAULT_ACCOUNT)
@@ -76,6 +81,24 @@ async def bootstrap(services: Services, data_dir: Path, *, local_runtime: bool, 
         if password_file is not None and not password:
             password_file = None
     return Installation(account.name, token, token_file, password_file, password)
+
+
+async def same_secret_key(session: AsyncSession, secrets: SecretBox) -> None:
+    """The first start seals a constant with its secret key into the installation's row; a replica whose key
+    cannot open it is refused before it seals a secret or a session that the others could not open."""
+    row = await session.scalar(select(InstallationRow))
+    if row is None:
+        session.add(InstallationRow(id=new_id(), created_at=now(), key_check=secrets.seal(KEY_CHECK)))
+        return
+    try:
+        same = secrets.open(row.key_check) == KEY_CHECK
+    except OutpostError:
+        same = False
+    if not same:
+        raise OutpostError(
+            "this control plane's secret key is not its installation's: every replica needs the same"
+            " OUTPOST_SECRET_KEY (the first start's is its data dir's secret.key, unless it was set)"
+        )
 
 
 async def _has_admin_token(session: AsyncSession, account_id: str) -> bool:

@@ -42,6 +42,16 @@ BIGINT = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements o
 HASH = String(64)
 
 
+class Installation(Base):
+    """The one row every control-plane replica shares: the installation's id, and a constant sealed with its secret
+    key (`key_check`), which a replica started with another key cannot open."""
+
+    __tablename__ = "installation"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    key_check: Mapped[str] = mapped_column(Text)
+
+
 class Account(Base):
     __tablename__ = "accounts"
     id: Mapped[str] = mapped_column(ID, primary_key=True)

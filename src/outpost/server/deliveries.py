@@ -13,11 +13,20 @@ what became of it; a redelivery (same provider delivery id) gets the first answe
     202 pending    the payload does not list every changed file: a runner computes them, then the same
                    delivery row becomes `build` or `filtered` (see `_settle`)
     201 build      a build was queued
+
+An authenticated delivery keeps its body and the headers its provider's parser reads (never a signature or
+token), so a person can deliver it again (`redeliver`: the same decision, skipping the signature it already
+passed; a new row marked as a redelivery of the first). `send_test` sends the provider's ping, signed with the
+trigger's secret, through `deliver` itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
+import secrets as random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +34,9 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import StoreError
+from outpost.errors import Invalid, StoreError
 from outpost.server import changedfiles, jsonbodies
-from outpost.server.models import Build, Trigger
+from outpost.server.models import Build, Delivery, Trigger
 from outpost.server.security import new_id, now
 from outpost.server.services import Services
 from outpost.server.store import deliveries as store
@@ -41,6 +50,15 @@ from outpost.triggers.variables import build_variables
 log = logging.getLogger("outpost.webhooks")
 
 EVENT_HEADERS = {"github": "X-GitHub-Event", "gitlab": "X-Gitlab-Event", "bitbucket-server": "X-Event-Key"}
+# Headers that prove a delivery (or could prove another): never stored, so a stored delivery cannot be replayed
+# to the endpoint by whoever reads it.
+SECRET_HEADERS = frozenset({"x-hub-signature", "x-hub-signature-256", "x-gitlab-token", "authorization", "cookie"})
+KEPT_HEADERS = frozenset({"content-type", "user-agent"})
+MAX_HEADERS, MAX_HEADER = 50, 1000
+NO_PING = (
+    "GitLab has no ping event: on the project's Settings → Webhooks, use Test → Push events, then Redeliver "
+    "its delivery here"
+)
 
 
 @dataclass(frozen=True)
@@ -82,12 +100,13 @@ async def deliver(
     except SignatureError as exc:
         # The delivery id is not recorded: an unsigned request must not claim a real delivery's id.
         rejected = Outcome("rejected", 401, rule="signature", reason=exc.reason)
-        return await _record(svc, trigger, received_at, None, _header(headers, provider), rejected, None)
+        return await _record(svc, trigger, received_at, None, _header(headers, provider), rejected, None, None)
     if earlier is not None:
         return _replay(earlier.status_code, earlier.answer)
     decided, event = _decide(trigger, body, headers)
+    kept = Kept(body, parser_headers(headers))
     try:
-        return await _record(svc, trigger, received_at, delivery_id, _header(headers, provider), decided, event)
+        return await _record(svc, trigger, received_at, delivery_id, _header(headers, provider), decided, event, kept)
     except IntegrityError:
         # The same delivery arrived twice at once and the other copy committed first: answer as it did.
         async with svc.tx() as session:
@@ -95,6 +114,73 @@ async def deliver(
         if earlier is None:
             raise
         return _replay(earlier.status_code, earlier.answer)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What is stored of an authenticated delivery so it can be delivered again."""
+
+    payload: bytes
+    headers: dict[str, str]
+    redelivery_of: str | None = None
+
+
+def parser_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers a provider's parser may read (its event, delivery id, ...): `X-*` and a few others, never one
+    that carries a signature or a token; bounded in number and length."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low in SECRET_HEADERS or not (low.startswith("x-") or low in KEPT_HEADERS):
+            continue
+        if len(kept) >= MAX_HEADERS:
+            break
+        kept[name[:MAX_HEADER]] = value[:MAX_HEADER]
+    return kept
+
+
+async def redeliver(svc: Services, trigger_id: str, original: Delivery) -> Answer:
+    """Runs a stored delivery's body through the same decision as when it arrived (the trigger's rules as they
+    are now) and records the outcome as a new delivery, a redelivery of the first one (of a redelivery: of the
+    one it repeated). It has no provider delivery id, so it never collides with, or replays, the first answer."""
+    if original.payload is None:
+        raise Invalid(f"delivery {original.id[:8]} kept no payload to send again (it was rejected, or is older)")
+    async with svc.tx() as session:
+        trigger = await triggers.webhook_trigger(session, trigger_id)
+    headers = dict(original.headers or {})
+    decided, event = _decide(trigger, original.payload, headers)
+    kept = Kept(original.payload, headers, original.redelivery_of or original.id)
+    return await _record(svc, trigger, now(), None, _header(headers, trigger.provider or ""), decided, event, kept)
+
+
+async def send_test(svc: Services, trigger: Trigger) -> Answer:
+    """The provider's ping (GitHub's `ping`, Bitbucket Server's `diagnostics:ping`), signed with the trigger's
+    secret, through `deliver` as a real delivery: the endpoint, the secret and the recording all take part."""
+    provider = trigger.provider or ""
+    if provider == "gitlab":
+        raise Invalid(NO_PING)
+    secret = svc.secrets.open(triggers.sealed_secret(trigger))
+    test_id = f"outpost-test-{random.token_hex(8)}"
+    if provider == "github":
+        payload: dict[str, Any] = {
+            "zen": "Sent from Outpost's trigger page.",
+            "hook_id": 0,
+            "repository": {"full_name": trigger.repo},
+        }
+        names = ("X-GitHub-Event", "ping", "X-GitHub-Delivery", "X-Hub-Signature-256")
+    else:
+        payload = {"test": True}
+        names = ("X-Event-Key", "diagnostics:ping", "X-Request-Id", "X-Hub-Signature")
+    body = json.dumps(payload).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Outpost-Test-Delivery",
+        names[0]: names[1],
+        names[2]: test_id,
+        names[3]: signature,
+    }
+    return await deliver(svc, trigger.id, headers, body, now())
 
 
 def _header(headers: Mapping[str, str], provider: str) -> str | None:
@@ -138,9 +224,10 @@ async def _record(
     event_header: str | None,
     decided: Outcome,
     event: GitEvent | None,
+    kept: Kept | None,
 ) -> Answer:
-    """Creates the build (or the changed-files query), if any, and records the delivery with its answer, in one
-    transaction."""
+    """Creates the build (or the changed-files query), if any, and records the delivery with its answer (and,
+    when authenticated, what to deliver again), in one transaction."""
     delivery = new_id()
     asked: changedfiles.Asked | None = None
     async with svc.tx() as session:
@@ -170,6 +257,9 @@ async def _record(
             reason=decided.reason,
             build_id=decided.build.id if decided.build else None,
             pending_until=now() + asked.seconds + changedfiles.GRACE if asked else None,
+            payload=kept.payload if kept else None,
+            headers=kept.headers if kept else None,
+            redelivery_of=kept.redelivery_of if kept else None,
         )
     if asked is not None and event is not None:
         svc.wakeups.git_query(asked.runtime_id)

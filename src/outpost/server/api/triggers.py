@@ -7,13 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from outpost.server.api.deps import AsAdmin, AsViewer, Svc
+from outpost.errors import Invalid
+from outpost.server import deliveries as webhook_deliveries
+from outpost.server.api.deps import Access, AsAdmin, AsViewer, Svc
 from outpost.server.api.schemas.deliveries import DeliveryOut
 from outpost.server.api.schemas.triggers import TriggerIn, TriggerOut, TriggerPatch, TriggerSecret
 from outpost.server.api.webhooks import PREFIX
 from outpost.server.models import Trigger
 from outpost.server.services import Services
-from outpost.server.store import deliveries
+from outpost.server.store import audit, deliveries
 from outpost.server.store import triggers as store
 
 router = APIRouter(prefix="/api/v1", tags=["triggers"])
@@ -103,4 +105,34 @@ async def list_deliveries(
     """Newest first; pass the last delivery's id as `before` for the next page."""
     async with svc.as_caller(token) as (session, who):
         rows = await deliveries.list_deliveries(session, who, trigger_id, limit=limit, before=before)
-        return [DeliveryOut.model_validate(d) for d in rows]
+        return [DeliveryOut.of(d) for d in rows]
+
+
+@router.post("/triggers/{trigger_id}/test-delivery")
+async def send_test_delivery(trigger_id: str, token: AsAdmin, svc: Svc) -> DeliveryOut:
+    """The provider's ping, signed with the trigger's secret, through the webhook's own path (not for GitLab,
+    which has none: 422 says what to do instead)."""
+    async with svc.as_caller(token) as (session, who):
+        trigger = await store.get_trigger(session, who, trigger_id)
+        if trigger.kind != "git":
+            raise Invalid("only git triggers receive deliveries")
+        await audit.record(session, who, "trigger.test_delivery", f"{trigger.name} ({trigger.id})")
+    answer = await webhook_deliveries.send_test(svc, trigger)
+    return await _delivery(svc, token, trigger_id, answer.body["delivery"])
+
+
+@router.post("/triggers/{trigger_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver(trigger_id: str, delivery_id: str, token: AsAdmin, svc: Svc) -> DeliveryOut:
+    """The stored delivery decided again as it arrived (the trigger's rules as they are now): a new delivery,
+    `redelivery_of` the first. 422 for one whose body was not kept (rejected by its signature)."""
+    async with svc.as_caller(token) as (session, who):
+        original = await deliveries.get_delivery(session, who, trigger_id, delivery_id)
+        trigger = await store.get_trigger(session, who, trigger_id)
+        await audit.record(session, who, "trigger.redeliver", f"{trigger.name} ({trigger.id})", delivery=original.id)
+    answer = await webhook_deliveries.redeliver(svc, trigger_id, original)
+    return await _delivery(svc, token, trigger_id, answer.body["delivery"])
+
+
+async def _delivery(svc: Services, token: Access, trigger_id: str, delivery_id: str) -> DeliveryOut:
+    async with svc.as_caller(token) as (session, who):
+        return DeliveryOut.of(await deliveries.get_delivery(session, who, trigger_id, delivery_id))

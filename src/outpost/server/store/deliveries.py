@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from outpost.errors import NotFound
 from outpost.server.models import Build, Delivery, Integration, Pipeline, Trigger
@@ -26,10 +27,11 @@ STOPPED_WAITING = (
 async def list_deliveries(
     session: AsyncSession, principal: Principal, trigger_id: str, *, limit: int = 50, before: str | None = None
 ) -> list[Delivery]:
-    """Newest first; `before` (a delivery id) pages on from that delivery."""
+    """Newest first; `before` (a delivery id) pages on from that delivery. Without their payloads (`headers` says
+    whether one was kept)."""
     trigger = await triggers.get_trigger(session, principal, trigger_id)
     await settle_stale_deliveries(session, trigger)
-    query = select(Delivery).where(Delivery.trigger_id == trigger.id)
+    query = select(Delivery).options(defer(Delivery.payload)).where(Delivery.trigger_id == trigger.id)  # up to 25 MB
     if before is not None:
         anchor = await session.get(Delivery, before)
         if anchor is None or anchor.trigger_id != trigger.id:
@@ -42,6 +44,15 @@ async def list_deliveries(
         )
     rows = await session.scalars(query.order_by(Delivery.received_at.desc(), Delivery.id.desc()).limit(limit))
     return list(rows)
+
+
+async def get_delivery(session: AsyncSession, principal: Principal, trigger_id: str, id: str) -> Delivery:
+    """One delivery (our id, not the provider's) of one of the account's triggers."""
+    trigger = await triggers.get_trigger(session, principal, trigger_id)
+    delivery = await session.get(Delivery, id)
+    if delivery is None or delivery.trigger_id != trigger.id:
+        raise NotFound(f"trigger {trigger_id} has no delivery {id!r}")
+    return delivery
 
 
 async def find_delivery(session: AsyncSession, trigger: Trigger, delivery_id: str) -> Delivery | None:
@@ -66,6 +77,9 @@ async def record_delivery(
     reason: str | None = None,
     build_id: str | None = None,
     pending_until: float | None = None,
+    payload: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    redelivery_of: str | None = None,
 ) -> Delivery:
     delivery = Delivery(
         id=id,
@@ -82,6 +96,9 @@ async def record_delivery(
         status_code=status_code,
         answer=answer,
         pending_until=pending_until,
+        payload=payload,
+        headers=headers,
+        redelivery_of=redelivery_of,
     )
     session.add(delivery)
     await session.flush()

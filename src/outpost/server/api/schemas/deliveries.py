@@ -19,3 +19,9 @@ class DeliveryOut(Out):
     reason: str | None
     build: str | None = Field(validation_alias="build_id")
     status_code: int
+    redelivery_of: str | None = None  # the delivery (our id) a redelivery repeated
+    redeliverable: bool = False  # its body was kept (an authenticated delivery): it can be delivered again
+
+    @classmethod
+    def of(cls, delivery: object) -> DeliveryOut:
+        return cls.read(delivery, redeliverable=getattr(delivery, "headers", None) is not None)

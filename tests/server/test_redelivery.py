@@ -1,0 +1,114 @@
+"""Redeliver and test deliveries (/api/v1/triggers/{id}/deliveries/{d}/redeliver, /test-delivery): a stored
+delivery is decided again as it arrived, under the trigger's rules as they are now, and shows as a new delivery
+marked as a redelivery of the first; a rejected delivery kept nothing to send again; the test delivery is the
+provider's ping signed with the trigger's secret. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from outpost.server.models import Build, Delivery
+from tests.server.test_webhooks import GITHUB_PUSH, HELLO, add_trigger, count, deliver, fixture
+from tests.stack import Stack
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def deliveries(stack: Stack, trigger: dict[str, Any]) -> list[dict[str, Any]]:
+    r = await stack.api("GET", f"/triggers/{trigger['id']}/deliveries")
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, Any]] = r.json()
+    return rows
+
+
+async def test_a_filtered_delivery_redelivered_after_the_rule_changed_starts_a_build_marked_as_a_redelivery(
+    stack: Stack,
+) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack, branch_regex="/^release$/")
+    first = await deliver(stack, trigger, GITHUB_PUSH)
+    assert first.json()["outcome"] == "filtered"
+    await stack.api("PATCH", f"/triggers/{trigger['id']}", json={"branch_regex": None})
+
+    path = f"/triggers/{trigger['id']}/deliveries/{first.json()['delivery']}/redeliver"
+    again = await stack.api("POST", path)
+    assert again.status_code == 200, again.text
+    redelivery = again.json()
+    assert (redelivery["outcome"], redelivery["redelivery_of"]) == ("build", first.json()["delivery"])
+    assert redelivery["delivery_id"] is None  # not the provider's id: GitHub's own redelivery still gets its replay
+    build = await stack.build(redelivery["build"])
+    assert build["trigger"] == "webhook"
+    rows = await deliveries(stack, trigger)
+    assert [r["id"] for r in rows] == [redelivery["id"], first.json()["delivery"]]
+    assert all(r["redeliverable"] for r in rows)
+
+    # Redelivering the redelivery names the first delivery again, and makes one more build: it was asked for.
+    twice = (await stack.api("POST", f"/triggers/{trigger['id']}/deliveries/{redelivery['id']}/redeliver")).json()
+    assert twice["redelivery_of"] == first.json()["delivery"]
+    assert await count(stack, Build) == 2
+    audit = (await stack.api("GET", "/audit")).json()
+    assert sum(e["action"] == "trigger.redeliver" for e in audit) == 2
+
+
+async def test_a_delivery_keeps_its_body_and_parser_headers_but_never_its_signature(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    answer = await deliver(stack, trigger, GITHUB_PUSH)
+    async with stack.services.tx() as session:
+        row = await session.scalar(select(Delivery).where(Delivery.id == answer.json()["delivery"]))
+    assert row is not None
+    assert row.headers is not None
+    assert row.payload == fixture("github", GITHUB_PUSH)
+    names = {k.lower() for k in row.headers}
+    assert "x-github-event" in names
+    assert "x-github-delivery" in names
+    assert "x-hub-signature-256" not in names
+
+
+async def test_a_delivery_rejected_by_its_signature_cannot_be_redelivered(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    rejected = await deliver(stack, trigger, GITHUB_PUSH, X_Hub_Signature_256="sha256=00")
+    assert rejected.status_code == 401
+    (row,) = await deliveries(stack, trigger)
+    assert row["redeliverable"] is False
+    again = await stack.api("POST", f"/triggers/{trigger['id']}/deliveries/{row['id']}/redeliver")
+    assert again.status_code == 422
+    assert "kept no payload" in again.json()["message"]
+    assert await count(stack, Build) == 0
+
+
+async def test_a_test_delivery_is_githubs_ping_signed_with_the_secret_and_builds_nothing(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    r = await stack.api("POST", f"/triggers/{trigger['id']}/test-delivery")
+    assert r.status_code == 200, r.text
+    assert (r.json()["outcome"], r.json()["event"], r.json()["status_code"]) == ("ignored", "ping", 200)
+    assert r.json()["delivery_id"].startswith("outpost-test-")
+    assert await count(stack, Build) == 0
+
+    # After a new secret the test still passes: it is signed with the secret the trigger has now.
+    await stack.api("POST", f"/triggers/{trigger['id']}/rotate-secret")
+    assert (await stack.api("POST", f"/triggers/{trigger['id']}/test-delivery")).json()["outcome"] == "ignored"
+
+
+async def test_a_gitlab_trigger_has_no_test_delivery_and_says_what_to_do_instead(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack, provider="gitlab", repo="group/app")
+    r = await stack.api("POST", f"/triggers/{trigger['id']}/test-delivery")
+    assert r.status_code == 422
+    assert "Test → Push events" in r.json()["message"]
+    assert await deliveries(stack, trigger) == []
+
+
+async def test_another_accounts_delivery_is_not_found(stack: Stack) -> None:
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    first = (await deliver(stack, trigger, GITHUB_PUSH)).json()["delivery"]
+    other = (await stack.api("POST", "/accounts", json={"name": "acme"})).json()["token"]
+    path = f"/triggers/{trigger['id']}/deliveries/{first}/redeliver"
+    assert (await stack.api("POST", path, token=other)).status_code == 404
+    assert (await stack.api("POST", f"/triggers/{trigger['id']}/deliveries/nope/redeliver")).status_code == 404

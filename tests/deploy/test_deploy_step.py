@@ -101,9 +101,12 @@ def cluster(kube_cluster: Any) -> Deployments:
 
 
 def make_engine(
-    tmp_path: Path, yaml: str, executor: str, dockerd: Any, access: ClusterAccess, **ctx: Any
+    tmp_path: Path, yaml: str, executor: str, dockerd: Any, access: ClusterAccess, *, kube: Any = None, **ctx: Any
 ) -> tuple[BuildEngine, Recorder]:
     build_id = f"t{uuid.uuid4().hex[:10]}"
+    if executor == "kubernetes":  # the build's folders in the test cluster's work claim, as a kubernetes runner has
+        tmp_path = kube.claim_folder() / "builds" / build_id
+        (tmp_path / "volume").mkdir(parents=True)
     context = BuildContext(
         build_id=build_id,
         account="acme",
@@ -115,7 +118,12 @@ def make_engine(
         **ctx,
     )
     chosen: Executor
-    if executor == "docker":
+    if executor == "kubernetes":
+        from outpost.executors.kubernetes.executor import KubernetesExecutor
+
+        options = kube.executor_options()
+        chosen = KubernetesExecutor(context.volume, context.scratch, build_id=build_id, options=options)
+    elif executor == "docker":
         options = {"docker_host": dockerd.host}
         chosen = DockerExecutor(context.volume, context.scratch, build_id=build_id, options=options)
     else:
@@ -414,3 +422,36 @@ async def test_a_cluster_whose_token_is_a_runner_secret_this_runner_lacks_is_nam
 
     assert outcome.status == "failure"
     assert "keeps its token in runner secret 'PROD_EU_TOKEN', which this runner does not have" in rec.text("ship")
+
+
+async def test_a_kubernetes_step_pod_gets_the_kubeconfig_in_a_file_of_its_own_and_a_deploy_step_runs_beside_it(
+    cluster: Deployments, busybox_image: str, dockerd: Any
+) -> None:
+    dockerd.cli("tag", busybox_image, "outpost-shop:3")
+    cluster.create("shop", busybox_image)
+    yaml = f"""version: '1.0'
+steps:
+  look:
+    image: {busybox_image}
+    commands:
+      - grep current-context "$KUBECONFIG"
+      - stat -c '%a %n' "$KUBECONFIG"
+      - test -z "$OUTPOST_KUBECONFIG_CONTENT"
+      - grep token "$KUBECONFIG"
+  ship:
+    type: deploy
+    kind: kubernetes
+    cluster: prod-eu
+    service: shop
+    candidate:
+      image: outpost-shop:3
+"""
+    engine, rec = make_engine(Path("."), yaml, "kubernetes", dockerd, cluster.access, kube=cluster.cluster)
+    outcome = await engine.run()
+
+    log = rec.text("look")
+    assert outcome == BuildOutcome("success"), log + rec.text("ship")
+    assert "current-context: prod-eu" in log
+    assert "600 /tmp/outpost-kubeconfig" in log or "600 /dev/shm/outpost-kubeconfig" in log  # the pod's, not the volume
+    assert "token: *****" in log
+    assert 'deployment "shop" rolled out: revision 2' in rec.text("ship")

@@ -83,6 +83,7 @@ class KubernetesExecutor(Executor):
     # A container executor (the engine fills in working_directory, volumes and services). Build and push steps run
     # buildah in builder pods; a composition's services and candidates are pods of their own.
     step_types: ClassVar[frozenset[str]] = frozenset({"freestyle", "build", "push", "composition"})
+    takes_kubeconfig: ClassVar[bool] = True  # through the step's env Secret (`_with_kubeconfig`)
 
     def __init__(
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
@@ -169,11 +170,14 @@ class KubernetesExecutor(Executor):
         _refuse_what_is_not_built_yet(job)
         assert job.image
         env = {k: v for k, v in job.env.items() if k not in job.host_env}
+        script = f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script
+        if job.kubeconfig is not None:
+            env, script = _with_kubeconfig(job.kubeconfig, env, script)
         return await self._run_pod(
             _Pod(
                 step=job.step,
                 image=job.image,
-                script=f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script,
+                script=script,
                 env=env,
                 logins=_logins(job.image, job.auths),
                 shell="/bin/sh" if job.shell == "sh" else job.shell,
@@ -617,6 +621,20 @@ class _Prefixed:
 async def _fail(output: Output, reason: str) -> int:
     await output(f"\n[outpost] {reason}\n".encode())
     raise ExecutorError(reason)
+
+
+# The build's kubeconfig travels in the step's env Secret (as its secret variables do); the pod's shell writes it to
+# a 0600 file of the pod's own (its /tmp, else /dev/shm), never to the build volume, gone with the pod.
+KUBECONFIG_VARIABLE = "OUTPOST_KUBECONFIG_CONTENT"
+KUBECONFIG_PROLOGUE = (
+    'd="${TMPDIR:-/tmp}"; { [ -d "$d" ] && [ -w "$d" ]; } || d=/dev/shm\n'
+    f'KUBECONFIG="$d/outpost-kubeconfig"; (umask 077; printf "%s\\n" "${KUBECONFIG_VARIABLE}" >"$KUBECONFIG")\n'
+    f"export KUBECONFIG; unset {KUBECONFIG_VARIABLE}\n"
+)
+
+
+def _with_kubeconfig(path: Path, env: Mapping[str, str], script: str) -> tuple[dict[str, str], str]:
+    return {**env, KUBECONFIG_VARIABLE: path.read_text()}, KUBECONFIG_PROLOGUE + script
 
 
 def _refuse_what_is_not_built_yet(job: StepJob) -> None:

@@ -601,9 +601,12 @@ async def finish(session: AsyncSession, held: Held, message: BuildFinished) -> B
 
 async def expire_leases(session: AsyncSession, max_requeues: int) -> list[Build]:
     """Ends every lease past its expiry; returns the builds that changed (requeued or lost). Only the
-    reaper calls this, and only when the control plane has been available for a whole lease TTL."""
+    reaper calls this, and only when the control plane has been available for a whole lease TTL. Of
+    several replicas only the jobs' leader reaps; should two ever overlap (a leader cut off from the database
+    as another takes over), each ends only the leases it locked (PostgreSQL; SQLite has one writer)."""
     t = now()
-    leases = await session.scalars(select(Lease).where(Lease.ended_at.is_(None), Lease.expires_at < t))
+    expired = select(Lease).where(Lease.ended_at.is_(None), Lease.expires_at < t)
+    leases = await session.scalars(expired.with_for_update(skip_locked=True))
     changed: list[Build] = []
     for lease in leases:
         lease.ended_at, lease.end_reason = t, "expired"

@@ -112,3 +112,19 @@ async def test_another_accounts_delivery_is_not_found(stack: Stack) -> None:
     path = f"/triggers/{trigger['id']}/deliveries/{first}/redeliver"
     assert (await stack.api("POST", path, token=other)).status_code == 404
     assert (await stack.api("POST", f"/triggers/{trigger['id']}/deliveries/nope/redeliver")).status_code == 404
+
+
+async def test_the_same_redeliver_request_twice_is_one_redelivery_and_one_build(stack: Stack) -> None:
+    """A double click or a retried request carries the same key: the second gets the first's answer."""
+    await stack.pipeline("app", HELLO)
+    trigger = await add_trigger(stack)
+    first = (await deliver(stack, trigger, GITHUB_PUSH)).json()["delivery"]
+    path = f"/triggers/{trigger['id']}/deliveries/{first}/redeliver?key=button-1"
+    once, twice = (await stack.api("POST", path)).json(), (await stack.api("POST", path)).json()
+    assert once == twice
+    assert once["outcome"] == "build"
+    assert await count(stack, Build) == 2  # the first delivery's and one redelivery's
+    other = (await stack.api("POST", path.replace("button-1", "button-2"))).json()
+    assert other["id"] != once["id"]
+    assert await count(stack, Build) == 3
+    assert (await stack.api("POST", path.replace("button-1", "bad key!"))).status_code == 422

@@ -4,12 +4,13 @@ shown as "set"; a new Git integration starts at github.com)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from outpost.server.store import accounts, integrations
-from tests.ui.client import UiClient
+from tests.ui.client import UiClient, csrf_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -164,3 +165,22 @@ async def test_a_new_git_integration_starts_at_github_com_and_one_left_without_a
     r = await admin.submit("/new/integration", "/new/integration", {"kind": "git", "name": "lab", "provider": "gitlab"})
     assert r.status_code == 303, r.text
     assert (await api(admin, "GET", "/integrations/git/lab"))["url"] == "https://gitlab.com"
+
+
+async def test_a_redeliver_button_sent_twice_makes_one_redelivery(admin: UiClient) -> None:
+    """The trigger page's Redeliver form carries a key: the same form posted twice (a double click) is one."""
+    await api(admin, "POST", "/pipelines", json={"name": "app", "yaml": HELLO})
+    trigger = await api(
+        admin, "POST", "/triggers", json={"pipeline": "app", "provider": "github", "repo": "o/r", "events": ["push"]}
+    )
+    await api(admin, "POST", f"/triggers/{trigger['id']}/test-delivery")
+    (ping,) = await api(admin, "GET", f"/triggers/{trigger['id']}/deliveries")
+    page = (await admin.get(f"/triggers/{trigger['id']}")).text
+    key = re.search(r'name="key" value="([^"]+)"', page)
+    assert key is not None
+    form = {"csrf": csrf_of(page), "key": key.group(1)}
+    action = f"/triggers/{trigger['id']}/deliveries/{ping['id']}/redeliver"
+    assert (await admin.http.post(action, data=form)).status_code == 303
+    assert (await admin.http.post(action, data=form)).status_code == 303
+    rows = await api(admin, "GET", f"/triggers/{trigger['id']}/deliveries")
+    assert [r["redelivery_of"] for r in rows] == [ping["id"], None]

@@ -55,6 +55,7 @@ EVENT_HEADERS = {"github": "X-GitHub-Event", "gitlab": "X-Gitlab-Event", "bitbuc
 SECRET_HEADERS = frozenset({"x-hub-signature", "x-hub-signature-256", "x-gitlab-token", "authorization", "cookie"})
 KEPT_HEADERS = frozenset({"content-type", "user-agent"})
 MAX_HEADERS, MAX_HEADER = 50, 1000
+REDELIVERY_PREFIX = "outpost-redelivery-"  # our delivery ids: no provider's look like these
 NO_PING = (
     "GitLab has no ping event: on the project's Settings → Webhooks, use Test → Push events, then Redeliver "
     "its delivery here"
@@ -139,18 +140,32 @@ def parser_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return kept
 
 
-async def redeliver(svc: Services, trigger_id: str, original: Delivery) -> Answer:
+async def redeliver(svc: Services, trigger_id: str, original: Delivery, key: str | None = None) -> Answer:
     """Runs a stored delivery's body through the same decision as when it arrived (the trigger's rules as they
     are now) and records the outcome as a new delivery, a redelivery of the first one (of a redelivery: of the
-    one it repeated). It has no provider delivery id, so it never collides with, or replays, the first answer."""
+    one it repeated). Its delivery id is ours, never the provider's, so it neither collides with nor replays the
+    first answer; with `key` (one per Redeliver button shown) the same request made twice — a double click, a
+    retried POST — is one redelivery: the second gets the first's answer, as a provider's own redelivery does."""
     if original.payload is None:
         raise Invalid(f"delivery {original.id[:8]} kept no payload to send again (it was rejected, or is older)")
+    delivery_id = f"{REDELIVERY_PREFIX}{original.id}-{key}"[:255] if key else None
     async with svc.tx() as session:
         trigger = await triggers.webhook_trigger(session, trigger_id)
+        earlier = await store.find_delivery(session, trigger, delivery_id) if delivery_id else None
+    if earlier is not None:
+        return _replay(earlier.status_code, earlier.answer)
     headers = dict(original.headers or {})
     decided, event = _decide(trigger, original.payload, headers)
     kept = Kept(original.payload, headers, original.redelivery_of or original.id)
-    return await _record(svc, trigger, now(), None, _header(headers, trigger.provider or ""), decided, event, kept)
+    event_header = _header(headers, trigger.provider or "")
+    try:
+        return await _record(svc, trigger, now(), delivery_id, event_header, decided, event, kept)
+    except IntegrityError:  # the same request twice at once: the other copy committed first
+        async with svc.tx() as session:
+            earlier = await store.find_delivery(session, trigger, delivery_id or "")
+        if earlier is None:
+            raise
+        return _replay(earlier.status_code, earlier.answer)
 
 
 async def send_test(svc: Services, trigger: Trigger) -> Answer:

@@ -122,14 +122,21 @@ async def send_test_delivery(trigger_id: str, token: AsAdmin, svc: Svc) -> Deliv
 
 
 @router.post("/triggers/{trigger_id}/deliveries/{delivery_id}/redeliver")
-async def redeliver(trigger_id: str, delivery_id: str, token: AsAdmin, svc: Svc) -> DeliveryOut:
+async def redeliver(
+    trigger_id: str,
+    delivery_id: str,
+    token: AsAdmin,
+    svc: Svc,
+    key: Annotated[str | None, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+) -> DeliveryOut:
     """The stored delivery decided again as it arrived (the trigger's rules as they are now): a new delivery,
-    `redelivery_of` the first. 422 for one whose body was not kept (rejected by its signature)."""
+    `redelivery_of` the first. 422 for one whose body was not kept (rejected by its signature). The same `key`
+    again answers the same redelivery instead of making another (a retried request)."""
     async with svc.as_caller(token) as (session, who):
         original = await deliveries.get_delivery(session, who, trigger_id, delivery_id)
         trigger = await store.get_trigger(session, who, trigger_id)
         await audit.record(session, who, "trigger.redeliver", f"{trigger.name} ({trigger.id})", delivery=original.id)
-    answer = await webhook_deliveries.redeliver(svc, trigger_id, original)
+    answer = await webhook_deliveries.redeliver(svc, trigger_id, original, key)
     return await _delivery(svc, token, trigger_id, answer.body["delivery"])
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets as random
 
 from fastapi import APIRouter, Request, Response
@@ -33,6 +34,7 @@ EVENT_CHOICES = (
     ("release", "Release"),
 )
 PROVIDER_NAMES = {"github": "GitHub", "gitlab": "GitLab", "bitbucket-server": "Bitbucket Server"}
+KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")  # a Redeliver button's key: its form sent twice is one redelivery
 
 
 def _settings(form: Form) -> dict[str, object]:
@@ -185,7 +187,8 @@ async def redeliver(request: Request, trigger_id: str, delivery_id: str) -> Resp
         original = await delivery_store.get_delivery(session, viewer.principal, trigger_id, delivery_id)
         trigger = await store.get_trigger(session, viewer.principal, trigger_id)
         await audit.record(session, viewer.principal, "trigger.redeliver", f"{trigger.name} ({trigger.id})")
-    await webhook_deliveries.redeliver(svc, trigger_id, original)
+    key = form.get("key")
+    await webhook_deliveries.redeliver(svc, trigger_id, original, key if KEY.fullmatch(key) else None)
     return see_other(f"/triggers/{trigger_id}#deliveries-title")
 
 
@@ -209,6 +212,7 @@ async def trigger_page(request: Request, trigger_id: str) -> Response:
         providers=PROVIDER_NAMES,
         releases=any(e.startswith("release") for e in trigger.events),
         no_ping=webhook_deliveries.NO_PING if trigger.provider == "gitlab" else "",
+        key=random.token_urlsafe(12),  # this page's Redeliver buttons' (with the delivery: one per button)
     )
 
 

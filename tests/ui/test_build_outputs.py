@@ -38,6 +38,9 @@ JUNIT = """<testsuite name="unit">
 
 OUTPUTS = """version: '1.0'
 steps:
+  first:
+    image: alpine
+    commands: [sleep 3]
   test:
     image: alpine
     commands:
@@ -47,6 +50,10 @@ steps:
       - exit 1
     junit: [reports/unit.xml]
     artifacts: [dist/notes.txt]
+    fail_fast: false
+  linger:
+    image: alpine
+    commands: [sleep 2]
 """
 
 
@@ -118,10 +125,17 @@ def test_a_steps_test_report_is_a_table_with_failures_first_and_its_artifact_dow
 
     report = tmp_path / "unit.xml"
     report.write_text(JUNIT)
-    build = finished(site, "reported", OUTPUTS, {"REPORT": str(report)})
-    page.goto(f"/builds/{build['id']}")
+    with site.control_plane.api() as api:
+        api.post("/pipelines", json={"name": "reported", "yaml": OUTPUTS, "variables": {"REPORT": str(report)}})
+        build = api.post("/pipelines/reported/builds", json={}).json()
+    site.control_plane.wait_for(build["id"], {"running", "success", "failure"}, timeout=30)
+    page.goto(f"/builds/{build['id']}?step=first")  # a chosen step: the page does not move to the running one
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    expect(page.locator("#tests")).to_have_count(0)  # `first` sleeps: nothing reported yet
 
-    expect(page.locator("#tests summary")).to_contain_text("1 failed of 3")
+    expect(page.locator("#tests summary")).to_contain_text("1 failed of 3")  # while `linger` runs, live
+    assert page.evaluate("window.sameDocument") is True
+    expect(page.locator("#build-status")).to_contain_text("success")
     rows = page.locator("#test-cases tbody tr")
     expect(rows).to_have_count(3)
     expect(rows.nth(0)).to_contain_text("divides")

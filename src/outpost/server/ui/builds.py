@@ -230,6 +230,7 @@ class BuildView:
         return {
             "header": render_fragment("_build_header.html", **context),
             "steps": render_fragment("_steps.html", **context),
+            "outputs": render_fragment("_outputs.html", **context),
         }
 
 
@@ -254,7 +255,7 @@ async def build_view(svc: Services, session: AsyncSession, who: Principal, build
 
 
 async def outputs_of(session: AsyncSession, view: BuildView) -> None:
-    """What the steps left for the page (test cases, artifacts), read once when the page loads."""
+    """What the steps left for the page (test cases, artifacts): read for the page and for each live update."""
     view.tests = await testreports.summary(session, view.build)
     view.artifacts = await artifacts.list_for(session, view.build)
 

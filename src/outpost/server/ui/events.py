@@ -116,6 +116,7 @@ async def build_events(
             try:
                 async with as_viewer(request) as (session, viewer):
                     view = await pages.build_view(svc, session, viewer.principal, build_id)
+                    await pages.outputs_of(session, view)  # a step's test report or artifacts as they arrive
                     pieces = await logs.read_after(session, view.build, cursor, PIECE_BYTES)
             except StoreError:
                 yield event("end", {"reason": "session ended"})
@@ -127,7 +128,7 @@ async def build_events(
             selected = next((s for s in view.steps if s.name == step), None)
             done = view.build.status in FINAL_BUILD_STATUSES
             state = view.fragments(viewer, step)
-            digest = _digest(state["header"], state["steps"])
+            digest = _digest(state["header"], state["steps"], state["outputs"])
             if digest != seen:
                 seen = digest
                 active = view.active.name if view.active else None

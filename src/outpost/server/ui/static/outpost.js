@@ -225,6 +225,8 @@
   if (build) {
     var header = $("#build-header");
     var steps = $("#steps");
+    var outputs = $("#build-outputs");
+    var shownOutputs = null;  // replaced only when they change: a section the reader opened stays open
     var auto = build.getAttribute("data-auto") === "true";
     var current = build.getAttribute("data-step");
     listen(build.getAttribute("data-live"), {
@@ -232,6 +234,10 @@
       state: function (d) {
         swap(header, d.header);
         swap(steps, d.steps);
+        if (outputs && d.outputs !== undefined && d.outputs !== shownOutputs) {
+          if (shownOutputs !== null || outputs.innerHTML.trim() !== d.outputs.trim()) swap(outputs, d.outputs);
+          shownOutputs = d.outputs;
+        }
         if (auto && following && d.active && d.active !== current) location.replace(location.pathname);
       },
       lines: function (d) {

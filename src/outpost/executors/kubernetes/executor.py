@@ -1,4 +1,5 @@
-"""The Kubernetes executor: each freestyle step attempt runs in a step pod of its own, in the build namespace.
+"""The Kubernetes executor: each freestyle step attempt runs in a step pod of its own, in the build namespace; build
+and push steps run buildah in builder pods (`builder`), and a composition's services and candidates are pods too.
 
 This slice runs the engine in the runner process. The runner's data folder lives on a PersistentVolumeClaim (the
 "work claim", e.g. the runner StatefulSet's volume): step pods mount the build's folder of that same claim (a subPath)
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import shlex
 import shutil
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 from outpost.containers import images
 from outpost.containers.auth import RegistryAuth
@@ -37,12 +37,10 @@ from outpost.executors.base import (
     ServiceSpec,
     StepJob,
 )
-from outpost.executors.kubernetes import builder, objects, placement, podstate
 
 try:
     import httpx2
-    from lightkube import ApiError, AsyncClient, Client, KubeConfig
-    from lightkube.config.kubeconfig import SingleConfig
+    from lightkube import ApiError, AsyncClient, Client
     from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret
     from lightkube.types import PatchType
 except ImportError as exc:  # pragma: no cover - the optional dependency is missing
@@ -50,16 +48,12 @@ except ImportError as exc:  # pragma: no cover - the optional dependency is miss
         f"the Kubernetes executor needs lightkube ({exc}): pip install 'outpost-ci[kubernetes]'"
     ) from None
 
-T = TypeVar("T")
+from outpost.executors.kubernetes import api, builder, objects, placement
+from outpost.executors.kubernetes.api import KUBELET_SLACK, POLL, STOP_GRACE
+
 TOOLS_IN_STEP = "/codefresh/outpost/bin"  # cf_export, as in the Docker executor
 STEPS_FOLDER = ".outpost-steps"  # in the build volume: each step pod's script, output and exit code
-STOP_GRACE = 3  # seconds between SIGTERM and SIGKILL when a step is cancelled
-RETRIED = {429, 500, 502, 503, 504}  # API answers worth another try
-RETRY_FOR = 30.0  # seconds an API call is retried before the step fails
-POLL = 0.2  # seconds between reads of a step's output file
-KUBELET_SLACK = 30.0  # seconds a kubelet may take, beyond the grace period, to finish a pod's deletion
 DEFAULTS = {"pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout": "60"}
-NAMESPACE = "outpost"  # without --namespace: the kubeconfig context's namespace, else this
 
 
 @dataclass
@@ -89,8 +83,8 @@ class KubernetesExecutor(Executor):
         self, volume: Path, scratch: Path, *, build_id: str = "", options: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(volume, scratch, build_id=build_id, options={**DEFAULTS, **(options or {})})
-        self._config = _config(self.options) if self.options.get("work_claim") else None
-        self.namespace = _namespace(self.options, self._config)
+        self._config = api.config_of(self.options) if self.options.get("work_claim") else None
+        self.namespace = api.namespace_of(self.options, self._config)
         self.claim = self.options.get("work_claim", "")
         self.work_root = Path(self.options.get("work_root", "")).resolve()
         self.pull_timeout = float(self.options["pull_timeout"])
@@ -109,11 +103,11 @@ class KubernetesExecutor(Executor):
         if not claim:
             raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
         where = _placement(merged)
-        config = _config(merged)
-        namespace = _namespace(merged, config)
+        config = api.config_of(merged)
+        namespace = api.namespace_of(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
-            await _call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
-            left = await _remove_left_by(client, namespace, _mark(merged))
+            await api.call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
+            left = await api.remove_marked(client, namespace, _mark(merged))
         said = f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
         if left:
             said += f"; removed {left} pod(s) an earlier run of this runner left"
@@ -143,7 +137,7 @@ class KubernetesExecutor(Executor):
         if client is None:
             return
         try:
-            await asyncio.shield(_remove_build(client, self.namespace, self.build_id))
+            await asyncio.shield(api.remove_build(client, self.namespace, self.build_id))
         finally:
             await client.close()
             shutil.rmtree(self.volume / STEPS_FOLDER, ignore_errors=True)
@@ -153,13 +147,13 @@ class KubernetesExecutor(Executor):
         """Deletes the pods and secrets a crashed runner left for this build (the step pods stop with it)."""
         merged = {**DEFAULTS, **(options or {})}
         selector: dict[str, Any] = dict(objects.build_selector(build_id))
-        config = _config(merged)
-        namespace = _namespace(merged, config)
+        config = api.config_of(merged)
+        namespace = api.namespace_of(merged, config)
         try:
             with Client(config, namespace=namespace) as client:
                 for kind in (Pod, Secret):
                     for found in client.list(kind, labels=selector, namespace=namespace):
-                        client.delete(kind, _name(found), grace_period=0)
+                        client.delete(kind, api.name_of(found), grace_period=0)
         except (ApiError, httpx2.HTTPError) as exc:
             raise ExecutorError(f"cannot remove the pods of build {build_id}: {exc}") from exc
         shutil.rmtree(volume / STEPS_FOLDER, ignore_errors=True)
@@ -218,20 +212,20 @@ class KubernetesExecutor(Executor):
         made: list[str] = []
         try:
             for secret in secrets:
-                await _create(self.client, secret, f"create the secrets of step {pod.step}")
-                made.append(_name(secret))
-            created = await _create(self.client, objects.step_pod(spec), f"create the pod of step {pod.step}")
+                await api.create(self.client, secret, f"create the secrets of step {pod.step}")
+                made.append(api.name_of(secret))
+            created = await api.create(self.client, objects.step_pod(spec), f"create the pod of step {pod.step}")
             for secret_name in made:  # from now on, Kubernetes deletes them with the pod
-                await _call(
+                await api.call(
                     f"tie the secrets of step {pod.step} to its pod",
                     lambda n=secret_name: self.client.patch(  # type: ignore[misc]
                         Secret, n, objects.owned_by(created), patch_type=PatchType.MERGE
                     ),
                 )
         except BaseException:
-            await asyncio.shield(_delete(self.client, Pod, name, 0))
+            await asyncio.shield(api.delete(self.client, Pod, name, 0))
             for secret_name in made:
-                await asyncio.shield(_delete(self.client, Secret, secret_name, 0))
+                await asyncio.shield(api.delete(self.client, Secret, secret_name, 0))
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return name, folder
@@ -393,7 +387,7 @@ class KubernetesExecutor(Executor):
         """The IP of a service's pod once it runs (its reading's failure, if any, is the composition's error)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.pending_timeout
-        async with _PodWatch(self.client, name) as watch:
+        async with api.PodWatch(self.client, name) as watch:
             while loop.time() < give_up:
                 reading = watch.reading
                 if watch.gone:
@@ -404,7 +398,7 @@ class KubernetesExecutor(Executor):
                     if reading.phase in ("Succeeded", "Failed"):
                         raise ExecutorError(f"service {service} ended before the candidates ran")
                     if reading.phase == "Running":
-                        pod = await _call(f"read the pod of service {service}", lambda: self.client.get(Pod, name))
+                        pod = await api.call(f"read the pod of service {service}", lambda: self.client.get(Pod, name))
                         if pod.status is not None and pod.status.podIP:
                             return str(pod.status.podIP)
                 await watch.changed(POLL)
@@ -421,7 +415,7 @@ class KubernetesExecutor(Executor):
         loop = asyncio.get_running_loop()
         began, pull_failing_since, silent_since = loop.time(), None, None
         offset = 0
-        async with _PodWatch(self.client, name) as watch:
+        async with api.PodWatch(self.client, name) as watch:
             while True:
                 offset = await _copy(folder / "output", offset, output)
                 reading = watch.reading
@@ -480,9 +474,9 @@ class KubernetesExecutor(Executor):
         """The pod's warning events, for the step's log."""
         fields: dict[str, Any] = {"involvedObject.name": name, "type": "Warning"}
         with contextlib.suppress(ExecutorError):
-            found = await _call(
+            found = await api.call(
                 "list the pod's events",
-                lambda: _collect(self.client.list(Event, fields=fields, namespace=self.namespace)),
+                lambda: api.collect(self.client.list(Event, fields=fields, namespace=self.namespace)),
             )
             return [f"{e.reason}: {e.message}" for e in found]
         return []
@@ -491,88 +485,14 @@ class KubernetesExecutor(Executor):
         """Deletes the pod with a grace period and waits until it is gone. A pod whose kubelet does not finish
         the deletion (a lost node) is force-deleted: its API object goes, whatever still runs on that node."""
         if name in self._lost:
-            await _delete(self.client, Pod, name, 0)
+            await api.delete(self.client, Pod, name, 0)
             return
-        await _delete(self.client, Pod, name, STOP_GRACE)
-        if await _gone(self.client, name, STOP_GRACE + KUBELET_SLACK):
+        await api.delete(self.client, Pod, name, STOP_GRACE)
+        if await api.gone(self.client, name, STOP_GRACE + KUBELET_SLACK):
             return
-        await _delete(self.client, Pod, name, 0)
-        if not await _gone(self.client, name, KUBELET_SLACK):
+        await api.delete(self.client, Pod, name, 0)
+        if not await api.gone(self.client, name, KUBELET_SLACK):
             raise ExecutorError(f"the pod {name} was deleted but is still there after {KUBELET_SLACK:g}s")
-
-
-class _PodWatch:
-    """The latest reading of one pod, kept by a watch that resumes after any cut (from a fresh read)."""
-
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self.client, self.name = client, name
-        self.reading: podstate.Reading | None = None
-        self.gone = False
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._keep())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def changed(self, within: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), within)
-        self._changed.clear()
-
-    def _see(self, pod: Pod | None) -> None:
-        if pod is None:
-            self.gone = True
-        else:
-            self.reading = podstate.read(pod)
-        self._changed.set()
-
-    async def _keep(self) -> None:
-        pause = 0.2
-        while not self.gone:
-            try:
-                pod = await self.client.get(Pod, self.name)
-                self._see(pod)
-                assert pod.metadata is not None
-                watch = self.client.watch(
-                    Pod, fields={"metadata.name": self.name}, resource_version=pod.metadata.resourceVersion
-                )
-                async for kind, found in watch:
-                    self._see(None if kind == "DELETED" else found)
-                    pause = 0.2
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    self._see(None)
-                    return
-            except httpx2.HTTPError:
-                pass
-            except Exception as exc:  # whatever broke the watch (an answer lightkube cannot decode...): never stall
-                logging.getLogger("outpost.runner").warning(
-                    "watch of pod %s failed: %r; watching again", self.name, exc
-                )
-            await asyncio.sleep(pause)  # a watch cut, a 410 Gone, an error: read the pod afresh and watch again
-            pause = min(pause * 2, 2.0)
-
-
-async def _gone(client: AsyncClient, name: str, within: float) -> bool:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + within
-    while loop.time() < give_up:
-        try:
-            await client.get(Pod, name)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return True
-        except httpx2.TransportError:
-            pass
-        await asyncio.sleep(POLL)
-    return False
 
 
 async def _copy(path: Path, offset: int, output: Output) -> int:
@@ -670,24 +590,6 @@ def _mark(options: Mapping[str, str]) -> str | None:
     return objects.runner_mark(options.get("work_claim", ""), folder) if folder else None
 
 
-async def _remove_left_by(client: AsyncClient, namespace: str, mark: str | None) -> int:
-    """At a runner's start, nothing of its own runs yet: every pod and Secret with its mark is what an earlier run of
-    it left (crashed, killed, rescheduled with its folder lost), and goes now, at once. Returns the pods removed."""
-    if mark is None:
-        return 0
-    selector: dict[str, Any] = {objects.RUNNER_LABEL: mark}
-    removed = 0
-    for kind in (Pod, Secret):
-        found = await _call(
-            f"list what this runner left ({kind.__name__}s)",
-            lambda k=kind: _collect(client.list(k, labels=selector, namespace=namespace)),  # type: ignore[misc]
-        )
-        for obj in found:
-            await _delete(client, kind, _name(obj), 0)
-            removed += kind is Pod
-    return removed
-
-
 def _placement(options: Mapping[str, str]) -> placement.Placement:
     """The step pods' settings; a node choice is refused for pods pinned to the runner's node (--node-name, for a
     ReadWriteOnce claim): the kubelet would reject every pod whose node does not match it."""
@@ -707,93 +609,3 @@ def _describe(where: placement.Placement) -> str:
     parts += [f"requests {dict(where.requests)}"] if where.requests else []
     parts += [f"limits {dict(where.limits)}"] if where.limits else []
     return ", ".join(parts)
-
-
-def _namespace(options: Mapping[str, str], config: SingleConfig | None) -> str:
-    """--namespace, else the namespace the kubeconfig's context names (in-cluster: the service account's)."""
-    given = options.get("namespace")
-    if given:
-        return given
-    if config is not None and config.context.namespace:
-        return str(config.context.namespace)
-    return NAMESPACE
-
-
-def _config(options: Mapping[str, str]) -> SingleConfig:
-    path = options.get("kubeconfig")
-    try:
-        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        single = config.get()
-    except Exception as exc:  # lightkube raises ConfigError, OSError, YAML errors...
-        where = path or "in-cluster or KUBECONFIG"
-        raise ExecutorError(f"cannot read the Kubernetes configuration ({where}): {exc}") from exc
-    if single is None:
-        raise ExecutorError(f"no current context in the Kubernetes configuration {path}")
-    return single
-
-
-async def _call(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """One API call, tried again on 429, 5xx and lost connections for up to RETRY_FOR seconds."""
-    loop = asyncio.get_running_loop()
-    give_up, pause = loop.time() + RETRY_FOR, 0.1
-    while True:
-        try:
-            return await call()
-        except ApiError as exc:
-            if exc.status.code not in RETRIED or loop.time() > give_up:
-                raise ExecutorError(f"{what}: {exc.status.code} {exc.status.message}") from exc
-        except httpx2.TransportError as exc:
-            if loop.time() > give_up:
-                raise ExecutorError(f"{what}: cannot reach the Kubernetes API: {exc!r}") from exc
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 2.0)
-
-
-async def _create(client: AsyncClient, obj: Any, what: str) -> Any:
-    """Creates `obj`; an object already there under its name (a retried create that had succeeded) is taken."""
-    try:
-        return await _call(what, lambda: client.create(obj))
-    except ExecutorError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ApiError) and cause.status.code == 409:
-            return await _call(what, lambda: client.get(type(obj), obj.metadata.name))
-        raise
-
-
-async def _delete(client: AsyncClient, kind: Any, name: str, grace: int) -> None:
-    try:
-        await _call(f"delete {kind.__name__} {name}", lambda: client.delete(kind, name, grace_period=grace))
-    except ExecutorError as exc:
-        if not (isinstance(exc.__cause__, ApiError) and exc.__cause__.status.code == 404):
-            raise
-
-
-async def _collect(items: AsyncIterable[T]) -> list[T]:
-    return [item async for item in items]
-
-
-def _name(obj: Any) -> str:
-    return str(obj.metadata.name)
-
-
-async def _remove_build(client: AsyncClient, namespace: str, build_id: str) -> None:
-    """Deletes every pod and secret of the build and waits until the pods are gone."""
-    selector: dict[str, Any] = dict(objects.build_selector(build_id))
-
-    async def listed(kind: Any) -> list[Any]:
-        return await _call(
-            f"list the build's {kind.__name__}s",
-            lambda: _collect(client.list(kind, labels=selector, namespace=namespace)),
-        )
-
-    for kind in (Pod, Secret):
-        for found in await listed(kind):
-            await _delete(client, kind, _name(found), 0 if kind is Secret else STOP_GRACE)
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + STOP_GRACE + KUBELET_SLACK
-    while left := await listed(Pod):
-        if loop.time() > give_up:  # a lost node's pods: force-deleted
-            for found in left:
-                await _delete(client, Pod, _name(found), 0)
-            return
-        await asyncio.sleep(POLL)

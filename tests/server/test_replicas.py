@@ -150,19 +150,26 @@ async def test_two_replicas_migrating_an_empty_database_at_once_both_succeed(pg_
     assert versions == 1
 
 
-async def test_one_replica_leads_the_jobs_and_another_takes_over_when_it_stops(pg_url: str, tmp_path: Path) -> None:
+async def test_one_replica_leads_the_jobs_and_another_takes_them_over_without_refreshing_leases_when_it_stops(
+    pg_url: str, tmp_path: Path
+) -> None:
     managers = list(await two_replicas(pg_url, tmp_path))
-    stacks = [await manager.__aenter__() for manager in managers]
+    stacks = [await managers[0].__aenter__()]
     try:
+        await asyncio.sleep(2.0)  # the second starts later: its own stretch of service is shorter
+        stacks.append(await managers[1].__aenter__())
         await until(lambda: any(link(s).leader for s in stacks))
         await asyncio.sleep(1.5)  # both have tried for the lock by now
         leaders = [i for i, s in enumerate(stacks) if link(s).leader]
         assert len(leaders) == 1
-        other = stacks[1 - leaders[0]]
-        await managers.pop(leaders[0]).__aexit__(None, None, None)  # the leader stops
+        leader, other = stacks[leaders[0]], stacks[1 - leaders[0]]
+        served = max(leader.services.availability.served_for(), other.services.availability.served_for())
+        await managers.pop(leaders[0]).__aexit__(None, None, None)  # the leader stops cleanly (a rolling restart)
         began = time.monotonic()
         await until(lambda: link(other).leader, timeout=10)
         assert time.monotonic() - began < 3, "the other replica took more than a lock retry to take over"
+        # The installation was served all along: the new leader counts from the longer stretch, not from now.
+        assert other.services.availability.served_for() >= served
     finally:
         for manager in managers:
             await manager.__aexit__(None, None, None)

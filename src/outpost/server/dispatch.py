@@ -362,6 +362,11 @@ class Availability:
         self.since = time.monotonic()
         log.warning("the control plane was not serving (%s): every lease gets a full TTL from now", why)
 
+    def inherit(self, began: float) -> None:
+        """Continues a stretch another replica served without a break since `began` (wall clock) if it began
+        earlier: it handed the jobs over cleanly, so the installation was served all along."""
+        self.since = min(self.since, time.monotonic() - max(0.0, time.time() - began))
+
     def restart(self, why: str) -> None:
         """A new stretch that is no fault of this process (it took over the lease reaper from a replica
         that died, whose runners may not have been heard)."""

@@ -12,9 +12,10 @@ for two things:
 - The background jobs (the lease reaper, cron): the replica that holds a session advisory lock on
   its link leads them. PostgreSQL drops the lock with the connection, so when the leader dies (or its
   link does) another replica takes the lock within `LEAD_RETRY` seconds. A leader that stops cleanly
-  says so first (`HANDOVER`): the next one then keeps its own count of availability; after a leader
-  died, the next one starts its count afresh (`Availability.restart`), as the runners that talked to
-  the dead one may not have been able to renew their leases.
+  says so first (`HANDOVER`, with since when it served without a break): the next one continues the
+  longer of that stretch and its own (`Availability.inherit`), so a rolling restart refreshes no lease;
+  after a leader died, the next one starts its count afresh (`Availability.restart`), as the runners
+  that talked to the dead one may not have been able to renew their leases.
 
 SQLite has one process and no link: it leads, and its signals stay in the process.
 """
@@ -36,7 +37,7 @@ log = logging.getLogger("outpost.replicas")
 
 CHANNEL = "outpost_wakeups"
 JOBS_LOCK = 0x6F75_7470_0001  # the advisory lock whose holder runs the background jobs
-HANDOVER = "h"  # the leader is stopping cleanly: its lock is free at once, and nothing was missed
+HANDOVER = "h"  # "h SINCE": the leader stops cleanly, and served without a break since SINCE (wall clock)
 MAX_PAYLOAD = 7000  # bytes of one NOTIFY (PostgreSQL's limit is 8000)
 LEAD_RETRY = 1.0  # seconds between a follower's tries at the jobs' lock (and the leader's check of its link)
 RECONNECT = (0.2, 5.0)  # seconds before reconnecting: the first wait, the longest
@@ -65,7 +66,7 @@ class ReplicaLink:
         self._kick = asyncio.Event()
         self._conn: Any = None
         self._pid = 0
-        self._handover_at = 0.0  # monotonic: when a leader last said it was stopping cleanly
+        self._handover: tuple[float, float] | None = None  # a leader's last clean stop: when (monotonic), since
         wakeups.share = self.share
 
     def share(self, line: str) -> None:
@@ -138,9 +139,11 @@ class ReplicaLink:
                 return
             if not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", JOBS_LOCK):
                 return
-        clean = time.monotonic() - self._handover_at < HANDOVER_FRESH
-        if not clean:
+        if self._handover is not None and time.monotonic() - self._handover[0] < HANDOVER_FRESH:
+            self.availability.inherit(self._handover[1])  # a clean handover: the installation was served all along
+        else:
             self.availability.restart("this replica took over the background jobs")
+        self._handover = None
         log.info("this replica now runs the background jobs (lease reaper, cron)")
         self.leader = True
         for callback in self.on_lead:
@@ -150,8 +153,10 @@ class ReplicaLink:
         if pid == self._pid:
             return  # our own NOTIFY: this replica's dispatcher acted on it already
         for line in payload.split("\n"):
-            if line == HANDOVER:
-                self._handover_at = time.monotonic()
+            kind, _, since = line.partition(" ")
+            if kind == HANDOVER:
+                with contextlib.suppress(ValueError):
+                    self._handover = (time.monotonic(), float(since))
             elif line:
                 self.wakeups.deliver(line)
 
@@ -171,7 +176,7 @@ class ReplicaLink:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     if self.leader:
-                        self._outbox.append(HANDOVER)
+                        self._outbox.append(f"{HANDOVER} {time.time() - self.availability.served_for():.3f}")
                     if self._outbox:
                         await self._send()
                     if self.leader:

@@ -481,3 +481,15 @@ def test_the_k8s_smoke_installs_the_chart_with_a_fresh_install_token_of_its_own_
     assert token.startswith("opi_")
     assert runner_container(kinds)["image"] == "registry.corp:5000/outpost/runner:0.1.0"
     assert kinds["ConfigMap"]["data"]["OUTPOST_URL"] == control_plane.url
+
+
+def test_every_setting_the_chart_gives_the_runner_is_one_outpost_runner_start_reads() -> None:
+    from outpost.cli.agent import runner_start
+
+    read = {param.envvar for param in runner_start.params if isinstance(param.envvar, str)}
+    kinds = valid(render(EVERYTHING, namespace="ci"))
+    given = {key for key in kinds["ConfigMap"]["data"] if key.startswith("OUTPOST_")}
+    given |= {e["name"] for e in runner_container(kinds)["env"] if e["name"].startswith("OUTPOST_")}
+    assert given - read == set()  # a misspelt name would be ignored by the runner, silently
+    builders = {"OUTPOST_BUILDER_IMAGE", "OUTPOST_SCRATCH_REGISTRY", "OUTPOST_BUILDER_SECCOMP"}
+    assert {"OUTPOST_STEP_PODS", *builders} <= given

@@ -178,6 +178,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/new/integration/kubernetes"): ui(A),
     ("POST", "/new/integration/kubernetes"): ui(A),
     ("POST", "/integrations/cluster/{name}/pipelines"): ui(A, obj=True),
+    ("POST", "/integrations/cluster/{name}/check"): ui(A, obj=True),
     ("GET", "/integrations/{kind}/{name}/edit"): ui(A, obj=True),
     ("POST", "/integrations/{kind}/{name}/edit"): ui(A, obj=True),
     ("GET", "/users"): ui(A),

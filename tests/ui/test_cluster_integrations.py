@@ -1,6 +1,6 @@
-"""The Kubernetes form and a cluster's card in real Chromium against a real control plane: refusals that say why and
-keep no credential in the page, a cluster added behind the firewall with its allowed pipelines, the allow-list
-changed on its card."""
+"""The Kubernetes form and a cluster's card in real Chromium against a real control plane and runner: refusals that
+say why and keep no credential in the page, a cluster added behind the firewall with its allowed pipelines, tested
+from the runner against the test cluster's API server, the allow-list changed on its card."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.kube.fixtures import kube_api
 from tests.ui.browser import Outpost, need_browser, outpost
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
+    from tests.kube.cluster import Cluster
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+__all__ = ["kube_api"]
 WAIT = 20_000  # ms
 TOKEN = "sa-token-0f-prod-eu-in-the-browser"
 HELLO = "version: '1.0'\nsteps:\n  hi:\n    image: alpine\n    commands: [echo hi]\n"
@@ -48,9 +52,13 @@ def page(browser: Browser, site: Outpost) -> Iterator[Page]:
 
 
 def test_a_cluster_is_added_behind_the_firewall_for_the_pipelines_ticked_and_refusals_say_why(
-    page: Page, site: Outpost
+    page: Page, site: Outpost, kube_api: Cluster
 ) -> None:
     from playwright.sync_api import expect
+
+    from tests.kube.apiserver import VERSION
+
+    kube_api.store.roles[TOKEN] = ("shop", [])  # the integration's service account
 
     page.goto("/integrations")
     page.locator("section[aria-labelledby=kind-cluster]").get_by_role("link", name="Add").click()
@@ -72,7 +80,7 @@ def test_a_cluster_is_added_behind_the_firewall_for_the_pipelines_ticked_and_ref
     )
     expect(page.get_by_label("…or paste a kubeconfig")).to_have_value("")
 
-    page.get_by_label("API server").fill("https://10.0.0.1:6443")
+    page.get_by_label("API server").fill(kube_api.url)
     page.get_by_label("Namespace", exact=True).fill("shop")
     page.get_by_label("Service account token").fill(TOKEN)
     page.get_by_label("Behind the firewall").check()
@@ -81,13 +89,16 @@ def test_a_cluster_is_added_behind_the_firewall_for_the_pipelines_ticked_and_ref
     page.wait_for_url("**/integrations#cluster-prod-eu")
 
     card = page.locator("#cluster-prod-eu")
-    expect(card).to_contain_text("https://10.0.0.1:6443")
+    expect(card).to_contain_text(kube_api.url)
     expect(card).to_contain_text("shop")
     expect(card).to_contain_text("token set")
     expect(card.locator("#cluster-prod-eu-pipelines")).to_have_text("web")
-    expect(card.get_by_role("button", name="Test connection")).to_be_disabled()
-    expect(card.locator("#cluster-prod-eu-why")).to_contain_text("the control plane cannot reach it")
+    expect(card.get_by_role("button", name="Test connection")).to_have_count(0)  # never from the control plane
+    expect(card.locator("#cluster-prod-eu-why")).to_contain_text("the control plane never connects to a cluster")
     assert TOKEN not in page.content()
+    card.get_by_role("button", name="Test from a runner").click()
+    status = page.locator("#cluster-prod-eu").get_by_role("status")
+    expect(status).to_contain_text(f"Connected: Kubernetes v{VERSION}.0-outpost-emulator, asked by runner")
 
     card.get_by_text("Pipelines that may use it").click()
     card.get_by_label("batch", exact=True).check()

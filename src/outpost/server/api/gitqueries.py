@@ -1,16 +1,19 @@
 """Git queries in the public API (`/api/v1/integrations/git/{name}/branches|file|changed-files`), and a
 kubernetes integration's connection test (`/api/v1/integrations/cluster/{name}/check`). They never touch the Git
 server or the cluster from here: they wait for a runner of the runtime to answer through its own poll
-connection (docs/git.md, docs/integrations.md).
+connection (docs/git.md, docs/clusters.md). The web UI's cluster test waits the same way (`ask_runner`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.server.api.deps import Access, AsAdmin, AsDeveloper, Svc
 from outpost.server.api.schemas.gitqueries import BranchesOut, BranchOut, ChangedFilesOut, FileOut
@@ -21,7 +24,11 @@ from outpost.server.security import now
 from outpost.server.services import Services
 from outpost.server.store import gitqueries
 from outpost.server.store import integrations as store
+from outpost.server.store.accounts import Principal
 from outpost.wire import GitQueryKind
+
+# A transaction on behalf of the asker, opened anew for each look: the API's token checks, or the UI's session.
+Caller = Callable[[], AbstractAsyncContextManager[tuple[AsyncSession, Principal]]]
 
 router = APIRouter(prefix="/api/v1", tags=["integrations"])
 QUERY_WAIT = 20.0  # seconds a git query waits for a runner's answer by default
@@ -112,9 +119,16 @@ async def check_cluster(
     """A kubernetes integration's connection test, made by a runner of the runtime (behind the firewall or not:
     deploy steps reach the cluster from there, so that is where it must answer): the version its API server
     reports, or why it could not be asked."""
+    return await cluster_check(svc, request, lambda: svc.as_caller(token), name, runtime, wait)
+
+
+async def cluster_check(
+    svc: Services, request: Request, caller: Caller, name: str, runtime: str | None, wait: float
+) -> ClusterCheckOut:
+    """A runner's test of kubernetes integration `name`, as the API and the web UI give it."""
     kind = gitqueries.CLUSTER_VERSION
     try:
-        result, runner = await _ask(svc, request, token, name, runtime, wait, kind, {}, integration_kind="cluster")
+        result, runner = await ask_runner(svc, request, caller, name, runtime, wait, kind, {}, "cluster")
     except gitqueries.GitQueryFailed as exc:
         return ClusterCheckOut(ok=False, message=exc.message)
     version, platform = result.get("git_version") or "", result.get("platform") or ""
@@ -130,13 +144,26 @@ async def _ask(
     name: str,
     runtime: str | None,
     seconds: float,
+    kind: GitQueryKind,
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], str | None]:
+    return await ask_runner(svc, request, lambda: svc.as_caller(token), name, runtime, seconds, kind, params)
+
+
+async def ask_runner(
+    svc: Services,
+    request: Request,
+    caller: Caller,
+    name: str,
+    runtime: str | None,
+    seconds: float,
     kind: GitQueryKind | str,
     params: dict[str, Any],
     integration_kind: str = "git",
 ) -> tuple[dict[str, Any], str | None]:
     """Stores the query, wakes the runtime's runners and waits for the answer (or raises 503/504/...)."""
     online_since = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
-    async with svc.as_caller(token) as (session, who):
+    async with caller() as (session, who):
         integration = await store.get_integration(session, who, integration_kind, name)
         rt = await gitqueries.pick_runtime(session, who, runtime)
         query = await gitqueries.ask(
@@ -149,7 +176,7 @@ async def _ask(
     async with hang_up(request.receive) as gone:
         while True:
             ticket = svc.wakeups.ticket(gitqueries.query_key(query_id))
-            async with svc.as_caller(token) as (session, who):
+            async with caller() as (session, who):
                 query = await gitqueries.look(session, who, query_id)
                 result = gitqueries.outcome(query, runtime_name, seconds)
                 runner = await session.get(Runner, query.runner_id) if query.runner_id else None
@@ -161,7 +188,7 @@ async def _ask(
             await svc.wakeups.wait(ticket, min(remaining, RECHECK), unless=gone)
     async with svc.tx() as session:
         await gitqueries.expire(session, query_id)
-    async with svc.as_caller(token) as (session, who):  # the answer may have landed just before expiry
+    async with caller() as (session, who):  # the answer may have landed just before expiry
         query = await gitqueries.look(session, who, query_id)
         result = gitqueries.outcome(query, runtime_name, seconds)
         assert result is not None  # expired or answered by now

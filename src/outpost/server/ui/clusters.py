@@ -4,14 +4,20 @@ never sent back to the browser, not even in a refused form."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, Invalid, NotFound
 from outpost.kubeconfigs import KubeconfigError, parse
+from outpost.server.api.gitqueries import QUERY_WAIT, cluster_check
 from outpost.server.api.schemas.integrations import IntegrationIn
-from outpost.server.store import clusters
+from outpost.server.store import clusters, gitqueries
 from outpost.server.store import integrations as store
-from outpost.server.store.accounts import ADMIN, require
+from outpost.server.store.accounts import ADMIN, Principal, require
+from outpost.server.ui import integrations as listing
 from outpost.server.ui.rendering import UiRoute, page, see_other
 from outpost.server.ui.sessions import Form, as_viewer, check_csrf, checked, read_form, services
 
@@ -132,3 +138,27 @@ async def set_allowed(request: Request, name: str) -> Response:
             all_pipelines=form.checked("all_pipelines"),
         )
     return see_other(f"/integrations#cluster-{name}")
+
+
+@router.post("/integrations/cluster/{name}/check")
+async def check(request: Request, name: str) -> Response:
+    """Test from a runner: a runner of the default runtime asks the cluster's API server, as `outpost integration
+    test NAME` does, and the answer shows on the cluster's card."""
+    form = await read_form(request)
+    svc = services(request)
+    async with as_viewer(request) as (_session, viewer):
+        check_csrf(viewer, form)
+        require(viewer.principal, ADMIN)
+
+    @asynccontextmanager
+    async def caller() -> AsyncIterator[tuple[AsyncSession, Principal]]:
+        async with as_viewer(request) as (session, viewer):  # each look is the admin's session again
+            require(viewer.principal, ADMIN)
+            yield session, viewer.principal
+
+    try:
+        answer = await cluster_check(svc, request, caller, name, None, QUERY_WAIT)
+        ok, message = answer.ok, answer.message
+    except (gitqueries.NoRunnerOnline, gitqueries.NoAnswer) as exc:
+        ok, message = False, exc.message
+    return await listing.list_page(request, result=(f"cluster-{name}", ok, message))

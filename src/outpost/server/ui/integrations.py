@@ -29,20 +29,26 @@ UNREACHABLE = (
 )
 
 
+CLUSTER_TEST = (
+    "A runner of the default runtime tests it, from where deploy steps reach it; the control plane never connects "
+    "to a cluster (outpost integration test NAME --runtime R for another runtime)."
+)
+
+
 def why_untestable(row: Integration) -> str:
     """Why "Test connection" is disabled for this integration, or "" if it can be tested from here."""
+    if row.kind == "cluster":  # tested by a runner, behind the firewall or not (ui/clusters.py)
+        return CLUSTER_TEST
     if row.behind_firewall:
         return UNREACHABLE
     if row.runner_secret:
         return (
             f"Its credential lives only on the runners (runner secret {row.runner_secret}): the control plane has none."
         )
-    if row.kind == "cluster":
-        return f"A runner tests a cluster, from where deploy steps reach it: outpost integration test {row.name}"
     return ""
 
 
-async def _list(request: Request, *, result: tuple[str, bool, str] | None = None) -> Response:
+async def list_page(request: Request, *, result: tuple[str, bool, str] | None = None) -> Response:
     async with as_viewer(request) as (session, viewer):
         rows = await store.list_integrations(session, viewer.principal)
         pipelines = await clusters.pipeline_names(session, viewer.principal.account_id)  # clusters' allow-lists
@@ -62,7 +68,7 @@ async def _list(request: Request, *, result: tuple[str, bool, str] | None = None
 
 @router.get("/integrations")
 async def integration_list(request: Request) -> Response:
-    return await _list(request)
+    return await list_page(request)
 
 
 async def _form(request: Request, form: Form | None, error: str = "", editing: Integration | None = None) -> Response:
@@ -252,9 +258,9 @@ async def test_connection(request: Request, kind: str, name: str) -> Response:
         row = await store.get_integration(session, viewer.principal, kind, name)
     why = why_untestable(row)
     if why:  # the button is disabled; a hand-made request gets the same answer as the API's 409
-        return await _list(request, result=(f"{kind}-{name}", False, why))
+        return await list_page(request, result=(f"{kind}-{name}", False, why))
     check = await connections.test_connection(row, svc.secrets)  # outside the transaction: it may take seconds
-    return await _list(request, result=(f"{kind}-{name}", check.ok, check.message))
+    return await list_page(request, result=(f"{kind}-{name}", check.ok, check.message))
 
 
 @router.post("/integrations/{kind}/{name}/remove")

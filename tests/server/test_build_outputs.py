@@ -25,7 +25,7 @@ from outpost.wire import (
     StepPlan,
     StepUpdate,
 )
-from tests.server.test_protocol import HELLO, claim, claimed
+from tests.server.test_protocol import HELLO, claim, claimed, poll
 from tests.stack import Stack, running_stack, settings_for
 
 
@@ -235,3 +235,16 @@ async def test_only_a_failed_build_restarts_from_its_failed_step(stack: Stack) -
     assert r.status_code == 409
     assert "is still queued" in r.json()["message"]
     assert plain.status_code == 201
+
+
+async def test_only_a_restart_from_the_failed_step_carries_resume_so_older_runners_read_every_other_task(
+    stack: Stack,
+) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    await stack.run("hello")
+    r = await poll(stack, runner.runner_token)
+
+    task = r.json()["task"]
+    assert "resume" not in task
+    assert "source" not in task  # nor any other field left unset

@@ -143,9 +143,10 @@ def takes_builds(runner: Runner, body: PollRequest) -> bool:
 
 def _answer(body: PollRequest, tasks: list[Task]) -> Response:
     """A list to a runner that sent max_tasks, one task otherwise; the other field is left out, as a runner of
-    the previous version refuses fields it does not know."""
+    the previous version refuses fields it does not know. So is every field left unset at any depth: a newer
+    optional field (a restart's `resume`) then reaches only the builds that use it."""
     answer = PollResponse(tasks=tasks) if body.max_tasks is not None else PollResponse(task=tasks[0])
-    content = {k: v for k, v in answer.model_dump(mode="json").items() if v is not None}
+    content = answer.model_dump(mode="json", exclude_none=True)
     return JSONResponse(content)
 
 

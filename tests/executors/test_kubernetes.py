@@ -298,6 +298,31 @@ async def test_a_failing_dockerfile_fails_the_build_step_with_buildah_s_words_in
     assert open_registry.catalog() == []  # nothing reached the scratch repository
 
 
+async def test_a_step_s_services_run_as_pods_it_reaches_by_name_once_the_readiness_check_passes(build: Build) -> None:
+    from outpost.executors.base import Readiness, ServiceSpec
+
+    port = str(20000 + uuid.uuid4().int % 20000)  # pods share the host's network on the test cluster
+    site = build.folder() / "volume" / "www"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("hello from the service\n")
+    job = build.job(f"wget -q -O- http://web:{port}/index.html\n")
+    job.services = [
+        ServiceSpec(name="web", image=build.image, command=["httpd", "-f", "-p", port, "-h", "/codefresh/volume/www"])
+    ]
+    job.readiness = Readiness(image=build.image, script=f"wget -q -O /dev/null http://web:{port}/\n", period=0.5)
+    out = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+
+    async with build.executor() as executor:
+        assert await executor.run(job, sink) == 0, out
+    assert b"[outpost] service web started" in out
+    assert b"services ready (readiness check passed" in out
+    assert out.endswith(b"hello from the service\n")
+    assert build_pods(build) == []  # the service's pod went with the step
+
+
 async def _ignore(chunk: bytes) -> None:
     return None
 

@@ -34,6 +34,7 @@ from outpost.executors.base import (
     ImageBuildJob,
     Output,
     PushJob,
+    Readiness,
     ServiceSpec,
     StepJob,
 )
@@ -70,6 +71,15 @@ class _Pod:
     builder: bool = False  # a builder pod: buildah's security settings (objects.builder_security)
     keep: dict[str, str] | None = None  # files of the pod's folder (iid, digest) read into this before it goes
     aliases: Mapping[str, str] = field(default_factory=dict)  # host name -> IP (a composition's services)
+
+
+@dataclass
+class _Started:
+    """A service's pod, running until `_stop_services`."""
+
+    pod: str
+    folder: Path
+    copying: asyncio.Task[None]
 
 
 class KubernetesExecutor(Executor):
@@ -167,18 +177,26 @@ class KubernetesExecutor(Executor):
         script = f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script
         if job.kubeconfig is not None:
             env, script = _with_kubeconfig(job.kubeconfig, env, script)
-        return await self._run_pod(
-            _Pod(
-                step=job.step,
-                image=job.image,
-                script=script,
-                env=env,
-                logins=_logins(job.image, job.auths),
-                shell="/bin/sh" if job.shell == "sh" else job.shell,
-                workdir=job.workdir_in_step,
-            ),
-            output,
-        )
+        started: list[_Started] = []
+        try:
+            aliases = await self._start_services(job.services, job.auths, started, output, quiet=True)
+            if job.readiness is not None:
+                await self._ready(job.readiness, job.auths, aliases, output)
+            return await self._run_pod(
+                _Pod(
+                    step=job.step,
+                    image=job.image,
+                    script=script,
+                    env=env,
+                    logins=_logins(job.image, job.auths),
+                    shell="/bin/sh" if job.shell == "sh" else job.shell,
+                    workdir=job.workdir_in_step,
+                    aliases=aliases,
+                ),
+                output,
+            )
+        finally:
+            await asyncio.shield(self._stop_services(started))
 
     async def _run_pod(self, pod: _Pod, output: Output) -> int:
         """Runs one pod to its end: its output into `output`, its exit code returned; over only when it is gone."""
@@ -342,17 +360,9 @@ class KubernetesExecutor(Executor):
         for spec in (*job.services, *job.candidates):
             if spec.mounts:
                 raise ExecutorError(f"composition `volumes` are not supported on Kubernetes yet ({spec.name})")
-        started: list[tuple[str, Path, asyncio.Task[None]]] = []
-        aliases: dict[str, str] = {}
+        started: list[_Started] = []
         try:
-            for service in job.services:
-                name, folder = await self._start_pod(self._service_pod(service, job.auths, aliases))
-                copying = asyncio.create_task(_keep_copying(folder / "output", _Prefixed(service.name, output)))
-                started.append((name, folder, copying))
-                aliases[service.name] = await self._running_at(name, service.name)
-                await output(
-                    f"[outpost] service {service.name} started ({service.image}) at {aliases[service.name]}\n".encode()
-                )
+            aliases = await self._start_services(job.services, job.auths, started, output, quiet=False)
             outputs = [_Prefixed(c.name, output) for c in job.candidates]
             runs = [
                 self._run_pod(self._service_pod(c, job.auths, aliases), out)
@@ -365,12 +375,69 @@ class KubernetesExecutor(Executor):
                 await output(f"[outpost] candidate {candidate.name} exited with code {code}\n".encode())
             return next((code for code in codes if code != 0), 0)
         finally:
-            for name, folder, copying in reversed(started):
-                await asyncio.shield(self._delete_and_wait(name))
-                copying.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await copying
-                shutil.rmtree(folder, ignore_errors=True)
+            await asyncio.shield(self._stop_services(started))
+
+    async def _start_services(
+        self,
+        services: Sequence[ServiceSpec],
+        auths: Sequence[RegistryAuth],
+        started: list[_Started],
+        output: Output,
+        *,
+        quiet: bool,
+    ) -> dict[str, str]:
+        """Starts each service's pod in order (into `started`, for `_stop_services`), each reaching the earlier ones
+        by name; returns name -> IP for what comes next. A step's services (`quiet`) keep their output to
+        themselves; a composition's is in its log, prefixed."""
+        aliases: dict[str, str] = {}
+        for service in services:
+            if service.mounts:
+                raise ExecutorError(f"service `volumes` are not supported on Kubernetes yet ({service.name})")
+            name, folder = await self._start_pod(self._service_pod(service, auths, aliases))
+            sink = _Prefixed(service.name, _quiet if quiet else output)
+            started.append(_Started(name, folder, asyncio.create_task(_keep_copying(folder / "output", sink))))
+            aliases[service.name] = await self._running_at(name, service.name)
+            await output(
+                f"[outpost] service {service.name} started ({service.image}) at {aliases[service.name]}\n".encode()
+            )
+        return aliases
+
+    async def _stop_services(self, started: list[_Started]) -> None:
+        for service in reversed(started):
+            await self._delete_and_wait(service.pod)
+            service.copying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service.copying
+            shutil.rmtree(service.folder, ignore_errors=True)
+
+    async def _ready(
+        self, readiness: Readiness, auths: Sequence[RegistryAuth], aliases: Mapping[str, str], output: Output
+    ) -> None:
+        """`services.readiness`: its commands run in a pod of their own until they pass `success_threshold` times in
+        a row, or fail `failure_threshold` times in a row (the step then errs)."""
+        if readiness.initial_delay:
+            await asyncio.sleep(readiness.initial_delay)
+        passes = fails = attempt = 0
+        while True:
+            attempt += 1
+            probe = _Pod(step="readiness", image=readiness.image, script=readiness.script,
+                         logins=_logins(readiness.image, auths), aliases=dict(aliases))  # fmt: skip
+            try:
+                code = await asyncio.wait_for(self._run_pod(probe, _quiet), readiness.timeout)
+            except (TimeoutError, ExecutorError):
+                code = -1
+            if code == 0:
+                passes, fails = passes + 1, 0
+                if passes >= readiness.success_threshold:
+                    await output(f"[outpost] services ready (readiness check passed, attempt {attempt})\n".encode())
+                    return
+            else:
+                passes, fails = 0, fails + 1
+                why = "timed out or could not run" if code == -1 else f"exited with {code}"
+                await output(f"[outpost] readiness check {why} (attempt {attempt})\n".encode())
+                if fails >= readiness.failure_threshold:
+                    raise ExecutorError(f"the services did not become ready: readiness failed {fails} times")
+            await asyncio.sleep(readiness.period)
 
     def _service_pod(self, spec: ServiceSpec, auths: Sequence[RegistryAuth], aliases: Mapping[str, str]) -> _Pod:
         argv = [*(spec.entrypoint or []), *(spec.command or [])]
@@ -538,6 +605,10 @@ class _Prefixed:
             await self.output(self.prefix + pending + b"\n")
 
 
+async def _quiet(chunk: bytes) -> None:
+    return None
+
+
 async def _fail(output: Output, reason: str) -> int:
     await output(f"\n[outpost] {reason}\n".encode())
     raise ExecutorError(reason)
@@ -565,7 +636,6 @@ def _refuse_what_is_not_built_yet(job: StepJob) -> None:
         for what, present in (
             ("`cmd`/`entrypoint` (the image's own program)", job.cmd is not None or job.entrypoint is not None),
             ("`volumes`", bool(job.mounts)),
-            ("`services`", bool(job.services or job.readiness)),
         )
         if present
     ]

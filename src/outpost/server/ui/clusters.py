@@ -50,11 +50,11 @@ async def create_cluster(request: Request) -> Response:
     form = await read_form(request)
     svc = services(request)
     try:
-        fields = _credential_fields(form)
-        insecure = form.checked("insecure") or bool(fields.pop("insecure", False))
         async with as_viewer(request) as (session, viewer):
             check_csrf(viewer, form)
             require(viewer.principal, ADMIN)
+            fields = _credential_fields(form)  # a pasted kubeconfig is read only for an admin
+            insecure = form.checked("insecure") or bool(fields.pop("insecure", False))
             body = checked(
                 IntegrationIn,
                 kind="cluster",

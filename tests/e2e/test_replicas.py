@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import signal
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +242,40 @@ def test_a_log_followed_through_one_replica_is_byte_exact_while_another_takes_th
             if page["finished"]:
                 break
     assert bytes(got.get("main", b"")) == expected
+
+
+def test_a_runner_that_dies_while_every_replica_is_restarted_in_turn_is_still_found_lost_within_its_ttl(
+    tmp_path: Path, database: str, processes: list[Process]
+) -> None:
+    # Long enough for both restarts to fit in it: were a start a fresh TTL for live leases, the lease would outlive
+    # the first restarted replica's start by a whole TTL, since the other is restarting when the lease expires.
+    ttl = 20.0
+    env = {"OUTPOST_LEASE_TTL": str(ttl), "OUTPOST_HEARTBEAT_INTERVAL": "1"}
+    a, b = replica(tmp_path, "a", database, processes, **env), replica(tmp_path, "b", database, processes, **env)
+    a.start()
+    b.start()
+    token = a.token
+    pidfile = tmp_path / "step.pid"
+    with via(b, b.url, token) as api_b:
+        make_pipeline(api_b, "long", [f"sleep 120 & echo $! > {pidfile}; wait"])
+        runner = launch_runner(processes, tmp_path, b.url, install_token(api_b), **env)
+        build = queue(api_b, "long")
+    eventually(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=60, what="the step to start")
+    runner.signal(signal.SIGKILL)
+    killed_at, killed_wall = time.monotonic(), time.time()
+    for cp in (a, b):  # a rolling restart, the jobs' leader first: each stops cleanly (SIGTERM) and comes back
+        cp.stop()
+        cp.start()
+    restarts_took = time.monotonic() - killed_at
+    with via(a, a.url, token) as api_a:
+
+        def ended() -> dict[str, Any] | None:
+            body: dict[str, Any] = api_a.get(f"/builds/{build['id']}").json()
+            return body if body["status"] not in ("claimed", "running") else None
+
+        final = eventually(ended, timeout=2 * ttl + 30, what="the dead runner's build to end")
+    found_after = datetime.fromisoformat(final["finished_at"]).timestamp() - killed_wall  # as the reaper ended it
+    with contextlib.suppress(ProcessLookupError, ValueError):
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)  # the step the killed runner left running
+    assert (final["status"], final["message"]) == ("error", "runner lost")
+    assert found_after < ttl + 3, f"found lost after {found_after:.1f}s (the restarts took {restarts_took:.1f}s)"

@@ -87,7 +87,7 @@ def test_the_containers_example_runs_unchanged_on_kubernetes_and_the_registry_ho
     # Every pod ran as the product made it: builder pods unprivileged, with buildah's few capabilities.
     made = [obj for _, kind, plural, obj in list(kube_cluster.store.history) if plural == "pods" and kind == "ADDED"]
     builders = [p for p in made if p["spec"]["containers"][0]["image"] == buildah_image]
-    assert len(builders) == 2  # the build step's and the push step's
+    assert len(builders) == 3  # the build step's, the push step's, and the one removing their image storage
     for pod in builders:
         security = pod["spec"]["containers"][0]["securityContext"]
         assert security["allowPrivilegeEscalation"] is False
@@ -96,5 +96,9 @@ def test_the_containers_example_runs_unchanged_on_kubernetes_and_the_registry_ho
         assert pod["spec"]["hostUsers"] is False
     assert all("privileged" not in p["spec"]["containers"][0].get("securityContext", {}) for p in made)
     assert kube_cluster.pods() == []
+    # The image storage went with the build: the pipeline's kept volume holds the checkout, not every image built.
+    volumes = list(kube_cluster.claim_folder().glob("runner/volumes/*"))
+    assert [v for v in volumes if v.is_dir()] != []
+    assert list(kube_cluster.claim_folder().glob("runner/volumes/*/.outpost-*")) == []
     build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]
     assert build_id

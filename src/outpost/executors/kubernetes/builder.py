@@ -19,7 +19,9 @@ from outpost.containers.auth import RegistryAuth
 from outpost.errors import ExecutorError
 from outpost.executors.base import ImageBuildJob
 
-STORAGE = ".outpost-buildah"  # in the build volume: buildah's image storage (vfs), shared by the build's pods
+# In the build volume, beside the step pods' folders: buildah's image storage (vfs), shared by the build's builder
+# pods and removed with the build (a kept volume would otherwise grow by every image of every build).
+STORAGE = ".outpost-steps/buildah"
 AUTH_ENV = "OUTPOST_REGISTRY_AUTH"  # the auth file's text, from the pod's Secret
 CONF_ENV = "OUTPOST_REGISTRIES_CONF"
 

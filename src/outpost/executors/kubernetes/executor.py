@@ -143,6 +143,8 @@ class KubernetesExecutor(Executor):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._client is not None and (self.volume / builder.STORAGE).exists():
+            await asyncio.shield(self._remove_image_storage())
         client, self._client = self._client, None
         if client is None:
             return
@@ -151,6 +153,14 @@ class KubernetesExecutor(Executor):
         finally:
             await client.close()
             shutil.rmtree(self.volume / STEPS_FOLDER, ignore_errors=True)
+
+    async def _remove_image_storage(self) -> None:
+        """The builder pods' storage goes with the build. Its files belong to the builders' root, which a runner
+        running as another user (the chart's) cannot remove: a last builder pod does it."""
+        clean = _Pod(step="cleanup", image=self._builder_image(), script=f"rm -rf {VOLUME_IN_STEP}/{builder.STORAGE}\n",
+                     builder=True)  # fmt: skip
+        with contextlib.suppress(ExecutorError):
+            await self._run_pod(clean, _quiet)
 
     @classmethod
     def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:

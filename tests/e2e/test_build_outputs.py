@@ -104,6 +104,7 @@ def test_a_failing_steps_artifacts_and_test_report_reach_the_control_plane_and_n
     assert "warning: reports/broken.xml is not a JUnit report the runner can read (invalid XML" in log
     assert "test report: 3 test cases, 1 failed" in log
     assert "artifact uploaded: dist/app.txt (17 bytes)" in log
+    assert log.index("exited with code 1") < log.index("test report:")  # the step's own last word comes first
 
 
 def test_a_restart_from_the_failed_step_skips_what_succeeded_and_reuses_the_volume_it_left(

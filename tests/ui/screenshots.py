@@ -62,6 +62,24 @@ steps:
     commands:
       - make test
 """
+TESTED = """version: '1.0'
+steps:
+  test:
+    title: Unit tests
+    image: python:3.12
+    commands:
+      - mkdir -p reports dist
+      - >-
+        printf '<testsuite name="app"><testcase classname="app.test_api" name="test_login" time="0.21"/>
+        <testcase classname="app.test_api" name="test_logout" time="0.05"><failure
+        message="AssertionError: expected 302, got 500"/></testcase><testcase classname="app.test_models"
+        name="test_user" time="0.01"/><testcase classname="app.test_models" name="test_slow"
+        time="0"><skipped/></testcase></testsuite>' > reports/junit.xml
+      - echo wheel > dist/app-1.4.0-py3-none-any.whl
+      - exit 1
+    junit: [reports/*.xml]
+    artifacts: [dist/*]
+"""
 BROKEN = """version: '1.0'
 steps:
   build:
@@ -89,6 +107,9 @@ def seed(site: Outpost) -> dict[str, Any]:
         queued = api.post("/pipelines/nightly/builds", json={"branch": "main"}).json()
         failed = api.post("/pipelines/lint/builds", json={"branch": "fix/typo", "sha": "9f2c1e07d4b5"}).json()
         site.control_plane.wait_for(failed["id"], {"failure"}, 60)
+        api.post("/pipelines", json={"name": "api", "yaml": TESTED}).raise_for_status()
+        tested = api.post("/pipelines/api/builds", json={"branch": "main", "sha": "b71d0c3e9a42"}).json()
+        site.control_plane.wait_for(tested["id"], {"failure"}, 60)
         waiting = api.post("/pipelines/web-app/builds", json={"branch": "main", "sha": "4e8a7b21c0de"}).json()
         eventually(
             lambda: any(s["status"] == "pending-approval" for s in site.control_plane.build(waiting["id"])["steps"]),
@@ -132,7 +153,13 @@ def seed(site: Outpost) -> dict[str, Any]:
             "/integrations",
             json={"kind": "git", "name": "github", "provider": "github", "url": "https://github.com/corp/web-app.git"},
         ).raise_for_status()
-    return {"waiting": waiting["id"], "failed": failed["id"], "trigger": trigger["id"], "queued": queued["id"]}
+    return {
+        "waiting": waiting["id"],
+        "failed": failed["id"],
+        "trigger": trigger["id"],
+        "queued": queued["id"],
+        "tested": tested["id"],
+    }
 
 
 def deliveries(site: Outpost, trigger: dict[str, Any]) -> None:
@@ -162,6 +189,7 @@ def main(out: Path) -> None:
                 ("build-approval.png", f"/builds/{ids['waiting']}"),
                 ("build-log.png", f"/builds/{ids['waiting']}?step=unit#L100"),
                 ("build-failed.png", f"/builds/{ids['failed']}"),
+                ("build-tests.png", f"/builds/{ids['tested']}"),
                 ("build-queued.png", f"/builds/{ids['queued']}"),
                 ("pipeline-warnings.png", "/pipelines/unit/edit"),
                 ("pipelines.png", "/pipelines"),

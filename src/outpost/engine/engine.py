@@ -382,6 +382,7 @@ class BuildEngine:
         started = time.time()
         self.state.states[step.name] = "running"
         await self.reporter.step(step.name, StepUpdate(status="running", title=step.title, started_at=started))
+        ran = False  # the step's own body ran (so it may have left files to collect)
         if scope.stopped:
             result = StepResult("terminated", message=scope.why)
         elif step.type == "parallel":
@@ -389,12 +390,13 @@ class BuildEngine:
         elif step.type == "pending-approval":
             result = await self.approvals.wait(step, scope)
         else:
-            result = await self._with_hooks(step, scope)
-            await self._collect(step)
+            result, ran = await self._with_hooks(step, scope), True
         if step.type == "git-clone" and self.ctx.restart and (note := self.ctx.restart.after_clone(step, self.state)):
             await self.reporter.note(step.name, note)
         if result.message and result.status not in ("success", "approved"):
             await self.reporter.note(step.name, result.message)
+        if ran:
+            await self._collect(step)  # after the step's own last word, before its final state
         self.state.record(step, result.status)
         await self.reporter.step(
             step.name,

@@ -157,6 +157,8 @@ class Kubelet:
         self._pods: dict[str, asyncio.Task[None]] = {}
         self._deleting: dict[str, asyncio.Event] = {}
         self._grace: dict[str, int] = {}  # seconds each pod being deleted has
+        self._running: dict[str, Pod] = {}  # the pods whose container runs, by uid
+        self._reposting = asyncio.Lock()  # a Running status posted again never lands after the pod's end
 
     @property
     def api(self) -> AsyncClient:
@@ -182,15 +184,25 @@ class Kubelet:
             await self.docker.http.aclose()
 
     async def _heartbeat(self) -> None:
-        """The node's Ready condition, renewed every HEARTBEAT seconds: its silence is how a lost node shows."""
+        """The node's Ready condition, renewed every HEARTBEAT seconds: its silence is how a lost node shows. A node
+        the lifecycle controller had taken as lost (this kubelet was only slow, e.g. on a loaded machine) posts its
+        running pods' status again, as the real kubelet's status sync does: they are Ready again."""
         while True:
             ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now()}
             with contextlib.suppress(ApiError, httpx2.HTTPError):
+                node = await retried(lambda: self.api.get(Node, self.node))
+                conditions = (node.status.conditions if node.status else None) or []
+                lost = any(c.type == "Ready" and c.status == "Unknown" for c in conditions)
                 await retried(
                     lambda r=ready: self.api.patch(  # type: ignore[misc]
                         Node.Status, self.node, {"status": {"conditions": [r]}}, patch_type=PatchType.MERGE
                     )
                 )
+                for uid, pod in list(self._running.items()) if lost else ():
+                    async with self._reposting:
+                        if uid in self._running:
+                            with contextlib.suppress(ApiError):
+                                await self._status(pod, "Running", {"running": {"startedAt": now()}})
             await asyncio.sleep(HEARTBEAT)
 
     def _see(self, pod: Pod, *, removed: bool = False) -> None:
@@ -222,6 +234,7 @@ class Kubelet:
             if prepared is not None:
                 container = await self.docker.run(prepared)
                 await self._status(pod, "Running", {"running": {"startedAt": now()}})
+                self._running[str(pod.metadata.uid)] = pod
                 await self._until_done(pod, container, deleting)
             if deleting.is_set() and self._grace.get(str(pod.metadata.uid)) != 0:
                 await retried(lambda: self.api.delete(Pod, name, namespace=namespace, grace_period=0))
@@ -231,6 +244,7 @@ class Kubelet:
         finally:
             if container is not None:
                 await asyncio.shield(self.docker.remove(container))
+            self._running.pop(str(pod.metadata.uid), None)
             shutil.rmtree(self.root / "pods" / str(pod.metadata.uid), ignore_errors=True)
 
     async def _prepare(self, pod: Pod, deleting: asyncio.Event) -> dict[str, Any] | None:
@@ -332,6 +346,8 @@ class Kubelet:
             if reason
             else {}
         )
+        async with self._reposting:
+            self._running.pop(str(pod.metadata.uid), None)
         await self._status(pod, phase, {"terminated": terminated}, **extra)
 
     async def _status(self, pod: Pod, phase: str, state: dict[str, Any], **extra: str) -> None:

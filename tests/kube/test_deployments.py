@@ -184,3 +184,45 @@ async def test_discovery_names_the_core_and_apps_resources(kube_api: Any) -> Non
     deployments = next(r for r in apps["resources"] if r["name"] == "deployments")
     assert deployments["kind"] == "Deployment"
     assert "deploy" in deployments["shortNames"]
+
+
+async def test_the_pods_of_a_node_taken_as_lost_whose_kubelet_was_only_slow_are_ready_again(
+    api: Any, busybox_image: str, kube_cluster: Any
+) -> None:
+    """On a loaded machine a kubelet can miss the node grace: the node lifecycle controller marks the node Unknown
+    and its pods not ready; the kubelet's next heartbeat posts its running pods' status again (a real kubelet's
+    status sync), or a Deployment would stay unavailable for good."""
+    import copy
+
+    from lightkube.resources.apps_v1 import Deployment
+
+    await api.create(Deployment.from_dict(deployment("api", busybox_image)))
+
+    async def available() -> Any:
+        found = await api.get(Deployment, "api")
+        return found if (found.status.availableReplicas or 0) == 1 else None
+
+    await until(available, "the first rollout")
+    pod = next(p for p in kube_cluster.pods("default") if p["metadata"]["labels"].get("app") == "api")
+    node = pod["spec"]["nodeName"]
+
+    async def taken_as_lost() -> None:  # what the node lifecycle controller does to a silent node
+        store = kube_cluster.store
+        found = copy.deepcopy(store.get("nodes", "", node))
+        ready = next(c for c in found["status"]["conditions"] if c["type"] == "Ready")
+        found["status"]["conditions"] = [{**ready, "status": "Unknown", "reason": "NodeStatusUnknown"}]
+        await store.update("nodes", "", node, found, sub="status")
+        marked = copy.deepcopy(store.get("pods", "default", pod["metadata"]["name"]))
+        marked["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+        await store.update("pods", "default", pod["metadata"]["name"], marked, sub="status")
+
+    kube_cluster.call(taken_as_lost)
+
+    async def ready_again() -> bool:  # only the kubelet sets it back
+        from lightkube.resources.core_v1 import Pod
+
+        found = await api.get(Pod, pod["metadata"]["name"])
+        return any(c.type == "Ready" and c.status == "True" for c in found.status.conditions or [])
+
+    await until(ready_again, "the kubelet to post the pod ready again", within=15)
+    await until(available, "the Deployment to be available again", within=15)

@@ -323,6 +323,34 @@ async def test_a_step_s_services_run_as_pods_it_reaches_by_name_once_the_readine
     assert build_pods(build) == []  # the service's pod went with the step
 
 
+async def test_a_composition_fails_with_its_failing_candidate_s_code_and_leaves_no_service_running(
+    build: Build,
+) -> None:
+    from outpost.executors.base import CompositionJob, ServiceSpec
+
+    port = str(20000 + uuid.uuid4().int % 20000)
+    (build.folder() / "volume" / "www").mkdir(parents=True)
+    (build.folder() / "volume" / "www" / "index.html").write_text("up\n")
+    web = ServiceSpec(name="web", image=build.image, command=["httpd", "-f", "-p", port, "-h", "/codefresh/volume/www"])
+    ok = ServiceSpec(
+        name="ok", image=build.image, command=["sh", "-c", f"wget -q -O /dev/null http://web:{port}/ && echo reached"]
+    )
+    broken = ServiceSpec(name="broken", image=build.image, command=["sh", "-c", "echo giving up; exit 4"])
+    out = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+
+    job = CompositionJob(step="it", services=[web], candidates=[ok, broken])
+    async with build.executor() as executor:
+        code = await executor.compose(job, sink)
+    assert code == 4, out
+    assert b"[ok] reached\n" in out
+    assert b"[broken] giving up\n" in out
+    assert b"candidate broken exited with code 4" in out
+    assert build_pods(build) == []
+
+
 async def _ignore(chunk: bytes) -> None:
     return None
 

@@ -123,3 +123,21 @@ async def test_globs_find_files_inside_the_volume_and_skip_what_leads_outside(tm
     assert "warning: secret.txt leads outside the build volume; skipped" in notes
     assert "warning: 'nothing/*' matches no file" in notes
     assert "warning: '../outside/*' may not climb out with '..': '../outside/*'; skipped" in notes
+
+
+async def test_a_symlink_loop_among_the_matches_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    (volume / "dist").mkdir(parents=True)
+    (volume / "dist" / "loop").symlink_to(volume / "dist" / "loop")
+    (volume / "dist" / "ok.txt").write_text("ok")
+    notes: list[str] = []
+
+    async def note(text: str) -> None:
+        notes.append(text)
+
+    task = RunBuildTask(build_id="b", lease_id="l", lease_ttl=30, job_token="t", account="a", pipeline="p", yaml="")
+    hits = await StepOutputs(ProtocolClient("http://127.0.0.1:9"), task, volume).matches(["dist/*"], volume, note)
+
+    assert [h.path for h in hits] == ["dist/ok.txt"]
+    assert [n for n in notes if "loop" in n] == [notes[0]]
+    assert notes[0].startswith("warning: loop cannot be read (")

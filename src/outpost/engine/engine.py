@@ -39,7 +39,7 @@ from outpost.engine.restart import Restart
 from outpost.engine.results import FAILED, StepResult, duration
 from outpost.engine.scopes import Scope, sleep
 from outpost.engine.state import VOLUME_ALIAS, BuildState
-from outpost.errors import PipelineError
+from outpost.errors import PipelineError, ProtocolError
 from outpost.executors.base import Executor
 from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
@@ -481,7 +481,12 @@ class BuildEngine:
             await self.reporter.note(step.name, text)
 
         marked = StepFiles(step.name, self.state.workdir(step, values), globs("artifacts"), globs("junit"))
-        await self.collect(marked, note, self.reporter.mask)
+        try:
+            await self.collect(marked, note, self.reporter.mask)
+        except ProtocolError:  # a lost lease or a revocation ends the build here as anywhere else
+            raise
+        except Exception as exc:  # whatever else goes wrong, the step that ran keeps its result
+            await note(f"warning: the step's files were not collected: {type(exc).__name__}: {exc}")
 
     async def _refuse_clusters(self, pipeline: Pipeline) -> BuildOutcome | None:
         """Deploy steps that name a cluster this build may not use end the build before any step runs, saying

@@ -114,12 +114,15 @@ def _match(pattern: str, volume: Path, workdir: Path, found: dict[str, Found]) -
     if len(hits) > MAX_MATCHES:
         warnings.append(f"'{pattern}' matches {len(hits)} files; only the first {MAX_MATCHES} are taken")
     for hit in hits[:MAX_MATCHES]:
-        real = hit.resolve()
-        if not real.is_relative_to(root):
-            warnings.append(f"{hit.name} leads outside the build volume; skipped")
-        elif real.is_file():
-            path = real.relative_to(root).as_posix()
-            found.setdefault(path, Found(path, real, real.stat().st_size))
+        try:
+            real = hit.resolve()
+            if not real.is_relative_to(root):
+                warnings.append(f"{hit.name} leads outside the build volume; skipped")
+            elif real.is_file():
+                path = real.relative_to(root).as_posix()
+                found.setdefault(path, Found(path, real, real.stat().st_size))
+        except (OSError, RuntimeError) as exc:  # unreadable, or a symlink loop
+            warnings.append(f"{hit.name} cannot be read ({exc}); skipped")
     return warnings
 
 
@@ -133,7 +136,11 @@ def read_junit(found: Found, mask: Mask) -> list[JUnitCase]:
     if found.size > MAX_REPORT_BYTES:
         raise ReportError(f"larger than {MAX_REPORT_BYTES // (1024 * 1024)} MiB")
     try:
-        root = fromstring(found.file.read_bytes(), forbid_dtd=True)
+        data = found.file.read_bytes()
+    except OSError as exc:  # a step running as another user may leave a file the runner cannot read
+        raise ReportError(f"unreadable: {exc.strerror or exc}") from None
+    try:
+        root = fromstring(data, forbid_dtd=True)
     except (ParseError, DefusedXmlException) as exc:
         raise ReportError(f"invalid XML: {exc}") from None
     if root.tag not in ("testsuites", "testsuite"):

@@ -15,10 +15,13 @@ import asyncpg
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import OutpostError
 from outpost.server import db
+from outpost.server.models import Build
 from outpost.server.replicas import ReplicaLink, _coalesce, _payloads
+from outpost.server.store import builds, logs
 from outpost.wire import PREFIX, PollRequest
 from tests.stack import Stack, running_stack, settings_for
 
@@ -192,3 +195,41 @@ async def test_a_replica_started_with_another_secret_key_is_refused_and_names_th
         with pytest.raises(OutpostError, match="OUTPOST_SECRET_KEY"):
             async with running_stack(other):
                 pass
+
+
+async def test_a_log_follower_never_skips_a_chunk_that_commits_after_a_later_chunk_of_another_step(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Two appends to two steps of one build at once (as two replicas may take them): the follower reading between
+    their commits must not move its cursor past the one still uncommitted."""
+    async with running_stack(settings_for(pg_url, tmp_path / "data", lease_ttl=300.0)) as a:
+        await a.pipeline("hello", HELLO)
+        registered = await a.register()
+        await a.run("hello")
+        async with a.raw() as c:
+            body = PollRequest(wait=0, free_slots=1).model_dump(exclude_none=True)
+            auth = {"Authorization": f"Bearer {registered.runner_token}"}
+            task = (await c.post(PREFIX + "/poll", json=body, headers=auth)).json()["task"]
+        sessions = a.services.sessions
+
+        async def append(session: AsyncSession, step: str, data: bytes) -> None:
+            held = await builds.hold(session, task["build_id"], task["lease_id"], task["job_token"])
+            await logs.append(session, held, step, 0, data)
+
+        async def follow(after: int) -> list[logs.Piece]:
+            async with sessions.begin() as session:
+                build = await session.get_one(Build, task["build_id"])
+                return await logs.read_after(session, build, after, 1 << 20)
+
+        async def second() -> None:
+            async with sessions.begin() as session:
+                await append(session, "two", b"second\n")
+
+        async with sessions.begin() as first:
+            await append(first, "one", b"first\n")  # its chunk has the lower id, and is not committed yet
+            later = asyncio.create_task(second())
+            await asyncio.wait([later], timeout=1.0)
+            seen = await follow(0)  # a follower reads meanwhile
+        await later
+        seen += await follow(seen[-1].cursor if seen else 0)
+    assert sorted((p.step, p.data) for p in seen) == [("one", b"first\n"), ("two", b"second\n")]

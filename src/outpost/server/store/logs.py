@@ -10,9 +10,10 @@ same rules, and a line in the build's own stream for every piece that arrived la
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
@@ -28,6 +29,7 @@ class OffsetGap(StoreError):
 async def append(session: AsyncSession, held: Held, stream: str, offset: int, data: bytes) -> tuple[int, bool]:
     """Returns the step's log size afterwards and whether anything new was stored."""
     require_live(held)
+    await _one_writer(session, held.build)
     size, fresh = await _store(session, held.build, await step_for(session, held.build, stream), offset, data)
     return size, fresh > 0
 
@@ -38,6 +40,7 @@ async def append_late(session: AsyncSession, held: Held, appends: list[tuple[str
     call. Statuses never change. Returns the size of every stream named, and of the build's stream."""
     require_expired_holder(held)
     build = held.build
+    await _one_writer(session, build)
     sizes: dict[str, int] = {}
     marks: list[str] = []
     for stream, offset, data in appends:
@@ -56,6 +59,17 @@ async def append_late(session: AsyncSession, held: Held, appends: list[tuple[str
         )
         sizes[SYSTEM_STREAM] = held_size or 0
     return sizes
+
+
+async def _one_writer(session: AsyncSession, build: Build) -> None:
+    """Appends to one build take turns until they commit (a transaction advisory lock on PostgreSQL; SQLite has
+    one writer anyway). So chunk ids, the followers' cursor, are handed out in commit order within a build: two
+    replicas appending to two of its steps at once could otherwise commit a later id first, and a follower that
+    read in between would move its cursor past the earlier one. Taken before the step's size is read, it also
+    keeps two appends to one step from both writing at the same offset."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int(hashlib.sha256(build.id.encode()).hexdigest()[:15], 16)
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 async def _store(session: AsyncSession, build: Build, step: Step, offset: int, data: bytes) -> tuple[int, int]:

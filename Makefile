@@ -26,6 +26,8 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dispatch.py --write docs/benchmarks.md
+	$(BIN)/python bench/cli_start.py --write docs/benchmarks.md
+	$(BIN)/python bench/metrics_scrape.py --write docs/benchmarks.md
 
 # The Kubernetes runner end to end on a real cluster (none can run here: never run in CI). Needs KUBECONFIG,
 # OUTPOST_URL and OUTPOST_TOKEN (a control plane the cluster's pods reach) and OUTPOST_SMOKE_IMAGE (the runner image).

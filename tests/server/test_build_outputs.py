@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from outpost.engine.engine import StepFiles
 from outpost.errors import LeaseLost
+from outpost.runner.artifacts import StepOutputs
 from outpost.runner.client import Refused
 from outpost.server.api import artifacts as artifacts_api
 from outpost.wire import (
@@ -248,3 +250,27 @@ async def test_only_a_restart_from_the_failed_step_carries_resume_so_older_runne
     task = r.json()["task"]
     assert "resume" not in task
     assert "source" not in task  # nor any other field left unset
+
+
+async def test_reports_holding_more_cases_than_a_step_may_send_are_sent_up_to_the_bound_and_the_log_says_so(
+    stack: Stack, tmp_path: Path
+) -> None:
+    task = await claimed(stack)
+    volume = tmp_path / "volume"
+    (volume / "reports").mkdir(parents=True)
+    for n in range(3):  # 3 x 2,000 cases
+        cases = "".join(f'<testcase classname="c{n}" name="t{i}"/>' for i in range(2000))
+        (volume / "reports" / f"r{n}.xml").write_text(f"<testsuite>{cases}</testsuite>")
+    notes: list[str] = []
+
+    async def note(text: str) -> None:
+        notes.append(text)
+
+    async with stack.protocol() as client:
+        collect = StepOutputs(client, task, volume)
+        await collect(StepFiles("hello", volume, [], ["reports/*.xml"]), note, lambda text: text)
+
+    body = (await stack.api("GET", f"/builds/{task.build_id}/annotations")).json()
+    assert body["total"] == 5000
+    assert "warning: the reports hold more than 5000 test cases; the first are shown" in notes
+    assert notes[-1] == "test report: 5000 test cases, 0 failed"

@@ -61,14 +61,18 @@ class StepOutputs:
     async def _test_report(self, marked: StepFiles, note: Note, mask: Mask) -> None:
         cases: list[JUnitCase] = []
         for found in await self.matches(marked.junit, marked.workdir, note):
+            if len(cases) > MAX_TEST_CASES:
+                await note(f"warning: more than {MAX_TEST_CASES} test cases; {found.path} and later reports not read")
+                break
             try:
-                cases += read_junit(found, mask)
+                cases += read_junit(found, mask, limit=MAX_TEST_CASES + 1 - len(cases))
             except ReportError as exc:
                 await note(f"warning: {found.path} is not a JUnit report the runner can read ({exc}); skipped")
         if len(cases) > MAX_TEST_CASES:
-            await note(f"warning: the reports hold {len(cases)} test cases; the first {MAX_TEST_CASES} are shown")
+            await note(f"warning: the reports hold more than {MAX_TEST_CASES} test cases; the first are shown")
+        cases = cases[:MAX_TEST_CASES]
         failed = sum(c.status in ("failed", "error") for c in cases)
-        report = JUnitReport(step=marked.step, cases=cases[:MAX_TEST_CASES])
+        report = JUnitReport(step=marked.step, cases=cases)
         if await self._send(lambda: self.client.annotations(self.task, report), "the test report", note):
             await note(f"test report: {len(cases)} test cases, {failed} failed")
 
@@ -130,9 +134,9 @@ class ReportError(Exception):
     pass
 
 
-def read_junit(found: Found, mask: Mask) -> list[JUnitCase]:
+def read_junit(found: Found, mask: Mask, limit: int = MAX_TEST_CASES) -> list[JUnitCase]:
     """The test cases of one JUnit XML file (`<testsuites>` or a `<testsuite>` at the top, suites nested at any
-    depth), messages masked and cut to MAX_MESSAGE characters."""
+    depth), at most `limit`, messages masked and cut to MAX_MESSAGE characters."""
     if found.size > MAX_REPORT_BYTES:
         raise ReportError(f"larger than {MAX_REPORT_BYTES // (1024 * 1024)} MiB")
     try:
@@ -148,6 +152,8 @@ def read_junit(found: Found, mask: Mask) -> list[JUnitCase]:
     cases: list[JUnitCase] = []
     for suite in root.iter("testsuite"):
         for case in suite.findall("testcase"):
+            if len(cases) >= limit:
+                return cases
             cases.append(_case(suite, case, mask))
     return cases
 

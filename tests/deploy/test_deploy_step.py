@@ -42,13 +42,14 @@ ROLE = [
 BAD_IMAGE = "127.0.0.1:1/missing/app:1"  # a registry nobody listens on: the pull fails at once
 
 
-def deployment(name: str, image: str) -> dict[str, Any]:
+def deployment(name: str, image: str, deadline: int = 600) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "replicas": 1,
+            "progressDeadlineSeconds": deadline,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
@@ -66,9 +67,9 @@ class Deployments:
         cluster.store.roles[TOKEN] = (NAMESPACE, ROLE)
         self.access = ClusterAccess(name="prod-eu", server=cluster.url, token=TOKEN, namespace=NAMESPACE)
 
-    def create(self, name: str, image: str) -> None:
+    def create(self, name: str, image: str, deadline: int = 600) -> None:
         async def create() -> None:
-            await self.cluster.store.create("deployments", NAMESPACE, deployment(name, image))
+            await self.cluster.store.create("deployments", NAMESPACE, deployment(name, image, deadline))
 
         self.cluster.call(create)
         self.until(name, lambda d: (d.get("status") or {}).get("availableReplicas") == 1, "its first rollout")
@@ -178,7 +179,7 @@ steps:
     service: shop
     candidate:
       image: {image}
-    timeout: '8'
+    timeout: '{timeout}'
     rollback_on_failure: {rollback}
 """
 
@@ -189,7 +190,7 @@ async def test_a_bad_image_fails_the_step_with_the_deployments_conditions_and_th
     cluster.create("shop", busybox_image)
 
     engine, rec = make_engine(
-        tmp_path, ROLLBACK.format(image=BAD_IMAGE, rollback="false"), "local", dockerd, cluster.access
+        tmp_path, ROLLBACK.format(image=BAD_IMAGE, rollback="false", timeout=8), "local", dockerd, cluster.access
     )
     outcome = await engine.run()
 
@@ -209,15 +210,17 @@ async def test_a_bad_image_fails_the_step_with_the_deployments_conditions_and_th
 async def test_with_rollback_on_failure_a_failed_rollout_brings_the_previous_revision_back(
     tmp_path: Path, cluster: Deployments, busybox_image: str, dockerd: Any
 ) -> None:
-    cluster.create("shop", busybox_image)
+    cluster.create("shop", busybox_image, deadline=6)  # the rollout fails by its own progress deadline
 
     engine, rec = make_engine(
-        tmp_path, ROLLBACK.format(image=BAD_IMAGE, rollback="true"), "local", dockerd, cluster.access
+        tmp_path, ROLLBACK.format(image=BAD_IMAGE, rollback="true", timeout=90), "local", dockerd, cluster.access
     )
     outcome = await engine.run()
 
     log = rec.text("ship")
     assert outcome.status == "failure", log
+    assert "the rollout failed: deployment 'shop' exceeded its progress deadline" in log
+    assert "  Progressing=False ProgressDeadlineExceeded: ReplicaSet" in log
     assert "rollback_on_failure: rolling back to the template of revision 1" in log
     assert 'deployment "shop" rolled back: revision 3 runs the template of revision 1' in log
     assert "rolled back to the template of revision 1" in (rec.final("ship").message or "")

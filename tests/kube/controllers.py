@@ -58,7 +58,9 @@ def _reference(owner: dict[str, Any]) -> dict[str, Any]:
 class Controllers:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._progress: dict[tuple[str, str], tuple[Any, float]] = {}  # (deployment uid, RS) -> (counts, since)
+        # (deployment uid, generation, RS) -> (counts, since): a new template's rollout starts its own clock
+        self._progress: dict[tuple[str, int, str], tuple[Any, float]] = {}
+        self._created: set[str] = set()  # ReplicaSets this controller made (their first Progressing says so)
 
     async def run(self) -> None:
         while True:
@@ -106,6 +108,7 @@ class Controllers:
                 },
             }
             new = await store.create("replicasets", ns, body)
+            self._created.add(new["metadata"]["name"])
         elif revision(new) < newest:  # the template of an older revision again: it becomes the newest
             new = copy.deepcopy(new)
             new["metadata"].setdefault("annotations", {})[REVISION] = str(newest + 1)
@@ -149,7 +152,7 @@ class Controllers:
                        "Deployment has minimum availability." if available
                        else "Deployment does not have minimum availability."),
         ]  # fmt: skip
-        key = (meta["uid"], rs_name)
+        key = (meta["uid"], int(meta.get("generation", 1)), rs_name)
         progress = (updated, new_available)
         seen, since = self._progress.get(key, (None, time.monotonic()))
         if seen != progress:
@@ -165,8 +168,13 @@ class Controllers:
                 f'ReplicaSet "{rs_name}" has timed out progressing.',
                 False,
             )
-        elif old is None or rs_name not in old.get("message", ""):
-            reason, message, ok = "NewReplicaSetCreated", f'Created new replica set "{rs_name}"', True
+        elif old is None or rs_name not in old.get("message", "") or seen is None:
+            if rs_name in self._created:
+                self._created.discard(rs_name)
+                reason, message = "NewReplicaSetCreated", f'Created new replica set "{rs_name}"'
+            else:  # an older ReplicaSet taken again (a rollback), or the same one under a new generation
+                reason, message = "FoundNewReplicaSet", f'Found new replica set "{rs_name}"'
+            ok = True
         elif seen is not None and seen != progress:
             reason, message, ok = "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.', True
         else:

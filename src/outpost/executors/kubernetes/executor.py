@@ -18,12 +18,10 @@ import contextlib
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from outpost.containers import images
 from outpost.containers.auth import RegistryAuth
 from outpost.errors import ExecutorError
 from outpost.executors.base import (
@@ -34,8 +32,6 @@ from outpost.executors.base import (
     ImageBuildJob,
     Output,
     PushJob,
-    Readiness,
-    ServiceSpec,
     StepJob,
 )
 
@@ -49,37 +45,13 @@ except ImportError as exc:  # pragma: no cover - the optional dependency is miss
         f"the Kubernetes executor needs lightkube ({exc}): pip install 'outpost-ci[kubernetes]'"
     ) from None
 
-from outpost.executors.kubernetes import api, builder, objects, placement
+from outpost.executors.kubernetes import api, builder, objects, placement, services
 from outpost.executors.kubernetes.api import KUBELET_SLACK, POLL, STOP_GRACE
+from outpost.executors.kubernetes.pods import PodRun, copy_output, logins, quiet
 
 TOOLS_IN_STEP = "/codefresh/outpost/bin"  # cf_export, as in the Docker executor
 STEPS_FOLDER = ".outpost-steps"  # in the build volume: each step pod's script, output and exit code
 DEFAULTS = {"pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout": "60"}
-
-
-@dataclass
-class _Pod:
-    """One pod a step runs: `script` is run by `shell` with its output going to a file on the build volume."""
-
-    step: str
-    image: str
-    script: str
-    env: Mapping[str, str] = field(default_factory=dict)
-    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-    shell: str = "/bin/sh"
-    workdir: str | None = None
-    builder: bool = False  # a builder pod: buildah's security settings (objects.builder_security)
-    keep: dict[str, str] | None = None  # files of the pod's folder (iid, digest) read into this before it goes
-    aliases: Mapping[str, str] = field(default_factory=dict)  # host name -> IP (a composition's services)
-
-
-@dataclass
-class _Started:
-    """A service's pod, running until `_stop_services`."""
-
-    pod: str
-    folder: Path
-    copying: asyncio.Task[None]
 
 
 class KubernetesExecutor(Executor):
@@ -157,10 +129,10 @@ class KubernetesExecutor(Executor):
     async def _remove_image_storage(self) -> None:
         """The builder pods' storage goes with the build. Its files belong to the builders' root, which a runner
         running as another user (the chart's) cannot remove: a last builder pod does it."""
-        clean = _Pod(step="cleanup", image=self._builder_image(), script=f"rm -rf {VOLUME_IN_STEP}/{builder.STORAGE}\n",
-                     builder=True)  # fmt: skip
+        script = f"rm -rf {VOLUME_IN_STEP}/{builder.STORAGE}\n"
+        clean = PodRun(step="cleanup", image=self._builder_image(), script=script, builder=True)
         with contextlib.suppress(ExecutorError):
-            await self._run_pod(clean, _quiet)
+            await self.run_pod(clean, quiet)
 
     @classmethod
     def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
@@ -187,18 +159,18 @@ class KubernetesExecutor(Executor):
         script = f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script
         if job.kubeconfig is not None:
             env, script = _with_kubeconfig(job.kubeconfig, env, script)
-        started: list[_Started] = []
+        started: list[services.Started] = []
         try:
-            aliases = await self._start_services(job.services, job.auths, started, output, quiet=True)
+            aliases = await services.start_services(self, job.services, job.auths, started, output, show_output=False)
             if job.readiness is not None:
-                await self._ready(job.readiness, job.auths, aliases, output)
-            return await self._run_pod(
-                _Pod(
+                await services.ready(self, job.readiness, job.auths, aliases, output)
+            return await self.run_pod(
+                PodRun(
                     step=job.step,
                     image=job.image,
                     script=script,
                     env=env,
-                    logins=_logins(job.image, job.auths),
+                    logins=logins(job.image, job.auths),
                     shell="/bin/sh" if job.shell == "sh" else job.shell,
                     workdir=job.workdir_in_step,
                     aliases=aliases,
@@ -206,11 +178,11 @@ class KubernetesExecutor(Executor):
                 output,
             )
         finally:
-            await asyncio.shield(self._stop_services(started))
+            await asyncio.shield(services.stop_services(self, started))
 
-    async def _run_pod(self, pod: _Pod, output: Output) -> int:
+    async def run_pod(self, pod: PodRun, output: Output) -> int:
         """Runs one pod to its end: its output into `output`, its exit code returned; over only when it is gone."""
-        name, folder = await self._start_pod(pod)
+        name, folder = await self.start_pod(pod)
         try:
             code = await self._follow(name, folder, pod.step, pod.image, output)
             keep = pod.keep if pod.keep is not None else {}
@@ -221,10 +193,10 @@ class KubernetesExecutor(Executor):
         finally:
             # The step is over only when its pod is gone (cancelled: after its grace period). Its raw output (not
             # masked: masking happens in `output`) does not stay on the volume for later steps to read.
-            await asyncio.shield(self._delete_and_wait(name))
+            await asyncio.shield(self.delete_and_wait(name))
             shutil.rmtree(folder, ignore_errors=True)
 
-    async def _start_pod(self, pod: _Pod) -> tuple[str, Path]:
+    async def start_pod(self, pod: PodRun) -> tuple[str, Path]:
         """Creates the pod (its script on the volume, its environment and pull credentials in Secrets it owns)."""
         self._serial += 1
         name = objects.dns_label("op", self.build_id[:28], str(self._serial), pod.step[:20])
@@ -258,7 +230,7 @@ class KubernetesExecutor(Executor):
             raise
         return name, folder
 
-    def _pod_spec(self, pod: _Pod, name: str) -> objects.StepPodSpec:
+    def _pod_spec(self, pod: PodRun, name: str) -> objects.StepPodSpec:
         inner = f"{VOLUME_IN_STEP}/{STEPS_FOLDER}/{name}"
         # The output file is opened once and appended to; the exit code is written last, by a rename.
         wrapper = (
@@ -332,7 +304,7 @@ class KubernetesExecutor(Executor):
         )
         await output(f"[outpost] building in a builder pod with buildah ({image}); for the nodes: {scratch}\n".encode())
         found: dict[str, str] = {}
-        code = await self._run_pod(self._builder_pod(job.step, image, script, auths, keep=found), output)
+        code = await self.run_pod(self._builder_pod(job.step, image, script, auths, keep=found), output)
         if code != 0:
             raise ExecutorError(f"the image build failed (buildah exited with code {code})")
         image_id = found.get("iid", "")
@@ -344,16 +316,16 @@ class KubernetesExecutor(Executor):
         insecure = bool(job.auth and job.auth.insecure)
         script = builder.push_script(job.image, job.targets, volume=VOLUME_IN_STEP, insecure=insecure)
         found: dict[str, str] = {}
-        code = await self._run_pod(self._builder_pod(job.step, image, script, auths, keep=found), output)
+        code = await self.run_pod(self._builder_pod(job.step, image, script, auths, keep=found), output)
         if code != 0:
             raise ExecutorError(f"the push failed (buildah exited with code {code})")
         return found.get("digest", "")
 
     def _builder_pod(
         self, step: str, image: str, script: str, auths: Sequence[RegistryAuth], *, keep: dict[str, str]
-    ) -> _Pod:
+    ) -> PodRun:
         env = {builder.AUTH_ENV: builder.auth_file(auths), builder.CONF_ENV: builder.registries_conf(auths)}
-        return _Pod(step=step, image=image, script=script, env=env, logins=_logins(image, auths), builder=True,
+        return PodRun(step=step, image=image, script=script, env=env, logins=logins(image, auths), builder=True,
                     keep=keep)  # fmt: skip
 
     def _in_volume(self, path: Path) -> str:
@@ -364,103 +336,12 @@ class KubernetesExecutor(Executor):
             raise ExecutorError(f"{path} is not inside the build volume") from None
         return f"{VOLUME_IN_STEP}/{inside}".rstrip("/.") if str(inside) != "." else VOLUME_IN_STEP
 
-    # --- compositions: services and candidates as pods -----------------------------------------------
+    # --- compositions and services (`services`) ---------------------------------------------------------
 
     async def compose(self, job: CompositionJob, output: Output) -> int:
-        for spec in (*job.services, *job.candidates):
-            if spec.mounts:
-                raise ExecutorError(f"composition `volumes` are not supported on Kubernetes yet ({spec.name})")
-        started: list[_Started] = []
-        try:
-            aliases = await self._start_services(job.services, job.auths, started, output, quiet=False)
-            outputs = [_Prefixed(c.name, output) for c in job.candidates]
-            runs = [
-                self._run_pod(self._service_pod(c, job.auths, aliases), out)
-                for c, out in zip(job.candidates, outputs, strict=True)
-            ]
-            codes = await asyncio.gather(*runs)
-            for out in outputs:
-                await out.flush()
-            for candidate, code in zip(job.candidates, codes, strict=True):
-                await output(f"[outpost] candidate {candidate.name} exited with code {code}\n".encode())
-            return next((code for code in codes if code != 0), 0)
-        finally:
-            await asyncio.shield(self._stop_services(started))
+        return await services.compose(self, job, output)
 
-    async def _start_services(
-        self,
-        services: Sequence[ServiceSpec],
-        auths: Sequence[RegistryAuth],
-        started: list[_Started],
-        output: Output,
-        *,
-        quiet: bool,
-    ) -> dict[str, str]:
-        """Starts each service's pod in order (into `started`, for `_stop_services`), each reaching the earlier ones
-        by name; returns name -> IP for what comes next. A step's services (`quiet`) keep their output to
-        themselves; a composition's is in its log, prefixed."""
-        aliases: dict[str, str] = {}
-        for service in services:
-            if service.mounts:
-                raise ExecutorError(f"service `volumes` are not supported on Kubernetes yet ({service.name})")
-            name, folder = await self._start_pod(self._service_pod(service, auths, aliases))
-            sink = _Prefixed(service.name, _quiet if quiet else output)
-            started.append(_Started(name, folder, asyncio.create_task(_keep_copying(folder / "output", sink))))
-            aliases[service.name] = await self._running_at(name, service.name)
-            await output(
-                f"[outpost] service {service.name} started ({service.image}) at {aliases[service.name]}\n".encode()
-            )
-        return aliases
-
-    async def _stop_services(self, started: list[_Started]) -> None:
-        for service in reversed(started):
-            await self._delete_and_wait(service.pod)
-            service.copying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await service.copying
-            shutil.rmtree(service.folder, ignore_errors=True)
-
-    async def _ready(
-        self, readiness: Readiness, auths: Sequence[RegistryAuth], aliases: Mapping[str, str], output: Output
-    ) -> None:
-        """`services.readiness`: its commands run in a pod of their own until they pass `success_threshold` times in
-        a row, or fail `failure_threshold` times in a row (the step then errs)."""
-        if readiness.initial_delay:
-            await asyncio.sleep(readiness.initial_delay)
-        passes = fails = attempt = 0
-        while True:
-            attempt += 1
-            probe = _Pod(step="readiness", image=readiness.image, script=readiness.script,
-                         logins=_logins(readiness.image, auths), aliases=dict(aliases))  # fmt: skip
-            try:
-                code = await asyncio.wait_for(self._run_pod(probe, _quiet), readiness.timeout)
-            except (TimeoutError, ExecutorError):
-                code = -1
-            if code == 0:
-                passes, fails = passes + 1, 0
-                if passes >= readiness.success_threshold:
-                    await output(f"[outpost] services ready (readiness check passed, attempt {attempt})\n".encode())
-                    return
-            else:
-                passes, fails = 0, fails + 1
-                why = "timed out or could not run" if code == -1 else f"exited with {code}"
-                await output(f"[outpost] readiness check {why} (attempt {attempt})\n".encode())
-                if fails >= readiness.failure_threshold:
-                    raise ExecutorError(f"the services did not become ready: readiness failed {fails} times")
-            await asyncio.sleep(readiness.period)
-
-    def _service_pod(self, spec: ServiceSpec, auths: Sequence[RegistryAuth], aliases: Mapping[str, str]) -> _Pod:
-        argv = [*(spec.entrypoint or []), *(spec.command or [])]
-        if not argv:
-            raise ExecutorError(
-                f"{spec.name}: give the composition service a `command` on Kubernetes (the pod's program is "
-                "wrapped to keep its output on the build volume, so the image's own command is not known)"
-            )
-        return _Pod(step=spec.name, image=spec.image, script="exec " + shlex.join(argv) + "\n",
-                    env=dict(spec.environment), logins=_logins(spec.image, auths), workdir=spec.working_dir,
-                    aliases=dict(aliases))  # fmt: skip
-
-    async def _running_at(self, name: str, service: str) -> str:
+    async def running_at(self, name: str, service: str) -> str:
         """The IP of a service's pod once it runs (its reading's failure, if any, is the composition's error)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.pending_timeout
@@ -494,14 +375,14 @@ class KubernetesExecutor(Executor):
         offset = 0
         async with api.PodWatch(self.client, name) as watch:
             while True:
-                offset = await _copy(folder / "output", offset, output)
+                offset = await copy_output(folder / "output", offset, output)
                 reading = watch.reading
                 if watch.gone or (reading is not None and reading.deleting):
-                    await _copy(folder / "output", offset, output)
+                    await copy_output(folder / "output", offset, output)
                     return await _fail(output, f"the pod of step {step} ({name}) was deleted from outside")
                 if reading is not None:
                     if reading.exit_code is not None or reading.phase in ("Succeeded", "Failed"):
-                        await _copy(folder / "output", offset, output)
+                        await copy_output(folder / "output", offset, output)
                         if why := reading.failure():
                             return await _fail(output, why)
                         assert reading.exit_code is not None
@@ -509,7 +390,7 @@ class KubernetesExecutor(Executor):
                     silent_since = (silent_since or loop.time()) if reading.not_ready else None
                     if silent_since is not None and loop.time() - silent_since >= self.node_lost_timeout:
                         self._lost.add(name)
-                        await _copy(folder / "output", offset, output)
+                        await copy_output(folder / "output", offset, output)
                         return await _fail(
                             output,
                             f"the node {reading.node} running step {step} stopped answering "
@@ -558,7 +439,7 @@ class KubernetesExecutor(Executor):
             return [f"{e.reason}: {e.message}" for e in found]
         return []
 
-    async def _delete_and_wait(self, name: str) -> None:
+    async def delete_and_wait(self, name: str) -> None:
         """Deletes the pod with a grace period and waits until it is gone. A pod whose kubelet does not finish
         the deletion (a lost node) is force-deleted: its API object goes, whatever still runs on that node."""
         if name in self._lost:
@@ -570,53 +451,6 @@ class KubernetesExecutor(Executor):
         await api.delete(self.client, Pod, name, 0)
         if not await api.gone(self.client, name, KUBELET_SLACK):
             raise ExecutorError(f"the pod {name} was deleted but is still there after {KUBELET_SLACK:g}s")
-
-
-async def _copy(path: Path, offset: int, output: Output) -> int:
-    """Sends what `path` holds from `offset` on; returns the new offset. The file only grows."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            while chunk := f.read(1 << 16):
-                await output(chunk)
-                offset += len(chunk)
-    except FileNotFoundError:
-        pass
-    return offset
-
-
-async def _keep_copying(path: Path, output: _Prefixed) -> None:
-    """Copies a service's output file into `output` as it grows, until cancelled (then once more)."""
-    offset = 0
-    try:
-        while True:
-            offset = await _copy(path, offset, output)
-            await asyncio.sleep(POLL)
-    finally:
-        await asyncio.shield(_copy(path, offset, output))
-        await asyncio.shield(output.flush())
-
-
-class _Prefixed:
-    """Each line of a composition member's output, prefixed with its name (as the Docker executor does); `flush`
-    sends a last line that has no newline."""
-
-    def __init__(self, name: str, output: Output) -> None:
-        self.prefix, self.output, self.pending = f"[{name}] ".encode(), output, b""
-
-    async def __call__(self, chunk: bytes) -> None:
-        *lines, self.pending = (self.pending + chunk).split(b"\n")
-        if lines:
-            await self.output(b"".join(self.prefix + line + b"\n" for line in lines))
-
-    async def flush(self) -> None:
-        if self.pending:
-            pending, self.pending = self.pending, b""
-            await self.output(self.prefix + pending + b"\n")
-
-
-async def _quiet(chunk: bytes) -> None:
-    return None
 
 
 async def _fail(output: Output, reason: str) -> int:
@@ -651,17 +485,6 @@ def _refuse_what_is_not_built_yet(job: StepJob) -> None:
     ]
     if missing:
         raise ExecutorError(f"not yet supported by the Kubernetes executor: {', '.join(missing)}")
-
-
-def _logins(image: str, auths: Sequence[RegistryAuth]) -> dict[str, tuple[str, str]]:
-    """The credentials of the registry integration for an image, keyed as the kubelet looks them up (the image's
-    registry as written in the reference)."""
-    wanted = images.domain_of(image)
-    for auth in auths:
-        if images.canonical_host(auth.domain) == wanted and auth.username:
-            domain = image.split("/", 1)[0] if "/" in image else "https://index.docker.io/v1/"
-            return {domain: (auth.username, auth.password or "")}
-    return {}
 
 
 def _mark(options: Mapping[str, str]) -> str | None:

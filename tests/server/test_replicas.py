@@ -5,6 +5,7 @@ to the database dropped; migrations started together both succeed; one replica a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -117,6 +118,29 @@ async def test_a_cancel_asked_through_one_replica_reaches_the_runner_whose_poll_
     assert answer.status_code == 200, answer.text
     task = answer.json()["task"]
     assert (task["kind"], task["build_id"]) == ("cancel_build", build["id"])
+    assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
+
+
+async def test_a_git_query_asked_through_one_replica_reaches_the_runner_whose_poll_another_holds_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    first, second = await two_replicas(pg_url, tmp_path)
+    async with first as a, second as b:
+        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+        body = {"kind": "git", "name": "corp", "url": "https://git.corp.example", "behind_firewall": True}
+        assert (await a.api("POST", "/integrations", json=body)).status_code == 201
+        registered = await a.register()
+        poll, began = await held_poll(b, registered.runner_token, free_slots=0)  # no build slot: queries only
+        asking = asyncio.create_task(
+            a.api("GET", "/integrations/git/corp/branches", params={"repo": "acme/app", "wait": WAIT})
+        )
+        answer = await poll
+        took = time.monotonic() - began
+        asking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asking
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["task"]["kind"] == "git_query"
     assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
 
 

@@ -6,6 +6,7 @@ claim's folder, as it would on the runner StatefulSet's volume."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -124,8 +125,8 @@ def test_cancel_deletes_the_step_pod_and_the_build_ends_terminated_once_it_is_go
         assert api.post("/pipelines", json={"name": "sleepy", "yaml": yaml}).status_code == 201
         build_id = str(api.post("/pipelines/sleepy/builds", json={"variables": {}}).json()["id"])
     claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.glob("runner/volumes/*/started")), timeout=60, what="the step pod to run")
-    eventually(lambda: _sleeping(seconds), timeout=30, what="the sleep to start")
+    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=60, what="the step pod to run")
+    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
 
     cancelled = control_plane.cli("build", "cancel", build_id, "--json", timeout=60)
 
@@ -133,6 +134,37 @@ def test_cancel_deletes_the_step_pod_and_the_build_ends_terminated_once_it_is_go
     assert json.loads(cancelled.stdout)["status"] == "terminated"
     assert kube_cluster.pods() == []  # the step was over only once its pod was gone
     assert _sleeping(seconds) == []
+
+
+def test_a_runner_killed_mid_step_removes_its_step_pod_when_restarted_and_the_build_ends_error(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+) -> None:
+    """What a runner restart does today (the engine runs in the runner, so the build cannot go on: docs say so)."""
+    runner = start_kubernetes_runner(start_runner, kube_cluster)
+    seconds = str(300 + uuid.uuid4().int % 9000)
+    yaml = SLEEPY.format(image=busybox_image, seconds=seconds)
+    with control_plane.api() as api:
+        assert api.post("/pipelines", json={"name": "sleepy", "yaml": yaml}).status_code == 201
+        build_id = str(api.post("/pipelines/sleepy/builds", json={"variables": {}}).json()["id"])
+    claim = kube_cluster.claim_folder()
+    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=60, what="the step pod to run")
+    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+
+    assert len(kube_cluster.pods()) == 1
+    runner.signal(signal.SIGKILL)  # the runner pod killed: its step pod runs on
+    runner.wait(10)
+    assert len(kube_cluster.pods()) == 1
+    runner.start()
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=120)
+    assert build["status"] == "error"
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
+    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+    assert "removed 1 pod(s) an earlier run of this runner left" in runner.output()
 
 
 SLEEPY = """version: '1.0'

@@ -23,7 +23,7 @@ import httpx
 
 import loopback
 import machine
-from idle_runners import cpu_seconds
+from idle_runners import CLK_TCK, cpu_seconds
 from loopback import json_of
 from processes import Processes, stop_on_signals
 from waiting import BenchError
@@ -33,7 +33,9 @@ YAML = "version: '1.0'\nsteps:\n  t:\n    image: alpine\n    commands:\n      - 
 FINAL = {"success", "failure", "error", "terminated"}
 
 
-def start(procs: Processes, workdir: Path, runners: int, concurrency: int, source: Path | None) -> tuple[int, str, str]:
+def start(
+    procs: Processes, workdir: Path, runners: int, concurrency: int, source: Path | None
+) -> tuple[int, list[int], str, str]:
     env = {"PYTHONPATH": str(source / "src")} if source is not None else {}
     port, data = loopback.free_port(), workdir / "server"
     argv = [sys.executable, "-m", "outpost", "server", "--port", str(port), "--data-dir", str(data)]
@@ -41,6 +43,7 @@ def start(procs: Processes, workdir: Path, runners: int, concurrency: int, sourc
     token_file = data / "admin-token"
     token = server.wait_for(lambda: token_file.read_text().strip() or None if token_file.is_file() else None, "token")
     url = f"http://127.0.0.1:{port}"
+    pids = []
     with loopback.client(url, token=token) as api:
         server.wait_for(lambda: True if api.get("/api/v1/whoami").status_code == 200 else None, "the API")
         json_of(api.post("/api/v1/runtimes", json={"name": "bench"}))
@@ -49,22 +52,29 @@ def start(procs: Processes, workdir: Path, runners: int, concurrency: int, sourc
             install = json_of(api.post("/api/v1/runtimes/bench/install-tokens"))["install_token"]
             argv = [sys.executable, "-m", "outpost", "runner", "start", "--url", url, "--name", f"r{i}"]
             argv += ["--concurrency", str(concurrency), "--data-dir", str(workdir / f"r{i}")]
-            procs.start(f"runner-{i}", argv, env={**env, "OUTPOST_RUNNER_TOKEN": install})
+            pids.append(procs.start(f"runner-{i}", argv, env={**env, "OUTPOST_RUNNER_TOKEN": install}).proc.pid)
 
         def online() -> bool | None:
             rows = json_of(api.get("/api/v1/runners"))
             return True if sum(1 for r in rows if r["online"]) == runners else None
 
         server.wait_for(online, f"{runners} runners online")
-    return server.proc.pid, url, token
+    return server.proc.pid, pids, url, token
 
 
-async def measure(url: str, token: str, pid: int, builds: int) -> dict[str, Any]:
+def runner_cpu(pid: int) -> tuple[float, float]:
+    """The runner's own CPU seconds, and its reaped children's (the steps' shells): utime + stime, cutime + cstime."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+async def measure(url: str, token: str, pid: int, runners: list[int], builds: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=8)
     async with httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, limits=limits, timeout=60) as api:
         load = machine.load_average()
         cpu0, began = cpu_seconds(pid), time.monotonic()
+        own0, kids0 = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
         sem = asyncio.Semaphore(8)
 
         async def request() -> str:
@@ -85,12 +95,18 @@ async def measure(url: str, token: str, pid: int, builds: int) -> dict[str, Any]
         last = max(_epoch(r["finished_at"]) for r in rows if r["id"] in set(ids))
         first = min(_epoch(r["created_at"]) for r in rows if r["id"] in set(ids))
         elapsed = time.monotonic() - began
+        own, kids = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
+        server_cpu = cpu_seconds(pid) - cpu0
         failed = sum(1 for s in statuses.values() if s != "success")
         return {
             "builds": builds,
             "builds_per_s": round(builds / (last - first), 1),
             "seconds": round(last - first, 2),
-            "server_cpu_percent": round((cpu_seconds(pid) - cpu0) / elapsed * 100, 1),
+            "server_cpu_percent": round(server_cpu / elapsed * 100, 1),
+            # CPU per build is what load changes least: compare these across revisions on a shared machine.
+            "server_cpu_ms_per_build": round(server_cpu / builds * 1000, 1),
+            "runner_cpu_ms_per_build": round((own - own0) / builds * 1000, 1),
+            "steps_cpu_ms_per_build": round((kids - kids0) / builds * 1000, 1),
             "most_running_seen": most_running,
             "not_success": failed,
             "load": round(load, 2),
@@ -116,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         runners, concurrency = (int(x) for x in layout.split("x"))
         with tempfile.TemporaryDirectory(prefix="outpost-tp-") as tmp, Processes(Path(tmp) / "logs") as procs:
             try:
-                pid, url, token = start(procs, Path(tmp), runners, concurrency, args.source)
-                asyncio.run(measure(url, token, pid, 20))  # warm-up
+                pid, pids, url, token = start(procs, Path(tmp), runners, concurrency, args.source)
+                asyncio.run(measure(url, token, pid, pids, 20))  # warm-up
                 for attempt in range(args.repeat):
-                    row = asyncio.run(measure(url, token, pid, args.builds))
+                    row = asyncio.run(measure(url, token, pid, pids, args.builds))
                     print(json.dumps({"layout": layout, "run": attempt + 1, **row}), flush=True)
             except BenchError as exc:
                 print(json.dumps({"layout": layout, "failed": str(exc)}), flush=True)

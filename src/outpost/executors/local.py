@@ -70,13 +70,12 @@ class LocalExecutor(Executor):
             env["KUBECONFIG"] = str(job.kubeconfig)
         await self._thawed.wait()  # paused: a step starts only once the build may run again
         loop = asyncio.get_running_loop()
-        step = _StepProtocol(loop)
-        spawn = asyncio.ensure_future(
-            loop.subprocess_exec(
-                lambda: step,
-                shell,
-                "-c",
-                job.script,
+        try:
+            # Popen (vfork) rather than loop.subprocess_exec: uvloop's spawn forks the whole runner, 3-6 ms a
+            # step against ~1 ms (docs/benchmarks.md, "Per-step overhead"). It blocks for that millisecond, as
+            # asyncio's own subprocess_exec does.
+            proc = subprocess.Popen(  # noqa: ASYNC220 - a vfork: shorter than a trip through the loop
+                [shell, "-c", job.script],
                 cwd=job.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -84,89 +83,99 @@ class LocalExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        )
-        try:
-            transport, _ = await asyncio.shield(spawn)
-        except asyncio.CancelledError:
-            # Cancelled while starting: the step may already run and have children; end them all.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                started, _ = await spawn
-                await _kill_group(started.get_pid(), step)
-                started.close()
-            raise
         except OSError as exc:
             raise ExecutorError(f"cannot start {shell}: {exc}") from exc
-        pgid = transport.get_pid()
+        pgid = proc.pid
         self._groups.add(pgid)
         if not self._thawed.is_set():  # paused while the process was being started
             _signal_group(pgid, signal.SIGSTOP)
-        # Lets a restarted runner end what a crashed one left running; one marker per step, as
-        # the steps of a parallel step run at the same time.
-        marker = self.scratch / PGID_DIR / str(pgid)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(pgid))
-        pump = asyncio.create_task(step.forward(output, transport))
+        step = _StepProtocol(loop, proc)
+        pipe: asyncio.ReadTransport | None = None
         try:
-            # Shielded: cancelling a task cancels the bare future it awaits, and we still need this one.
-            await asyncio.shield(step.exited)
-            # Children left running in the background would hold the pipe open: end them too.
-            _signal_group(pgid, signal.SIGKILL)
-            await _wait_group_gone(pgid, GONE_WAIT)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
+            assert proc.stdout is not None
+            pipe, _ = await loop.connect_read_pipe(lambda: step, proc.stdout)
+            # Lets a restarted runner end what a crashed one left running; one marker per step, as
+            # the steps of a parallel step run at the same time.
+            marker = self.scratch / PGID_DIR / str(pgid)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(pgid))
+            pump = asyncio.create_task(step.forward(output))
+            try:
+                # Shielded: cancelling a task cancels the bare future it awaits, and we still need this one.
+                await asyncio.shield(step.exited)
+                # Children left running in the background would hold the pipe open: end them too.
+                _signal_group(pgid, signal.SIGKILL)
+                await _wait_group_gone(pgid, GONE_WAIT)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
+            finally:
+                pump.cancel()
+                marker.unlink(missing_ok=True)
         except asyncio.CancelledError:
             await _kill_group(pgid, step)
             raise
         finally:
-            pump.cancel()
-            transport.close()
+            if pipe is not None:
+                pipe.close()
+            elif proc.stdout is not None:
+                proc.stdout.close()
+            step.close()
             self._groups.discard(pgid)
-            marker.unlink(missing_ok=True)
-        code = transport.get_returncode()
-        return code if code is not None else -1
+        return proc.returncode if proc.returncode is not None else -1
 
 
-class _StepProtocol(asyncio.SubprocessProtocol):
-    """Collects the step's output and tells when the shell itself exits.
+class _StepProtocol(asyncio.Protocol):
+    """Collects the step's output from its pipe and tells when the shell itself exits (a pidfd in the loop).
 
-    asyncio's Process.wait() also waits for the pipes to close, which a background child of the
-    step can hold open forever; `process_exited` does not.
+    Waiting for the pipe to close is not enough: a background child of the step can hold it open forever.
     """
 
     HIGH, LOW = 64, 16  # queued chunks at which reading pauses and resumes
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> None:
         self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.exited: asyncio.Future[None] = loop.create_future()
-        self._paused: asyncio.ReadTransport | None = None
-        self._transport: asyncio.SubprocessTransport | None = None
+        self._loop = loop
+        self._proc = proc
+        self._paused = False
+        self._pipe: asyncio.ReadTransport | None = None
+        # Readable once the process has ended; waitpid on our own pid only, so no other child is reaped here.
+        self._pidfd: int | None = os.pidfd_open(proc.pid)
+        loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        if self._proc.poll() is not None:
+            self.close()
+            if not self.exited.done():
+                self.exited.set_result(None)
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's process transport has the interface without subclassing SubprocessTransport.
-        self._transport = cast(asyncio.SubprocessTransport, transport)
+        self._pipe = cast(asyncio.ReadTransport, transport)
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        self.chunks.put_nowait(data if isinstance(data, bytes) else data.encode())
-        if self.chunks.qsize() >= self.HIGH and self._paused is None and self._transport is not None:
-            pipe = self._transport.get_pipe_transport(1)
-            if pipe is not None and hasattr(pipe, "pause_reading"):
-                pipe.pause_reading()
-                self._paused = cast(asyncio.ReadTransport, pipe)
+    def data_received(self, data: bytes) -> None:
+        self.chunks.put_nowait(data)
+        if self.chunks.qsize() >= self.HIGH and not self._paused and self._pipe is not None:
+            self._pipe.pause_reading()
+            self._paused = True
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self.chunks.put_nowait(None)
+    def eof_received(self) -> bool | None:
+        return None
 
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chunks.put_nowait(None)
 
-    async def forward(self, output: Output, transport: asyncio.SubprocessTransport) -> None:
+    async def forward(self, output: Output) -> None:
         while (chunk := await self.chunks.get()) is not None:
             await output(chunk)
-            if self._paused is not None and self.chunks.qsize() <= self.LOW:
-                self._paused.resume_reading()
-                self._paused = None
+            if self._paused and self._pipe is not None and self.chunks.qsize() <= self.LOW:
+                self._pipe.resume_reading()
+                self._paused = False
 
 
 def _shell_path(shell: str) -> str:

@@ -151,3 +151,19 @@ def test_a_steps_test_report_is_a_table_with_failures_first_and_its_artifact_dow
     download = caught.value
     assert download.suggested_filename == "notes.txt"
     assert Path(download.path()).read_text() == "release notes\n"
+
+
+def test_at_phone_width_the_tests_table_scrolls_inside_its_section_not_the_page(site: Outpost, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    report = tmp_path / "unit.xml"
+    report.write_text(JUNIT)
+    build = finished(site, "phone", OUTPUTS, {"REPORT": str(report)})
+    with (
+        chromium() as browser,
+        logged_in(browser, site, timeout=WAIT, viewport={"width": 390, "height": 844}, is_mobile=True) as page,
+    ):
+        page.goto(f"/builds/{build['id']}")
+        expect(page.locator("#test-cases")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") == 390
+        assert page.evaluate("document.querySelector('#tests .table-scroll').scrollWidth") > 390

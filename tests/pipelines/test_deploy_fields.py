@@ -21,14 +21,17 @@ def test_a_deploy_step_without_a_namespace_takes_the_integrations_and_may_roll_b
     assert step.fields["candidate"] == {"image": "app:${{CF_SHORT_REVISION}}", "registry": "corp"}
 
 
+def test_a_service_without_a_candidate_loads_with_a_warning_at_the_service() -> None:
+    """Codefresh's own documentation has such a step (shared fixture docs-deploy-kubernetes-service-17.yml), so it
+    loads; the warning says it cannot run, as the deploy step itself says when it does."""
+    pipeline = load_pipeline(HEAD + "    namespace: demo\n    service: web\n")
+    assert [(w.line, w.column) for w in pipeline.warnings] == [(8, 5)]
+    assert "`service` without a `candidate`: the step will fail when it runs" in pipeline.warnings[0].message
+
+
 @pytest.mark.parametrize(
     ("case", "yaml", "message"),
     [
-        (
-            "a service without a candidate",
-            HEAD + "    service: web\n",
-            "codefresh.yml:7:5: step 'ship': `service` needs a `candidate` with the `image` to run",
-        ),
         (
             "a candidate without an image",
             HEAD + "    service: web\n    candidate:\n      registry: corp\n",

@@ -491,7 +491,12 @@ def _check_deploy(step: Fields) -> None:
     if "candidate" in step and "service" not in step:
         step.problem(step.key("candidate"), "`candidate` only goes with `service`")
     elif "service" in step and "candidate" not in step:
-        step.problem(step.key("service"), "`service` needs a `candidate` with the `image` to run")
+        # Codefresh's own documentation has a deploy step like this, so it loads; it cannot run without an image.
+        step.doc.warn(
+            step.key("service"),
+            f"{step.owner}: `service` without a `candidate`: the step will fail when it runs, "
+            "for want of the `image` to deploy",
+        )
     if candidate := step.sub("candidate"):
         candidate.only(("image", "registry"))
         candidate.require("image")

@@ -1,7 +1,7 @@
 """a drained runner (takes no new builds), and what a webhook delivery brought (its body and the headers a
 provider's parser reads, so it can be delivered again) with the delivery a redelivery repeated
 
-Revision ID: 0012
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-07
 """
@@ -9,7 +9,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None

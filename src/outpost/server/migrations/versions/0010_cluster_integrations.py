@@ -2,16 +2,16 @@
 namespace deploy steps act in, and the allow-list of pipelines that may use the integration (none until an
 admin allows some, or all)
 
-Revision ID: 0009
-Revises: 0012
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0012"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """the installation's identity, shared by every control-plane replica: its id, and a value sealed with its secret key
 so that a replica started with another key is refused before it seals anything the others cannot open
 
-Revision ID: 0010
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-07
 """
@@ -9,8 +9,8 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0011"  # the head when it was written (0009..0012 were numbered out of order)
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

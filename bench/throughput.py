@@ -4,8 +4,11 @@
 executor). B builds of a one-step pipeline (`true`) are requested as fast as 8 client connections
 allow; the figure is B divided by the time from the first request to the last build's end (as the
 API reports it). Also: the server's CPU over that time (/proc/PID/stat), the most builds running at
-once (sampled from the API), and the machine's load. `--source DIR` runs server and runners from
-DIR/src (an older revision). Everything is bounded and stopped at the end.
+once (sampled from the API), CPU ms per build of the server, the runners and their steps, and the
+machine's load. With one runner, `--per-step N` then runs N builds of 20 `true` steps one at a time:
+the per-step overhead is (last step's end - first step's start) / 20, from the runner's own timestamps.
+`--source DIR` runs server and runners from DIR/src (an older revision). Everything is bounded and
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from waiting import BenchError
 PIPELINE = "trivial"
 YAML = "version: '1.0'\nsteps:\n  t:\n    image: alpine\n    commands:\n      - 'true'\n"
 FINAL = {"success", "failure", "error", "terminated"}
+STEPS = 20  # the per-step pipeline: this many `true` steps, one after the other
+STEPPED = "steps"
+STEPPED_YAML = "version: '1.0'\nsteps:\n" + "".join(
+    f"  s{i}:\n    image: alpine\n    commands:\n      - 'true'\n" for i in range(STEPS)
+)
 
 
 def start(
@@ -48,6 +56,7 @@ def start(
         server.wait_for(lambda: True if api.get("/api/v1/whoami").status_code == 200 else None, "the API")
         json_of(api.post("/api/v1/runtimes", json={"name": "bench"}))
         json_of(api.post("/api/v1/pipelines", json={"name": PIPELINE, "yaml": YAML, "runtime": "bench"}))
+        json_of(api.post("/api/v1/pipelines", json={"name": STEPPED, "yaml": STEPPED_YAML, "runtime": "bench"}))
         for i in range(runners):
             install = json_of(api.post("/api/v1/runtimes/bench/install-tokens"))["install_token"]
             argv = [sys.executable, "-m", "outpost", "runner", "start", "--url", url, "--name", f"r{i}"]
@@ -113,6 +122,35 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
         }
 
 
+async def per_step(url: str, token: str, runners: list[int], builds: int) -> dict[str, Any]:
+    """Builds of STEPS `true` steps, one at a time: the time from the first step's start to the last one's end
+    (the runner's clock, in the API) divided by STEPS, and the runner's CPU per step."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, timeout=60) as api:
+        spans, own0 = [], sum(runner_cpu(r)[0] for r in runners)
+        for _ in range(builds):
+            bid = json_of(await api.post(f"/api/v1/pipelines/{STEPPED}/builds", json={}))["id"]
+            async with asyncio.timeout(120):
+                while (build := json_of(await api.get(f"/api/v1/builds/{bid}")))["status"] not in FINAL:
+                    await asyncio.sleep(0.05)
+            steps = [s for s in build["steps"] if s["name"] != "$system"]
+            if build["status"] != "success" or len(steps) != STEPS:
+                raise BenchError(f"build {bid} ended {build['status']} with {len(steps)} steps")
+            first = min(_epoch(s["started_at"]) for s in steps)
+            last = max(_epoch(s["finished_at"]) for s in steps)
+            spans.append((last - first) / STEPS * 1000)
+        own = sum(runner_cpu(r)[0] for r in runners) - own0
+        spans.sort()
+        return {
+            "steps": STEPS,
+            "builds": builds,
+            "ms_per_step_p50": round(spans[len(spans) // 2], 2),
+            "ms_per_step_min": round(spans[0], 2),
+            "runner_cpu_ms_per_step": round(own / builds / STEPS * 1000, 2),
+            "load": round(machine.load_average(), 2),
+        }
+
+
 def _epoch(iso: str) -> float:
     from datetime import datetime
 
@@ -124,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", default="1x8,4x4", help="RUNNERSxCONCURRENCY, comma-separated")
     parser.add_argument("--builds", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--per-step", type=int, default=10, help="builds of 20 `true` steps (0: none)")
     parser.add_argument("--source", type=Path, help="run server and runners from DIR/src (an older revision)")
     args = parser.parse_args(argv)
     stop_on_signals()
@@ -137,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                 for attempt in range(args.repeat):
                     row = asyncio.run(measure(url, token, pid, pids, args.builds))
                     print(json.dumps({"layout": layout, "run": attempt + 1, **row}), flush=True)
+                if args.per_step and runners == 1:
+                    row = asyncio.run(per_step(url, token, pids, args.per_step))
+                    print(json.dumps({"layout": layout, "per_step": True, **row}), flush=True)
             except BenchError as exc:
                 print(json.dumps({"layout": layout, "failed": str(exc)}), flush=True)
     return 0

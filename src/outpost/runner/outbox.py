@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import logging
@@ -39,6 +40,9 @@ from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 
 log = logging.getLogger("outpost.runner.outbox")
 MAX_EVENTS = 200  # state changes in one report
+# Seconds a report waits for more to carry. Each report costs both sides an HTTP exchange and a transaction
+# (~2 ms of runner CPU, more on the control plane); 20 steps of `true` sent ~40 of them without it.
+LINGER = 0.01
 LEASE_FILE = "lease.json"
 
 
@@ -54,6 +58,7 @@ class Outbox:
         self._events: list[dict[str, Any]] = []
         self._events_acked = 0
         self._dirty = asyncio.Event()
+        self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
         self._closing = False
         self.announced = asyncio.Event()  # set once `started` was accepted
         self.renewed_at: float | None = None  # when the accepted `started` was sent (monotonic): it renewed the lease
@@ -122,6 +127,8 @@ class Outbox:
         self._write(stream, data)
         self._sizes[stream] = self._sizes.get(stream, 0) + len(data)
         self._dirty.set()
+        if not self._urgent.is_set() and self.unsent_bytes >= self.max_chunk:
+            self._urgent.set()
 
     def finish(self, message: BuildFinished) -> None:
         self._append_event({"kind": "finish", "body": message.model_dump(exclude_none=True)})
@@ -138,6 +145,7 @@ class Outbox:
         # Nothing goes out before `started` is accepted: it is on the critical path of the first step.
         await self.announced.wait()
         while True:
+            await self._linger()
             self._dirty.clear()
             try:
                 await self._flush()
@@ -150,10 +158,20 @@ class Outbox:
                 return
             await self._dirty.wait()
 
+    async def _linger(self) -> None:
+        """Lets what comes within LINGER seconds ride in the same report: a short step's `running` and its end,
+        the next step's start. A full chunk of log or the build's end goes at once."""
+        if self._closing or self.unsent_bytes >= self.max_chunk:
+            return
+        self._urgent.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), LINGER)
+
     def close(self) -> None:
         """No more reports will come: `pump` returns once everything is accepted."""
         self._closing = True
         self._dirty.set()
+        self._urgent.set()
 
     @property
     def pending(self) -> int:

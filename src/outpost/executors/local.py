@@ -2,7 +2,9 @@
 
 It ignores `image` (the engine says so once per build) and runs the step script with /bin/sh or bash
 inside the build volume. Cancellation kills the step's whole process group; a pause stops every running step's
-group (SIGSTOP) and holds back steps not started yet, a resume continues them (SIGCONT).
+group (SIGSTOP) and holds back steps not started yet, a resume continues them (SIGCONT). A step starts through
+`Popen` (a vfork) and its exit is watched through a pidfd in the event loop, not through the loop's own
+subprocess support: uvloop's forks the whole runner process, which made every step 2-7 ms slower.
 """
 
 from __future__ import annotations

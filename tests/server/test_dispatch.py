@@ -130,6 +130,31 @@ async def test_an_idle_poll_runs_no_query_while_it_waits(stack: Stack) -> None:
     assert answer.json()["task"]["build_id"] == build["id"]
 
 
+async def test_a_renewed_poll_in_a_runtime_with_nothing_to_claim_only_authenticates(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    assert (await poll(stack, runner.runner_token)).status_code == 204  # its look found nothing claimable
+
+    renewal = asyncio.create_task(poll(stack, runner.runner_token))
+    with counted(stack.services.engine) as statements:
+        assert (await renewal).status_code == 204
+    mine = [sql.split() for task, sql in statements if task is renewal]
+    # Its runner read by its token, and no claim nor git-query look (it used to run one of each).
+    assert [words[0] for words in mine if words[0] in ("SELECT", "INSERT", "DELETE")] == ["SELECT"], mine
+    assert not [words for words in mine if "builds" in words or "git_queries" in words]
+
+
+async def test_a_build_queued_after_an_empty_look_is_claimed_by_the_next_poll(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    assert (await poll(stack, runner.runner_token)).status_code == 204
+
+    build = await stack.run("hello")
+    answer = await poll(stack, runner.runner_token)
+    assert answer.status_code == 200
+    assert answer.json()["task"]["build_id"] == build["id"]
+
+
 async def test_a_queued_build_wakes_one_waiting_poll_and_the_others_keep_waiting(calm: Stack) -> None:
     stack, wakeups = calm, calm.services.wakeups
     tokens = [(await stack.register()).runner_token for _ in range(10)]

@@ -10,6 +10,11 @@ that finds no idle waiter is remembered for the runtime, so the next poll to go 
 first: work committed while every poll was busy looking is not missed. A poll that claims all it
 asked for and sees more claimable work passes the wake-up on.
 
+A look that found nothing claimable in a runtime (no build, no git query) makes the runtime quiet: the
+look a renewed poll begins with then skips those queries, as nothing can have appeared without a signal
+(which ends the quiet). The quiet is trusted only if no signal came while that look ran, and for at most
+QUIET_TRUST seconds (a safety net for work that appears without a signal); `catch_up` ends every quiet.
+
 Every source of work signals the dispatcher after its commit, so no poll needs to re-check the store
 on a timer. Several processes (replicas) on one PostgreSQL hear each other's signals: what a caller
 signals is also handed to `share`, which `server/replicas.py` sends to the other replicas with NOTIFY,
@@ -71,6 +76,11 @@ class Wakeups:
         self._missed_builds: set[str] = set()
         self._missed_queries: set[str] = set()
         self._missed_runners: set[str] = set()  # runners told something while none of their polls was held
+        # Signals of work (builds, git queries) are numbered; each runtime's last one, and since when (monotonic)
+        # a runtime has been quiet (a look found nothing claimable).
+        self._signals = 0
+        self._last_signal: dict[str, int] = {}
+        self._quiet: dict[str, float] = {}
         # The other replicas' ear (server/replicas.py, on PostgreSQL): each signal a caller gives, as one line.
         self.share: Callable[[str], None] | None = None
 
@@ -218,6 +228,7 @@ class Wakeups:
     def catch_up(self) -> None:
         """Signals from other replicas may have been lost (the link to the database was down): every held
         poll and every follower looks at the store once more."""
+        self._quiet.clear()
         for idle in (self._idle, self._idle_busy):
             for queue in idle.values():
                 for waiter in queue:
@@ -232,13 +243,42 @@ class Wakeups:
             event.set()
         self._events.clear()
 
+    # --- what a look may skip ---
+
+    def mark(self) -> int:
+        """Taken before a look's transaction begins: what `quiet` compares with once the look found nothing."""
+        return self._signals
+
+    def quiet(self, runtime_id: str, mark: int) -> None:
+        """A look begun at `mark` found nothing claimable in the runtime: unless work was signalled for it since
+        (the look's snapshot may predate that work), the next looks skip the claim and git-query queries."""
+        if self._last_signal.get(runtime_id, 0) <= mark:
+            self._quiet[runtime_id] = time.monotonic()
+
+    def is_quiet(self, runtime_id: str) -> bool:
+        """Whether the runtime has nothing claimable, as far as the signals since its last empty look tell."""
+        since = self._quiet.get(runtime_id)
+        if since is None:
+            return False
+        if time.monotonic() - since > QUIET_TRUST:
+            del self._quiet[runtime_id]
+            return False
+        return True
+
+    def _signalled(self, runtime_id: str) -> None:
+        self._signals += 1
+        self._last_signal[runtime_id] = self._signals
+        self._quiet.pop(runtime_id, None)
+
     def _work_here(self, runtime_id: str, count: int) -> None:
+        self._signalled(runtime_id)
         for _ in range(count):
             if not self._wake_first(runtime_id, [self._idle], "build"):
                 self._missed_builds.add(runtime_id)
                 return
 
     def _query_here(self, runtime_id: str) -> None:
+        self._signalled(runtime_id)
         if not self._wake_first(runtime_id, [self._idle_busy, self._idle], "query"):
             self._missed_queries.add(runtime_id)
 
@@ -320,6 +360,7 @@ RUNTIME_PREFIX = "runtime:"
 WORK, QUERY, RUNNER, KEY = "w", "q", "r", "k"
 RETRY_AFTER = 5  # seconds a refused poll is told to wait (runners add jitter)
 POLLS_PER_RUNNER = 4  # polls one runner may hold at once in this process; a newer one ends the oldest
+QUIET_TRUST = 5.0  # seconds an empty look vouches for its runtime (renewed polls skip their claim meanwhile)
 
 
 def runtime_key(runtime_id: str) -> str:

@@ -93,10 +93,11 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
     wakeups = svc.wakeups
     wakeups.admit(svc.settings.max_polls)  # before any query: an overloaded server refuses cheaply
     limit = body.max_tasks or 1
+    mark = wakeups.mark()  # before the transaction: work signalled after it may be missing from its snapshot
     async with svc.tx() as session:  # the first look shares the authentication's transaction
         runner = await runtimes.authenticate_runner(session, token)
         runner.last_seen_at = now()
-        found = await _next_tasks(svc, session, runner, body, limit)
+        found = await _next_tasks(svc, session, runner, body, limit, mark)
     if found.tasks:
         if found.more_builds:
             wakeups.work(runner.runtime_id)
@@ -116,11 +117,12 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
                 why, waiter.woken_for = waiter.woken_for, ""
                 waiter.event.clear()  # a wake-up from now on makes us look again
                 try:
+                    mark = wakeups.mark()
                     async with svc.tx() as session:
                         runner = await session.get_one(Runner, runner_id)
                         if runner.revoked_at is not None:
                             raise Unauthorized("this runner was revoked")
-                        found = await _next_tasks(svc, session, runner, body, limit)
+                        found = await _next_tasks(svc, session, runner, body, limit, mark)
                         waiter.builds = takes_builds(runner, body)  # drained or undrained meanwhile
                 except BaseException:
                     waiter.woken_for = waiter.woken_for or why  # leave() passes on what this look did not use
@@ -158,26 +160,35 @@ class _Found:
     more_builds: bool = False  # it claimed all it could and more builds wait
 
 
-async def _next_tasks(svc: Services, session: AsyncSession, runner: Runner, body: PollRequest, limit: int) -> _Found:
+async def _next_tasks(
+    svc: Services, session: AsyncSession, runner: Runner, body: PollRequest, limit: int, mark: int
+) -> _Found:
     """What the runner gets now, in this order: cancels, approval answers, a git query, builds (at most
-    free_slots); at most `limit` tasks in all."""
+    free_slots); at most `limit` tasks in all. In a runtime the dispatcher knows to be quiet (nothing claimable
+    and no signal since, see dispatch.py) the git-query and claim queries are skipped: an idle poll's renewal
+    then runs only its authentication. `mark` is the dispatcher's, taken before the transaction began."""
     found = _Found()
     tasks = found.tasks
     for build_id in (await builds.cancel_pending_for(session, runner, body.running))[:limit]:
         tasks.append(CancelBuildTask(build_id=build_id))
     while len(tasks) < limit and (answer := await approvals.undelivered(session, runner, body.running)):
         tasks.append(ApprovalTask(build_id=answer[0], approval=answer[1]))
+    quiet = svc.wakeups.is_quiet(runner.runtime_id)
     if len(tasks) < limit:
         found.tried_queries = True
-        if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no build slot
+        if not quiet and (query := await gitqueries.next_for(session, runner, svc.secrets)):  # needs no slot
             tasks.append(query)
     slots = min(body.free_slots, limit - len(tasks)) if runner.drained_at is None else 0
     if slots <= 0:
         return found
     found.tried_builds = True
+    if quiet:
+        return found
     for _ in range(slots):
         claimed = await builds.claim_next(session, runner, svc.settings.lease_ttl)
         if claimed is None:
+            if not tasks:  # neither a git query nor a build: the runtime is quiet for the next looks
+                svc.wakeups.quiet(runner.runtime_id, mark)
             return found
         tasks.append(await _run_task(svc, session, runner, *claimed))
     found.more_builds = await builds.claimable(session, runner)

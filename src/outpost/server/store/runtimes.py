@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, Invalid, NotFound, Unauthorized
@@ -126,8 +126,12 @@ async def register_runner(session: AsyncSession, request: RegisterRequest) -> tu
     return runner, token, runtime, account
 
 
+# Built once: every poll renewal authenticates its runner with it (building it per call cost more than running it).
+_BY_TOKEN = select(Runner).where(Runner.token_hash == bindparam("token_hash"))
+
+
 async def authenticate_runner(session: AsyncSession, token: str) -> Runner:
-    runner: Runner | None = await session.scalar(select(Runner).where(Runner.token_hash == token_hash(token)))
+    runner: Runner | None = await session.scalar(_BY_TOKEN, {"token_hash": token_hash(token)})
     if runner is None or runner.revoked_at is not None:
         raise Unauthorized("unknown or revoked runner token")
     return runner

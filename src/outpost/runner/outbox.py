@@ -207,8 +207,9 @@ class Outbox:
             except Refused as exc:
                 log.error("build %s: report refused, dropped: %s", self.task.build_id, exc)
                 sizes = {stream: offset + len(data) for stream, offset, data in logs}
-            self._acked.update(sizes)
-            _write_atomically(self.folder / "acked.json", json.dumps(self._acked))
+            if any(self._acked.get(stream) != size for stream, size in sizes.items()):  # else nothing new to keep
+                self._acked.update(sizes)
+                _write_atomically(self.folder / "acked.json", json.dumps(self._acked))
             if batch:
                 events = events[len(batch) :]
                 self._events_acked += len(batch)

@@ -41,7 +41,7 @@ from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 log = logging.getLogger("outpost.runner.outbox")
 MAX_EVENTS = 200  # state changes in one report
 # Seconds a report waits for more to carry. Each report costs both sides an HTTP exchange and a transaction
-# (~2 ms of runner CPU, more on the control plane); 20 steps of `true` sent ~40 of them without it.
+# (~2 ms of runner CPU, more on the control plane); a build of 20 `true` steps sent 11 without it, 4-5 with it.
 LINGER = 0.01
 LEASE_FILE = "lease.json"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -213,3 +214,37 @@ async def test_a_steps_timeout_does_not_count_the_time_it_was_paused(tmp_path: P
 
     outcome = await asyncio.wait_for(running, 30)
     assert outcome.status == "success", recorder.final("main").message
+
+
+async def test_what_a_crashed_runner_left_running_of_a_build_is_ended_after_the_crash_and_only_that(
+    tmp_path: Path,
+) -> None:
+    """Each step's process group is written down as it starts; `after_crash` (a restarted runner) ends the groups of
+    that build still running, past steps' and other builds' untouched."""
+    scratch = tmp_path / "scratch"
+    executor = LocalExecutor(tmp_path, scratch)
+
+    def step(script: str, build: str) -> StepJob:
+        env = {"PATH": os.defpath, "CF_BUILD_ID": build}
+        return StepJob(step="s", script=script, env=env, workdir=tmp_path)
+
+    async def sink(_chunk: bytes) -> None:
+        pass
+
+    assert await executor.run(step("true", "b1"), sink) == 0  # a finished step stays written down: harmless
+    pids = tmp_path / "pids"
+    mine = asyncio.create_task(executor.run(step(f"sleep 300 & echo $! >> {pids}; wait", "b1"), sink))
+    other = asyncio.create_task(LocalExecutor(tmp_path, scratch).run(step("sleep 300", "b2"), sink))
+    try:
+        async with asyncio.timeout(20):
+            while not pids.exists() or not pids.read_text().strip():
+                await asyncio.sleep(0.05)
+            LocalExecutor.after_crash(tmp_path, scratch, "b1")
+            assert await mine == -9  # the step's shell, killed with its group
+        child = int(pids.read_text())
+        assert not Path(f"/proc/{child}").exists() or _zombie(child)
+        assert not other.done()  # another build's step runs on
+    finally:
+        other.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await other

@@ -25,7 +25,8 @@ from outpost.executors.base import Executor, Output, StepJob
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a step is cancelled
 DRAIN_AFTER_EXIT = 2.0  # seconds to collect output left in the pipe after the shell exited
 GONE_WAIT = 5.0  # seconds to wait, after SIGKILL, for the last process of a step to be gone
-PGID_DIR = "running"  # one file per running step, named after its process group id
+PGID_DIR = "running"  # the process group id of each step started, one a line in `running/steps`
+MARKS = "steps"
 
 
 class LocalExecutor(Executor):
@@ -39,6 +40,7 @@ class LocalExecutor(Executor):
         self._groups: set[int] = set()  # the process group of each running step
         self._thawed = asyncio.Event()  # cleared while paused: no step starts
         self._thawed.set()
+        self._marked = False  # the marks' folder exists
 
     async def pause(self) -> bool:
         self._thawed.clear()
@@ -52,6 +54,14 @@ class LocalExecutor(Executor):
         self.paused.resume()
         for pgid in self._groups:
             _signal_group(pgid, signal.SIGCONT)
+
+    def _mark(self, pgid: int) -> None:
+        marks = self.scratch / PGID_DIR / MARKS
+        if not self._marked:
+            marks.parent.mkdir(parents=True, exist_ok=True)
+            self._marked = True
+        with open(marks, "a") as f:
+            f.write(f"{pgid}\n")
 
     @classmethod
     def after_crash(cls, volume: Path, scratch: Path, build_id: str, options: Mapping[str, str] | None = None) -> None:
@@ -96,11 +106,10 @@ class LocalExecutor(Executor):
         try:
             assert proc.stdout is not None
             pipe, _ = await loop.connect_read_pipe(lambda: step, proc.stdout)
-            # Lets a restarted runner end what a crashed one left running; one marker per step, as
-            # the steps of a parallel step run at the same time.
-            marker = self.scratch / PGID_DIR / str(pgid)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(str(pgid))
+            # Lets a restarted runner end what a crashed one left running. Appended, never removed step by step:
+            # creating and unlinking a file a step cost more than the spawn on a busy disk; a finished step's
+            # line is harmless (kill_leftovers trusts a group only if it carries the build's id).
+            self._mark(pgid)
             pump = asyncio.create_task(step.forward(output))
             try:
                 # Shielded: cancelling a task cancels the bare future it awaits, and we still need this one.
@@ -112,7 +121,6 @@ class LocalExecutor(Executor):
                     await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
             finally:
                 pump.cancel()
-                marker.unlink(missing_ok=True)
         except asyncio.CancelledError:
             await _kill_group(pgid, step)
             raise
@@ -244,11 +252,15 @@ def kill_leftovers(scratch: Path, build_id: str) -> bool:
     markers = sorted((scratch / PGID_DIR).glob("*")) if (scratch / PGID_DIR).is_dir() else []
     for marker in markers:
         try:
-            pgid = int(marker.read_text())
-            environ = Path(f"/proc/{pgid}/environ").read_bytes()
+            pgids = {int(line) for line in marker.read_text().split()}  # older runners: one file a step, one id
         except (OSError, ValueError):
             continue
-        if f"CF_BUILD_ID={build_id}".encode() in environ.split(b"\0"):
-            _signal_group(pgid, signal.SIGKILL)
-            found = True
+        for pgid in pgids:
+            try:
+                environ = Path(f"/proc/{pgid}/environ").read_bytes()
+            except OSError:
+                continue
+            if f"CF_BUILD_ID={build_id}".encode() in environ.split(b"\0"):
+                _signal_group(pgid, signal.SIGKILL)
+                found = True
     return found

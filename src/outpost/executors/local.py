@@ -101,7 +101,15 @@ class LocalExecutor(Executor):
         self._groups.add(pgid)
         if not self._thawed.is_set():  # paused while the process was being started
             _signal_group(pgid, signal.SIGSTOP)
-        step = _StepProtocol(loop, proc)
+        try:
+            step = _StepProtocol(loop, proc)
+        except OSError as exc:  # no pidfd (Linux before 5.3): nothing would tell us when the step ends
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            self._groups.discard(pgid)
+            raise ExecutorError(f"cannot watch the step's process: {exc}") from exc
         pipe: asyncio.ReadTransport | None = None
         try:
             assert proc.stdout is not None

@@ -153,6 +153,18 @@ def seed(site: Outpost) -> dict[str, Any]:
             "/integrations",
             json={"kind": "git", "name": "github", "provider": "github", "url": "https://github.com/corp/web-app.git"},
         ).raise_for_status()
+        api.post(
+            "/integrations",
+            json={
+                "kind": "cluster",
+                "name": "prod-eu",
+                "url": "https://10.0.0.1:6443",
+                "runner_secret": "PROD_EU_TOKEN",
+                "namespace": "web",
+                "behind_firewall": True,
+                "allowed_pipelines": ["web-app"],
+            },
+        ).raise_for_status()
     return {
         "waiting": waiting["id"],
         "failed": failed["id"],
@@ -197,6 +209,8 @@ def main(out: Path) -> None:
                 ("trigger.png", f"/triggers/{ids['trigger']}"),
                 ("integrations.png", "/integrations"),
                 ("integration-edit.png", "/integrations/git/corp-gitlab/edit"),
+                ("cluster-new.png", "/new/integration/kubernetes"),
+                ("integrations-clusters.png", "/integrations#kind-cluster"),
                 ("trigger-deliveries.png", f"/triggers/{ids['trigger']}#deliveries-title"),
                 ("trigger-edit.png", f"/triggers/{ids['trigger']}/edit"),
                 ("runtimes.png", "/runtimes"),

@@ -3,6 +3,7 @@ containers also build, push and compose images."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,29 @@ class Readiness:
     success_threshold: int = 1
     failure_threshold: int = 3
     initial_delay: float = 0.0
+
+    async def wait(self, attempt: Callable[[], Awaitable[tuple[int, str]]], output: Output) -> None:
+        """Runs `attempt` (the executor's: the commands once, as (exit code or -1 for "timed out or could not
+        run", the last words to show)) until it passes `success_threshold` times in a row; ExecutorError once
+        it fails `failure_threshold` times in a row."""
+        if self.initial_delay:
+            await asyncio.sleep(self.initial_delay)
+        passes = fails = tries = 0
+        while True:
+            tries += 1
+            code, last_words = await attempt()
+            if code == 0:
+                passes, fails = passes + 1, 0
+                if passes >= self.success_threshold:
+                    await output(f"[outpost] services ready (readiness check passed, attempt {tries})\n".encode())
+                    return
+            else:
+                passes, fails = 0, fails + 1
+                why = "timed out or could not run" if code == -1 else f"exited with {code}"
+                await output(f"[outpost] readiness check {why} (attempt {tries}){last_words}\n".encode())
+                if fails >= self.failure_threshold:
+                    raise ExecutorError(f"the services did not become ready: readiness failed {fails} times")
+            await asyncio.sleep(self.period)
 
 
 @dataclass

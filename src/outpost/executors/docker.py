@@ -252,12 +252,8 @@ class DockerExecutor(Executor):
 
     async def _ready(self, readiness: Readiness, auths: list[RegistryAuth], output: Output) -> None:
         await self._ensure(readiness.image, auths, output)
-        if readiness.initial_delay:
-            await asyncio.sleep(readiness.initial_delay)
-        passes = fails = 0
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt() -> tuple[int, str]:
             spec = ContainerSpec(
                 image=readiness.image,
                 name=self._name("readiness"),
@@ -269,21 +265,11 @@ class DockerExecutor(Executor):
             )
             quiet = _Tail()
             try:
-                code = await asyncio.wait_for(self._run_container(spec, quiet), readiness.timeout)
+                return await asyncio.wait_for(self._run_container(spec, quiet), readiness.timeout), quiet.last()
             except TimeoutError:
-                code = -1
-            if code == 0:
-                passes, fails = passes + 1, 0
-                if passes >= readiness.success_threshold:
-                    await output(f"[outpost] services ready (readiness check passed, attempt {attempt})\n".encode())
-                    return
-            else:
-                passes, fails = 0, fails + 1
-                why = "timed out" if code == -1 else f"exited with {code}"
-                await output(f"[outpost] readiness check {why} (attempt {attempt}){quiet.last()}\n".encode())
-                if fails >= readiness.failure_threshold:
-                    raise ExecutorError(f"the services did not become ready: readiness failed {fails} times")
-            await asyncio.sleep(readiness.period)
+                return -1, quiet.last()
+
+        await readiness.wait(attempt, output)
 
     async def _remove_all(self, containers: list[str]) -> None:
         for container in reversed(containers):

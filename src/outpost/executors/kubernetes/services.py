@@ -104,29 +104,16 @@ async def ready(
 ) -> None:
     """`services.readiness`: its commands run in a pod of their own until they pass `success_threshold` times in
     a row, or fail `failure_threshold` times in a row (the step then errs)."""
-    if readiness.initial_delay:
-        await asyncio.sleep(readiness.initial_delay)
-    passes = fails = attempt = 0
-    while True:
-        attempt += 1
+
+    async def attempt() -> tuple[int, str]:
         probe = PodRun(step="readiness", image=readiness.image, script=readiness.script,
-                     logins=logins(readiness.image, auths), aliases=dict(aliases))  # fmt: skip
+                       logins=logins(readiness.image, auths), aliases=dict(aliases))  # fmt: skip
         try:
-            code = await asyncio.wait_for(pods.run_pod(probe, quiet), readiness.timeout)
+            return await asyncio.wait_for(pods.run_pod(probe, quiet), readiness.timeout), ""
         except (TimeoutError, ExecutorError):
-            code = -1
-        if code == 0:
-            passes, fails = passes + 1, 0
-            if passes >= readiness.success_threshold:
-                await output(f"[outpost] services ready (readiness check passed, attempt {attempt})\n".encode())
-                return
-        else:
-            passes, fails = 0, fails + 1
-            why = "timed out or could not run" if code == -1 else f"exited with {code}"
-            await output(f"[outpost] readiness check {why} (attempt {attempt})\n".encode())
-            if fails >= readiness.failure_threshold:
-                raise ExecutorError(f"the services did not become ready: readiness failed {fails} times")
-        await asyncio.sleep(readiness.period)
+            return -1, ""
+
+    await readiness.wait(attempt, output)
 
 
 def service_pod(spec: ServiceSpec, auths: Sequence[RegistryAuth], aliases: Mapping[str, str]) -> PodRun:

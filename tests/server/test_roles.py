@@ -179,6 +179,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/new/integration/kubernetes"): ui(A),
     ("POST", "/integrations/cluster/{name}/pipelines"): ui(A, obj=True),
     ("POST", "/integrations/cluster/{name}/check"): ui(A, obj=True),
+    ("GET", "/integrations/cluster/{name}/edit"): ui(A, obj=True),
+    ("POST", "/integrations/cluster/{name}/edit"): ui(A, obj=True),
     ("GET", "/integrations/{kind}/{name}/edit"): ui(A, obj=True),
     ("POST", "/integrations/{kind}/{name}/edit"): ui(A, obj=True),
     ("GET", "/users"): ui(A),

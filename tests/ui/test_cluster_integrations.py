@@ -1,6 +1,7 @@
 """The Kubernetes form and a cluster's card in real Chromium against a real control plane and runner: refusals that
 say why and keep no credential in the page, a cluster added behind the firewall with its allowed pipelines, tested
-from the runner against the test cluster's API server, the allow-list changed on its card."""
+from the runner against the test cluster's API server, the allow-list changed on its card, and the cluster edited
+from its card's Edit without its token."""
 
 from __future__ import annotations
 
@@ -111,3 +112,15 @@ def test_a_cluster_is_added_behind_the_firewall_for_the_pipelines_ticked_and_ref
         True,
         "token",
     )
+
+    card.get_by_role("link", name="Edit prod-eu").click()
+    page.wait_for_url("**/integrations/cluster/prod-eu/edit")
+    expect(page.get_by_label("Namespace", exact=True)).to_have_value("shop")
+    expect(page.get_by_label("Service account token")).to_have_value("")  # set, never sent to the browser
+    expect(page.get_by_label("Service account token")).to_have_attribute("placeholder", "set — leave blank to keep it")
+    assert TOKEN not in page.content()
+    page.get_by_label("Namespace", exact=True).fill("shop-2")
+    page.get_by_role("button", name="Save cluster").click()
+    page.wait_for_url("**/integrations#cluster-prod-eu")
+    expect(page.locator("#cluster-prod-eu")).to_contain_text("shop-2")
+    expect(page.locator("#cluster-prod-eu")).to_contain_text("token set")

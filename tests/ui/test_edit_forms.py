@@ -1,9 +1,11 @@
 """The edit forms of the web UI, in process: a trigger's (every field the add form has; a refused change keeps
 the form and changes nothing) and a Git or registry integration's (a password left blank keeps the stored one,
-shown as "set"; a new Git integration starts at github.com)."""
+shown as "set"; a new Git integration starts at github.com) and a Kubernetes cluster's (its token or key never in
+the page; blank keeps it, a new token or kubeconfig replaces it; the API's reasons for a refusal)."""
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -165,6 +167,100 @@ async def test_a_new_git_integration_starts_at_github_com_and_one_left_without_a
     r = await admin.submit("/new/integration", "/new/integration", {"kind": "git", "name": "lab", "provider": "gitlab"})
     assert r.status_code == 303, r.text
     assert (await api(admin, "GET", "/integrations/git/lab"))["url"] == "https://gitlab.com"
+
+
+CLUSTER_TOKEN = "sa-token-of-prod-eu-never-in-a-page"
+KUBECONFIG = """apiVersion: v1
+kind: Config
+current-context: ci
+clusters: [{name: eu, cluster: {server: 'https://10.0.0.9:6443'}}]
+users: [{name: deployer, user: {token: kubeconfig-token-never-in-a-page}}]
+contexts: [{name: ci, context: {cluster: eu, user: deployer, namespace: shop}}]
+"""
+
+
+async def stored_credential(admin: UiClient, name: str) -> str | None:
+    async with admin.stack.services.tx() as session:
+        who = await accounts.authenticate(session, admin.stack.admin_token)
+        row = await integrations.find_integration(session, who.account_id, "cluster", name)
+        assert row is not None
+        return admin.stack.services.secrets.open(row.secret) if row.secret else None
+
+
+async def test_a_cluster_edited_with_a_blank_token_keeps_it_and_its_form_never_holds_it(admin: UiClient) -> None:
+    for pipeline in ("web", "batch"):
+        await api(admin, "POST", "/pipelines", json={"name": pipeline, "yaml": HELLO})
+    await api(
+        admin,
+        "POST",
+        "/integrations",
+        json={"kind": "cluster", "name": "prod-eu", "url": "https://10.0.0.1:6443", "namespace": "shop",
+              "token": CLUSTER_TOKEN, "allowed_pipelines": ["web"], "behind_firewall": True},
+    )  # fmt: skip
+    card = (await admin.get("/integrations")).text
+    assert 'href="/integrations/cluster/prod-eu/edit"' in card
+    form = await admin.get("/integrations/cluster/prod-eu/edit")
+    assert form.status_code == 200
+    assert CLUSTER_TOKEN not in form.text
+    assert "set — leave blank to keep it" in form.text
+    assert 'value="https://10.0.0.1:6443"' in form.text
+    assert 'value="shop"' in form.text
+    assert 'value="web" checked' in form.text
+    assert 'value="batch">' in form.text
+    r = await admin.submit(
+        "/integrations/cluster/prod-eu/edit",
+        "/integrations/cluster/prod-eu/edit",
+        {"server": "https://10.0.0.2:6443", "namespace": "", "token": "", "pipeline": ["web", "batch"],
+         "insecure": "on"},
+    )  # fmt: skip
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", "/integrations/cluster/prod-eu")
+    assert (after["url"], after["namespace"], after["allowed_pipelines"], after["credential"]) == (
+        "https://10.0.0.2:6443", "default", ["batch", "web"], "token",
+    )  # fmt: skip
+    assert (after["insecure"], after["behind_firewall"]) == (True, False)  # the boxes as posted
+    assert await stored_credential(admin, "prod-eu") == CLUSTER_TOKEN
+
+
+async def test_a_cluster_edit_is_refused_with_the_apis_reasons_and_sends_no_credential_back(admin: UiClient) -> None:
+    await api(
+        admin,
+        "POST",
+        "/integrations",
+        json={"kind": "cluster", "name": "lab", "url": "https://10.0.0.1:6443", "runner_secret": "LAB_TOKEN"},
+    )
+    edit = "/integrations/cluster/lab/edit"
+    both = await admin.submit(
+        edit, edit, {"server": "https://10.0.0.1:6443", "token": CLUSTER_TOKEN, "runner_secret": "LAB_TOKEN"}
+    )
+    assert both.status_code == 422
+    assert "Nothing was saved: give either a password/token or a runner secret, not both" in both.text
+    assert CLUSTER_TOKEN not in both.text
+    bad = await admin.submit(
+        edit, edit, {"server": "ftp://10.0.0.1", "namespace": "Shop", "runner_secret": "LAB_TOKEN"}
+    )
+    assert bad.status_code == 422
+    assert "the API server 'ftp://10.0.0.1' must be https://HOST[:PORT]" in html.unescape(bad.text)
+    assert 'value="ftp://10.0.0.1"' in bad.text  # what was typed comes back to be fixed
+    pasted = await admin.submit(edit, edit, {"server": "https://10.0.0.1:6443", "kubeconfig": "users: [oops"})
+    assert pasted.status_code == 422
+    assert "line 1, column 13" in html.unescape(pasted.text)
+    assert 'aria-describedby="c-kubeconfig-hint"></textarea>' in pasted.text  # nor a kubeconfig
+    assert (await api(admin, "GET", "/integrations/cluster/lab"))["credential"] == "runner-secret"
+
+    r = await admin.submit(edit, edit, {"server": "", "runner_secret": "", "kubeconfig": KUBECONFIG})
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", "/integrations/cluster/lab")
+    assert (after["url"], after["namespace"], after["credential"], after["runner_secret"]) == (
+        "https://10.0.0.9:6443", "shop", "token", None,
+    )  # fmt: skip
+    assert await stored_credential(admin, "lab") == "kubeconfig-token-never-in-a-page"
+    assert "kubeconfig-token-never-in-a-page" not in (await admin.get(edit)).text
+
+    r = await admin.submit(edit, edit, {"server": "https://10.0.0.9:6443", "runner_secret": "LAB_TOKEN"})
+    assert r.status_code == 303, r.text
+    assert (await api(admin, "GET", "/integrations/cluster/lab"))["credential"] == "runner-secret"
+    assert await stored_credential(admin, "lab") is None
 
 
 async def test_a_redeliver_button_sent_twice_makes_one_redelivery(admin: UiClient) -> None:

@@ -37,7 +37,8 @@ async def unknown_path(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, builds, events, pipelines, runtimes, triggers, integrations, clusters, accounts, badges):
+    # clusters before integrations: its /integrations/cluster/{name}/edit wins over the git/registry {kind} one
+    for module in (auth, builds, events, pipelines, runtimes, triggers, clusters, integrations, accounts, badges):
         app.include_router(module.router)
     static = resources.files("outpost.server.ui") / "static"
     app.mount(STATIC_PREFIX, StaticFiles(directory=str(static)), name="ui-static")

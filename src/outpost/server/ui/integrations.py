@@ -22,7 +22,7 @@ KIND_NAMES = {"git": "Git providers", "registry": "Registries", "cluster": "Clus
 # Where a hosted provider answers: a new Git integration of it starts with this address (the form's JavaScript
 # swaps it when the provider changes; a person on GitHub Enterprise or their own GitLab types theirs).
 DEFAULT_URLS = {"github": "https://github.com", "gitlab": "https://gitlab.com"}
-EDITABLE = ("git", "registry")  # kinds the edit form below knows
+EDITABLE = ("git", "registry")  # kinds the edit form below knows (a cluster's is in ui/clusters.py)
 UNREACHABLE = (
     "Behind the firewall: the control plane cannot reach it (and never tries). A runner of the runtime can — "
     "builds, YAML from the repository and branch lists go through runners."

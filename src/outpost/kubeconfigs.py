@@ -55,7 +55,10 @@ def parse(
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise KubeconfigError(f"{path} is not YAML: {exc}") from None
+        # The place and the problem only: PyYAML's message quotes the line, which may be the token's.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', '')})" if mark else ""
+        raise KubeconfigError(f"{path} is not YAML{where}") from None
     if not isinstance(config, dict):
         raise KubeconfigError(f"{path} is not a kubeconfig (no clusters, contexts and users)")
     name = context or config.get("current-context")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from outpost.server.store import accounts, integrations
+from tests.server.test_cluster_integrations import certificate
 from tests.ui.client import UiClient, csrf_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -242,10 +243,11 @@ async def test_a_cluster_edit_is_refused_with_the_apis_reasons_and_sends_no_cred
     assert bad.status_code == 422
     assert "the API server 'ftp://10.0.0.1' must be https://HOST[:PORT]" in html.unescape(bad.text)
     assert 'value="ftp://10.0.0.1"' in bad.text  # what was typed comes back to be fixed
-    pasted = await admin.submit(edit, edit, {"server": "https://10.0.0.1:6443", "kubeconfig": "users: [oops"})
+    broken = "users: [{user: {token: kubeconfig-token-never-in-a-page}}"  # the YAML error is on the token's line
+    pasted = await admin.submit(edit, edit, {"server": "https://10.0.0.1:6443", "kubeconfig": broken})
     assert pasted.status_code == 422
-    assert "line 1, column 13" in html.unescape(pasted.text)
-    assert 'aria-describedby="c-kubeconfig-hint"></textarea>' in pasted.text  # nor a kubeconfig
+    assert "the kubeconfig is not YAML (line 1, column " in pasted.text
+    assert "kubeconfig-token-never-in-a-page" not in pasted.text  # nor a kubeconfig, nor a line of it
     assert (await api(admin, "GET", "/integrations/cluster/lab"))["credential"] == "runner-secret"
 
     r = await admin.submit(edit, edit, {"server": "", "runner_secret": "", "kubeconfig": KUBECONFIG})
@@ -261,6 +263,35 @@ async def test_a_cluster_edit_is_refused_with_the_apis_reasons_and_sends_no_cred
     assert r.status_code == 303, r.text
     assert (await api(admin, "GET", "/integrations/cluster/lab"))["credential"] == "runner-secret"
     assert await stored_credential(admin, "lab") is None
+
+
+async def test_a_clusters_client_certificate_stays_through_an_edit_until_removed_and_its_key_is_never_shown(
+    admin: UiClient,
+) -> None:
+    cert, key = certificate("deployer")
+    ca, _ = certificate()
+    await api(
+        admin,
+        "POST",
+        "/integrations",
+        json={"kind": "cluster", "name": "mtls", "url": "https://10.0.0.1:6443", "ca_pem": ca,
+              "client_cert_pem": cert, "client_key_pem": key},
+    )  # fmt: skip
+    edit = "/integrations/cluster/mtls/edit"
+    form = (await admin.get(edit)).text
+    assert "PRIVATE KEY" not in form
+    assert "A client certificate and its key are <strong>set</strong>" in form
+    assert ca.strip() in html.unescape(form)  # the CA is no secret: it is shown to be kept or changed
+    r = await admin.submit(edit, edit, {"server": "https://10.0.0.1:6443", "ca_pem": ca, "namespace": "ops"})
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", "/integrations/cluster/mtls")
+    assert (after["credential"], after["has_ca"], after["namespace"]) == ("client-certificate", True, "ops")
+    assert await stored_credential(admin, "mtls") == key
+
+    r = await admin.submit(edit, edit, {"server": "https://10.0.0.1:6443", "remove_credential": "on"})
+    assert r.status_code == 303, r.text
+    after = await api(admin, "GET", "/integrations/cluster/mtls")
+    assert (after["credential"], after["has_ca"]) == (None, False)  # and the emptied CA is the system's again
 
 
 async def test_a_redeliver_button_sent_twice_makes_one_redelivery(admin: UiClient) -> None:

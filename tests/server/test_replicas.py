@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
@@ -60,18 +61,35 @@ async def until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def held_poll(stack: Stack, token: str, **fields: Any) -> tuple[asyncio.Task[Any], float]:
+async def poll(stack: Stack, token: str, **fields: Any) -> httpx.Response:
+    """One poll by the runner whose token is `token`, through `stack`."""
+    async with stack.raw() as c:
+        body = PollRequest(**fields).model_dump(exclude_none=True)
+        return await c.post(PREFIX + "/poll", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+async def claimed(stack: Stack, token: str) -> dict[str, Any]:
+    """The task a poll that does not wait, with one free slot, is given."""
+    task: dict[str, Any] = (await poll(stack, token, wait=0, free_slots=1)).json()["task"]
+    return task
+
+
+async def held_poll(stack: Stack, token: str, **fields: Any) -> tuple[asyncio.Task[httpx.Response], float]:
     """A poll held by `stack` (by default its runner has a free slot), once it waits; and when it began."""
-
-    async def go() -> Any:
-        async with stack.raw() as c:
-            body = PollRequest(**{"wait": WAIT, "free_slots": 1, **fields}).model_dump(exclude_none=True)
-            return await c.post(PREFIX + "/poll", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-
     began = time.monotonic()
-    task = asyncio.create_task(go())
+    task = asyncio.create_task(poll(stack, token, **{"wait": WAIT, "free_slots": 1, **fields}))
     await until(lambda: stack.services.wakeups.idle_polls == 1)
     return task, began
+
+
+async def woken(held: asyncio.Task[httpx.Response], began: float, why: str = "it was not woken") -> dict[str, Any]:
+    """The task a held poll answered with, once it has; it must have been woken, well before its wait ran out."""
+    answer = await held
+    took = time.monotonic() - began
+    assert answer.status_code == 200, answer.text
+    assert took < WAIT / 2, f"the poll waited {took:.1f}s: {why}"
+    task: dict[str, Any] = answer.json()["task"]
+    return task
 
 
 async def two_replicas(pg_url: str, tmp_path: Path) -> Any:
@@ -80,89 +98,76 @@ async def two_replicas(pg_url: str, tmp_path: Path) -> Any:
     return running_stack(settings), running_stack(settings)
 
 
-async def test_a_build_queued_through_one_replica_ends_a_poll_held_by_another_at_once(
-    pg_url: str, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def linked_replicas(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack]]:
+    """Two running replicas, once each listens for the other's signals."""
     first, second = await two_replicas(pg_url, tmp_path)
     async with first as a, second as b:
         await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+        yield a, b
+
+
+async def test_a_build_queued_through_one_replica_ends_a_poll_held_by_another_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with linked_replicas(pg_url, tmp_path) as (a, b):
         await a.pipeline("hello", HELLO)
         registered = await a.register()
-        poll, began = await held_poll(b, registered.runner_token)
+        held, began = await held_poll(b, registered.runner_token)
         await a.run("hello")
-        answer = await poll
-        took = time.monotonic() - began
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["task"]["kind"] == "run_build"
-    assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
+        task = await woken(held, began)
+    assert task["kind"] == "run_build"
 
 
 async def test_a_cancel_asked_through_one_replica_reaches_the_runner_whose_poll_another_holds_at_once(
     pg_url: str, tmp_path: Path
 ) -> None:
-    first, second = await two_replicas(pg_url, tmp_path)
-    async with first as a, second as b:
-        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+    async with linked_replicas(pg_url, tmp_path) as (a, b):
         await a.pipeline("hello", HELLO)
         registered = await a.register()
         build = await a.run("hello")
-        async with b.raw() as c:  # the runner claims it through B
-            body = PollRequest(wait=0, free_slots=1).model_dump(exclude_none=True)
-            auth = {"Authorization": f"Bearer {registered.runner_token}"}
-            claim = await c.post(PREFIX + "/poll", json=body, headers=auth)
-        assert claim.json()["task"]["build_id"] == build["id"]
-        poll, began = await held_poll(b, registered.runner_token, free_slots=0, running=[build["id"]])
+        claim = await claimed(b, registered.runner_token)  # the runner claims it through B
+        assert claim["build_id"] == build["id"]
+        held, began = await held_poll(b, registered.runner_token, free_slots=0, running=[build["id"]])
         assert (await a.api("POST", f"/builds/{build['id']}/cancel")).status_code == 200
-        answer = await poll
-        took = time.monotonic() - began
-    assert answer.status_code == 200, answer.text
-    task = answer.json()["task"]
+        task = await woken(held, began)
     assert (task["kind"], task["build_id"]) == ("cancel_build", build["id"])
-    assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
 
 
 async def test_a_git_query_asked_through_one_replica_reaches_the_runner_whose_poll_another_holds_at_once(
     pg_url: str, tmp_path: Path
 ) -> None:
-    first, second = await two_replicas(pg_url, tmp_path)
-    async with first as a, second as b:
-        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+    async with linked_replicas(pg_url, tmp_path) as (a, b):
         body = {"kind": "git", "name": "corp", "url": "https://git.corp.example", "behind_firewall": True}
         assert (await a.api("POST", "/integrations", json=body)).status_code == 201
         registered = await a.register()
-        poll, began = await held_poll(b, registered.runner_token, free_slots=0)  # no build slot: queries only
+        held, began = await held_poll(b, registered.runner_token, free_slots=0)  # no build slot: queries only
         asking = asyncio.create_task(
             a.api("GET", "/integrations/git/corp/branches", params={"repo": "acme/app", "wait": WAIT})
         )
-        answer = await poll
-        took = time.monotonic() - began
-        asking.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asking
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["task"]["kind"] == "git_query"
-    assert took < WAIT / 2, f"the poll waited {took:.1f}s: it was not woken"
+        try:
+            task = await woken(held, began)
+        finally:  # the query is left unanswered: only its delivery to the runner counts here
+            asking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asking
+    assert task["kind"] == "git_query"
 
 
 async def test_a_replica_whose_link_dropped_reconnects_and_its_held_poll_finds_the_build_queued_meanwhile(
     pg_url: str, tmp_path: Path
 ) -> None:
-    first, second = await two_replicas(pg_url, tmp_path)
-    async with first as a, second as b:
-        await until(lambda: link(a).connected.is_set() and link(b).connected.is_set())
+    async with linked_replicas(pg_url, tmp_path) as (a, b):
         await a.pipeline("hello", HELLO)
         registered = await a.register()
-        poll, began = await held_poll(b, registered.runner_token)
+        held, began = await held_poll(b, registered.runner_token)
         async with a.services.tx() as session:  # as an administrator would, or a network cut
             await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": link(b)._pid})
         await until(lambda: not link(b).connected.is_set())
         await a.run("hello")  # its NOTIFY finds B not listening
-        answer = await poll
-        took = time.monotonic() - began
+        task = await woken(held, began, "the reconnect did not make it look again")
         assert link(b).connected.is_set()
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["task"]["kind"] == "run_build"
-    assert took < WAIT / 2, f"the poll waited {took:.1f}s: the reconnect did not make it look again"
+    assert task["kind"] == "run_build"
 
 
 async def test_two_replicas_migrating_an_empty_database_at_once_both_succeed(pg_url: str) -> None:
@@ -230,10 +235,7 @@ async def test_a_log_follower_never_skips_a_chunk_that_commits_after_a_later_chu
         await a.pipeline("hello", HELLO)
         registered = await a.register()
         await a.run("hello")
-        async with a.raw() as c:
-            body = PollRequest(wait=0, free_slots=1).model_dump(exclude_none=True)
-            auth = {"Authorization": f"Bearer {registered.runner_token}"}
-            task = (await c.post(PREFIX + "/poll", json=body, headers=auth)).json()["task"]
+        task = await claimed(a, registered.runner_token)
         sessions = a.services.sessions
 
         async def append(session: AsyncSession, step: str, data: bytes) -> None:

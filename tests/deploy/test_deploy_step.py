@@ -101,9 +101,10 @@ def cluster(kube_cluster: Any) -> Deployments:
     return Deployments(kube_cluster)
 
 
-def make_engine(
+async def run_build(
     tmp_path: Path, yaml: str, executor: str, dockerd: Any, access: ClusterAccess, *, kube: Any = None, **ctx: Any
-) -> tuple[BuildEngine, Recorder]:
+) -> tuple[BuildOutcome, Recorder]:
+    """Runs one build of `yaml` on `executor`, given the cluster `access`: how it ended, and what it reported."""
     build_id = f"t{uuid.uuid4().hex[:10]}"
     if executor == "kubernetes":  # the build's folders in the test cluster's work claim, as a kubernetes runner has
         tmp_path = kube.claim_folder() / "builds" / build_id
@@ -130,7 +131,14 @@ def make_engine(
     else:
         chosen = LocalExecutor(context.volume, context.scratch, build_id=build_id)
     recorder = Recorder()
-    return BuildEngine(context, chosen, recorder), recorder
+    return await BuildEngine(context, chosen, recorder).run(), recorder
+
+
+def succeeded(outcome: BuildOutcome, rec: Recorder, step: str) -> str:
+    """The log of `step` in a build that must have succeeded; shown when it did not."""
+    log = rec.text(step)
+    assert outcome == BuildOutcome("success"), log
+    return log
 
 
 SERVICE_DEPLOY = """version: '1.0'
@@ -153,14 +161,12 @@ async def test_a_deploy_step_sets_the_candidate_image_and_waits_until_the_new_po
     dockerd.cli("tag", busybox_image, "outpost-shop:abc1234")
     cluster.create("shop", busybox_image)
 
-    engine, rec = make_engine(
+    outcome, rec = await run_build(
         tmp_path, SERVICE_DEPLOY, executor, dockerd, cluster.access,
         variables={"APP_IMAGE": "outpost-shop", "CF_SHORT_REVISION": "abc1234"},
     )  # fmt: skip
-    outcome = await engine.run()
 
-    log = rec.text("ship")
-    assert outcome == BuildOutcome("success"), log
+    log = succeeded(outcome, rec, "ship")
     assert 'deployment "shop" in namespace "default": image outpost-shop:abc1234' in log
     assert 'deployment "shop" rolled out: revision 2' in log
     # The step ended once the new pod was ready and the old one gone: what runs now is the candidate.
@@ -189,10 +195,9 @@ async def test_a_bad_image_fails_the_step_with_the_deployments_conditions_and_th
 ) -> None:
     cluster.create("shop", busybox_image)
 
-    engine, rec = make_engine(
+    outcome, rec = await run_build(
         tmp_path, ROLLBACK.format(image=BAD_IMAGE, rollback="false", timeout=8), "local", dockerd, cluster.access
     )
-    outcome = await engine.run()
 
     log = rec.text("ship")
     assert outcome.status == "failure", log
@@ -212,10 +217,9 @@ async def test_with_rollback_on_failure_a_failed_rollout_brings_the_previous_rev
 ) -> None:
     cluster.create("shop", busybox_image, deadline=6)  # the rollout fails by its own progress deadline
 
-    engine, rec = make_engine(
+    outcome, rec = await run_build(
         tmp_path, ROLLBACK.format(image=BAD_IMAGE, rollback="true", timeout=90), "local", dockerd, cluster.access
     )
-    outcome = await engine.run()
 
     log = rec.text("ship")
     assert outcome.status == "failure", log
@@ -285,18 +289,16 @@ async def test_a_deploy_step_applies_every_document_of_a_file_with_its_variables
     manifest.write_text(MANIFEST)
     variables = {"APP": "shop", "IMAGE": busybox_image, "MANIFEST": str(manifest)}
 
-    engine, rec = make_engine(tmp_path / "one", FILE_DEPLOY, "local", dockerd, cluster.access, variables=variables)
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path / "one", FILE_DEPLOY, "local", dockerd, cluster.access, variables=variables)
 
-    log = rec.text("apply")
-    assert outcome == BuildOutcome("success"), log
+    log = succeeded(outcome, rec, "apply")
     assert "deployment.apps/shop-api created" in log
     assert "deployment.apps/shop-worker created" in log
     assert 'deployment "shop-worker" rolled out: revision 1' in log
     assert cluster.running_images("shop-api") == [busybox_image]
 
-    again, rec = make_engine(tmp_path / "two", FILE_DEPLOY, "local", dockerd, cluster.access, variables=variables)
-    assert await again.run() == BuildOutcome("success")
+    outcome, rec = await run_build(tmp_path / "two", FILE_DEPLOY, "local", dockerd, cluster.access, variables=variables)
+    assert outcome == BuildOutcome("success")
     assert "deployment.apps/shop-api unchanged" in rec.text("apply")
 
 
@@ -308,8 +310,7 @@ async def test_a_deploy_step_naming_a_cluster_the_build_was_not_given_at_run_tim
         "version: '1.0'\nsteps:\n  pick:\n    image: alpine\n    commands: [cf_export TARGET=staging]\n"
         + SERVICE_DEPLOY.split("steps:\n", 1)[1].replace("cluster: prod-eu", "cluster: ${{TARGET}}")
     )
-    engine, rec = make_engine(tmp_path, yaml, "local", None, cluster.access, variables={"APP_IMAGE": "x"})
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path, yaml, "local", None, cluster.access, variables={"APP_IMAGE": "x"})
     assert outcome.status == "failure"
     assert rec.final("ship").status == "error"
     assert "cluster 'staging' is not available to this build (its clusters: prod-eu)" in rec.text("ship")
@@ -334,11 +335,9 @@ async def test_a_candidate_from_a_private_registry_gets_a_pull_secret_created_in
     registries = {"corp-registry": access}
     yaml = SERVICE_DEPLOY.replace("${{APP_IMAGE}}:${{CF_SHORT_REVISION}}", private)
 
-    engine, rec = make_engine(tmp_path, yaml, "local", dockerd, cluster.access, registries=registries)
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path, yaml, "local", dockerd, cluster.access, registries=registries)
 
-    log = rec.text("ship")
-    assert outcome == BuildOutcome("success"), log
+    log = succeeded(outcome, rec, "ship")
     assert 'created pull secret "outpost-registry-corp-registry" for registry corp-registry' in log
     template = cluster.get("shop")["spec"]["template"]["spec"]
     assert template["imagePullSecrets"] == [{"name": "outpost-registry-corp-registry"}]
@@ -365,11 +364,9 @@ async def test_a_freestyle_step_runs_kubectl_get_deploy_with_the_integrations_co
     need(shutil.which("kubectl") is not None, "kubectl is not installed (apt-get install kubernetes-client)")
     cluster.create("shop", busybox_image)
 
-    engine, rec = make_engine(tmp_path, KUBECTL, "local", dockerd, cluster.access)
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path, KUBECTL, "local", dockerd, cluster.access)
 
-    log = rec.text("look")
-    assert outcome == BuildOutcome("success"), log
+    log = succeeded(outcome, rec, "look")
     lines = log.splitlines()
     assert lines[0] == "prod-eu"
     assert any(line.split()[:1] == ["shop"] for line in lines), log  # kubectl's table, the deployment's row
@@ -392,11 +389,9 @@ steps:
       - grep current-context "$KUBECONFIG"
       - if echo x >> "$KUBECONFIG"; then echo writable; fi
 """
-    engine, rec = make_engine(tmp_path, yaml, "docker", dockerd, cluster.access)
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path, yaml, "docker", dockerd, cluster.access)
 
-    log = rec.text("look")
-    assert outcome == BuildOutcome("success"), log
+    log = succeeded(outcome, rec, "look")
     assert "current-context: prod-eu" in log
     assert "writable" not in log
     assert not list((tmp_path / "scratch").glob("step-*"))  # the step's folder went with it
@@ -406,8 +401,7 @@ async def test_a_deploy_step_to_a_cluster_it_cannot_reach_ends_with_the_address_
     tmp_path: Path,
 ) -> None:
     closed = ClusterAccess(name="prod-eu", server="http://127.0.0.1:1", token=TOKEN, namespace=NAMESPACE)
-    engine, rec = make_engine(tmp_path, SERVICE_DEPLOY, "local", None, closed, variables={"APP_IMAGE": "x"})
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path, SERVICE_DEPLOY, "local", None, closed, variables={"APP_IMAGE": "x"})
 
     assert outcome.status == "failure"
     final = rec.final("ship")
@@ -420,8 +414,7 @@ async def test_a_cluster_whose_token_is_a_runner_secret_this_runner_lacks_is_nam
     tmp_path: Path,
 ) -> None:
     kept = ClusterAccess(name="prod-eu", server="http://127.0.0.1:1", runner_secret="PROD_EU_TOKEN")
-    engine, rec = make_engine(tmp_path, SERVICE_DEPLOY, "local", None, kept, variables={"APP_IMAGE": "x"})
-    outcome = await engine.run()
+    outcome, rec = await run_build(tmp_path, SERVICE_DEPLOY, "local", None, kept, variables={"APP_IMAGE": "x"})
 
     assert outcome.status == "failure"
     assert "keeps its token in runner secret 'PROD_EU_TOKEN', which this runner does not have" in rec.text("ship")
@@ -449,8 +442,7 @@ steps:
     candidate:
       image: outpost-shop:3
 """
-    engine, rec = make_engine(Path("."), yaml, "kubernetes", dockerd, cluster.access, kube=cluster.cluster)
-    outcome = await engine.run()
+    outcome, rec = await run_build(Path("."), yaml, "kubernetes", dockerd, cluster.access, kube=cluster.cluster)
 
     log = rec.text("look")
     assert outcome == BuildOutcome("success"), log + rec.text("ship")

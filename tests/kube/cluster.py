@@ -25,13 +25,16 @@ import yaml
 from lightkube import KubeConfig
 
 from outpost.executors.kubernetes import objects
+from tests.e2e.tls import make_certificates
 from tests.kube import apiserver
 from tests.kube.controllers import Controllers
-from tests.kube.kubelet import Docker, Kubelet
+from tests.kube.kubelet import ApiService, Docker, Kubelet
 
 T = TypeVar("T")
 NAMESPACE = "builds"
 RUNNER_TOKEN = "runner-service-account-token"
+ENGINE_TOKEN = "engine-service-account-token"  # projected into pods of the engine service account
+ENGINE_SERVICE_ACCOUNT = "outpost-engine"
 WORK_CLAIM = "outpost-work"
 NODE_GRACE = 2.0  # seconds of kubelet silence before a node is taken as lost
 NODES = {"node-a": {"disk": "ssd"}, "node-b": {"disk": "ssd"}, "node-c": {"disk": "hdd"}}
@@ -45,6 +48,11 @@ class Cluster:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
+        # The same API over TLS, as pods reach it in-cluster (lightkube's in-cluster configuration is https only).
+        self._tls_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._tls_socket.bind(("127.0.0.1", 0))
+        self.tls_port: int = self._tls_socket.getsockname()[1]
+        self._tls_server: uvicorn.Server | None = None
         self.store = apiserver.Store()
         self.kubeconfig = folder / "kubeconfig"  # the cluster's admin (no token: not checked)
         self.runner_kubeconfig = folder / "runner-kubeconfig"  # the runner's service account, held to its Role
@@ -93,6 +101,10 @@ class Cluster:
         # The runner is held to the Role the product says it needs: a call outside it is a 403 in a test.
         role = objects.runner_role("outpost-runner", NAMESPACE).to_dict()
         self.store.roles[RUNNER_TOKEN] = (NAMESPACE, role["rules"])
+        engine = objects.engine_role("outpost-engine", NAMESPACE).to_dict()  # engine pods' service account
+        self.store.roles[ENGINE_TOKEN] = (NAMESPACE, engine["rules"])
+        (self.folder / "tls").mkdir(parents=True, exist_ok=True)
+        self.ca, self._certificate, self._key = make_certificates(self.folder / "tls")
         self._thread = threading.Thread(target=self._main, name="kube-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(30) or self._failure is not None:
@@ -119,9 +131,22 @@ class Cluster:
         )
         self._server = uvicorn.Server(config)
         serving = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:
-            if serving.done():
-                await serving
+        tls = uvicorn.Config(
+            apiserver.app(self.store),
+            host="127.0.0.1",
+            port=self.tls_port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            ssl_certfile=str(self._certificate),
+            ssl_keyfile=str(self._key),
+        )
+        self._tls_server = uvicorn.Server(tls)
+        serving_tls = asyncio.create_task(self._tls_server.serve(sockets=[self._tls_socket]))
+        while not (self._server.started and self._tls_server.started):
+            for task in (serving, serving_tls):
+                if task.done():
+                    await task
             await asyncio.sleep(0.02)
         scheduler = asyncio.create_task(self._schedule())
         lifecycle = asyncio.create_task(self._watch_nodes())
@@ -130,7 +155,7 @@ class Cluster:
             self._start_kubelet(node)
         self._ready.set()
         try:
-            await serving
+            await asyncio.gather(serving, serving_tls)
         finally:
             scheduler.cancel()
             lifecycle.cancel()
@@ -142,7 +167,8 @@ class Cluster:
     def _start_kubelet(self, node: str) -> None:
         single = KubeConfig.from_file(self.kubeconfig).get()
         assert single is not None
-        kubelet = Kubelet(node, single, self.docker_socket, self.storage, self.folder / "nodes" / node)
+        service = ApiService("127.0.0.1", self.tls_port, self.ca, {(NAMESPACE, ENGINE_SERVICE_ACCOUNT): ENGINE_TOKEN})
+        kubelet = Kubelet(node, single, self.docker_socket, self.storage, self.folder / "nodes" / node, service)
         self._kubelets[node] = asyncio.create_task(kubelet.run())
 
     async def _seed(self) -> None:
@@ -174,6 +200,7 @@ class Cluster:
         if self._thread is not None:
             self._thread.join(30)
         self._socket.close()
+        self._tls_socket.close()
         if self.with_kubelets:
             with contextlib.suppress(Exception):
                 asyncio.run(_remove_containers(self.docker_socket))
@@ -186,6 +213,8 @@ class Cluster:
         self.store.notify()
         assert self._server is not None
         self._server.should_exit = True
+        if self._tls_server is not None:
+            self._tls_server.should_exit = True
 
     # --- for tests ----------------------------------------------------------------------------------------------
 

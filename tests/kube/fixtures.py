@@ -85,7 +85,89 @@ def buildah_image(dockerd: Any) -> str:
     return BUILDAH_IMAGE
 
 
-def _copy_into(root: Path, path: Path) -> None:
-    target = root / path.relative_to("/")
+def _copy_into(root: Path, path: Path, target: Path | None = None) -> None:
+    target = target or root / path.relative_to("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(path.resolve(), target)
+
+
+ENGINE_IMAGE = "localhost/outpost-test/engine:1"
+# Imported lazily by what the engine uses (connections, TLS, the event loop), so not found by tracing imports.
+ENGINE_EXTRA = ("anyio", "sniffio", "certifi", "h11", "httpcore", "httpcore2", "h2", "hpack", "hyperframe", "uvloop",
+                "cffi", "pycparser", "_yaml", "truststore")  # fmt: skip
+# Parts of the standard library the engine never uses: tests, GUIs, installers.
+STDLIB_LEFT_OUT = ("test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "distutils")
+TRACE = """
+import importlib, json, pkgutil, sys
+for name in ("outpost.runner", "outpost.engine", "outpost.executors", "outpost.deploy", "outpost.containers",
+             "outpost.pipelines"):
+    for found in pkgutil.walk_packages(importlib.import_module(name).__path__, name + "."):
+        importlib.import_module(found.name)
+import outpost.cli, outpost.cli.agent
+import httpx, httpx2, ssl
+httpx.AsyncClient(); httpx2.AsyncClient(verify=ssl.create_default_context())  # what they import for TLS
+print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})))
+"""
+
+
+@pytest.fixture(scope="session")
+def engine_image(dockerd: Any) -> str:
+    """An image for engine pods (there is no registry with Python images here): FROM scratch, with this machine's
+    Python at the path it was built for (its standard library beside it), the libraries `ldd` names for it and for
+    every extension module, the site packages the runner's code imports (traced), and `src/outpost` itself. Runs
+    `python3 -m outpost.runner.enginepod` and `outpost`."""
+    import json
+    import sys
+    import sysconfig
+
+    need_kubernetes_packages()
+    executable = Path(sys.executable).resolve()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    site = Path(sysconfig.get_paths()["purelib"])
+    traced = json.loads(subprocess.run([sys.executable, "-c", TRACE], capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    tops = {Path(f).relative_to(site).parts[0] for f in traced if Path(f).is_relative_to(site)}
+    tops |= {name for name in ENGINE_EXTRA if (site / name).exists()}
+    tops.discard("outpost")
+    tops = {t for t in tops if not t.startswith("_distutils_hack")}
+    with tempfile.TemporaryDirectory(prefix="outpost-engine-image-") as folder:
+        root = Path(folder)
+        _copy_into(root, executable)
+        for library in Path(sysconfig.get_config_var("LIBDIR") or "/").glob("libpython3*.so*"):
+            _copy_into(root, library)
+        shutil.copytree(stdlib, root / stdlib.relative_to("/"), symlinks=True,
+                        ignore=lambda d, names: [n for n in names if (Path(d) == stdlib and n in STDLIB_LEFT_OUT)
+                                                 or n.startswith("config-")])  # fmt: skip
+        target = root / (stdlib / "site-packages").relative_to("/")
+        for top in sorted(tops):
+            source = site / top
+            if source.is_dir():
+                shutil.copytree(source, target / top, symlinks=True)
+            else:
+                _copy_into(root, source, target / top)
+        for metadata in site.glob("*.dist-info"):  # some packages read their own version (httpx2 does)
+            shutil.copytree(metadata, target / metadata.name, symlinks=True)
+        shutil.copytree(Path(__file__).resolve().parents[2] / "src" / "outpost", target / "outpost",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        libraries: set[str] = set()
+        for binary in [executable, *root.rglob("*.so"), *root.rglob("*.so.*")]:
+            linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
+            libraries |= {w for w in linked.split() if w.startswith("/")}
+        for linked_library in sorted(libraries):
+            if not (root / linked_library.lstrip("/")).exists():
+                _copy_into(root, Path(linked_library))
+        bin_dir = root / "usr" / "local" / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python3").symlink_to(executable)
+        (bin_dir / "outpost").write_text("#!/usr/local/bin/python3\nimport sys\nfrom outpost.cli import main\n"
+                                         "sys.exit(main())\n")  # fmt: skip
+        (bin_dir / "outpost").chmod(0o755)
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc" / "group").write_text("root:x:0:\n")
+        (root / "tmp").mkdir()
+        os.chmod(root / "tmp", 0o1777)
+        (root / "Dockerfile").write_text("FROM scratch\nCOPY . /\nENV PATH=/usr/local/bin:/usr/bin:/bin\n")
+        (root / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+        dockerd.cli("build", "-q", "--network", "host", "-t", ENGINE_IMAGE, folder)
+    return ENGINE_IMAGE

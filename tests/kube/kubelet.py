@@ -19,7 +19,8 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,9 +150,32 @@ async def retried(call: Callable[[], Awaitable[T]]) -> T:
     return await call()
 
 
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+@dataclass(frozen=True)
+class ApiService:
+    """How pods reach the API server in-cluster: the `kubernetes` Service's address (KUBERNETES_SERVICE_HOST/PORT,
+    over TLS), the CA that signed its certificate, and each service account's token (namespace, name) -> token."""
+
+    host: str
+    port: int
+    ca: Path
+    tokens: Mapping[tuple[str, str], str]
+
+
 class Kubelet:
-    def __init__(self, node: str, config: SingleConfig, docker_socket: str, storage: Path, root: Path) -> None:
+    def __init__(
+        self,
+        node: str,
+        config: SingleConfig,
+        docker_socket: str,
+        storage: Path,
+        root: Path,
+        service: ApiService | None = None,
+    ) -> None:
         self.node, self.config, self.storage, self.root = node, config, storage, root
+        self.service = service
         self.docker = Docker(docker_socket)
         self.client: AsyncClient | None = None
         self._pods: dict[str, asyncio.Task[None]] = {}
@@ -283,6 +307,14 @@ class Kubelet:
                 folders[volume.name] = self.storage / str(pod.metadata.namespace) / claim
             elif volume.emptyDir is not None:
                 folders[volume.name] = self.root / "pods" / str(pod.metadata.uid) / "volumes" / volume.name
+            elif volume.secret is not None:  # its keys as files, as the real kubelet writes them
+                secret = await self._secret(pod, str(volume.secret.secretName))
+                folder = self.root / "pods" / str(pod.metadata.uid) / "volumes" / volume.name
+                folder.mkdir(parents=True, exist_ok=True)
+                for key, value in (secret.data or {}).items():
+                    (folder / key).write_bytes(base64.b64decode(value))
+                    (folder / key).chmod(volume.secret.defaultMode or 0o644)
+                folders[volume.name] = folder
             else:
                 raise NotImplementedError(f"the fake kubelet has no volume type of {volume.name}")
         binds = []
@@ -290,6 +322,19 @@ class Kubelet:
             source = folders[mount.name] / (mount.subPath or "")
             source.mkdir(parents=True, exist_ok=True)
             binds.append(f"{source}:{mount.mountPath}" + (":ro" if mount.readOnly else ""))
+        if self.service is not None:
+            # Every pod gets the API's address; a pod whose service account token is mounted gets the token the
+            # emulator maps to that account's Role, with the CA and its namespace (what in-cluster clients read).
+            env += [f"KUBERNETES_SERVICE_HOST={self.service.host}", f"KUBERNETES_SERVICE_PORT={self.service.port}"]
+            account = pod.spec.serviceAccountName or "default"
+            token = self.service.tokens.get((str(pod.metadata.namespace), account))
+            if pod.spec.automountServiceAccountToken is not False and token is not None:
+                folder = self.root / "pods" / str(pod.metadata.uid) / "volumes" / "kube-api-access"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "token").write_text(token)
+                (folder / "namespace").write_text(str(pod.metadata.namespace))
+                shutil.copy(self.service.ca, folder / "ca.crt")
+                binds.append(f"{folder}:{SERVICE_ACCOUNT_MOUNT}:ro")
         limits = (spec.resources.limits if spec.resources else None) or {}
         # No pod network is emulated: pods share the host's (their IP is 127.0.0.1), so they reach the tests'
         # registry and each other's ports; hostAliases become /etc/hosts lines.

@@ -151,6 +151,22 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
                 "OUTPOST_BUILDER_SECCOMP",
                 "Builder pods' seccomp profile: Unconfined (default) or Localhost:PROFILE (allowing user namespaces).",
             ),
+            (
+                "--engine-image",
+                "OUTPOST_ENGINE_IMAGE",
+                "Run each build's engine in an engine pod of this image (Outpost in it): builds survive a runner "
+                "restart.",
+            ),
+            (
+                "--engine-pods",
+                "OUTPOST_ENGINE_PODS",
+                "Engine pods' nodeSelector, tolerations, affinity and resources, as JSON (the chart's engine values).",
+            ),
+            (
+                "--engine-service-account",
+                "OUTPOST_ENGINE_SERVICE_ACCOUNT",
+                "The engine pods' service account (default: outpost-engine).",
+            ),
         ]
     ):
         command = click.option(name, envvar=envvar, default=None, help=help_text)(command)
@@ -169,6 +185,9 @@ def kubernetes_settings(
     builder_image: str | None = None,
     scratch_registry: str | None = None,
     builder_seccomp: str | None = None,
+    engine_image: str | None = None,
+    engine_pods: str | None = None,
+    engine_service_account: str | None = None,
 ) -> dict[str, str]:
     given = {
         "namespace": namespace,
@@ -180,6 +199,9 @@ def kubernetes_settings(
         "builder_image": builder_image,
         "scratch_registry": scratch_registry,
         "builder_seccomp": builder_seccomp,
+        "engine_image": engine_image,
+        "engine_pods": engine_pods,
+        "engine_service_account": engine_service_account,
         "runner_folder": str(data_dir),  # marks its pods: its next start removes what a crash left
     }
     return {key: value for key, value in given.items() if value}
@@ -288,6 +310,9 @@ def runner_start(
     builder_image: str | None,
     scratch_registry: str | None,
     builder_seccomp: str | None,
+    engine_image: str | None,
+    engine_pods: str | None,
+    engine_service_account: str | None,
     concurrency: int,
     volume_reuse: str,
     data_dir: Path | None,
@@ -323,7 +348,12 @@ def runner_start(
             builder_image=builder_image,
             scratch_registry=scratch_registry,
             builder_seccomp=builder_seccomp,
+            engine_image=engine_image,
+            engine_pods=engine_pods,
+            engine_service_account=engine_service_account,
         )
+    elif engine_image:
+        raise click.UsageError("--engine-image is for --executor kubernetes")
     if secrets_file is not None:
         try:
             options.runner_secrets = load_runner_secrets(secrets_file)

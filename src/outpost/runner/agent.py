@@ -25,6 +25,8 @@ from outpost.runner import clusterchecks, gitqueries
 from outpost.runner.client import Backoff, ProtocolClient, Revoked, Unreachable
 from outpost.runner.job import MAX_FREEZE, STOP_GRACE, BuildJob, remove_leftovers
 from outpost.runner.outbox import Outbox
+from outpost.runner.supervisor import EngineSupervisor, adoptable_folders, needed_secrets
+from outpost.runner.volumes import held
 from outpost.wire import (
     ApprovalTask,
     BuildFinished,
@@ -139,7 +141,7 @@ class Runner:
         self.identity = identity
         self.options = options
         options.data_dir = options.data_dir.resolve()  # steps run elsewhere: every path must be absolute
-        self.jobs: dict[str, tuple[BuildJob, asyncio.Task[None]]] = {}
+        self.jobs: dict[str, tuple[BuildJob | EngineSupervisor, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._builds_dir = options.data_dir / "builds"
@@ -248,8 +250,52 @@ class Runner:
             for w in waits:
                 w.cancel()
 
+    @property
+    def engine_pods(self) -> bool:
+        """Builds run in engine pods (the Kubernetes executor with --engine-image)."""
+        return self.options.executor == "kubernetes" and bool(self.options.executor_options.get("engine_image"))
+
+    def _describe(self) -> str:
+        return (
+            f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
+            f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}"
+        )
+
+    def _supervise(self, task: RunBuildTask) -> asyncio.Future[object]:
+        """The build's engine runs in an engine pod; the future is done once the pod was created."""
+        settings = {
+            "url": self.identity.url,
+            "heartbeat_interval": self.identity.heartbeat_interval,
+            "max_chunk": self.identity.max_log_chunk,
+            "runner": self._describe() + ", engine pod",
+            "runner_secrets": needed_secrets(task, self.options.runner_secrets),
+            "volumes": str(self.options.data_dir / "volumes") if self.options.volume_reuse == "pipeline" else None,
+            "max_freeze": self.options.max_freeze,
+        }
+        supervisor = EngineSupervisor(
+            self._builds_dir / task.build_id,
+            self.client,
+            runner_token=self.identity.token,
+            max_chunk=self.identity.max_log_chunk,
+            executor_options=self.options.executor_options,
+            task=task,
+            settings=settings,
+            heartbeat_interval=self.identity.heartbeat_interval,
+        )
+        running = self._track(task.build_id, supervisor)
+        return asyncio.ensure_future(_first_of(supervisor.announced.wait(), running))
+
+    def _track(self, build_id: str, job: BuildJob | EngineSupervisor) -> asyncio.Task[None]:
+        # The build's own context: every line it logs names it (--log-format json).
+        running = asyncio.create_task(job.run(), name=f"build-{build_id}", context=logformat.context(build_id=build_id))
+        self.jobs[build_id] = (job, running)
+        running.add_done_callback(lambda _t: self._finished(build_id))
+        return running
+
     def _start(self, task: RunBuildTask) -> asyncio.Future[object] | None:
         """Starts the build; the future is done once its `started` report went out (or the build ended)."""
+        if self.engine_pods:
+            return self._supervise(task)
         try:
             job = BuildJob(
                 task,
@@ -263,19 +309,13 @@ class Runner:
                 executor_options=self.options.executor_options,
                 volumes=self.options.data_dir / "volumes" if self.options.volume_reuse == "pipeline" else None,
                 max_freeze=self.options.max_freeze,
-                runner=f"runner {self.options.name or socket.gethostname()} ({self.identity.runner_id or 'by token'}) "
-                f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}",
+                runner=self._describe(),
             )
         except (OSError, OutpostError) as exc:
             # Never started: the control plane gives the build back to the queue when the lease expires.
             log.error("build %s: cannot be set up on this runner: %s", task.build_id, exc)
             return None
-        # The build's own context: every line it logs names it (--log-format json).
-        running = asyncio.create_task(
-            job.run(), name=f"build-{task.build_id}", context=logformat.context(build_id=task.build_id)
-        )
-        self.jobs[task.build_id] = (job, running)
-        running.add_done_callback(lambda _t: self._finished(task.build_id))
+        running = self._track(task.build_id, job)
         return asyncio.ensure_future(_first_of(job.outbox.announced.wait(), running))
 
     async def _answer(self, task: GitQueryTask | ClusterCheckTask) -> None:
@@ -319,13 +359,22 @@ class Runner:
             await asyncio.wait(tasks, timeout=STOP_GRACE + 5.0)
 
     async def _drain(self) -> None:
+        # Engine pods carry their builds on without us: the next start of this runner adopts them.
+        supervised = [t for job, t in self.jobs.values() if isinstance(job, EngineSupervisor)]
+        if supervised:
+            log.info("leaving %d build(s) to their engine pods; the next start of this runner adopts them",
+                     len(supervised))  # fmt: skip
+            for task in supervised:
+                task.cancel()
+            await asyncio.wait(supervised, timeout=30.0)
         if not self.jobs:
             return
         log.info("waiting up to %.0fs for %d running build(s)", self.options.drain_timeout, len(self.jobs))
         tasks = [t for _, t in self.jobs.values()]
         _done, late = await asyncio.wait(tasks, timeout=self.options.drain_timeout)
         for job, _ in list(self.jobs.values()):
-            job.cancel("the runner is shutting down")
+            if not isinstance(job, EngineSupervisor):
+                job.cancel("the runner is shutting down")
         if late:
             await asyncio.wait(late, timeout=30.0)
 
@@ -336,19 +385,35 @@ class Runner:
     def _recover(self) -> list[asyncio.Task[None]]:
         """Delivers what a crashed runner left in its outboxes (the builds end as `error`); a new process holds
         no build, so every other folder under builds/ goes at once."""
+        adopted = adoptable_folders(self._builds_dir) if self.options.executor == "kubernetes" else []
+        for folder in adopted:  # an engine pod may still carry the build: followed again
+            self._adopt(folder)
         for volume in (self.options.data_dir / "volumes").glob("*"):  # a crashed build's cf_export values
-            if volume.is_dir():
+            if volume.is_dir() and not held(volume):  # not one an engine pod's build holds
                 remove_leftovers(volume)
         if buildah := self.options.executor_options.get("buildah_root"):  # a killed buildah call's auth.json
             shutil.rmtree(Path(buildah) / "calls", ignore_errors=True)
         tasks = []
         for folder in sorted(self._builds_dir.glob("*")):
+            if folder in adopted:
+                continue
             if (folder / "outbox").is_dir():
                 tasks.append(asyncio.create_task(self._recover_one(folder / "outbox")))
             else:
                 self._clean_up_after_crash(folder)
                 _remove_build_dir(folder)
         return tasks
+
+    def _adopt(self, folder: Path) -> None:
+        supervisor = EngineSupervisor(
+            folder,
+            self.client,
+            runner_token=self.identity.token,
+            max_chunk=self.identity.max_log_chunk,
+            executor_options=self.options.executor_options,
+            heartbeat_interval=self.identity.heartbeat_interval,
+        )
+        self._track(folder.name, supervisor)
 
     async def _recover_one(self, folder: Path) -> None:
         try:

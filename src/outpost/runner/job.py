@@ -55,13 +55,17 @@ class BuildJob:
         executor_options: Mapping[str, str] | None = None,
         volumes: Path | None = None,
         max_freeze: float = MAX_FREEZE,
+        lease_written: bool = False,
     ) -> None:
         self.task = task
         self.max_freeze = max_freeze
         self.client = client
         self.folder = folder
         self.heartbeat_interval = min(heartbeat_interval, task.lease_ttl / 3)
-        self.outbox = Outbox.create(folder / "outbox", task, client, max_chunk, runner_token=runner_token)
+        # `lease_written`: in an engine pod, whose runner wrote the outbox's lease (sealed with its own token).
+        self.outbox = Outbox.create(
+            folder / "outbox", task, client, max_chunk, runner_token=runner_token, lease=not lease_written
+        )
         # `volumes`: where pipelines' cached volumes live (--volume-reuse pipeline); None: each build its own.
         own = folder / "volume"
         self.volume = (

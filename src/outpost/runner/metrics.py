@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from outpost.errors import OutpostError
 from outpost.runner.client import CallObserver
+from outpost.runner.job import BuildJob
 
 if TYPE_CHECKING:
     from outpost.runner.agent import Runner
@@ -133,8 +134,9 @@ class _RunnerState(Collector):
         runner = self.metrics.runner
         if runner is None:
             return
-        jobs = [job for job, _ in runner.jobs.values()]
-        yield GaugeMetricFamily("outpost_runner_builds_running", "Builds this runner runs now.", len(jobs))
+        every = [job for job, _ in runner.jobs.values()]
+        yield GaugeMetricFamily("outpost_runner_builds_running", "Builds this runner runs now.", len(every))
+        jobs = [job for job in every if isinstance(job, BuildJob)]  # an engine pod's outbox is its own
         yield GaugeMetricFamily(
             "outpost_runner_slots_free", "Builds this runner could take now.", max(0, runner.free_slots)
         )

@@ -68,17 +68,21 @@ class Outbox:
 
     @classmethod
     def create(
-        cls, folder: Path, task: RunBuildTask, client: ProtocolClient, max_chunk: int, *, runner_token: str = ""
+        cls,
+        folder: Path,
+        task: RunBuildTask,
+        client: ProtocolClient,
+        max_chunk: int,
+        *,
+        runner_token: str = "",
+        lease: bool = True,
     ) -> Outbox:
         """`runner_token` seals the job token for a restarted runner; without it, what a crash leaves is not
-        delivered (the control plane then ends the build as "runner lost")."""
+        delivered (the control plane then ends the build as "runner lost"). `lease=False`: the lease file is
+        already there (an engine pod's outbox, whose runner wrote it: the engine pod never holds the runner token)."""
         (folder / "logs").mkdir(parents=True, exist_ok=True)
-        lease = {"build_id": task.build_id, "lease_id": task.lease_id, "lease_ttl": task.lease_ttl}
-        if runner_token:
-            lease["job_token"] = _sealer(runner_token, task.lease_id).encrypt(task.job_token.encode()).decode()
-        fd = os.open(folder / LEASE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(lease, f)
+        if lease:
+            write_lease(folder, task, runner_token)
         return cls(folder, task, client, max_chunk)
 
     @classmethod
@@ -295,6 +299,17 @@ def _split(events: list[dict[str, Any]]) -> tuple[list[tuple[str, StepUpdate]], 
     steps = [(e["name"], StepUpdate.model_validate(e["body"])) for e in events if e["kind"] == "step"]
     finishes = [BuildFinished.model_validate(e["body"]) for e in events if e["kind"] == "finish"]
     return steps, finishes[-1] if finishes else None
+
+
+def write_lease(folder: Path, task: RunBuildTask, runner_token: str) -> None:
+    """The lease of the build whose outbox this folder is, its job token sealed under `runner_token` (if given)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lease = {"build_id": task.build_id, "lease_id": task.lease_id, "lease_ttl": task.lease_ttl}
+    if runner_token:
+        lease["job_token"] = _sealer(runner_token, task.lease_id).encrypt(task.job_token.encode()).decode()
+    fd = os.open(folder / LEASE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(lease, f)
 
 
 def read_lease(folder: Path, runner_token: str) -> RunBuildTask:

@@ -96,3 +96,18 @@ def claim(root: Path, account: str, pipeline: str, fallback: Path) -> Volume:
         os.close(descriptor)
         return Volume(fallback, kept=False)
     return Volume(path, kept=True, _lock=descriptor)
+
+
+def held(path: Path) -> bool:
+    """Whether a build holds this pipeline volume now (in this process or another: an engine pod's)."""
+    try:
+        descriptor = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False

@@ -30,8 +30,8 @@ NAMESPACE = "outpost"  # without --namespace: the kubeconfig context's namespace
 class PodWatch:
     """The latest reading of one pod, kept by a watch that resumes after any cut (from a fresh read)."""
 
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self.client, self.name = client, name
+    def __init__(self, client: AsyncClient, name: str, container: str = objects.STEP_CONTAINER) -> None:
+        self.client, self.name, self.container = client, name, container
         self.reading: podstate.Reading | None = None
         self.gone = False
         self._changed = asyncio.Event()
@@ -56,7 +56,7 @@ class PodWatch:
         if pod is None:
             self.gone = True
         else:
-            self.reading = podstate.read(pod)
+            self.reading = podstate.read(pod, self.container)
         self._changed.set()
 
     async def _keep(self) -> None:
@@ -101,9 +101,13 @@ async def gone(client: AsyncClient, name: str, within: float) -> bool:
     return False
 
 
-async def remove_marked(client: AsyncClient, namespace: str, mark: str | None) -> int:
-    """At a runner's start, nothing of its own runs yet: every pod and Secret with its mark is what an earlier run of
-    it left (crashed, killed, rescheduled with its folder lost), and goes now, at once. Returns the pods removed."""
+async def remove_marked(
+    client: AsyncClient, namespace: str, mark: str | None, keep: frozenset[str] = frozenset()
+) -> int:
+    """At a runner's start, nothing of its own runs yet but engine pods: every pod and Secret with its mark is what an
+    earlier run of it left (crashed, killed, rescheduled with its folder lost), and goes now, at once, except what
+    belongs to the builds in `keep` (label values of builds whose engine pod it may adopt: the engine pod, its
+    Secret, its step pods). Returns the pods removed."""
     if mark is None:
         return 0
     selector: dict[str, Any] = {objects.RUNNER_LABEL: mark}
@@ -114,6 +118,8 @@ async def remove_marked(client: AsyncClient, namespace: str, mark: str | None) -
             lambda k=kind: collect(client.list(k, labels=selector, namespace=namespace)),  # type: ignore[misc]
         )
         for obj in found:
+            if objects.build_of(obj.metadata.labels or {}) in keep:
+                continue
             await delete(client, kind, name_of(obj), 0)
             removed += kind is Pod
     return removed

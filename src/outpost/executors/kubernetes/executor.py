@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - the optional dependency is miss
         f"the Kubernetes executor needs lightkube ({exc}): pip install 'outpost-ci[kubernetes]'"
     ) from None
 
-from outpost.executors.kubernetes import api, builder, objects, placement, services
+from outpost.executors.kubernetes import api, builder, engines, objects, placement, services
 from outpost.executors.kubernetes.api import KUBELET_SLACK, POLL, STOP_GRACE
 from outpost.executors.kubernetes.pods import PodRun, copy_output, logins, quiet
 
@@ -76,6 +76,7 @@ class KubernetesExecutor(Executor):
         self.mark = _mark(self.options)
         self._lost: set[str] = set()  # pods on a lost node: force-deleted, no grace period to wait for
         self._client: AsyncClient | None = None
+        self._owner: tuple[str, str] | None = None  # in an engine pod: (its name, its uid), owner of the step pods
         self._serial = 0
 
     @classmethod
@@ -89,10 +90,17 @@ class KubernetesExecutor(Executor):
         namespace = api.namespace_of(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
             await api.call(f"read the work claim {claim}", lambda: client.get(PersistentVolumeClaim, claim))
-            left = await api.remove_marked(client, namespace, _mark(merged))
+            # The builds whose engine pod an earlier run of this runner started: adopted, not removed.
+            keep = engines.adoptable(merged.get("runner_folder"))
+            left = await api.remove_marked(client, namespace, _mark(merged), keep)
         said = f"Kubernetes API at {config.cluster.server}, namespace {namespace}, work claim {claim}"
         if left:
             said += f"; removed {left} pod(s) an earlier run of this runner left"
+        if merged.get("engine_image"):
+            engines.placement_of(merged)  # refused now, not at the first build
+            said += f"; engine pods: {merged['engine_image']}"
+            if keep:
+                said += f" ({len(keep)} build(s) to adopt)"
         if where != placement.Placement():
             said += f"; step pods: {_describe(where)}"
         return said
@@ -110,6 +118,15 @@ class KubernetesExecutor(Executor):
         if not self.claim or self._config is None:
             raise ExecutorError("the Kubernetes executor needs a work claim (--work-claim)")
         self._client = AsyncClient(self._config, namespace=self.namespace, field_manager="outpost")
+        if owner := self.options.get("engine_pod"):  # in an engine pod: the step pods are its dependents
+            try:
+                found = await api.call("read the engine pod", lambda: self.client.get(Pod, owner))
+            except BaseException:
+                await self._client.close()
+                self._client = None
+                raise
+            assert found.metadata is not None
+            self._owner = (owner, str(found.metadata.uid))
         return self
 
     async def __aexit__(
@@ -267,6 +284,7 @@ class KubernetesExecutor(Executor):
             host_users=False if pod.builder and self.options.get("builder_userns", "true") == "true" else None,
             host_aliases=pod.aliases,
             runner=self.mark,
+            owner=self._owner,
         )
 
     # --- build and push steps: buildah in builder pods ---------------------------------------------------

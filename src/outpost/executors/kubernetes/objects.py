@@ -18,6 +18,7 @@ from lightkube.models.core_v1 import (
     Capabilities,
     Container,
     EnvFromSource,
+    EnvVar,
     HostAlias,
     LocalObjectReference,
     PersistentVolumeClaimSpec,
@@ -25,6 +26,7 @@ from lightkube.models.core_v1 import (
     PodSpec,
     SeccompProfile,
     SecretEnvSource,
+    SecretVolumeSource,
     SecurityContext,
     Toleration,
     Volume,
@@ -43,6 +45,11 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "outpost"}
 BUILD_LABEL = "outpost.io/build"
 STEP_LABEL = "outpost.io/step"
 RUNNER_LABEL = "outpost.io/runner"  # which runner made it (see `runner_mark`): a restarted one removes what is left
+# An engine pod and its Secret carry this, not BUILD_LABEL: what removes a build's step pods (the engine's own clean-up
+# when the build ends) must not remove the engine pod doing it.
+ENGINE_LABEL = "outpost.io/engine"
+ENGINE_CONTAINER = "engine"
+ENGINE_SECRET_MOUNT = "/etc/outpost/build"  # task.json and settings.json, read-only
 BUILD_VOLUME = "build"
 TOOLS_VOLUME = "tools"
 STEP_CONTAINER = "step"
@@ -94,6 +101,7 @@ class StepPodSpec:
     host_users: bool | None = None  # False: a user namespace of its own (root in the pod is nobody on the node)
     host_aliases: Mapping[str, str] = field(default_factory=dict)  # name -> IP, for a composition's services
     runner: str | None = None  # the runner's mark (RUNNER_LABEL)
+    owner: tuple[str, str] | None = None  # (name, uid) of the engine pod that made it: it goes with that pod
 
 
 def step_pod(spec: StepPodSpec) -> Pod:
@@ -119,7 +127,10 @@ def step_pod(spec: StepPodSpec) -> Pod:
     claim = PersistentVolumeClaimVolumeSource(claimName=spec.claim)
     return Pod(
         metadata=ObjectMeta(
-            name=spec.name, namespace=spec.namespace, labels=step_labels(spec.build_id, spec.step, spec.runner)
+            name=spec.name,
+            namespace=spec.namespace,
+            labels=step_labels(spec.build_id, spec.step, spec.runner),
+            ownerReferences=[owner_reference(*spec.owner)] if spec.owner else None,
         ),
         spec=PodSpec(
             containers=[container],
@@ -227,13 +238,124 @@ def pull_secret(
     )
 
 
+def owner_reference(name: str, uid: str) -> OwnerReference:
+    return OwnerReference(apiVersion="v1", kind="Pod", name=name, uid=uid)
+
+
 def owned_by(pod: Pod) -> dict[str, object]:
     """A merge patch that makes an object a dependent of `pod`: it goes when the pod goes."""
     assert pod.metadata is not None
     assert pod.metadata.name
     assert pod.metadata.uid
-    owner = OwnerReference(apiVersion="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid)
-    return {"metadata": {"ownerReferences": [owner.to_dict()]}}
+    return {"metadata": {"ownerReferences": [owner_reference(pod.metadata.name, pod.metadata.uid).to_dict()]}}
+
+
+def build_of(labels: Mapping[str, str]) -> str | None:
+    """The build (its label value) a step pod, an engine pod or one of their Secrets belongs to."""
+    return labels.get(BUILD_LABEL) or labels.get(ENGINE_LABEL)
+
+
+def engine_labels(build_id: str, runner: str | None) -> dict[str, str]:
+    labels = {**MANAGED_BY, ENGINE_LABEL: label_value(build_id)}
+    return {**labels, RUNNER_LABEL: runner} if runner else labels
+
+
+def engine_selector(build_id: str) -> dict[str, str]:
+    return {ENGINE_LABEL: label_value(build_id)}
+
+
+@dataclass
+class EnginePodSpec:
+    """The engine pod of one build: it runs the build's engine (`python -m outpost.runner.enginepod`) with the work
+    claim mounted whole at `claim_mount`, the path where the runner has it, so every path in the build folder is the
+    same in both."""
+
+    name: str
+    namespace: str
+    build_id: str
+    image: str
+    folder: str  # the build folder, inside `claim_mount`
+    claim: str
+    claim_mount: str
+    secret: str  # the Secret holding task.json and settings.json
+    service_account: str
+    deadline_seconds: int
+    node_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Toleration] = ()
+    affinity: Affinity | None = None
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+    pull_secrets: Sequence[str] = ()
+    run_as: tuple[int, int] | None = None  # (uid, gid): the runner's own, so files on the claim have one owner
+    runner: str | None = None
+    grace_seconds: int = 10
+
+
+def engine_pod(spec: EnginePodSpec) -> Pod:
+    """A bare pod, never restarted (what a Job with `backoffLimit: 0` would make; a Job would add a controller
+    between the runner and the pod and nothing the runner needs). Its service account token is mounted: the engine
+    creates the step pods itself."""
+    files = f"{ENGINE_SECRET_MOUNT}/task.json", f"{ENGINE_SECRET_MOUNT}/settings.json"
+    command = ["python3", "-m", "outpost.runner.enginepod", "--folder", spec.folder, "--task", files[0],
+               "--settings", files[1]]  # fmt: skip
+    uid, gid = spec.run_as if spec.run_as is not None else (None, None)
+    container = Container(
+        name=ENGINE_CONTAINER,
+        image=spec.image,
+        imagePullPolicy="IfNotPresent",
+        command=command,
+        # Its own name, for the ownerReferences of the step pods it creates (the uid it reads from the API).
+        env=[EnvVar(name="OUTPOST_ENGINE_POD", value=spec.name), EnvVar(name="PYTHONUNBUFFERED", value="1")],
+        volumeMounts=[
+            VolumeMount(name=BUILD_VOLUME, mountPath=spec.claim_mount),
+            VolumeMount(name="task", mountPath=ENGINE_SECRET_MOUNT, readOnly=True),
+        ],
+        resources=Resources(requests=dict(spec.requests) or None, limits=dict(spec.limits) or None)
+        if spec.requests or spec.limits
+        else None,
+        securityContext=SecurityContext(
+            allowPrivilegeEscalation=False,
+            capabilities=Capabilities(drop=["ALL"]),
+            runAsUser=uid,
+            runAsGroup=gid,
+            runAsNonRoot=True if uid else None,
+            seccompProfile=SeccompProfile(type="RuntimeDefault"),
+        ),
+    )
+    return Pod(
+        metadata=ObjectMeta(name=spec.name, namespace=spec.namespace, labels=engine_labels(spec.build_id, spec.runner)),
+        spec=PodSpec(
+            containers=[container],
+            restartPolicy="Never",
+            serviceAccountName=spec.service_account,
+            automountServiceAccountToken=True,
+            enableServiceLinks=False,
+            terminationGracePeriodSeconds=spec.grace_seconds,
+            activeDeadlineSeconds=spec.deadline_seconds,
+            nodeName=spec.node_name,
+            nodeSelector=dict(spec.node_selector) or None,
+            tolerations=list(spec.tolerations) or None,
+            affinity=spec.affinity,
+            imagePullSecrets=[LocalObjectReference(name=s) for s in spec.pull_secrets] or None,
+            volumes=[
+                Volume(
+                    name=BUILD_VOLUME, persistentVolumeClaim=PersistentVolumeClaimVolumeSource(claimName=spec.claim)
+                ),
+                Volume(name="task", secret=SecretVolumeSource(secretName=spec.secret, defaultMode=0o400)),
+            ],
+        ),
+    )
+
+
+def engine_secret(name: str, namespace: str, build_id: str, files: Mapping[str, str], runner: str | None) -> Secret:
+    """What the engine pod reads at start: the build's task (its job token, secrets) and its settings."""
+    return Secret(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=engine_labels(build_id, runner)),
+        type="Opaque",
+        stringData=dict(files),
+        immutable=True,
+    )
 
 
 def build_claim(
@@ -263,7 +385,25 @@ RUNNER_RULES = (
 
 def runner_role(name: str, namespace: str) -> Role:
     """The least-privilege Role of the runner in its build namespace (the chart renders the same rules)."""
+    return _role(name, namespace, RUNNER_RULES)
+
+
+# What an engine pod's service account may do: create, follow and remove its build's step pods and their Secrets,
+# and read their events for the step log. Nothing on claims (the work claim is mounted, never read through the API).
+ENGINE_RULES = (
+    ("", "pods", ("create", "get", "list", "watch", "delete")),
+    ("", "secrets", ("create", "get", "list", "patch", "delete")),
+    ("", "events", ("list",)),
+)
+
+
+def engine_role(name: str, namespace: str) -> Role:
+    """The least-privilege Role of engine pods in the build namespace (the chart renders the same rules)."""
+    return _role(name, namespace, ENGINE_RULES)
+
+
+def _role(name: str, namespace: str, rules: Sequence[tuple[str, str, Sequence[str]]]) -> Role:
     return Role(
         metadata=ObjectMeta(name=name, namespace=namespace, labels=dict(MANAGED_BY)),
-        rules=[PolicyRule(apiGroups=[group], resources=[res], verbs=list(verbs)) for group, res, verbs in RUNNER_RULES],
+        rules=[PolicyRule(apiGroups=[group], resources=[res], verbs=list(verbs)) for group, res, verbs in rules],
     )

@@ -34,47 +34,47 @@ class Placement:
         return bool(self.node_selector or self.affinity)
 
 
-def parse(text: str | None) -> Placement:
-    """The `--step-pods` JSON; empty means none. ExecutorError naming the field when it is not what Kubernetes
-    takes."""
+def parse(text: str | None, what: str = "--step-pods") -> Placement:
+    """The `--step-pods` JSON (or `what`'s: `--engine-pods`); empty means none. ExecutorError naming the field when it
+    is not what Kubernetes takes."""
     if not text or not text.strip():
         return Placement()
     try:
         given = json.loads(text)
     except ValueError as exc:
-        raise ExecutorError(f"--step-pods is not JSON: {exc}") from None
+        raise ExecutorError(f"{what} is not JSON: {exc}") from None
     if not isinstance(given, dict):
-        raise ExecutorError("--step-pods must be a JSON object (nodeSelector, tolerations, affinity, resources)")
+        raise ExecutorError(f"{what} must be a JSON object (nodeSelector, tolerations, affinity, resources)")
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
-        raise ExecutorError(f"--step-pods: unknown field(s) {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+        raise ExecutorError(f"{what}: unknown field(s) {', '.join(unknown)} (known: {', '.join(FIELDS)})")
     selector = given.get("nodeSelector") or {}
     if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
-        raise ExecutorError("--step-pods: nodeSelector must map label names to strings")
+        raise ExecutorError(f"{what}: nodeSelector must map label names to strings")
     tolerations = given.get("tolerations") or []
     if not isinstance(tolerations, list):
-        raise ExecutorError("--step-pods: tolerations must be a list")
-    resources = _model(ResourceRequirements, given.get("resources") or {}, "resources")
+        raise ExecutorError(f"{what}: tolerations must be a list")
+    resources = _model(ResourceRequirements, given.get("resources") or {}, "resources", what)
     return Placement(
         node_selector=dict(selector),
-        tolerations=tuple(_model(Toleration, t, f"tolerations[{i}]") for i, t in enumerate(tolerations)),
-        affinity=_model(Affinity, given["affinity"], "affinity") if given.get("affinity") else None,
-        requests=_quantities(resources.requests, "resources.requests"),
-        limits=_quantities(resources.limits, "resources.limits"),
+        tolerations=tuple(_model(Toleration, t, f"tolerations[{i}]", what) for i, t in enumerate(tolerations)),
+        affinity=_model(Affinity, given["affinity"], "affinity", what) if given.get("affinity") else None,
+        requests=_quantities(resources.requests, "resources.requests", what),
+        limits=_quantities(resources.limits, "resources.limits", what),
     )
 
 
-def _model(kind: Any, raw: Any, where: str) -> Any:
+def _model(kind: Any, raw: Any, where: str, what: str) -> Any:
     """`raw` as a lightkube model, refusing what the model would drop (an unknown or misspelt field)."""
     if not isinstance(raw, dict):
-        raise ExecutorError(f"--step-pods: {where} must be an object")
+        raise ExecutorError(f"{what}: {where} must be an object")
     try:
         model = kind.from_dict(raw)
     except (TypeError, ValueError, AttributeError) as exc:
-        raise ExecutorError(f"--step-pods: {where} is not valid: {exc}") from None
+        raise ExecutorError(f"{what}: {where} is not valid: {exc}") from None
     lost = _lost(raw, model.to_dict(), where)
     if lost:
-        raise ExecutorError(f"--step-pods: unknown field {lost}")
+        raise ExecutorError(f"{what}: unknown field {lost}")
     return model
 
 
@@ -97,10 +97,10 @@ def _lost(given: Any, kept: Any, where: str) -> str | None:
     return None
 
 
-def _quantities(found: Mapping[str, Any] | None, where: str) -> dict[str, str]:
+def _quantities(found: Mapping[str, Any] | None, where: str, what: str) -> dict[str, str]:
     out = {}
     for name, value in (found or {}).items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ExecutorError(f"--step-pods: {where}.{name} must be a quantity such as 500m or 1Gi")
+            raise ExecutorError(f"{what}: {where}.{name} must be a quantity such as 500m or 1Gi")
         out[name] = str(value)
     return out

@@ -38,22 +38,23 @@ class Reading:
     def hopeless(self) -> bool:
         return self.waiting_reason in HOPELESS
 
-    def failure(self) -> str | None:
-        """Why the step failed, when the pod itself says so (not the step's own exit code)."""
+    def failure(self, of: str = "the step's") -> str | None:
+        """Why the step (or, with `of`, another pod: "the engine's") failed, when the pod itself says so (not the
+        container's own exit code)."""
         if self.terminated_reason == "OOMKilled":
-            return "the step's container was killed for using more memory than its limit (OOMKilled)"
+            return f"{of} container was killed for using more memory than its limit (OOMKilled)"
         if self.pod_reason == "DeadlineExceeded":
-            return f"the step's pod passed its deadline and was stopped (DeadlineExceeded: {self.pod_message})"
+            return f"{of} pod passed its deadline and was stopped (DeadlineExceeded: {self.pod_message})"
         if self.pod_reason == "NodeLost":
-            return f"the node {self.node} running the step's pod was lost: {self.pod_message}"
+            return f"the node {self.node} running {of} pod was lost: {self.pod_message}"
         if self.pod_reason == "Evicted":
-            return f"the step's pod was evicted from its node: {self.pod_message}"
+            return f"{of} pod was evicted from its node: {self.pod_message}"
         if self.phase == "Failed" and self.exit_code is None:
-            return f"the step's pod failed: {self.pod_reason or 'no reason given'} {self.pod_message}".rstrip()
+            return f"{of} pod failed: {self.pod_reason or 'no reason given'} {self.pod_message}".rstrip()
         return None
 
 
-def read(pod: Pod) -> Reading:
+def read(pod: Pod, container_name: str = STEP_CONTAINER) -> Reading:
     status, meta = pod.status, pod.metadata
     deleting = bool(meta is not None and meta.deletionTimestamp)
     if status is None:
@@ -73,7 +74,7 @@ def read(pod: Pod) -> Reading:
         pod_message=status.message or "",
     )
     for container in status.containerStatuses or []:
-        if container.name != STEP_CONTAINER or container.state is None:
+        if container.name != container_name or container.state is None:
             continue
         state = container.state
         if state.running is not None:

@@ -1,0 +1,99 @@
+"""The engine of one build in its engine pod (`--engine-image`): today's BuildJob, run by
+`python -m outpost.runner.enginepod --folder F --task T --settings S` in a pod the runner created.
+
+It talks to the control plane itself (outbound, with the build's job token: `started`, reports, heartbeats) and to
+the Kubernetes API with the pod's own service account (it creates the step pods). Its build folder, outbox included,
+is on the work claim at the path the runner has it, so a runner that restarts finds the outbox there, and one that
+sees this pod fail delivers what the outbox holds. The process ends 0 once the build was delivered, or given up
+because the control plane refused its lease (the lost lease is said in the build's log): either way nothing is left
+for the runner to do but remove the pod. Any other end (a crash, a kill) leaves the outbox for the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from outpost import logformat
+from outpost.runner import enginemail
+from outpost.runner.client import ProtocolClient
+from outpost.runner.job import BuildJob
+from outpost.runner.supervisor import ENGINE_LOG, STARTED_FILE
+from outpost.wire import RunBuildTask
+
+log = logging.getLogger("outpost.runner.engine")
+
+
+async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> None:
+    async with ProtocolClient(str(settings["url"])) as client:
+        options = {str(k): str(v) for k, v in dict(settings["executor_options"]).items()}
+        job = BuildJob(
+            task,
+            client,
+            folder=folder,
+            executor="kubernetes",
+            heartbeat_interval=float(settings["heartbeat_interval"]),
+            max_chunk=int(settings["max_chunk"]),
+            runner=str(settings.get("runner", "")),
+            runner_secrets={str(k): str(v) for k, v in dict(settings.get("runner_secrets") or {}).items()},
+            executor_options=options,
+            volumes=Path(settings["volumes"]) if settings.get("volumes") else None,
+            max_freeze=float(settings["max_freeze"]),
+            lease_written=True,
+        )
+        mail = asyncio.create_task(enginemail.deliver(folder, job))
+        said = asyncio.create_task(_say_started(folder, job))
+        try:
+            await job.run()
+        finally:
+            mail.cancel()
+            said.cancel()
+    if job.revoked is not None:
+        log.warning("build %s: the control plane refused its job token (%s)", task.build_id, job.revoked)
+
+
+async def _say_started(folder: Path, job: BuildJob) -> None:
+    """Once the control plane took the build's `started`, the runner stops renewing the lease for us."""
+    await job.outbox.announced.wait()
+    with contextlib.suppress(OSError):
+        (folder / STARTED_FILE).touch()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m outpost.runner.enginepod", description=__doc__)
+    parser.add_argument("--folder", required=True, type=Path, help="the build folder, on the work claim")
+    parser.add_argument("--task", required=True, type=Path, help="the build's RunBuildTask as JSON")
+    parser.add_argument("--settings", required=True, type=Path, help="the runner's settings for this build, as JSON")
+    args = parser.parse_args(argv)
+    logformat.configure(None, log_format=os.environ.get(logformat.ENV_VARIABLE, "text"))
+    # Also beside the build: a runner that sees this pod fail shows the engine's last lines in its own log (it
+    # cannot read pod logs: its Role has no pods/log, and the pod may be gone).
+    with contextlib.suppress(OSError):
+        kept = logging.FileHandler(args.folder / ENGINE_LOG)
+        kept.setFormatter(logging.Formatter(logformat.TEXT))
+        logging.getLogger().addHandler(kept)
+    try:
+        task = RunBuildTask.model_validate_json(args.task.read_text())
+        settings = json.loads(args.settings.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the build's task or settings: {exc}", file=sys.stderr)
+        return 2
+    logformat.BUILD_ID.set(task.build_id)
+    log.info("build %s: engine pod %s started", task.build_id, os.environ.get("OUTPOST_ENGINE_POD", "?"))
+    try:
+        asyncio.run(run(args.folder, task, settings))
+    except Exception:
+        log.exception("build %s: the engine failed", task.build_id)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

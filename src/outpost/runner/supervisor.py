@@ -1,0 +1,243 @@
+"""A build whose engine runs in an engine pod (`--engine-image`), as the runner sees it: it starts the pod, follows
+it, and finishes the build itself only when the pod could not.
+
+The engine pod delivers the build (reports, heartbeats) with the build's job token; its outbox is on the work claim.
+The runner keeps the outbox's lease file (the job token sealed with the runner token, as the Outbox does) so that it
+can reopen that outbox whatever happens to the pod. The pod's end decides:
+- `Succeeded`: the engine delivered the build (or gave it up because the control plane refused its lease): the pod,
+  its Secret and the build folder go.
+- anything else (failed, OOMKilled, evicted, deleted from outside, its node lost, its image unpullable, never
+  scheduled): the pod and the build's step pods go, then the runner delivers what the outbox holds (exactly once:
+  the acknowledged offsets are in it) and finishes the build `error` with the reason, in its message and log.
+
+A runner that stops (SIGTERM) or crashes leaves engine pods running: the next runner with the same data folder
+adopts them (`adopt`) and the builds go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from outpost.errors import ExecutorError, LeaseLost, OutpostError
+from outpost.runner import enginemail
+from outpost.runner.client import ProtocolClient, Revoked, Unreachable
+from outpost.runner.outbox import Outbox, write_lease
+from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuildTask
+
+log = logging.getLogger("outpost.runner.supervisor")
+DELIVERY_DEADLINE = 60.0  # seconds to deliver what a failed engine pod's outbox holds
+STARTED_FILE = "engine.started"  # in the build folder: the engine's `started` was accepted (see enginepod)
+ENGINE_LOG = "engine.log"  # in the build folder: the engine process's own log lines (not the build's log)
+LAST_WORDS = 4096  # bytes of a failed engine's own log shown in the runner's log
+DEFAULT_TIMEOUTS = {"pull_timeout": 30.0, "pending_timeout": 120.0, "node_lost_timeout": 60.0}
+
+
+class EngineSupervisor:
+    """One build's engine pod: launched (`task` given) or adopted (a folder an earlier run of this runner left)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        client: ProtocolClient,
+        *,
+        runner_token: str,
+        max_chunk: int,
+        executor_options: dict[str, str],
+        task: RunBuildTask | None = None,
+        settings: dict[str, Any] | None = None,
+        heartbeat_interval: float = 10.0,
+    ) -> None:
+        self.folder = folder
+        self.client = client
+        self.runner_token = runner_token
+        self.max_chunk = max_chunk
+        self.options = executor_options
+        self.task = task
+        self.settings = settings
+        self.heartbeat_interval = heartbeat_interval
+        self.build_id = task.build_id if task is not None else folder.name
+        self.cancelling = False
+        self.revoked: Revoked | None = None  # the agent reads it as a BuildJob's; the engine pod meets any refusal
+        self.announced = asyncio.Event()  # set once the engine pod exists (its engine announces the build)
+        self.pod = ""
+
+    def cancel(self, reason: str) -> None:
+        """Forwarded at once (the engine's own heartbeat would bring it up to a beat later)."""
+        self.cancelling = True
+        with contextlib.suppress(OSError):
+            enginemail.post_cancel(self.folder, reason)
+
+    def approve(self, approval: ApprovalDecision) -> None:
+        with contextlib.suppress(OSError):
+            enginemail.post_approval(self.folder, approval)
+
+    async def run(self) -> None:
+        """Until the engine pod ends (or this runner stops: cancelled, it leaves the pod running)."""
+        from outpost.executors.kubernetes.engines import ENGINE_MARKER, EnginePods
+
+        adopting = self.task is None
+        try:
+            pods = EnginePods(self.options)
+        except ExecutorError as exc:
+            await self._deliver_error(f"the engine pod could not be created: {exc}")
+            return
+        try:
+            if adopting:
+                self.pod = str(json.loads((self.folder / ENGINE_MARKER).read_text())["pod"])
+                log.info("build %s: adopting its engine pod %s", self.build_id, self.pod)
+            else:
+                self.pod = await self._launch(pods, ENGINE_MARKER)
+            self.announced.set()
+            keeping = asyncio.create_task(self._keep_lease_until_started()) if not adopting else None
+            try:
+                why = await self._follow(pods, adopting=adopting)
+            finally:
+                if keeping is not None:
+                    keeping.cancel()
+            if why is None:
+                log.info("build %s: its engine pod %s delivered it", self.build_id, self.pod)
+                await pods.remove(self.build_id, self.pod)
+                await _remove(self.folder)
+                return
+            log.warning("build %s: %s%s", self.build_id, why, self._last_words())
+            await pods.remove(self.build_id, self.pod)
+            await self._deliver_error(why)
+        except ExecutorError as exc:
+            if not self.pod:
+                await self._deliver_error(f"the engine pod could not be created: {exc}")
+                return
+            log.error("build %s: cannot follow its engine pod %s (%s); the next runner start adopts it",
+                      self.build_id, self.pod, exc)  # fmt: skip
+        except (OSError, ValueError, KeyError) as exc:
+            await self._deliver_error(f"the engine pod's folder is damaged ({exc})")
+        finally:
+            self.announced.set()
+            await asyncio.shield(pods.close())
+
+    async def _launch(self, pods: Any, marker: str) -> str:
+        assert self.task is not None
+        assert self.settings is not None
+        from outpost.executors.kubernetes.engines import engine_options, pod_name
+
+        name = pod_name(self.build_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_lease(self.folder / "outbox", self.task, self.runner_token)
+        (self.folder / marker).write_text(json.dumps({"pod": name, "build_id": self.build_id}))
+        settings = {**self.settings, "executor_options": engine_options(self.options, pods.namespace, name)}
+        files = {"task.json": self.task.model_dump_json(), "settings.json": json.dumps(settings)}
+        launched = str(await pods.launch(self.build_id, self.folder, files))
+        log.info("build %s of %s: started in engine pod %s", self.build_id, self.task.pipeline, launched)
+        return launched
+
+    async def _keep_lease_until_started(self) -> None:
+        """The claim's lease runs from the poll, but the engine announces the build only once its pod runs: until
+        it has, the runner renews the lease (a slow image pull must not give the build back to the queue)."""
+        assert self.task is not None
+        while not (self.folder / STARTED_FILE).exists():
+            with contextlib.suppress(Unreachable, LeaseLost):
+                await self.client.heartbeat(self.task)
+            await asyncio.sleep(min(self.heartbeat_interval, self.task.lease_ttl / 3))
+
+    async def _follow(self, pods: Any, *, adopting: bool) -> str | None:
+        """None once the engine pod succeeded; else why the build cannot go on."""
+        timeouts = {k: float(self.options.get(k, v)) for k, v in DEFAULT_TIMEOUTS.items()}
+        image = self.options.get("engine_image", "?")
+        name = self.pod
+        loop = asyncio.get_running_loop()
+        began, pull_failing_since, silent_since = loop.time(), None, None
+        async with pods.watch(name) as watch:
+            while True:
+                reading = watch.reading
+                if watch.gone and reading is None and adopting:
+                    return f"the engine pod {name} was gone when the runner started again"
+                if watch.gone or (reading is not None and reading.deleting):
+                    return f"the engine pod {name} was deleted from outside"
+                if reading is not None:
+                    if reading.phase == "Succeeded" or (reading.exit_code == 0 and not reading.failure()):
+                        return None
+                    if reading.phase == "Failed" or reading.exit_code is not None:
+                        return reading.failure("the engine's") or (
+                            f"the engine pod {name} failed (exit code {reading.exit_code})"
+                        )
+                    silent_since = (silent_since or loop.time()) if reading.not_ready else None
+                    if silent_since is not None and loop.time() - silent_since >= timeouts["node_lost_timeout"]:
+                        return (
+                            f"the node {reading.node} running the engine pod {name} stopped answering for "
+                            f"{timeouts['node_lost_timeout']:g}s (node lost)"
+                        )
+                    if reading.hopeless:
+                        return f"the engine image {image}: {reading.waiting_message or reading.waiting_reason}"
+                    if reading.pull_failing:
+                        pull_failing_since = pull_failing_since or loop.time()
+                        if loop.time() - pull_failing_since >= timeouts["pull_timeout"]:
+                            return (
+                                f"the engine image {image} could not be pulled for {timeouts['pull_timeout']:g}s "
+                                f"({reading.waiting_reason}: {reading.waiting_message})"
+                            )
+                    if reading.phase == "Pending" and loop.time() - began >= timeouts["pending_timeout"]:
+                        return f"the engine pod {name} did not start within {timeouts['pending_timeout']:g}s" + (
+                            f": {reading.unschedulable}" if reading.unschedulable else ""
+                        )
+                await watch.changed(0.5)
+
+    def _last_words(self) -> str:
+        try:
+            with open(self.folder / ENGINE_LOG, "rb") as f:
+                f.seek(max(0, f.seek(0, 2) - LAST_WORDS))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "; the engine's last log lines:\n" + tail.rstrip() if tail.strip() else ""
+
+    async def _deliver_error(self, why: str) -> None:
+        """What the outbox holds goes out, then the build ends `error` with `why` (unless the engine had finished
+        it). The pod is gone by now: nothing else writes to the outbox."""
+        outbox = self.folder / "outbox"
+        try:
+            (outbox / "logs").mkdir(parents=True, exist_ok=True)
+            box = Outbox.reopen(outbox, self.client, self.max_chunk, runner_token=self.runner_token)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("build %s: %s; its outbox cannot be delivered (%s)", self.build_id, why, exc)
+            await _remove(self.folder)
+            return
+        if not box.has_finish:
+            await box.log(SYSTEM_STREAM, f"\n[outpost] {why}: the build stops here\n".encode())
+            box.finish(BuildFinished(status="error", message=why, finished_at=time.time()))
+        box.close()
+        try:
+            await asyncio.wait_for(box.pump(), DELIVERY_DEADLINE)
+            log.info("build %s: delivered what its engine pod left, ended error", self.build_id)
+        except LeaseLost:
+            with contextlib.suppress(OutpostError, TimeoutError):
+                await asyncio.wait_for(box.deliver_late(), DELIVERY_DEADLINE)
+        except (OutpostError, TimeoutError) as exc:
+            log.warning("build %s: what its engine pod left was not delivered (%s)", self.build_id, exc)
+        await _remove(self.folder)
+
+
+def adoptable_folders(builds: Path) -> list[Path]:
+    from outpost.executors.kubernetes.engines import ENGINE_MARKER
+
+    return sorted(f for f in builds.glob("*") if (f / ENGINE_MARKER).is_file())
+
+
+def needed_secrets(task: RunBuildTask, runner_secrets: dict[str, str]) -> dict[str, str]:
+    """The runner secrets the build's integrations name: the only ones its engine pod's Secret carries."""
+    names = {
+        access.runner_secret
+        for accesses in (task.integrations, task.registries, task.clusters)
+        for access in accesses.values()
+        if access.runner_secret
+    }
+    return {name: value for name, value in runner_secrets.items() if name in names}
+
+
+async def _remove(folder: Path) -> None:
+    await asyncio.shield(asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True))

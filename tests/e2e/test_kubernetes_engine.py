@@ -1,0 +1,183 @@
+"""Builds in engine pods (`outpost runner start --executor kubernetes --engine-image …`), end to end: a real control
+plane, a real runner process and the test cluster, whose fake kubelets run the engine pod (this machine's Python and
+Outpost in an image, `fixtures.engine_image`) and the step pods it creates on the real Docker engine. The engine pod
+reaches the emulated API in-cluster (a projected service account token, over TLS) and the control plane itself."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import containers
+from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
+from tests.e2e.test_kubernetes import PIPELINE, _sleeping, start_kubernetes_runner
+from tests.kube import fixtures
+
+dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
+engine_image = fixtures.engine_image
+
+pytestmark = pytest.mark.timeout(300)
+
+ENGINE = "outpost.io/engine"
+
+# Waits (boundedly) for the test's go-ahead, so the runner can be killed and restarted while the step runs.
+HELD = """version: '1.0'
+steps:
+  first:
+    image: {image}
+    commands:
+      - for i in $(seq 1 200); do echo "line $i"; done
+      - touch /codefresh/volume/started
+      - for i in $(seq 1 600); do [ -e /codefresh/volume/go ] && break; sleep 0.2; done
+      - for i in $(seq 201 400); do echo "line $i"; done
+  second:
+    image: {image}
+    commands:
+      - echo "last words"
+"""
+
+SLEEPY = """version: '1.0'
+steps:
+  main:
+    image: {image}
+    commands:
+      - for i in $(seq 1 100); do echo "line $i"; done
+      - touch /codefresh/volume/started
+      - sleep {seconds}
+"""
+
+
+def start_engine_runner(start_runner: Callable[..., RunnerProcess], cluster: Any, image: str) -> RunnerProcess:
+    return start_kubernetes_runner(start_runner, cluster, "--engine-image", image)
+
+
+def _created_pods(cluster: Any) -> list[dict[str, Any]]:
+    return [e[3] for e in list(cluster.store.history) if e[1] == "ADDED" and e[2] == "pods"]
+
+
+def _engine_pods(cluster: Any) -> list[dict[str, Any]]:
+    return [p for p in cluster.pods() if ENGINE in p["metadata"]["labels"]]
+
+
+def _start(control_plane: ControlPlane, name: str, yaml: str) -> str:
+    with control_plane.api() as api:
+        assert api.post("/pipelines", json={"name": name, "yaml": yaml}).status_code == 201
+        return str(api.post(f"/pipelines/{name}/builds", json={"variables": {}}).json()["id"])
+
+
+def _log(control_plane: ControlPlane, build_id: str) -> str:
+    shown = control_plane.cli("build", "logs", build_id)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
+def test_a_two_step_build_runs_in_an_engine_pod_that_owns_its_step_pods(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    start_engine_runner(start_runner, kube_cluster, engine_image)
+    (tmp_path / "k.yml").write_text(PIPELINE.format(image=busybox_image))
+    assert control_plane.cli("pipeline", "create", "pods", "--file", str(tmp_path / "k.yml")).returncode == 0
+
+    run = control_plane.cli("run", "pods", "--branch", "main", timeout=180)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    numbered = [line for line in run.stdout.splitlines() if line.startswith("line ")]
+    assert numbered == [f"line {i}" for i in range(1, 501)]  # each exactly once, in order
+    assert "last words" in run.stdout
+    build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]
+    created = _created_pods(kube_cluster)
+    engines = [p for p in created if ENGINE in p["metadata"]["labels"]]
+    steps = [p for p in created if "outpost.io/step" in p["metadata"]["labels"]]
+    assert len(engines) == 1
+    engine = engines[0]
+    assert engine["metadata"]["labels"][ENGINE] == build_id
+    assert engine["spec"]["serviceAccountName"] == "outpost-engine"
+    assert [p["metadata"]["labels"]["outpost.io/step"] for p in steps] == ["write", "read"]
+    for step in steps:  # created by the engine pod, as its dependents (the API refuses an owner that is not there)
+        assert step["metadata"]["ownerReferences"] == [
+            {"apiVersion": "v1", "kind": "Pod", "name": engine["metadata"]["name"], "uid": engine["metadata"]["uid"]}
+        ]
+        assert step["spec"]["automountServiceAccountToken"] is False
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
+    assert kube_cluster.objects("secrets") == []
+    assert list((kube_cluster.claim_folder() / "runner" / "builds").glob("*")) == []
+
+
+def test_a_build_survives_a_runner_killed_mid_step_and_completes_with_every_line_once(
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    runner = start_engine_runner(start_runner, kube_cluster, engine_image)
+    build_id = _start(control_plane, "held", HELD.format(image=busybox_image))
+    claim = kube_cluster.claim_folder()
+    started = eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90,
+                         what="the first step to run")  # fmt: skip
+
+    runner.signal(signal.SIGKILL)  # the runner pod killed: its engine pod carries the build on
+    runner.wait(10)
+    assert len(_engine_pods(kube_cluster)) == 1
+    runner.start()
+    eventually(lambda: "adopting its engine pod" in runner.output() or None, timeout=60, what="the adoption")
+    (started[0].parent / "go").touch()
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=120)
+
+    assert build["status"] == "success", build
+    log = _log(control_plane, build_id)
+    numbered = [line for line in log.splitlines() if line.startswith("line ")]
+    assert numbered == [f"line {i}" for i in range(1, 401)]  # each exactly once, in order, across the restart
+    assert "last words" in log
+    engines = [p for p in _created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
+    assert len(engines) == 1  # one engine pod ran the whole build
+    assert "(1 build(s) to adopt)" in runner.output()
+    assert "an earlier run of this runner left" not in runner.output()  # neither the engine pod nor its step pod
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
+    assert kube_cluster.objects("secrets") == []
+
+
+def test_an_engine_pod_deleted_from_outside_ends_the_build_error_with_the_reason(
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    start_engine_runner(start_runner, kube_cluster, engine_image)
+    seconds = str(300 + uuid.uuid4().int % 9000)  # a sleep no other test runs
+    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
+    claim = kube_cluster.claim_folder()
+    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90, what="the step to run")
+    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    engine = _engine_pods(kube_cluster)[0]["metadata"]["name"]
+
+    deleted_at = time.monotonic()
+    kube_cluster.delete_pod(engine)  # kubectl delete pod: graceful, as a person or a controller would
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=90)
+    ended_after = time.monotonic() - deleted_at
+    assert build["status"] == "error"
+    reason = f"the engine pod {engine} was deleted from outside"
+    assert reason in build["message"]
+    log = _log(control_plane, build_id)
+    assert f"[outpost] {reason}" in log
+    numbered = [line for line in log.splitlines() if line.startswith("line ")]
+    assert numbered == [f"line {i}" for i in range(1, 101)]  # what was printed before: exactly once
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
+    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+    assert kube_cluster.objects("secrets") == []
+    print(f"the build ended error {ended_after:.1f}s after its engine pod was deleted")

@@ -234,8 +234,10 @@ class Store:
                 )
         new["apiVersion"], new["kind"] = current["apiVersion"], current["kind"]
         validate(new, kind)
+        kept = current["metadata"].get("ownerReferences") or []
         for owner in new["metadata"].get("ownerReferences") or []:
-            self._check_owner(owner, namespace)
+            if owner not in kept:  # only a new owner must exist (a dependent's status outlives its owner a moment)
+                self._check_owner(owner, namespace)
         if new == current:
             return current
         self._bump(new)

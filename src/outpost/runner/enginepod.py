@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,18 @@ from outpost.wire import RunBuildTask
 log = logging.getLogger("outpost.runner.engine")
 
 
+def _stop_now() -> None:
+    """SIGTERM: the pod is being deleted (from outside, a drain, its deadline). The engine stops where it is, between
+    two callbacks of its loop (never in the middle of an outbox write), without finishing the build: the runner
+    sees the pod end and finishes the build with the reason. As PID 1 of its container, without this handler the
+    process would ignore SIGTERM and the build would wait the grace period for its SIGKILL."""
+    log.warning("SIGTERM: the engine stops here; the runner finishes the build")
+    logging.shutdown()
+    os._exit(143)
+
+
 async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _stop_now)
     async with ProtocolClient(str(settings["url"])) as client:
         options = {str(k): str(v) for k, v in dict(settings["executor_options"]).items()}
         job = BuildJob(

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from outpost.errors import ExecutorError, LeaseLost, OutpostError
+from outpost.errors import ExecutorError, LeaseLost, OutpostError, ProtocolError
 from outpost.runner import enginemail
 from outpost.runner.client import ProtocolClient, Revoked, Unreachable
-from outpost.runner.outbox import Outbox, write_lease
+from outpost.runner.outbox import Outbox, read_lease, write_lease
 from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuildTask
 
 log = logging.getLogger("outpost.runner.supervisor")
@@ -107,8 +107,13 @@ class EngineSupervisor:
                 await _remove(self.folder)
                 return
             log.warning("build %s: %s%s", self.build_id, why, self._last_words())
-            await pods.remove(self.build_id, self.pod)
-            await self._deliver_error(why)
+            # The engine's heartbeats stopped with it: the lease is ours to keep until the build is delivered.
+            keeping = asyncio.create_task(self._keep_lease())
+            try:
+                await pods.remove(self.build_id, self.pod)
+                await self._deliver_error(why)
+            finally:
+                keeping.cancel()
         except ExecutorError as exc:
             if not self.pod:
                 await self._deliver_error(f"the engine pod could not be created: {exc}")
@@ -135,6 +140,21 @@ class EngineSupervisor:
         launched = str(await pods.launch(self.build_id, self.folder, files))
         log.info("build %s of %s: started in engine pod %s", self.build_id, self.task.pipeline, launched)
         return launched
+
+    async def _keep_lease(self) -> None:
+        """Renews the build's lease (with the job token the runner kept) until cancelled or refused."""
+        try:
+            task = read_lease(self.folder / "outbox", self.runner_token)
+        except (OSError, ValueError):
+            return
+        while True:
+            try:
+                await self.client.heartbeat(task)
+            except Unreachable:
+                pass
+            except ProtocolError:  # lost or refused: the delivery says so in its own way
+                return
+            await asyncio.sleep(min(self.heartbeat_interval, task.lease_ttl / 3))
 
     async def _keep_lease_until_started(self) -> None:
         """The claim's lease runs from the poll, but the engine announces the build only once its pod runs: until

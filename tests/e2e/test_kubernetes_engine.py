@@ -181,3 +181,26 @@ def test_an_engine_pod_deleted_from_outside_ends_the_build_error_with_the_reason
     eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
     assert kube_cluster.objects("secrets") == []
     print(f"the build ended error {ended_after:.1f}s after its engine pod was deleted")
+
+
+def test_cancel_reaches_the_engine_pod_which_deletes_the_step_pod_and_the_build_ends_terminated(
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    start_engine_runner(start_runner, kube_cluster, engine_image)
+    seconds = str(300 + uuid.uuid4().int % 9000)
+    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
+    claim = kube_cluster.claim_folder()
+    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90, what="the step to run")
+    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+
+    cancelled = control_plane.cli("build", "cancel", build_id, "--json", timeout=60)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "terminated"
+    assert _sleeping(seconds) == []  # the step was over only once its pod was gone
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
+    assert kube_cluster.objects("secrets") == []

@@ -3,6 +3,7 @@ field fails), as built by the pure builders in executors/kubernetes/objects.py."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -171,3 +172,109 @@ def test_a_builder_pod_is_valid_unprivileged_and_in_a_user_namespace_of_its_own(
     assert security["seccompProfile"]["type"] == seccomp.split(":")[0]
     assert body["spec"]["hostUsers"] is False
     assert body["spec"]["hostAliases"] == [{"ip": "10.1.2.3", "hostnames": ["db"]}]
+
+
+def _engine_spec(**more: Any) -> Any:
+    from outpost.executors.kubernetes import objects
+
+    given: dict[str, Any] = {
+        "name": "outpost-engine-b-42",
+        "namespace": "builds",
+        "build_id": "b-42",
+        "image": "registry.internal:5000/outpost/runner:0.1.0",
+        "folder": "/var/lib/outpost/builds/b-42",
+        "claim": "data-outpost-runner-0",
+        "claim_mount": "/var/lib/outpost",
+        "secret": "outpost-engine-b-42-task",
+        "service_account": "outpost-engine",
+        "deadline_seconds": 86700,
+    }
+    return objects.EnginePodSpec(**{**given, **more})
+
+
+def test_an_engine_pod_is_valid_never_restarts_and_mounts_the_work_claim_where_the_runner_has_it() -> None:
+    from outpost.executors.kubernetes import objects
+
+    body = valid(objects.engine_pod(_engine_spec(node_name="node-a", run_as=(1000, 1000), runner="r123")))
+    spec = body["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 86700
+    assert spec["nodeName"] == "node-a"  # a ReadWriteOnce claim: on the runner's node
+    assert spec["serviceAccountName"] == "outpost-engine"
+    assert spec["automountServiceAccountToken"] is True  # it creates the step pods
+    container = spec["containers"][0]
+    assert container["command"][:3] == ["python3", "-m", "outpost.runner.enginepod"]
+    assert {"name": "build", "mountPath": "/var/lib/outpost"} in container["volumeMounts"]  # whole, at the same path
+    assert {"name": "task", "mountPath": "/etc/outpost/build", "readOnly": True} in container["volumeMounts"]
+    assert "/var/lib/outpost/builds/b-42" in container["command"]
+    assert container["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert body["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "outpost",
+        "outpost.io/engine": "b-42",
+        "outpost.io/runner": "r123",
+    }
+    assert "outpost.io/build" not in body["metadata"]["labels"]  # the build's clean-up of step pods leaves it be
+    names = {e["name"] for e in container["env"]}
+    assert names == {"OUTPOST_ENGINE_POD", "PYTHONUNBUFFERED"}  # the task and its secrets are in the Secret only
+
+
+def test_an_engine_pod_takes_its_placement() -> None:
+    from outpost.executors.kubernetes import engines, objects
+
+    where = engines.placement_of({"engine_pods": json.dumps(EVERY_PLACEMENT)})
+    body = valid(
+        objects.engine_pod(
+            _engine_spec(
+                node_selector=where.node_selector,
+                tolerations=where.tolerations,
+                affinity=where.affinity,
+                requests=where.requests,
+                limits=where.limits,
+            )
+        )
+    )
+    assert body["spec"]["tolerations"] == EVERY_PLACEMENT["tolerations"]
+    assert body["spec"]["affinity"] == EVERY_PLACEMENT["affinity"]
+
+
+def test_engine_pods_refuse_a_node_choice_when_pinned_and_name_their_option() -> None:
+    from outpost.errors import ExecutorError
+    from outpost.executors.kubernetes import engines
+
+    with pytest.raises(ExecutorError, match="--engine-pods chooses nodes"):
+        engines.placement_of({"engine_pods": '{"nodeSelector": {"disk": "ssd"}}', "node": "node-a"})
+    with pytest.raises(ExecutorError, match=r"--engine-pods: unknown field tolerations\[0\].efect"):
+        engines.placement_of({"engine_pods": '{"tolerations": [{"key": "a", "efect": "NoSchedule"}]}'})
+
+
+def test_the_engine_secret_holds_the_task_and_is_immutable() -> None:
+    from outpost.executors.kubernetes import objects
+
+    files = {"task.json": '{"build_id": "b-42"}', "settings.json": "{}"}
+    body = valid(objects.engine_secret("outpost-engine-b-42-task", "builds", "b-42", files, "r123"))
+    assert body["stringData"] == files
+    assert body["immutable"] is True
+    assert body["metadata"]["labels"]["outpost.io/engine"] == "b-42"
+
+
+def test_a_step_pod_made_by_an_engine_pod_is_its_dependent() -> None:
+    from outpost.executors.kubernetes import objects
+
+    body = valid(objects.step_pod(_spec(owner=("outpost-engine-b-42", "0b5c-uid"))))
+    assert body["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "outpost-engine-b-42", "uid": "0b5c-uid"}
+    ]
+
+
+def test_the_engine_role_is_valid_and_has_nothing_on_claims() -> None:
+    from outpost.executors.kubernetes import objects
+
+    body = valid(objects.engine_role("outpost-engine", "builds"))
+    resources = {r["resources"][0]: set(r["verbs"]) for r in body["rules"]}
+    assert resources == {
+        "pods": {"create", "get", "list", "watch", "delete"},
+        "secrets": {"create", "get", "list", "patch", "delete"},
+        "events": {"list"},
+    }

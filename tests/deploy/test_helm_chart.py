@@ -24,7 +24,7 @@ from tests.e2e.processes import ControlPlane, Process, outpost_env
 from tests.kube import fixtures
 
 dockerd, busybox_image = containers.dockerd, containers.busybox_image
-kube_cluster = fixtures.kube_cluster
+kube_cluster, engine_image = fixtures.kube_cluster, fixtures.engine_image
 
 pytestmark = pytest.mark.timeout(120)
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "outpost-runner"
@@ -116,9 +116,15 @@ def valid(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     for body in objects:
         kubernetes_validate.validate(body, "1.37", strict=True)
-    by_kind = {body["kind"]: body for body in objects}
+    # The engine pods' service account, Role and binding are "<Kind>/engine".
+    by_kind = {_key(body): body for body in objects}
     assert len(by_kind) == len(objects), "one object of each kind"
     return by_kind
+
+
+def _key(body: dict[str, Any]) -> str:
+    engine = body["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "engine"
+    return f"{body['kind']}/engine" if engine else str(body["kind"])
 
 
 def runner_container(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -132,7 +138,8 @@ def arg(container: dict[str, Any], name: str) -> str | None:
 
 def test_the_default_chart_is_valid_and_runs_the_runner_in_a_namespace_with_pod_security_labels() -> None:
     kinds = valid(render(REQUIRED))
-    assert set(kinds) == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap", "StatefulSet"}
+    assert set(kinds) == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap", "StatefulSet",
+                          "ServiceAccount/engine", "Role/engine", "RoleBinding/engine"}  # fmt: skip
     labels = kinds["Namespace"]["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
@@ -231,6 +238,49 @@ def test_the_chart_role_is_the_runner_role_the_executor_is_built_against() -> No
     role = valid(render(REQUIRED))["Role"]
     expected = objects.runner_role("outpost-runner", "outpost").to_dict()
     assert role["rules"] == expected["rules"]
+
+
+def test_the_chart_engine_role_is_the_engine_role_and_bound_to_the_engine_service_account() -> None:
+    from outpost.executors.kubernetes import objects
+
+    kinds = valid(render(REQUIRED))
+    assert kinds["Role/engine"]["rules"] == objects.engine_role("outpost-runner-engine", "outpost").to_dict()["rules"]
+    binding = kinds["RoleBinding/engine"]
+    assert binding["roleRef"]["name"] == kinds["Role/engine"]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": kinds["ServiceAccount/engine"]["metadata"]["name"], "namespace": "outpost"}
+    ]
+    config = kinds["ConfigMap"]["data"]
+    assert config["OUTPOST_ENGINE_SERVICE_ACCOUNT"] == kinds["ServiceAccount/engine"]["metadata"]["name"]
+    assert config["OUTPOST_ENGINE_IMAGE"] == runner_container(kinds)["image"]  # by default, the runner's image
+
+
+def test_engine_pods_take_their_image_and_placement_from_the_chart_or_run_in_the_runner_when_disabled() -> None:
+    from outpost.executors.kubernetes import engines
+
+    engine = {
+        "image": {"repository": "registry.corp:5000/outpost-engine", "tag": "1.2.4"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "engines", "effect": "NoSchedule"}],
+        "nodeSelector": {"pool": "engines"},
+        "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"memory": "600Mi"}},
+    }
+    rwx = {"data": {"accessMode": "ReadWriteMany"}}
+    config = valid(render({**REQUIRED, **rwx, "engine": engine}))["ConfigMap"]["data"]
+    assert config["OUTPOST_ENGINE_IMAGE"] == "registry.corp:5000/outpost-engine:1.2.4"
+    where = engines.placement_of({"engine_pods": config["OUTPOST_ENGINE_PODS"]})  # as the runner reads it
+    assert where.node_selector == {"pool": "engines"}
+    assert [t.to_dict() for t in where.tolerations] == engine["tolerations"]
+    assert (dict(where.requests), dict(where.limits)) == (engine["resources"]["requests"], {"memory": "600Mi"})
+    kinds = valid(render({**REQUIRED, "engine": {"enabled": False}}))
+    assert not any(key.endswith("/engine") for key in kinds)
+    assert not any(name.startswith("OUTPOST_ENGINE") for name in kinds["ConfigMap"]["data"])
+
+
+def test_a_node_choice_for_engine_pods_with_a_read_write_once_claim_is_refused() -> None:
+    import helm_python
+
+    with pytest.raises(helm_python.HelmRenderError, match=r"engine\.nodeSelector and engine\.affinity need"):
+        render({**REQUIRED, "engine": {"nodeSelector": {"pool": "engines"}}})
 
 
 @pytest.mark.parametrize(
@@ -377,19 +427,42 @@ def step_resources(cluster: Any) -> list[dict[str, Any]]:
     return found
 
 
-def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_keeps_its_registration_and_passes_helm_test(
-    tmp_path: Path, control_plane: ControlPlane, processes: list[Process], kube_cluster: Any, busybox_image: str
-) -> None:
-    from tests.kube.cluster import NAMESPACE, RUNNER_TOKEN
+def engine_pods_made(cluster: Any) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        return [
+            obj
+            for _, kind, plural, obj in cluster.store.history
+            if plural == "pods" and kind == "ADDED" and "outpost.io/engine" in obj["metadata"].get("labels", {})
+        ]
 
+    found: list[dict[str, Any]] = cluster.call(read)
+    return found
+
+
+def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_keeps_its_registration_and_passes_helm_test(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    processes: list[Process],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    from tests.kube.cluster import ENGINE_TOKEN, NAMESPACE, RUNNER_TOKEN
+
+    repository, _, tag = engine_image.rpartition(":")
     values = {
         "controlPlane": {"url": control_plane.url},
         "installToken": control_plane.install_token(),
         "namespace": {"create": False},
         "helmTest": {"enabled": True, "pipeline": "one", "tokenSecret": "outpost-api-token"},
+        "engine": {"image": {"repository": repository, "tag": tag}},
     }
     kinds = valid(render(values, namespace=NAMESPACE))
+    # The runner and its engine pods are held to the chart's Roles; the engine pods get the token of the chart's
+    # engine service account.
     kube_cluster.store.roles[RUNNER_TOKEN] = (NAMESPACE, kinds["Role"]["rules"])
+    kube_cluster.store.roles[ENGINE_TOKEN] = (NAMESPACE, kinds["Role/engine"]["rules"])
+    kube_cluster.service_tokens[(NAMESPACE, kinds["ServiceAccount/engine"]["metadata"]["name"])] = ENGINE_TOKEN
     # What the StatefulSet controller makes for pod outpost-runner-0 from the chart's volumeClaimTemplate.
     (template,) = kinds["StatefulSet"]["spec"]["volumeClaimTemplates"]
     pod = f"{kinds['StatefulSet']['metadata']['name']}-0"
@@ -426,6 +499,10 @@ def test_the_runner_as_the_chart_starts_it_runs_builds_on_its_claim_keeps_its_re
     assert step_nodes(kube_cluster) == {"node-c"}
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["stepPods"]["resources"]
     assert step_resources(kube_cluster) == [defaults] * 3  # the chart's step-pod resources, on every step pod
+    engines = engine_pods_made(kube_cluster)  # each build's engine in a pod of its own, on the claim's node
+    assert [e["spec"]["nodeName"] for e in engines] == ["node-c"] * 3
+    engine_defaults = yaml.safe_load((CHART / "values.yaml").read_text())["engine"]["resources"]
+    assert [e["spec"]["containers"][0]["resources"] for e in engines] == [engine_defaults] * 3
     runners = json.loads(control_plane.cli("runners", "list", "--json").stdout)
     assert [r["name"] for r in runners] == [pod]  # one registration, kept
 
@@ -475,8 +552,9 @@ def test_the_k8s_smoke_installs_the_chart_with_a_fresh_install_token_of_its_own_
     token = smoke.install_token("smoke-test")
     objects = smoke.render("outpost-smoke-test", token)
     kinds = valid(objects)
-    assert [o["kind"] for o in objects] == ["Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret",
-                                            "ConfigMap", "StatefulSet"]  # fmt: skip
+    assert [o["kind"] for o in objects] == ["Namespace", "ServiceAccount", "ServiceAccount", "Role", "Role",
+                                            "RoleBinding", "RoleBinding", "Secret", "ConfigMap",
+                                            "StatefulSet"]  # fmt: skip
     assert kinds["Secret"]["stringData"]["token"] == token
     assert token.startswith("opi_")
     assert runner_container(kinds)["image"] == "registry.corp:5000/outpost/runner:0.1.0"

@@ -53,6 +53,8 @@ class Cluster:
         self._tls_socket.bind(("127.0.0.1", 0))
         self.tls_port: int = self._tls_socket.getsockname()[1]
         self._tls_server: uvicorn.Server | None = None
+        # (namespace, service account) -> the token a pod of that account gets (store.roles maps it to a Role).
+        self.service_tokens: dict[tuple[str, str], str] = {(NAMESPACE, ENGINE_SERVICE_ACCOUNT): ENGINE_TOKEN}
         self.store = apiserver.Store()
         self.kubeconfig = folder / "kubeconfig"  # the cluster's admin (no token: not checked)
         self.runner_kubeconfig = folder / "runner-kubeconfig"  # the runner's service account, held to its Role
@@ -167,7 +169,7 @@ class Cluster:
     def _start_kubelet(self, node: str) -> None:
         single = KubeConfig.from_file(self.kubeconfig).get()
         assert single is not None
-        service = ApiService("127.0.0.1", self.tls_port, self.ca, {(NAMESPACE, ENGINE_SERVICE_ACCOUNT): ENGINE_TOKEN})
+        service = ApiService("127.0.0.1", self.tls_port, self.ca, self.service_tokens)
         kubelet = Kubelet(node, single, self.docker_socket, self.storage, self.folder / "nodes" / node, service)
         self._kubelets[node] = asyncio.create_task(kubelet.run())
 

@@ -27,3 +27,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "outpost-runner.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{/* The engine pods' image: engine.image, else the runner's. */}}
+{{- define "outpost-runner.engineImage" -}}
+{{ .Values.engine.image.repository | default .Values.image.repository }}:{{ .Values.engine.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}

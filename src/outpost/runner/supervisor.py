@@ -161,8 +161,12 @@ class EngineSupervisor:
         it has, the runner renews the lease (a slow image pull must not give the build back to the queue)."""
         assert self.task is not None
         while not (self.folder / STARTED_FILE).exists():
-            with contextlib.suppress(Unreachable, LeaseLost):
+            try:
                 await self.client.heartbeat(self.task)
+            except Unreachable:
+                pass
+            except ProtocolError:  # lost, refused, revoked: the engine meets it too, and ends
+                return
             await asyncio.sleep(min(self.heartbeat_interval, self.task.lease_ttl / 3))
 
     async def _follow(self, pods: Any, *, adopting: bool) -> str | None:

@@ -115,12 +115,14 @@ def test_a_two_step_build_runs_in_an_engine_pod_that_owns_its_step_pods(
     assert list((kube_cluster.claim_folder() / "runner" / "builds").glob("*")) == []
 
 
-def test_a_build_survives_a_runner_killed_mid_step_and_completes_with_every_line_once(
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_build_survives_a_runner_killed_or_stopped_mid_step_and_completes_with_every_line_once(
     control_plane: ControlPlane,
     start_runner: Callable[..., RunnerProcess],
     kube_cluster: Any,
     busybox_image: str,
     engine_image: str,
+    stop: signal.Signals,
 ) -> None:
     runner = start_engine_runner(start_runner, kube_cluster, engine_image)
     build_id = _start(control_plane, "held", HELD.format(image=busybox_image))
@@ -128,8 +130,8 @@ def test_a_build_survives_a_runner_killed_mid_step_and_completes_with_every_line
     started = eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90,
                          what="the first step to run")  # fmt: skip
 
-    runner.signal(signal.SIGKILL)  # the runner pod killed: its engine pod carries the build on
-    runner.wait(10)
+    runner.signal(stop)  # the runner pod killed, or stopped for an upgrade: its engine pod carries the build on
+    assert runner.wait(15) in (-signal.SIGKILL, 0)  # a stopping runner does not wait for builds in engine pods
     assert len(_engine_pods(kube_cluster)) == 1
     runner.start()
     eventually(lambda: "adopting its engine pod" in runner.output() or None, timeout=60, what="the adoption")
@@ -202,5 +204,24 @@ def test_cancel_reaches_the_engine_pod_which_deletes_the_step_pod_and_the_build_
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["status"] == "terminated"
     assert _sleeping(seconds) == []  # the step was over only once its pod was gone
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
+    assert kube_cluster.objects("secrets") == []
+
+
+def test_an_engine_image_with_an_invalid_name_ends_the_build_error_at_once_saying_so(
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+) -> None:
+    start_engine_runner(start_runner, kube_cluster, "Not A Valid Image!")
+    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=60)
+
+    assert build["status"] == "error"
+    assert "the engine image Not A Valid Image!: " in build["message"]
+    assert "invalid reference format" in build["message"]
+    assert "[outpost] the engine image Not A Valid Image!" in _log(control_plane, build_id)
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
     assert kube_cluster.objects("secrets") == []

@@ -81,3 +81,15 @@ def test_pipelines_and_accounts_get_volumes_of_their_own(tmp_path: Path) -> None
     finally:
         for c in claims:
             c.release()
+
+
+def test_a_restarted_runner_sees_which_kept_volumes_a_build_elsewhere_holds(tmp_path: Path) -> None:
+    """An engine pod's build holds its volume's lock from another process: the runner's start-up leaves it alone."""
+    held = volumes.claim(tmp_path / "volumes", "acme", "web", tmp_path / "own")
+    free = volumes.claim(tmp_path / "volumes", "acme", "api", tmp_path / "own2")
+    free.release()
+
+    assert volumes.held(held.path)
+    assert not volumes.held(free.path)
+    held.release()
+    assert not volumes.held(held.path)

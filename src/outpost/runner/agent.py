@@ -25,7 +25,7 @@ from outpost.runner import clusterchecks, gitqueries
 from outpost.runner.client import Backoff, ProtocolClient, Revoked, Unreachable
 from outpost.runner.job import MAX_FREEZE, STOP_GRACE, BuildJob, remove_leftovers
 from outpost.runner.outbox import Outbox
-from outpost.runner.supervisor import EngineSupervisor, adoptable_folders, needed_secrets
+from outpost.runner.supervisor import EngineSupervisor, adoptable_folders, needed_secrets, outbound_settings
 from outpost.runner.volumes import held
 from outpost.wire import (
     ApprovalTask,
@@ -271,6 +271,7 @@ class Runner:
             "runner_secrets": needed_secrets(task, self.options.runner_secrets),
             "volumes": str(self.options.data_dir / "volumes") if self.options.volume_reuse == "pipeline" else None,
             "max_freeze": self.options.max_freeze,
+            **outbound_settings(),
         }
         supervisor = EngineSupervisor(
             self._builds_dir / task.build_id,

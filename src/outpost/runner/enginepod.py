@@ -42,8 +42,20 @@ def _stop_now() -> None:
     os._exit(143)
 
 
+def take_network_settings(settings: dict[str, Any], folder: Path) -> None:
+    """The runner's proxy variables and CA bundle (`outbound_settings`), for this process's own connections to the
+    control plane: set in its environment before the client is made (httpx reads them from there)."""
+    for name, value in dict(settings.get("proxy") or {}).items():
+        os.environ[str(name)] = str(value)
+    if bundle := settings.get("ca_bundle"):
+        path = folder / "ca-bundle.pem"
+        path.write_text(str(bundle))
+        os.environ["SSL_CERT_FILE"] = str(path)
+
+
 async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _stop_now)
+    take_network_settings(settings, folder)
     async with ProtocolClient(str(settings["url"])) as client:
         options = {str(k): str(v) for k, v in dict(settings["executor_options"]).items()}
         job = BuildJob(

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -250,6 +251,19 @@ def adoptable_folders(builds: Path) -> list[Path]:
     from outpost.executors.kubernetes.engines import ENGINE_MARKER
 
     return sorted(f for f in builds.glob("*") if (f / ENGINE_MARKER).is_file())
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
+def outbound_settings() -> dict[str, Any]:
+    """How this runner reaches the control plane, for its engine pods to do the same: its proxy variables, and the
+    CA bundle it trusts (SSL_CERT_FILE's contents: the file is the runner's, not the pod's)."""
+    found: dict[str, Any] = {"proxy": {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}}
+    if path := os.environ.get("SSL_CERT_FILE"):
+        with contextlib.suppress(OSError):
+            found["ca_bundle"] = Path(path).read_text()
+    return found
 
 
 def needed_secrets(task: RunBuildTask, runner_secrets: dict[str, str]) -> dict[str, str]:

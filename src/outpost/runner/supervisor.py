@@ -96,12 +96,11 @@ class EngineSupervisor:
             else:
                 self.pod = await self._launch(pods, ENGINE_MARKER)
             self.announced.set()
-            keeping = asyncio.create_task(self._keep_lease_until_started()) if not adopting else None
+            keeping = asyncio.create_task(self._keep_lease_until_started())
             try:
                 why = await self._follow(pods, adopting=adopting)
             finally:
-                if keeping is not None:
-                    keeping.cancel()
+                keeping.cancel()
             if why is None:
                 log.info("build %s: its engine pod %s delivered it", self.build_id, self.pod)
                 await pods.remove(self.build_id, self.pod)
@@ -160,15 +159,18 @@ class EngineSupervisor:
     async def _keep_lease_until_started(self) -> None:
         """The claim's lease runs from the poll, but the engine announces the build only once its pod runs: until
         it has, the runner renews the lease (a slow image pull must not give the build back to the queue)."""
-        assert self.task is not None
+        try:  # an adopted build's: from the lease the runner kept
+            task = self.task or read_lease(self.folder / "outbox", self.runner_token)
+        except (OSError, ValueError):
+            return
         while not (self.folder / STARTED_FILE).exists():
             try:
-                await self.client.heartbeat(self.task)
+                await self.client.heartbeat(task)
             except Unreachable:
                 pass
             except ProtocolError:  # lost, refused, revoked: the engine meets it too, and ends
                 return
-            await asyncio.sleep(min(self.heartbeat_interval, self.task.lease_ttl / 3))
+            await asyncio.sleep(min(self.heartbeat_interval, task.lease_ttl / 3))
 
     async def _follow(self, pods: Any, *, adopting: bool) -> str | None:
         """None once the engine pod succeeded; else why the build cannot go on."""

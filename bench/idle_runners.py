@@ -269,6 +269,7 @@ async def measure_level(
         bench.answers, bench.errors = {}, []
         level.held = len(tokens)
         level.load = machine.load_average()
+        print(f"# {len(tokens)} polls held: the CPU window begins (server pid {pid})", file=sys.stderr, flush=True)
         c0, w0, own0 = cpu_seconds(pid), time.monotonic(), time.process_time()
         await asyncio.sleep(window)
         elapsed = time.monotonic() - w0

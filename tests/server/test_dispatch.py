@@ -130,17 +130,31 @@ async def test_an_idle_poll_runs_no_query_while_it_waits(stack: Stack) -> None:
     assert answer.json()["task"]["build_id"] == build["id"]
 
 
-async def test_a_renewed_poll_in_a_runtime_with_nothing_to_claim_only_authenticates(stack: Stack) -> None:
+async def test_a_renewed_poll_in_a_runtime_with_nothing_to_claim_sends_no_statement(stack: Stack) -> None:
     runner = await stack.register()
     await stack.pipeline("hello", HELLO)
-    assert (await poll(stack, runner.runner_token)).status_code == 204  # its look found nothing claimable
+    assert (await poll(stack, runner.runner_token)).status_code == 204  # its look found nothing and proved its token
+
+    renewal = asyncio.create_task(poll(stack, runner.runner_token))
+    with counted(stack.services.engine) as statements:
+        assert (await renewal).status_code == 204
+    # No authentication (its token has a pass), no claim nor git-query look (the runtime is quiet), and no write of
+    # when it was seen (batched): it used to run one of each.
+    assert [sql for task, sql in statements if task is renewal] == []
+
+
+async def test_a_renewed_poll_whose_pass_was_forgotten_only_authenticates(stack: Stack) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    assert (await poll(stack, runner.runner_token)).status_code == 204
+    stack.services.wakeups.passes.clear()  # as when the replica link comes back: signals may have been lost
 
     renewal = asyncio.create_task(poll(stack, runner.runner_token))
     with counted(stack.services.engine) as statements:
         assert (await renewal).status_code == 204
     mine = [sql.split() for task, sql in statements if task is renewal]
-    # Its runner read by its token, and no claim nor git-query look (it used to run one of each).
-    assert [words[0] for words in mine if words[0] in ("SELECT", "INSERT", "DELETE")] == ["SELECT"], mine
+    # Its runner read by its token, and no claim nor git-query look, nor an UPDATE of the runner.
+    assert [words[0] for words in mine if words[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")] == ["SELECT"], mine
     assert not [words for words in mine if "builds" in words or "git_queries" in words]
 
 

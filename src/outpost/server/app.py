@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from outpost import __version__
-from outpost.server import cron, db
+from outpost.server import cron, db, presence
 from outpost.server.api import (
     accounts,
     approvals,
@@ -97,6 +97,7 @@ def create_app(
             )
         )
         scheduler = asyncio.create_task(cron.run_scheduler(lambda minute: fire_cron(services, minute)))
+        background.add(asyncio.create_task(presence.record(services.presence, services.sessions), name="presence"))
         try:
             yield
         finally:
@@ -108,6 +109,10 @@ def create_app(
             _, stuck = await asyncio.wait(background, timeout=SHUTDOWN_GRACE)
             for task in stuck:
                 log.warning("a background task did not stop within %ss: %s", SHUTDOWN_GRACE, task.get_name())
+            try:  # the runners heard from since the last round
+                await asyncio.wait_for(services.presence.flush(services.sessions), SHUTDOWN_GRACE)
+            except Exception:
+                log.exception("writing when runners were last seen failed on the way out")
             if services.replicas is not None:
                 await services.replicas.close()  # after the jobs stopped: a leader hands over
             await engine.dispose()

@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outpost.errors import Unavailable
 from outpost.server.models import Build
+from outpost.server.passes import Passes
 from outpost.server.store import builds as store
 from outpost.wire import FINAL_BUILD_STATUSES
 
@@ -83,6 +84,8 @@ class Wakeups:
         self._quiet: dict[str, float] = {}
         # The other replicas' ear (server/replicas.py, on PostgreSQL): each signal a caller gives, as one line.
         self.share: Callable[[str], None] | None = None
+        # What looks proved of runner tokens (server/passes.py): a signal for a runner ends its pass.
+        self.passes = Passes()
 
     def close(self) -> None:
         """The server is stopping: every waiter returns now, and long polls stop waiting."""
@@ -117,9 +120,11 @@ class Wakeups:
         # A runner needs only its newest poll (an older one is one it gave up, whose hang-up may not have
         # reached us yet); past a few, the oldest is answered at once, so one runner token can never fill the
         # process and lock every other runner out of new work.
-        mine = self._runners.get(runner_id, {})
-        if len(mine) >= POLLS_PER_RUNNER:
-            oldest = next(iter(mine))
+        # Those already told to go may not have left yet (polls that need no look arrive back to back): they
+        # neither count nor are told again.
+        live = [w for w in self._runners.get(runner_id, {}) if not w.superseded]
+        if len(live) >= POLLS_PER_RUNNER:
+            oldest = live[0]
             oldest.superseded = True
             oldest.event.set()
         waiter = Waiter(runner_id, runtime_id, builds)
@@ -227,8 +232,9 @@ class Wakeups:
 
     def catch_up(self) -> None:
         """Signals from other replicas may have been lost (the link to the database was down): every held
-        poll and every follower looks at the store once more."""
+        poll and every follower looks at the store once more, and every runner's next call is checked there."""
         self._quiet.clear()
+        self.passes.clear()
         for idle in (self._idle, self._idle_busy):
             for queue in idle.values():
                 for waiter in queue:
@@ -283,6 +289,7 @@ class Wakeups:
             self._missed_queries.add(runtime_id)
 
     def _runner_here(self, runner_id: str) -> None:
+        self.passes.forget(runner_id)  # first: whatever changed for the runner, its next poll reads it from the store
         waiters = self._runners.get(runner_id)
         if not waiters:
             self._missed_runners.add(runner_id)

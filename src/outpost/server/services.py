@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from outpost.server.dispatch import Availability, Wakeups
 from outpost.server.metrics import ServerMetrics
+from outpost.server.presence import Presence
 from outpost.server.secrets import SecretBox
 from outpost.server.store import accounts
 from outpost.settings import ServerSettings
@@ -34,6 +35,7 @@ class Services:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # what /metrics shows (server/metrics.py)
     replicas: ReplicaLink | None = None  # on PostgreSQL: this replica's link to the others (server/replicas.py)
+    presence: Presence = field(default_factory=Presence)  # runners heard from, written once a second
 
     def leads(self) -> bool:
         """Whether this process runs the background jobs (the lease reaper, cron): always on SQLite, and on

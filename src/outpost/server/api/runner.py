@@ -21,7 +21,7 @@ from outpost.server.dispatch import build_key, hang_up
 from outpost.server.guards import unstorable
 from outpost.server.models import Account, Build, Runner
 from outpost.server.models import Lease as LeaseRow
-from outpost.server.security import now
+from outpost.server.security import token_hash
 from outpost.server.services import Services
 from outpost.server.store import (
     approvals,
@@ -93,18 +93,32 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
     wakeups = svc.wakeups
     wakeups.admit(svc.settings.max_polls)  # before any query: an overloaded server refuses cheaply
     limit = body.max_tasks or 1
-    mark = wakeups.mark()  # before the transaction: work signalled after it may be missing from its snapshot
-    async with svc.tx() as session:  # the first look shares the authentication's transaction
-        runner = await runtimes.authenticate_runner(session, token)
-        runner.last_seen_at = now()
-        found = await _next_tasks(svc, session, runner, body, limit, mark)
-    if found.tasks:
-        if found.more_builds:
-            wakeups.work(runner.runtime_id)
-        return _answer(body, found.tasks)
-    runner_id, runtime_id = runner.id, runner.runtime_id
+    hashed = token_hash(token)
+    known = wakeups.passes.get(hashed)
+    if known is not None and not body.running and wakeups.is_quiet(known.runtime_id):
+        # A renewal with nothing to look up: no build of its own running (so no cancel nor approval answer to
+        # hand over), a quiet runtime (no claim nor git query to try), and a token an earlier look proved, which no
+        # signal for the runner has undone since (server/passes.py). No transaction: it waits at once. Nothing
+        # awaits between this test and `enter`, so a signal for the runner cannot slip in between.
+        runner_id, runtime_id = known.runner_id, known.runtime_id
+        takes = body.free_slots > 0 and not known.drained
+    else:
+        mark = wakeups.mark()  # before the transaction: work signalled after it may be missing from its snapshot
+        proof = wakeups.passes.mark()  # likewise for a revocation or a drain
+        async with svc.tx() as session:  # the first look shares the authentication's transaction
+            runner = await runtimes.authenticate_runner(session, token)
+            found = await _next_tasks(svc, session, runner, body, limit, mark)
+        runner_id, runtime_id, takes = runner.id, runner.runtime_id, takes_builds(runner, body)
+        drained = runner.drained_at is not None
+        wakeups.passes.remember(hashed, proof, runner_id=runner_id, runtime_id=runtime_id, drained=drained)
+        if found.tasks:
+            svc.presence.seen(runner_id)
+            if found.more_builds:
+                wakeups.work(runtime_id)
+            return _answer(body, found.tasks)
+    svc.presence.seen(runner_id)  # written with the others heard from within the second (server/presence.py)
     # From here on wake-ups reach this poll; what was signalled since the look makes it look again (dispatch.py).
-    waiter = wakeups.enter(runner_id, runtime_id, builds=takes_builds(runner, body), max_polls=svc.settings.max_polls)
+    waiter = wakeups.enter(runner_id, runtime_id, builds=takes, max_polls=svc.settings.max_polls)
     try:
         async with hang_up(request.receive) as gone:
             while not wakeups.closing and not gone.done() and not waiter.superseded:
@@ -233,9 +247,9 @@ async def answer_git_query(query_id: str, body: GitQueryAnswer, token: Token, sv
     """A runner's answer to a git query it was handed (authenticated with the runner's own token)."""
     async with svc.tx() as session:
         runner = await runtimes.authenticate_runner(session, token)
-        runner.last_seen_at = now()
         query = await gitqueries.answer(session, runner, query_id, body)
         status = query.status
+    svc.presence.seen(runner.id)
     svc.wakeups.notify(gitqueries.query_key(query_id))
     return {"status": status}
 
@@ -245,9 +259,9 @@ async def answer_cluster_check(query_id: str, body: ClusterCheckAnswer, token: T
     """A runner's answer to a kubernetes integration's connection test it was handed (as a git query's)."""
     async with svc.tx() as session:
         runner = await runtimes.authenticate_runner(session, token)
-        runner.last_seen_at = now()
         query = await gitqueries.answer(session, runner, query_id, body)
         status = query.status
+    svc.presence.seen(runner.id)
     svc.wakeups.notify(gitqueries.query_key(query_id))
     return {"status": status}
 

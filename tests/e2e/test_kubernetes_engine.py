@@ -6,6 +6,7 @@ reaches the emulated API in-cluster (a projected service account token, over TLS
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import uuid
@@ -225,3 +226,43 @@ def test_an_engine_image_with_an_invalid_name_ends_the_build_error_at_once_sayin
     assert "[outpost] the engine image Not A Valid Image!" in _log(control_plane, build_id)
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
     assert kube_cluster.objects("secrets") == []
+
+
+def _engine_processes(build_id: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+            if b"outpost.runner.enginepod" in command and build_id.encode() in command:  # its folder names it
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_an_engine_killed_mid_step_ends_the_build_error_with_its_exit_code_and_every_line_once(
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    start_engine_runner(start_runner, kube_cluster, engine_image)
+    seconds = str(300 + uuid.uuid4().int % 9000)
+    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
+    claim = kube_cluster.claim_folder()
+    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90, what="the step to run")
+    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    (engine,) = _engine_processes(build_id)  # the engine pod's process, on this host as the fake kubelet runs it
+
+    os.kill(engine, signal.SIGKILL)  # a crash: the pod ends Failed, exit code 137
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=90)
+    assert build["status"] == "error"
+    assert "failed (exit code 137)" in build["message"]
+    log = _log(control_plane, build_id)
+    assert "[outpost] the engine pod outpost-engine-" in log
+    numbered = [line for line in log.splitlines() if line.startswith("line ")]
+    assert numbered == [f"line {i}" for i in range(1, 101)]
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
+    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")

@@ -68,6 +68,7 @@ class EngineSupervisor:
         self.revoked: Revoked | None = None  # the agent reads it as a BuildJob's; the engine pod meets any refusal
         self.announced = asyncio.Event()  # set once the engine pod exists (its engine announces the build)
         self.pod = ""
+        self._node_lost = False  # the engine pod's node stopped answering: its deletion cannot wait for the kubelet
 
     def cancel(self, reason: str) -> None:
         """Forwarded at once (the engine's own heartbeat would bring it up to a beat later)."""
@@ -110,7 +111,7 @@ class EngineSupervisor:
             # The engine's heartbeats stopped with it: the lease is ours to keep until the build is delivered.
             keeping = asyncio.create_task(self._keep_lease())
             try:
-                await pods.remove(self.build_id, self.pod)
+                await pods.remove(self.build_id, self.pod, node_lost=self._node_lost)
                 await self._deliver_error(why)
             finally:
                 keeping.cancel()
@@ -195,6 +196,7 @@ class EngineSupervisor:
                         )
                     silent_since = (silent_since or loop.time()) if reading.not_ready else None
                     if silent_since is not None and loop.time() - silent_since >= timeouts["node_lost_timeout"]:
+                        self._node_lost = True
                         return (
                             f"the node {reading.node} running the engine pod {name} stopped answering for "
                             f"{timeouts['node_lost_timeout']:g}s (node lost)"

@@ -132,11 +132,12 @@ class EnginePods:
             raise
         return True
 
-    async def remove(self, build_id: str, name: str) -> None:
+    async def remove(self, build_id: str, name: str, *, node_lost: bool = False) -> None:
         """The engine pod (stopped within its grace period, and waited for: nothing of it writes to the build
-        folder afterwards), its Secret, and the build's step pods and their Secrets."""
-        await api.delete(self.client, Pod, name, GRACE)
-        if not await api.gone(self.client, name, GRACE + api.KUBELET_SLACK):
+        folder afterwards), its Secret, and the build's step pods and their Secrets. On a lost node, whose kubelet
+        would never finish a graceful deletion, the pod's API object is removed at once."""
+        await api.delete(self.client, Pod, name, 0 if node_lost else GRACE)
+        if not node_lost and not await api.gone(self.client, name, GRACE + api.KUBELET_SLACK):
             await api.delete(self.client, Pod, name, 0)  # a lost node's: its API object goes
         await api.delete(self.client, Secret, f"{name}-task", 0)
         await api.remove_build(self.client, self.namespace, build_id)

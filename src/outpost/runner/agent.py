@@ -384,8 +384,9 @@ class Runner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _recover(self) -> list[asyncio.Task[None]]:
-        """Delivers what a crashed runner left in its outboxes (the builds end as `error`); a new process holds
-        no build, so every other folder under builds/ goes at once."""
+        """Adopts the builds an earlier run left to engine pods (followed again, they go on); delivers what a
+        crashed runner left in its other outboxes (those builds end as `error`); a new process holds no other
+        build, so every other folder under builds/ goes at once."""
         adopted = adoptable_folders(self._builds_dir) if self.options.executor == "kubernetes" else []
         for folder in adopted:  # an engine pod may still carry the build: followed again
             self._adopt(folder)

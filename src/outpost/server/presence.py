@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outpost.server.models import Runner
 from outpost.server.security import now
+from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.presence")
 
@@ -32,6 +33,11 @@ _TOUCH = (
     )
     .values(last_seen_at=bindparam("seen_at"))
 )
+
+
+def online_since(settings: ServerSettings) -> float:
+    """Runners seen after this are online: within a poll timeout, a heartbeat and 5 s of slack."""
+    return now() - (settings.poll_timeout + settings.heartbeat_interval + 5)
 
 
 class Presence:

@@ -8,10 +8,9 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.server.api.deps import AsDeveloper, ScopedDeveloper, ScopedViewer, Svc
-from outpost.server.api.runtimes import runner_out
 from outpost.server.api.schemas.builds import BuildIn, BuildOut, RestartIn
 from outpost.server.dispatch import runtime_key
-from outpost.server.models import Runtime
+from outpost.server.presence import online_since
 from outpost.server.services import Services
 from outpost.server.store import builds, pipelines, runtimes
 from outpost.server.store.accounts import Principal
@@ -35,9 +34,8 @@ async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloper, svc: Sv
 
 
 async def _runtime_has_online_runner(svc: Services, session: AsyncSession, who: Principal, runtime_id: str) -> bool:
-    runtime = await session.get_one(Runtime, runtime_id)
-    mine = await runtimes.list_runners(session, who, runtime)
-    return any(runner_out(svc, r, "").online and r.drained_at is None for r in mine)  # a drained one takes none
+    """As the runners list's "online" (a drained runner takes no build, so it does not count)."""
+    return await runtimes.has_online_runner(session, who, runtime_id, online_since(svc.settings))
 
 
 Text = Annotated[str | None, Query(max_length=255)]

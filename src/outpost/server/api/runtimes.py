@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from outpost.server.api.deps import Access, AsAdmin, AsViewer, Svc
 from outpost.server.api.schemas.runtimes import RunnerOut, RuntimeIn, RuntimeOut
 from outpost.server.models import Build, Runner, Runtime
-from outpost.server.security import now
+from outpost.server.presence import online_since
 from outpost.server.services import Services
 from outpost.server.store import audit, builds, runtimes
 
@@ -17,8 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 
 def runner_out(svc: Services, runner: Runner, runtime_name: str, held: Sequence[Build] = ()) -> RunnerOut:
-    horizon = now() - (svc.settings.poll_timeout + svc.settings.heartbeat_interval + 5)
-    online = bool(runner.last_seen_at and runner.last_seen_at > horizon)
+    online = bool(runner.last_seen_at and runner.last_seen_at > online_since(svc.settings))
     drain = runtimes.drain_state(runner, len(held))
     return RunnerOut.read(runner, runtime=runtime_name, online=online, drain=drain, builds=[b.id for b in held])
 

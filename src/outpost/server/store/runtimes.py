@@ -144,6 +144,23 @@ async def list_runners(session: AsyncSession, principal: Principal, runtime: Run
     return list(await session.scalars(query.order_by(Runner.created_at)))
 
 
+async def has_online_runner(session: AsyncSession, principal: Principal, runtime_id: str, online_since: float) -> bool:
+    """Whether a runner of the runtime that takes builds (not revoked, not drained) was seen since `online_since`:
+    one indexed look however many runners the runtime has (a build request asks this every time)."""
+    found = await session.scalar(
+        select(Runner.id)
+        .where(
+            Runner.runtime_id == runtime_id,
+            Runner.account_id == principal.account_id,
+            Runner.revoked_at.is_(None),
+            Runner.drained_at.is_(None),
+            Runner.last_seen_at > online_since,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 async def _runner(session: AsyncSession, principal: Principal, runner_id: str) -> Runner:
     runner = await session.get(Runner, runner_id)
     if runner is None or runner.account_id != principal.account_id:

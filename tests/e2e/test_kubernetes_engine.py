@@ -266,3 +266,24 @@ def test_an_engine_killed_mid_step_ends_the_build_error_with_its_exit_code_and_e
     assert numbered == [f"line {i}" for i in range(1, 101)]
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
     eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+
+
+def test_an_engine_pod_past_its_memory_limit_ends_the_build_error_as_oom_killed(
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    """--engine-pods' resources reach the engine pod; 24Mi is far less than Python and Outpost's imports take."""
+    limits = json.dumps({"resources": {"limits": {"memory": "24Mi"}}})
+    start_kubernetes_runner(start_runner, kube_cluster, "--engine-image", engine_image, "--engine-pods", limits)
+    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
+
+    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=90)
+
+    assert build["status"] == "error"
+    assert "the engine's container was killed for using more memory than its limit (OOMKilled)" in build["message"]
+    engines = [p for p in _created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
+    assert [e["spec"]["containers"][0]["resources"] for e in engines] == [{"limits": {"memory": "24Mi"}}]
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - the optional dependency is miss
         f"the Kubernetes executor needs lightkube ({exc}): pip install 'outpost-ci[kubernetes]'"
     ) from None
 
-from outpost.executors.kubernetes import api, builder, objects, placement, services
+from outpost.executors.kubernetes import api, builder, dind, objects, placement, services
 from outpost.executors.kubernetes.api import KUBELET_SLACK, POLL, STOP_GRACE
 from outpost.executors.kubernetes.pods import PodRun, copy_output, logins, quiet
 
@@ -77,6 +77,12 @@ class KubernetesExecutor(Executor):
         self._lost: set[str] = set()  # pods on a lost node: force-deleted, no grace period to wait for
         self._client: AsyncClient | None = None
         self._serial = 0
+        dind.check(self.options)
+        self.dind = (
+            dind.DockerInDocker(self, volume, build_id, self.options, self.pending_timeout)
+            if dind.enabled(self.options)
+            else None
+        )
 
     @classmethod
     async def preflight(cls, options: Mapping[str, str]) -> str | None:
@@ -85,6 +91,7 @@ class KubernetesExecutor(Executor):
         if not claim:
             raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
         where = _placement(merged)
+        dind.check(merged)
         config = api.config_of(merged)
         namespace = api.namespace_of(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
@@ -115,6 +122,9 @@ class KubernetesExecutor(Executor):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.dind is not None and self._client is not None:
+            with contextlib.suppress(ExecutorError):  # its pod goes with the build's pods below anyway
+                await asyncio.shield(self.dind.stop())
         if self._client is not None and (self.volume / builder.STORAGE).exists():
             await asyncio.shield(self._remove_image_storage())
         client, self._client = self._client, None
@@ -159,6 +169,9 @@ class KubernetesExecutor(Executor):
         script = f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script
         if job.kubeconfig is not None:
             env, script = _with_kubeconfig(job.kubeconfig, env, script)
+        if self.dind is not None:  # `docker` commands in the step use the build's daemon
+            await self.dind.client(output)
+            env["DOCKER_HOST"] = self.dind.in_step_host
         started: list[services.Started] = []
         try:
             aliases = await services.start_services(self, job.services, job.auths, started, output, show_output=False)
@@ -261,7 +274,9 @@ class KubernetesExecutor(Executor):
             requests=where.requests,
             limits=where.limits,
             grace_seconds=STOP_GRACE,
-            security=objects.builder_security(self.options.get("builder_seccomp", "Unconfined"))
+            security=objects.dind_security()
+            if pod.privileged
+            else objects.builder_security(self.options.get("builder_seccomp", "Unconfined"))
             if pod.builder
             else None,
             host_users=False if pod.builder and self.options.get("builder_userns", "true") == "true" else None,
@@ -281,6 +296,8 @@ class KubernetesExecutor(Executor):
         return image
 
     async def build_image(self, job: ImageBuildJob, output: Output) -> BuiltImage:
+        if self.dind is not None:
+            return await self.dind.build(job, output)
         image = self._builder_image()
         self._serial += 1
         scratch = builder.scratch_reference(self.options.get("scratch_registry", ""), job.tags[0], self.build_id,
@@ -311,6 +328,8 @@ class KubernetesExecutor(Executor):
         return BuiltImage(image_id if image_id.startswith("sha256:") else f"sha256:{image_id}", scratch, "buildah")
 
     async def push_image(self, job: PushJob, output: Output) -> str:
+        if self.dind is not None:
+            return await self.dind.push(job, output)
         image = self._builder_image()
         auths = [job.auth] if job.auth else []
         insecure = bool(job.auth and job.auth.insecure)

@@ -154,7 +154,20 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
         ]
     ):
         command = click.option(name, envvar=envvar, default=None, help=help_text)(command)
-    return command
+    command = click.option(
+        "--dind-image",
+        envvar="OUTPOST_DIND_IMAGE",
+        default=None,
+        help="An image with dockerd: the privileged pod of --docker-in-docker.",
+    )(command)
+    return click.option(
+        "--docker-in-docker",
+        envvar="OUTPOST_DOCKER_IN_DOCKER",
+        is_flag=True,
+        default=False,
+        help="Opt in to one privileged dockerd pod per build (compatibility): build/push through it, DOCKER_HOST "
+        "for steps. Needs --dind-image, --node-name and a namespace whose Pod Security level is privileged.",
+    )(command)
 
 
 def kubernetes_settings(
@@ -169,6 +182,8 @@ def kubernetes_settings(
     builder_image: str | None = None,
     scratch_registry: str | None = None,
     builder_seccomp: str | None = None,
+    docker_in_docker: bool = False,
+    dind_image: str | None = None,
 ) -> dict[str, str]:
     given = {
         "namespace": namespace,
@@ -180,6 +195,8 @@ def kubernetes_settings(
         "builder_image": builder_image,
         "scratch_registry": scratch_registry,
         "builder_seccomp": builder_seccomp,
+        "docker_in_docker": "true" if docker_in_docker else None,
+        "dind_image": dind_image,
         "runner_folder": str(data_dir),  # marks its pods: its next start removes what a crash left
     }
     return {key: value for key, value in given.items() if value}
@@ -288,6 +305,8 @@ def runner_start(
     builder_image: str | None,
     scratch_registry: str | None,
     builder_seccomp: str | None,
+    docker_in_docker: bool,
+    dind_image: str | None,
     concurrency: int,
     volume_reuse: str,
     data_dir: Path | None,
@@ -323,6 +342,8 @@ def runner_start(
             builder_image=builder_image,
             scratch_registry=scratch_registry,
             builder_seccomp=builder_seccomp,
+            docker_in_docker=docker_in_docker,
+            dind_image=dind_image,
         )
     if secrets_file is not None:
         try:

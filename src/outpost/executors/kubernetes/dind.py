@@ -60,7 +60,10 @@ def daemon_script(group: int) -> str:
     args += ["--storage-driver", "vfs", "--iptables=false", "--ip-masq=false", "--bridge=none"]
     args += ["--data-root", "/var/lib/docker", "--exec-root", "/var/run/docker"]
     quoted = " ".join(shlex.quote(a) for a in args)
-    return f"set -e\nmkdir -p {shlex.quote(folder)}\nrm -f {shlex.quote(f'{folder}/{SOCKET}')}\nexec {quoted}\n"
+    # docker:dind's `dind` wrapper, when the image has it, readies cgroup v2 nesting (a real cluster's nodes).
+    wrapper = 'w=""; if command -v dind >/dev/null 2>&1; then w=dind; fi\n'
+    socket = shlex.quote(f"{folder}/{SOCKET}")
+    return f"set -e\nmkdir -p {shlex.quote(folder)}\nrm -f {socket}\n{wrapper}exec $w {quoted}\n"
 
 
 class DockerInDocker:

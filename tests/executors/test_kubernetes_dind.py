@@ -91,7 +91,12 @@ async def test_build_push_and_docker_commands_of_a_build_go_through_its_one_priv
         assert built.image_id.startswith("sha256:")
         assert built.reference == "acme/app:1"
         digest = await executor.push_image(PushJob("push", built.reference, [target], login), build.sink)
-        script = "docker version --format '{{.Server.Version}}'\ndocker images --format '{{.ID}} {{.Repository}}'\n"
+        script = (
+            "docker version --format '{{.Server.Version}}'\n"
+            "docker images --format '{{.ID}} {{.Repository}}'\n"
+            "echo from-the-step > /codefresh/volume/note\n"  # the daemon sees the build volume where steps do
+            "docker run --rm -v /codefresh/volume:/v acme/app:1 cat /v/note /proof\n"
+        )
         code = await executor.run(build.step(script, image=dind_image), build.sink)
         assert code == 0, build.out
         dind_pods = [p for p in build.pods_made() if p["metadata"]["labels"]["outpost.io/step"] == "docker-in-docker"]
@@ -100,6 +105,7 @@ async def test_build_push_and_docker_commands_of_a_build_go_through_its_one_priv
     log = bytes(build.out).decode()
     assert "20.10" in log  # the step's docker CLI reached the daemon's server...
     assert f"{built.image_id.removeprefix('sha256:')[:12]} acme/app" in log  # ...and sees the built image
+    assert "from-the-step\nbuilt-inside-dind\n" in log  # a container of it, with the build volume mounted
     assert dockerd.api("GET", "/images/acme/app:1/json").status_code == 404  # built in the pod, not by the node's
     (pod,) = dind_pods  # one daemon for the build, its steps and the push
     assert pod["spec"]["containers"][0]["securityContext"]["privileged"] is True

@@ -1,5 +1,6 @@
 """The Kubernetes executor: each freestyle step attempt runs in a step pod of its own, in the build namespace; build
-and push steps run buildah in builder pods (`builder`), and a composition's services and candidates are pods too.
+and push steps run buildah in builder pods (`builder`), or, opted in, go through a privileged Docker-in-Docker pod
+(`dind`); a composition's services and candidates are pods too.
 
 This slice runs the engine in the runner process. The runner's data folder lives on a PersistentVolumeClaim (the
 "work claim", e.g. the runner StatefulSet's volume): step pods mount the build's folder of that same claim (a subPath)
@@ -291,7 +292,7 @@ class KubernetesExecutor(Executor):
         if not image:
             raise ExecutorError(
                 "build and push steps on Kubernetes need --builder-image: an image with buildah in it "
-                "(they run in a builder pod, never in privileged Docker-in-Docker)"
+                "(they run in an unprivileged builder pod; privileged Docker-in-Docker only with --docker-in-docker)"
             )
         return image
 

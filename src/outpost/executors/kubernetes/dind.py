@@ -88,26 +88,34 @@ class DockerInDocker:
                 await output(
                     f"[outpost] starting the build's privileged Docker-in-Docker pod ({self.image})\n".encode()
                 )
-                self._docker = await self._start()
+                try:
+                    self._docker = await self._start()
+                except BaseException:  # no half-started daemon stays for the next step to find
+                    await asyncio.shield(self.stop())
+                    raise
             return self._docker
 
     async def _start(self) -> Docker:
         script = daemon_script(os.getgid())
+        (self.volume / FOLDER).mkdir(parents=True, exist_ok=True)  # the socket's folder, before the daemon makes it
         self._pod = await self.pods.start_pod(PodRun(step=STEP, image=self.image, script=script, privileged=True))
         name, folder = self._pod
         await self.pods.running_at(name, STEP)
         docker = Docker(self._host())
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.timeout
-        while True:
-            with contextlib.suppress(DockerError):
-                await docker.version()
-                return docker
-            if (folder / "exit").exists() or loop.time() > give_up:
-                await docker.aclose()
-                ended = "ended" if (folder / "exit").exists() else f"did not answer within {self.timeout:g}s"
-                raise ExecutorError(f"the Docker-in-Docker daemon {ended}: {_tail(folder / 'output')}")
-            await asyncio.sleep(READY_POLL)
+        try:
+            while True:
+                with contextlib.suppress(DockerError):
+                    await docker.version()
+                    return docker
+                if (folder / "exit").exists() or loop.time() > give_up:
+                    ended = "ended" if (folder / "exit").exists() else f"did not answer within {self.timeout:g}s"
+                    raise ExecutorError(f"the Docker-in-Docker daemon {ended}: {_tail(folder / 'output')}")
+                await asyncio.sleep(READY_POLL)
+        except BaseException:
+            await docker.aclose()
+            raise
 
     def _host(self) -> str:
         """The socket as the runner reaches it; a path too long for a socket address goes through a descriptor of

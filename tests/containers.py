@@ -5,7 +5,8 @@ The fixtures are module attributes; a test module takes the ones it needs, e.g.
 `dockerd, busybox_image = containers.dockerd, containers.busybox_image`.
 
 - `dockerd` (session): `dockerd` on its own unix socket, data root and exec root; `--bridge=none --iptables=false`
-  as the machine's recipe says (user-defined bridge networks, and their DNS, still work).
+  as the machine's recipe says (user-defined bridge networks, and their DNS, still work); privileged containers
+  run with the runtime `outpost-privileged` (runc within this machine's capability bounding set).
 - `busybox_image` (session): `localhost/busybox:1`, FROM scratch with Debian's static busybox, in that engine.
 - `registry` / `open_registry` (function): Debian's `docker-registry` (distribution v2) on a free loopback port,
   with htpasswd (bcrypt) auth or without.
@@ -20,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ from tests.components import free_port, need
 
 START_TIMEOUT = 30.0
 BUSYBOX_IMAGE = "localhost/busybox:1"
+PRIVILEGED_RUNTIME = "outpost-privileged"  # for privileged containers: runc within this machine's bounding set
 REGISTRY_USER, REGISTRY_PASSWORD = "ci", "s3cret-Regi5try"
 MANIFEST_TYPES = ", ".join(
     [
@@ -140,6 +143,7 @@ class Dockerd:
             "-H", self.host,
             "--iptables=false", "--ip-masq=false", "--bridge=none",
             "--storage-driver=overlay2",
+            "--add-runtime", f"{PRIVILEGED_RUNTIME}={self._privileged_runc()}",
         ]  # fmt: skip
         self.process = _spawn(command, self.folder / "dockerd.log")
 
@@ -150,6 +154,15 @@ class Dockerd:
 
         _wait_until(ready, self.process, self.folder / "dockerd.log", "dockerd", on_timeout=self.stop)
         return self
+
+    def _privileged_runc(self) -> Path:
+        """The runtime of privileged pods' containers (see tests/kube/runc_privileged.py for why)."""
+        runc = _binary("runc") or "/usr/sbin/runc"
+        wrapper = Path(__file__).parent / "kube" / "runc_privileged.py"
+        shim = self.folder / "runc-privileged"
+        shim.write_text(f'#!/bin/sh\nOUTPOST_TEST_RUNC={runc} exec {sys.executable} -I {wrapper} "$@"\n')
+        shim.chmod(0o755)
+        return shim
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

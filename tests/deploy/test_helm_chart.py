@@ -29,6 +29,7 @@ kube_cluster, engine_image = fixtures.kube_cluster, fixtures.engine_image
 pytestmark = pytest.mark.timeout(120)
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "outpost-runner"
 REQUIRED = {"controlPlane": {"url": "https://ci.example"}, "installToken": "opi_install"}
+PRIVILEGED = {"namespace": {"podSecurity": {"enforce": "privileged"}}}
 EVERYTHING: dict[str, Any] = {
     "controlPlane": {"url": "https://ci.example:8443/outpost"},
     "existingSecret": "runner-token",
@@ -301,6 +302,7 @@ def test_a_node_choice_for_engine_pods_with_a_read_write_once_claim_is_refused()
         ({"stepPods": {"nodeSelectors": {"disk": "ssd"}}}, "'nodeSelectors' not allowed"),
         ({"builder": {"seccompProfile": "RuntimeDefault"}}, "/builder/seccompProfile"),
         ({"builder": {"scratchRegistry": "https://registry.corp"}}, "/builder/scratchRegistry"),
+        ({"builder": {"dockerInDocker": "yes"}}, "/builder/dockerInDocker"),
     ],
 )
 def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str) -> None:
@@ -329,6 +331,20 @@ def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str)
         (
             {**REQUIRED, "builder": {"image": "buildah:1", "scratchRegistry": "r.corp/s"}},
             "builder.seccompProfile=Unconfined needs namespace.podSecurity.enforce=privileged",
+        ),
+        (
+            {**REQUIRED, "builder": {"dockerInDocker": True, "dindImage": "docker:dind"}},
+            "builder.dockerInDocker runs a privileged pod per build: it needs namespace.podSecurity.enforce=privileged",
+        ),
+        ({**REQUIRED, **PRIVILEGED, "builder": {"dockerInDocker": True}}, "builder.dindImage is required"),
+        (
+            {
+                **REQUIRED,
+                **PRIVILEGED,
+                "builder": {"dockerInDocker": True, "dindImage": "docker:dind"},
+                "data": {"accessMode": "ReadWriteMany"},
+            },
+            "builder.dockerInDocker needs the runner's pods on its node",
         ),
     ],
 )
@@ -571,3 +587,24 @@ def test_every_setting_the_chart_gives_the_runner_is_one_outpost_runner_start_re
     assert given - read == set()  # a misspelt name would be ignored by the runner, silently
     builders = {"OUTPOST_BUILDER_IMAGE", "OUTPOST_SCRATCH_REGISTRY", "OUTPOST_BUILDER_SECCOMP"}
     assert {"OUTPOST_STEP_PODS", *builders} <= given
+
+
+def test_the_docker_in_docker_opt_in_reaches_the_runner_only_when_asked_for_in_a_privileged_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from outpost.cli.agent import runner_start
+
+    assert "OUTPOST_DOCKER_IN_DOCKER" not in valid(render(REQUIRED))["ConfigMap"]["data"]  # off by default
+    values = {**REQUIRED, **PRIVILEGED, "builder": {"dockerInDocker": True, "dindImage": "registry.corp/dind:20"}}
+    kinds = valid(render(values, namespace="ci"))
+    config = kinds["ConfigMap"]["data"]
+    assert config["OUTPOST_DOCKER_IN_DOCKER"] == "true"
+    assert config["OUTPOST_DIND_IMAGE"] == "registry.corp/dind:20"
+    assert arg(runner_container(kinds), "node-name") == "$(NODE_NAME)"  # the build's pods share the runner's node
+    assert kinds["Namespace"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    # The ConfigMap's values, as the runner's environment, are the runner's options.
+    for name in ("OUTPOST_DOCKER_IN_DOCKER", "OUTPOST_DIND_IMAGE"):
+        monkeypatch.setenv(name, config[name])
+    params = runner_start.make_context("start", ["--url", "https://ci.example"]).params
+    assert params["docker_in_docker"] is True
+    assert params["dind_image"] == "registry.corp/dind:20"

@@ -171,3 +171,40 @@ def engine_image(dockerd: Any) -> str:
         (root / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
         dockerd.cli("build", "-q", "--network", "host", "-t", ENGINE_IMAGE, folder)
     return ENGINE_IMAGE
+
+
+DIND_IMAGE = "localhost/outpost-test/dind:1"
+DIND_BINARIES = ("dockerd", "containerd", "containerd-shim-runc-v2", "runc", "docker-proxy", "docker-init", "docker")
+
+
+@pytest.fixture(scope="session")
+def dind_image(dockerd: Any) -> str:
+    """An image with a Docker engine for the privileged Docker-in-Docker pod, made from this machine's dockerd,
+    containerd, runc and docker CLI, the libraries they link, and busybox (no registry to pull one from here). Steps
+    can use it too: it has the `docker` command."""
+    with tempfile.TemporaryDirectory(prefix="outpost-dind-image-") as folder:
+        root = Path(folder)
+        for name in DIND_BINARIES:
+            found = shutil.which(name) or next((f"{d}/{name}" for d in ("/usr/sbin", "/usr/bin") if
+                                                os.access(f"{d}/{name}", os.X_OK)), None)  # fmt: skip
+            need(found is not None, f"{name} is not installed (apt-get install docker.io)")
+            assert found is not None
+            _copy_into(root, Path(found))
+            linked = subprocess.run(["ldd", found], capture_output=True, text=True, check=False).stdout
+            for library in {w for w in linked.split() if w.startswith("/")}:
+                _copy_into(root, Path(library))
+        (root / "bin").mkdir(exist_ok=True)
+        shutil.copy(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc" / "group").write_text("root:x:0:\n")
+        for tmp in ("tmp", "var/tmp"):
+            (root / tmp).mkdir(parents=True, exist_ok=True)
+            os.chmod(root / tmp, 0o1777)
+        (root / "Dockerfile").write_text(
+            "FROM scratch\nCOPY . /\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        )
+        dockerd.cli("build", "-q", "--network", "host", "-t", DIND_IMAGE, folder)
+    return DIND_IMAGE

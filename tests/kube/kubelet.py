@@ -6,8 +6,8 @@ SIGKILL; a memory limit is the container's cgroup limit, so a step that passes i
 the engine does not have is pulled (with the pod's imagePullSecrets) and one that cannot be pulled shows
 ErrImagePull, then ImagePullBackOff, with Warning events. Volumes are host folders: a claim is one folder per
 (namespace, claim) under the cluster's storage folder, shared by every pod that mounts it (all fake nodes are on
-this one host), and an emptyDir is a folder per pod. Pods share the host's network (no pod network is emulated).
-One container per pod; restartPolicy is taken as Never.
+this one host), and an emptyDir is a folder per pod. A privileged container is privileged on the engine. Pods share
+the host's network (no pod network is emulated). One container per pod; restartPolicy is taken as Never.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ _UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**
 HEARTBEAT = 0.5  # seconds between the node's status updates (the real kubelet: 10 s, or a Lease)
 PULL_BACKOFF = 2.0  # seconds between pull attempts (the real kubelet doubles from 10 s)
 LABEL = "io.outpost.kube.node"
+PRIVILEGED_RUNTIME = "outpost-privileged"  # tests.containers.Dockerd's runtime for privileged containers
 T = TypeVar("T")
 
 
@@ -66,9 +67,9 @@ def cpu_nanos(quantity: str) -> int:
 
 
 def _security(pod: Any, container: Any) -> dict[str, Any]:
-    """The container's security settings as the engine takes them: the user, capabilities, no_new_privs and the
-    seccomp profile (RuntimeDefault is the engine's default profile; Unconfined none). hostUsers: false cannot be
-    given per container here (the engine's user namespaces are daemon-wide): a real cluster's runtime does that."""
+    """The container's security settings as the engine takes them: the user, capabilities, no_new_privs, privileged
+    and the seccomp profile (RuntimeDefault is the engine's default profile; Unconfined none). hostUsers: false cannot
+    be given per container here (the engine's user namespaces are daemon-wide): a real cluster's runtime does that."""
     context, pod_context = container.securityContext, pod.securityContext
     options: list[str] = []
     settings: dict[str, Any] = {}
@@ -82,6 +83,8 @@ def _security(pod: Any, container: Any) -> dict[str, Any]:
         settings["CapAdd"] = list(context.capabilities.add or [])
     if options:
         settings["SecurityOpt"] = options
+    if context is not None and context.privileged:
+        settings["Privileged"] = True
     return settings
 
 
@@ -111,11 +114,21 @@ class Docker:
         return None
 
     async def run(self, body: dict[str, Any]) -> str:
+        await self._privileged_runtime(body["HostConfig"])
         answer = await self.http.post("/containers/create", json=body)
         answer.raise_for_status()
         container = str(answer.json()["Id"])
         (await self.http.post(f"/containers/{container}/start")).raise_for_status()
         return container
+
+    async def _privileged_runtime(self, host_config: dict[str, Any]) -> None:
+        """A privileged container runs with the engine's `outpost-privileged` runtime when it has one: runc cut to
+        this machine's capability bounding set, as a real cluster's runtime gives a privileged container the
+        capabilities it has itself (tests/kube/runc_privileged.py says why the engine alone cannot)."""
+        if host_config.get("Privileged"):
+            runtimes = (await self.http.get("/info")).json().get("Runtimes") or {}
+            if PRIVILEGED_RUNTIME in runtimes:
+                host_config["Runtime"] = PRIVILEGED_RUNTIME
 
     async def wait(self, container: str) -> dict[str, Any]:
         await self.http.post(f"/containers/{container}/wait")

@@ -170,7 +170,20 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
         ]
     ):
         command = click.option(name, envvar=envvar, default=None, help=help_text)(command)
-    return command
+    command = click.option(
+        "--dind-image",
+        envvar="OUTPOST_DIND_IMAGE",
+        default=None,
+        help="An image with dockerd: the privileged pod of --docker-in-docker.",
+    )(command)
+    return click.option(
+        "--docker-in-docker",
+        envvar="OUTPOST_DOCKER_IN_DOCKER",
+        is_flag=True,
+        default=False,
+        help="Opt in to one privileged dockerd pod per build (compatibility): build/push through it, DOCKER_HOST "
+        "for steps. Needs --dind-image, --node-name and a namespace whose Pod Security level is privileged.",
+    )(command)
 
 
 def kubernetes_settings(
@@ -188,6 +201,8 @@ def kubernetes_settings(
     engine_image: str | None = None,
     engine_pods: str | None = None,
     engine_service_account: str | None = None,
+    docker_in_docker: bool = False,
+    dind_image: str | None = None,
 ) -> dict[str, str]:
     given = {
         "namespace": namespace,
@@ -202,6 +217,8 @@ def kubernetes_settings(
         "engine_image": engine_image,
         "engine_pods": engine_pods,
         "engine_service_account": engine_service_account,
+        "docker_in_docker": "true" if docker_in_docker else None,
+        "dind_image": dind_image,
         "runner_folder": str(data_dir),  # marks its pods: its next start removes what a crash left
     }
     return {key: value for key, value in given.items() if value}
@@ -313,6 +330,8 @@ def runner_start(
     engine_image: str | None,
     engine_pods: str | None,
     engine_service_account: str | None,
+    docker_in_docker: bool,
+    dind_image: str | None,
     concurrency: int,
     volume_reuse: str,
     data_dir: Path | None,
@@ -351,6 +370,8 @@ def runner_start(
             engine_image=engine_image,
             engine_pods=engine_pods,
             engine_service_account=engine_service_account,
+            docker_in_docker=docker_in_docker,
+            dind_image=dind_image,
         )
     elif engine_image:
         raise click.UsageError("--engine-image is for --executor kubernetes")

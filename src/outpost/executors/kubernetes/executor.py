@@ -1,5 +1,6 @@
 """The Kubernetes executor: each freestyle step attempt runs in a step pod of its own, in the build namespace; build
-and push steps run buildah in builder pods (`builder`), and a composition's services and candidates are pods too.
+and push steps run buildah in builder pods (`builder`), or, opted in, go through a privileged Docker-in-Docker pod
+(`dind`); a composition's services and candidates are pods too.
 
 This slice runs the engine in the runner process. The runner's data folder lives on a PersistentVolumeClaim (the
 "work claim", e.g. the runner StatefulSet's volume): step pods mount the build's folder of that same claim (a subPath)
@@ -45,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - the optional dependency is miss
         f"the Kubernetes executor needs lightkube ({exc}): pip install 'outpost-ci[kubernetes]'"
     ) from None
 
-from outpost.executors.kubernetes import api, builder, engines, objects, placement, services
+from outpost.executors.kubernetes import api, builder, dind, engines, objects, placement, services
 from outpost.executors.kubernetes.api import KUBELET_SLACK, POLL, STOP_GRACE
 from outpost.executors.kubernetes.pods import PodRun, copy_output, logins, quiet
 
@@ -78,6 +79,12 @@ class KubernetesExecutor(Executor):
         self._client: AsyncClient | None = None
         self._owner: tuple[str, str] | None = None  # in an engine pod: (its name, its uid), owner of the step pods
         self._serial = 0
+        dind.check(self.options)
+        self.dind = (
+            dind.DockerInDocker(self, volume, build_id, self.options, self.pending_timeout)
+            if dind.enabled(self.options)
+            else None
+        )
 
     @classmethod
     async def preflight(cls, options: Mapping[str, str]) -> str | None:
@@ -86,6 +93,7 @@ class KubernetesExecutor(Executor):
         if not claim:
             raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
         where = _placement(merged)
+        dind.check(merged)
         config = api.config_of(merged)
         namespace = api.namespace_of(merged, config)
         async with AsyncClient(config, namespace=namespace, field_manager="outpost") as client:
@@ -132,6 +140,9 @@ class KubernetesExecutor(Executor):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.dind is not None and self._client is not None:
+            with contextlib.suppress(ExecutorError):  # its pod goes with the build's pods below anyway
+                await asyncio.shield(self.dind.stop())
         if self._client is not None and (self.volume / builder.STORAGE).exists():
             await asyncio.shield(self._remove_image_storage())
         client, self._client = self._client, None
@@ -176,6 +187,9 @@ class KubernetesExecutor(Executor):
         script = f'PATH="$PATH:{TOOLS_IN_STEP}"\n' + job.script
         if job.kubeconfig is not None:
             env, script = _with_kubeconfig(job.kubeconfig, env, script)
+        if self.dind is not None:  # `docker` commands in the step use the build's daemon
+            await self.dind.client(output)
+            env["DOCKER_HOST"] = self.dind.in_step_host
         started: list[services.Started] = []
         try:
             aliases = await services.start_services(self, job.services, job.auths, started, output, show_output=False)
@@ -278,7 +292,9 @@ class KubernetesExecutor(Executor):
             requests=where.requests,
             limits=where.limits,
             grace_seconds=STOP_GRACE,
-            security=objects.builder_security(self.options.get("builder_seccomp", "Unconfined"))
+            security=objects.dind_security()
+            if pod.privileged
+            else objects.builder_security(self.options.get("builder_seccomp", "Unconfined"))
             if pod.builder
             else None,
             host_users=False if pod.builder and self.options.get("builder_userns", "true") == "true" else None,
@@ -294,11 +310,13 @@ class KubernetesExecutor(Executor):
         if not image:
             raise ExecutorError(
                 "build and push steps on Kubernetes need --builder-image: an image with buildah in it "
-                "(they run in a builder pod, never in privileged Docker-in-Docker)"
+                "(they run in an unprivileged builder pod; privileged Docker-in-Docker only with --docker-in-docker)"
             )
         return image
 
     async def build_image(self, job: ImageBuildJob, output: Output) -> BuiltImage:
+        if self.dind is not None:
+            return await self.dind.build(job, output)
         image = self._builder_image()
         self._serial += 1
         scratch = builder.scratch_reference(self.options.get("scratch_registry", ""), job.tags[0], self.build_id,
@@ -329,6 +347,8 @@ class KubernetesExecutor(Executor):
         return BuiltImage(image_id if image_id.startswith("sha256:") else f"sha256:{image_id}", scratch, "buildah")
 
     async def push_image(self, job: PushJob, output: Output) -> str:
+        if self.dind is not None:
+            return await self.dind.push(job, output)
         image = self._builder_image()
         auths = [job.auth] if job.auth else []
         insecure = bool(job.auth and job.auth.insecure)

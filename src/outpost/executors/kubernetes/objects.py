@@ -182,6 +182,12 @@ def builder_security(seccomp: str) -> SecurityContext:
     )
 
 
+def dind_security() -> SecurityContext:
+    """The Docker-in-Docker pod's container (the `--docker-in-docker` opt-in only): privileged, as root, so that
+    dockerd can mount, make cgroups and run containers. Pod Security admits it only at level `privileged`."""
+    return SecurityContext(privileged=True, runAsUser=0, runAsNonRoot=False)
+
+
 def step_labels(build_id: str, step: str, runner: str | None = None) -> dict[str, str]:
     labels = {**MANAGED_BY, BUILD_LABEL: label_value(build_id), STEP_LABEL: label_value(step)}
     return {**labels, RUNNER_LABEL: runner} if runner else labels

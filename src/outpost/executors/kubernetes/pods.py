@@ -27,6 +27,7 @@ class PodRun:
     shell: str = "/bin/sh"
     workdir: str | None = None
     builder: bool = False  # a builder pod: buildah's security settings (objects.builder_security)
+    privileged: bool = False  # the Docker-in-Docker pod (objects.dind_security)
     keep: dict[str, str] | None = None  # files of the pod's folder (iid, digest) read into this before it goes
     aliases: Mapping[str, str] = field(default_factory=dict)  # host name -> IP (a composition's services)
 

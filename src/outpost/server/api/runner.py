@@ -215,6 +215,7 @@ async def _run_task(
     await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
     svc.metrics.claimed(build)
     account = await session.get_one(Account, build.account_id)
+    rows = await integrations.of_build_account(session, build)  # one query for the four below
     return RunBuildTask(
         build_id=build.id,
         lease_id=lease.id,
@@ -233,10 +234,10 @@ async def _run_task(
         branch=build.branch,
         revision=build.sha,
         event=build.event,
-        integrations=await integrations.git_access_for_build(session, svc.secrets, build),
-        registries=await integrations.registry_access_for_build(session, svc.secrets, build),
-        clusters=await clusters.cluster_access_for_build(session, svc.secrets, build),  # its allow-lists' say
-        clusters_refused=await clusters.clusters_refused_to_build(session, build),
+        integrations=await integrations.git_access_for_build(session, svc.secrets, build, rows=rows),
+        registries=await integrations.registry_access_for_build(session, svc.secrets, build, rows=rows),
+        clusters=await clusters.cluster_access_for_build(session, svc.secrets, build, rows=rows),  # allow-lists' say
+        clusters_refused=await clusters.clusters_refused_to_build(session, build, rows=rows),
         source=builds.pipeline_source(build),
         resume=await builds.resume_of(session, build),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -130,20 +131,29 @@ def cluster_access(integration: Integration, box: SecretBox) -> ClusterAccess:
     )
 
 
-async def cluster_access_for_build(session: AsyncSession, box: SecretBox, build: Build) -> dict[str, ClusterAccess]:
+async def cluster_access_for_build(
+    session: AsyncSession, box: SecretBox, build: Build, *, rows: Sequence[Integration] | None = None
+) -> dict[str, ClusterAccess]:
     """The kubernetes integrations the build's pipeline is allowed to use, by name, and no other: its deploy steps
-    and its steps' KUBECONFIG get only these. Nothing is contacted."""
+    and its steps' KUBECONFIG get only these. Nothing is contacted. `rows`: the account's integrations, if the
+    caller read them already."""
     return {
-        row.name: cluster_access(row, box) for row in await _clusters(session, build) if may_use(row, build.pipeline_id)
+        row.name: cluster_access(row, box)
+        for row in await _clusters(session, build, rows)
+        if may_use(row, build.pipeline_id)
     }
 
 
-async def clusters_refused_to_build(session: AsyncSession, build: Build) -> list[str]:
+async def clusters_refused_to_build(
+    session: AsyncSession, build: Build, *, rows: Sequence[Integration] | None = None
+) -> list[str]:
     """The names of the account's kubernetes integrations the build's pipeline may not use: the runner names the
     reason when a deploy step asks for one of them."""
-    return [row.name for row in await _clusters(session, build) if not may_use(row, build.pipeline_id)]
+    return [row.name for row in await _clusters(session, build, rows) if not may_use(row, build.pipeline_id)]
 
 
-async def _clusters(session: AsyncSession, build: Build) -> list[Integration]:
+async def _clusters(session: AsyncSession, build: Build, rows: Sequence[Integration] | None) -> list[Integration]:
+    if rows is not None:
+        return sorted((row for row in rows if row.kind == "cluster"), key=lambda row: row.name)
     query = select(Integration).where(Integration.account_id == build.account_id, Integration.kind == "cluster")
     return list(await session.scalars(query.order_by(Integration.name)))

@@ -7,13 +7,14 @@ test one), and everything that needs one (clones, YAML from the repository, git 
 happens on a runner. This module only reads and writes the database.
 A build's task carries the git and registry integrations it may use (`git_access_for_build`,
 `registry_access_for_build`), opened for its runner; kubernetes integrations and their allow-lists are in
-`store/clusters.py`.
+`store/clusters.py`. A claim reads the account's integrations once (`of_build_account`) and hands the rows to each.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -278,12 +279,34 @@ def git_access(integration: Integration, box: SecretBox) -> GitAccess:
     )
 
 
-async def git_access_for_build(session: AsyncSession, box: SecretBox, build: Build) -> dict[str, GitAccess]:
+async def of_build_account(session: AsyncSession, build: Build) -> list[Integration]:
+    """Every integration of the build's account, by name: one query for all that a claim hands over (the
+    `*_for_build` functions take them as `rows`)."""
+    query = select(Integration).where(Integration.account_id == build.account_id).order_by(Integration.name)
+    return list(await session.scalars(query))
+
+
+async def _of_kind(
+    session: AsyncSession, build: Build, kind: str, rows: Sequence[Integration] | None
+) -> list[Integration]:
+    if rows is not None:
+        return [row for row in rows if row.kind == kind]
+    query = select(Integration).where(Integration.account_id == build.account_id, Integration.kind == kind)
+    return list(await session.scalars(query.order_by(Integration.name)))
+
+
+async def git_access_for_build(
+    session: AsyncSession, box: SecretBox, build: Build, *, rows: Sequence[Integration] | None = None
+) -> dict[str, GitAccess]:
     """The git integrations a build may use, by name: those its git-clone steps name (after substituting the
-    build's variables), the default one when a step names none, and the one its YAML is read through.
+    build's variables), the default one when a step names none, and the one its YAML is read through. `rows`: the
+    account's integrations, if the caller read them already.
 
     YAML from the repository is not known yet when the build is handed out: such a build gets the pipeline's
     integration and the default one. Only names are resolved here; nothing is contacted."""
+    candidates = await _of_kind(session, build, "git", rows)
+    if not candidates:
+        return {}  # nothing to hand over: no need to parse the YAML for the names it uses
     names: set[str] = set()
     wants_default = False
     if build.yaml_repo is not None:
@@ -304,9 +327,8 @@ async def git_access_for_build(session: AsyncSession, box: SecretBox, build: Bui
                 wants_default = True
             else:
                 names.add(substitute(str(named), variables).strip())
-    query = select(Integration).where(Integration.account_id == build.account_id, Integration.kind == "git")
     found: dict[str, GitAccess] = {}
-    for row in await session.scalars(query):
+    for row in candidates:
         if row.name in names or (wants_default and row.is_default):
             found[row.name] = git_access(row, box)
     return found
@@ -329,7 +351,9 @@ def registry_access(integration: Integration, box: SecretBox) -> RegistryAccess:
     )
 
 
-async def registry_access_for_build(session: AsyncSession, box: SecretBox, build: Build) -> dict[str, RegistryAccess]:
+async def registry_access_for_build(
+    session: AsyncSession, box: SecretBox, build: Build, *, rows: Sequence[Integration] | None = None
+) -> dict[str, RegistryAccess]:
     """The registry integrations a build may use, by name: the default one, those its YAML names (`registry`,
     `registry_context`, `registry_contexts`) and those whose domain an image of its YAML lives in, after
     substituting the build's variables and secrets (see `containers.registries.references`).
@@ -337,16 +361,15 @@ async def registry_access_for_build(session: AsyncSession, box: SecretBox, build
     YAML from the repository is not known yet when the build is handed out: such a build gets every registry
     integration of its account (the runner needs them to pull and push; they are the account's own). Only names
     and domains are compared here; nothing is contacted."""
-    query = select(Integration).where(Integration.account_id == build.account_id, Integration.kind == "registry")
-    rows = list(await session.scalars(query))
-    if build.yaml_repo is None and rows:
+    found = await _of_kind(session, build, "registry", rows)
+    if build.yaml_repo is None and found:
         wanted = _registry_references(box, build)
-        rows = [
+        found = [
             row
-            for row in rows
+            for row in found
             if row.is_default or row.name in wanted.names or canonical_host(row.domain or "") in wanted.domains
         ]
-    return {row.name: registry_access(row, box) for row in rows}
+    return {row.name: registry_access(row, box) for row in found}
 
 
 def _registry_references(box: SecretBox, build: Build) -> References:

@@ -82,6 +82,7 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
     limits = httpx.Limits(max_connections=8)
     async with httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, limits=limits, timeout=60) as api:
         load = machine.load_average()
+        print(f"# {builds} builds requested now (server pid {pid})", file=sys.stderr, flush=True)
         cpu0, began = cpu_seconds(pid), time.monotonic()
         own0, kids0 = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
         sem = asyncio.Semaphore(8)

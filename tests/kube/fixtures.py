@@ -149,8 +149,9 @@ def engine_image(dockerd: Any) -> str:
             shutil.copytree(metadata, target / metadata.name, symlinks=True)
         shutil.copytree(Path(__file__).resolve().parents[2] / "src" / "outpost", target / "outpost",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        tools = _add_git(root)
         libraries: set[str] = set()
-        for binary in [executable, *root.rglob("*.so"), *root.rglob("*.so.*")]:
+        for binary in [executable, *tools, *root.rglob("*.so"), *root.rglob("*.so.*")]:
             linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
             libraries |= {w for w in linked.split() if w.startswith("/")}
         for linked_library in sorted(libraries):
@@ -171,6 +172,34 @@ def engine_image(dockerd: Any) -> str:
         (root / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
         dockerd.cli("build", "-q", "--network", "host", "-t", ENGINE_IMAGE, folder)
     return ENGINE_IMAGE
+
+
+def _add_git(root: Path) -> list[Path]:
+    """What a git-clone step (and reading codefresh.yml from the repository) runs in an engine pod: this machine's
+    `git`, also in its exec path (git runs its own builtins from there: fetch-pack, index-pack), the smart-HTTP helper
+    `git-remote-http` (`-https` is a link to it), the repository templates (else every clone warns), the CA bundle
+    libcurl reads, and a `/bin/sh` (busybox) for the GIT_ASKPASS script that hands git its credentials. Returns the
+    binaries, whose libraries the caller copies."""
+    git = shutil.which("git")
+    need(git is not None, "git is not installed (apt-get install git)")
+    assert git is not None
+    exec_path = Path(subprocess.run([git, "--exec-path"], capture_output=True, text=True, check=True).stdout.strip())
+    _copy_into(root, Path(git), root / "usr" / "bin" / "git")
+    (root / exec_path.relative_to("/")).mkdir(parents=True, exist_ok=True)
+    (root / exec_path.relative_to("/") / "git").symlink_to("/usr/bin/git")
+    helper = exec_path / "git-remote-http"
+    _copy_into(root, helper)
+    (root / exec_path.relative_to("/") / "git-remote-https").symlink_to("git-remote-http")
+    templates = Path("/usr/share/git-core/templates")
+    if templates.is_dir():
+        shutil.copytree(templates, root / templates.relative_to("/"), symlinks=True)
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if bundle.is_file():
+        _copy_into(root, bundle)
+    (root / "bin").mkdir(exist_ok=True)
+    shutil.copy(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    return [Path(git), helper, Path(shutil.which("busybox") or "/bin/busybox")]
 
 
 DIND_IMAGE = "localhost/outpost-test/dind:1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,17 +39,9 @@ def git_server(tmp_path: Path) -> Iterator[tuple[GitHttpServer, str]]:
         yield server, sha
 
 
-def test_the_containers_example_clones_builds_tests_composes_and_pushes(
-    tmp_path: Path,
-    control_plane: ControlPlane,
-    start_runner: Callable[..., RunnerProcess],
-    dockerd: Dockerd,
-    busybox_image: str,
-    registry: Registry,
-    git_server: tuple[GitHttpServer, str],
-) -> None:
-    server, sha = git_server
-    start_runner("--executor", "docker", "--docker-host", dockerd.host)
+def set_up_example(control_plane: ControlPlane, server: GitHttpServer, registry: Registry) -> None:
+    """What a user sets up for the example: the Git server and the registry as integrations behind the firewall, and
+    the pipeline, whose codefresh.yml is read from the repository."""
     steps = [
         ("integration", "add", "git", "corp-git", "--provider", "git", "--url", server.url,
          "--username", GIT_USER, "--password", GIT_PASSWORD, "--behind-firewall", "--default"),
@@ -61,15 +54,18 @@ def test_the_containers_example_clones_builds_tests_composes_and_pushes(
         done = control_plane.cli(*args)
         assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
 
-    run = control_plane.cli(
-        "run", "greeter",
-        "--branch", "main",
-        "--var", "REPO=acme/app",
-        "--var", "IMAGE=acme/greeter",
-        "--var", f"BASE_IMAGE={busybox_image}",
-        timeout=240,
+
+def run_example(control_plane: ControlPlane, base_image: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return control_plane.cli(
+        "run", "greeter", "--branch", "main",
+        "--var", "REPO=acme/app", "--var", "IMAGE=acme/greeter", "--var", f"BASE_IMAGE={base_image}",
+        timeout=timeout,
     )  # fmt: skip
 
+
+def check_example_ran(run: subprocess.CompletedProcess[str], registry: Registry, sha: str) -> None:
+    """The build passed its unit and integration tests, and the registry holds both tags under the digest the
+    build reported; neither password is in its log."""
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert "unit tests: 2 passed" in out
@@ -80,6 +76,38 @@ def test_the_containers_example_clones_builds_tests_composes_and_pushes(
     assert registry.digest("acme/greeter", sha[:7]) == reported.group(1)
     assert str(registry.password) not in out
     assert GIT_PASSWORD not in out
+
+
+def push_base_image(dockerd: Dockerd, image: str, registry: Registry) -> str:
+    """The example's base image, pushed to the registry for executors that pull it from there (a pod has no Docker
+    engine to take it from); returns its name there."""
+    base = f"{registry.domain}/base/busybox:1"
+    dockerd.cli("tag", image, base)
+    pushed = dockerd.api(
+        "POST", f"/images/{base.rsplit(':', 1)[0]}/push", params={"tag": "1"},
+        headers={"X-Registry-Auth": registry.docker_auth_header()},
+    )  # fmt: skip
+    assert pushed.status_code == 200, pushed.text
+    assert '"error"' not in pushed.text, pushed.text
+    return base
+
+
+def test_the_containers_example_clones_builds_tests_composes_and_pushes(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    dockerd: Dockerd,
+    busybox_image: str,
+    registry: Registry,
+    git_server: tuple[GitHttpServer, str],
+) -> None:
+    server, sha = git_server
+    start_runner("--executor", "docker", "--docker-host", dockerd.host)
+    set_up_example(control_plane, server, registry)
+
+    run = run_example(control_plane, busybox_image, timeout=240)
+
+    check_example_ran(run, registry, sha)
     # Nothing of the build is left in the engine.
     build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]
     assert dockerd.containers(f"io.outpost.build={build_id}") == []

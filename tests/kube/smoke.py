@@ -5,7 +5,11 @@ It installs the Helm chart (rendered by Helm's own engine, applied server-side) 
 install token from `outpost runtime create --kubernetes`, waits for the runner pod to register, then runs through
 the control plane: a two-step pipeline whose steps share the build volume (every output line exactly once, last
 words kept), the same pipeline again (the volume reused: the second build sees the first one's file), and a failing
-pipeline (the build fails with the step's exit code). It deletes the namespace at the end, whatever happened.
+pipeline (the build fails with the step's exit code). Every build's engine runs in an engine pod (the chart's default,
+`engine.enabled`, with the runner's image): the smoke checks that one was made, and then deletes the runner pod in
+the middle of a slow build (an upgrade, a node drain): the StatefulSet starts it again, the new runner adopts the
+engine pod, and the build completes with every line exactly once. It deletes the namespace at the end, whatever
+happened.
 
 Needs, in the environment: KUBECONFIG (may create a namespace, Roles and a StatefulSet), OUTPOST_URL and OUTPOST_TOKEN
 (a control plane reachable from the cluster's pods, and an admin API token), OUTPOST_SMOKE_IMAGE (the runner image,
@@ -42,6 +46,19 @@ steps:
       - printf 'last words'
 """
 FAILING = "version: '1.0'\nsteps:\n  broken:\n    image: {image}\n    commands: [echo about to fail, exit 5]\n"
+# Slow enough for the runner pod to be deleted and started again while it runs (a minute and a half).
+SLOW = """version: '1.0'
+steps:
+  slow:
+    image: {image}
+    commands:
+      - for i in $(seq 1 90); do echo "line $i"; sleep 1; done
+  after:
+    image: {image}
+    commands:
+      - printf 'last words'
+"""
+ENGINE_LABEL = "outpost.io/engine"  # on engine pods, the build's id (executors/kubernetes/objects.py)
 
 
 def main() -> int:
@@ -65,7 +82,7 @@ def main() -> int:
                 print(f"applied {body['kind']} {body['metadata']['name']}")
             pod = next(b for b in objects if b["kind"] == "StatefulSet")["metadata"]["name"] + "-0"
             wait_for_runner(pod)
-            for name, text in (("smoke", STEPS), ("smoke-failing", FAILING)):
+            for name, text in (("smoke", STEPS), ("smoke-failing", FAILING), ("smoke-slow", SLOW)):
                 file = Path(f"/tmp/{namespace}-{name}.yml")
                 file.write_text(text.format(image=step_image))
                 cli("pipeline", "create", f"{name}-{suffix}", "--file", str(file), "--runtime", runtime)
@@ -77,11 +94,64 @@ def main() -> int:
             check(second.count("build ") >= first.count("build ") + 1, "the second build sees the first one's file")
             failed = run(f"smoke-failing-{suffix}", 1)
             check("about to fail" in failed, "the failing step's output is in the log")
+            adopted(client, namespace, pod, f"smoke-slow-{suffix}")
             print("k8s-smoke: passed")
             return 0
         finally:
             client.delete(Namespace, namespace)
             print(f"deleted namespace {namespace} (runtime {runtime} stays on the control plane)")
+
+
+def adopted(client: Any, namespace: str, runner_pod: str, pipeline: str) -> None:
+    """A slow build in an engine pod outlives its runner pod: deleted mid-build, started again by the StatefulSet,
+    the new runner adopts the engine pod and the build completes, every line once, in the one engine pod."""
+    from lightkube.resources.core_v1 import Pod
+
+    following = subprocess.Popen(
+        [sys.executable, "-m", "outpost", "run", pipeline], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        engines = wait_for(lambda: list(client.list(Pod, namespace=namespace, labels={ENGINE_LABEL: None})), 300,
+                           "the build's engine pod to run")  # fmt: skip
+        engine = engines[0].metadata
+        print(f"the build runs in engine pod {engine.name}; deleting the runner pod {runner_pod}")
+        time.sleep(10)  # well into the slow step
+        before = client.get(Pod, runner_pod, namespace=namespace).metadata.uid
+        client.delete(Pod, runner_pod, namespace=namespace)
+
+        def restarted() -> bool:
+            from lightkube import ApiError
+
+            try:
+                again = client.get(Pod, runner_pod, namespace=namespace)
+            except ApiError:  # between the deletion and the StatefulSet's new pod
+                return False
+            return bool(again.metadata.uid != before and again.status and again.status.phase == "Running")
+
+        wait_for(restarted, 300, "the StatefulSet to start the runner pod again")
+        wait_for_runner(runner_pod)
+        if following.poll() is None:  # the build still runs: in the engine pod it started in, adopted
+            uids = [p.metadata.uid for p in client.list(Pod, namespace=namespace, labels={ENGINE_LABEL: None})]
+            check(uids in ([engine.uid], []), f"the build's one engine pod {engine.name} carried on ({uids})")
+        out, err = following.communicate(timeout=900)
+    finally:
+        if following.poll() is None:
+            following.kill()
+            following.wait()
+    check(following.returncode == 0, f"outpost run {pipeline} exits 0 across the runner pod's restart: {out}{err}")
+    numbered = [line for line in out.splitlines() if line.startswith("line ")]
+    check(numbered == [f"line {i}" for i in range(1, 91)], "every line exactly once, in order, across the restart")
+    check("last words" in out, "the step after the restart ran")
+    print(f"the build in engine pod {engine.name} completed across the runner pod's restart")
+
+
+def wait_for(found: Any, within: float, what: str) -> Any:
+    give_up = time.monotonic() + within
+    while time.monotonic() < give_up:
+        if result := found():
+            return result
+        time.sleep(2)
+    raise SystemExit(f"k8s-smoke: waited {within:g}s for {what}")
 
 
 def install_token(runtime: str) -> str:
@@ -102,6 +172,7 @@ def render(namespace: str, token: str) -> list[dict[str, Any]]:
         "installToken": token,
         "image": {"repository": repository or tag, "tag": tag if repository else "latest"},
         "namespace": {"create": True, "name": namespace},
+        "engine": {"enabled": True},  # the default, said here: the builds' engines run in engine pods of this image
     }
     if os.environ.get("OUTPOST_SMOKE_STORAGE_CLASS"):
         values["data"] = {"storageClassName": os.environ["OUTPOST_SMOKE_STORAGE_CLASS"]}

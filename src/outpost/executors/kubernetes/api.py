@@ -192,8 +192,9 @@ def name_of(obj: Any) -> str:
     return str(obj.metadata.name)
 
 
-async def remove_build(client: AsyncClient, namespace: str, build_id: str) -> None:
-    """Deletes every pod and secret of the build and waits until the pods are gone."""
+async def remove_build(client: AsyncClient, namespace: str, build_id: str, lost_node: str = "") -> None:
+    """Deletes every pod and secret of the build and waits until the pods are gone. Pods on `lost_node` (whose
+    kubelet will never finish a graceful deletion) are force-deleted at once instead of after the wait."""
     selector: dict[str, Any] = dict(objects.build_selector(build_id))
 
     async def listed(kind: Any) -> list[Any]:
@@ -204,7 +205,8 @@ async def remove_build(client: AsyncClient, namespace: str, build_id: str) -> No
 
     for kind in (Pod, Secret):
         for found in await listed(kind):
-            await delete(client, kind, name_of(found), 0 if kind is Secret else STOP_GRACE)
+            lost = kind is Pod and bool(lost_node) and found.spec is not None and found.spec.nodeName == lost_node
+            await delete(client, kind, name_of(found), 0 if kind is Secret or lost else STOP_GRACE)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + STOP_GRACE + KUBELET_SLACK
     while left := await listed(Pod):

@@ -277,6 +277,36 @@ def test_engine_pods_take_their_image_and_placement_from_the_chart_or_run_in_the
     assert not any(name.startswith("OUTPOST_ENGINE") for name in kinds["ConfigMap"]["data"])
 
 
+def test_build_volume_claims_take_their_size_class_retention_and_cap_from_the_chart() -> None:
+    from outpost.cli.agent import runner_start
+
+    config = valid(render(REQUIRED))["ConfigMap"]["data"]
+    assert {k: v for k, v in config.items() if "VOLUME" in k} == {
+        "OUTPOST_VOLUME_SIZE": "10Gi",
+        "OUTPOST_VOLUME_RETENTION": "7d",
+        "OUTPOST_VOLUMES_PER_PIPELINE": "5",
+    }
+    volumes = {"size": "50Gi", "storageClassName": "fast-ssd", "retention": "36h", "maxPerPipeline": 12}
+    kinds = valid(render({**REQUIRED, "runner": {"volumeReuse": "branch"}, "volumes": volumes}))
+    config = kinds["ConfigMap"]["data"]
+    assert (config["OUTPOST_VOLUME_SIZE"], config["OUTPOST_VOLUME_STORAGE_CLASS"]) == ("50Gi", "fast-ssd")
+    assert (config["OUTPOST_VOLUME_RETENTION"], config["OUTPOST_VOLUMES_PER_PIPELINE"]) == ("36h", "12")
+    assert arg(runner_container(kinds), "volume-reuse") == "branch"
+    read = {param.envvar for param in runner_start.params if isinstance(param.envvar, str)}
+    assert {k for k in config if "VOLUME" in k} <= read
+    for off in ({"runner": {"volumeReuse": "none"}}, {"engine": {"enabled": False}}):  # no claims of their own
+        assert not any("VOLUME" in k for k in valid(render({**REQUIRED, **off}))["ConfigMap"]["data"])
+
+
+def test_a_node_choice_for_step_pods_with_build_volume_claims_is_refused() -> None:
+    import helm_python
+
+    rwx = {"data": {"accessMode": "ReadWriteMany"}}
+    with pytest.raises(helm_python.HelmRenderError, match=r"step pods follow their engine pod's node"):
+        render({**REQUIRED, **rwx, "stepPods": {"nodeSelector": {"pool": "builds"}}})
+    render({**REQUIRED, **rwx, "stepPods": {"nodeSelector": {"pool": "builds"}}, "runner": {"volumeReuse": "none"}})
+
+
 def test_a_node_choice_for_engine_pods_with_a_read_write_once_claim_is_refused() -> None:
     import helm_python
 
@@ -290,7 +320,11 @@ def test_a_node_choice_for_engine_pods_with_a_read_write_once_claim_is_refused()
         ({"controlPlane": {"url": "ci.example"}}, "/controlPlane/url"),
         ({"controlPlane": {"url": "https://ci.example"}, "replicas": 3}, "'replicas' not allowed"),
         ({"runner": {"concurrency": 0}}, "/runner/concurrency"),
-        ({"runner": {"volumeReuse": "branch"}}, "/runner/volumeReuse"),
+        ({"runner": {"volumeReuse": "cache"}}, "/runner/volumeReuse"),
+        ({"volumes": {"size": "big"}}, "/volumes/size"),
+        ({"volumes": {"retention": "a week"}}, "/volumes/retention"),
+        ({"volumes": {"maxPerPipeline": 0}}, "/volumes/maxPerPipeline"),
+        ({"volumes": {"storageClass": "fast"}}, "'storageClass' not allowed"),
         ({"data": {"accessMode": "ReadOnlyMany"}}, "/data/accessMode"),
         ({"data": {"size": "lots"}}, "/data/size"),
         ({"namespace": {"name": "Outpost_Builds"}}, "/namespace/name"),

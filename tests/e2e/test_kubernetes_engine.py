@@ -128,7 +128,7 @@ def test_a_build_survives_a_runner_killed_or_stopped_mid_step_and_completes_with
     runner = start_engine_runner(start_runner, kube_cluster, engine_image)
     build_id = _start(control_plane, "held", HELD.format(image=busybox_image))
     claim = kube_cluster.claim_folder()
-    started = eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90,
+    started = eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90,
                          what="the first step to run")  # fmt: skip
 
     runner.signal(stop)  # the runner pod killed, or stopped for an upgrade: its engine pod carries the build on
@@ -164,7 +164,7 @@ def test_an_engine_pod_deleted_from_outside_ends_the_build_error_with_the_reason
     seconds = str(300 + uuid.uuid4().int % 9000)  # a sleep no other test runs
     build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
     claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90, what="the step to run")
+    eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90, what="the step to run")
     eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
     engine = _engine_pods(kube_cluster)[0]["metadata"]["name"]
 
@@ -197,7 +197,7 @@ def test_cancel_reaches_the_engine_pod_which_deletes_the_step_pod_and_the_build_
     seconds = str(300 + uuid.uuid4().int % 9000)
     build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
     claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90, what="the step to run")
+    eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90, what="the step to run")
     eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
 
     cancelled = control_plane.cli("build", "cancel", build_id, "--json", timeout=60)
@@ -251,7 +251,7 @@ def test_an_engine_killed_mid_step_ends_the_build_error_with_its_exit_code_and_e
     seconds = str(300 + uuid.uuid4().int % 9000)
     build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
     claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=90, what="the step to run")
+    eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90, what="the step to run")
     eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
     (engine,) = _engine_processes(build_id)  # the engine pod's process, on this host as the fake kubelet runs it
 

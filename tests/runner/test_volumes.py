@@ -56,6 +56,38 @@ async def test_with_reuse_none_every_build_starts_empty(stack: Stack, tmp_path: 
     assert not (tmp_path / "runner" / "volumes").exists()
 
 
+def test_a_branch_key_differs_from_the_pipelines_and_names_stay_short(tmp_path: Path) -> None:
+    root = tmp_path / "volumes"
+    whole = volumes.claim(root, "acme", "web", tmp_path / "own-1")
+    branch = volumes.claim(root, "acme", "web", tmp_path / "own-2", branch="feature/" + "x" * 300)
+    try:
+        assert (whole.kept, branch.kept) == (True, True)  # two keys: neither waits for the other
+        assert whole.path != branch.path
+        assert len(branch.path.name) < 80
+    finally:
+        whole.release()
+        branch.release()
+
+
+async def test_with_reuse_branch_each_branch_finds_only_what_its_own_last_build_left(
+    stack: Stack, tmp_path: Path
+) -> None:
+    await stack.pipeline("cache", LEAVE_AND_LOOK)
+    identity = RunnerIdentity.registered(BASE, await stack.register())
+    options = RunnerOptions(url=BASE, data_dir=tmp_path / "runner", volume_reuse="branch")
+    runner = Runner(ProtocolClient(BASE, transport=httpx.ASGITransport(app=stack.app)), identity, options)
+    logs = {}
+    for number, branch in enumerate(["main", "feature/x", "main"]):
+        build_id = (await stack.run("cache", branch=branch))["id"]
+        await runner.run(burst=True)
+        logs[number] = (await stack.api("GET", f"/builds/{build_id}/steps/look/log")).content
+        assert (await stack.build(build_id))["status"] == "success", logs[number]
+    assert b"empty volume" in logs[0]
+    assert b"empty volume" in logs[1]  # another branch: a volume of its own
+    assert b"found: " in logs[2]  # main's, as its last build left it
+    assert len([v for v in (tmp_path / "runner" / "volumes").iterdir() if v.is_dir()]) == 2
+
+
 def test_a_volume_held_by_one_build_is_not_given_to_another(tmp_path: Path) -> None:
     root = tmp_path / "volumes"
     held = volumes.claim(root, "acme", "web", tmp_path / "own-1")

@@ -171,6 +171,48 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
     ):
         command = click.option(name, envvar=envvar, default=None, help=help_text)(command)
     command = click.option(
+        "--volumes-per-pipeline",
+        envvar="OUTPOST_VOLUMES_PER_PIPELINE",
+        default=5,
+        show_default=True,
+        type=click.IntRange(1),
+        help="With engine pods: at most this many kept volume claims of one pipeline (its branches' with "
+        "--volume-reuse branch); the janitor removes the least recently used beyond it.",
+    )(command)
+    command = click.option(
+        "--volume-retention",
+        envvar="OUTPOST_VOLUME_RETENTION",
+        default="7d",
+        show_default=True,
+        help="With engine pods: a kept volume claim no build used for this long is removed (e.g. 7d, 12h, 30m).",
+    )(command)
+    command = click.option(
+        "--volume-storage-class",
+        envvar="OUTPOST_VOLUME_STORAGE_CLASS",
+        default=None,
+        help="With engine pods: the storage class of build volume claims (default: the cluster's default).",
+    )(command)
+    command = click.option(
+        "--volume-size",
+        envvar="OUTPOST_VOLUME_SIZE",
+        default="10Gi",
+        show_default=True,
+        help="With engine pods: the size of each build volume claim.",
+    )(command)
+    for name, envvar, default, what in (
+        ("--pull-timeout", "OUTPOST_PULL_TIMEOUT", 30, "an image that cannot be pulled fails its step or build"),
+        ("--pending-timeout", "OUTPOST_PENDING_TIMEOUT", 120, "a pod that does not start fails its step or build"),
+        ("--node-lost-timeout", "OUTPOST_NODE_LOST_TIMEOUT", 60, "a pod whose node stopped answering is given up"),
+    ):
+        command = click.option(
+            name,
+            envvar=envvar,
+            default=default,
+            show_default=True,
+            type=click.FloatRange(0, min_open=True),
+            help=f"Seconds after which {what} (step, builder, service and engine pods).",
+        )(command)
+    command = click.option(
         "--dind-image",
         envvar="OUTPOST_DIND_IMAGE",
         default=None,
@@ -203,6 +245,14 @@ def kubernetes_settings(
     engine_service_account: str | None = None,
     docker_in_docker: bool = False,
     dind_image: str | None = None,
+    pull_timeout: float | None = None,
+    pending_timeout: float | None = None,
+    node_lost_timeout: float | None = None,
+    volume_reuse: str = "pipeline",
+    volume_size: str | None = None,
+    volume_storage_class: str | None = None,
+    volume_retention: str | None = None,
+    volumes_per_pipeline: int | None = None,
 ) -> dict[str, str]:
     given = {
         "namespace": namespace,
@@ -220,8 +270,28 @@ def kubernetes_settings(
         "docker_in_docker": "true" if docker_in_docker else None,
         "dind_image": dind_image,
         "runner_folder": str(data_dir),  # marks its pods: its next start removes what a crash left
+        "pull_timeout": f"{pull_timeout:g}" if pull_timeout else None,
+        "pending_timeout": f"{pending_timeout:g}" if pending_timeout else None,
+        "node_lost_timeout": f"{node_lost_timeout:g}" if node_lost_timeout else None,
+        "volume_reuse": volume_reuse,
+        "volume_size": volume_size,
+        "volume_storage_class": volume_storage_class,
+        "volume_retention": _retention(volume_retention) if volume_retention else None,
+        "volumes_per_pipeline": str(volumes_per_pipeline) if volumes_per_pipeline else None,
     }
     return {key: value for key, value in given.items() if value}
+
+
+def _retention(text: str) -> str:
+    """--volume-retention as seconds; a clear usage error for what is not a duration."""
+    try:
+        from outpost.executors.kubernetes.janitor import parse_retention
+    except ImportError:  # no lightkube: the executor's own check says so
+        return text
+    try:
+        return f"{parse_retention(text):g}"
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--volume-retention") from None
 
 
 async def _run(options: RunnerOptions, token: str, metrics_listen: str | None = None) -> None:
@@ -285,7 +355,8 @@ runner_group.add_command(runners_undrain, "undrain")
     default="pipeline",
     show_default=True,
     type=click.Choice(POLICIES),
-    help="Keep a pipeline's build volume for its next build (as /codefresh/volume is cached), or start empty.",
+    help="Keep a pipeline's build volume for its next build (as /codefresh/volume is cached), one per pipeline "
+    "and branch, or start empty.",
 )
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Runner state and build folders.")
 @click.option("--drain-timeout", default=600.0, show_default=True, help="Seconds builds get after SIGTERM.")
@@ -332,6 +403,13 @@ def runner_start(
     engine_service_account: str | None,
     docker_in_docker: bool,
     dind_image: str | None,
+    pull_timeout: float,
+    pending_timeout: float,
+    node_lost_timeout: float,
+    volume_size: str,
+    volume_storage_class: str | None,
+    volume_retention: str,
+    volumes_per_pipeline: int,
     concurrency: int,
     volume_reuse: str,
     data_dir: Path | None,
@@ -372,6 +450,14 @@ def runner_start(
             engine_service_account=engine_service_account,
             docker_in_docker=docker_in_docker,
             dind_image=dind_image,
+            pull_timeout=pull_timeout,
+            pending_timeout=pending_timeout,
+            node_lost_timeout=node_lost_timeout,
+            volume_reuse=volume_reuse,
+            volume_size=volume_size,
+            volume_storage_class=volume_storage_class,
+            volume_retention=volume_retention,
+            volumes_per_pipeline=volumes_per_pipeline,
         )
     elif engine_image:
         raise click.UsageError("--engine-image is for --executor kubernetes")

@@ -97,7 +97,7 @@ class RunnerOptions:
     poll_wait: float = 30.0
     runner_secrets: dict[str, str] = field(default_factory=dict)  # from --secrets-file: never sent anywhere
     executor_options: dict[str, str] = field(default_factory=dict)  # e.g. docker_host, builder
-    volume_reuse: str = "pipeline"  # keep a pipeline's volume between its builds (`none`: a fresh one each time)
+    volume_reuse: str = "pipeline"  # keep a pipeline's volume between its builds (`branch`: per branch; `none`: not)
     max_freeze: float = MAX_FREEZE  # seconds a build's steps stay frozen past its lease deadline, awaiting a renewal
 
 
@@ -160,6 +160,7 @@ class Runner:
     async def run(self, *, burst: bool = False) -> None:
         """Polls and runs builds until `stop()`; with `burst`, until the queue is empty."""
         recoveries = self._recover()
+        janitor = self._start_janitor()
         backoff = Backoff(cap=30.0)
         try:
             while not self._stopping.is_set():
@@ -185,7 +186,20 @@ class Runner:
             if not burst:
                 for task in recoveries:
                     task.cancel()
+            if janitor is not None:
+                janitor.cancel()
+                recoveries.append(janitor)
             await asyncio.gather(*recoveries, return_exceptions=True)
+
+    def _start_janitor(self) -> asyncio.Task[None] | None:
+        """With engine pods and kept volumes, the janitor of build volume claims (after `_recover`: the builds
+        this runner adopts hold theirs)."""
+        if not self.engine_pods or self.options.volume_reuse == "none":
+            return None
+        from outpost.executors.kubernetes.janitor import Janitor
+
+        janitor = Janitor(self.options.executor_options, lambda: set(self.jobs))
+        return asyncio.create_task(janitor.run(), name="volume-janitor")
 
     async def _poll_once(self, wait: float) -> bool:
         """One poll and what it brought. True if it could have claimed a build and there was none."""
@@ -269,7 +283,7 @@ class Runner:
             "max_chunk": self.identity.max_log_chunk,
             "runner": self._describe() + ", engine pod",
             "runner_secrets": needed_secrets(task, self.options.runner_secrets),
-            "volumes": str(self.options.data_dir / "volumes") if self.options.volume_reuse == "pipeline" else None,
+            "volumes": None,  # a kept volume is a claim of its own (the supervisor takes it), or there is none
             "max_freeze": self.options.max_freeze,
             **outbound_settings(),
         }
@@ -282,6 +296,7 @@ class Runner:
             task=task,
             settings=settings,
             heartbeat_interval=self.identity.heartbeat_interval,
+            volume_reuse=self.options.volume_reuse,
         )
         running = self._track(task.build_id, supervisor)
         return asyncio.ensure_future(_first_of(supervisor.announced.wait(), running))
@@ -308,7 +323,8 @@ class Runner:
                 runner_token=self.identity.token,
                 runner_secrets=self.options.runner_secrets,
                 executor_options=self.options.executor_options,
-                volumes=self.options.data_dir / "volumes" if self.options.volume_reuse == "pipeline" else None,
+                volumes=self.options.data_dir / "volumes" if self.options.volume_reuse != "none" else None,
+                by_branch=self.options.volume_reuse == "branch",
                 max_freeze=self.options.max_freeze,
                 runner=self._describe(),
             )
@@ -414,6 +430,7 @@ class Runner:
             max_chunk=self.identity.max_log_chunk,
             executor_options=self.options.executor_options,
             heartbeat_interval=self.identity.heartbeat_interval,
+            volume_reuse=self.options.volume_reuse,
         )
         self._track(folder.name, supervisor)
 

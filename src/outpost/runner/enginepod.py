@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from outpost import logformat
-from outpost.runner import enginemail
+from outpost.runner import enginemail, volumes
 from outpost.runner.client import ProtocolClient
 from outpost.runner.job import BuildJob
-from outpost.runner.supervisor import ENGINE_LOG, STARTED_FILE
+from outpost.runner.supervisor import DELIVERED_FILE, ENGINE_LOG, STARTED_FILE
 from outpost.wire import RunBuildTask
 
 log = logging.getLogger("outpost.runner.engine")
@@ -58,6 +58,9 @@ async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> Non
     take_network_settings(settings, folder)
     async with ProtocolClient(str(settings["url"])) as client:
         options = {str(k): str(v) for k, v in dict(settings["executor_options"]).items()}
+        # The build volume's claim, which the runner took for the build, mounted at the folder's `volume`.
+        claimed = settings.get("claim_volume")
+        volume = volumes.of_claim(folder / "volume", kept=claimed.get("kept") is True) if claimed else None
         job = BuildJob(
             task,
             client,
@@ -69,16 +72,19 @@ async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> Non
             runner_secrets={str(k): str(v) for k, v in dict(settings.get("runner_secrets") or {}).items()},
             executor_options=options,
             volumes=Path(settings["volumes"]) if settings.get("volumes") else None,
+            volume=volume,
             max_freeze=float(settings["max_freeze"]),
             lease_written=True,
         )
         mail = asyncio.create_task(enginemail.deliver(folder, job))
         said = asyncio.create_task(_say_started(folder, job))
+        done = asyncio.create_task(_say_delivered(folder, job))
         try:
             await job.run()
         finally:
             mail.cancel()
             said.cancel()
+            done.cancel()
     if job.revoked is not None:
         log.warning("build %s: the control plane refused its job token (%s)", task.build_id, job.revoked)
 
@@ -88,6 +94,14 @@ async def _say_started(folder: Path, job: BuildJob) -> None:
     await job.outbox.announced.wait()
     with contextlib.suppress(OSError):
         (folder / STARTED_FILE).touch()
+
+
+async def _say_delivered(folder: Path, job: BuildJob) -> None:
+    """Once the build's end was taken, a build of the same pipeline on this runner waits for its volume to be given
+    back (seconds) instead of taking a fresh one (claims.claim's `ending`)."""
+    await job.delivered.wait()
+    with contextlib.suppress(OSError):
+        (folder / DELIVERED_FILE).touch()
 
 
 def main(argv: list[str] | None = None) -> int:

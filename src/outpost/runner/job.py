@@ -54,6 +54,8 @@ class BuildJob:
         runner_secrets: Mapping[str, str] | None = None,
         executor_options: Mapping[str, str] | None = None,
         volumes: Path | None = None,
+        by_branch: bool = False,
+        volume: volumes_.Volume | None = None,
         max_freeze: float = MAX_FREEZE,
         lease_written: bool = False,
     ) -> None:
@@ -66,20 +68,28 @@ class BuildJob:
         self.outbox = Outbox.create(
             folder / "outbox", task, client, max_chunk, runner_token=runner_token, lease=not lease_written
         )
-        # `volumes`: where pipelines' cached volumes live (--volume-reuse pipeline); None: each build its own.
+        # `volumes`: where pipelines' cached volumes live (--volume-reuse pipeline, or per branch with `by_branch`);
+        # None: each build its own. `volume`: one already taken for the build (an engine pod's claim).
         own = folder / "volume"
-        self.volume = (
-            volumes_.claim(volumes, task.account, task.pipeline, own) if volumes else volumes_.Volume(own, False)
-        )
+        branch = (task.branch or "") if by_branch else None
+        if volume is not None:
+            self.volume = volume
+        elif volumes:
+            self.volume = volumes_.claim(volumes, task.account, task.pipeline, own, branch)
+        else:
+            self.volume = volumes_.Volume(own, False)
         ctx = BuildContext.from_task(
             task, volume=self.volume.path, scratch=folder / "scratch", runner=runner, runner_secrets=runner_secrets
         )
         ctx.restart = restart_plan(task, self.volume)
         volumes_.forget_last_build(self.volume)  # until this build has finished, none may resume on the volume
+        if self.volume.mounted and self.volume.kept:  # an engine that died left them in the claim
+            remove_leftovers(self.volume.path)
         runs = executor_class(executor)(ctx.volume, ctx.scratch, build_id=task.build_id, options=executor_options)
         self.engine = BuildEngine(ctx, runs, self.outbox)
         self.engine.collect = StepOutputs(client, task, self.volume.path)
         self.completed = False  # the engine ran the build to its end here (a restart may resume on its volume)
+        self.delivered = asyncio.Event()  # the build's end was reported and taken (before its volume is let go)
         self.cancelling = False
         self._renewed = time.monotonic()  # the claim; then each accepted heartbeat's send time
         self._renewal = asyncio.Event()  # set by each accepted heartbeat
@@ -109,6 +119,7 @@ class BuildJob:
             self.outbox.close()
             await _first_failure({pump, beats}, until=pump)
             log.info("build %s: finished and delivered", self.build_id)
+            self.delivered.set()
         except (LeaseLost, ProtocolError) as exc:
             log.warning("build %s: abandoned: %s", self.build_id, exc)
             lost = exc if isinstance(exc, LeaseLost) else None
@@ -146,7 +157,7 @@ class BuildJob:
         # In a thread: the unlinks take milliseconds of kernel time that the other builds' steps and reports
         # would otherwise wait for (py-spy: a fifth of a busy runner's samples). Shielded: a cancel of the
         # build's task does not leave the folder half there.
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.folder, ignore_errors=True))
+        await asyncio.shield(asyncio.to_thread(_remove_folder, self.folder, self.volume))
 
     def _last_build(self) -> volumes_.LastBuild:
         members = self.engine.state.members
@@ -303,6 +314,13 @@ def restart_plan(task: RunBuildTask, volume: volumes_.Volume) -> Restart | None:
         return Restart(original, note=f"restarted from the failed step of {original}, but every step runs: {why}")
     note = f"restarted from the failed step of {original}: the steps that succeeded there are skipped (its volume)"
     return Restart(original, frozenset(task.resume.steps), dict(last.clones), note=note)
+
+
+def _remove_folder(folder: Path, volume: volumes_.Volume) -> None:
+    """The build folder; not when a claim is mounted in it (an engine pod's): removing the folder would empty the
+    pipeline's kept volume, and the runner removes the folder itself once the engine pod is gone."""
+    if not volume.mounted:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_leftovers(volume: Path) -> None:

@@ -12,6 +12,10 @@ can reopen that outbox whatever happens to the pod. The pod's end decides:
 
 A runner that stops (SIGTERM) or crashes leaves engine pods running: the next runner with the same data folder
 adopts them (`adopt`) and the builds go on.
+
+With `--volume-reuse pipeline|branch` the runner takes the build volume's claim before it creates the engine pod
+(`claims.claim`: the pipeline's, or a fresh one when a build holds it) and gives it back when it has finished with
+the build (whatever ended it); the claim is in `engine.json`, so a runner that adopts the build gives it back too.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuil
 
 log = logging.getLogger("outpost.runner.supervisor")
 DELIVERY_DEADLINE = 60.0  # seconds to deliver what a failed engine pod's outbox holds
-STARTED_FILE = "engine.started"  # in the build folder: the engine's `started` was accepted (see enginepod)
+STARTED_FILE = "engine.started"  # in the build folder: the engine's `started` was accepted (for people: see enginepod)
+DELIVERED_FILE = "engine.delivered"  # in the build folder: the build's end was accepted; its volume is given back soon
 ENGINE_LOG = "engine.log"  # in the build folder: the engine process's own log lines (not the build's log)
 LAST_WORDS = 4096  # bytes of a failed engine's own log shown in the runner's log
 DEFAULT_TIMEOUTS = {"pull_timeout": 30.0, "pending_timeout": 120.0, "node_lost_timeout": 60.0}
@@ -54,6 +59,7 @@ class EngineSupervisor:
         task: RunBuildTask | None = None,
         settings: dict[str, Any] | None = None,
         heartbeat_interval: float = 10.0,
+        volume_reuse: str = "none",
     ) -> None:
         self.folder = folder
         self.client = client
@@ -69,6 +75,8 @@ class EngineSupervisor:
         self.announced = asyncio.Event()  # set once the engine pod exists (its engine announces the build)
         self.pod = ""
         self._node_lost = False  # the engine pod's node stopped answering: its deletion cannot wait for the kubelet
+        self.volume_reuse = volume_reuse
+        self.claimed: Any = None  # the build volume's claim (claims.Claimed), held until the build is over
 
     def cancel(self, reason: str) -> None:
         """Forwarded at once (the engine's own heartbeat would bring it up to a beat later)."""
@@ -82,6 +90,7 @@ class EngineSupervisor:
 
     async def run(self) -> None:
         """Until the engine pod ends (or this runner stops: cancelled, it leaves the pod running)."""
+        from outpost.executors.kubernetes import claims
         from outpost.executors.kubernetes.engines import ENGINE_MARKER, EnginePods
 
         adopting = self.task is None
@@ -92,31 +101,43 @@ class EngineSupervisor:
             return
         try:
             if adopting:
-                self.pod = str(json.loads((self.folder / ENGINE_MARKER).read_text())["pod"])
+                marker = json.loads((self.folder / ENGINE_MARKER).read_text())
+                self.pod = str(marker["pod"])
+                if marker.get("claim"):
+                    self.claimed = claims.Claimed(str(marker["claim"]), kept=marker.get("kept") is True)
                 log.info("build %s: adopting its engine pod %s", self.build_id, self.pod)
             else:
                 self.pod = await self._launch(pods, ENGINE_MARKER)
             self.announced.set()
-            keeping = asyncio.create_task(self._keep_lease_until_started())
+            # The runner renews the lease too, all the while it follows the pod: until the engine has announced the
+            # build (a slow image pull must not give it back to the queue), and after, because an engine whose node
+            # was lost stops renewing long before the node is judged lost (the node controller's 40 s, then
+            # `node_lost_timeout`), and the lease (45 s) must not end the build as "runner lost" meanwhile.
+            keeping = asyncio.create_task(self._keep_lease())
             try:
                 why = await self._follow(pods, adopting=adopting)
             finally:
                 keeping.cancel()
             if why is None:
                 log.info("build %s: its engine pod %s delivered it", self.build_id, self.pod)
-                await pods.remove(self.build_id, self.pod)
+                # Its engine has ended (and removed its step pods): nothing writes to the volume or the folder (the
+                # engine leaves the folder to us when a claim is mounted in it).
+                await self._give_volume_back(pods)
                 await _remove(self.folder)
+                await pods.remove(self.build_id, self.pod)
                 return
             log.warning("build %s: %s%s", self.build_id, why, self._last_words())
             # The engine's heartbeats stopped with it: the lease is ours to keep until the build is delivered.
             keeping = asyncio.create_task(self._keep_lease())
             try:
                 await pods.remove(self.build_id, self.pod, node_lost=self._node_lost)
+                await self._give_volume_back(pods)
                 await self._deliver_error(why)
             finally:
                 keeping.cancel()
         except ExecutorError as exc:
             if not self.pod:
+                await self._give_volume_back(pods)
                 await self._deliver_error(f"the engine pod could not be created: {exc}")
                 return
             log.error("build %s: cannot follow its engine pod %s (%s); the next runner start adopts it",
@@ -130,17 +151,51 @@ class EngineSupervisor:
     async def _launch(self, pods: Any, marker: str) -> str:
         assert self.task is not None
         assert self.settings is not None
-        from outpost.executors.kubernetes.engines import engine_options, pod_name
+        from outpost.executors.kubernetes.engines import VOLUME_IN_FOLDER, engine_options, pod_name
 
         name = pod_name(self.build_id)
         self.folder.mkdir(parents=True, exist_ok=True)
         write_lease(self.folder / "outbox", self.task, self.runner_token)
-        (self.folder / marker).write_text(json.dumps({"pod": name, "build_id": self.build_id}))
-        settings = {**self.settings, "executor_options": engine_options(self.options, pods.namespace, name)}
+        said: dict[str, Any] = {"pod": name, "build_id": self.build_id}
+        options = engine_options(self.options, pods.namespace, name)
+        settings = dict(self.settings)
+        if self.volume_reuse in ("pipeline", "branch"):
+            branch = (self.task.branch or "") if self.volume_reuse == "branch" else None
+            builds = self.folder.parent
+            self.claimed = await pods.take_volume(
+                self.task.account,
+                self.task.pipeline,
+                self.build_id,
+                branch,
+                ending=lambda holder: (builds / holder / DELIVERED_FILE).exists(),
+            )
+            said |= {"claim": self.claimed.name, "kept": self.claimed.kept}
+            options["volume_claim"] = self.claimed.name
+            settings["claim_volume"] = {"kept": self.claimed.kept}
+            # Made here, the runner's: the mount point the claim is mounted on in the engine pod.
+            (self.folder / VOLUME_IN_FOLDER).mkdir(exist_ok=True)
+            log.info("build %s: build volume %s (%s)", self.build_id, self.claimed.name,
+                     "the pipeline's" if self.claimed.kept else "a fresh one: the pipeline's is held")  # fmt: skip
+        (self.folder / marker).write_text(json.dumps(said))
+        settings["executor_options"] = options
         files = {"task.json": self.task.model_dump_json(), "settings.json": json.dumps(settings)}
-        launched = str(await pods.launch(self.build_id, self.folder, files))
+        volume_claim = self.claimed.name if self.claimed is not None else None
+        launched = str(await pods.launch(self.build_id, self.folder, files, volume_claim))
         log.info("build %s of %s: started in engine pod %s", self.build_id, self.task.pipeline, launched)
         return launched
+
+    async def _give_volume_back(self, pods: Any) -> None:
+        """The build is over (its engine pod gone): its kept volume released, its fresh one deleted."""
+        if self.claimed is None:
+            return
+        try:
+            await pods.give_back(self.claimed, self.build_id)
+        except ExecutorError as exc:  # the janitor gives back what a build of this runner no longer has
+            log.warning("build %s: its volume %s was not given back (%s)", self.build_id, self.claimed.name, exc)
+            return
+        log.info("build %s: build volume %s %s", self.build_id, self.claimed.name,
+                 "released" if self.claimed.kept else "deleted")  # fmt: skip
+        self.claimed = None
 
     async def _keep_lease(self) -> None:
         """Renews the build's lease (with the job token the runner kept) until cancelled or refused."""
@@ -154,22 +209,6 @@ class EngineSupervisor:
             except Unreachable:
                 pass
             except ProtocolError:  # lost or refused: the delivery says so in its own way
-                return
-            await asyncio.sleep(min(self.heartbeat_interval, task.lease_ttl / 3))
-
-    async def _keep_lease_until_started(self) -> None:
-        """The claim's lease runs from the poll, but the engine announces the build only once its pod runs: until
-        it has, the runner renews the lease (a slow image pull must not give the build back to the queue)."""
-        try:  # an adopted build's: from the lease the runner kept
-            task = self.task or read_lease(self.folder / "outbox", self.runner_token)
-        except (OSError, ValueError):
-            return
-        while not (self.folder / STARTED_FILE).exists():
-            try:
-                await self.client.heartbeat(task)
-            except Unreachable:
-                pass
-            except ProtocolError:  # lost, refused, revoked: the engine meets it too, and ends
                 return
             await asyncio.sleep(min(self.heartbeat_interval, task.lease_ttl / 3))
 

@@ -2,7 +2,9 @@
 cached checkout is then refreshed instead of cloned again, and files the steps leave are there next time.
 
 One build holds a pipeline's volume at a time (an exclusive, non-blocking lock on a file beside it); a build
-that finds it taken gets a fresh volume of its own, removed with the build, as with `--volume-reuse none`.
+that finds it taken gets a fresh volume of its own, removed with the build, as with `--volume-reuse none`. With
+`--volume-reuse branch` the volume is kept per pipeline and branch. (With Kubernetes engine pods the kept volume is
+a PersistentVolumeClaim of its own instead, `executors/kubernetes/claims.py`, keyed the same way.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-POLICIES = ("pipeline", "none")
+POLICIES = ("pipeline", "branch", "none")
 MAX_MARK = 64 * 1024  # bytes of a volume's last-build mark worth reading
 
 
@@ -25,6 +27,10 @@ class Volume:
     path: Path
     kept: bool  # a pipeline's cached volume (left in place afterwards), or the build's own
     _lock: int | None = None
+    # Where its last-build mark is: beside the folder by default; inside it for a volume that is a claim of its
+    # own (nothing beside it outlives the build).
+    marker: Path | None = None
+    mounted: bool = False  # a claim mounted at `path`: what removes the build folder must leave it alone
 
     def release(self) -> None:
         if self._lock is not None:
@@ -44,8 +50,24 @@ class LastBuild:
     clones: dict[str, str]  # git-clone step -> the revision it checked out
 
 
+MARK_IN_CLAIM = ".outpost-last-build.json"  # a claim's mark, in the claim itself
+
+
 def _mark_of(volume: Volume) -> Path:
-    return volume.path.with_name(volume.path.name + ".last.json")
+    return volume.marker or volume.path.with_name(volume.path.name + ".last.json")
+
+
+def of_claim(path: Path, *, kept: bool) -> Volume:
+    """A build volume that is a claim mounted at `path` (engine pods): held through the API, not a file lock."""
+    return Volume(path, kept, marker=path / MARK_IN_CLAIM, mounted=True)
+
+
+def key(account: str, pipeline: str, branch: str | None = None) -> tuple[str, str]:
+    """(a readable name, a stable digest) of a kept volume: the pipeline's, or with `branch` the pipeline and
+    branch's. The digest tells apart names that read alike once cut short."""
+    parts = [account, pipeline] + ([branch] if branch is not None else [])
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-.")[:60] or "pipeline"
+    return readable, hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
 def last_build(volume: Volume) -> LastBuild | None:
@@ -83,10 +105,10 @@ def forget_last_build(volume: Volume) -> None:
             _mark_of(volume).unlink()
 
 
-def claim(root: Path, account: str, pipeline: str, fallback: Path) -> Volume:
-    """The pipeline's cached volume under `root` if no other build holds it, else `fallback` (the build's own)."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{account}-{pipeline}").strip("-.")[:60] or "pipeline"
-    digest = hashlib.sha256(f"{account}\0{pipeline}".encode()).hexdigest()[:12]  # names that slug alike differ
+def claim(root: Path, account: str, pipeline: str, fallback: Path, branch: str | None = None) -> Volume:
+    """The pipeline's (or with `branch`, the pipeline and branch's) cached volume under `root` if no other build
+    holds it, else `fallback` (the build's own)."""
+    readable, digest = key(account, pipeline, branch)
     path = root / f"{readable}-{digest}"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     descriptor = os.open(root / f"{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)

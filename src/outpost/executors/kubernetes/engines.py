@@ -8,7 +8,7 @@ removing it with the rest of what an earlier run of it left.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from outpost.errors import ExecutorError
-from outpost.executors.kubernetes import api, objects, placement
+from outpost.executors.kubernetes import api, claims, objects, placement
 
 ENGINE_MARKER = "engine.json"  # in the build folder: the engine pod's name (written before the pod is created)
 SERVICE_ACCOUNT = "outpost-engine"  # the chart's; --engine-service-account otherwise
@@ -26,7 +26,19 @@ DEADLINE_MARGIN = 300  # beyond `engine_deadline`: the engine's own timeouts act
 GRACE = 10  # seconds an engine pod gets between SIGTERM and SIGKILL
 # The runner's settings an engine pod must not take as they are: its kubeconfig is a file of the runner's (the engine
 # uses its own service account), and the engine settings are the runner's business.
-RUNNER_ONLY = ("kubeconfig", "engine_image", "engine_pods", "engine_service_account", "engine_deadline")
+RUNNER_ONLY = (
+    "kubeconfig",
+    "engine_image",
+    "engine_pods",
+    "engine_service_account",
+    "engine_deadline",
+    "volume_reuse",
+    "volume_size",
+    "volume_storage_class",
+    "volume_retention",
+    "volumes_per_pipeline",
+)
+VOLUME_IN_FOLDER = "volume"  # where a build volume's claim is mounted in the build folder (the engine's own path)
 
 
 def pod_name(build_id: str) -> str:
@@ -78,8 +90,40 @@ class EnginePods:
     async def close(self) -> None:
         await self.client.close()
 
-    async def launch(self, build_id: str, folder: Path, files: Mapping[str, str]) -> str:
-        """Creates the engine pod and its Secret (a dependent of the pod); returns the pod's name."""
+    async def take_volume(
+        self,
+        account: str,
+        pipeline: str,
+        build_id: str,
+        branch: str | None,
+        ending: Callable[[str], bool] | None = None,
+    ) -> claims.Claimed:
+        """The build volume's claim (`claims.claim`): the pipeline's (or branch's), or a fresh one if it is held."""
+        return await api.call(
+            "take the build volume",
+            lambda: claims.claim(
+                self.client,
+                self.namespace,
+                pipeline,
+                build_id,
+                account=account,
+                branch=branch,
+                size=self.options.get("volume_size") or claims.DEFAULT_SIZE,
+                storage_class=self.options.get("volume_storage_class") or None,
+                runner=self.mark,
+                ending=ending,
+            ),
+        )
+
+    async def give_back(self, claimed: claims.Claimed, build_id: str) -> None:
+        await api.call("give the build volume back", lambda: claims.give_back(self.client, self.namespace, claimed,
+                                                                                build_id))  # fmt: skip
+
+    async def launch(
+        self, build_id: str, folder: Path, files: Mapping[str, str], volume_claim: str | None = None
+    ) -> str:
+        """Creates the engine pod and its Secret (a dependent of the pod); returns the pod's name. With
+        `volume_claim` the pod mounts that claim as the build volume (the folder's `volume`)."""
         name = pod_name(build_id)
         where = placement_of(self.options)
         secret = objects.engine_secret(f"{name}-task", self.namespace, build_id, files, self.mark)
@@ -104,6 +148,8 @@ class EnginePods:
             run_as=(os.getuid(), os.getgid()),
             runner=self.mark,
             grace_seconds=GRACE,
+            volume_claim=volume_claim,
+            volume_path=str(folder / VOLUME_IN_FOLDER) if volume_claim else None,
         )
         made = await api.create(self.client, secret, "create the engine pod's Secret")
         try:
@@ -135,12 +181,21 @@ class EnginePods:
     async def remove(self, build_id: str, name: str, *, node_lost: bool = False) -> None:
         """The engine pod (stopped within its grace period, and waited for: nothing of it writes to the build
         folder afterwards), its Secret, and the build's step pods and their Secrets. On a lost node, whose kubelet
-        would never finish a graceful deletion, the pod's API object is removed at once."""
+        would never finish a graceful deletion, the pod's API object is removed at once, and so are those of the
+        step pods on that node (with a ReadWriteOnce claim, all of them)."""
+        lost_node = await self._node_of(name) if node_lost else ""
         await api.delete(self.client, Pod, name, 0 if node_lost else GRACE)
         if not node_lost and not await api.gone(self.client, name, GRACE + api.KUBELET_SLACK):
             await api.delete(self.client, Pod, name, 0)  # a lost node's: its API object goes
         await api.delete(self.client, Secret, f"{name}-task", 0)
-        await api.remove_build(self.client, self.namespace, build_id)
+        await api.remove_build(self.client, self.namespace, build_id, lost_node)
+
+    async def _node_of(self, name: str) -> str:
+        try:
+            pod = await api.call("read the engine pod", lambda: self.client.get(Pod, name))
+        except ExecutorError:
+            return ""
+        return str(pod.spec.nodeName or "") if pod.spec else ""
 
 
 def _not_found(exc: ExecutorError) -> bool:

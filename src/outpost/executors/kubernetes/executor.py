@@ -78,6 +78,10 @@ class KubernetesExecutor(Executor):
         self._lost: set[str] = set()  # pods on a lost node: force-deleted, no grace period to wait for
         self._client: AsyncClient | None = None
         self._owner: tuple[str, str] | None = None  # in an engine pod: (its name, its uid), owner of the step pods
+        # In an engine pod with a build volume claim (`--volume-reuse pipeline|branch`): step pods mount that claim
+        # whole, and follow the engine pod's node (the claim is ReadWriteOnce) unless --node-name pins them all.
+        self.volume_claim = self.options.get("volume_claim", "")
+        self._node = self.options.get("node") or None
         self._serial = 0
         dind.check(self.options)
         self.dind = (
@@ -106,6 +110,12 @@ class KubernetesExecutor(Executor):
             said += f"; removed {left} pod(s) an earlier run of this runner left"
         if merged.get("engine_image"):
             engines.placement_of(merged)  # refused now, not at the first build
+            if merged.get("volume_reuse", "none") != "none" and where.chooses_nodes:
+                raise ExecutorError(
+                    "--step-pods chooses nodes (nodeSelector/affinity), but with build volume claims "
+                    "(--volume-reuse pipeline|branch) step pods follow their engine pod's node, where the "
+                    "ReadWriteOnce claim is attached: choose nodes with --engine-pods instead"
+                )
             said += f"; engine pods: {merged['engine_image']}"
             if keep:
                 said += f" ({len(keep)} build(s) to adopt)"
@@ -135,6 +145,8 @@ class KubernetesExecutor(Executor):
                 raise
             assert found.metadata is not None
             self._owner = (owner, str(found.metadata.uid))
+            if self.volume_claim and self._node is None and found.spec is not None:
+                self._node = found.spec.nodeName or None
         return self
 
     async def __aexit__(
@@ -278,14 +290,15 @@ class KubernetesExecutor(Executor):
             step=pod.step,
             image=pod.image,
             command=["/bin/sh", "-c", wrapper],
-            claim=self.claim,
-            volume_path=self._in_claim(self.volume),
+            claim=self.volume_claim or self.claim,
+            volume_path="" if self.volume_claim else self._in_claim(self.volume),
             volume_mount=VOLUME_IN_STEP,
             env_secret=name,
             workdir=pod.workdir,
             tools_path=self._in_claim(tools) if tools.is_dir() else None,
             tools_mount=TOOLS_IN_STEP,
-            node_name=self.options.get("node") or None,
+            tools_claim=self.claim if self.volume_claim else None,
+            node_name=self._node,
             node_selector=where.node_selector,
             tolerations=where.tolerations,
             affinity=where.affinity,

@@ -51,6 +51,7 @@ ENGINE_LABEL = "outpost.io/engine"
 ENGINE_CONTAINER = "engine"
 ENGINE_SECRET_MOUNT = "/etc/outpost/build"  # task.json and settings.json, read-only
 BUILD_VOLUME = "build"
+KEPT_VOLUME = "volume"  # an engine pod's build volume claim
 TOOLS_VOLUME = "tools"
 STEP_CONTAINER = "step"
 # A Secret key (and so an environment variable passed through one) may only hold these characters.
@@ -73,7 +74,7 @@ def dns_label(*parts: str, limit: int = 63) -> str:
 @dataclass
 class StepPodSpec:
     """What a step pod needs; `claim` is the PersistentVolumeClaim holding the build volume, at `volume_path`
-    inside it (a subPath)."""
+    inside it (a subPath; empty: the claim is the build volume, whole)."""
 
     name: str
     namespace: str
@@ -88,6 +89,7 @@ class StepPodSpec:
     workdir: str | None = None
     tools_path: str | None = None  # the runner's tools (cf_export) in the same claim, mounted read-only
     tools_mount: str | None = None
+    tools_claim: str | None = None  # the claim holding `tools_path` when it is not `claim` (the work claim)
     node_name: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Toleration] = ()
@@ -106,7 +108,7 @@ class StepPodSpec:
 
 def step_pod(spec: StepPodSpec) -> Pod:
     """One attempt of one step: never restarted, no service account token, pinned where the spec says."""
-    mounts = [VolumeMount(name=BUILD_VOLUME, mountPath=spec.volume_mount, subPath=spec.volume_path)]
+    mounts = [VolumeMount(name=BUILD_VOLUME, mountPath=spec.volume_mount, subPath=spec.volume_path or None)]
     if spec.tools_path and spec.tools_mount:
         mounts.append(
             VolumeMount(name=TOOLS_VOLUME, mountPath=spec.tools_mount, subPath=spec.tools_path, readOnly=True)
@@ -125,6 +127,7 @@ def step_pod(spec: StepPodSpec) -> Pod:
         securityContext=spec.security or SecurityContext(allowPrivilegeEscalation=False),
     )
     claim = PersistentVolumeClaimVolumeSource(claimName=spec.claim)
+    tools = PersistentVolumeClaimVolumeSource(claimName=spec.tools_claim) if spec.tools_claim else claim
     return Pod(
         metadata=ObjectMeta(
             name=spec.name,
@@ -147,7 +150,7 @@ def step_pod(spec: StepPodSpec) -> Pod:
             hostUsers=spec.host_users,
             hostAliases=[HostAlias(ip=ip, hostnames=[name]) for name, ip in spec.host_aliases.items()] or None,
             volumes=[Volume(name=BUILD_VOLUME, persistentVolumeClaim=claim)]
-            + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=claim)] if spec.tools_path else []),
+            + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=tools)] if spec.tools_path else []),
         ),
     )
 
@@ -296,6 +299,10 @@ class EnginePodSpec:
     run_as: tuple[int, int] | None = None  # (uid, gid): the runner's own, so files on the claim have one owner
     runner: str | None = None
     grace_seconds: int = 10
+    # The build volume's own claim (`--volume-reuse pipeline|branch`), mounted at `volume_path`: the build folder's
+    # `volume`, where the engine would otherwise have its volume, so no path changes.
+    volume_claim: str | None = None
+    volume_path: str | None = None
 
 
 def engine_pod(spec: EnginePodSpec) -> Pod:
@@ -316,7 +323,12 @@ def engine_pod(spec: EnginePodSpec) -> Pod:
         volumeMounts=[
             VolumeMount(name=BUILD_VOLUME, mountPath=spec.claim_mount),
             VolumeMount(name="task", mountPath=ENGINE_SECRET_MOUNT, readOnly=True),
-        ],
+        ]
+        + (
+            [VolumeMount(name=KEPT_VOLUME, mountPath=spec.volume_path)]
+            if spec.volume_claim and spec.volume_path
+            else []
+        ),
         resources=Resources(requests=dict(spec.requests) or None, limits=dict(spec.limits) or None)
         if spec.requests or spec.limits
         else None,
@@ -349,7 +361,12 @@ def engine_pod(spec: EnginePodSpec) -> Pod:
                     name=BUILD_VOLUME, persistentVolumeClaim=PersistentVolumeClaimVolumeSource(claimName=spec.claim)
                 ),
                 Volume(name="task", secret=SecretVolumeSource(secretName=spec.secret, defaultMode=0o400)),
-            ],
+            ]
+            + (
+                [Volume(name=KEPT_VOLUME, persistentVolumeClaim=PersistentVolumeClaimVolumeSource(claimName=claim))]
+                if (claim := spec.volume_claim) and spec.volume_path
+                else []
+            ),
         ),
     )
 
@@ -367,7 +384,7 @@ def engine_secret(name: str, namespace: str, build_id: str, files: Mapping[str, 
 def build_claim(
     name: str, namespace: str, *, size: str, storage_class: str | None = None, labels: Mapping[str, str] | None = None
 ) -> PersistentVolumeClaim:
-    """A build volume (the next slice reuses one per pipeline)."""
+    """A build volume of its own (`claims.py`: a pipeline's, kept between its builds, or one build's)."""
     return PersistentVolumeClaim(
         metadata=ObjectMeta(name=name, namespace=namespace, labels={**MANAGED_BY, **(labels or {})}),
         spec=PersistentVolumeClaimSpec(

@@ -125,3 +125,20 @@ def test_a_restarted_runner_sees_which_kept_volumes_a_build_elsewhere_holds(tmp_
     assert not volumes.held(free.path)
     held.release()
     assert not volumes.held(held.path)
+
+
+def test_a_claims_last_build_mark_is_kept_in_the_claim_itself(tmp_path: Path) -> None:
+    """With engine pods the kept volume is a claim mounted in the build folder: its mark must travel with the claim
+    (a file beside it would go with the folder), so a restart from the failed step on it can skip steps."""
+    mounted = tmp_path / "builds" / "b-2" / "volume"
+    mounted.mkdir(parents=True)
+    volume = volumes.of_claim(mounted, kept=True)
+    volumes.mark_last_build(volume, volumes.LastBuild("b-1", True, False, {"main_clone": "abc123"}))
+
+    assert (mounted / volumes.MARK_IN_CLAIM).is_file()
+    assert volumes.last_build(volumes.of_claim(mounted, kept=True)) == volumes.LastBuild(
+        "b-1", True, False, {"main_clone": "abc123"}
+    )
+    assert volumes.last_build(volumes.of_claim(mounted, kept=False)) is None  # a fresh claim has no past
+    volumes.forget_last_build(volume)
+    assert volumes.last_build(volume) is None

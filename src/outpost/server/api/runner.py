@@ -267,7 +267,7 @@ async def answer_cluster_check(query_id: str, body: ClusterCheckAnswer, token: T
     return {"status": status}
 
 
-def lease_header(outpost_lease: Annotated[str, Header(alias=LEASE_HEADER)] = "") -> str:
+async def lease_header(outpost_lease: Annotated[str, Header(alias=LEASE_HEADER)] = "") -> str:
     return outpost_lease
 
 

@@ -26,7 +26,7 @@ from outpost import logformat
 from outpost.runner import enginemail, volumes
 from outpost.runner.client import ProtocolClient
 from outpost.runner.job import BuildJob
-from outpost.runner.supervisor import DELIVERED_FILE, ENGINE_LOG, STARTED_FILE
+from outpost.runner.supervisor import DELIVERED_FILE, ENGINE_LOG
 from outpost.wire import RunBuildTask
 
 log = logging.getLogger("outpost.runner.engine")
@@ -77,23 +77,14 @@ async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> Non
             lease_written=True,
         )
         mail = asyncio.create_task(enginemail.deliver(folder, job))
-        said = asyncio.create_task(_say_started(folder, job))
         done = asyncio.create_task(_say_delivered(folder, job))
         try:
             await job.run()
         finally:
             mail.cancel()
-            said.cancel()
             done.cancel()
     if job.revoked is not None:
         log.warning("build %s: the control plane refused its job token (%s)", task.build_id, job.revoked)
-
-
-async def _say_started(folder: Path, job: BuildJob) -> None:
-    """Once the control plane took the build's `started`, the runner stops renewing the lease for us."""
-    await job.outbox.announced.wait()
-    with contextlib.suppress(OSError):
-        (folder / STARTED_FILE).touch()
 
 
 async def _say_delivered(folder: Path, job: BuildJob) -> None:

@@ -38,7 +38,6 @@ from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuil
 
 log = logging.getLogger("outpost.runner.supervisor")
 DELIVERY_DEADLINE = 60.0  # seconds to deliver what a failed engine pod's outbox holds
-STARTED_FILE = "engine.started"  # in the build folder: the engine's `started` was accepted (for people: see enginepod)
 DELIVERED_FILE = "engine.delivered"  # in the build folder: the build's end was accepted; its volume is given back soon
 ENGINE_LOG = "engine.log"  # in the build folder: the engine process's own log lines (not the build's log)
 LAST_WORDS = 4096  # bytes of a failed engine's own log shown in the runner's log

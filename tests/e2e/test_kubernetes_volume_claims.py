@@ -200,4 +200,5 @@ def test_a_runner_killed_mid_build_keeps_the_builds_claim_held_until_the_adopted
     build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=120)
     assert build["status"] == "success", build
     _given_back(kube_cluster, name)
-    assert f"build {build_id}: build volume {name} released" in runner.output()
+    said = f"build {build_id}: build volume {name} released"
+    eventually(lambda: said in runner.output() or None, timeout=10, what="the runner to say so")

@@ -6,6 +6,7 @@ the runner's Role is the one the emulator enforces, so a verb missing from it fa
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -202,3 +203,48 @@ def test_a_runner_killed_mid_build_keeps_the_builds_claim_held_until_the_adopted
     _given_back(kube_cluster, name)
     said = f"build {build_id}: build volume {name} released"
     eventually(lambda: said in runner.output() or None, timeout=10, what="the runner to say so")
+
+
+# `prepare` leaves a file only this run can have made; `test` fails until the test puts `fixed` into the volume.
+RESTARTABLE = """version: '1.0'
+steps:
+  prepare:
+    image: {image}
+    commands:
+      - echo "made by $CF_BUILD_ID" > /codefresh/volume/prepared.txt
+  test:
+    image: {image}
+    commands:
+      - cat /codefresh/volume/prepared.txt
+      - test -f /codefresh/volume/fixed
+"""
+
+
+def test_a_restart_from_the_failed_step_skips_what_succeeded_on_the_claim_the_original_left(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    start_kubernetes_runner(start_runner, kube_cluster, "--engine-image", engine_image)
+    (tmp_path / "r.yml").write_text(RESTARTABLE.format(image=busybox_image))
+    assert control_plane.cli("pipeline", "create", "flaky", "--file", str(tmp_path / "r.yml")).returncode == 0
+    assert control_plane.cli("run", "flaky", "--branch", "main", timeout=180).returncode == 1
+    original = json.loads(control_plane.cli("build", "list", "--pipeline", "flaky", "--json").stdout)[0]
+    (name,) = _volumes(kube_cluster)
+    _given_back(kube_cluster, name)
+    (kube_cluster.claim_folder().parent / name / "fixed").touch()  # the cause of the failure is fixed
+
+    restarted = control_plane.cli("build", "restart", str(original["id"]), "--from-failed", "--json")
+    assert restarted.returncode == 0, restarted.stderr
+    again = json.loads(restarted.stdout)
+    done = control_plane.wait_for(again["id"], {"success", "failure", "error"}, timeout=120)
+
+    assert done["status"] == "success", done
+    steps = {s["name"]: s for s in done["steps"]}
+    assert steps["prepare"]["status"] == "skipped"  # the mark in the claim named the original, complete
+    with control_plane.api() as api:
+        log = api.get(f"/builds/{again['id']}/steps/test/log").text
+    assert log.startswith(f"made by {original['id']}\n")  # the volume as the original left it

@@ -242,3 +242,18 @@ def test_a_step_pod_mounts_the_build_volume_claim_whole_and_the_tools_from_the_w
     volumes = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in body["spec"]["volumes"]}
     assert volumes == {"build": "vol-acme-app-0123456789ab", "tools": "outpost-work"}
     assert body["spec"]["nodeName"] == "node-b"
+
+
+@pytest.mark.parametrize("reuse", ["pipeline", "branch"])
+async def test_a_node_choice_for_step_pods_with_build_volume_claims_is_refused_at_start(reuse: str) -> None:
+    """Step pods follow their engine pod's node (the claim is ReadWriteOnce): a nodeSelector could never match."""
+    fixtures.need_kubernetes_packages()
+    import json
+
+    from outpost.errors import ExecutorError
+    from outpost.executors.kubernetes.executor import KubernetesExecutor
+
+    options = {"work_claim": "w", "engine_image": "registry.corp/outpost:1", "volume_reuse": reuse,
+               "step_pods": json.dumps({"nodeSelector": {"disk": "ssd"}})}  # fmt: skip
+    with pytest.raises(ExecutorError, match="step pods follow their engine pod's node"):
+        await KubernetesExecutor.preflight(options)

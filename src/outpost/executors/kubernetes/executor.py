@@ -97,6 +97,12 @@ class KubernetesExecutor(Executor):
         if not claim:
             raise ExecutorError("the Kubernetes executor needs --work-claim: the claim that holds the runner's folder")
         where = _placement(merged)
+        if merged.get("engine_image") and merged.get("volume_reuse", "none") != "none" and where.chooses_nodes:
+            raise ExecutorError(
+                "--step-pods chooses nodes (nodeSelector/affinity), but with build volume claims "
+                "(--volume-reuse pipeline|branch) step pods follow their engine pod's node, where the "
+                "ReadWriteOnce claim is attached: choose nodes with --engine-pods instead"
+            )
         dind.check(merged)
         config = api.config_of(merged)
         namespace = api.namespace_of(merged, config)
@@ -110,12 +116,6 @@ class KubernetesExecutor(Executor):
             said += f"; removed {left} pod(s) an earlier run of this runner left"
         if merged.get("engine_image"):
             engines.placement_of(merged)  # refused now, not at the first build
-            if merged.get("volume_reuse", "none") != "none" and where.chooses_nodes:
-                raise ExecutorError(
-                    "--step-pods chooses nodes (nodeSelector/affinity), but with build volume claims "
-                    "(--volume-reuse pipeline|branch) step pods follow their engine pod's node, where the "
-                    "ReadWriteOnce claim is attached: choose nodes with --engine-pods instead"
-                )
             said += f"; engine pods: {merged['engine_image']}"
             if keep:
                 said += f" ({len(keep)} build(s) to adopt)"

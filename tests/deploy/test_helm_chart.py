@@ -82,9 +82,12 @@ EVERYTHING: dict[str, Any] = {
         "enabled": True,
         "controlPlaneCIDRs": ["203.0.113.10/32"],
         "controlPlanePort": 8443,
+        "apiServerCIDRs": ["192.0.2.20/32", "192.0.2.21/32"],
+        "apiServerPort": 6443,
         "egressTo": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 5000}]}],
     },
     "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+    "timeouts": {"pull": 12.5, "pending": 300, "nodeLost": 45},
     "helmTest": {"enabled": True, "pipeline": "smoke", "tokenSecret": "outpost-api-token"},
 }
 
@@ -225,12 +228,83 @@ def test_the_chart_with_every_option_on_is_valid_and_uses_each() -> None:
     assert "ingress" not in policy  # nothing comes in
     assert {"ipBlock": {"cidr": "203.0.113.10/32"}} in policy["egress"][1]["to"]
     assert policy["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8443}]
-    assert policy["egress"][2]["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert policy["egress"][2]["to"] == [{"ipBlock": {"cidr": "192.0.2.20/32"}}, {"ipBlock": {"cidr": "192.0.2.21/32"}}]
+    assert policy["egress"][2]["ports"] == [{"protocol": "TCP", "port": 6443}]  # the API server: it creates pods
+    assert policy["egress"][3]["ports"] == [{"protocol": "TCP", "port": 5000}]
     assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
     test = kinds["Pod"]
     assert test["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert test["spec"]["containers"][0]["args"] == ["run", "smoke"]
     assert test["spec"]["automountServiceAccountToken"] is False
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector matches a pod's labels, as the API server reads one (the operators the chart uses)."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for term in selector.get("matchExpressions", []):
+        present = term["key"] in labels
+        match term["operator"]:
+            case "Exists":
+                ok = present
+            case "DoesNotExist":
+                ok = not present
+            case "In":
+                ok = present and labels[term["key"]] in term["values"]
+            case "NotIn":
+                ok = not present or labels[term["key"]] not in term["values"]
+            case other:
+                raise AssertionError(f"operator {other} not understood here")
+        if not ok:
+            return False
+    return True
+
+
+def test_engine_pods_get_an_egress_only_network_policy_of_their_own_and_step_pods_none() -> None:
+    from outpost.executors.kubernetes import objects
+
+    kinds = valid(render(EVERYTHING, namespace="ci"))
+    runner, engine = kinds["NetworkPolicy"]["spec"], kinds["NetworkPolicy/engine"]["spec"]
+    assert engine["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in engine  # nothing comes in
+    assert engine["egress"] == runner["egress"]  # DNS, control plane, API server, egressTo: what an engine reaches
+    assert engine["egress"][0]["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert engine["egress"][2]["ports"] == [{"protocol": "TCP", "port": 6443}]  # it creates its step pods
+    assert engine["egress"][3] == EVERYTHING["networkPolicy"]["egressTo"][0]
+    # The engine policy selects engine pods by the labels the executor gives them (with any runner's mark), and
+    # neither the runner pod nor step pods; the runner's policy selects the runner pod only.
+    mark = objects.runner_mark("data-outpost-runner-0", "/var/lib/outpost")
+    engine_pod = objects.engine_labels("b-42", mark)
+    step_pod = objects.step_labels("b-42", "unit tests", mark)
+    runner_pod = kinds["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    assert selects(engine["podSelector"], engine_pod)
+    assert selects(engine["podSelector"], objects.engine_labels("b-43", None))
+    assert not selects(engine["podSelector"], runner_pod)
+    assert not selects(engine["podSelector"], step_pod)
+    assert selects(runner["podSelector"], runner_pod)
+    assert not selects(runner["podSelector"], engine_pod)
+    assert not selects(runner["podSelector"], step_pod)
+    # Without engine pods there is only the runner's policy.
+    off = valid(render(_merged(EVERYTHING, {"engine": {"enabled": False}}), namespace="ci"))
+    assert "NetworkPolicy" in off
+    assert "NetworkPolicy/engine" not in off
+
+
+def test_the_pod_timeouts_reach_the_runner_through_the_config_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    from outpost.cli.agent import runner_start
+
+    defaults = valid(render(REQUIRED))["ConfigMap"]["data"]
+    assert {k: v for k, v in defaults.items() if k.endswith("_TIMEOUT")} == {
+        "OUTPOST_PULL_TIMEOUT": "30",
+        "OUTPOST_PENDING_TIMEOUT": "120",
+        "OUTPOST_NODE_LOST_TIMEOUT": "60",
+    }
+    config = valid(render(EVERYTHING, namespace="ci"))["ConfigMap"]["data"]
+    # The ConfigMap's values, as the runner's environment, are the runner's options.
+    for name in ("OUTPOST_PULL_TIMEOUT", "OUTPOST_PENDING_TIMEOUT", "OUTPOST_NODE_LOST_TIMEOUT"):
+        monkeypatch.setenv(name, config[name])
+    params = runner_start.make_context("start", ["--url", "https://ci.example"]).params
+    assert (params["pull_timeout"], params["pending_timeout"], params["node_lost_timeout"]) == (12.5, 300.0, 45.0)
 
 
 def test_the_chart_role_is_the_runner_role_the_executor_is_built_against() -> None:
@@ -330,6 +404,12 @@ def test_a_node_choice_for_engine_pods_with_a_read_write_once_claim_is_refused()
         ({"namespace": {"name": "Outpost_Builds"}}, "/namespace/name"),
         ({"namespace": {"podSecurity": {"enforce": "strict"}}}, "/namespace/podSecurity/enforce"),
         ({"networkPolicy": {"controlPlanePort": 70000}}, "/networkPolicy/controlPlanePort"),
+        ({"networkPolicy": {"apiServerPort": 0}}, "/networkPolicy/apiServerPort"),
+        ({"networkPolicy": {"apiServerCIDRs": ["kubernetes.default"]}}, "/networkPolicy/apiServerCIDRs/0"),
+        ({"timeouts": {"pull": 0}}, "/timeouts/pull"),
+        ({"timeouts": {"pending": -5}}, "/timeouts/pending"),
+        ({"timeouts": {"nodeLost": "60s"}}, "/timeouts/nodeLost"),
+        ({"timeouts": {"node_lost": 60}}, "'node_lost' not allowed"),
         ({"existingSecret": "Not A Name"}, "/existingSecret"),
         ({"stepPods": {"tolerations": [{"key": "dedicated", "efect": "NoSchedule"}]}}, "/stepPods/tolerations/0"),
         ({"stepPods": {"resources": {"limit": {"memory": "1Gi"}}}}, "/stepPods/resources"),
@@ -359,6 +439,10 @@ def test_the_values_schema_refuses_bad_values(values: dict[str, Any], says: str)
         ({"installToken": "opi_x"}, "controlPlane.url is required"),
         ({"controlPlane": {"url": "https://ci.example"}}, "installToken \\(or existingSecret\\) is required"),
         ({**REQUIRED, "networkPolicy": {"enabled": True}}, "networkPolicy.controlPlaneCIDRs is required"),
+        (
+            {**REQUIRED, "networkPolicy": {"enabled": True, "controlPlaneCIDRs": ["203.0.113.10/32"]}},
+            "networkPolicy.apiServerCIDRs is required",
+        ),
         ({**REQUIRED, "helmTest": {"enabled": True, "tokenSecret": "t"}}, "helmTest.pipeline is required"),
         ({**REQUIRED, "stepPods": {"nodeSelector": {"disk": "ssd"}}}, "need data.accessMode=ReadWriteMany"),
         ({**REQUIRED, "builder": {"image": "buildah:1"}}, "builder.scratchRegistry is required with builder.image"),
@@ -620,7 +704,8 @@ def test_every_setting_the_chart_gives_the_runner_is_one_outpost_runner_start_re
     given |= {e["name"] for e in runner_container(kinds)["env"] if e["name"].startswith("OUTPOST_")}
     assert given - read == set()  # a misspelt name would be ignored by the runner, silently
     builders = {"OUTPOST_BUILDER_IMAGE", "OUTPOST_SCRATCH_REGISTRY", "OUTPOST_BUILDER_SECCOMP"}
-    assert {"OUTPOST_STEP_PODS", *builders} <= given
+    timeouts = {"OUTPOST_PULL_TIMEOUT", "OUTPOST_PENDING_TIMEOUT", "OUTPOST_NODE_LOST_TIMEOUT"}
+    assert {"OUTPOST_STEP_PODS", *builders, *timeouts} <= given
 
 
 def test_the_docker_in_docker_opt_in_reaches_the_runner_only_when_asked_for_in_a_privileged_namespace(

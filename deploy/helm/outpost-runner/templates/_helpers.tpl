@@ -32,3 +32,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "outpost-runner.engineImage" -}}
 {{ .Values.engine.image.repository | default .Values.image.repository }}:{{ .Values.engine.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{/* The egress rules of the runner's and the engine pods' NetworkPolicies: DNS, the control plane, the API server,
+then the user's egressTo. */}}
+{{- define "outpost-runner.egress" -}}
+- ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+- to:
+    {{- range .Values.networkPolicy.controlPlaneCIDRs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - {protocol: TCP, port: {{ .Values.networkPolicy.controlPlanePort }}}
+- to:
+    {{- range .Values.networkPolicy.apiServerCIDRs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - {protocol: TCP, port: {{ .Values.networkPolicy.apiServerPort }}}
+{{- with .Values.networkPolicy.egressTo }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

@@ -396,16 +396,20 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
             created_at=t,
             expires_at=t + lease_ttl,
         )
-        # The status condition makes the claim atomic: of two runners racing, one updates the row.
-        claimed = await session.execute(
-            update(Build)
-            .where(Build.id == candidate, Build.status == "queued")
-            .values(status="claimed", runner_id=runner.id, lease_id=lease.id, claimed_at=t)
-        )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+        # The status condition makes the claim atomic: of two runners racing, one updates the row. RETURNING
+        # loads the claimed build in the same statement (a SELECT after it cost a statement a claim).
+        build = (
+            await session.execute(
+                update(Build)
+                .where(Build.id == candidate, Build.status == "queued")
+                .values(status="claimed", runner_id=runner.id, lease_id=lease.id, claimed_at=t)
+                .returning(Build),
+                execution_options={"populate_existing": True},
+            )
+        ).scalar_one_or_none()
+        if build is not None:
             session.add(lease)
             await session.flush()
-            build = await session.get_one(Build, candidate, populate_existing=True)
             return build, lease, job_token
     return None
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests import containers
+from tests.e2e.kubernetes import created_pods, numbered_lines, sleeping, start_build, start_kubernetes_runner
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually, outpost_env
 from tests.kube import fixtures
 
@@ -53,14 +54,6 @@ steps:
 """
 
 
-def start_kubernetes_runner(start_runner: Callable[..., RunnerProcess], cluster: Any, *more: str) -> RunnerProcess:
-    claim = cluster.claim_folder()
-    return start_runner(
-        "--executor", "kubernetes", "--kubeconfig", str(cluster.runner_kubeconfig), "--namespace", "builds",
-        "--work-claim", "outpost-work", "--work-claim-path", str(claim), "--data-dir", str(claim / "runner"), *more,
-    )  # fmt: skip
-
-
 def test_a_freestyle_pipeline_runs_each_step_in_its_own_pod_on_the_shared_volume(
     tmp_path: Path,
     control_plane: ControlPlane,
@@ -76,14 +69,13 @@ def test_a_freestyle_pipeline_runs_each_step_in_its_own_pod_on_the_shared_volume
 
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
-    numbered = [line for line in lines if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(1, 501)]  # each exactly once, in order
+    assert numbered_lines(run.stdout) == [f"line {i}" for i in range(1, 501)]  # each exactly once, in order
     greeting = next(line for line in lines if line.startswith("hello from "))
     assert greeting.startswith("hello from ")
     assert greeting.endswith(" on main")  # written by one pod, read by the next through the claim
     assert "last words" in run.stdout
     build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]
-    created = [e[3] for e in list(kube_cluster.store.history) if e[1] == "ADDED" and e[2] == "pods"]
+    created = created_pods(kube_cluster)
     assert [p["metadata"]["labels"]["outpost.io/step"] for p in created] == ["write", "read"]
     assert all(p["metadata"]["labels"]["outpost.io/build"] == build_id for p in created)
     assert kube_cluster.pods() == []  # nothing of the build is left in the cluster
@@ -120,20 +112,17 @@ def test_cancel_deletes_the_step_pod_and_the_build_ends_terminated_once_it_is_go
 ) -> None:
     start_kubernetes_runner(start_runner, kube_cluster)
     seconds = str(300 + uuid.uuid4().int % 9000)  # a sleep no other test runs
-    yaml = SLEEPY.format(image=busybox_image, seconds=seconds)
-    with control_plane.api() as api:
-        assert api.post("/pipelines", json={"name": "sleepy", "yaml": yaml}).status_code == 201
-        build_id = str(api.post("/pipelines/sleepy/builds", json={"variables": {}}).json()["id"])
+    build_id = start_build(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
     claim = kube_cluster.claim_folder()
     eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=60, what="the step pod to run")
-    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    eventually(lambda: sleeping(seconds) or None, timeout=30, what="the sleep to start")
 
     cancelled = control_plane.cli("build", "cancel", build_id, "--json", timeout=60)
 
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["status"] == "terminated"
     assert kube_cluster.pods() == []  # the step was over only once its pod was gone
-    assert _sleeping(seconds) == []
+    assert sleeping(seconds) == []
 
 
 def test_a_runner_killed_mid_step_removes_its_step_pod_when_restarted_and_the_build_ends_error(
@@ -146,13 +135,10 @@ def test_a_runner_killed_mid_step_removes_its_step_pod_when_restarted_and_the_bu
     """What a runner restart does today (the engine runs in the runner, so the build cannot go on: docs say so)."""
     runner = start_kubernetes_runner(start_runner, kube_cluster)
     seconds = str(300 + uuid.uuid4().int % 9000)
-    yaml = SLEEPY.format(image=busybox_image, seconds=seconds)
-    with control_plane.api() as api:
-        assert api.post("/pipelines", json={"name": "sleepy", "yaml": yaml}).status_code == 201
-        build_id = str(api.post("/pipelines/sleepy/builds", json={"variables": {}}).json()["id"])
+    build_id = start_build(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
     claim = kube_cluster.claim_folder()
     eventually(lambda: list(claim.glob("runner/volumes/*/started")) or None, timeout=60, what="the step pod to run")
-    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    eventually(lambda: sleeping(seconds) or None, timeout=30, what="the sleep to start")
 
     assert len(kube_cluster.pods()) == 1
     runner.signal(signal.SIGKILL)  # the runner pod killed: its step pod runs on
@@ -163,7 +149,7 @@ def test_a_runner_killed_mid_step_removes_its_step_pod_when_restarted_and_the_bu
     build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=120)
     assert build["status"] == "error"
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
-    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+    eventually(lambda: sleeping(seconds) == [], timeout=30, what="the step's process to end")
     assert "removed 1 pod(s) an earlier run of this runner left" in runner.output()
 
 
@@ -175,17 +161,6 @@ steps:
       - touch /codefresh/volume/started
       - sleep {seconds}
 """
-
-
-def _sleeping(seconds: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
-                found.append(proc.name)
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,28 @@ from typing import Any
 import pytest
 
 from tests import containers
+from tests.e2e.kubernetes import (
+    ENGINE,
+    FINISHED,
+    SLEEPY,
+    build_log,
+    created_pods,
+    engine_pods,
+    numbered_lines,
+    sleeping,
+    start_build,
+    start_kubernetes_runner,
+    start_sleepy_build,
+    wait_for_engine_pod_step_to_sleep,
+)
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
-from tests.e2e.test_kubernetes import PIPELINE, _sleeping, start_kubernetes_runner
+from tests.e2e.test_kubernetes import PIPELINE
 from tests.kube import fixtures
 
 dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
 engine_image = fixtures.engine_image
 
 pytestmark = pytest.mark.timeout(300)
-
-ENGINE = "outpost.io/engine"
 
 # Waits (boundedly) for the test's go-ahead, so the runner can be killed and restarted while the step runs.
 HELD = """version: '1.0'
@@ -44,39 +55,9 @@ steps:
       - echo "last words"
 """
 
-SLEEPY = """version: '1.0'
-steps:
-  main:
-    image: {image}
-    commands:
-      - for i in $(seq 1 100); do echo "line $i"; done
-      - touch /codefresh/volume/started
-      - sleep {seconds}
-"""
-
 
 def start_engine_runner(start_runner: Callable[..., RunnerProcess], cluster: Any, image: str) -> RunnerProcess:
     return start_kubernetes_runner(start_runner, cluster, "--engine-image", image)
-
-
-def _created_pods(cluster: Any) -> list[dict[str, Any]]:
-    return [e[3] for e in list(cluster.store.history) if e[1] == "ADDED" and e[2] == "pods"]
-
-
-def _engine_pods(cluster: Any) -> list[dict[str, Any]]:
-    return [p for p in cluster.pods() if ENGINE in p["metadata"]["labels"]]
-
-
-def _start(control_plane: ControlPlane, name: str, yaml: str) -> str:
-    with control_plane.api() as api:
-        assert api.post("/pipelines", json={"name": name, "yaml": yaml}).status_code == 201
-        return str(api.post(f"/pipelines/{name}/builds", json={"variables": {}}).json()["id"])
-
-
-def _log(control_plane: ControlPlane, build_id: str) -> str:
-    shown = control_plane.cli("build", "logs", build_id)
-    assert shown.returncode == 0, shown.stderr
-    return shown.stdout
 
 
 def test_a_two_step_build_runs_in_an_engine_pod_that_owns_its_step_pods(
@@ -94,11 +75,10 @@ def test_a_two_step_build_runs_in_an_engine_pod_that_owns_its_step_pods(
     run = control_plane.cli("run", "pods", "--branch", "main", timeout=180)
 
     assert run.returncode == 0, run.stdout + run.stderr
-    numbered = [line for line in run.stdout.splitlines() if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(1, 501)]  # each exactly once, in order
+    assert numbered_lines(run.stdout) == [f"line {i}" for i in range(1, 501)]  # each exactly once, in order
     assert "last words" in run.stdout
     build_id = json.loads(control_plane.cli("build", "list", "--json").stdout)[0]["id"]
-    created = _created_pods(kube_cluster)
+    created = created_pods(kube_cluster)
     engines = [p for p in created if ENGINE in p["metadata"]["labels"]]
     steps = [p for p in created if "outpost.io/step" in p["metadata"]["labels"]]
     assert len(engines) == 1
@@ -127,26 +107,27 @@ def test_a_build_survives_a_runner_killed_or_stopped_mid_step_and_completes_with
     stop: signal.Signals,
 ) -> None:
     runner = start_engine_runner(start_runner, kube_cluster, engine_image)
-    build_id = _start(control_plane, "held", HELD.format(image=busybox_image))
+    build_id = start_build(control_plane, "held", HELD.format(image=busybox_image))
     claim = kube_cluster.claim_folder()
     started = eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90,
                          what="the first step to run")  # fmt: skip
 
     runner.signal(stop)  # the runner pod killed, or stopped for an upgrade: its engine pod carries the build on
     assert runner.wait(15) in (-signal.SIGKILL, 0)  # a stopping runner does not wait for builds in engine pods
-    assert len(_engine_pods(kube_cluster)) == 1
+    assert len(engine_pods(kube_cluster)) == 1
     runner.start()
     eventually(lambda: "adopting its engine pod" in runner.output() or None, timeout=60, what="the adoption")
     (started[0].parent / "go").touch()
 
-    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=120)
+    build = control_plane.wait_for(build_id, FINISHED, timeout=120)
 
     assert build["status"] == "success", build
-    log = _log(control_plane, build_id)
-    numbered = [line for line in log.splitlines() if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(1, 401)]  # each exactly once, in order, across the restart
+    log = build_log(control_plane, build_id)
+    assert numbered_lines(log) == [
+        f"line {i}" for i in range(1, 401)
+    ]  # each exactly once, in order, across the restart
     assert "last words" in log
-    engines = [p for p in _created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
+    engines = [p for p in created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
     assert len(engines) == 1  # one engine pod ran the whole build
     assert "(1 build(s) to adopt)" in runner.output()
     assert "an earlier run of this runner left" not in runner.output()  # neither the engine pod nor its step pod
@@ -162,27 +143,23 @@ def test_an_engine_pod_deleted_from_outside_ends_the_build_error_with_the_reason
     engine_image: str,
 ) -> None:
     start_engine_runner(start_runner, kube_cluster, engine_image)
-    seconds = str(300 + uuid.uuid4().int % 9000)  # a sleep no other test runs
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
-    claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90, what="the step to run")
-    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
-    engine = _engine_pods(kube_cluster)[0]["metadata"]["name"]
+    build_id, seconds = start_sleepy_build(control_plane, busybox_image)
+    wait_for_engine_pod_step_to_sleep(kube_cluster, seconds)
+    engine = engine_pods(kube_cluster)[0]["metadata"]["name"]
 
     deleted_at = time.monotonic()
     kube_cluster.delete_pod(engine)  # kubectl delete pod: graceful, as a person or a controller would
 
-    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=90)
+    build = control_plane.wait_for(build_id, FINISHED, timeout=90)
     ended_after = time.monotonic() - deleted_at
     assert build["status"] == "error"
     reason = f"the engine pod {engine} was deleted from outside"
     assert reason in build["message"]
-    log = _log(control_plane, build_id)
+    log = build_log(control_plane, build_id)
     assert f"[outpost] {reason}" in log
-    numbered = [line for line in log.splitlines() if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(1, 101)]  # what was printed before: exactly once
+    assert numbered_lines(log) == [f"line {i}" for i in range(1, 101)]  # what was printed before: exactly once
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
-    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+    eventually(lambda: sleeping(seconds) == [], timeout=30, what="the step's process to end")
     assert kube_cluster.objects("secrets") == []
     print(f"the build ended error {ended_after:.1f}s after its engine pod was deleted")
 
@@ -195,17 +172,14 @@ def test_cancel_reaches_the_engine_pod_which_deletes_the_step_pod_and_the_build_
     engine_image: str,
 ) -> None:
     start_engine_runner(start_runner, kube_cluster, engine_image)
-    seconds = str(300 + uuid.uuid4().int % 9000)
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
-    claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90, what="the step to run")
-    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    build_id, seconds = start_sleepy_build(control_plane, busybox_image)
+    wait_for_engine_pod_step_to_sleep(kube_cluster, seconds)
 
     cancelled = control_plane.cli("build", "cancel", build_id, "--json", timeout=60)
 
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["status"] == "terminated"
-    assert _sleeping(seconds) == []  # the step was over only once its pod was gone
+    assert sleeping(seconds) == []  # the step was over only once its pod was gone
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
     assert kube_cluster.objects("secrets") == []
 
@@ -217,14 +191,14 @@ def test_an_engine_image_with_an_invalid_name_ends_the_build_error_at_once_sayin
     busybox_image: str,
 ) -> None:
     start_engine_runner(start_runner, kube_cluster, "Not A Valid Image!")
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
+    build_id = start_build(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
 
-    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=60)
+    build = control_plane.wait_for(build_id, FINISHED, timeout=60)
 
     assert build["status"] == "error"
     assert "the engine image Not A Valid Image!: " in build["message"]
     assert "invalid reference format" in build["message"]
-    assert "[outpost] the engine image Not A Valid Image!" in _log(control_plane, build_id)
+    assert "[outpost] the engine image Not A Valid Image!" in build_log(control_plane, build_id)
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
     assert kube_cluster.objects("secrets") == []
 
@@ -249,24 +223,20 @@ def test_an_engine_killed_mid_step_ends_the_build_error_with_its_exit_code_and_e
     engine_image: str,
 ) -> None:
     start_engine_runner(start_runner, kube_cluster, engine_image)
-    seconds = str(300 + uuid.uuid4().int % 9000)
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
-    claim = kube_cluster.claim_folder()
-    eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90, what="the step to run")
-    eventually(lambda: _sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    build_id, seconds = start_sleepy_build(control_plane, busybox_image)
+    wait_for_engine_pod_step_to_sleep(kube_cluster, seconds)
     (engine,) = _engine_processes(build_id)  # the engine pod's process, on this host as the fake kubelet runs it
 
     os.kill(engine, signal.SIGKILL)  # a crash: the pod ends Failed, exit code 137
 
-    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=90)
+    build = control_plane.wait_for(build_id, FINISHED, timeout=90)
     assert build["status"] == "error"
     assert "failed (exit code 137)" in build["message"]
-    log = _log(control_plane, build_id)
+    log = build_log(control_plane, build_id)
     assert "[outpost] the engine pod outpost-engine-" in log
-    numbered = [line for line in log.splitlines() if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(1, 101)]
+    assert numbered_lines(log) == [f"line {i}" for i in range(1, 101)]
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
-    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+    eventually(lambda: sleeping(seconds) == [], timeout=30, what="the step's process to end")
 
 
 def test_an_engine_pod_past_its_memory_limit_ends_the_build_error_as_oom_killed(
@@ -279,12 +249,12 @@ def test_an_engine_pod_past_its_memory_limit_ends_the_build_error_as_oom_killed(
     """--engine-pods' resources reach the engine pod; 24Mi is far less than Python and Outpost's imports take."""
     limits = json.dumps({"resources": {"limits": {"memory": "24Mi"}}})
     start_kubernetes_runner(start_runner, kube_cluster, "--engine-image", engine_image, "--engine-pods", limits)
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
+    build_id = start_build(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
 
-    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=90)
+    build = control_plane.wait_for(build_id, FINISHED, timeout=90)
 
     assert build["status"] == "error"
     assert "the engine's container was killed for using more memory than its limit (OOMKilled)" in build["message"]
-    engines = [p for p in _created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
+    engines = [p for p in created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
     assert [e["spec"]["containers"][0]["resources"] for e in engines] == [{"limits": {"memory": "24Mi"}}]
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")

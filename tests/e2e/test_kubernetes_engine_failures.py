@@ -14,17 +14,24 @@ from typing import Any
 import pytest
 
 from tests import containers
+from tests.e2e.kubernetes import (
+    FINISHED,
+    SLEEPY,
+    build_log,
+    engine_pods,
+    numbered_lines,
+    sleeping,
+    start_build,
+    start_kubernetes_runner,
+    start_sleepy_build,
+)
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
-from tests.e2e.test_kubernetes import _sleeping, start_kubernetes_runner
-from tests.e2e.test_kubernetes_engine import SLEEPY, _engine_pods, _log, _start
 from tests.kube import fixtures
 
 dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
 engine_image = fixtures.engine_image
 
 pytestmark = pytest.mark.timeout(300)
-
-FINISHED = {"success", "failure", "error", "terminated"}
 
 
 def test_an_engine_pod_whose_node_is_lost_ends_the_build_error_as_node_lost(
@@ -37,13 +44,12 @@ def test_an_engine_pod_whose_node_is_lost_ends_the_build_error_as_node_lost(
     # Pinned to one node, as with a ReadWriteOnce claim: the step pod is lost with the engine pod.
     start_kubernetes_runner(start_runner, kube_cluster, "--engine-image", engine_image, "--node-lost-timeout", "3",
                             "--node-name", "node-b")  # fmt: skip
-    seconds = str(300 + uuid.uuid4().int % 9000)  # a sleep no other test runs
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds=seconds))
-    eventually(lambda: _sleeping(seconds) or None, timeout=90, what="the step's sleep to start")
+    build_id, seconds = start_sleepy_build(control_plane, busybox_image)
+    eventually(lambda: sleeping(seconds) or None, timeout=90, what="the step's sleep to start")
     # Every line printed so far is delivered: what a lost engine had not read yet, nobody can (the runner does not
     # read step output).
-    eventually(lambda: "line 100" in _log(control_plane, build_id) or None, timeout=30, what="the lines delivered")
-    (engine,) = _engine_pods(kube_cluster)
+    eventually(lambda: "line 100" in build_log(control_plane, build_id) or None, timeout=30, what="the lines delivered")
+    (engine,) = engine_pods(kube_cluster)
     node = engine["spec"]["nodeName"]
     assert {p["spec"]["nodeName"] for p in kube_cluster.pods()} == {node}
 
@@ -55,13 +61,12 @@ def test_an_engine_pod_whose_node_is_lost_ends_the_build_error_as_node_lost(
     assert build["status"] == "error", build
     reason = f"the node {node} running the engine pod {engine['metadata']['name']} stopped answering for 3s (node lost)"
     assert reason in build["message"]
-    log = _log(control_plane, build_id)
+    log = build_log(control_plane, build_id)
     assert f"[outpost] {reason}" in log
-    numbered = [line for line in log.splitlines() if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(1, 101)]  # what was printed before: exactly once
+    assert numbered_lines(log) == [f"line {i}" for i in range(1, 101)]  # what was printed before: exactly once
     # The engine pod and the step pod force-deleted (their kubelet will never finish a graceful deletion).
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine and step pods to be removed")
-    eventually(lambda: _sleeping(seconds) == [], timeout=30, what="the step's process to end")
+    eventually(lambda: sleeping(seconds) == [], timeout=30, what="the step's process to end")
     assert kube_cluster.objects("secrets") == []
     print(f"the build ended error {ended_after:.1f}s after its engine pod's node was lost")
 
@@ -74,7 +79,7 @@ def test_an_engine_image_no_registry_has_ends_the_build_error_with_the_pull_reas
 ) -> None:
     image = f"localhost:1/outpost-test/no-such-engine:{uuid.uuid4().hex[:8]}"  # nothing listens on port 1
     start_kubernetes_runner(start_runner, kube_cluster, "--engine-image", image, "--pull-timeout", "3")
-    build_id = _start(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
+    build_id = start_build(control_plane, "sleepy", SLEEPY.format(image=busybox_image, seconds="1"))
 
     build = control_plane.wait_for(build_id, FINISHED, timeout=90)
 
@@ -82,6 +87,6 @@ def test_an_engine_image_no_registry_has_ends_the_build_error_with_the_pull_reas
     reason = f"the engine image {image} could not be pulled for 3s ("
     assert reason in build["message"]
     assert "ErrImagePull" in build["message"] or "ImagePullBackOff" in build["message"]
-    assert f"[outpost] {reason}" in _log(control_plane, build_id)
+    assert f"[outpost] {reason}" in build_log(control_plane, build_id)
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the engine pod to be removed")
     assert kube_cluster.objects("secrets") == []

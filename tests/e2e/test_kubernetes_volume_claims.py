@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests import containers
+from tests.e2e.kubernetes import FINISHED, start_kubernetes_runner
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
-from tests.e2e.test_kubernetes import start_kubernetes_runner
 from tests.kube import fixtures
 
 dockerd, busybox_image, kube_cluster = containers.dockerd, containers.busybox_image, fixtures.kube_cluster
@@ -198,7 +198,7 @@ def test_a_runner_killed_mid_build_keeps_the_builds_claim_held_until_the_adopted
     assert _annotations(kube_cluster, name)[HOLDER] == build_id  # that pass left it held: the build is adopted
     _go(waiting)
 
-    build = control_plane.wait_for(build_id, {"success", "failure", "error", "terminated"}, timeout=120)
+    build = control_plane.wait_for(build_id, FINISHED, timeout=120)
     assert build["status"] == "success", build
     _given_back(kube_cluster, name)
     said = f"build {build_id}: build volume {name} released"

@@ -169,6 +169,29 @@ async def test_a_build_queued_after_an_empty_look_is_claimed_by_the_next_poll(st
     assert answer.json()["task"]["build_id"] == build["id"]
 
 
+async def test_a_build_requested_while_a_runner_waits_says_nothing_of_waiting_unless_that_runner_is_drained(
+    stack: Stack,
+) -> None:
+    await stack.pipeline("hello", HELLO)
+    drained = await stack.register()
+    assert (await stack.api("POST", f"/runners/{drained.runner_id}/drain")).json()["drain"] == "drained"
+    held = asyncio.create_task(poll(stack, drained.runner_token, wait=1.0))
+    await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the drained runner's poll waits")
+    first = await stack.run("hello")
+    assert any("no runner" in w for w in first["warnings"])  # its poll waits, but it takes no build
+    assert (await held).status_code == 204
+    assert (await stack.api("POST", f"/builds/{first['id']}/cancel")).status_code == 200
+
+    ready = await stack.register()
+    held = asyncio.create_task(poll(stack, ready.runner_token, wait=5.0))
+    await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the other runner's poll waits")
+    second = await stack.run("hello")
+    assert second["warnings"] == []
+    answer = await held
+    assert answer.status_code == 200
+    assert answer.json()["task"]["build_id"] == second["id"]
+
+
 async def test_a_queued_build_wakes_one_waiting_poll_and_the_others_keep_waiting(calm: Stack) -> None:
     stack, wakeups = calm, calm.services.wakeups
     tokens = [(await stack.register()).runner_token for _ in range(10)]

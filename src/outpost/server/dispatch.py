@@ -106,6 +106,11 @@ class Wakeups:
         """Polls waiting for a wake-up right now (not looking at the store)."""
         return sum(len(q) for q in self._idle.values()) + sum(len(q) for q in self._idle_busy.values())
 
+    def waiting_for_builds(self, runtime_id: str) -> bool:
+        """Whether a poll of the runtime that may claim builds (a free slot, its runner not drained) waits in this
+        process right now: its runner is online without asking the store."""
+        return bool(self._idle.get(runtime_id))
+
     def admit(self, max_polls: int) -> None:
         """503 with Retry-After once this process holds `max_polls` polls: overload degrades, runners back off."""
         if self.polls >= max_polls:

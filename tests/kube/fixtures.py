@@ -112,6 +112,11 @@ print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) if getat
 
 @pytest.fixture(scope="session")
 def engine_image(dockerd: Any) -> str:
+    """The engine test image (`build_engine_image`), built once a session."""
+    return build_engine_image(dockerd)
+
+
+def build_engine_image(dockerd: Any) -> str:
     """An image for engine pods (there is no registry with Python images here): FROM scratch, with this machine's
     Python at the path it was built for (its standard library beside it), the libraries `ldd` names for it and for
     every extension module, the site packages the runner's code imports (traced), and `src/outpost` itself. Runs

@@ -179,26 +179,20 @@ def kubernetes_options(command: Callable[..., None]) -> Callable[..., None]:
         help="With engine pods: at most this many kept volume claims of one pipeline (its branches' with "
         "--volume-reuse branch); the janitor removes the least recently used beyond it.",
     )(command)
-    command = click.option(
-        "--volume-retention",
-        envvar="OUTPOST_VOLUME_RETENTION",
-        default="7d",
-        show_default=True,
-        help="With engine pods: a kept volume claim no build used for this long is removed (e.g. 7d, 12h, 30m).",
-    )(command)
-    command = click.option(
-        "--volume-storage-class",
-        envvar="OUTPOST_VOLUME_STORAGE_CLASS",
-        default=None,
-        help="With engine pods: the storage class of build volume claims (default: the cluster's default).",
-    )(command)
-    command = click.option(
-        "--volume-size",
-        envvar="OUTPOST_VOLUME_SIZE",
-        default="10Gi",
-        show_default=True,
-        help="With engine pods: the size of each build volume claim.",
-    )(command)
+    for name, envvar, volume_default, help_text in (
+        ("--volume-retention", "OUTPOST_VOLUME_RETENTION", "7d",
+         "a kept volume claim no build used for this long is removed (e.g. 7d, 12h, 30m)."),
+        ("--volume-storage-class", "OUTPOST_VOLUME_STORAGE_CLASS", None,
+         "the storage class of build volume claims (default: the cluster's default)."),
+        ("--volume-size", "OUTPOST_VOLUME_SIZE", "10Gi", "the size of each build volume claim."),
+    ):  # fmt: skip
+        command = click.option(
+            name,
+            envvar=envvar,
+            default=volume_default,
+            show_default=volume_default is not None,
+            help=f"With engine pods: {help_text}",
+        )(command)
     for name, envvar, default, what in (
         ("--pull-timeout", "OUTPOST_PULL_TIMEOUT", 30, "an image that cannot be pulled fails its step or build"),
         ("--pending-timeout", "OUTPOST_PENDING_TIMEOUT", 120, "a pod that does not start fails its step or build"),

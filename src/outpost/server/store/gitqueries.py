@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, NotFound, StoreError, TooLarge
@@ -96,20 +96,26 @@ async def ask(
     return query
 
 
+# Built once: a woken poll's look runs it (building it per call cost about as much as running it).
+_NEXT_PENDING = (
+    select(GitQuery)
+    .where(
+        GitQuery.runtime_id == bindparam("runtime_id"),
+        GitQuery.account_id == bindparam("account_id"),
+        GitQuery.status == "pending",
+        GitQuery.expires_at > bindparam("now"),
+    )
+    .order_by(GitQuery.created_at, GitQuery.id)
+    .limit(1)
+)
+
+
 async def next_for(session: AsyncSession, runner: Runner, box: SecretBox) -> GitQueryTask | ClusterCheckTask | None:
     """The oldest unexpired query of the runner's runtime nobody took yet, handed to this runner."""
     t = now()
     for _ in range(5):
         query: GitQuery | None = await session.scalar(
-            select(GitQuery)
-            .where(
-                GitQuery.runtime_id == runner.runtime_id,
-                GitQuery.account_id == runner.account_id,
-                GitQuery.status == "pending",
-                GitQuery.expires_at > t,
-            )
-            .order_by(GitQuery.created_at, GitQuery.id)
-            .limit(1)
+            _NEXT_PENDING, {"runtime_id": runner.runtime_id, "account_id": runner.account_id, "now": t}
         )
         if query is None:
             return None

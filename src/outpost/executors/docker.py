@@ -282,17 +282,7 @@ class DockerExecutor(Executor):
         # No build-id label on images: the classic builder commits a label as one more layer (~100 ms), and
         # images outlive builds anyway (later builds reuse their layers).
         builder = self._buildah() if self.builder == "buildah" else self.docker
-        image_id = await builder.build(
-            job.context,
-            dockerfile=job.dockerfile,
-            dockerfile_content=job.dockerfile_content,
-            tags=job.tags,
-            build_args=job.build_args,
-            target=job.target,
-            no_cache=job.no_cache,
-            auths=job.auths,
-            output=output,
-        )
+        image_id = await build_with(builder, job, output)
         if isinstance(builder, Buildah):
             await self._hand_over(builder, job.tags, image_id)
         return BuiltImage(image_id=image_id, reference=job.tags[0], builder=self.builder)
@@ -320,10 +310,7 @@ class DockerExecutor(Executor):
             if job.image in self._by_buildah:
                 digest = await self._buildah().push(job.image, target, auth=job.auth, output=output)
                 continue
-            reference = images.ImageRef.parse(target)
-            repository, tag = reference.repository, reference.tag or "latest"
-            await self.docker.tag(job.image, repository, tag)
-            digest = await self.docker.push(repository, tag, auth=job.auth, progress=_lines(output))
+            digest = await tag_and_push(self.docker, job.image, target, job.auth, output)
         return digest
 
     async def compose(self, job: CompositionJob, output: Output) -> int:
@@ -435,6 +422,31 @@ def _prefixed(name: str, output: Output) -> Output:
 
 async def _quiet(chunk: bytes) -> None:
     """Output nobody needs to read (a copy between two image stores)."""
+
+
+async def build_with(builder: Docker | Buildah, job: ImageBuildJob, output: Output) -> str:
+    """Builds what a `build` step asks for with the engine's classic builder or buildah; returns the image's id. The
+    Docker executor and the Kubernetes executor's Docker-in-Docker daemon both build this way."""
+    return await builder.build(
+        job.context,
+        dockerfile=job.dockerfile,
+        dockerfile_content=job.dockerfile_content,
+        tags=job.tags,
+        build_args=job.build_args,
+        target=job.target,
+        no_cache=job.no_cache,
+        auths=job.auths,
+        output=output,
+    )
+
+
+async def tag_and_push(docker: Docker, image: str, target: str, auth: RegistryAuth | None, output: Output) -> str:
+    """Tags `image` as `target` (no tag: latest) in the engine and pushes it to the target's registry, the engine's
+    progress lines into the step's log; returns the digest the registry reported."""
+    reference = images.ImageRef.parse(target)
+    repository, tag = reference.repository, reference.tag or "latest"
+    await docker.tag(image, repository, tag)
+    return await docker.push(repository, tag, auth=auth, progress=_lines(output))
 
 
 def _lines(output: Output) -> Callable[[str], Awaitable[None]]:

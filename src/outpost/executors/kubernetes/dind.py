@@ -19,11 +19,10 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from outpost.containers import images
-from outpost.containers.auth import RegistryAuth
 from outpost.containers.dockerapi import Docker, DockerError
 from outpost.errors import ExecutorError
 from outpost.executors.base import VOLUME_IN_STEP, BuiltImage, ImageBuildJob, Output, PushJob
+from outpost.executors.docker import build_with, tag_and_push
 from outpost.executors.kubernetes import builder
 from outpost.executors.kubernetes.pods import PodRun
 from outpost.executors.kubernetes.services import Pods
@@ -146,23 +145,13 @@ class DockerInDocker:
         also goes there, for later steps' pods to pull."""
         docker = await self.client(output)
         await output(f"[outpost] building with the build's Docker-in-Docker daemon ({self.image})\n".encode())
-        image_id = await docker.build(
-            job.context,
-            dockerfile=job.dockerfile,
-            dockerfile_content=job.dockerfile_content,
-            tags=job.tags,
-            build_args=job.build_args,
-            target=job.target,
-            no_cache=job.no_cache,
-            auths=job.auths,
-            output=output,
-        )
+        image_id = await build_with(docker, job, output)
         reference = job.tags[0]
         if self.scratch:
             self._serial += 1
             reference = builder.scratch_reference(self.scratch, job.tags[0], self.build_id, self._serial)
             await output(f"[outpost] for the nodes: {reference}\n".encode())
-            await _push(docker, image_id, reference, builder.for_domain(job.auths, reference), output)
+            await tag_and_push(docker, image_id, reference, builder.for_domain(job.auths, reference), output)
         return BuiltImage(image_id=image_id, reference=reference, builder="docker")
 
     async def push(self, job: PushJob, output: Output) -> str:
@@ -170,19 +159,8 @@ class DockerInDocker:
         digest = ""
         for target in job.targets:
             await output(f"[outpost] pushing {target}\n".encode())
-            digest = await _push(docker, job.image, target, job.auth, output)
+            digest = await tag_and_push(docker, job.image, target, job.auth, output)
         return digest
-
-
-async def _push(docker: Docker, image: str, target: str, auth: RegistryAuth | None, output: Output) -> str:
-    reference = images.ImageRef.parse(target)
-    repository, tag = reference.repository, reference.tag or "latest"
-
-    async def progress(line: str) -> None:
-        await output(f"{line}\n".encode())
-
-    await docker.tag(image, repository, tag)
-    return await docker.push(repository, tag, auth=auth, progress=progress)
 
 
 def _tail(path: Path, size: int = 2000) -> str:

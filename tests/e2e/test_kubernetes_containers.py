@@ -22,6 +22,7 @@ import pytest
 
 from tests import containers
 from tests.containers import Dockerd, Registry
+from tests.e2e.kubernetes import start_kubernetes_runner
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
 from tests.e2e.test_containers import (
     GIT_PASSWORD,
@@ -31,7 +32,6 @@ from tests.e2e.test_containers import (
     run_example,
     set_up_example,
 )
-from tests.e2e.test_kubernetes import start_kubernetes_runner
 from tests.gitserver import GitHttpServer
 from tests.kube import fixtures
 

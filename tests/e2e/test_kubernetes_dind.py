@@ -7,7 +7,6 @@ the daemon's pod and reaches its socket itself."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,14 @@ import pytest
 
 from tests import containers
 from tests.containers import Dockerd, Registry
+from tests.e2e.kubernetes import created_pods, start_kubernetes_runner
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
-from tests.e2e.test_containers import GIT_PASSWORD, GIT_USER, git_server
-from tests.e2e.test_kubernetes import start_kubernetes_runner
+from tests.e2e.test_containers import check_example_ran, git_server, push_base_image, run_example, set_up_example
 from tests.gitserver import GitHttpServer
 from tests.kube import fixtures
 
 dockerd, busybox_image, registry = containers.dockerd, containers.busybox_image, containers.registry
-kube_cluster, dind_image = fixtures.kube_cluster, fixtures.dind_image
-# Engine pods come with the engine-pod slice: until this tree has them, their test below skips.
-engine_image = getattr(fixtures, "engine_image", None)
+kube_cluster, dind_image, engine_image = fixtures.kube_cluster, fixtures.dind_image, fixtures.engine_image
 __all__ = ["git_server"]
 
 pytestmark = pytest.mark.timeout(400)
@@ -43,49 +40,20 @@ def test_the_containers_example_runs_unchanged_through_the_build_s_docker_in_doc
     git_server: tuple[GitHttpServer, str],
 ) -> None:
     server, sha = git_server
-    base = f"{registry.domain}/base/busybox:1"  # the daemon in the pod pulls it, with the integration's login
-    dockerd.cli("tag", busybox_image, base)
-    pushed = dockerd.api(
-        "POST", f"/images/{base.rsplit(':', 1)[0]}/push", params={"tag": "1"},
-        headers={"X-Registry-Auth": registry.docker_auth_header()},
-    )  # fmt: skip
-    assert pushed.status_code == 200, pushed.text
-    assert '"error"' not in pushed.text, pushed.text
+    # The daemon in the pod pulls the base image from the registry, with the integration's login.
+    base = push_base_image(dockerd, busybox_image, registry)
     start_kubernetes_runner(
         start_runner, kube_cluster,
         "--docker-in-docker", "--dind-image", dind_image, "--node-name", "node-a",
         "--scratch-registry", f"{registry.domain}/outpost-scratch",
     )  # fmt: skip
-    steps = [
-        ("integration", "add", "git", "corp-git", "--provider", "git", "--url", server.url,
-         "--username", GIT_USER, "--password", GIT_PASSWORD, "--behind-firewall", "--default"),
-        ("integration", "add", "registry", "corp-registry", "--domain", registry.domain,
-         "--username", str(registry.username), "--password", str(registry.password),
-         "--behind-firewall", "--default", "--insecure"),
-        ("pipeline", "create", "greeter", "--repo", "acme/app", "--git", "corp-git", "--path", "codefresh.yml"),
-    ]  # fmt: skip
-    for args in steps:
-        done = control_plane.cli(*args)
-        assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
+    set_up_example(control_plane, server, registry)
 
-    run = control_plane.cli(
-        "run", "greeter", "--branch", "main",
-        "--var", "REPO=acme/app", "--var", "IMAGE=acme/greeter", "--var", f"BASE_IMAGE={base}",
-        timeout=360,
-    )  # fmt: skip
+    run = run_example(control_plane, base, timeout=360)
 
-    out = run.stdout
-    assert run.returncode == 0, out + run.stderr
-    assert "building with the build's Docker-in-Docker daemon" in out
-    assert "unit tests: 2 passed" in out
-    assert "[tests] integration test passed: Hello, team!" in out
-    reported = re.search(r"pushed acme/greeter as (sha256:[0-9a-f]{64}) to corp-registry", out)
-    assert reported is not None, out
-    assert registry.tags("acme/greeter") == sorted([sha[:7], "latest"])
-    assert registry.digest("acme/greeter", sha[:7]) == reported.group(1)
-    assert str(registry.password) not in out
-    assert GIT_PASSWORD not in out
-    made = [obj for _, kind, plural, obj in list(kube_cluster.store.history) if plural == "pods" and kind == "ADDED"]
+    check_example_ran(run, registry, sha)
+    assert "building with the build's Docker-in-Docker daemon" in run.stdout
+    made = created_pods(kube_cluster)
     privileged = [p for p in made if p["spec"]["containers"][0].get("securityContext", {}).get("privileged")]
     assert [p["spec"]["containers"][0]["image"] for p in privileged] == [dind_image]  # one daemon, the build's
     assert {p["spec"].get("nodeName") for p in made} == {"node-a"}  # every pod beside the daemon's socket
@@ -124,22 +92,13 @@ def test_an_engine_pod_builds_and_pushes_through_the_build_s_docker_in_docker_po
     busybox_image: str,
     dind_image: str,
     registry: Registry,
-    request: pytest.FixtureRequest,
+    engine_image: str,
 ) -> None:
-    if engine_image is None:
-        pytest.skip("this tree has no engine pods (`--engine-image`) yet")
-    image = request.getfixturevalue("engine_image")
-    base = f"{registry.domain}/base/busybox:1"
-    dockerd.cli("tag", busybox_image, base)
-    pushed = dockerd.api(
-        "POST", f"/images/{base.rsplit(':', 1)[0]}/push", params={"tag": "1"},
-        headers={"X-Registry-Auth": registry.docker_auth_header()},
-    )  # fmt: skip
-    assert pushed.status_code == 200, pushed.text
+    base = push_base_image(dockerd, busybox_image, registry)
     start_kubernetes_runner(
         start_runner, kube_cluster,
         "--docker-in-docker", "--dind-image", dind_image, "--node-name", "node-a",
-        "--scratch-registry", f"{registry.domain}/outpost-scratch", "--engine-image", image,
+        "--scratch-registry", f"{registry.domain}/outpost-scratch", "--engine-image", engine_image,
     )  # fmt: skip
     (tmp_path / "p.yml").write_text(INLINE.replace("BASE", base).replace("DIND", dind_image))
     for args in [
@@ -160,7 +119,7 @@ def test_an_engine_pod_builds_and_pushes_through_the_build_s_docker_in_docker_po
     assert out.splitlines().count("built-inside-dind") == 2  # the RUN line, then a container of the image
     assert registry.tags("acme/inline") == ["1"]
     assert str(registry.password) not in out
-    made = [obj for _, kind, plural, obj in list(kube_cluster.store.history) if plural == "pods" and kind == "ADDED"]
+    made = created_pods(kube_cluster)
     privileged = [p for p in made if p["spec"]["containers"][0].get("securityContext", {}).get("privileged")]
     assert len(privileged) == 1
     assert any("outpost.io/engine" in p["metadata"]["labels"] for p in made)  # the build ran in an engine pod

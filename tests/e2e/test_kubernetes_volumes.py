@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests import containers
+from tests.e2e.kubernetes import start_kubernetes_runner
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
-from tests.e2e.test_kubernetes import start_kubernetes_runner
 from tests.gitserver import GitHttpServer, create_upstream
 from tests.kube import fixtures
 

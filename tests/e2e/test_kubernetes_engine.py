@@ -123,9 +123,8 @@ def test_a_build_survives_a_runner_killed_or_stopped_mid_step_and_completes_with
 
     assert build["status"] == "success", build
     log = build_log(control_plane, build_id)
-    assert numbered_lines(log) == [
-        f"line {i}" for i in range(1, 401)
-    ]  # each exactly once, in order, across the restart
+    # Each exactly once, in order, across the restart.
+    assert numbered_lines(log) == [f"line {i}" for i in range(1, 401)]
     assert "last words" in log
     engines = [p for p in created_pods(kube_cluster) if ENGINE in p["metadata"]["labels"]]
     assert len(engines) == 1  # one engine pod ran the whole build

@@ -396,8 +396,9 @@ class Runner:
             await asyncio.wait(late, timeout=30.0)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     def _recover(self) -> list[asyncio.Task[None]]:
         """Adopts the builds an earlier run left to engine pods (followed again, they go on); delivers what a

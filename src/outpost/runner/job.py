@@ -242,8 +242,9 @@ class BuildJob:
                 line = f"[outpost] the control plane answered again after {now - silent_since:.0f}s; the steps resume\n"
                 await self.outbox.log(SYSTEM_STREAM, line.encode())
                 return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._renewal.wait(), limit - now)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(limit - now):
+                    await self._renewal.wait()
             self._renewal.clear()
         return False
 

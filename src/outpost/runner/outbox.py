@@ -168,8 +168,9 @@ class Outbox:
         if self._closing or self.unsent_bytes >= self.max_chunk:
             return
         self._urgent.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._urgent.wait(), LINGER)
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel (api.PodWatch)
+            async with asyncio.timeout(LINGER):
+                await self._urgent.wait()
 
     def close(self) -> None:
         """No more reports will come: `pump` returns once everything is accepted."""

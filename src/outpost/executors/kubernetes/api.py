@@ -48,8 +48,11 @@ class PodWatch:
                 await self._task
 
     async def changed(self, within: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that arrives as the event is
+        # set (seen: a cancelled step went on following its pod until its sleep ended).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), within)
+            async with asyncio.timeout(within):
+                await self._changed.wait()
         self._changed.clear()
 
     def _see(self, pod: Pod | None) -> None:

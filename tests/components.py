@@ -46,6 +46,19 @@ def missing_components(skipped: list[pytest.TestReport]) -> dict[str, int]:
     return counts
 
 
+def sleeping(seconds: str) -> list[str]:
+    """The pids of `sleep <seconds>` processes on this host (a step's, run by any executor): tests give each step a
+    sleep no other test runs, to see that it is gone."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
+                found.append(proc.name)
+        except OSError:
+            continue
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from tests.components import sleeping
 from tests.e2e.processes import ControlPlane, RunnerProcess, eventually
 
 FINISHED = {"success", "failure", "error", "terminated"}
@@ -69,18 +69,6 @@ def created_pods(cluster: Any) -> list[dict[str, Any]]:
 def engine_pods(cluster: Any) -> list[dict[str, Any]]:
     """The engine pods the cluster has now."""
     return [p for p in cluster.pods() if ENGINE in p["metadata"]["labels"]]
-
-
-def sleeping(seconds: str) -> list[str]:
-    """The pids of `sleep <seconds>` processes on this host: a step's, as a fake kubelet runs it in Docker."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
-                found.append(proc.name)
-        except OSError:
-            continue
-    return found
 
 
 def wait_for_engine_pod_step_to_sleep(cluster: Any, seconds: str) -> None:

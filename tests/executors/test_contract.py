@@ -15,6 +15,7 @@ import pytest
 from outpost.executors import executor_class
 from outpost.executors.base import Executor, StepJob
 from tests import containers
+from tests.components import sleeping
 from tests.kube import fixtures
 
 dockerd, busybox_image = containers.dockerd, containers.busybox_image
@@ -105,20 +106,6 @@ async def test_cancelling_ends_the_step_before_returning(subject: Subject) -> No
     with pytest.raises(asyncio.CancelledError):
         await running
     assert loop.time() - began < 10
-    assert _sleeping(seconds) == []
+    assert sleeping(seconds) == []
     if subject.engine is not None:  # and the step's container is gone
         assert subject.engine.containers(f"io.outpost.build={subject.executor.build_id}") == []
-
-
-def _sleeping(seconds: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.split(b"\0")[:2] == [b"sleep", seconds.encode()]:
-            found.append(int(proc.name))
-    return found

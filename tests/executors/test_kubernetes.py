@@ -17,6 +17,7 @@ import pytest
 from outpost.errors import ExecutorError
 from outpost.executors.base import Executor, StepJob
 from tests import containers
+from tests.components import sleeping
 from tests.kube import fixtures
 
 dockerd, busybox_image, registry = containers.dockerd, containers.busybox_image, containers.registry
@@ -218,7 +219,7 @@ async def test_a_restarted_runner_removes_the_pods_a_crashed_one_left_and_their_
 
     assert build_pods(build) == []
     async with asyncio.timeout(30):
-        while _sleeping(seconds):
+        while sleeping(seconds):
             await asyncio.sleep(0.1)
     with pytest.raises(ExecutorError):
         await running
@@ -251,7 +252,7 @@ async def test_a_restarted_runner_removes_at_start_what_an_earlier_run_of_it_lef
     assert [s for s in kube_cluster.objects("secrets") if gone.build_id in str(s["metadata"]["labels"])] == []
     assert len(build_pods(kept)) == 1  # another runner's step goes on
     async with asyncio.timeout(30):
-        while len(_sleeping(seconds)) > 1:
+        while len(sleeping(seconds)) > 1:
             await asyncio.sleep(0.1)
     for _build, executor, running in crashed.values():
         running.cancel()
@@ -353,19 +354,6 @@ async def test_a_composition_fails_with_its_failing_candidate_s_code_and_leaves_
 
 async def _ignore(chunk: bytes) -> None:
     return None
-
-
-def _sleeping(seconds: str) -> list[str]:
-    from pathlib import Path
-
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
-                found.append(proc.name)
-        except OSError:
-            continue
-    return found
 
 
 async def test_a_lost_node_fails_its_step_with_the_reason_and_the_pod_is_removed(build: Build) -> None:

@@ -3,8 +3,9 @@
 Log bytes are appended to one file per stream, state changes to a journal; both go out in reports
 (runner protocol v1), logs from the last accepted offset, state changes in order and only together
 with every log byte written before them, so a step's final state (and the build's) never arrives
-ahead of its log. The files survive a crash of the runner process: a restarted runner reopens them
-(`Outbox.reopen`) and delivers what is left.
+ahead of its log. The build's `started` is the journal's first entry and rides the first report (the control
+plane applies it first): no exchange of its own, and nothing waits for it. The files survive a crash of the
+runner process: a restarted runner reopens them (`Outbox.reopen`) and delivers what is left.
 
 No secret rests here in clear: the task's secrets, credentials and job token live in memory only. What a
 restarted runner needs to deliver the rest is the lease and its job token, which is kept sealed under a key
@@ -60,8 +61,7 @@ class Outbox:
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
         self._closing = False
-        self.announced = asyncio.Event()  # set once `started` was accepted
-        self.renewed_at: float | None = None  # when the accepted `started` was sent (monotonic): it renewed the lease
+        self.renewed_at: float | None = None  # when the last accepted report was sent (monotonic): it renewed the lease
         self.pipeline_file: tuple[str, str] | None = None  # YAML read from the repository, and its commit SHA
 
     # --- creating and reopening ---
@@ -98,8 +98,7 @@ class Outbox:
             box._events = [json.loads(line) for line in lines if line.strip().endswith("}")]
         if (folder / "events.acked").exists():
             box._events_acked = int((folder / "events.acked").read_text() or 0)
-        box.announced.set()  # whatever was started or not, what is left is delivered now
-        return box
+        return box  # whatever was started or not, what is left is delivered now (`started` first, if it was not)
 
     @property
     def has_finish(self) -> bool:
@@ -108,19 +107,12 @@ class Outbox:
     # --- the engine's Reporter ---
 
     async def started(self, message: BuildStarted) -> None:
-        """Sent at once, not queued: a build counts as started only once the control plane knows."""
-        deadline = asyncio.get_running_loop().time() + self.task.lease_ttl
+        """Queued like any state change, ahead of the steps': it rides the first report. The engine does not wait
+        for it: the runner's lease deadline, counted from the claim's poll, already bounds what runs (job.py)."""
         if self.pipeline_file is not None:
             yaml, revision = self.pipeline_file
             message = message.model_copy(update={"yaml": yaml, "yaml_revision": revision})
-
-        async def attempt() -> None:
-            sent = time.monotonic()
-            await self.client.started(self.task, message)
-            self.renewed_at = sent
-
-        await retrying(attempt, deadline=deadline)
-        self.announced.set()
+        self._append_event({"kind": "started", "body": message.model_dump(exclude_none=True)})
 
     async def step(self, name: str, update: StepUpdate) -> None:
         self._append_event({"kind": "step", "name": name, "body": update.model_dump(exclude_none=True)})
@@ -146,8 +138,6 @@ class Outbox:
         control plane refuses our lease.
         """
         backoff = Backoff()
-        # Nothing goes out before `started` is accepted: it is on the critical path of the first step.
-        await self.announced.wait()
         while True:
             await self._linger()
             self._dirty.clear()
@@ -195,17 +185,21 @@ class Outbox:
         """Sends reports until every log byte and every state change pending now is accepted.
 
         State changes ride only in a report that also carries every log byte still unsent, so they
-        never arrive ahead of the log written before them.
+        never arrive ahead of the log written before them; `started` is the exception, as the control plane
+        applies it before the report's log (it only says which steps there are).
         """
         events = self._events[self._events_acked :]
         while True:
             logs, complete = self._unsent_logs()
-            batch = events[:MAX_EVENTS] if complete else []
+            first_only = events[:1] if events and events[0]["kind"] == "started" else []
+            batch = events[:MAX_EVENTS] if complete else first_only
             if not logs and not batch:
                 return
-            steps, finish = _split(batch)
+            started, steps, finish = _split(batch)
+            sent = time.monotonic()
             try:
-                sizes = await self.client.report(self.task, logs, steps, finish)
+                sizes = await self.client.report(self.task, logs, steps, finish, started)
+                self.renewed_at = sent  # it renewed the lease (one report at a time: each sent after the last)
             except OffsetGap as gap:
                 self._acked[gap.stream] = gap.expected
                 continue
@@ -296,10 +290,13 @@ class Outbox:
             f.write(data)
 
 
-def _split(events: list[dict[str, Any]]) -> tuple[list[tuple[str, StepUpdate]], BuildFinished | None]:
+def _split(
+    events: list[dict[str, Any]],
+) -> tuple[BuildStarted | None, list[tuple[str, StepUpdate]], BuildFinished | None]:
+    started = [BuildStarted.model_validate(e["body"]) for e in events if e["kind"] == "started"]
     steps = [(e["name"], StepUpdate.model_validate(e["body"])) for e in events if e["kind"] == "step"]
     finishes = [BuildFinished.model_validate(e["body"]) for e in events if e["kind"] == "finish"]
-    return steps, finishes[-1] if finishes else None
+    return started[0] if started else None, steps, finishes[-1] if finishes else None
 
 
 def write_lease(folder: Path, task: RunBuildTask, runner_token: str) -> None:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import Invalid, StoreError, TooLarge, Unauthorized
+from outpost.errors import Conflict, Invalid, StoreError, TooLarge, Unauthorized
 from outpost.server import jsonbodies
 from outpost.server.api.deps import Svc, Token
 from outpost.server.dispatch import build_key, hang_up
@@ -350,10 +350,16 @@ async def report(build_id: str, request: Request, token: Token, lease: Lease, sv
     with svc.availability.serving():
         async with svc.tx() as session:
             held = await builds.hold(session, build_id, lease, token)
-            sizes, changed = await reports.apply(
-                session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
-            )
-            builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
+            # `started` first (a build's first report carries it). Refused: cancelled before it started, ended here.
+            refused = body.started is not None and not await builds.start_reported(session, held, body.started)
+            if not refused:
+                sizes, changed = await reports.apply(
+                    session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
+                )
+                builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
+    if refused:
+        svc.wakeups.build_changed(held.build)
+        raise Conflict("the build was cancelled before it started", error="lease_lost")
     if changed:
         svc.wakeups.build_changed(held.build)  # its followers; if it finished, its trigger may have room
     return ReportAccepted(sizes=sizes)

@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-step", type=int, default=10, help="builds of 20 `true` steps (0: none)")
     parser.add_argument("--source", type=Path, help="run server and runners from DIR/src (an older revision)")
     args = parser.parse_args(argv)
+    if not 1 <= args.builds <= 500:  # the run is watched through one page of the build list (500 at most)
+        parser.error("--builds must be between 1 and 500")
     stop_on_signals()
     print(json.dumps({"machine": dict(machine.describe()), "load": machine.load_average()}), flush=True)
     for layout in args.layouts.split(","):

@@ -7,6 +7,7 @@ API reports it). Also: the server's CPU over that time (/proc/PID/stat), the mos
 once (sampled from the API), CPU ms per build of the server, the runners and their steps, and the
 machine's load. With one runner, `--per-step N` then runs N builds of 20 `true` steps one at a time:
 the per-step overhead is (last step's end - first step's start) / 20, from the runner's own timestamps.
+Each runner's resident memory (VmRSS) is printed once it is online and idle, and again, idle, after the runs.
 `--source DIR` runs server and runners from DIR/src (an older revision). Everything is bounded and
 stopped at the end.
 """
@@ -34,6 +35,7 @@ from waiting import BenchError
 PIPELINE = "trivial"
 YAML = "version: '1.0'\nsteps:\n  t:\n    image: alpine\n    commands:\n      - 'true'\n"
 FINAL = {"success", "failure", "error", "terminated"}
+IDLE_SETTLE = 3.0  # seconds a runner idles (its poll held) before its memory is read
 STEPS = 20  # the per-step pipeline: this many `true` steps, one after the other
 STEPPED = "steps"
 STEPPED_YAML = "version: '1.0'\nsteps:\n" + "".join(
@@ -69,6 +71,14 @@ def start(
 
         server.wait_for(online, f"{runners} runners online")
     return server.proc.pid, pids, url, token
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory (VmRSS) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise BenchError(f"no VmRSS for process {pid}")
 
 
 def runner_cpu(pid: int) -> tuple[float, float]:
@@ -175,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="outpost-tp-") as tmp, Processes(Path(tmp) / "logs") as procs:
             try:
                 pid, pids, url, token = start(procs, Path(tmp), runners, concurrency, args.source)
+                time.sleep(IDLE_SETTLE)
+                print(json.dumps({"layout": layout, "runner_rss_mib_idle": [rss_mib(p) for p in pids]}), flush=True)
                 asyncio.run(measure(url, token, pid, pids, 20))  # warm-up
                 for attempt in range(args.repeat):
                     row = asyncio.run(measure(url, token, pid, pids, args.builds))
@@ -182,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.per_step and runners == 1:
                     row = asyncio.run(per_step(url, token, pids, args.per_step))
                     print(json.dumps({"layout": layout, "per_step": True, **row}), flush=True)
+                time.sleep(IDLE_SETTLE)
+                rss = [rss_mib(p) for p in pids]
+                print(json.dumps({"layout": layout, "runner_rss_mib_idle_after_runs": rss}), flush=True)
             except BenchError as exc:
                 print(json.dumps({"layout": layout, "failed": str(exc)}), flush=True)
     return 0

@@ -181,3 +181,44 @@ async def test_a_restarted_runner_delivers_a_start_the_crashed_one_never_sent(st
     assert build["started_at"] is not None
     assert [(s["name"], s["title"]) for s in build["steps"] if s["name"] == "hello"] == [("hello", "Say hi")]
     assert await step_log(stack, build_id, "hello") == b"printed before the crash\n"
+
+
+class BeatCrossesFinish(httpx.AsyncBaseTransport):
+    """Holds the answer to the report that finishes the build until a heartbeat sent after that report was
+    answered: a heartbeat crossing the final report, as a slow network makes it (not a patch of our code)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.holding = False
+        self.crossed = asyncio.Event()
+        self.refused_beats = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.endswith("/heartbeat") and self.holding:
+            self.refused_beats += response.status_code == 409
+            self.crossed.set()
+        elif request.url.path.endswith("/report") and b'"finish"' in request.content.split(b"\n", 1)[0]:
+            self.holding = True
+            await asyncio.wait_for(self.crossed.wait(), 30)
+        return response
+
+
+async def test_a_heartbeat_refused_after_the_final_report_was_taken_does_not_abandon_the_build(
+    stack: Stack, tmp_path: Path
+) -> None:
+    crossing = BeatCrossesFinish(httpx.ASGITransport(app=stack.app))
+    runner = await runner_for(stack, tmp_path, crossing)
+    await stack.pipeline("one", ONE_STEP)
+    build_id = (await stack.run("one"))["id"]
+    polled = time.monotonic()
+    task = await claim(stack, runner)
+    job = new_job(task, runner, tmp_path, polled)
+    job.heartbeat_interval = 0.05
+
+    await asyncio.wait_for(job.run(), 60)
+
+    assert crossing.refused_beats >= 1  # the build's lease had ended with it
+    assert job.delivered.is_set()
+    assert (await stack.build(build_id))["status"] == "success"
+    assert await step_log(stack, build_id, "hello") == b"hi\n"

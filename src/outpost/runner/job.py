@@ -301,6 +301,10 @@ class BuildJob:
             except Unreachable as exc:
                 log.warning("build %s: heartbeat failed (%s); the build goes on", self.build_id, exc)
                 continue
+            except LeaseLost:
+                if self.outbox.has_finish:  # it may have crossed the accepted final report: the pump's answer decides
+                    return
+                raise
             self._renewed = max(self._renewed or sent, sent)
             self._renewal.set()
             if answer.cancel_requested and not self.engine.cancelled:

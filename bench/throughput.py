@@ -87,12 +87,26 @@ def runner_cpu(pid: int) -> tuple[float, float]:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
 
 
+async def runner_calls(api: httpx.AsyncClient) -> dict[str, float]:
+    """Runner protocol requests the server answered so far, by the last part of their route (poll, report, ...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families((await api.get("/metrics")).text):
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if sample.name == "outpost_http_requests_total" and route.startswith("/api/runner/"):
+                counts[route.rsplit("/", 1)[-1]] = counts.get(route.rsplit("/", 1)[-1], 0.0) + sample.value
+    return counts
+
+
 async def measure(url: str, token: str, pid: int, runners: list[int], builds: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=8)
     async with httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, limits=limits, timeout=60) as api:
         load = machine.load_average()
         print(f"# {builds} builds requested now (server pid {pid})", file=sys.stderr, flush=True)
+        calls0 = await runner_calls(api)
         cpu0, began = cpu_seconds(pid), time.monotonic()
         own0, kids0 = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
         sem = asyncio.Semaphore(8)
@@ -118,6 +132,7 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
         own, kids = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
         server_cpu = cpu_seconds(pid) - cpu0
         failed = sum(1 for s in statuses.values() if s != "success")
+        calls = await runner_calls(api)
         return {
             "builds": builds,
             "builds_per_s": round(builds / (last - first), 1),
@@ -128,6 +143,8 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
             "runner_cpu_ms_per_build": round((own - own0) / builds * 1000, 1),
             "steps_cpu_ms_per_build": round((kids - kids0) / builds * 1000, 1),
             "most_running_seen": most_running,
+            # The runners' HTTP exchanges a build, as the server counted them (/metrics), by route's last part.
+            "calls_per_build": {k: round((v - calls0.get(k, 0.0)) / builds, 2) for k, v in sorted(calls.items())},
             "not_success": failed,
             "load": round(load, 2),
         }

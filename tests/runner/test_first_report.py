@@ -222,3 +222,38 @@ async def test_a_heartbeat_refused_after_the_final_report_was_taken_does_not_aba
     assert job.delivered.is_set()
     assert (await stack.build(build_id))["status"] == "success"
     assert await step_log(stack, build_id, "hello") == b"hi\n"
+
+
+class PreviousControlPlane(httpx.AsyncBaseTransport):
+    """Answers a report that carries `started` as a control plane of the previous version does (422: a field it does
+    not know), and passes everything else to the real app: a network in front of an older server, not a patch."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/report") and b'"started"' in request.content.split(b"\n", 1)[0]:
+            self.refused += 1
+            problem = {"type": "extra_forbidden", "loc": ["body", "started"], "msg": "Extra inputs are not permitted"}
+            return httpx.Response(422, json={"error": "invalid_request", "problems": [problem]}, request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_runner_sends_started_on_its_own_to_a_control_plane_that_refuses_it_in_a_report(
+    stack: Stack, tmp_path: Path
+) -> None:
+    older = PreviousControlPlane(httpx.ASGITransport(app=stack.app))
+    await stack.pipeline("one", ONE_STEP)
+    builds = [(await stack.run("one"))["id"] for _ in range(2)]
+    runner = await runner_for(stack, tmp_path, older)
+
+    await runner.run(burst=True)
+
+    assert older.refused == 1  # once: from then on `started` goes through POST /started
+    assert await exchanges(stack, "started") == 2
+    for build_id in builds:
+        build = await stack.build(build_id)
+        assert build["status"] == "success"
+        assert [s["name"] for s in build["steps"] if s["name"] == "hello"] == ["hello"]
+        assert await step_log(stack, build_id, "hello") == b"hi\n"

@@ -443,7 +443,8 @@ class Runner:
             box.finish(BuildFinished(status="error", message="the runner restarted while running this build"))
         box.close()
         try:
-            await asyncio.wait_for(box.pump(), RECOVERY_DEADLINE)
+            async with asyncio.timeout(RECOVERY_DEADLINE):  # not wait_for: on 3.11 it can swallow a cancel
+                await box.pump()
             log.info("build %s: delivered what the previous runner process left", box.task.build_id)
         except LeaseLost:  # the lease expired meanwhile: the rest goes in late, as a running build's would
             await self._hand_in_late(box)
@@ -453,7 +454,8 @@ class Runner:
 
     async def _hand_in_late(self, box: Outbox) -> None:
         try:
-            taken = await asyncio.wait_for(box.deliver_late(), RECOVERY_DEADLINE)
+            async with asyncio.timeout(RECOVERY_DEADLINE):
+                taken = await box.deliver_late()
         except (OutpostError, TimeoutError) as exc:
             log.info(
                 "build %s: left over from a previous run; the rest of its log was not taken (%s)",

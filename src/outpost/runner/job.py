@@ -143,8 +143,9 @@ class BuildJob:
             watch.cancel()
             if not body.done():
                 self.engine.cancel("the runner gave the build up")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(body), STOP_GRACE)
+                with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                    async with asyncio.timeout(STOP_GRACE):
+                        await asyncio.shield(body)
             for task in (beats, pump, body):
                 task.cancel()
             for task in (body, beats, pump):
@@ -285,7 +286,8 @@ class BuildJob:
 
     async def _hand_in_late(self) -> None:
         try:
-            taken = await asyncio.wait_for(self.outbox.deliver_late(), LATE_GRACE)
+            async with asyncio.timeout(LATE_GRACE):
+                taken = await self.outbox.deliver_late()
         except (ProtocolError, TimeoutError) as exc:
             log.warning("build %s: the rest of its log was not taken: %s", self.build_id, exc)
             return

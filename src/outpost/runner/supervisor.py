@@ -276,11 +276,13 @@ class EngineSupervisor:
             box.finish(BuildFinished(status="error", message=why, finished_at=time.time()))
         box.close()
         try:
-            await asyncio.wait_for(box.pump(), DELIVERY_DEADLINE)
+            async with asyncio.timeout(DELIVERY_DEADLINE):  # not wait_for: on 3.11 it can swallow a cancel
+                await box.pump()
             log.info("build %s: delivered what its engine pod left, ended error", self.build_id)
         except LeaseLost:
             with contextlib.suppress(OutpostError, TimeoutError):
-                await asyncio.wait_for(box.deliver_late(), DELIVERY_DEADLINE)
+                async with asyncio.timeout(DELIVERY_DEADLINE):
+                    await box.deliver_late()
         except (OutpostError, TimeoutError) as exc:
             log.warning("build %s: what its engine pod left was not delivered (%s)", self.build_id, exc)
         await _remove(self.folder)

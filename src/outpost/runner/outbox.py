@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import functools
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,9 @@ MAX_EVENTS = 200  # state changes in one report
 # Seconds a report waits for more to carry. Each report costs both sides an HTTP exchange and a transaction
 # (~2 ms of runner CPU, more on the control plane); a build of 20 `true` steps sent 11 without it, 4-5 with it.
 LINGER = 0.01
+# Reports of one build in flight at once, when the control plane takes as many (docs/protocol.md): two keep both
+# sides busy, the runner reading and sending the next chunk while the control plane stores the last.
+MAX_IN_FLIGHT = 2
 LEASE_FILE = "lease.json"
 
 
@@ -59,6 +64,7 @@ class Outbox:
         self._events_acked = 0
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
+        self._grew = asyncio.Event()  # set by every log write: _flush may start another report
         self._closing = False
         self.announced = asyncio.Event()  # set once `started` was accepted
         self.renewed_at: float | None = None  # when the accepted `started` was sent (monotonic): it renewed the lease
@@ -131,6 +137,7 @@ class Outbox:
         self._write(stream, data)
         self._sizes[stream] = self._sizes.get(stream, 0) + len(data)
         self._dirty.set()
+        self._grew.set()
         if not self._urgent.is_set() and self.unsent_bytes >= self.max_chunk:
             self._urgent.set()
 
@@ -194,31 +201,87 @@ class Outbox:
     async def _flush(self) -> None:
         """Sends reports until every log byte and every state change pending now is accepted.
 
-        State changes ride only in a report that also carries every log byte still unsent, so they
-        never arrive ahead of the log written before them.
+        State changes ride only in a report that also carries every log byte still unsent, sent when no other
+        report is in flight, so they never arrive ahead of the log written before them. Log bytes alone may go
+        in several reports at once (as many as the control plane takes, MAX_IN_FLIGHT at most), each further one
+        only once a full chunk waits beyond those in flight: the control plane stores them in offset order.
+        Answers are taken in the order the reports were sent.
         """
         events = self._events[self._events_acked :]
-        while True:
-            logs, complete = self._unsent_logs()
-            batch = events[:MAX_EVENTS] if complete else []
-            if not logs and not batch:
-                return
-            steps, finish = _split(batch)
+        sent = dict(self._acked)  # bytes of each stream handed to a report: accepted, or in flight
+        flying: collections.deque[_Flight] = collections.deque()
+        try:
+            while True:
+                if not flying:
+                    logs, complete = self._unsent_logs(sent)
+                    batch = events[:MAX_EVENTS] if complete else []
+                    if not logs and not batch:
+                        return
+                    flying.append(self._send(logs, batch, sent))
+                window = min(MAX_IN_FLIGHT, self.client.reports_in_flight)
+                while len(flying) < window and _beyond(self._sizes, sent) >= self.max_chunk:
+                    flying.append(self._send(self._unsent_logs(sent)[0], [], sent))
+                if len(flying) < window:  # room for one more: also wake when the log grows by a chunk
+                    self._grew.clear()
+                    grew = asyncio.ensure_future(self._grew.wait())
+                    try:
+                        await asyncio.wait((flying[0].task, grew), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        grew.cancel()
+                    if not flying[0].task.done():
+                        continue
+                oldest = flying.popleft()
+                try:
+                    outcome: dict[str, int] | Refused = await oldest.task
+                except Refused as exc:
+                    outcome = exc
+                except OffsetGap as gap:
+                    await self._settle(flying)
+                    self._acked[gap.stream] = gap.expected  # from there (a resend of what it holds is harmless)
+                    sent = dict(self._acked)
+                    continue
+                except BaseException:
+                    await self._settle(flying)
+                    raise
+                self._accepted(oldest, outcome)
+                if oldest.batch:
+                    events = events[len(oldest.batch) :]
+                    self._events_acked += len(oldest.batch)
+                    _write_atomically(self.folder / "events.acked", str(self._events_acked))
+        finally:
+            for flight in flying:
+                flight.task.cancel()
+
+    def _send(self, logs: list[tuple[str, int, bytes]], batch: list[dict[str, Any]], sent: dict[str, int]) -> _Flight:
+        """Starts one report; `sent` moves past its log bytes."""
+        for stream, offset, data in logs:
+            sent[stream] = offset + len(data)
+        steps, finish = _split(batch)
+        return _Flight(logs, batch, asyncio.ensure_future(self.client.report(self.task, logs, steps, finish)))
+
+    def _accepted(self, flight: _Flight, sizes: dict[str, int] | Refused) -> None:
+        """Keeps what the control plane now holds. A report it refused (4xx) is dropped, as if accepted."""
+        if isinstance(sizes, Refused):
+            log.error("build %s: report refused, dropped: %s", self.task.build_id, sizes)
+            sizes = {stream: offset + len(data) for stream, offset, data in flight.logs}
+        new = {stream: size for stream, size in sizes.items() if size > self._acked.get(stream, -1)}
+        if new:  # else nothing new to keep
+            self._acked.update(new)
+            _write_atomically(self.folder / "acked.json", json.dumps(self._acked))
+
+    async def _settle(self, flying: collections.deque[_Flight]) -> None:
+        """After a report failed: waits for the others in flight and keeps what they got stored (a gap or a
+        failure among them only means their bytes go again); a lost lease or a revocation still raises."""
+        if flying:
+            await asyncio.wait([flight.task for flight in flying])
+        while flying:
+            flight = flying.popleft()
             try:
-                sizes = await self.client.report(self.task, logs, steps, finish)
-            except OffsetGap as gap:
-                self._acked[gap.stream] = gap.expected
+                self._accepted(flight, flight.task.result())
+            except (OffsetGap, Unreachable):
                 continue
             except Refused as exc:
-                log.error("build %s: report refused, dropped: %s", self.task.build_id, exc)
-                sizes = {stream: offset + len(data) for stream, offset, data in logs}
-            if any(self._acked.get(stream) != size for stream, size in sizes.items()):  # else nothing new to keep
-                self._acked.update(sizes)
-                _write_atomically(self.folder / "acked.json", json.dumps(self._acked))
-            if batch:
-                events = events[len(batch) :]
-                self._events_acked += len(batch)
-                _write_atomically(self.folder / "events.acked", str(self._events_acked))
+                self._accepted(flight, exc)
 
     async def deliver_late(self) -> int:
         """After the lease was lost: hands in the log bytes the control plane lacks through the late
@@ -263,22 +326,22 @@ class Outbox:
             budget -= take
         return out
 
-    def _unsent_logs(self) -> tuple[list[tuple[str, int, bytes]], bool]:
-        """Unsent bytes of every stream, at most `max_chunk` in all; and whether that is all of them."""
+    def _unsent_logs(self, sent: dict[str, int]) -> tuple[list[tuple[str, int, bytes]], bool]:
+        """Bytes of every stream past `sent`, at most `max_chunk` in all; and whether that is all of them."""
         budget = self.max_chunk
         out: list[tuple[str, int, bytes]] = []
         complete = True
         for stream, size in self._sizes.items():
-            acked = self._acked.get(stream, 0)
-            if acked >= size:
+            start = sent.get(stream, 0)
+            if start >= size:
                 continue
             if budget <= 0:
                 complete = False
                 break
-            take = min(budget, size - acked)
-            out.append((stream, acked, _read(self._log_path(stream), acked, take)))
+            take = min(budget, size - start)
+            out.append((stream, start, _read(self._log_path(stream), start, take)))
             budget -= take
-            complete = complete and take == size - acked
+            complete = complete and take == size - start
         return out, complete
 
     def _append_event(self, event: dict[str, Any]) -> None:
@@ -294,6 +357,20 @@ class Outbox:
         # Plain blocking writes: a local append lands in the page cache in microseconds.
         with open(self._log_path(stream), "ab") as f:
             f.write(data)
+
+
+@dataclass
+class _Flight:
+    """A report sent and not yet answered."""
+
+    logs: list[tuple[str, int, bytes]]
+    batch: list[dict[str, Any]]  # the state changes it carries
+    task: asyncio.Future[dict[str, int]]
+
+
+def _beyond(sizes: dict[str, int], sent: dict[str, int]) -> int:
+    """Log bytes written and not yet handed to any report."""
+    return sum(size - sent.get(stream, 0) for stream, size in sizes.items())
 
 
 def _split(events: list[dict[str, Any]]) -> tuple[list[tuple[str, StepUpdate]], BuildFinished | None]:

@@ -85,9 +85,11 @@ def lines(count: int) -> bytes:
     return b"".join(b"line %06d of a loud step\n" % n for n in range(count))
 
 
-async def follow(stack: Stack, build_id: str) -> dict[str, bytes]:
-    """What a log follower sees until the build ends: each piece must start where the step's log seen so far ends."""
+async def follow(stack: Stack, build_id: str) -> tuple[dict[str, bytes], list[str]]:
+    """What a log follower sees until the build ends, and the step of each piece in the order it saw them. Each
+    piece must start where the step's log seen so far ends."""
     seen: dict[str, bytearray] = {}
+    order: list[str] = []
     cursor = 0
     while True:
         page = (await stack.api("GET", f"/builds/{build_id}/log", params={"after": cursor, "wait": 5})).json()
@@ -95,31 +97,37 @@ async def follow(stack: Stack, build_id: str) -> dict[str, bytes]:
             got = seen.setdefault(piece["step"], bytearray())
             assert piece["offset"] == len(got), f"{piece['step']}: a piece at {piece['offset']} after {len(got)} bytes"
             got += base64.b64decode(piece["data"])
+            order.append(piece["step"])
         cursor = page["cursor"]
         if page["finished"]:
-            return {step: bytes(data) for step, data in seen.items()}
+            return {step: bytes(data) for step, data in seen.items()}, order
 
 
-async def deliver(stack: Stack, tmp_path: Path, watching: Watching, log: bytes) -> dict[str, bytes]:
-    """One step's log written in 16 KiB pieces, its end and the build's, sent through `watching`; returns what
-    a follower saw of the build."""
+async def deliver(
+    stack: Stack, tmp_path: Path, watching: Watching, *logs: tuple[str, bytes]
+) -> tuple[dict[str, bytes], list[str]]:
+    """Steps' logs, one after the other, each written in 16 KiB pieces and followed by the step's end, then the
+    build's end, sent through `watching`; returns what a follower saw of the build (`follow`)."""
     task = await claimed(stack)
     box = Outbox.create(tmp_path / "box", task, ProtocolClient(BASE, transport=watching), max_chunk=CHUNK)
     await box.started(BuildStarted(steps=[]))
     follower = asyncio.create_task(follow(stack, task.build_id))
     pump = asyncio.create_task(box.pump())
-    for at in range(0, len(log), 16 * 1024):
-        await box.log("loud", log[at : at + 16 * 1024])
-        if at % (256 * 1024) == 0:
-            await asyncio.sleep(0)  # the engine reads a step's output a pipe buffer at a time
-    await box.step("loud", StepUpdate(status="success", exit_code=0))
+    for step, log in logs:
+        await box.step(step, StepUpdate(status="running"))
+        for at in range(0, len(log), 16 * 1024):
+            await box.log(step, log[at : at + 16 * 1024])
+            if at % (256 * 1024) == 0:
+                await asyncio.sleep(0)  # the engine reads a step's output a pipe buffer at a time
+        await box.step(step, StepUpdate(status="success", exit_code=0))
     box.finish(BuildFinished(status="success"))
     box.close()
     await asyncio.wait_for(pump, 60)
     seen = await asyncio.wait_for(follower, 60)
     assert (await stack.build(task.build_id))["status"] == "success"
-    stored = await stack.api("GET", f"/builds/{task.build_id}/steps/loud/log")
-    assert stored.content == log
+    for step, log in logs:
+        stored = await stack.api("GET", f"/builds/{task.build_id}/steps/{step}/log")
+        assert stored.content == log
     return seen
 
 
@@ -128,9 +136,22 @@ async def test_a_fast_log_goes_in_reports_in_flight_at_once_and_arrives_whole_in
 ) -> None:
     watching = Watching(httpx.ASGITransport(app=patient_stack.app))
     log = lines(100_000)  # 2.6 MB: 40 chunks
-    seen = await deliver(patient_stack, tmp_path, watching, log)
+    seen, _ = await deliver(patient_stack, tmp_path, watching, ("loud", log))
     assert seen["loud"] == log
     assert watching.most == MAX_IN_FLIGHT == 2
+
+
+async def test_a_follower_sees_the_next_steps_log_only_after_all_of_the_one_before_it(
+    patient_stack: Stack, tmp_path: Path
+) -> None:
+    """A report in flight beside another carries only bytes of the streams that one carries, so the control
+    plane cannot store the next step's first bytes ahead of the last bytes of the step before it."""
+    watching = Watching(httpx.ASGITransport(app=patient_stack.app))
+    first, second, third = lines(60_000), lines(20_000), lines(60_000)
+    seen, order = await deliver(patient_stack, tmp_path, watching, ("a", first), ("b", second), ("c", third))
+    assert seen == {"a": first, "b": second, "c": third}
+    assert order == sorted(order)  # every piece of a, then of b, then of c
+    assert watching.most == 2
 
 
 async def test_a_control_plane_that_does_not_take_reports_in_flight_gets_them_one_at_a_time(
@@ -140,7 +161,7 @@ async def test_a_control_plane_that_does_not_take_reports_in_flight_gets_them_on
     watching = Watching(httpx.ASGITransport(app=patient_stack.app))
     watching.hide_window = True
     log = lines(40_000)
-    seen = await deliver(patient_stack, tmp_path, watching, log)
+    seen, _ = await deliver(patient_stack, tmp_path, watching, ("loud", log))
     assert seen["loud"] == log
     assert watching.most == 1
 
@@ -154,6 +175,6 @@ async def test_reports_lost_in_flight_or_whose_answers_are_lost_leave_no_hole_an
     watching.lose_request = {3, 11}
     watching.lose_answer = {6, 7, 15}
     log = lines(100_000)
-    seen = await deliver(patient_stack, tmp_path, watching, log)
+    seen, _ = await deliver(patient_stack, tmp_path, watching, ("loud", log))
     assert seen["loud"] == log
     assert watching.most == 2

@@ -204,8 +204,8 @@ class Outbox:
         State changes ride only in a report that also carries every log byte still unsent, sent when no other
         report is in flight, so they never arrive ahead of the log written before them. Log bytes alone may go
         in several reports at once (as many as the control plane takes, MAX_IN_FLIGHT at most), each further one
-        only once a full chunk waits beyond those in flight: the control plane stores them in offset order.
-        Answers are taken in the order the reports were sent.
+        only once a full chunk of the streams in flight waits beyond them (see `_next_in_flight`). Answers are
+        taken in the order the reports were sent.
         """
         events = self._events[self._events_acked :]
         sent = dict(self._acked)  # bytes of each stream handed to a report: accepted, or in flight
@@ -219,8 +219,8 @@ class Outbox:
                         return
                     flying.append(self._send(logs, batch, sent))
                 window = min(MAX_IN_FLIGHT, self.client.reports_in_flight)
-                while len(flying) < window and _beyond(self._sizes, sent) >= self.max_chunk:
-                    flying.append(self._send(self._unsent_logs(sent)[0], [], sent))
+                while len(flying) < window and (more := self._next_in_flight(flying, sent)):
+                    flying.append(self._send(more, [], sent))
                 if len(flying) < window:  # room for one more: also wake when the log grows by a chunk
                     self._grew.clear()
                     grew = asyncio.ensure_future(self._grew.wait())
@@ -251,6 +251,15 @@ class Outbox:
         finally:
             for flight in flying:
                 flight.task.cancel()
+
+    def _next_in_flight(self, flying: collections.deque[_Flight], sent: dict[str, int]) -> list[tuple[str, int, bytes]]:
+        """A full chunk of log bytes to send while `flying` are in flight, or nothing. Only of streams whose bytes
+        before it are in flight: the control plane then cannot store it ahead of them (its offsets would leave a
+        gap), so a follower sees the build's chunks in the order they were sent, across steps too."""
+        streams = {stream for flight in flying for stream, _, _ in flight.logs}
+        if _beyond({s: self._sizes[s] for s in streams}, sent) < self.max_chunk:
+            return []
+        return self._unsent_logs(sent, streams)[0]
 
     def _send(self, logs: list[tuple[str, int, bytes]], batch: list[dict[str, Any]], sent: dict[str, int]) -> _Flight:
         """Starts one report; `sent` moves past its log bytes."""
@@ -326,12 +335,17 @@ class Outbox:
             budget -= take
         return out
 
-    def _unsent_logs(self, sent: dict[str, int]) -> tuple[list[tuple[str, int, bytes]], bool]:
-        """Bytes of every stream past `sent`, at most `max_chunk` in all; and whether that is all of them."""
+    def _unsent_logs(
+        self, sent: dict[str, int], streams: set[str] | None = None
+    ) -> tuple[list[tuple[str, int, bytes]], bool]:
+        """Bytes of every stream (or of `streams`) past `sent`, at most `max_chunk` in all; and whether that is
+        all of them."""
         budget = self.max_chunk
         out: list[tuple[str, int, bytes]] = []
         complete = True
         for stream, size in self._sizes.items():
+            if streams is not None and stream not in streams:
+                continue
             start = sent.get(stream, 0)
             if start >= size:
                 continue

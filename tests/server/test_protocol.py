@@ -468,7 +468,7 @@ async def test_a_report_refuses_bad_data_and_too_many_bytes(stack: Stack) -> Non
     assert (await job_call(stack, task, "POST", "/report", json=big)).status_code == 413
 
 
-class Held:
+class SlowBody:
     """A request body that stops after its first part until `release` is set: a report still arriving."""
 
     def __init__(self, first: bytes, rest: bytes) -> None:
@@ -498,7 +498,7 @@ async def test_a_report_that_overtakes_the_one_before_it_waits_for_it_and_both_a
     task = await claimed(stack)
     first, second = b"first report\n" * 1000, b"second report\n" * 1000
     head = json.dumps({"logs": [{"stream": "hello", "offset": 0, "size": len(first)}]}).encode() + b"\n"
-    slow = Held(head + first[:100], first[100:])
+    slow = SlowBody(head + first[:100], first[100:])
     earlier = asyncio.create_task(job_call(stack, task, "POST", "/report", content=slow, headers=slow.headers))
     await arrived(stack, task.build_id, 1)
     later = asyncio.create_task(
@@ -524,7 +524,7 @@ async def test_a_report_that_overtakes_the_one_before_it_waits_for_it_and_both_a
 async def test_a_gap_the_report_before_it_does_not_fill_is_refused_once_that_one_is_done(stack: Stack) -> None:
     task = await claimed(stack)
     head = json.dumps({"logs": [{"stream": "hello", "offset": 0, "size": 10}]}).encode() + b"\n"
-    slow = Held(head + b"0123", b"45678\n")
+    slow = SlowBody(head + b"0123", b"45678\n")
     earlier = asyncio.create_task(job_call(stack, task, "POST", "/report", content=slow, headers=slow.headers))
     await arrived(stack, task.build_id, 1)
     beyond = asyncio.create_task(

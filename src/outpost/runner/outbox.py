@@ -249,7 +249,7 @@ class Outbox:
                     self._acked[gap.stream] = gap.expected  # from there (a resend of what it holds is harmless)
                     sent = dict(self._acked)
                     continue
-                except BaseException:
+                except Exception:  # not a cancel: that ends the others at once (below)
                     await self._settle(flying)
                     raise
                 self._accepted(oldest, outcome)

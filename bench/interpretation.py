@@ -21,7 +21,7 @@ def _p(by_key: dict[str, Result], key: str, metric: str = "dispatch", q: str = "
 
 
 def _largest_stage(r: Result) -> tuple[str, float]:
-    medians = {k: median(v) or 0.0 for k, v in r.stages.items()}
+    medians = {k: median(v) or 0.0 for k, v in r.stages.items() if k != "started"}  # `started`: off the path
     key = max(medians, key=lambda k: medians[k])
     return key, medians[key]
 
@@ -58,17 +58,17 @@ def _breakdown(by_key: dict[str, Result]) -> str:
     stages = {k: median(v) or 0.0 for k, v in r.stages.items()}
     if not {"claim", "handover"} <= stages.keys():
         return ""
-    rest = sum(v for k, v in stages.items() if k not in ("claim", "handover"))
+    rest = sum(v for k, v in stages.items() if k not in ("claim", "handover", "started"))  # `started`: off the path
     name, value = _largest_stage(r)
     if value < AIM_MS:
         closing = "no stage alone reaches the aim, so meeting it means taking exchanges off the path, not tuning one"
     else:
         closing = f"`{name}` alone is past the aim"
     return (
-        f"In the stage table ({r.label}), `handover` ({stages['handover']:.0f} ms) is the poll's answer, the "
-        "runner setting the build up and its `started` report, which the runner awaits before it runs anything; "
+        f"In the stage table ({r.label}), `handover` ({stages['handover']:.0f} ms) is the poll's answer and the "
+        "runner setting the build up (its `started` rides the first report, which nothing waits for); "
         f"`claim` ({stages['claim']:.0f} ms) is the poll waking up and claiming the build in a transaction; "
-        f"`request`, `prepare` and `spawn` add {rest:.0f} ms: the path is a series of HTTP exchanges and SQLite "
+        f"`request` and `spawn` add {rest:.0f} ms: the path is a series of HTTP exchanges and SQLite "
         f"transactions, and {closing}."
     )
 

@@ -44,9 +44,10 @@ BUILD_TIMEOUT = 60.0
 STAGES = (
     ("request", "request sent → build stored"),
     ("claim", "build stored → claimed by the runner's poll"),
-    ("handover", "claimed → runner's `started` report stored"),
-    ("prepare", "`started` stored → runner begins the step"),
+    ("handover", "claimed → runner begins the step"),
     ("spawn", "runner begins the step → first command runs"),
+    # Off the critical path since the first report carries `started` (a runner of before waited for it).
+    ("started", "claimed → build's `started` stored (off the path once the first report carries it)"),
 )
 
 
@@ -67,7 +68,7 @@ class BuildTimes:
     step_ran: float  # $EPOCHREALTIME printed by the step
     stored: float  # build created_at (control plane)
     claimed: float | None  # build claimed_at (control plane, as a poll claims it), from the database
-    started: float  # build started_at (control plane, on the runner's `started` report)
+    started: float  # build started_at (control plane, on the runner's `started`: its own call, or its first report)
     step_spawning: float  # step started_at (runner, as it begins the step: before it spawns the shell)
 
 
@@ -147,13 +148,9 @@ def start_separate(procs: Processes, workdir: Path) -> Target:
 
 def timed_build(api: httpx.Client, database: Path) -> Timed:
     t = _follow_build(api, database)
-    stages = {
-        "request": t.stored - t.sent,
-        "prepare": t.step_spawning - t.started,
-        "spawn": t.step_ran - t.step_spawning,
-    }
+    stages = {"request": t.stored - t.sent, "spawn": t.step_ran - t.step_spawning}
     if t.claimed is not None:
-        stages.update(claim=t.claimed - t.stored, handover=t.started - t.claimed)
+        stages.update(claim=t.claimed - t.stored, handover=t.step_spawning - t.claimed, started=t.started - t.claimed)
     return Timed(
         metrics={"dispatch": t.step_ran - t.sent, "first_log": t.first_log - t.sent, "end_to_end": t.finished - t.sent},
         stages=stages,

@@ -7,6 +7,7 @@ API reports it). Also: the server's CPU over that time (/proc/PID/stat), the mos
 once (sampled from the API), CPU ms per build of the server, the runners and their steps, and the
 machine's load. With one runner, `--per-step N` then runs N builds of 20 `true` steps one at a time:
 the per-step overhead is (last step's end - first step's start) / 20, from the runner's own timestamps.
+Each runner's resident memory (VmRSS) is printed once it is online and idle, and again, idle, after the runs.
 `--source DIR` runs server and runners from DIR/src (an older revision). Everything is bounded and
 stopped at the end.
 """
@@ -34,6 +35,7 @@ from waiting import BenchError
 PIPELINE = "trivial"
 YAML = "version: '1.0'\nsteps:\n  t:\n    image: alpine\n    commands:\n      - 'true'\n"
 FINAL = {"success", "failure", "error", "terminated"}
+IDLE_SETTLE = 3.0  # seconds a runner idles (its poll held) before its memory is read
 STEPS = 20  # the per-step pipeline: this many `true` steps, one after the other
 STEPPED = "steps"
 STEPPED_YAML = "version: '1.0'\nsteps:\n" + "".join(
@@ -71,10 +73,31 @@ def start(
     return server.proc.pid, pids, url, token
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory (VmRSS) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
 def runner_cpu(pid: int) -> tuple[float, float]:
     """The runner's own CPU seconds, and its reaped children's (the steps' shells): utime + stime, cutime + cstime."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+async def runner_calls(api: httpx.AsyncClient) -> dict[str, float]:
+    """Runner protocol requests the server answered so far, by the last part of their route (poll, report, ...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families((await api.get("/metrics")).text):
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if sample.name == "outpost_http_requests_total" and route.startswith("/api/runner/"):
+                counts[route.rsplit("/", 1)[-1]] = counts.get(route.rsplit("/", 1)[-1], 0.0) + sample.value
+    return counts
 
 
 async def measure(url: str, token: str, pid: int, runners: list[int], builds: int) -> dict[str, Any]:
@@ -83,6 +106,7 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
     async with httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, limits=limits, timeout=60) as api:
         load = machine.load_average()
         print(f"# {builds} builds requested now (server pid {pid})", file=sys.stderr, flush=True)
+        calls0 = await runner_calls(api)
         cpu0, began = cpu_seconds(pid), time.monotonic()
         own0, kids0 = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
         sem = asyncio.Semaphore(8)
@@ -108,6 +132,7 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
         own, kids = (sum(x) for x in zip(*(runner_cpu(r) for r in runners), strict=True))
         server_cpu = cpu_seconds(pid) - cpu0
         failed = sum(1 for s in statuses.values() if s != "success")
+        calls = await runner_calls(api)
         return {
             "builds": builds,
             "builds_per_s": round(builds / (last - first), 1),
@@ -118,6 +143,8 @@ async def measure(url: str, token: str, pid: int, runners: list[int], builds: in
             "runner_cpu_ms_per_build": round((own - own0) / builds * 1000, 1),
             "steps_cpu_ms_per_build": round((kids - kids0) / builds * 1000, 1),
             "most_running_seen": most_running,
+            # The runners' HTTP exchanges a build, as the server counted them (/metrics), by route's last part.
+            "calls_per_build": {k: round((v - calls0.get(k, 0.0)) / builds, 2) for k, v in sorted(calls.items())},
             "not_success": failed,
             "load": round(load, 2),
         }
@@ -166,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-step", type=int, default=10, help="builds of 20 `true` steps (0: none)")
     parser.add_argument("--source", type=Path, help="run server and runners from DIR/src (an older revision)")
     args = parser.parse_args(argv)
+    if not 1 <= args.builds <= 500:  # the run is watched through one page of the build list (500 at most)
+        parser.error("--builds must be between 1 and 500")
     stop_on_signals()
     print(json.dumps({"machine": dict(machine.describe()), "load": machine.load_average()}), flush=True)
     for layout in args.layouts.split(","):
@@ -173,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="outpost-tp-") as tmp, Processes(Path(tmp) / "logs") as procs:
             try:
                 pid, pids, url, token = start(procs, Path(tmp), runners, concurrency, args.source)
+                time.sleep(IDLE_SETTLE)
+                print(json.dumps({"layout": layout, "runner_rss_mib_idle": [rss_mib(p) for p in pids]}), flush=True)
                 asyncio.run(measure(url, token, pid, pids, 20))  # warm-up
                 for attempt in range(args.repeat):
                     row = asyncio.run(measure(url, token, pid, pids, args.builds))
@@ -180,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.per_step and runners == 1:
                     row = asyncio.run(per_step(url, token, pids, args.per_step))
                     print(json.dumps({"layout": layout, "per_step": True, **row}), flush=True)
+                time.sleep(IDLE_SETTLE)
+                rss = [rss_mib(p) for p in pids]
+                print(json.dumps({"layout": layout, "runner_rss_mib_idle_after_runs": rss}), flush=True)
             except BenchError as exc:
                 print(json.dumps({"layout": layout, "failed": str(exc)}), flush=True)
     return 0

@@ -302,8 +302,10 @@ class StepReport(Message):
 
 class Report(Message):
     """Everything the runner has to say about a build at once: applied in one transaction, in order
-    (log appends, then step updates, then the finish), or not at all."""
+    (`started`, log appends, step updates, the finish), or not at all. `started` rides the build's first
+    report instead of an exchange of its own (docs/protocol.md)."""
 
+    started: BuildStarted | None = None
     logs: list[LogAppend] = Field(default_factory=list, max_length=500)
     steps: list[StepReport] = Field(default_factory=list, max_length=500)
     finish: BuildFinished | None = None
@@ -323,6 +325,7 @@ class ReportHead(Message):
     then the bytes of each append back to back, in the head's order. Saves base64 and a JSON string of the
     bytes on both sides, which were most of the cost of moving a log."""
 
+    started: BuildStarted | None = None
     logs: list[RawLogAppend] = Field(default_factory=list, max_length=500)
     steps: list[StepReport] = Field(default_factory=list, max_length=500)
     finish: BuildFinished | None = None
@@ -332,9 +335,17 @@ class BadReport(ValueError):
     """A raw report whose tail does not match its head."""
 
 
-def encode_report(logs: list[tuple[str, int, bytes]], steps: list[StepReport], finish: BuildFinished | None) -> bytes:
+def encode_report(
+    logs: list[tuple[str, int, bytes]],
+    steps: list[StepReport],
+    finish: BuildFinished | None,
+    started: BuildStarted | None = None,
+) -> bytes:
     head = ReportHead(
-        logs=[RawLogAppend(stream=s, offset=o, size=len(d)) for s, o, d in logs], steps=steps, finish=finish
+        started=started,
+        logs=[RawLogAppend(stream=s, offset=o, size=len(d)) for s, o, d in logs],
+        steps=steps,
+        finish=finish,
     )
     return b"".join([head.model_dump_json(exclude_none=True).encode(), b"\n", *(d for _, _, d in logs)])
 

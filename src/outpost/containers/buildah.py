@@ -242,7 +242,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         if process.returncode is None:
             _signal_group(process.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), KILL_AFTER)
+                async with asyncio.timeout(KILL_AFTER):
+                    await process.wait()
     finally:
         # Also sweeps children still in the group after buildah itself has gone.
         _signal_group(process.pid, signal.SIGKILL)
@@ -250,7 +251,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await asyncio.shield(process.wait())
         if process.stdout is not None:  # let the pipe see its end, so the transport closes
             with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(process.stdout.read(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await process.stdout.read()
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

@@ -225,7 +225,8 @@ class DockerExecutor(Executor):
             try:
                 code = await self.docker.wait(container)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
+                    async with asyncio.timeout(DRAIN_AFTER_EXIT):
+                        await asyncio.shield(pump)
                 return code
             except asyncio.CancelledError:
                 await asyncio.shield(self._stop(container))
@@ -265,7 +266,9 @@ class DockerExecutor(Executor):
             )
             quiet = _Tail()
             try:
-                return await asyncio.wait_for(self._run_container(spec, quiet), readiness.timeout), quiet.last()
+                async with asyncio.timeout(readiness.timeout):
+                    code = await self._run_container(spec, quiet)
+                return code, quiet.last()
             except TimeoutError:
                 return -1, quiet.last()
 

@@ -126,7 +126,8 @@ class LocalExecutor(Executor):
                 _signal_group(pgid, signal.SIGKILL)
                 await _wait_group_gone(pgid, GONE_WAIT)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
+                    async with asyncio.timeout(DRAIN_AFTER_EXIT):
+                        await asyncio.shield(pump)
             finally:
                 pump.cancel()
         except asyncio.CancelledError:
@@ -213,10 +214,12 @@ async def _kill_group(pgid: int, step: _StepProtocol) -> None:
     # A stopped process (a paused build) takes SIGTERM only once continued; after it, so it runs nothing else first.
     _signal_group(pgid, signal.SIGCONT)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)
+        async with asyncio.timeout(TERM_GRACE):
+            await asyncio.shield(step.exited)
     _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(step.exited), TERM_GRACE)
+        async with asyncio.timeout(TERM_GRACE):
+            await asyncio.shield(step.exited)
     # A signal is delivered, not obeyed, when kill() returns: a background child may still be
     # running for a moment. A step is only reported ended once nothing of it runs any more.
     await _wait_group_gone(pgid, GONE_WAIT)

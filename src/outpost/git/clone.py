@@ -313,7 +313,8 @@ class _Git:
             await self.say(f"git {args[0]} failed with exit code 128 (attempt {attempt} of {attempts}); "
                            f"retrying in {delay:g}s")  # fmt: skip
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.cancel.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self.cancel.wait()
                 raise _Terminated
             if before_retry is not None:
                 before_retry()

@@ -31,5 +31,6 @@ async def end(process: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), TERM_GRACE)
+            async with asyncio.timeout(TERM_GRACE):
+                await process.wait()
             return

@@ -206,7 +206,8 @@ class _Session:
         except OSError as exc:
             raise GitRemoteError(f"cannot run git: {exc}") from exc
         try:
-            out, err = await asyncio.wait_for(process.communicate(), remaining)
+            async with asyncio.timeout(remaining):
+                out, err = await process.communicate()
         except TimeoutError:
             await end(process)
             raise GitRemoteError(f"git {args[0]} did not finish within {self.timeout:g} s for {self.url}") from None

@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 import socket
-from collections.abc import Coroutine
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,6 @@ from outpost.wire import (
 
 log = logging.getLogger("outpost.runner")
 RECOVERY_DEADLINE = 60.0  # seconds to deliver what a crashed runner left behind
-ANNOUNCE_WAIT = 5.0  # longest the next poll waits for new builds' `started` reports
 MAX_TASKS = 32  # tasks one poll may bring (builds among them: at most the free slots)
 
 
@@ -211,6 +210,7 @@ class Runner:
             wait=wait,
             max_tasks=MAX_TASKS,
         )
+        sent = time.monotonic()  # a build it claims is leased from no earlier than this (job.py: the lease deadline)
         poll = asyncio.create_task(self.client.poll(self.identity.token, request))
         interrupt = asyncio.create_task(self._interrupted(can_interrupt=free <= 0))
         try:
@@ -228,11 +228,9 @@ class Runner:
             self._revoke(exc)
             return False
         tasks = answer.all()
-        starting = []
         for task in tasks:
             if isinstance(task, RunBuildTask):
-                if (started := self._start(task)) is not None:
-                    starting.append(started)
+                self._start(task, leased_since=sent)
             elif isinstance(task, CancelBuildTask) and task.build_id in self.jobs:
                 log.info("build %s: cancel requested", task.build_id)
                 self.jobs[task.build_id][0].cancel(task.reason)
@@ -242,11 +240,8 @@ class Runner:
                 query = asyncio.create_task(self._answer(task), name=f"{task.kind}-{task.query_id}")
                 self._queries.add(query)
                 query.add_done_callback(self._queries.discard)
-        if starting:
-            # The builds' `started` reports go ahead of our next poll (each build on its own).
-            await asyncio.wait(starting, timeout=ANNOUNCE_WAIT)
-            for waiting in starting:
-                waiting.cancel()
+        # The next poll goes at once: the new builds need nothing from the control plane before their first step
+        # (their `started` rides their first report), and an open poll is how a cancel reaches them soonest.
         return not any(isinstance(t, RunBuildTask) for t in tasks) and free > 0
 
     async def _interrupted(self, *, can_interrupt: bool) -> None:
@@ -275,8 +270,8 @@ class Runner:
             f"on {socket.gethostname()}, outpost {__version__}, executor {self.options.executor}"
         )
 
-    def _supervise(self, task: RunBuildTask) -> asyncio.Future[object]:
-        """The build's engine runs in an engine pod; the future is done once the pod was created."""
+    def _supervise(self, task: RunBuildTask) -> None:
+        """The build's engine runs in an engine pod."""
         settings = {
             "url": self.identity.url,
             "heartbeat_interval": self.identity.heartbeat_interval,
@@ -298,8 +293,7 @@ class Runner:
             heartbeat_interval=self.identity.heartbeat_interval,
             volume_reuse=self.options.volume_reuse,
         )
-        running = self._track(task.build_id, supervisor)
-        return asyncio.ensure_future(_first_of(supervisor.announced.wait(), running))
+        self._track(task.build_id, supervisor)
 
     def _track(self, build_id: str, job: BuildJob | EngineSupervisor) -> asyncio.Task[None]:
         # The build's own context: every line it logs names it (--log-format json).
@@ -308,10 +302,11 @@ class Runner:
         running.add_done_callback(lambda _t: self._finished(build_id))
         return running
 
-    def _start(self, task: RunBuildTask) -> asyncio.Future[object] | None:
-        """Starts the build; the future is done once its `started` report went out (or the build ended)."""
+    def _start(self, task: RunBuildTask, *, leased_since: float) -> None:
+        """Starts the build claimed by a poll sent at `leased_since` (monotonic)."""
         if self.engine_pods:
-            return self._supervise(task)
+            self._supervise(task)
+            return
         try:
             job = BuildJob(
                 task,
@@ -327,13 +322,13 @@ class Runner:
                 by_branch=self.options.volume_reuse == "branch",
                 max_freeze=self.options.max_freeze,
                 runner=self._describe(),
+                leased_since=leased_since,
             )
         except (OSError, OutpostError) as exc:
             # Never started: the control plane gives the build back to the queue when the lease expires.
             log.error("build %s: cannot be set up on this runner: %s", task.build_id, exc)
-            return None
-        running = self._track(task.build_id, job)
-        return asyncio.ensure_future(_first_of(job.outbox.announced.wait(), running))
+            return
+        self._track(task.build_id, job)
 
     async def _answer(self, task: GitQueryTask | ClusterCheckTask) -> None:
         """Answers a git query or a cluster check beside the builds (it takes no build slot); a lost answer only
@@ -475,14 +470,6 @@ class Runner:
                 executor_class(self.options.executor).after_crash(
                     build_dir / "volume", build_dir / "scratch", build_dir.name, self.options.executor_options
                 )
-
-
-async def _first_of(announced: Coroutine[object, object, object], running: asyncio.Task[None]) -> None:
-    waiting = asyncio.ensure_future(announced)
-    try:
-        await asyncio.wait({waiting, running}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
 
 
 def _remove_build_dir(folder: Path) -> None:

@@ -136,6 +136,7 @@ class ProtocolClient:
         self._max_tasks = True  # the control plane takes `max_tasks` in a poll (until it refuses it)
         self.raw_reports = True  # reports carry log bytes raw (until the control plane refuses one)
         self.reports_in_flight = 1  # reports of one build the control plane takes at once (its answers say)
+        self.started_in_reports = True  # a build's first report carries its `started` (until one is refused)
 
     async def __aenter__(self) -> Self:
         return self
@@ -247,13 +248,19 @@ class ProtocolClient:
         logs: list[tuple[str, int, bytes]],
         steps: list[tuple[str, StepUpdate]],
         finish: BuildFinished | None = None,
+        started: BuildStarted | None = None,
     ) -> dict[str, int]:
-        """Log appends (stream, offset, bytes), step updates and the finish, applied all or nothing."""
+        """`started` (the build's first report), log appends (stream, offset, bytes), step updates and the finish,
+        applied all or nothing."""
+        if started is not None and not self.started_in_reports:
+            await self.started(task, started)
+            started = None
         reported = [StepReport(name=name, update=update) for name, update in steps]
         if self.raw_reports:  # the log bytes as they are, after a JSON head (wire.ReportHead)
-            content, kind = encode_report(logs, reported, finish), REPORT_CONTENT_TYPE
+            content, kind = encode_report(logs, reported, finish, started), REPORT_CONTENT_TYPE
         else:
             body = Report(
+                started=started,
                 logs=[LogAppend(stream=s, offset=o, data=base64.b64encode(d).decode()) for s, o, d in logs],
                 steps=reported,
                 finish=finish,
@@ -269,12 +276,18 @@ class ProtocolClient:
                 headers={**self._job_headers(task), "Content-Type": kind},
             )
         except Refused as exc:
-            # A control plane from before raw reports reads every report as JSON and answers a raw one 422:
-            # JSON from then on.
-            if not (self.raw_reports and exc.status == 422):
+            if exc.status != 422:
                 raise
-            self.raw_reports = False
-            return await self.report(task, logs, steps, finish)
+            # A control plane from before `started` in reports refuses the field (422): `POST /started` from then
+            # on. One from before raw reports reads every report as JSON and answers a raw one 422: JSON from then
+            # on. The first report of a build may meet both, one after the other.
+            if started is not None:
+                self.started_in_reports = False
+            elif self.raw_reports:
+                self.raw_reports = False
+            else:
+                raise
+            return await self.report(task, logs, steps, finish, started)
         self.reports_in_flight = _in_flight(response)
         return ReportAccepted.model_validate(response.json()).sizes
 

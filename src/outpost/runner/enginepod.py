@@ -1,8 +1,9 @@
 """The engine of one build in its engine pod (`--engine-image`): today's BuildJob, run by
 `python -m outpost.runner.enginepod --folder F --task T --settings S` in a pod the runner created.
 
-It talks to the control plane itself (outbound, with the build's job token: `started`, reports, heartbeats) and to
-the Kubernetes API with the pod's own service account (it creates the step pods). Its build folder, outbox included,
+It talks to the control plane itself (outbound, with the build's job token: reports, the first carrying `started`,
+and heartbeats; the claim's time is the runner's, so a heartbeat goes first and starts the pod's lease deadline) and
+to the Kubernetes API with the pod's own service account (it creates the step pods). Its build folder, outbox included,
 is on the work claim at the path the runner has it, so a runner that restarts finds the outbox there, and one that
 sees this pod fail delivers what the outbox holds. The process ends 0 once the build was delivered, or given up
 because the control plane refused its lease (the lost lease is said in the build's log): either way nothing is left

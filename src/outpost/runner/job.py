@@ -1,7 +1,9 @@
 """One build on the runner: the engine, its lease heartbeats and its outbox, together.
 
-No step runs without a lease: the job keeps its own lease deadline (the last renewal it sent, plus the
-TTL, on the monotonic clock — always earlier than the control plane's expiry), and when it passes the
+No step runs without a lease: the job keeps its own lease deadline (when it sent the poll that claimed the build,
+then the last accepted renewal it sent — a heartbeat, a report —, plus the TTL, on the monotonic clock: always
+earlier than the control plane's expiry), so the steps need not wait for the control plane to hear that the
+build started (that rides the first report); when the deadline passes the
 build's steps are frozen (the executor's pause) while the job keeps asking for a renewal. The runner cannot
 tell a stalled control plane from a cut network: a renewal resumes the steps as if nothing had happened; a
 lost lease (409) stops them, and what the build printed is handed in as late log before the build is let go.
@@ -27,7 +29,7 @@ from outpost.pipelines.variables import EXPORT_FILE
 from outpost.runner import pipelinefile
 from outpost.runner import volumes as volumes_
 from outpost.runner.artifacts import StepOutputs
-from outpost.runner.client import ProtocolClient, Revoked, Unreachable
+from outpost.runner.client import ProtocolClient, Revoked, Unreachable, retrying
 from outpost.runner.outbox import Outbox
 from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuildTask
 
@@ -58,7 +60,11 @@ class BuildJob:
         volume: volumes_.Volume | None = None,
         max_freeze: float = MAX_FREEZE,
         lease_written: bool = False,
+        leased_since: float | None = None,
     ) -> None:
+        """`leased_since`: when the poll that claimed the build was sent (monotonic), the earliest the control plane
+        could have created the lease. None where it is not known (an engine pod: another process, maybe another
+        node): then a heartbeat goes first, and no step runs before it was accepted."""
         self.task = task
         self.max_freeze = max_freeze
         self.client = client
@@ -91,8 +97,11 @@ class BuildJob:
         self.completed = False  # the engine ran the build to its end here (a restart may resume on its volume)
         self.delivered = asyncio.Event()  # the build's end was reported and taken (before its volume is let go)
         self.cancelling = False
-        self._renewed = time.monotonic()  # the claim; then each accepted heartbeat's send time
+        self._renewed = leased_since  # the claim's poll; then each accepted heartbeat's send time
         self._renewal = asyncio.Event()  # set by each accepted heartbeat
+        self._leased = asyncio.Event()  # the lease deadline is known: steps may run
+        if leased_since is not None:
+            self._leased.set()
         self.frozen_since: float | None = None  # monotonic; while the steps are frozen past the lease deadline
         self.lease_ran_out = False
         self.revoked: Revoked | None = None  # set when the control plane refused our job token: the runner stops
@@ -171,6 +180,7 @@ class BuildJob:
 
     async def _run_engine(self) -> None:
         try:
+            await self._first_renewal()
             outcome = await pipelinefile.read_into(self.engine, self.task, self.outbox) or await self.engine.run()
         except (LeaseLost, ProtocolError):
             raise
@@ -184,15 +194,34 @@ class BuildJob:
             outcome = BuildOutcome("error", self._ran_out_message())
         self.outbox.finish(BuildFinished(status=outcome.status, message=outcome.message, finished_at=time.time()))
 
+    async def _first_renewal(self) -> None:
+        """Where the claim's time is not known (an engine pod), a heartbeat before anything runs: its send time starts
+        the lease deadline. Retried until the TTL has passed (then the control plane would give the build back)."""
+        if self._leased.is_set():
+            return
+        deadline = asyncio.get_running_loop().time() + self.task.lease_ttl
+
+        async def beat() -> None:
+            sent = time.monotonic()
+            answer = await self.client.heartbeat(self.task)
+            self._renewed = max(self._renewed or sent, sent)
+            if answer.cancel_requested and not self.engine.cancelled:
+                self.cancel("cancel requested")
+
+        await retrying(beat, deadline=deadline)
+        self._leased.set()
+
     def lease_deadline(self) -> float:
         """When our lease may end (monotonic): the send time of the last renewal the control plane
-        accepted (the claim, `started`, a heartbeat) plus the TTL. The control plane counts from when it
+        accepted (the claim's poll, a report, a heartbeat) plus the TTL. The control plane counts from when it
         received that call, later."""
-        return max(self._renewed, self.outbox.renewed_at or 0.0) + self.task.lease_ttl
+        renewals = [t for t in (self._renewed, self.outbox.renewed_at) if t is not None]
+        return max(renewals) + self.task.lease_ttl if renewals else time.monotonic() + self.task.lease_ttl
 
     async def _lease_watch(self) -> None:
         """When the lease deadline passes without a renewal, freezes the build's steps until a renewal comes (no
         step runs without a lease); stops the build if they cannot be frozen or no renewal came in `max_freeze`."""
+        await self._leased.wait()  # nothing runs before
         while True:
             while (left := self.lease_deadline() - time.monotonic()) > 0:  # noqa: ASYNC110 - a deadline that moves
                 await asyncio.sleep(left)
@@ -272,7 +301,11 @@ class BuildJob:
             except Unreachable as exc:
                 log.warning("build %s: heartbeat failed (%s); the build goes on", self.build_id, exc)
                 continue
-            self._renewed = max(self._renewed, sent)
+            except LeaseLost:
+                if self.outbox.has_finish:  # it may have crossed the accepted final report: the pump's answer decides
+                    return
+                raise
+            self._renewed = max(self._renewed or sent, sent)
             self._renewal.set()
             if answer.cancel_requested and not self.engine.cancelled:
                 self.cancel("cancel requested")

@@ -105,7 +105,8 @@ class RunnerMetrics(CallObserver):
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request per connection: GET /metrics, 404 for any other path, 405 for any other method."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
             method, path, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             if not version.startswith("HTTP/"):
                 return  # not HTTP: hung up on, nothing said

@@ -3,8 +3,9 @@
 Log bytes are appended to one file per stream, state changes to a journal; both go out in reports
 (runner protocol v1), logs from the last accepted offset, state changes in order and only together
 with every log byte written before them, so a step's final state (and the build's) never arrives
-ahead of its log. The files survive a crash of the runner process: a restarted runner reopens them
-(`Outbox.reopen`) and delivers what is left.
+ahead of its log. The build's `started` is the journal's first entry and rides the first report (the control
+plane applies it first): no exchange of its own, and nothing waits for it. The files survive a crash of the
+runner process: a restarted runner reopens them (`Outbox.reopen`) and delivers what is left.
 
 No secret rests here in clear: the task's secrets, credentials and job token live in memory only. What a
 restarted runner needs to deliver the rest is the lease and its job token, which is kept sealed under a key
@@ -74,8 +75,7 @@ class Outbox:
         self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
         self._grew = asyncio.Event()  # set by every log write: _flush may start another report
         self._closing = False
-        self.announced = asyncio.Event()  # set once `started` was accepted
-        self.renewed_at: float | None = None  # when the accepted `started` was sent (monotonic): it renewed the lease
+        self.renewed_at: float | None = None  # when the last accepted report was sent (monotonic): it renewed the lease
         self.pipeline_file: tuple[str, str] | None = None  # YAML read from the repository, and its commit SHA
 
     # --- creating and reopening ---
@@ -112,8 +112,7 @@ class Outbox:
             box._events = [json.loads(line) for line in lines if line.strip().endswith("}")]
         if (folder / "events.acked").exists():
             box._events_acked = int((folder / "events.acked").read_text() or 0)
-        box.announced.set()  # whatever was started or not, what is left is delivered now
-        return box
+        return box  # whatever was started or not, what is left is delivered now (`started` first, if it was not)
 
     @property
     def has_finish(self) -> bool:
@@ -122,19 +121,12 @@ class Outbox:
     # --- the engine's Reporter ---
 
     async def started(self, message: BuildStarted) -> None:
-        """Sent at once, not queued: a build counts as started only once the control plane knows."""
-        deadline = asyncio.get_running_loop().time() + self.task.lease_ttl
+        """Queued like any state change, ahead of the steps': it rides the first report. The engine does not wait
+        for it: the runner's lease deadline, counted from the claim's poll, already bounds what runs (job.py)."""
         if self.pipeline_file is not None:
             yaml, revision = self.pipeline_file
             message = message.model_copy(update={"yaml": yaml, "yaml_revision": revision})
-
-        async def attempt() -> None:
-            sent = time.monotonic()
-            await self.client.started(self.task, message)
-            self.renewed_at = sent
-
-        await retrying(attempt, deadline=deadline)
-        self.announced.set()
+        self._append_event({"kind": "started", "body": message.model_dump(exclude_none=True)})
 
     async def step(self, name: str, update: StepUpdate) -> None:
         self._append_event({"kind": "step", "name": name, "body": update.model_dump(exclude_none=True)})
@@ -161,8 +153,6 @@ class Outbox:
         control plane refuses our lease.
         """
         backoff = Backoff()
-        # Nothing goes out before `started` is accepted: it is on the critical path of the first step.
-        await self.announced.wait()
         while True:
             await self._linger()
             self._dirty.clear()
@@ -210,7 +200,9 @@ class Outbox:
         """Sends reports until every log byte and every state change pending now is accepted.
 
         State changes ride only in a report that also carries every log byte still unsent, sent when no other
-        report is in flight, so they never arrive ahead of the log written before them. Log bytes alone may go
+        report is in flight, so they never arrive ahead of the log written before them; `started` is the
+        exception, as the control plane applies it before the report's log (it only says which steps there are).
+        Log bytes alone may go
         in several reports at once (as many as the control plane takes, MAX_IN_FLIGHT at most), each further one
         only once a full chunk of the streams in flight waits beyond them (see `_next_in_flight`). Answers are
         taken in the order the reports were sent.
@@ -222,7 +214,8 @@ class Outbox:
             while True:
                 if not flying:
                     logs, complete = self._unsent_logs(sent)
-                    batch = events[:MAX_EVENTS] if complete else []
+                    first_only = events[:1] if events and events[0]["kind"] == "started" else []
+                    batch = events[:MAX_EVENTS] if complete else first_only
                     if not logs and not batch:
                         self._save_acked()
                         return
@@ -274,14 +267,17 @@ class Outbox:
         """Starts one report; `sent` moves past its log bytes."""
         for stream, offset, data in logs:
             sent[stream] = offset + len(data)
-        steps, finish = _split(batch)
-        return _Flight(logs, batch, asyncio.ensure_future(self.client.report(self.task, logs, steps, finish)))
+        started, steps, finish = _split(batch)
+        report = self.client.report(self.task, logs, steps, finish, started)
+        return _Flight(logs, batch, time.monotonic(), asyncio.ensure_future(report))
 
     def _accepted(self, flight: _Flight, sizes: dict[str, int] | Refused) -> None:
         """Keeps what the control plane now holds. A report it refused (4xx) is dropped, as if accepted."""
         if isinstance(sizes, Refused):
             log.error("build %s: report refused, dropped: %s", self.task.build_id, sizes)
             sizes = {stream: offset + len(data) for stream, offset, data in flight.logs}
+        else:  # it renewed the lease (answers are taken in the order the reports were sent: this one is the last)
+            self.renewed_at = flight.sent_at
         new = {stream: size for stream, size in sizes.items() if size > self._acked.get(stream, -1)}
         if new:  # else nothing new to keep
             self._acked.update(new)
@@ -404,6 +400,7 @@ class _Flight:
 
     logs: list[tuple[str, int, bytes]]
     batch: list[dict[str, Any]]  # the state changes it carries
+    sent_at: float  # monotonic
     task: asyncio.Future[dict[str, int]]
 
 
@@ -412,10 +409,13 @@ def _beyond(sizes: dict[str, int], sent: dict[str, int]) -> int:
     return sum(size - sent.get(stream, 0) for stream, size in sizes.items())
 
 
-def _split(events: list[dict[str, Any]]) -> tuple[list[tuple[str, StepUpdate]], BuildFinished | None]:
+def _split(
+    events: list[dict[str, Any]],
+) -> tuple[BuildStarted | None, list[tuple[str, StepUpdate]], BuildFinished | None]:
+    started = [BuildStarted.model_validate(e["body"]) for e in events if e["kind"] == "started"]
     steps = [(e["name"], StepUpdate.model_validate(e["body"])) for e in events if e["kind"] == "step"]
     finishes = [BuildFinished.model_validate(e["body"]) for e in events if e["kind"] == "finish"]
-    return steps, finishes[-1] if finishes else None
+    return started[0] if started else None, steps, finishes[-1] if finishes else None
 
 
 def write_lease(folder: Path, task: RunBuildTask, runner_token: str) -> None:

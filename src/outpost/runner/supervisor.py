@@ -71,7 +71,6 @@ class EngineSupervisor:
         self.build_id = task.build_id if task is not None else folder.name
         self.cancelling = False
         self.revoked: Revoked | None = None  # the agent reads it as a BuildJob's; the engine pod meets any refusal
-        self.announced = asyncio.Event()  # set once the engine pod exists (its engine announces the build)
         self.pod = ""
         self._node_lost = False  # the engine pod's node stopped answering: its deletion cannot wait for the kubelet
         self.volume_reuse = volume_reuse
@@ -107,7 +106,6 @@ class EngineSupervisor:
                 log.info("build %s: adopting its engine pod %s", self.build_id, self.pod)
             else:
                 self.pod = await self._launch(pods, ENGINE_MARKER)
-            self.announced.set()
             # The runner renews the lease too, all the while it follows the pod: until the engine has announced the
             # build (a slow image pull must not give it back to the queue), and after, because an engine whose node
             # was lost stops renewing long before the node is judged lost (the node controller's 40 s, then
@@ -144,7 +142,6 @@ class EngineSupervisor:
         except (OSError, ValueError, KeyError) as exc:
             await self._deliver_error(f"the engine pod's folder is damaged ({exc})")
         finally:
-            self.announced.set()
             await asyncio.shield(pods.close())
 
     async def _launch(self, pods: Any, marker: str) -> str:

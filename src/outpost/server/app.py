@@ -110,7 +110,8 @@ def create_app(
             for task in stuck:
                 log.warning("a background task did not stop within %ss: %s", SHUTDOWN_GRACE, task.get_name())
             try:  # the runners heard from since the last round
-                await asyncio.wait_for(services.presence.flush(services.sessions), SHUTDOWN_GRACE)
+                async with asyncio.timeout(SHUTDOWN_GRACE):
+                    await services.presence.flush(services.sessions)
             except Exception:
                 log.exception("writing when runners were last seen failed on the way out")
             if services.replicas is not None:

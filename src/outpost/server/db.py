@@ -2,16 +2,25 @@
 
 On PostgreSQL several control-plane replicas may start at once: migrations run under a transaction-level
 advisory lock, so one replica migrates while the others wait and then find the schema current.
+
+On SQLite the statements run on the event loop's own thread (`InlineSQLite`), not in aiosqlite's worker
+thread: a statement on the control plane's small, local database takes microseconds, and handing each one to
+a thread and back cost more than the statement (four wake-ups a statement; docs/benchmarks.md, "Fleet scale").
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -29,7 +38,13 @@ def make_engine(url: str) -> AsyncEngine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # One connection: SQLite allows one writer, and a single connection never waits on a lock.
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+    args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
+    connector = partial(sqlite3.connect, *args, **{**kwargs, "check_same_thread": False})
+
+    async def connect() -> InlineSQLite:
+        return await InlineSQLite(connector)._connect()
+
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, async_creator=connect)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -39,6 +54,57 @@ def make_engine(url: str) -> AsyncEngine:
         cur.close()
 
     return engine
+
+
+class InlineSQLite(aiosqlite.Connection):
+    """aiosqlite's connection without its worker thread: each call runs at once, on the calling (event loop's)
+    thread, and SQLAlchemy's aiosqlite dialect drives it unchanged.
+
+    What this gives up: a statement blocks the event loop while it runs, and so would a wait for another
+    process's write lock (`busy_timeout`). The control plane is that database's only writer (one connection,
+    `make_engine`), and its longest statements — a page of a log, a page of a listing — take milliseconds.
+    """
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)  # its Thread object is made, never started
+        self._tx = _RunNow()  # type: ignore[assignment]  # SQLAlchemy sets the isolation level through the queue itself
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+    async def _connect(self) -> InlineSQLite:
+        if self._connection is None:
+            self._connection = self._connector()
+        return self
+
+    def __await__(self) -> Any:
+        return self._connect().__await__()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def close(self) -> None:
+        self.stop()
+
+
+class _RunNow:
+    """Stands in for aiosqlite's queue to its thread: runs what is put at once and settles its future."""
+
+    def put_nowait(self, item: tuple[Any, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting caller, as aiosqlite's thread does
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            return
+        if future is not None and not future.done():
+            future.set_result(result)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -81,7 +81,8 @@ class ReplicaLink:
         wait, first = RECONNECT[0], True
         while True:
             try:
-                self._conn = await asyncio.wait_for(asyncpg.connect(self.dsn), CALL_TIMEOUT)
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    self._conn = await asyncpg.connect(self.dsn)
                 self._pid = self._conn.get_server_pid()
                 lost = asyncio.Event()
                 self._conn.add_termination_listener(_setter(lost))
@@ -184,7 +185,8 @@ class ReplicaLink:
         self.leader = False
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await conn.close()
         self._conn = None
 
 

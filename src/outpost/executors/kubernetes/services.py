@@ -109,7 +109,8 @@ async def ready(
         probe = PodRun(step="readiness", image=readiness.image, script=readiness.script,
                        logins=logins(readiness.image, auths), aliases=dict(aliases))  # fmt: skip
         try:
-            return await asyncio.wait_for(pods.run_pod(probe, quiet), readiness.timeout), ""
+            async with asyncio.timeout(readiness.timeout):
+                return await pods.run_pod(probe, quiet), ""
         except (TimeoutError, ExecutorError):
             return -1, ""
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.errors import Invalid, StoreError, TooLarge, Unauthorized
+from outpost.errors import Conflict, Invalid, StoreError, TooLarge, Unauthorized
 from outpost.server import jsonbodies
 from outpost.server.api.deps import Svc, Token
 from outpost.server.dispatch import build_key, hang_up
@@ -365,8 +365,11 @@ async def report(
     if sum(len(a.data) for a in appends) > limit:
         raise _too_large(f"a report may carry at most {limit} log bytes", limit)
     svc.metrics.log_bytes.inc(sum(len(a.data) for a in appends))
-    held, sizes, changed = await _apply_report(svc, build_id, lease, token, body, appends, arrival)
-    if changed and (body.steps or body.finish is not None):
+    held, sizes, changed, refused = await _apply_report(svc, build_id, lease, token, body, appends, arrival)
+    if refused:
+        svc.wakeups.build_changed(held.build)
+        raise Conflict("the build was cancelled before it started", error="lease_lost")
+    if changed and (body.started is not None or body.steps or body.finish is not None):
         svc.wakeups.build_changed(held.build)  # its followers; if it finished, its trigger may have room
     elif changed:  # log bytes only: nothing a poll hands out (a cancel, an approval) can follow from them
         svc.wakeups.notify(build_key(build_id))
@@ -382,20 +385,26 @@ async def _apply_report(
     body: Report | ReportHead,
     appends: list[reports.Append],
     arrival: int,
-) -> tuple[builds.Held, dict[str, int], bool]:
-    """Applies the report in one transaction. A gap that an earlier report of the build, still in this process's
-    hands, may fill (a runner's reports in flight, the later one handled first) waits for those and is tried
-    again; one that nothing earlier fills is refused (416)."""
+) -> tuple[builds.Held, dict[str, int], bool, bool]:
+    """Applies the report in one transaction: the held lease, the streams' sizes, whether anything changed, and
+    whether its `started` was refused (the build was cancelled before it started: nothing else applied). A gap
+    that an earlier report of the build, still in this process's hands, may fill (a runner's reports in flight,
+    the later one handled first) waits for those and is tried again; one that nothing earlier fills is 416."""
     while True:
         try:
+            sizes: dict[str, int] = {}
+            changed = False
             with svc.availability.serving():
                 async with svc.tx() as session:
                     held = await builds.hold(session, build_id, lease, token)
-                    sizes, changed = await reports.apply(
-                        session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
-                    )
-                    builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
-            return held, sizes, changed
+                    # `started` first (a build's first report carries it). Refused: cancelled before it started.
+                    refused = body.started is not None and not await builds.start_reported(session, held, body.started)
+                    if not refused:
+                        sizes, changed = await reports.apply(
+                            session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
+                        )
+                        builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
+            return held, sizes, changed, refused
         except logs.OffsetGap:
             if not await svc.arrivals.earlier_done(build_id, arrival, REPORT_GAP_WAIT):
                 raise

@@ -541,6 +541,22 @@ async def heartbeat(session: AsyncSession, held: Held, lease_ttl: float) -> bool
     return held.build.cancel_requested
 
 
+async def start_reported(session: AsyncSession, held: Held, message: BuildStarted) -> bool:
+    """`started` as a report carries it (its first): applied as `mark_started`, unless the build was cancelled while
+    it was only claimed. The runner ran no step for the control plane yet, so the build ends `terminated` "cancelled
+    before it started", its lease with it, and False says the report is refused (409: the runner stops its steps).
+    Taken already from this lease (a resent report): nothing to do, the rest of the report decides."""
+    build = held.build
+    if build.lease_id == held.lease.id and build.status != "claimed":
+        return True
+    require_live(held)
+    if build.status == "claimed" and build.cancel_requested:
+        await _finish(session, build, "terminated", "cancelled before it started")
+        return False
+    await mark_started(session, held, message)
+    return True
+
+
 async def mark_started(session: AsyncSession, held: Held, message: BuildStarted) -> None:
     require_live(held)
     build = held.build

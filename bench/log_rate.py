@@ -8,7 +8,7 @@ log is stored): the runner reading the output, masking it, sending it, and the c
 take turns so that other load on the machine falls on each. Also measured: the masker alone, in this
 process, on the same lines.
 
-    .venv/bin/python bench/log_rate.py [--mib 200] [--repeat 3]
+    .venv/bin/python bench/log_rate.py [--mib 200] [--repeat 3] [--only off|on]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ log is stored): the runner reading the output, masking it, sending it, and the c
 take turns so that other load on the machine falls on each. Also measured: the masker alone, in this
 process, on the same lines.
 
-    .venv/bin/python bench/log_rate.py [--mib 200] [--repeat 3]
+    .venv/bin/python bench/log_rate.py [--mib 200] [--repeat 3] [--only off|on]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import base64
 import os
 import random
+import sqlite3
 import statistics
 import tempfile
 import textwrap
@@ -115,6 +116,16 @@ def read_back(api: httpx.Client, build_id: str, server: int) -> tuple[float, flo
     return got / 1e6 / seconds, before, max(peak, rss_mb(server)), got
 
 
+def chunks_of(database: Path, build_id: str) -> int:
+    """How many pieces the control plane stored the build's `print` log in (one or more per report)."""
+    with sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True) as db:
+        query = (
+            "SELECT count(*) FROM log_chunks JOIN steps ON steps.id = log_chunks.step_id"
+            " WHERE steps.build_id = ? AND steps.name = 'print'"
+        )
+        return int(db.execute(query, (build_id,)).fetchone()[0])
+
+
 def masker_alone(size: int, secrets: dict[str, str]) -> float:
     """MB/s of `Masker.feed` alone, in this process, over 64 KiB chunks of the same lines."""
     chunk = ((LINE + "\n") * (65536 // len(LINE) + 1)).encode()[:65536]
@@ -130,7 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=["off", "on"], help="only the cases with masking off (or on)")
     args = parser.parse_args()
+    cases = {k: v for k, v in CASES.items() if args.only is None or k.startswith(args.only)}
     stop_on_signals()
     size = args.mib * 1024 * 1024
     load_before = machine.load_average()
@@ -143,13 +156,13 @@ def main() -> None:
         runner = next(p for p in procs.started if p.name == "outpost-runner").proc.pid
         server = next(p for p in procs.started if p.name in ("outpost-server", "outpost-up")).proc.pid
         last_build = ""
-        print(f"runner pid {runner} (for a profiler: py-spy record --pid {runner})", flush=True)
+        print(f"runner pid {runner}, control plane pid {server} (for a profiler: py-spy record --pid PID)", flush=True)
         with loopback.client(target.url, token=target.token, timeout=60) as api:
             for label, secrets in CASES.items():
                 body: dict[str, Any] = {"name": names[label], "yaml": yaml(size), "runtime": "bench"}
                 json_of(api.post("/api/v1/pipelines", json={**body, "secrets": secrets}))
             for _ in range(args.repeat):
-                for label, secrets in CASES.items():
+                for label, secrets in cases.items():
                     before, server_before = cpu_seconds(runner), cpu_seconds(server)
                     seconds, last_build = run_once(api, names[label], masked=bool(secrets))
                     cpu[label].append(cpu_seconds(runner) - before)
@@ -157,7 +170,8 @@ def main() -> None:
                     rates[label].append(size / 1e6 / seconds)
                     print(
                         f"{label}: {size / 1e6 / seconds:.1f} MB/s ({seconds:.2f} s), "
-                        f"runner CPU {cpu[label][-1]:.2f} s, control plane CPU {server_cpu[label][-1]:.2f} s"
+                        f"runner CPU {cpu[label][-1]:.2f} s, control plane CPU {server_cpu[label][-1]:.2f} s, "
+                        f"{chunks_of(target.database, last_build)} chunks stored"
                     )
             read_rate, rss_before, rss_peak, read_bytes = read_back(api, last_build, server)
             if read_bytes != size:
@@ -168,14 +182,14 @@ def main() -> None:
         print(f"| {key} | {value} |")
     print(f"| Load average (1 min) | {load_before:.2f} before, {machine.load_average():.2f} after |")
     print()
-    best_off = max(rates["off"])
-    cpu_off = statistics.median(cpu["off"])
+    best_off = max(rates["off"] or [float("nan")])
+    cpu_off = statistics.median(cpu["off"] or [float("nan")])
     print(
         "| Masking | forms | runs (MB/s) | median | best | best vs off | runner CPU (s, median) "
         "| control plane CPU (s, median) | masker alone (MB/s) |"
     )
     print("|---|--:|---|--:|--:|--:|--:|--:|--:|")
-    for label, secrets in CASES.items():
+    for label, secrets in cases.items():
         median, best, runner_cpu = statistics.median(rates[label]), max(rates[label]), statistics.median(cpu[label])
         count = sum(len(forms(v)) for v in secrets.values())
         alone = f"{masker_alone(64 * 1024 * 1024, secrets):.0f}" if secrets else "—"

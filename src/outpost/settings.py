@@ -20,7 +20,7 @@ class ServerSettings:
     heartbeat_interval: float = 10.0  # seconds between a runner's heartbeats
     poll_timeout: float = 30.0  # longest a runner's poll is held open
     max_polls: int = 10_000  # polls held at once by this process; past it a poll gets 503 + Retry-After
-    max_log_chunk: int = 1024 * 1024  # bytes in one log append
+    max_log_chunk: int = 4 * 1024 * 1024  # bytes in one log append
     max_request_body: int = 8 * 1024 * 1024  # bytes in any other request
     max_requeues: int = 3  # times a never-started build goes back to the queue before it errors
     changed_files_wait: float = 30.0  # seconds a webhook waits for a runner to compute its changed files (max 60)

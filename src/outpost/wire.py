@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 PROTOCOL_VERSION = 1
 PREFIX = "/api/runner/v1"
 LEASE_HEADER = "Outpost-Lease"
+# On a report's answer: how many reports of one build the control plane takes in flight at once (absent: one).
+REPORTS_IN_FLIGHT_HEADER = "Outpost-Reports-In-Flight"
 
 BuildStatus = Literal["queued", "claimed", "running", "success", "failure", "error", "terminated"]
 FinalBuildStatus = Literal["success", "failure", "error", "terminated"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from outpost.errors import Unauthorized
-from outpost.server.api.logs import STREAM_PAGE_BYTES
+from outpost.server.api.logs import MAX_PAGE_BYTES, STREAM_PAGE_BYTES
 from outpost.server.models import Runner
 from outpost.server.store import builds
 from outpost.wire import LEASE_HEADER, PREFIX, REPORT_CONTENT_TYPE, PollRequest, RegisterRequest, RunBuildTask
@@ -465,3 +466,106 @@ async def test_a_report_refuses_bad_data_and_too_many_bytes(stack: Stack) -> Non
     limit = stack.services.settings.max_log_chunk
     big = {"logs": [{"stream": "a", "offset": 0, "data": b64(b"x" * (limit + 1))}]}
     assert (await job_call(stack, task, "POST", "/report", json=big)).status_code == 413
+
+
+class SlowBody:
+    """A request body that stops after its first part until `release` is set: a report still arriving."""
+
+    def __init__(self, first: bytes, rest: bytes) -> None:
+        self.first, self.rest = first, rest
+        self.release = asyncio.Event()
+        # With its length declared, as the runner sends it (a body of unknown length is read whole before the route).
+        self.headers = {"Content-Type": REPORT_CONTENT_TYPE, "Content-Length": str(len(first) + len(rest))}
+
+    async def __aiter__(self) -> Any:
+        yield self.first
+        await self.release.wait()
+        yield self.rest
+
+
+async def arrived(stack: Stack, build_id: str, count: int) -> None:
+    """Until the control plane holds `count` reports of the build (they have begun to arrive)."""
+    for _ in range(500):
+        if stack.services.arrivals.in_hand(build_id) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} reports of {build_id} never arrived")
+
+
+async def test_a_report_that_overtakes_the_one_before_it_waits_for_it_and_both_are_stored(stack: Stack) -> None:
+    """Two reports in flight: the second, whose bytes start where the first's end, is handled while the first is
+    still arriving. It waits for the first rather than answer 416, and the log holds both, in order, once."""
+    task = await claimed(stack)
+    first, second = b"first report\n" * 1000, b"second report\n" * 1000
+    head = json.dumps({"logs": [{"stream": "hello", "offset": 0, "size": len(first)}]}).encode() + b"\n"
+    slow = SlowBody(head + first[:100], first[100:])
+    earlier = asyncio.create_task(job_call(stack, task, "POST", "/report", content=slow, headers=slow.headers))
+    await arrived(stack, task.build_id, 1)
+    later = asyncio.create_task(
+        job_call(
+            stack,
+            task,
+            "POST",
+            "/report",
+            **raw({"logs": [{"stream": "hello", "offset": len(first), "size": len(second)}]}, second),
+        )
+    )
+    await arrived(stack, task.build_id, 2)
+    await asyncio.sleep(0.3)
+    assert not later.done()  # waiting for the first, not refused
+    slow.release.set()
+    answers = await asyncio.wait_for(asyncio.gather(earlier, later), 30)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert answers[1].json() == {"sizes": {"hello": len(first) + len(second)}}
+    assert answers[1].headers["Outpost-Reports-In-Flight"] == "2"
+    assert await log_text(stack, task.build_id, "hello") == first + second
+
+
+async def test_a_gap_the_report_before_it_does_not_fill_is_refused_once_that_one_is_done(stack: Stack) -> None:
+    task = await claimed(stack)
+    head = json.dumps({"logs": [{"stream": "hello", "offset": 0, "size": 10}]}).encode() + b"\n"
+    slow = SlowBody(head + b"0123", b"45678\n")
+    earlier = asyncio.create_task(job_call(stack, task, "POST", "/report", content=slow, headers=slow.headers))
+    await arrived(stack, task.build_id, 1)
+    beyond = asyncio.create_task(
+        job_call(
+            stack, task, "POST", "/report", **raw({"logs": [{"stream": "hello", "offset": 20, "size": 5}]}, b"lost\n")
+        )
+    )
+    await arrived(stack, task.build_id, 2)
+    slow.release.set()
+    stored, refused = await asyncio.wait_for(asyncio.gather(earlier, beyond), 30)
+    assert stored.status_code == 200, stored.text
+    assert refused.status_code == 416
+    assert refused.json()["expected_offset"] == 10
+    assert await log_text(stack, task.build_id, "hello") == b"012345678\n"
+
+
+async def test_a_follower_far_behind_reads_the_log_a_page_at_a_time_every_byte_once(stack: Stack) -> None:
+    task = await claimed(stack)
+    limit = stack.services.settings.max_log_chunk
+    sent = bytearray()
+    for n in range(MAX_PAGE_BYTES // limit + 4):  # a page and four chunks more
+        data = (b"%06d " % n) * (limit // 7)
+        r = await job_call(
+            stack,
+            task,
+            "POST",
+            "/report",
+            **raw({"logs": [{"stream": "hello", "offset": len(sent), "size": len(data)}]}, data),
+        )
+        assert r.status_code == 200, r.text
+        sent += data
+    got, cursor, pages = bytearray(), 0, []
+    while len(got) < len(sent):
+        page = (await stack.api("GET", f"/builds/{task.build_id}/log", params={"after": cursor})).json()
+        pages.append(0)
+        for piece in page["pieces"]:
+            assert piece["offset"] == len(got)
+            data = base64.b64decode(piece["data"])
+            got += data
+            pages[-1] += len(data)
+        cursor = page["cursor"]
+    assert bytes(got) == bytes(sent)
+    assert len(pages) == 2
+    assert max(pages) <= MAX_PAGE_BYTES

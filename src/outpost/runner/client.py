@@ -21,6 +21,7 @@ from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
     REPORT_CONTENT_TYPE,
+    REPORTS_IN_FLIGHT_HEADER,
     ArtifactAccepted,
     BuildFinished,
     BuildStarted,
@@ -134,6 +135,7 @@ class ProtocolClient:
         )
         self._max_tasks = True  # the control plane takes `max_tasks` in a poll (until it refuses it)
         self.raw_reports = True  # reports carry log bytes raw (until the control plane refuses one)
+        self.reports_in_flight = 1  # reports of one build the control plane takes at once (its answers say)
         self.started_in_reports = True  # a build's first report carries its `started` (until one is refused)
 
     async def __aenter__(self) -> Self:
@@ -286,6 +288,7 @@ class ProtocolClient:
             else:
                 raise
             return await self.report(task, logs, steps, finish, started)
+        self.reports_in_flight = _in_flight(response)
         return ReportAccepted.model_validate(response.json()).sizes
 
     async def annotations(self, task: RunBuildTask, report: JUnitReport) -> None:
@@ -348,6 +351,12 @@ class ProtocolClient:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _in_flight(response: httpx.Response) -> int:
+    """What a report's answer says about reports in flight: one from a control plane that says nothing."""
+    value = response.headers.get(REPORTS_IN_FLIGHT_HEADER, "1")
+    return max(1, int(value)) if value.isdigit() else 1
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import functools
 import json
 import logging
 import os
 import time
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,13 @@ MAX_EVENTS = 200  # state changes in one report
 # Seconds a report waits for more to carry. Each report costs both sides an HTTP exchange and a transaction
 # (~2 ms of runner CPU, more on the control plane); a build of 20 `true` steps sent 11 without it, 4-5 with it.
 LINGER = 0.01
+# Reports of one build in flight at once, when the control plane takes as many (docs/protocol.md): two keep both
+# sides busy, the runner reading and sending the next chunk while the control plane stores the last.
+MAX_IN_FLIGHT = 2
 LEASE_FILE = "lease.json"
+# Seconds between two writes of acked.json while reports keep coming: it may lag (resending what the control plane
+# holds is harmless), and each write and rename cost ~1.5 ms, as much as a report's own share of the runner's CPU.
+ACKED_EVERY = 0.25
 
 
 class Outbox:
@@ -56,10 +65,15 @@ class Outbox:
         self._logs = folder / "logs"
         self._sizes: dict[str, int] = {}
         self._acked: dict[str, int] = {}
+        self._acked_saved = 0.0  # when acked.json was last written (monotonic)
+        self._acked_text = "{}"  # what it holds
+        # The stream whose file is open for appends, its fd, and what closes it (at the latest with the outbox).
+        self._appending: tuple[str, int, weakref.finalize[[int], Outbox]] | None = None
         self._events: list[dict[str, Any]] = []
         self._events_acked = 0
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
+        self._grew = asyncio.Event()  # set by every log write: _flush may start another report
         self._closing = False
         self.renewed_at: float | None = None  # when the last accepted report was sent (monotonic): it renewed the lease
         self.pipeline_file: tuple[str, str] | None = None  # YAML read from the repository, and its commit SHA
@@ -123,6 +137,7 @@ class Outbox:
         self._write(stream, data)
         self._sizes[stream] = self._sizes.get(stream, 0) + len(data)
         self._dirty.set()
+        self._grew.set()
         if not self._urgent.is_set() and self.unsent_bytes >= self.max_chunk:
             self._urgent.set()
 
@@ -184,35 +199,112 @@ class Outbox:
     async def _flush(self) -> None:
         """Sends reports until every log byte and every state change pending now is accepted.
 
-        State changes ride only in a report that also carries every log byte still unsent, so they
-        never arrive ahead of the log written before them; `started` is the exception, as the control plane
-        applies it before the report's log (it only says which steps there are).
+        State changes ride only in a report that also carries every log byte still unsent, sent when no other
+        report is in flight, so they never arrive ahead of the log written before them; `started` is the
+        exception, as the control plane applies it before the report's log (it only says which steps there are).
+        Log bytes alone may go
+        in several reports at once (as many as the control plane takes, MAX_IN_FLIGHT at most), each further one
+        only once a full chunk of the streams in flight waits beyond them (see `_next_in_flight`). Answers are
+        taken in the order the reports were sent.
         """
         events = self._events[self._events_acked :]
-        while True:
-            logs, complete = self._unsent_logs()
-            first_only = events[:1] if events and events[0]["kind"] == "started" else []
-            batch = events[:MAX_EVENTS] if complete else first_only
-            if not logs and not batch:
-                return
-            started, steps, finish = _split(batch)
-            sent = time.monotonic()
+        sent = dict(self._acked)  # bytes of each stream handed to a report: accepted, or in flight
+        flying: collections.deque[_Flight] = collections.deque()
+        try:
+            while True:
+                if not flying:
+                    logs, complete = self._unsent_logs(sent)
+                    first_only = events[:1] if events and events[0]["kind"] == "started" else []
+                    batch = events[:MAX_EVENTS] if complete else first_only
+                    if not logs and not batch:
+                        self._save_acked()
+                        return
+                    flying.append(self._send(logs, batch, sent))
+                window = min(MAX_IN_FLIGHT, self.client.reports_in_flight)
+                while len(flying) < window and (more := self._next_in_flight(flying, sent)):
+                    flying.append(self._send(more, [], sent))
+                if len(flying) < window:  # room for one more: also wake when the log grows by a chunk
+                    self._grew.clear()
+                    grew = asyncio.ensure_future(self._grew.wait())
+                    try:
+                        await asyncio.wait((flying[0].task, grew), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        grew.cancel()
+                    if not flying[0].task.done():
+                        continue
+                oldest = flying.popleft()
+                try:
+                    outcome: dict[str, int] | Refused = await oldest.task
+                except Refused as exc:
+                    outcome = exc
+                except OffsetGap as gap:
+                    await self._settle(flying)
+                    self._acked[gap.stream] = gap.expected  # from there (a resend of what it holds is harmless)
+                    sent = dict(self._acked)
+                    continue
+                except Exception:  # not a cancel: that ends the others at once (below)
+                    await self._settle(flying)
+                    raise
+                self._accepted(oldest, outcome)
+                if oldest.batch:
+                    events = events[len(oldest.batch) :]
+                    self._events_acked += len(oldest.batch)
+                    _write_atomically(self.folder / "events.acked", str(self._events_acked))
+        finally:
+            for flight in flying:
+                flight.task.cancel()
+
+    def _next_in_flight(self, flying: collections.deque[_Flight], sent: dict[str, int]) -> list[tuple[str, int, bytes]]:
+        """A full chunk of log bytes to send while `flying` are in flight, or nothing. Only of streams whose bytes
+        before it are in flight: the control plane then cannot store it ahead of them (its offsets would leave a
+        gap), so a follower sees the build's chunks in the order they were sent, across steps too."""
+        streams = {stream for flight in flying for stream, _, _ in flight.logs}
+        if _beyond({s: self._sizes[s] for s in streams}, sent) < self.max_chunk:
+            return []
+        return self._unsent_logs(sent, streams)[0]
+
+    def _send(self, logs: list[tuple[str, int, bytes]], batch: list[dict[str, Any]], sent: dict[str, int]) -> _Flight:
+        """Starts one report; `sent` moves past its log bytes."""
+        for stream, offset, data in logs:
+            sent[stream] = offset + len(data)
+        started, steps, finish = _split(batch)
+        report = self.client.report(self.task, logs, steps, finish, started)
+        return _Flight(logs, batch, time.monotonic(), asyncio.ensure_future(report))
+
+    def _accepted(self, flight: _Flight, sizes: dict[str, int] | Refused) -> None:
+        """Keeps what the control plane now holds. A report it refused (4xx) is dropped, as if accepted."""
+        if isinstance(sizes, Refused):
+            log.error("build %s: report refused, dropped: %s", self.task.build_id, sizes)
+            sizes = {stream: offset + len(data) for stream, offset, data in flight.logs}
+        else:  # it renewed the lease (answers are taken in the order the reports were sent: this one is the last)
+            self.renewed_at = flight.sent_at
+        new = {stream: size for stream, size in sizes.items() if size > self._acked.get(stream, -1)}
+        if new:  # else nothing new to keep
+            self._acked.update(new)
+            if time.monotonic() - self._acked_saved >= ACKED_EVERY:
+                self._save_acked()
+
+    def _save_acked(self) -> None:
+        """Writes acked.json if it holds less than the control plane has accepted."""
+        text = json.dumps(self._acked)
+        if text != self._acked_text:
+            _write_atomically(self.folder / "acked.json", text)
+            self._acked_text = text
+        self._acked_saved = time.monotonic()
+
+    async def _settle(self, flying: collections.deque[_Flight]) -> None:
+        """After a report failed: waits for the others in flight and keeps what they got stored (a gap or a
+        failure among them only means their bytes go again); a lost lease or a revocation still raises."""
+        if flying:
+            await asyncio.wait([flight.task for flight in flying])
+        while flying:
+            flight = flying.popleft()
             try:
-                sizes = await self.client.report(self.task, logs, steps, finish, started)
-                self.renewed_at = sent  # it renewed the lease (one report at a time: each sent after the last)
-            except OffsetGap as gap:
-                self._acked[gap.stream] = gap.expected
+                self._accepted(flight, flight.task.result())
+            except (OffsetGap, Unreachable):
                 continue
             except Refused as exc:
-                log.error("build %s: report refused, dropped: %s", self.task.build_id, exc)
-                sizes = {stream: offset + len(data) for stream, offset, data in logs}
-            if any(self._acked.get(stream) != size for stream, size in sizes.items()):  # else nothing new to keep
-                self._acked.update(sizes)
-                _write_atomically(self.folder / "acked.json", json.dumps(self._acked))
-            if batch:
-                events = events[len(batch) :]
-                self._events_acked += len(batch)
-                _write_atomically(self.folder / "events.acked", str(self._events_acked))
+                self._accepted(flight, exc)
 
     async def deliver_late(self) -> int:
         """After the lease was lost: hands in the log bytes the control plane lacks through the late
@@ -257,22 +349,27 @@ class Outbox:
             budget -= take
         return out
 
-    def _unsent_logs(self) -> tuple[list[tuple[str, int, bytes]], bool]:
-        """Unsent bytes of every stream, at most `max_chunk` in all; and whether that is all of them."""
+    def _unsent_logs(
+        self, sent: dict[str, int], streams: set[str] | None = None
+    ) -> tuple[list[tuple[str, int, bytes]], bool]:
+        """Bytes of every stream (or of `streams`) past `sent`, at most `max_chunk` in all; and whether that is
+        all of them."""
         budget = self.max_chunk
         out: list[tuple[str, int, bytes]] = []
         complete = True
         for stream, size in self._sizes.items():
-            acked = self._acked.get(stream, 0)
-            if acked >= size:
+            if streams is not None and stream not in streams:
+                continue
+            start = sent.get(stream, 0)
+            if start >= size:
                 continue
             if budget <= 0:
                 complete = False
                 break
-            take = min(budget, size - acked)
-            out.append((stream, acked, _read(self._log_path(stream), acked, take)))
+            take = min(budget, size - start)
+            out.append((stream, start, _read(self._log_path(stream), start, take)))
             budget -= take
-            complete = complete and take == size - acked
+            complete = complete and take == size - start
         return out, complete
 
     def _append_event(self, event: dict[str, Any]) -> None:
@@ -285,9 +382,31 @@ class Outbox:
         return self._logs / f"{stream.encode().hex()}.log"
 
     def _write(self, stream: str, data: bytes) -> None:
-        # Plain blocking writes: a local append lands in the page cache in microseconds.
-        with open(self._log_path(stream), "ab") as f:
-            f.write(data)
+        # Plain blocking writes: a local append lands in the page cache in microseconds. The file of the stream
+        # written last stays open (opening it for every 64 KiB of a fast step cost as much as the write).
+        if self._appending is None or self._appending[0] != stream:
+            if self._appending is not None:
+                self._appending[2]()  # closes it, once
+            fd = os.open(self._log_path(stream), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            self._appending = (stream, fd, weakref.finalize(self, os.close, fd))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._appending[1], view) :]
+
+
+@dataclass
+class _Flight:
+    """A report sent and not yet answered."""
+
+    logs: list[tuple[str, int, bytes]]
+    batch: list[dict[str, Any]]  # the state changes it carries
+    sent_at: float  # monotonic
+    task: asyncio.Future[dict[str, int]]
+
+
+def _beyond(sizes: dict[str, int], sent: dict[str, int]) -> int:
+    """Log bytes written and not yet handed to any report."""
+    return sum(size - sent.get(stream, 0) for stream, size in sizes.items())
 
 
 def _split(

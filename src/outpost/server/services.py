@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from outpost.server.arrivals import Arrivals
 from outpost.server.dispatch import Availability, Wakeups
 from outpost.server.metrics import ServerMetrics
 from outpost.server.presence import Presence
@@ -36,6 +37,7 @@ class Services:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # what /metrics shows (server/metrics.py)
     replicas: ReplicaLink | None = None  # on PostgreSQL: this replica's link to the others (server/replicas.py)
     presence: Presence = field(default_factory=Presence)  # runners heard from, written once a second
+    arrivals: Arrivals = field(default_factory=Arrivals)  # reports being handled, by build (server/arrivals.py)
 
     def leads(self) -> bool:
         """Whether this process runs the background jobs (the lease reaper, cron): always on SQLite, and on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
@@ -38,6 +39,7 @@ from outpost.wire import (
     LEASE_HEADER,
     PREFIX,
     REPORT_CONTENT_TYPE,
+    REPORTS_IN_FLIGHT_HEADER,
     STREAM_PATTERN,
     ApprovalTask,
     BadReport,
@@ -66,6 +68,10 @@ from outpost.wire import (
 
 router = APIRouter(prefix=PREFIX, tags=["runner protocol"])
 M = TypeVar("M", bound=BaseModel)
+# Reports of one build a runner may have in flight at once (told in every report's answer), and how long a report
+# whose offset leaves a gap waits for the earlier ones this process holds (then 416).
+REPORTS_IN_FLIGHT = 2
+REPORT_GAP_WAIT = 10.0
 
 
 @router.post("/register", status_code=201)
@@ -274,6 +280,16 @@ async def lease_header(outpost_lease: Annotated[str, Header(alias=LEASE_HEADER)]
 Lease = Annotated[str, Depends(lease_header)]
 
 
+async def report_arrival(build_id: str, svc: Svc) -> AsyncIterator[int]:
+    """Counts a report as in this process's hands from before its body is read until it is answered
+    (server/arrivals.py)."""
+    with svc.arrivals.arrived(build_id) as number:
+        yield number
+
+
+Arrival = Annotated[int, Depends(report_arrival)]
+
+
 @router.post("/builds/{build_id}/heartbeat")
 async def heartbeat(build_id: str, token: Token, lease: Lease, svc: Svc) -> HeartbeatResponse:
     with svc.availability.serving():
@@ -328,7 +344,9 @@ async def append_log(
 
 
 @router.post("/builds/{build_id}/report")
-async def report(build_id: str, request: Request, token: Token, lease: Lease, svc: Svc) -> ReportAccepted:
+async def report(
+    build_id: str, request: Request, token: Token, lease: Lease, svc: Svc, arrival: Arrival, response: Response
+) -> ReportAccepted:
     """Log appends, step updates and the finish in one request and one transaction (all or nothing). The body
     is a `Report` (JSON, log bytes in base64) or, from current runners, a raw report (`REPORT_CONTENT_TYPE`:
     a JSON head and the log bytes as they are)."""
@@ -347,22 +365,49 @@ async def report(build_id: str, request: Request, token: Token, lease: Lease, sv
     if sum(len(a.data) for a in appends) > limit:
         raise _too_large(f"a report may carry at most {limit} log bytes", limit)
     svc.metrics.log_bytes.inc(sum(len(a.data) for a in appends))
-    with svc.availability.serving():
-        async with svc.tx() as session:
-            held = await builds.hold(session, build_id, lease, token)
-            # `started` first (a build's first report carries it). Refused: cancelled before it started, ended here.
-            refused = body.started is not None and not await builds.start_reported(session, held, body.started)
-            if not refused:
-                sizes, changed = await reports.apply(
-                    session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
-                )
-                builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
+    held, sizes, changed, refused = await _apply_report(svc, build_id, lease, token, body, appends, arrival)
     if refused:
         svc.wakeups.build_changed(held.build)
         raise Conflict("the build was cancelled before it started", error="lease_lost")
-    if changed:
+    if changed and (body.started is not None or body.steps or body.finish is not None):
         svc.wakeups.build_changed(held.build)  # its followers; if it finished, its trigger may have room
+    elif changed:  # log bytes only: nothing a poll hands out (a cancel, an approval) can follow from them
+        svc.wakeups.notify(build_key(build_id))
+    response.headers[REPORTS_IN_FLIGHT_HEADER] = str(REPORTS_IN_FLIGHT)
     return ReportAccepted(sizes=sizes)
+
+
+async def _apply_report(
+    svc: Services,
+    build_id: str,
+    lease: str,
+    token: str,
+    body: Report | ReportHead,
+    appends: list[reports.Append],
+    arrival: int,
+) -> tuple[builds.Held, dict[str, int], bool, bool]:
+    """Applies the report in one transaction: the held lease, the streams' sizes, whether anything changed, and
+    whether its `started` was refused (the build was cancelled before it started: nothing else applied). A gap
+    that an earlier report of the build, still in this process's hands, may fill (a runner's reports in flight,
+    the later one handled first) waits for those and is tried again; one that nothing earlier fills is 416."""
+    while True:
+        try:
+            sizes: dict[str, int] = {}
+            changed = False
+            with svc.availability.serving():
+                async with svc.tx() as session:
+                    held = await builds.hold(session, build_id, lease, token)
+                    # `started` first (a build's first report carries it). Refused: cancelled before it started.
+                    refused = body.started is not None and not await builds.start_reported(session, held, body.started)
+                    if not refused:
+                        sizes, changed = await reports.apply(
+                            session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
+                        )
+                        builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
+            return held, sizes, changed, refused
+        except logs.OffsetGap:
+            if not await svc.arrivals.earlier_done(build_id, arrival, REPORT_GAP_WAIT):
+                raise
 
 
 @router.post("/builds/{build_id}/late-logs")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
@@ -125,19 +125,29 @@ class Piece:
 
 
 async def read_after(session: AsyncSession, build: Build, cursor: int, max_bytes: int) -> list[Piece]:
-    """Chunks of every step of the build accepted after `cursor`, in the order they were accepted."""
-    rows = await session.execute(
-        select(LogChunk.id, Step.name, LogChunk.offset, LogChunk.data)
-        .join(Step, Step.id == LogChunk.step_id)
+    """Chunks of every step of the build accepted after `cursor`, in the order they were accepted: as many as fit
+    in `max_bytes`, and always at least one. Their sizes are read first, so a follower far behind (at the start
+    of a 200 MB log) reads one page of bytes, not everything after its cursor."""
+    sizes = await session.execute(
+        select(LogChunk.id, func.length(LogChunk.data))
         .where(LogChunk.build_id == build.id, LogChunk.id > cursor)
         .order_by(LogChunk.id)
         .limit(1000)
     )
-    pieces: list[Piece] = []
+    ids: list[int] = []
     total = 0
-    for chunk_id, name, offset, data in rows:
-        if pieces and total + len(data) > max_bytes:
+    for chunk_id, size in sizes:
+        if ids and total + size > max_bytes:
             break
-        pieces.append(Piece(chunk_id, name, offset, data))
-        total += len(data)
-    return pieces
+        ids.append(chunk_id)
+        total += size
+    if not ids:
+        return []
+    rows = await session.execute(
+        select(LogChunk.id, Step.name, LogChunk.offset, LogChunk.data)
+        .join(Step, Step.id == LogChunk.step_id)
+        .where(LogChunk.build_id == build.id, LogChunk.id >= ids[0], LogChunk.id <= ids[-1])
+        .order_by(LogChunk.id)
+    )
+    chosen = set(ids)  # the range holds no others (a build's chunk ids follow its commits), but say so exactly
+    return [Piece(chunk_id, name, offset, data) for chunk_id, name, offset, data in rows if chunk_id in chosen]

@@ -80,3 +80,31 @@ async def test_concurrent_tasks_take_turns_on_the_one_connection(tmp_path: Path)
         assert all(rows[i] == -rows[i + 1] for i in range(0, 100, 2))  # each transaction's two rows together
     finally:
         await engine.dispose()
+
+
+def checkpoint_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "outpost-sqlite-checkpoint"]
+
+
+async def test_the_log_reaches_the_database_file_from_a_thread_and_the_thread_ends_with_the_engine(
+    tmp_path: Path,
+) -> None:
+    """What commits write lands in the write-ahead log; a thread copies it into the database file, well before
+    the log is long enough for a commit to checkpoint it itself (on the event loop)."""
+    database = tmp_path / "t.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{database}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE blobs (data BLOB NOT NULL)"))
+        assert checkpoint_threads() == ["outpost-sqlite-checkpoint"]
+        for _ in range(8):  # 8 MiB, ~2,000 pages: a tenth of what makes a commit checkpoint
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO blobs (data) VALUES (randomblob(1048576))"))
+        async with asyncio.timeout(10):
+            while database.stat().st_size < 8 << 20:
+                await asyncio.sleep(0.05)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*), sum(length(data)) FROM blobs"))).one() == (8, 8 << 20)
+    finally:
+        await engine.dispose()
+    assert checkpoint_threads() == []

@@ -6,11 +6,15 @@ advisory lock, so one replica migrates while the others wait and then find the s
 On SQLite the statements run on the event loop's own thread (`InlineSQLite`), not in aiosqlite's worker
 thread: a statement on the control plane's small, local database takes microseconds, and handing each one to
 a thread and back cost more than the statement (four wake-ups a statement; docs/benchmarks.md, "Fleet scale").
+What does take time, copying the write-ahead log into the database file and syncing it (a checkpoint), runs
+in a thread of its own (`Checkpointer`), so that no commit on the event loop pays for it.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Advisory lock keys (PostgreSQL), one per thing that replicas must do one at a time.
+log = logging.getLogger(__name__)
+
 MIGRATION_LOCK = 0x6F75_7470_0002
 BOOTSTRAP_LOCK = 0x6F75_7470_0003
 
@@ -45,15 +51,72 @@ def make_engine(url: str) -> AsyncEngine:
         return await InlineSQLite(connector)._connect()
 
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, async_creator=connect)
+    checkpointer = Checkpointer(connector) if parsed.database and parsed.database != ":memory:" else None
+    # The commit that grows the log to this many pages checkpoints it itself: only if the checkpointer's thread
+    # falls that far behind (SQLite's own default, 1,000 pages, when there is no such thread).
+    backstop = Checkpointer.BACKSTOP_PAGES if checkpointer is not None else 1000
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000"):
+        pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000")
+        for pragma in (*pragmas, f"wal_autocheckpoint={backstop}", f"journal_size_limit={64 << 20}"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
+        if checkpointer is not None:
+            checkpointer.start()
 
+    if checkpointer is not None:
+        event.listen(engine.sync_engine, "engine_disposed", lambda _engine: checkpointer.stop())
     return engine
+
+
+class Checkpointer:
+    """Checkpoints a SQLite database's write-ahead log from a thread with a connection of its own.
+
+    SQLite checkpoints by itself inside the commit that grows the log past `wal_autocheckpoint` pages: with the
+    statements on the event loop's thread, that commit held the loop while pages were copied and synced (py-spy
+    while a 200 MB log was stored: a third of the loop's busy time). Here a thread runs a PASSIVE checkpoint every
+    INTERVAL seconds: it never waits for the writer, SQLite releases the GIL while it copies and syncs, and with
+    nothing new in the log it costs microseconds. The commits' own checkpoint stays as a backstop far behind."""
+
+    INTERVAL = 0.25  # at 100 MB/s of log bytes, ~25 MB a checkpoint
+    BACKSTOP_PAGES = 20_000  # ~80 MB of log (4 KiB pages)
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        self._connector = connector
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.pages = 0  # pages copied into the database file so far (the tests read it)
+
+    def start(self) -> None:
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._run, name="outpost-sqlite-checkpoint", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connector()
+        except sqlite3.Error as exc:
+            log.warning("no checkpoints of the SQLite log from a thread (the commits make them): %s", exc)
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(self.INTERVAL):
+                try:
+                    busy, _log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # the file is locked or went away: the next round tries again
+                    log.debug("checkpoint of the SQLite log failed: %s", exc)
+                    continue
+                if not busy and copied > 0:
+                    self.pages = max(self.pages, copied)
+        finally:
+            conn.close()
 
 
 class InlineSQLite(aiosqlite.Connection):

@@ -270,8 +270,38 @@ async def list_builds(
 
 
 async def list_steps(session: AsyncSession, build: Build) -> list[Step]:
-    rows = await session.scalars(select(Step).where(Step.build_id == build.id).order_by(Step.position, Step.id))
-    return list(rows)
+    if build.id in session.info.get(_EVERY_STEP_SEEN, ()):
+        known = [step for (build_id, _), step in _seen_steps(session).items() if build_id == build.id]
+        if all(step.id is not None for step in known):  # all flushed: their order is the query's
+            return sorted(known, key=lambda step: (step.position, step.id))
+    rows = list(await session.scalars(select(Step).where(Step.build_id == build.id).order_by(Step.position, Step.id)))
+    seen = _seen_steps(session)
+    seen.update({(build.id, step.name): step for step in rows})
+    session.info.setdefault(_EVERY_STEP_SEEN, set()).add(build.id)
+    return rows
+
+
+# A report names its steps several times (the plan, each stream, each update); the rows this session has loaded or
+# added are kept by (build id, name) in its `info`, so that each is read once a transaction (a report's statements:
+# 20 -> 12). A session is one transaction of one request; a build whose every step it listed needs no look for a
+# name it lacks: that step is new.
+_STEPS_SEEN = "outpost.steps_seen"
+_EVERY_STEP_SEEN = "outpost.every_step_seen"
+
+
+def _seen_steps(session: AsyncSession) -> dict[tuple[str, str], Step]:
+    seen: dict[tuple[str, str], Step] = session.info.setdefault(_STEPS_SEEN, {})
+    return seen
+
+
+async def _known_step(session: AsyncSession, build: Build, name: str) -> Step | None:
+    seen = _seen_steps(session)
+    step = seen.get((build.id, name))
+    if step is None and build.id not in session.info.get(_EVERY_STEP_SEEN, ()):
+        step = await session.scalar(select(Step).where(Step.build_id == build.id, Step.name == name))
+        if step is not None:
+            seen[(build.id, name)] = step
+    return step
 
 
 async def request_cancel(session: AsyncSession, principal: Principal, build_id: str) -> Build:
@@ -569,26 +599,27 @@ async def mark_started(session: AsyncSession, held: Held, message: BuildStarted)
     existing = {s.name for s in await list_steps(session, build)}
     for position, plan in enumerate(message.steps, start=1):
         if plan.name not in existing:
-            session.add(
-                Step(
-                    build_id=build.id,
-                    name=plan.name,
-                    position=position,
-                    title=plan.title,
-                    stage=plan.stage,
-                    type=plan.type,
-                    parent=plan.parent,
-                )
+            step = Step(
+                build_id=build.id,
+                name=plan.name,
+                position=position,
+                title=plan.title,
+                stage=plan.stage,
+                type=plan.type,
+                parent=plan.parent,
             )
+            session.add(step)
+            _seen_steps(session)[(build.id, plan.name)] = step
     await session.flush()
 
 
 async def step_for(session: AsyncSession, build: Build, name: str) -> Step:
     """The step row of that name, created on first mention (the system stream, a late plan)."""
-    step: Step | None = await session.scalar(select(Step).where(Step.build_id == build.id, Step.name == name))
+    step = await _known_step(session, build, name)
     if step is None:
         step = Step(build_id=build.id, name=name, position=0 if name.startswith("$") else 10_000)
         session.add(step)
+        _seen_steps(session)[(build.id, name)] = step
         await session.flush()
     return step
 
@@ -688,7 +719,7 @@ async def _touch_runner(session: AsyncSession, runner_id: str) -> None:
 
 
 async def find_step(session: AsyncSession, build: Build, name: str) -> Step:
-    step: Step | None = await session.scalar(select(Step).where(Step.build_id == build.id, Step.name == name))
+    step = await _known_step(session, build, name)
     if step is None:
         raise NotFound(f"build {build.id} has no step {name!r}")
     return step

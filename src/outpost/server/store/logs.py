@@ -87,8 +87,7 @@ async def _store(session: AsyncSession, build: Build, step: Step, offset: int, d
     if not fresh:
         return size, 0
     session.add(LogChunk(build_id=build.id, step_id=step.id, offset=size, data=fresh))
-    step.log_size = size + len(fresh)
-    await session.flush()
+    step.log_size = size + len(fresh)  # written with the chunk when the transaction flushes (one UPDATE a step)
     return step.log_size, len(fresh)
 
 

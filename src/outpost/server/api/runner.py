@@ -20,11 +20,12 @@ from outpost.server import jsonbodies
 from outpost.server.api.deps import Svc, Token
 from outpost.server.dispatch import build_key, hang_up
 from outpost.server.guards import unstorable
-from outpost.server.models import Account, Build, Runner
+from outpost.server.models import Build, Runner
 from outpost.server.models import Lease as LeaseRow
 from outpost.server.security import token_hash
 from outpost.server.services import Services
 from outpost.server.store import (
+    accounts,
     approvals,
     audit,
     builds,
@@ -220,14 +221,13 @@ async def _run_task(
 ) -> RunBuildTask:
     await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
     svc.metrics.claimed(build)
-    account = await session.get_one(Account, build.account_id)
     rows = await integrations.of_build_account(session, build)  # one query for the four below
     return RunBuildTask(
         build_id=build.id,
         lease_id=lease.id,
         lease_ttl=svc.settings.lease_ttl,
         job_token=job_token,
-        account=account.name,
+        account=await accounts.name_of(session, build.account_id),
         pipeline=build.pipeline_name,
         yaml=build.yaml,
         yaml_file=build.yaml_file,

@@ -132,6 +132,22 @@ async def authenticate(session: AsyncSession, token: str, address: str | None = 
     )
 
 
+# Accounts are never renamed nor removed: a name read once stays true, in every replica.
+_NAMES: dict[str, str] = {}
+_NAMES_KEPT = 10_000
+
+
+async def name_of(session: AsyncSession, account_id: str) -> str:
+    """The account's name (read once per process: a claim hands it to the runner)."""
+    name = _NAMES.get(account_id)
+    if name is None:
+        name = (await session.get_one(Account, account_id)).name
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        _NAMES[account_id] = name
+    return name
+
+
 async def get_account(session: AsyncSession, name: str) -> Account | None:
     result: Account | None = await session.scalar(select(Account).where(Account.name == name))
     return result

@@ -390,7 +390,7 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
     is a candidate its row is locked, before the claim, so a claim and a revocation exclude each other and a
     revoked runner is never handed a build (nor its secrets) by a claim that read the runner before the
     revocation committed; a drained runner gets none either. With nothing to claim it runs one query and takes
-    no lock."""
+    no lock. `runner` must have been read in this transaction."""
     locked: str | None = None
     runner_locked = False
     for _ in range(CLAIM_ATTEMPTS):
@@ -399,14 +399,19 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
             return None  # an idle poll's look ends here: one query, no lock
         candidate, trigger_id = row
         if not runner_locked:
-            state = (
-                await session.execute(
-                    select(Runner.revoked_at, Runner.drained_at).where(Runner.id == runner.id).with_for_update()
-                )
-            ).one()
-            if state.revoked_at is not None:
+            if session.get_bind().dialect.name == "sqlite":
+                # One connection: no revocation or drain commits while this transaction, which read `runner`,
+                # runs; what it read is current (a statement fewer a claim).
+                revoked_at, drained_at = runner.revoked_at, runner.drained_at
+            else:
+                revoked_at, drained_at = (
+                    await session.execute(
+                        select(Runner.revoked_at, Runner.drained_at).where(Runner.id == runner.id).with_for_update()
+                    )
+                ).one()
+            if revoked_at is not None:
                 raise Unauthorized("this runner was revoked")
-            if state.drained_at is not None:
+            if drained_at is not None:
                 return None  # drained (maybe since this poll began): it takes no new build
             runner_locked = True
         if trigger_id is not None:

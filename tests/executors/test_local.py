@@ -248,3 +248,55 @@ async def test_what_a_crashed_runner_left_running_of_a_build_is_ended_after_the_
         other.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await other
+
+
+STEPS_AT_ONCE_RACE = 600
+
+
+def test_steps_never_close_a_descriptor_another_thread_opened_meanwhile(tmp_path: Path) -> None:
+    """On the runner's own loop (uvloop), while a thread opens and uses files (the runner removes build folders in
+    one): each step's pipe is closed once, so the thread never has a descriptor closed under it (EBADF)."""
+    import threading
+
+    import uvloop
+
+    stop, broken, opened = threading.Event(), [], [0]
+
+    def files() -> None:
+        while not stop.is_set():
+            fd = os.open(os.devnull, os.O_RDONLY)
+            try:
+                for _ in range(20):
+                    os.fstat(fd)
+                opened[0] += 1
+            except OSError as exc:
+                broken.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    async def steps() -> tuple[int, int]:
+        executor = LocalExecutor(tmp_path, tmp_path / "scratch")
+        before = len(os.listdir("/proc/self/fd"))
+        for t in threads:
+            t.start()
+        limit = asyncio.Semaphore(8)
+
+        async def one(i: int) -> None:
+            async with limit:
+                code, out = await collect(executor, job(tmp_path, f"echo {i}"))
+                assert (code, out) == (0, f"{i}\n".encode())
+
+        await asyncio.gather(*(one(i) for i in range(STEPS_AT_ONCE_RACE)))
+        stop.set()
+        await asyncio.to_thread(lambda: [t.join(10) for t in threads])
+        return before, len(os.listdir("/proc/self/fd"))
+
+    threads = [threading.Thread(target=files, daemon=True) for _ in range(4)]
+    try:
+        before, after = uvloop.run(steps())
+    finally:
+        stop.set()
+    assert opened[0] > 0
+    assert broken == []
+    assert after == before  # and no pipe was left open

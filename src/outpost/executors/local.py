@@ -17,7 +17,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, cast
+from typing import ClassVar
 
 from outpost.errors import ExecutorError
 from outpost.executors.base import Executor, Output, StepJob
@@ -110,10 +110,9 @@ class LocalExecutor(Executor):
                 proc.stdout.close()
             self._groups.discard(pgid)
             raise ExecutorError(f"cannot watch the step's process: {exc}") from exc
-        pipe: asyncio.ReadTransport | None = None
         try:
             assert proc.stdout is not None
-            pipe, _ = await loop.connect_read_pipe(lambda: step, proc.stdout)
+            step.read(proc.stdout.fileno())
             # Lets a restarted runner end what a crashed one left running. Appended, never removed step by step:
             # creating and unlinking a file a step cost more than the spawn on a busy disk; a finished step's
             # line is harmless (kill_leftovers trusts a group only if it carries the build's id).
@@ -134,22 +133,28 @@ class LocalExecutor(Executor):
             await _kill_group(pgid, step)
             raise
         finally:
-            if pipe is not None:
-                pipe.close()
-            elif proc.stdout is not None:
-                proc.stdout.close()
             step.close()
+            if proc.stdout is not None:
+                proc.stdout.close()  # its one close: nothing else owns the descriptor
             self._groups.discard(pgid)
         return proc.returncode if proc.returncode is not None else -1
 
 
-class _StepProtocol(asyncio.Protocol):
+class _StepProtocol:
     """Collects the step's output from its pipe and tells when the shell itself exits (a pidfd in the loop).
 
     Waiting for the pipe to close is not enough: a background child of the step can hold it open forever.
+
+    The pipe is read with `add_reader` and `os.read`, not through `connect_read_pipe`: uvloop's pipe transport
+    closes the descriptor in libuv and then closes the file object it was given as well, so for a moment the
+    same number is closed twice. A thread opening a file in that moment (the runner removes build folders in
+    one) had its descriptor closed under it, and what it closed in turn could be another build's pidfd or
+    socket: seen as `OSError: [Errno 9] Bad file descriptor` in `rmtree` and a build whose end was never seen
+    (its lease ran out: "runner lost"). Here the Popen's own file object owns the pipe and is closed once.
     """
 
     HIGH, LOW = 64, 16  # queued chunks at which reading pauses and resumes
+    READ = 1 << 16
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> None:
         self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -157,43 +162,63 @@ class _StepProtocol(asyncio.Protocol):
         self._loop = loop
         self._proc = proc
         self._paused = False
-        self._pipe: asyncio.ReadTransport | None = None
+        self._pipe: int | None = None  # the pipe's descriptor while it is watched
         # Readable once the process has ended; waitpid on our own pid only, so no other child is reaped here.
         self._pidfd: int | None = os.pidfd_open(proc.pid)
         loop.add_reader(self._pidfd, self._reap)
 
+    def read(self, pipe: int) -> None:
+        """Starts forwarding what the step writes to `pipe` (which the caller keeps open, then closes)."""
+        os.set_blocking(pipe, False)
+        self._pipe = pipe
+        self._loop.add_reader(pipe, self._readable)
+
+    def _readable(self) -> None:
+        if self._pipe is None:
+            return
+        try:
+            data = os.read(self._pipe, self.READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the end of the pipe: every writer has gone
+            self._unwatch_pipe()
+            self.chunks.put_nowait(None)
+            return
+        self.chunks.put_nowait(data)
+        if self.chunks.qsize() >= self.HIGH and not self._paused:
+            self._loop.remove_reader(self._pipe)
+            self._paused = True
+
+    def _unwatch_pipe(self) -> None:
+        if self._pipe is not None:
+            if not self._paused:
+                self._loop.remove_reader(self._pipe)
+            self._pipe = None
+
     def _reap(self) -> None:
         if self._proc.poll() is not None:
-            self.close()
+            self._unwatch_pidfd()
             if not self.exited.done():
                 self.exited.set_result(None)
 
-    def close(self) -> None:
+    def _unwatch_pidfd(self) -> None:
         if self._pidfd is not None:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._pipe = cast(asyncio.ReadTransport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.chunks.put_nowait(data)
-        if self.chunks.qsize() >= self.HIGH and not self._paused and self._pipe is not None:
-            self._pipe.pause_reading()
-            self._paused = True
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.chunks.put_nowait(None)
+    def close(self) -> None:
+        """Stops watching the pipe and the process (the pipe's descriptor is its owner's to close)."""
+        self._unwatch_pipe()
+        self._unwatch_pidfd()
 
     async def forward(self, output: Output) -> None:
         while (chunk := await self.chunks.get()) is not None:
             await output(chunk)
             if self._paused and self._pipe is not None and self.chunks.qsize() <= self.LOW:
-                self._pipe.resume_reading()
+                self._loop.add_reader(self._pipe, self._readable)
                 self._paused = False
 
 

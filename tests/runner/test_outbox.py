@@ -13,14 +13,13 @@ import pytest
 from outpost.runner.client import ProtocolClient
 from outpost.runner.outbox import MAX_IN_FLIGHT, Outbox
 from outpost.wire import (
-    PREFIX,
     REPORTS_IN_FLIGHT_HEADER,
     BuildFinished,
     BuildStarted,
-    PollRequest,
     RunBuildTask,
     StepUpdate,
 )
+from tests.server.test_protocol import claim
 from tests.stack import BASE, Stack, running_stack, settings_for
 
 ONE_STEP = "version: '1.0'\nsteps:\n  loud:\n    image: alpine\n    commands: [yes]\n"
@@ -72,13 +71,7 @@ async def claimed(stack: Stack) -> RunBuildTask:
     runner = await stack.register()
     await stack.pipeline("loud", ONE_STEP)
     await stack.run("loud")
-    async with stack.raw() as c:
-        answer = await c.post(
-            PREFIX + "/poll",
-            json=PollRequest(wait=0).model_dump(),
-            headers={"Authorization": f"Bearer {runner.runner_token}"},
-        )
-    return RunBuildTask.model_validate(answer.json()["task"])
+    return await claim(stack, runner.runner_token)
 
 
 def lines(count: int) -> bytes:

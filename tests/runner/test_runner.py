@@ -15,7 +15,8 @@ from outpost.errors import OutpostError
 from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
 from outpost.runner.client import ProtocolClient
 from outpost.runner.outbox import Outbox
-from outpost.wire import PREFIX, BuildFinished, BuildStarted, PollRequest, RunBuildTask, StepUpdate
+from outpost.wire import BuildFinished, BuildStarted, RunBuildTask, StepUpdate
+from tests.server.test_protocol import claim as claim_with
 from tests.stack import BASE, Stack, running_stack, settings_for
 
 TWO_STEPS = """version: '1.0'
@@ -71,13 +72,7 @@ async def test_burst_mode_runs_what_is_queued_and_returns(stack: Stack, tmp_path
 
 
 async def claim(stack: Stack, runner: Runner) -> RunBuildTask:
-    async with stack.raw() as c:
-        answer = await c.post(
-            PREFIX + "/poll",
-            json=PollRequest(wait=0).model_dump(),
-            headers={"Authorization": f"Bearer {runner.identity.token}"},
-        )
-    return RunBuildTask.model_validate(answer.json()["task"])
+    return await claim_with(stack, runner.identity.token)
 
 
 @pytest.fixture

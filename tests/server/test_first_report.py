@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from tests.server.test_metrics import scrape, value
-from tests.server.test_protocol import b64, claim, claimed, job_call, log_text, raw, wait_for_status
+from tests.server.test_protocol import b64, claimed, claimed_twice, job_call, log_text, raw, wait_for_status
 from tests.stack import Stack
 
 HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
@@ -73,18 +73,13 @@ async def test_a_build_cancelled_between_its_claim_and_its_first_report_ends_ter
 
 
 async def test_a_first_report_through_a_superseded_lease_is_fenced_and_changes_nothing(stack: Stack) -> None:
-    lost, other = await stack.register(), await stack.register()
-    await stack.pipeline("hello", HELLO)
-    build = await stack.run("hello")
-    first = await claim(stack, lost.runner_token)
-    await wait_for_status(stack, build["id"], {"queued"}, timeout=10)
-    second = await claim(stack, other.runner_token)
+    first, second = await claimed_twice(stack)
 
     stale = await job_call(stack, first, "POST", "/report", json={"started": PLAN, "finish": {"status": "success"}})
 
     assert stale.status_code == 409
     assert "superseded" in stale.json()["message"]
-    now = await stack.build(build["id"])
+    now = await stack.build(second.build_id)
     assert (now["status"], now["steps"]) == ("claimed", [])
     assert (await job_call(stack, second, "POST", "/report", json={"started": PLAN})).status_code == 200
 

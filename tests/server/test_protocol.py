@@ -221,13 +221,19 @@ async def test_a_started_build_whose_lease_expires_ends_as_runner_lost(stack: St
     assert (await stack.build(task.build_id))["status"] == "error"
 
 
-async def test_a_build_that_never_started_goes_back_to_the_queue(stack: Stack) -> None:
+async def claimed_twice(stack: Stack) -> tuple[RunBuildTask, RunBuildTask]:
+    """A build claimed by one runner that never started it, back in the queue once the lease expired, and
+    claimed by another: the first lease and the second."""
     lost, other = await stack.register(), await stack.register()
     await stack.pipeline("hello", HELLO)
     build = await stack.run("hello")
     first = await claim(stack, lost.runner_token)
     await wait_for_status(stack, build["id"], {"queued"}, timeout=10)
-    second = await claim(stack, other.runner_token)
+    return first, await claim(stack, other.runner_token)
+
+
+async def test_a_build_that_never_started_goes_back_to_the_queue(stack: Stack) -> None:
+    first, second = await claimed_twice(stack)
     assert second.build_id == first.build_id
     assert second.lease_id != first.lease_id
     superseded = await job_call(stack, first, "POST", "/started", json={"steps": []})

@@ -102,7 +102,7 @@ class LocalExecutor(Executor):
         if not self._thawed.is_set():  # paused while the process was being started
             _signal_group(pgid, signal.SIGSTOP)
         try:
-            step = _StepProtocol(loop, proc)
+            step = _StepWatch(loop, proc)
         except OSError as exc:  # no pidfd (Linux before 5.3): nothing would tell us when the step ends
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
@@ -140,7 +140,7 @@ class LocalExecutor(Executor):
         return proc.returncode if proc.returncode is not None else -1
 
 
-class _StepProtocol:
+class _StepWatch:
     """Collects the step's output from its pipe and tells when the shell itself exits (a pidfd in the loop).
 
     Waiting for the pipe to close is not enough: a background child of the step can hold it open forever.
@@ -234,7 +234,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-async def _kill_group(pgid: int, step: _StepProtocol) -> None:
+async def _kill_group(pgid: int, step: _StepWatch) -> None:
     _signal_group(pgid, signal.SIGTERM)
     # A stopped process (a paused build) takes SIGTERM only once continued; after it, so it runs nothing else first.
     _signal_group(pgid, signal.SIGCONT)

@@ -547,6 +547,49 @@ async def test_a_gap_the_report_before_it_does_not_fill_is_refused_once_that_one
     assert await log_text(stack, task.build_id, "hello") == b"012345678\n"
 
 
+async def test_a_follower_of_a_short_build_gets_its_whole_log_and_the_end_in_one_answer(stack: Stack) -> None:
+    """The page that holds the last of a finished build's log says `finished`: no further request is needed."""
+    task = await claimed(stack)
+    follow = asyncio.create_task(stack.api("GET", f"/builds/{task.build_id}/log", params={"after": 0, "wait": 20}))
+    head = {
+        "logs": [{"stream": "hello", "offset": 0, "size": 3}],
+        "steps": [{"name": "hello", "update": {"status": "success", "exit_code": 0}}],
+        "finish": {"status": "success"},
+    }
+    r = await job_call(stack, task, "POST", "/report", **raw(head, b"hi\n"))
+    assert r.status_code == 200, r.text
+    page = (await asyncio.wait_for(follow, 30)).json()
+    assert [base64.b64decode(p["data"]) for p in page["pieces"]] == [b"hi\n"]
+    assert page["finished"] is True
+    assert page["status"] == "success"
+    again = (await stack.api("GET", f"/builds/{task.build_id}/log", params={"after": page["cursor"]})).json()
+    assert again["pieces"] == []
+    assert again["finished"] is True
+
+
+async def test_a_page_cut_short_by_its_size_is_not_the_end_even_of_a_finished_build(stack: Stack) -> None:
+    task = await claimed(stack)
+    limit = stack.services.settings.max_log_chunk
+    sent = bytearray()
+    for n in range(MAX_PAGE_BYTES // limit + 2):  # more than a page
+        data = (b"%06d " % n) * (limit // 7)
+        head: dict[str, Any] = {"logs": [{"stream": "hello", "offset": len(sent), "size": len(data)}]}
+        if n == MAX_PAGE_BYTES // limit + 1:
+            head["finish"] = {"status": "success"}
+        r = await job_call(stack, task, "POST", "/report", **raw(head, data))
+        assert r.status_code == 200, r.text
+        sent += data
+    got, cursor, finished = bytearray(), 0, []
+    while not (finished and finished[-1]):
+        page = (await stack.api("GET", f"/builds/{task.build_id}/log", params={"after": cursor})).json()
+        got += b"".join(base64.b64decode(p["data"]) for p in page["pieces"])
+        cursor = page["cursor"]
+        finished.append(page["finished"])
+        assert len(finished) <= 5
+    assert bytes(got) == bytes(sent)
+    assert finished == [False, True]  # the first page stops short of the log's end; the second holds the rest
+
+
 async def test_a_follower_far_behind_reads_the_log_a_page_at_a_time_every_byte_once(stack: Stack) -> None:
     task = await claimed(stack)
     limit = stack.services.settings.max_log_chunk

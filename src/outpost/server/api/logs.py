@@ -32,7 +32,8 @@ async def follow_log(
     wait: Annotated[float, Query(ge=0, le=60)] = 0,
 ) -> LogPage:
     """Log pieces of every step accepted after the cursor; with `wait`, held until there are some
-    (or the client hangs up, or the server stops)."""
+    (or the client hangs up, or the server stops). `finished`: the build has ended and this page holds the last
+    of its log, so the follower need not ask again (the last page of a short build is also its first)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     async with hang_up(request.receive) as gone:
@@ -40,14 +41,15 @@ async def follow_log(
             ticket = svc.wakeups.ticket(build_key(build_id))
             async with svc.as_caller(token) as (session, who):
                 build = await builds.get_build(session, who, build_id)
-                pieces = await logs.read_after(session, build, after, MAX_PAGE_BYTES)
-            finished = build.status in FINAL_BUILD_STATUSES
+                pieces, rest = await logs.read_page(session, build, after, MAX_PAGE_BYTES)
+            # The status was read first: chunks stored with or before the finish are all seen by the read after it.
+            finished = build.status in FINAL_BUILD_STATUSES and not rest
             remaining = deadline - loop.time()
             if pieces or finished or remaining <= 0 or gone.done() or svc.wakeups.closing:
                 return LogPage(
                     build=build.id,
                     status=build.status,
-                    finished=finished and not pieces,
+                    finished=finished,
                     cursor=pieces[-1].cursor if pieces else after,
                     pieces=[
                         LogPiece(cursor=p.cursor, step=p.step, offset=p.offset, data=base64.b64encode(p.data).decode())

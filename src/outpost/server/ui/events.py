@@ -117,7 +117,7 @@ async def build_events(
                 async with as_viewer(request) as (session, viewer):
                     view = await pages.build_view(svc, session, viewer.principal, build_id)
                     await pages.outputs_of(session, view)  # a step's test report or artifacts as they arrive
-                    pieces = await logs.read_after(session, view.build, cursor, PIECE_BYTES)
+                    pieces, rest = await logs.read_page(session, view.build, cursor, PIECE_BYTES)
             except StoreError:
                 yield event("end", {"reason": "session ended"})
                 return
@@ -137,11 +137,11 @@ async def build_events(
             if new is not None:
                 first, html = new
                 yield event("lines", {"first": first, "html": str(html)}, f"{cursor}:{tail.offset}:{tail.next_line}")
-            if done and not pieces:
+            if done and not rest:  # the build has ended and its last piece was just sent
                 yield event("end", {"status": view.build.status})
                 return
-            if pieces:
-                continue  # there may be more right away
+            if rest:
+                continue  # more is stored already
             await svc.wakeups.wait(ticket, KEEPALIVE)
             if not ticket.is_set():
                 yield b": keep-alive\n\n"

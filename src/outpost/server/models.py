@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false
 
 NAMING = {
@@ -247,6 +247,9 @@ class LogChunk(Base):
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
     offset: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # Set when a chunk is stored, so that a step added in the same transaction gets its id from the same flush
+    # (one flush a report: the step's INSERT carries its final status and size). Never read through: it raises.
+    step: Mapped[Step] = relationship(lazy="raise")
 
 
 class Trigger(Base):

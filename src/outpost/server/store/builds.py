@@ -272,8 +272,12 @@ async def list_builds(
 async def list_steps(session: AsyncSession, build: Build) -> list[Step]:
     if build.id in session.info.get(_EVERY_STEP_SEEN, ()):
         known = [step for (build_id, _), step in _seen_steps(session).items() if build_id == build.id]
-        if all(step.id is not None for step in known):  # all flushed: their order is the query's
-            return sorted(known, key=lambda step: (step.position, step.id))
+        # The query's order: by position, then id; a step added in this transaction and not flushed yet will get a
+        # larger id than every stored one, and ids in the order the steps were added (the seen map's order).
+        unflushed = _UNFLUSHED
+        return sorted(
+            known, key=lambda step: (step.position, step.id if step.id is not None else unflushed + known.index(step))
+        )
     rows = list(await session.scalars(select(Step).where(Step.build_id == build.id).order_by(Step.position, Step.id)))
     seen = _seen_steps(session)
     seen.update({(build.id, step.name): step for step in rows})
@@ -286,6 +290,7 @@ async def list_steps(session: AsyncSession, build: Build) -> list[Step]:
 # 20 -> 12). A session is one transaction of one request; a build whose every step it listed needs no look for a
 # name it lacks: that step is new.
 _STEPS_SEEN = "outpost.steps_seen"
+_UNFLUSHED = 1 << 62  # sorts after any stored step id
 _EVERY_STEP_SEEN = "outpost.every_step_seen"
 
 
@@ -595,13 +600,13 @@ async def start_reported(session: AsyncSession, held: Held, message: BuildStarte
 async def mark_started(session: AsyncSession, held: Held, message: BuildStarted) -> None:
     require_live(held)
     build = held.build
+    existing = {s.name for s in await list_steps(session, build)}  # first: a query would flush what changed before
     if build.status == "claimed":
         build.status = "running"
         build.started_at = now()
     if build.yaml_repo is not None and message.yaml is not None:  # the YAML the runner read from the repository
         build.yaml = message.yaml
         build.yaml_revision = message.yaml_revision
-    existing = {s.name for s in await list_steps(session, build)}
     for position, plan in enumerate(message.steps, start=1):
         if plan.name not in existing:
             step = Step(
@@ -612,20 +617,23 @@ async def mark_started(session: AsyncSession, held: Held, message: BuildStarted)
                 stage=plan.stage,
                 type=plan.type,
                 parent=plan.parent,
+                status="pending",  # read before the flush that would set the column defaults
+                log_size=0,
             )
             session.add(step)
             _seen_steps(session)[(build.id, plan.name)] = step
-    await session.flush()
+    # Not flushed here: the steps are inserted at commit, with what the rest of the report sets (log chunks take
+    # their step's id in the same flush, through LogChunk.step).
 
 
 async def step_for(session: AsyncSession, build: Build, name: str) -> Step:
     """The step row of that name, created on first mention (the system stream, a late plan)."""
     step = await _known_step(session, build, name)
     if step is None:
-        step = Step(build_id=build.id, name=name, position=0 if name.startswith("$") else 10_000)
+        position = 0 if name.startswith("$") else 10_000
+        step = Step(build_id=build.id, name=name, position=position, status="pending", log_size=0)
         session.add(step)
-        _seen_steps(session)[(build.id, name)] = step
-        await session.flush()
+        _seen_steps(session)[(build.id, name)] = step  # inserted at the transaction's flush (see mark_started)
     return step
 
 

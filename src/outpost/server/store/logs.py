@@ -86,7 +86,7 @@ async def _store(session: AsyncSession, build: Build, step: Step, offset: int, d
     fresh = data[size - offset :]
     if not fresh:
         return size, 0
-    session.add(LogChunk(build_id=build.id, step_id=step.id, offset=size, data=fresh))
+    session.add(LogChunk(build_id=build.id, step=step, offset=size, data=fresh))  # step_id set at the flush
     step.log_size = size + len(fresh)  # written with the chunk when the transaction flushes (one UPDATE a step)
     return step.log_size, len(fresh)
 

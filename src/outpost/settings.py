@@ -36,6 +36,7 @@ class ServerSettings:
     login_max_delay: float = 900.0  # the longest delay
     metrics_token: str = ""  # a bearer token that may read /metrics and nothing else (the superuser token may too)
     artifact_days: float = 30.0  # days a build's artifacts are kept (then the cron removes them)
+    delivery_days: float = 30.0  # days a webhook delivery (its body, headers and outcome) is kept
     max_artifact_bytes: int = 100 * 1024 * 1024  # bytes of one artifact file
     max_build_artifacts: int = 200  # artifact files of one build
 
@@ -65,6 +66,7 @@ class ServerSettings:
             "OUTPOST_LOGIN_MAX_DELAY": ("login_max_delay", float),
             "OUTPOST_METRICS_TOKEN": ("metrics_token", str),
             "OUTPOST_ARTIFACT_DAYS": ("artifact_days", float),
+            "OUTPOST_DELIVERY_DAYS": ("delivery_days", float),
             "OUTPOST_MAX_ARTIFACT_BYTES": ("max_artifact_bytes", int),
             "OUTPOST_MAX_BUILD_ARTIFACTS": ("max_build_artifacts", int),
         }

@@ -5,14 +5,19 @@ provider's ping signed with the trigger's secret. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from outpost.server import cron
+from outpost.server.app import fire_cron
 from outpost.server.models import Build, Delivery
+from outpost.server.store import deliveries as store_deliveries
 from tests.server.test_webhooks import GITHUB_PUSH, HELLO, add_trigger, count, deliver, fixture
-from tests.stack import Stack
+from tests.stack import Stack, running_stack, settings_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -128,3 +133,35 @@ async def test_the_same_redeliver_request_twice_is_one_redelivery_and_one_build(
     assert other["id"] != once["id"]
     assert await count(stack, Build) == 3
     assert (await stack.api("POST", path.replace("button-1", "bad key!"))).status_code == 422
+
+
+async def test_deliveries_older_than_their_retention_are_removed_by_the_cron_and_a_resend_then_builds_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """OUTPOST_DELIVERY_DAYS: the cron's tick removes older deliveries, bodies and all; a newer one stays. The
+    provider sending a removed delivery again starts a build, as for a delivery never seen."""
+    settings = settings_for(database_url, tmp_path / "data", delivery_days=1.0)
+    async with running_stack(settings) as stack:
+        await stack.pipeline("app", HELLO)
+        trigger = await add_trigger(stack)
+        old = await deliver(stack, trigger, GITHUB_PUSH, X_GitHub_Delivery="delivery-two-days-old")
+        new = await deliver(stack, trigger, GITHUB_PUSH, X_GitHub_Delivery="delivery-of-today")
+        assert (old.status_code, new.status_code) == (201, 201)
+        async with stack.services.tx() as session:  # the first one arrived two days ago
+            aged = Delivery.received_at - 2 * 86400
+            await session.execute(
+                update(Delivery).where(Delivery.id == old.json()["delivery"]).values(received_at=aged)
+            )
+        async with stack.services.tx() as session:
+            kept_forever = await store_deliveries.remove_old(session, 0)
+        await fire_cron(stack.services, cron.minute_of(time.time()))
+        rows = await deliveries(stack, trigger)
+        resent = await deliver(stack, trigger, GITHUB_PUSH, X_GitHub_Delivery="delivery-two-days-old")
+        replayed = await deliver(stack, trigger, GITHUB_PUSH, X_GitHub_Delivery="delivery-of-today")
+        builds = await count(stack, Build)
+    assert kept_forever == 0  # OUTPOST_DELIVERY_DAYS=0 keeps every delivery
+    assert [r["id"] for r in rows] == [new.json()["delivery"]]
+    assert resent.status_code == 201
+    assert "Outpost-Redelivery" not in resent.headers
+    assert replayed.headers.get("Outpost-Redelivery") == "true"  # the kept one is still a redelivery
+    assert builds == 3

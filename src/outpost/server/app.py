@@ -38,6 +38,7 @@ from outpost.server.metrics import Observe, ServerMetrics
 from outpost.server.replicas import ReplicaLink, asyncpg_dsn
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
+from outpost.server.store import deliveries as store_deliveries
 from outpost.server.store import schedules
 from outpost.server.ui import install as install_ui
 from outpost.server.ui.lockout import LoginLockout
@@ -156,3 +157,7 @@ async def fire_cron(services: Services, minute: float) -> None:
         log.info("cron trigger %s started build %s", build.trigger_id, build.id)
         services.wakeups.notify(runtime_key(build.runtime_id))
     await artifacts.remove_expired(services)  # kept OUTPOST_ARTIFACT_DAYS, then gone with their files
+    async with services.tx() as session:  # kept OUTPOST_DELIVERY_DAYS
+        removed = await store_deliveries.remove_old(session, services.settings.delivery_days)
+    if removed:
+        log.info("removed %d webhook deliveries older than %g days", removed, services.settings.delivery_days)

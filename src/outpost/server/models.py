@@ -293,6 +293,7 @@ class Delivery(Base):
         UniqueConstraint("trigger_id", "delivery_id"),
         Index("ix_deliveries_trigger_received", "trigger_id", "received_at"),
         Index("ix_deliveries_pending_until", "pending_until"),  # few rows have one: finds stale pending ones
+        Index("ix_deliveries_received", "received_at"),  # the oldest, removed past OUTPOST_DELIVERY_DAYS
     )
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -16,12 +16,35 @@ from outpost.server.models import Build, Delivery, Integration, Pipeline, Trigge
 from outpost.server.security import now
 from outpost.server.store import builds, triggers
 from outpost.server.store.accounts import Principal
+from outpost.server.store.artifacts import DAY
 from outpost.triggers.event import GitEvent
 
 STOPPED_WAITING = (
     "the control plane stopped before a runner computed the changed files, so no build "
     "(push again or run the pipeline by hand)"
 )
+
+
+async def remove_old(session: AsyncSession, days: float, *, limit: int = 1000) -> int:
+    """Deletes up to `limit` deliveries received more than `days` ago, oldest first, with their bodies; a pending one
+    only once nobody will settle it. `days` <= 0 keeps them all. Returns how many went. A provider that sends
+    such an old delivery again gets a new build, as for one never seen."""
+    if days <= 0:
+        return 0
+    t = now()
+    oldest = (
+        select(Delivery.id)
+        .where(
+            Delivery.received_at < t - days * DAY,
+            or_(Delivery.outcome != "pending", Delivery.pending_until.is_(None), Delivery.pending_until < t),
+        )
+        .order_by(Delivery.received_at)
+        .limit(limit)
+    )
+    ids = list(await session.scalars(oldest))
+    if ids:
+        await session.execute(delete(Delivery).where(Delivery.id.in_(ids)))
+    return len(ids)
 
 
 async def list_deliveries(

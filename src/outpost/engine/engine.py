@@ -33,7 +33,7 @@ from outpost.engine.commands import PASSED_THROUGH, Commands
 from outpost.engine.deploystep import DeploySteps
 from outpost.engine.hooks import run_hook
 from outpost.engine.imagesteps import ImageSteps
-from outpost.engine.plan import expand, plan_of
+from outpost.engine.plan import plan_of, planned
 from outpost.engine.reporting import MaskedReporter, Reporter, log_system
 from outpost.engine.restart import Restart
 from outpost.engine.results import FAILED, StepResult, duration
@@ -41,7 +41,6 @@ from outpost.engine.scopes import Scope, sleep
 from outpost.engine.state import VOLUME_ALIAS, BuildState
 from outpost.errors import PipelineError, ProtocolError
 from outpost.executors.base import Executor
-from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
 from outpost.pipelines.variables import EXPORT_FILE, build_system_variables, revision_variables, substitute
 from outpost.wire import (
@@ -201,7 +200,7 @@ class BuildEngine:
         if self.ctx.runner:
             await self._system(f"{self.ctx.runner}\n")
         try:
-            pipeline = expand(load_pipeline(self.ctx.yaml, self.ctx.yaml_file))
+            pipeline = planned(self.ctx.yaml, self.ctx.yaml_file)
         except PipelineError as exc:
             await self.reporter.started(BuildStarted(runner_time=time.time()))
             await self._system(f"the pipeline is invalid:\n{exc}\n")

@@ -7,17 +7,70 @@ running steps side by side and the plan the runner reports lists every variant b
 Names: a `scale` child keeps the name it was given. A `matrix` variant is named `<step>_<n>`, `n`
 counting from 1 in the order of the Cartesian product (the last field varies fastest), unless that
 name is taken, in which case more `_` are added until it is free.
+
+`planned` keeps the last pipelines it parsed by their text: a runner builds the same few pipelines over and over,
+and the parse (~0.8 ms for one step, ~7 ms for twenty) was the largest part of its hand-over (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import itertools
 from dataclasses import replace
 from typing import Any
 
+from outpost.pipelines.parsing import load_pipeline
 from outpost.pipelines.spec import Pipeline, Step
 from outpost.wire import StepPlan
+
+# What the cache of parsed pipelines may hold: this many pipelines, and this many characters of YAML in all (a
+# pipeline's parsed form is a few times its text). A larger file is parsed every time.
+PLANS_KEPT = 32
+PLANS_CHARS = 1 << 20
+
+
+class _Plans:
+    """Expanded pipelines by (text, file name), least recently used first. Parsing reads nothing but those two
+    (variables are substituted when a step runs), so one build's values cannot reach another's through here; each
+    build gets its own deep copy, so nothing a build does to its pipeline reaches the next one either."""
+
+    def __init__(self, kept: int = PLANS_KEPT, chars: int = PLANS_CHARS) -> None:
+        self.kept, self.chars = kept, chars
+        self._plans: collections.OrderedDict[tuple[str, str], Pipeline] = collections.OrderedDict()
+        self._size = 0  # characters of YAML held
+
+    def get(self, yaml: str, file: str) -> Pipeline:
+        key = (yaml, file)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = expand(load_pipeline(yaml, file))  # an invalid pipeline raises and is not kept
+            self._keep(key, plan)
+        else:
+            self._plans.move_to_end(key)
+        return copy.deepcopy(plan)  # ~20 times cheaper than the parse
+
+    def _keep(self, key: tuple[str, str], plan: Pipeline) -> None:
+        if len(key[0]) > self.chars // 4:
+            return
+        self._plans[key] = plan
+        self._size += len(key[0])
+        while len(self._plans) > self.kept or self._size > self.chars:
+            (old, _), _ = self._plans.popitem(last=False)
+            self._size -= len(old)
+
+    def clear(self) -> None:
+        self._plans.clear()
+        self._size = 0
+
+
+_plans = _Plans()
+
+
+def planned(yaml: str, file: str = "codefresh.yml") -> Pipeline:
+    """The pipeline a build runs: `yaml` parsed (PipelineError if it is invalid) and expanded, the build's own copy."""
+    return _plans.get(yaml, file)
+
 
 _PARALLEL_ONLY = ("type", "scale", "matrix", "title", "description", "stage", "when", "fail_fast", "timeout")
 

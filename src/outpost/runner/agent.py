@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from outpost import __version__, logformat
 from outpost.errors import LeaseLost, OutpostError
 from outpost.executors import executor_class
-from outpost.runner import clusterchecks, gitqueries
+from outpost.runner import clusterchecks, gitqueries, spares
 from outpost.runner.client import Backoff, ProtocolClient, Revoked, Unreachable
 from outpost.runner.job import MAX_FREEZE, STOP_GRACE, BuildJob, remove_leftovers
 from outpost.runner.outbox import Outbox
@@ -42,6 +43,8 @@ from outpost.wire import (
 log = logging.getLogger("outpost.runner")
 RECOVERY_DEADLINE = 60.0  # seconds to deliver what a crashed runner left behind
 MAX_TASKS = 32  # tasks one poll may bring (builds among them: at most the free slots)
+SPARES = 8  # build folders kept ready at most (runner/spares.py): as many as the concurrency, up to this
+START_TURNS = 3  # turns of the loop the builds a poll brought get before the next poll is sent
 
 
 @dataclass
@@ -144,6 +147,8 @@ class Runner:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._builds_dir = options.data_dir / "builds"
+        self._spares_dir = options.data_dir / "spare"
+        self._filling: asyncio.Task[None] | None = None  # making spare build folders, in a thread
         self._queries: set[asyncio.Task[None]] = set()
         self._revoked: Revoked | None = None
 
@@ -160,6 +165,9 @@ class Runner:
         """Polls and runs builds until `stop()`; with `burst`, until the queue is empty."""
         recoveries = self._recover()
         janitor = self._start_janitor()
+        if not self.engine_pods:
+            spares.clear(self._spares_dir)
+            self._refill()
         backoff = Backoff(cap=30.0)
         try:
             while not self._stopping.is_set():
@@ -188,6 +196,8 @@ class Runner:
             if janitor is not None:
                 janitor.cancel()
                 recoveries.append(janitor)
+            if self._filling is not None:  # a thread: it cannot be cancelled, and takes milliseconds
+                recoveries.append(self._filling)
             await asyncio.gather(*recoveries, return_exceptions=True)
 
     def _start_janitor(self) -> asyncio.Task[None] | None:
@@ -241,8 +251,14 @@ class Runner:
                 self._queries.add(query)
                 query.add_done_callback(self._queries.discard)
         # The next poll goes at once: the new builds need nothing from the control plane before their first step
-        # (their `started` rides their first report), and an open poll is how a cancel reaches them soonest.
-        return not any(isinstance(t, RunBuildTask) for t in tasks) and free > 0
+        # (their `started` rides their first report), and an open poll is how a cancel reaches them soonest. Only
+        # after a few turns of the loop, though: the builds just started reach their first step's spawn in three
+        # (the job, the engine, the executor) if nothing holds them up, and the poll's request (~0.4 ms) goes after.
+        started = any(isinstance(t, RunBuildTask) for t in tasks)
+        if started:
+            for _ in range(START_TURNS):
+                await asyncio.sleep(0)
+        return not started and free > 0
 
     async def _interrupted(self, *, can_interrupt: bool) -> None:
         """Ends on a stop request, or when a slot frees up if the current poll asked for no builds.
@@ -307,11 +323,13 @@ class Runner:
         if self.engine_pods:
             self._supervise(task)
             return
+        folder = self._builds_dir / task.build_id
         try:
+            spares.take(self._spares_dir, folder)
             job = BuildJob(
                 task,
                 self.client,
-                folder=self._builds_dir / task.build_id,
+                folder=folder,
                 executor=self.options.executor,
                 heartbeat_interval=self.identity.heartbeat_interval,
                 max_chunk=self.identity.max_log_chunk,
@@ -354,6 +372,19 @@ class Runner:
         if job is not None and job.revoked is not None:
             self._revoke(job.revoked)
         self._slot_freed.set()
+        self._refill()
+        if not self.jobs:
+            # The build's objects hold one another (tasks, the engine, HTTP exchanges): the garbage collector frees
+            # them, ~1-4 ms, and left alone it did so in the middle of the next build's hand-over (the parse's
+            # allocations set it off). Freed now, while the runner has nothing else to do.
+            asyncio.get_running_loop().call_soon(gc.collect, 1)
+
+    def _refill(self) -> None:
+        """Makes spare build folders in a thread, up to the concurrency (none with engine pods: they make their own)."""
+        if self.engine_pods or (self._filling is not None and not self._filling.done()):
+            return
+        count = min(self.options.concurrency, SPARES)
+        self._filling = asyncio.create_task(asyncio.to_thread(_fill_spares, self._spares_dir, count))
 
     def _revoke(self, refusal: Revoked) -> None:
         """A refused runner or job token: this runner was revoked. It takes nothing more and stops everything."""
@@ -472,6 +503,13 @@ class Runner:
                 executor_class(self.options.executor).after_crash(
                     build_dir / "volume", build_dir / "scratch", build_dir.name, self.options.executor_options
                 )
+
+
+def _fill_spares(folder: Path, count: int) -> None:
+    try:
+        spares.fill(folder, count)
+    except OSError as exc:  # a full disk, say: builds then make their own folders, as they always could
+        log.warning("cannot make spare build folders in %s: %s", folder, exc)
 
 
 def _remove_build_dir(folder: Path) -> None:

@@ -117,9 +117,10 @@ class BuildJob:
     async def run(self) -> None:
         """Runs the build to the end and delivers every report; abandons it if the lease is lost."""
         log.info("build %s of %s: started", self.build_id, self.task.pipeline)
+        # The engine first: its first step then starts before the pump, the heartbeats and the watch take a turn.
+        body = asyncio.create_task(self._run_engine())
         pump = asyncio.create_task(self.outbox.pump())
         beats = asyncio.create_task(self._heartbeats())
-        body = asyncio.create_task(self._run_engine())
         watch = asyncio.create_task(self._lease_watch())
         lost: LeaseLost | None = None
         try:

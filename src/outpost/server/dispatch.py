@@ -13,7 +13,9 @@ asked for and sees more claimable work passes the wake-up on.
 A look that found nothing claimable in a runtime (no build, no git query) makes the runtime quiet: the
 look a renewed poll begins with then skips those queries, as nothing can have appeared without a signal
 (which ends the quiet). The quiet is trusted only if no signal came while that look ran, and for at most
-QUIET_TRUST seconds (a safety net for work that appears without a signal); `catch_up` ends every quiet.
+QUIET_TRUST seconds (a safety net for work that appears without a signal); `catch_up` ends every quiet. Git
+queries have a quiet of their own: a look that found none skips the git-query query in the looks after it until
+a git query is signalled for the runtime, so the claim a queued build wakes a poll for runs without it.
 
 Every source of work signals the dispatcher after its commit, so no poll needs to re-check the store
 on a timer. Several processes (replicas) on one PostgreSQL hear each other's signals: what a caller
@@ -82,6 +84,9 @@ class Wakeups:
         self._signals = 0
         self._last_signal: dict[str, int] = {}
         self._quiet: dict[str, float] = {}
+        # The same for git queries alone: each runtime's last git-query signal, and since when a look found none.
+        self._last_query: dict[str, int] = {}
+        self._no_queries: dict[str, float] = {}
         # The other replicas' ear (server/replicas.py, on PostgreSQL): each signal a caller gives, as one line.
         self.share: Callable[[str], None] | None = None
         # What looks proved of runner tokens (server/passes.py): a signal for a runner ends its pass.
@@ -239,6 +244,7 @@ class Wakeups:
         """Signals from other replicas may have been lost (the link to the database was down): every held
         poll and every follower looks at the store once more, and every runner's next call is checked there."""
         self._quiet.clear()
+        self._no_queries.clear()
         self.passes.clear()
         for idle in (self._idle, self._idle_busy):
             for queue in idle.values():
@@ -276,6 +282,25 @@ class Wakeups:
             return False
         return True
 
+    def no_queries(self, runtime_id: str, mark: int) -> None:
+        """A look begun at `mark` found no git query for the runtime: unless one was signalled for it since, the
+        next looks skip the git-query query (a build's claim then runs without it)."""
+        if self._last_query.get(runtime_id, 0) <= mark:
+            self._no_queries[runtime_id] = time.monotonic()
+
+    def queries_quiet(self, runtime_id: str) -> bool:
+        """Whether no git query waits in the runtime, as far as the signals since the last look that found none
+        tell (for at most QUIET_TRUST seconds, as `is_quiet`)."""
+        if self.is_quiet(runtime_id):
+            return True
+        since = self._no_queries.get(runtime_id)
+        if since is None:
+            return False
+        if time.monotonic() - since > QUIET_TRUST:
+            del self._no_queries[runtime_id]
+            return False
+        return True
+
     def _signalled(self, runtime_id: str) -> None:
         self._signals += 1
         self._last_signal[runtime_id] = self._signals
@@ -290,6 +315,8 @@ class Wakeups:
 
     def _query_here(self, runtime_id: str) -> None:
         self._signalled(runtime_id)
+        self._last_query[runtime_id] = self._signals
+        self._no_queries.pop(runtime_id, None)
         if not self._wake_first(runtime_id, [self._idle_busy, self._idle], "query"):
             self._missed_queries.add(runtime_id)
 

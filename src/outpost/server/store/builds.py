@@ -93,16 +93,19 @@ async def _next_number(session: AsyncSession, pipeline_id: str) -> int:
     """The pipeline's next build number. One statement reads and bumps the counter: on PostgreSQL its row lock
     makes a concurrent creation wait and then see the new value; SQLite runs one writer at a time. Either way
     two builds of a pipeline never get one number (the unique constraint would refuse it anyway)."""
-    number = await session.scalar(
-        update(Pipeline)
-        .where(Pipeline.id == pipeline_id)
-        .values(last_build_number=Pipeline.last_build_number + 1)
-        .returning(Pipeline.last_build_number)
-        .execution_options(synchronize_session=False)
-    )
+    number = await session.scalar(_BUMP_NUMBER, {"pipeline_id": pipeline_id})
     if number is None:
         raise NotFound(f"no pipeline {pipeline_id!r}")
     return int(number)
+
+
+# Built once (building it cost more than running it). On the table, not the entity: no ORM bookkeeping to do.
+_BUMP_NUMBER = (
+    update(Pipeline.__table__)  # type: ignore[arg-type]
+    .where(Pipeline.__table__.c.id == bindparam("pipeline_id"))
+    .values(last_build_number=Pipeline.__table__.c.last_build_number + 1)
+    .returning(Pipeline.__table__.c.last_build_number)
+)
 
 
 # Where a provider shows a repository's commits and pull requests, below its web address and owner/name.
@@ -384,7 +387,18 @@ async def resume_of(session: AsyncSession, build: Build) -> ResumeFrom | None:
 # --- the runner's side -------------------------------------------------------------------------
 
 
-async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) -> tuple[Build, Lease, str] | None:
+@dataclass(frozen=True)
+class Claim:
+    """A build handed to a runner: the build, its new lease and the lease's job token (shown only here). `more`: when
+    the build was picked, another queued build of the runtime was there too (the poll passes the wake-up on)."""
+
+    build: Build
+    lease: Lease
+    job_token: str
+    more: bool
+
+
+async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) -> Claim | None:
     """Atomically hands the oldest queued build of the runner's runtime to this runner, skipping builds
     whose trigger already has as many builds out as its concurrency allows. 401 for a revoked runner: once there
     is a candidate its row is locked, before the claim, so a claim and a revocation exclude each other and a
@@ -394,10 +408,12 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
     locked: str | None = None
     runner_locked = False
     for _ in range(CLAIM_ATTEMPTS):
-        row = (await session.execute(_NEXT_QUEUED, _of(runner))).first()
-        if row is None:
+        # The two oldest: the second says whether the wake-up should go on to another poll (a look of its own after
+        # the claim cost a statement a claim).
+        rows = (await session.execute(_NEXT_QUEUED, _of(runner))).all()
+        if not rows:
             return None  # an idle poll's look ends here: one query, no lock
-        candidate, trigger_id = row
+        candidate, trigger_id = rows[0]
         if not runner_locked:
             if session.get_bind().dialect.name == "sqlite":
                 # One connection: no revocation or drain commits while this transaction, which read `runner`,
@@ -435,25 +451,16 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
         # loads the claimed build in the same statement (a SELECT after it cost a statement a claim).
         build = (
             await session.execute(
-                update(Build)
-                .where(Build.id == candidate, Build.status == "queued")
-                .values(status="claimed", runner_id=runner.id, lease_id=lease.id, claimed_at=t)
-                .returning(Build),
+                _CLAIM,
+                {"build_id": candidate, "runner_id": runner.id, "lease_id": lease.id, "claimed_at": t},
                 execution_options={"populate_existing": True},
             )
         ).scalar_one_or_none()
         if build is not None:
             session.add(lease)
             await session.flush()
-            return build, lease, job_token
+            return Claim(build, lease, job_token, more=len(rows) > 1)
     return None
-
-
-async def claimable(session: AsyncSession, runner: Runner) -> bool:
-    """Whether a queued build is there for the runner's runtime that `claim_next` could hand out (whose
-    trigger has room): after a claim, the dispatcher passes the wake-up on to another poll if so."""
-    found = await session.scalar(_ANY_QUEUED, _of(runner))
-    return found is not None
 
 
 def _of(runner: Runner) -> dict[str, str]:
@@ -480,8 +487,18 @@ _CLAIMABLE = (
     Build.status == "queued",
     or_(Build.trigger_id.is_(None), Build.trigger_id.not_in(_busy_triggers(bindparam("account_id")))),
 )
-_NEXT_QUEUED = select(Build.id, Build.trigger_id).where(*_CLAIMABLE).order_by(Build.created_at, Build.id).limit(1)
-_ANY_QUEUED = select(Build.id).where(*_CLAIMABLE).limit(1)
+_NEXT_QUEUED = select(Build.id, Build.trigger_id).where(*_CLAIMABLE).order_by(Build.created_at, Build.id).limit(2)
+_CLAIM = (
+    update(Build)
+    .where(Build.id == bindparam("build_id"), Build.status == "queued")
+    .values(
+        status="claimed",
+        runner_id=bindparam("runner_id"),
+        lease_id=bindparam("lease_id"),
+        claimed_at=bindparam("claimed_at"),
+    )
+    .returning(Build)
+)
 
 
 async def _trigger_is_busy(session: AsyncSession, trigger_id: str) -> bool:

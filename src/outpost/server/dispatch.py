@@ -181,9 +181,23 @@ class Wakeups:
         return True
 
     async def sleep(self, waiter: Waiter, seconds: float, *, unless: asyncio.Future[None] | None = None) -> None:
+        """Until the waiter is woken, the seconds run out, or `unless` (its runner hanging up) is done. The poll's
+        own task awaits the event: a wake-up resumes it in the loop's next turn (`wait` would pass it through a
+        task of its own and `asyncio.wait`, two turns more, in which other work runs first)."""
+        if unless is not None:
+            if unless.done():
+                self._unidle(waiter)
+                return
+            hung_up = _setter(waiter.event)  # the event is the poll's own: its loop tells a hang-up from a wake-up
+            unless.add_done_callback(hung_up)
         try:
-            await self.wait(waiter.event, seconds, unless=unless)
+            async with asyncio.timeout(seconds):
+                await waiter.event.wait()
+        except TimeoutError:
+            pass
         finally:
+            if unless is not None:
+                unless.remove_done_callback(hung_up)
             self._unidle(waiter)
 
     def _unidle(self, waiter: Waiter) -> None:
@@ -374,6 +388,10 @@ class Wakeups:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             woken.cancel()
+
+
+def _setter(event: asyncio.Event) -> Callable[[asyncio.Future[None]], None]:
+    return lambda _future: event.set()
 
 
 @contextlib.asynccontextmanager

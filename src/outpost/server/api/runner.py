@@ -140,7 +140,7 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
                 try:
                     mark = wakeups.mark()
                     async with svc.tx() as session:
-                        runner = await session.get_one(Runner, runner_id)
+                        runner = await builds.runner_for_look(session, runner_id)
                         if runner.revoked_at is not None:
                             raise Unauthorized("this runner was revoked")
                         found = await _next_tasks(svc, session, runner, body, limit, mark)

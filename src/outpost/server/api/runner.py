@@ -128,7 +128,7 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
     waiter = wakeups.enter(runner_id, runtime_id, builds=takes, max_polls=svc.settings.max_polls)
     try:
         async with hang_up(request.receive) as gone:
-            while not wakeups.closing and not gone.done() and not waiter.superseded:
+            while not wakeups.closing and not gone.done() and not waiter.superseded and not waiter.expired:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

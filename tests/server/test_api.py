@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.stack import Stack
 
 HELLO = """version: '1.0'
@@ -41,6 +43,22 @@ async def test_a_revoked_token_stops_working(stack: Stack) -> None:
     assert revoked.status_code == 200
     r = await stack.api("GET", "/pipelines", token=created["token"])
     assert r.status_code == 401
+
+
+async def test_build_requests_refused_after_their_token_check_leave_the_control_plane_serving(stack: Stack) -> None:
+    """The builds routes check the token in the transaction the handler then uses: a request refused after that
+    check (an invalid body, an unknown pipeline or build) must not keep it open (on SQLite it would hold the one
+    connection, and every later request would wait for it)."""
+    await stack.pipeline("hello", HELLO)
+    async with asyncio.timeout(30), stack.client() as c:
+        for _ in range(3):
+            assert (await c.post("/api/v1/pipelines/hello/builds", json={"branch": 5})).status_code == 422
+            assert (await c.post("/api/v1/pipelines/nope/builds", json={})).status_code == 404
+            assert (await c.get("/api/v1/builds/nope")).status_code == 404
+            assert (await c.post("/api/v1/builds/nope/cancel")).status_code == 404
+        build = (await c.post("/api/v1/pipelines/hello/builds", json={})).json()
+        assert build["number"] == 1
+        assert (await c.get(f"/api/v1/builds/{build['id']}")).json()["status"] == "queued"
 
 
 async def test_tokens_are_stored_only_as_hashes(stack: Stack) -> None:

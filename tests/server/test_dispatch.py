@@ -169,6 +169,42 @@ async def test_a_build_queued_after_an_empty_look_is_claimed_by_the_next_poll(st
     assert answer.json()["task"]["build_id"] == build["id"]
 
 
+async def test_a_git_query_asked_after_a_claim_found_none_reaches_the_next_poll(calm: Stack) -> None:
+    """A claim's look that found no git query lets the looks after it skip that query: a git query asked later
+    must still reach a poll at once, whether the poll waits when it is asked or comes after."""
+    stack = calm
+    r = await stack.api(
+        "POST",
+        "/integrations",
+        json={"kind": "git", "name": "corp", "url": "https://git.corp.invalid", "behind_firewall": True},
+    )
+    assert r.status_code == 201, r.text
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    claimed = await poll(stack, runner.runner_token)
+    assert claimed.json()["task"]["build_id"] == build["id"]  # that look found no git query
+
+    async def ask() -> httpx.Response:
+        return await stack.api("GET", "/integrations/git/corp/branches", params={"repo": "acme/app", "wait": 10})
+
+    for poll_first in (True, False):
+        if poll_first:
+            held = asyncio.create_task(poll(stack, runner.runner_token, wait=3.0))
+            await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the poll to wait")
+            asking = asyncio.create_task(ask())
+        else:
+            asking = asyncio.create_task(ask())
+            await asyncio.sleep(0.2)  # the query stored (were it not yet, the poll would wait for its signal)
+            held = asyncio.create_task(poll(stack, runner.runner_token, wait=3.0))
+        answer = await held
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["task"]["kind"] == "git_query"
+        asking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asking
+
+
 async def test_a_build_requested_while_a_runner_waits_says_nothing_of_waiting_unless_that_runner_is_drained(
     stack: Stack,
 ) -> None:

@@ -68,16 +68,48 @@ class Services:
     @asynccontextmanager
     async def as_caller(self, access: Access) -> AsyncIterator[tuple[AsyncSession, accounts.Principal]]:
         """A transaction on behalf of the holder of an API token: 401 if it is unknown, revoked or expired,
-        403 if it lacks the role the route needs (checked before the handler does anything). The request's first
-        transaction takes the proof of its dependency's check (api/deps.py), made just before in a transaction of
-        its own, instead of reading the token again: a revocation committed in between lets this one call through
-        (it began before), never the next."""
+        403 if it lacks the role the route needs (checked before the handler does anything).
+
+        The request's first transaction takes what its dependency (api/deps.py) left: with `needs_now`, the
+        dependency's own transaction, still open, whose check is this one's (committed here when the block ends);
+        with `needs`, the proof of a check made just before in a transaction of its own, instead of reading the
+        token again: a revocation committed in between lets this one call through (it began before), never the
+        next."""
+        if access.opened:
+            opened = access.opened.pop()
+            try:
+                yield opened.session, opened.principal
+            except BaseException:
+                await opened.session.rollback()
+                raise
+            await opened.session.commit()
+            return
         async with self.sessions.begin() as session:
             if access.proof:
                 principal = access.proof.pop()
             else:
-                principal = await accounts.authenticate(session, access.token, access.address)
-                accounts.require(principal, access.role, scoped=access.scoped)
-                if access.superuser:
-                    accounts.require_superuser(principal)
+                principal = await self._check(session, access)
             yield session, principal
+
+    @asynccontextmanager
+    async def open_as_caller(self, access: Access) -> AsyncIterator[Opened]:
+        """A transaction whose caller is checked (as `as_caller`), left open for a later `as_caller` to take and
+        commit; rolled back when this block ends if nothing took it."""
+        async with self.sessions() as session:  # closing the session rolls back a transaction still open
+            yield Opened(session, await self._check(session, access))
+
+    @staticmethod
+    async def _check(session: AsyncSession, access: Access) -> accounts.Principal:
+        principal = await accounts.authenticate(session, access.token, access.address)
+        accounts.require(principal, access.role, scoped=access.scoped)
+        if access.superuser:
+            accounts.require_superuser(principal)
+        return principal
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A transaction begun on behalf of a checked caller (`Services.open_as_caller`)."""
+
+    session: AsyncSession
+    principal: accounts.Principal

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outpost.server.api.deps import AsDeveloper, ScopedDeveloper, ScopedViewer, Svc
+from outpost.server.api.deps import AsDeveloperNow, ScopedDeveloperNow, ScopedViewerNow, Svc
 from outpost.server.api.schemas.builds import BuildIn, BuildOut, RestartIn
 from outpost.server.dispatch import runtime_key
 from outpost.server.presence import online_since
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 
 @router.post("/pipelines/{name}/builds", status_code=201)
-async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloper, svc: Svc) -> BuildOut:
+async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloperNow, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         pipeline = await pipelines.get_pipeline(session, who, name)
         build = await builds.create_build(
@@ -46,7 +46,7 @@ Text = Annotated[str | None, Query(max_length=255)]
 
 @router.get("/builds")
 async def list_builds(
-    token: ScopedViewer,
+    token: ScopedViewerNow,
     svc: Svc,
     pipeline: Text = None,
     status: Text = None,
@@ -69,7 +69,7 @@ async def list_builds(
 
 
 @router.get("/builds/{build_id}")
-async def show_build(build_id: str, token: ScopedViewer, svc: Svc) -> BuildOut:
+async def show_build(build_id: str, token: ScopedViewerNow, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         build = await builds.get_build(session, who, build_id)
         return BuildOut.of(build, svc.build_url(build.id), await builds.list_steps(session, build))
@@ -77,7 +77,7 @@ async def show_build(build_id: str, token: ScopedViewer, svc: Svc) -> BuildOut:
 
 @router.get("/pipelines/{name}/builds/{number}")
 async def show_build_by_number(
-    name: str, number: Annotated[int, Path(ge=1, le=2**31 - 1)], token: ScopedViewer, svc: Svc
+    name: str, number: Annotated[int, Path(ge=1, le=2**31 - 1)], token: ScopedViewerNow, svc: Svc
 ) -> BuildOut:
     """A build by its pipeline's number for it, as `outpost build show my-app#42` asks."""
     async with svc.as_caller(token) as (session, who):
@@ -87,7 +87,7 @@ async def show_build_by_number(
 
 
 @router.post("/builds/{build_id}/cancel")
-async def cancel_build(build_id: str, token: AsDeveloper, svc: Svc) -> BuildOut:
+async def cancel_build(build_id: str, token: AsDeveloperNow, svc: Svc) -> BuildOut:
     async with svc.as_caller(token) as (session, who):
         build = await builds.request_cancel(session, who, build_id)
     svc.wakeups.build_changed(build)  # the poll of the runner that runs it answers cancel_build
@@ -95,7 +95,7 @@ async def cancel_build(build_id: str, token: AsDeveloper, svc: Svc) -> BuildOut:
 
 
 @router.post("/builds/{build_id}/restart", status_code=201)
-async def restart_build(build_id: str, body: RestartIn, token: ScopedDeveloper, svc: Svc) -> BuildOut:
+async def restart_build(build_id: str, body: RestartIn, token: ScopedDeveloperNow, svc: Svc) -> BuildOut:
     """A new build of the same branch, commit and variables; `from_failed` skips the steps that succeeded, where
     the runner still holds the build's volume (docs/artifacts.md)."""
     async with svc.as_caller(token) as (session, who):

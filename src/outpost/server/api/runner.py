@@ -128,7 +128,7 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
     waiter = wakeups.enter(runner_id, runtime_id, builds=takes, max_polls=svc.settings.max_polls)
     try:
         async with hang_up(request.receive) as gone:
-            while not wakeups.closing and not gone.done() and not waiter.superseded:
+            while not wakeups.closing and not gone.done() and not waiter.superseded and not waiter.expired:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -140,7 +140,7 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
                 try:
                     mark = wakeups.mark()
                     async with svc.tx() as session:
-                        runner = await session.get_one(Runner, runner_id)
+                        runner = await builds.runner_for_look(session, runner_id)
                         if runner.revoked_at is not None:
                             raise Unauthorized("this runner was revoked")
                         found = await _next_tasks(svc, session, runner, body, limit, mark)
@@ -187,7 +187,8 @@ async def _next_tasks(
     """What the runner gets now, in this order: cancels, approval answers, a git query, builds (at most
     free_slots); at most `limit` tasks in all. In a runtime the dispatcher knows to be quiet (nothing claimable
     and no signal since, see dispatch.py) the git-query and claim queries are skipped: an idle poll's renewal
-    then runs only its authentication. `mark` is the dispatcher's, taken before the transaction began."""
+    then runs only its authentication; in one it knows to have no git query, the git-query query. `mark` is the
+    dispatcher's, taken before the transaction began."""
     found = _Found()
     tasks = found.tasks
     for build_id in (await builds.cancel_pending_for(session, runner, body.running))[:limit]:
@@ -197,8 +198,11 @@ async def _next_tasks(
     quiet = svc.wakeups.is_quiet(runner.runtime_id)
     if len(tasks) < limit:
         found.tried_queries = True
-        if not quiet and (query := await gitqueries.next_for(session, runner, svc.secrets)):  # needs no slot
-            tasks.append(query)
+        if not svc.wakeups.queries_quiet(runner.runtime_id):
+            if query := await gitqueries.next_for(session, runner, svc.secrets):  # needs no slot
+                tasks.append(query)
+            else:  # none: the looks after this one skip this query until a git query is signalled
+                svc.wakeups.no_queries(runner.runtime_id, mark)
     slots = min(body.free_slots, limit - len(tasks)) if runner.drained_at is None else 0
     if slots <= 0:
         return found
@@ -211,8 +215,8 @@ async def _next_tasks(
             if not tasks:  # neither a git query nor a build: the runtime is quiet for the next looks
                 svc.wakeups.quiet(runner.runtime_id, mark)
             return found
-        tasks.append(await _run_task(svc, session, runner, *claimed))
-    found.more_builds = await builds.claimable(session, runner)
+        tasks.append(await _run_task(svc, session, runner, claimed.build, claimed.lease, claimed.job_token))
+        found.more_builds = claimed.more
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import Conflict, Invalid, NotFound, PipelineError
@@ -205,11 +205,16 @@ async def _runtime(session: AsyncSession, principal: Principal, name: str | None
     return await default_runtime(session, principal)
 
 
+# Built once: every build request looks its pipeline up by name (building the statement cost more than running it).
+_BY_NAME = select(Pipeline).where(Pipeline.account_id == bindparam("account_id"), Pipeline.name == bindparam("name"))
+_BY_NAME_SCOPED = _BY_NAME.where(Pipeline.id == bindparam("pipeline_id"))  # a scoped token sees its one pipeline only
+
+
 async def find_pipeline(session: AsyncSession, principal: Principal, name: str) -> Pipeline | None:
-    query = select(Pipeline).where(Pipeline.account_id == principal.account_id, Pipeline.name == name)
-    if principal.pipeline_id:  # a scoped token sees its one pipeline only
-        query = query.where(Pipeline.id == principal.pipeline_id)
-    result: Pipeline | None = await session.scalar(query)
+    values = {"account_id": principal.account_id, "name": name}
+    if principal.pipeline_id:
+        values["pipeline_id"] = principal.pipeline_id
+    result: Pipeline | None = await session.scalar(_BY_NAME_SCOPED if principal.pipeline_id else _BY_NAME, values)
     return result
 
 

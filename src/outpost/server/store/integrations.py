@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.containers.images import canonical_host
@@ -282,8 +282,11 @@ def git_access(integration: Integration, box: SecretBox) -> GitAccess:
 async def of_build_account(session: AsyncSession, build: Build) -> list[Integration]:
     """Every integration of the build's account, by name: one query for all that a claim hands over (the
     `*_for_build` functions take them as `rows`)."""
-    query = select(Integration).where(Integration.account_id == build.account_id).order_by(Integration.name)
-    return list(await session.scalars(query))
+    return list(await session.scalars(_OF_ACCOUNT, {"account_id": build.account_id}))
+
+
+# Built once: every claim reads them (building the statement each time was ~16 % of a claiming poll's samples).
+_OF_ACCOUNT = select(Integration).where(Integration.account_id == bindparam("account_id")).order_by(Integration.name)
 
 
 async def _of_kind(

@@ -294,13 +294,7 @@ class Wakeups:
 
     def is_quiet(self, runtime_id: str) -> bool:
         """Whether the runtime has nothing claimable, as far as the signals since its last empty look tell."""
-        since = self._quiet.get(runtime_id)
-        if since is None:
-            return False
-        if time.monotonic() - since > QUIET_TRUST:
-            del self._quiet[runtime_id]
-            return False
-        return True
+        return _still_trusted(self._quiet, runtime_id)
 
     def no_queries(self, runtime_id: str, mark: int) -> None:
         """A look begun at `mark` found no git query for the runtime: unless one was signalled for it since, the
@@ -311,15 +305,7 @@ class Wakeups:
     def queries_quiet(self, runtime_id: str) -> bool:
         """Whether no git query waits in the runtime, as far as the signals since the last look that found none
         tell (for at most QUIET_TRUST seconds, as `is_quiet`)."""
-        if self.is_quiet(runtime_id):
-            return True
-        since = self._no_queries.get(runtime_id)
-        if since is None:
-            return False
-        if time.monotonic() - since > QUIET_TRUST:
-            del self._no_queries[runtime_id]
-            return False
-        return True
+        return self.is_quiet(runtime_id) or _still_trusted(self._no_queries, runtime_id)
 
     def _signalled(self, runtime_id: str) -> None:
         self._signals += 1
@@ -424,6 +410,18 @@ WORK, QUERY, RUNNER, KEY = "w", "q", "r", "k"
 RETRY_AFTER = 5  # seconds a refused poll is told to wait (runners add jitter)
 POLLS_PER_RUNNER = 4  # polls one runner may hold at once in this process; a newer one ends the oldest
 QUIET_TRUST = 5.0  # seconds an empty look vouches for its runtime (renewed polls skip their claim meanwhile)
+
+
+def _still_trusted(looks: dict[str, float], runtime_id: str) -> bool:
+    """Whether the runtime's last empty look (when, monotonic) is at most QUIET_TRUST seconds old; an older one
+    is forgotten."""
+    since = looks.get(runtime_id)
+    if since is None:
+        return False
+    if time.monotonic() - since > QUIET_TRUST:
+        del looks[runtime_id]
+        return False
+    return True
 
 
 def runtime_key(runtime_id: str) -> str:

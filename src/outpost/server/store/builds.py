@@ -339,12 +339,9 @@ async def list_builds(
 async def list_steps(session: AsyncSession, build: Build) -> list[Step]:
     if build.id in session.info.get(_EVERY_STEP_SEEN, ()):
         known = [step for (build_id, _), step in _seen_steps(session).items() if build_id == build.id]
-        # The query's order: by position, then id; a step added in this transaction and not flushed yet will get a
-        # larger id than every stored one, and ids in the order the steps were added (the seen map's order).
-        unflushed = _UNFLUSHED
-        return sorted(
-            known, key=lambda step: (step.position, step.id if step.id is not None else unflushed + known.index(step))
-        )
+        # The query's order: by position, then id. A step added in this transaction and not flushed yet will get a
+        # larger id than every stored one, in the order the steps were added: the seen map's, which the sort keeps.
+        return sorted(known, key=lambda step: (step.position, step.id if step.id is not None else _UNFLUSHED))
     rows = list(await session.scalars(select(Step).where(Step.build_id == build.id).order_by(Step.position, Step.id)))
     seen = _seen_steps(session)
     seen.update({(build.id, step.name): step for step in rows})
@@ -702,31 +699,33 @@ async def mark_started(session: AsyncSession, held: Held, message: BuildStarted)
         build.yaml_revision = message.yaml_revision
     for position, plan in enumerate(message.steps, start=1):
         if plan.name not in existing:
-            step = Step(
-                build_id=build.id,
-                name=plan.name,
-                position=position,
+            _add_step(
+                session,
+                build,
+                plan.name,
+                position,
                 title=plan.title,
                 stage=plan.stage,
                 type=plan.type,
                 parent=plan.parent,
-                status="pending",  # read before the flush that would set the column defaults
-                log_size=0,
             )
-            session.add(step)
-            _seen_steps(session)[(build.id, plan.name)] = step
-    # Not flushed here: the steps are inserted at commit, with what the rest of the report sets (log chunks take
-    # their step's id in the same flush, through LogChunk.step).
 
 
 async def step_for(session: AsyncSession, build: Build, name: str) -> Step:
     """The step row of that name, created on first mention (the system stream, a late plan)."""
     step = await _known_step(session, build, name)
     if step is None:
-        position = 0 if name.startswith("$") else 10_000
-        step = Step(build_id=build.id, name=name, position=position, status="pending", log_size=0)
-        session.add(step)
-        _seen_steps(session)[(build.id, name)] = step  # inserted at the transaction's flush (see mark_started)
+        step = _add_step(session, build, name, 0 if name.startswith("$") else 10_000)
+    return step
+
+
+def _add_step(session: AsyncSession, build: Build, name: str, position: int, **plan: Any) -> Step:
+    """A new step, known to the session's seen map. Not flushed here: it is inserted at commit with what the rest
+    of the report sets (its log chunks take its id in the same flush, through LogChunk.step)."""
+    # status and log_size are read before that flush, which is what would set their column defaults
+    step = Step(build_id=build.id, name=name, position=position, status="pending", log_size=0, **plan)
+    session.add(step)
+    _seen_steps(session)[(build.id, name)] = step
     return step
 
 

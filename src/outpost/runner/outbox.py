@@ -22,7 +22,6 @@ Layout of the folder:
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import functools
@@ -35,10 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from outpost.runner import sealing
 from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, Unreachable, retrying
 from outpost.wire import SYSTEM_STREAM, BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 
@@ -439,7 +435,7 @@ def write_lease(folder: Path, task: RunBuildTask, runner_token: str, *, made: bo
         folder.mkdir(parents=True, exist_ok=True)
     lease = {"build_id": task.build_id, "lease_id": task.lease_id, "lease_ttl": task.lease_ttl}
     if runner_token:
-        lease["job_token"] = _sealer(runner_token, task.lease_id).encrypt(task.job_token.encode()).decode()
+        lease["job_token"] = sealing.seal(task.job_token, runner_token, task.lease_id)
     # One write, not json.dump's through a text file: the file is small, and on the hand-over's path.
     data = json.dumps(lease).encode()
     fd = os.open(folder / LEASE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -456,8 +452,7 @@ def read_lease(folder: Path, runner_token: str) -> RunBuildTask:
     job token was not kept, or was sealed under another runner token (the runner registered again)."""
     try:
         lease = json.loads((folder / LEASE_FILE).read_text())
-        sealed = str(lease["job_token"]).encode()
-        job_token = _sealer(runner_token, str(lease["lease_id"])).decrypt(sealed).decode()
+        job_token = sealing.unseal(str(lease["job_token"]), runner_token, str(lease["lease_id"]))
         return RunBuildTask(
             build_id=str(lease["build_id"]),
             lease_id=str(lease["lease_id"]),
@@ -467,14 +462,9 @@ def read_lease(folder: Path, runner_token: str) -> RunBuildTask:
             pipeline="",
             yaml="",
         )
-    except (KeyError, TypeError, InvalidToken, json.JSONDecodeError) as exc:  # empty: a spare's (spares.py)
+    # An empty file is a spare's (spares.py); ValueError covers sealing.Unsealable and json.JSONDecodeError.
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"no job token to deliver with: {type(exc).__name__} {exc}") from exc
-
-
-def _sealer(runner_token: str, lease_id: str) -> Fernet:
-    """Seals a job token under a key derived from the runner token (docs/protocol.md: what that protects)."""
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=lease_id.encode(), info=b"outpost job token at rest")
-    return Fernet(base64.urlsafe_b64encode(key.derive(runner_token.encode())))
 
 
 def _write_atomically(path: Path, text: str) -> None:

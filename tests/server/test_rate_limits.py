@@ -1,34 +1,43 @@
 """Rate limits on the routes that check passwords, create credentials or take unauthenticated work, and the
-login lockout: real requests through the app, from more than one client address."""
+login lockout: real requests through the app, from more than one client address, on SQLite (kept in memory) and
+on PostgreSQL (kept in the database, so that replicas count together: two replicas at the end)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from html import unescape
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy import func, select, update
 
+from outpost.server import cron
+from outpost.server.app import fire_cron
 from outpost.server.bootstrap import bootstrap
+from outpost.server.models import LoginFailure, RateBucket
 from outpost.server.ui.lockout import LoginLockout
 from outpost.settings import ServerSettings
 from outpost.wire import PREFIX
 from tests.stack import BASE, Stack, running_stack, settings_for
 
-WINDOW = 0.6  # seconds: small, so the tests that wait for a refill stay short
+WINDOW = (
+    2.0  # seconds: short, so the tests that wait for a refill stay short, and long enough that none refills mid-test
+)
 ALLOWED = 3
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
 
-@pytest.fixture
-async def limited(tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
-    settings = settings_for(
-        f"sqlite+aiosqlite:///{tmp_path / 'outpost.db'}",
-        tmp_path / "data",
+def limited_settings(database_url: str, data_dir: Path) -> ServerSettings:
+    return settings_for(
+        database_url,
+        data_dir,
         rate_window=WINDOW,
         rate_login=50,
         rate_tokens=ALLOWED,
@@ -38,7 +47,11 @@ async def limited(tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
         login_delay=0.3,
         login_max_delay=5.0,
     )
-    async with running_stack(settings) as stack:
+
+
+@pytest.fixture
+async def limited(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
+    async with running_stack(limited_settings(database_url, tmp_path / "data")) as stack:
         installation = await bootstrap(stack.services, stack.data_dir, local_runtime=True, ui_admin=True)
         yield stack, installation.password
 
@@ -158,3 +171,83 @@ def test_the_limits_are_read_from_the_environment() -> None:
     assert (settings.rate_login, settings.rate_window, settings.login_free_failures) == (7, 30.0, 3)
     assert settings.rate_tokens == 60
     assert settings.rate_webhooks == 1200
+
+
+# --- replicas on one PostgreSQL count together -------------------------------------------------------
+
+
+@pytest.fixture
+async def two_replicas(postgres_base: str, tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack, str]]:
+    """Two control planes (the real app, each its own process state) on one PostgreSQL database, as behind a
+    load balancer; one data dir, so the second reads the admin token the first wrote."""
+    name = "rl_" + uuid.uuid4().hex[:12]
+    admin = postgres_base.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    settings = limited_settings(f"{postgres_base}/{name}", tmp_path / "data")
+    try:
+        async with running_stack(settings) as a, running_stack(settings) as b:
+            installation = await bootstrap(a.services, a.data_dir, local_runtime=True, ui_admin=True)
+            yield a, b, installation.password
+    finally:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+
+async def test_replicas_count_one_clients_allowance_together(two_replicas: tuple[Stack, Stack, str]) -> None:
+    a, b, _ = two_replicas
+    path, kwargs = CALLS["token"]
+    async with client_from(a, "10.0.0.9") as via_a, client_from(b, "10.0.0.9") as via_b:
+        codes = [(await client.post(path, **kwargs)).status_code for client in (via_a, via_b, via_a)]
+        assert codes == [201] * ALLOWED
+        refused = await via_b.post(path, **kwargs)  # B alone has seen one call: it counts A's too
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert (await via_a.post(path, **kwargs)).status_code == 429
+    async with client_from(b, "10.0.0.10") as other:
+        assert (await other.post(path, **kwargs)).status_code == 201  # another address has its own
+    async with a.services.tx() as session:
+        held = await session.scalar(select(func.count()).select_from(RateBucket))
+    assert held == 2
+
+
+async def test_a_guesser_slowed_by_one_replica_is_slowed_by_the_other(two_replicas: tuple[Stack, Stack, str]) -> None:
+    a, b, password = two_replicas
+    async with client_from(a, "10.6.6.6") as on_a, client_from(b, "10.6.6.6") as on_b:
+        for n in range(6):  # five free failures and the one that starts the delay, spread over both
+            r = await log_in(on_a if n % 2 else on_b, "admin", f"guess-{n}")
+            assert r.status_code == 401, (n, r.text)
+        for client in (on_a, on_b):
+            r = await log_in(client, "Admin", password)  # the right password waits too, on either replica
+            assert r.status_code == 429, r.text
+            assert "Too many failed logins" in r.text
+        await asyncio.sleep(0.35)  # the first delay
+        assert (await log_in(on_b, "admin", password)).status_code == 303
+    async with a.services.tx() as session:  # the success cleared the pair for both
+        assert await session.scalar(select(func.count()).select_from(LoginFailure)) == 0
+
+
+async def test_the_cron_forgets_allowances_full_again_and_failures_that_would_start_over(
+    two_replicas: tuple[Stack, Stack, str],
+) -> None:
+    a, b, _ = two_replicas
+    path, kwargs = CALLS["token"]
+    async with client_from(a, "10.0.0.11") as client:
+        assert (await client.post(path, **kwargs)).status_code == 201
+        assert (await log_in(client, "admin", "wrong")).status_code == 401
+    async with a.services.tx() as session:
+        assert await session.scalar(select(func.count()).select_from(RateBucket)) == 2  # token and login
+        assert await session.scalar(select(func.count()).select_from(LoginFailure)) == 1
+        await session.execute(update(LoginFailure).values(last=LoginFailure.last - 11.0))  # past 2 x login_max_delay
+    await asyncio.sleep(WINDOW + 0.1)
+    for replica in (a, b):  # whichever leads the background jobs removes them
+        await fire_cron(replica.services, cron.minute_of(time.time()))
+    async with b.services.tx() as session:
+        assert await session.scalar(select(func.count()).select_from(RateBucket)) == 0
+        assert await session.scalar(select(func.count()).select_from(LoginFailure)) == 0

@@ -39,9 +39,10 @@ from outpost.server.replicas import ReplicaLink, asyncpg_dsn
 from outpost.server.secrets import SecretBox
 from outpost.server.services import Services
 from outpost.server.store import deliveries as store_deliveries
+from outpost.server.store import limits as store_limits
 from outpost.server.store import schedules
 from outpost.server.ui import install as install_ui
-from outpost.server.ui.lockout import LoginLockout
+from outpost.server.ui.lockout import LoginLockout, SharedLoginLockout
 from outpost.settings import ServerSettings
 
 log = logging.getLogger("outpost.server")
@@ -135,13 +136,16 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(metrics.router)
     install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static
-    app.state.login_lockout = LoginLockout.from_settings(settings)  # read by the login form
+    # Replicas share one PostgreSQL: they count rate limits and failed logins there, together.
+    shared = settings.database_url.startswith("postgresql")
+    lockout = SharedLoginLockout.for_app(app.state, settings) if shared else LoginLockout.from_settings(settings)
+    app.state.login_lockout = lockout  # read by the login form
     app.add_middleware(RefuseNul, own_parsing=(webhooks.PREFIX,))
     # Limits what RefuseNul reads.
     bodies = {webhooks.PREFIX: webhooks.MAX_BODY, artifacts.UPLOADS: settings.max_artifact_bytes, **SMALL_BODIES}
     app.add_middleware(BodyLimit, limit=settings.max_request_body, by_prefix=bodies)
     # Outermost: a client over its allowance costs nothing more.
-    app.add_middleware(RateLimit, limits=limits_of(settings))
+    app.add_middleware(RateLimit, limits=limits_of(settings), shared=shared)
     app.add_middleware(Observe, metrics=observed)  # around everything, refusals included: a count costs nothing
     return app
 
@@ -161,3 +165,6 @@ async def fire_cron(services: Services, minute: float) -> None:
         removed = await store_deliveries.remove_old(session, services.settings.delivery_days)
     if removed:
         log.info("removed %d webhook deliveries older than %g days", removed, services.settings.delivery_days)
+    settings, now = services.settings, time.time()
+    async with services.tx() as session:  # allowances full again, failures that would start over
+        await store_limits.forget_idle(session, now - settings.rate_window, now - 2 * settings.login_max_delay)

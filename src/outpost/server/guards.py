@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outpost.server import jsonbodies
 from outpost.server.api.schemas.errors import error_body
+from outpost.server.store import limits as store_limits
 from outpost.settings import ServerSettings
 from outpost.wire import PREFIX, REPORT_CONTENT_TYPE
 
@@ -189,7 +190,8 @@ def limits_of(settings: ServerSettings) -> list[Limit]:
 
 class Allowances:
     """Token buckets by key: each holds up to `count` requests and refills at `count / window` per second, so a
-    client that stops for a window has its whole allowance back. In memory: each server process counts alone."""
+    client that stops for a window has its whole allowance back. In memory: each server process counts alone
+    (on SQLite, where there is one; on PostgreSQL the buckets are rows shared by the replicas: `shared=True`)."""
 
     MAX_KEYS = 100_000  # beyond this many clients, full buckets are forgotten first (they hold nothing)
 
@@ -218,12 +220,17 @@ class Allowances:
 
 
 class RateLimit:
-    """Answers 429 with Retry-After and a reason once a client address has used up a route's allowance."""
+    """Answers 429 with Retry-After and a reason once a client address has used up a route's allowance. With
+    `shared`, the allowances are rows in the database (store/limits.py, one statement a limited request), so
+    replicas on one PostgreSQL count a client together; else this process's memory keeps them."""
 
-    def __init__(self, app: ASGIApp, limits: list[Limit], allowances: Allowances | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: list[Limit], allowances: Allowances | None = None, shared: bool = False
+    ) -> None:
         self.app = app
         self.limits = limits
         self.allowances = allowances or Allowances()
+        self.shared = shared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -231,7 +238,13 @@ class RateLimit:
             limit = next((x for x in self.limits if scope["method"] == x.method and x.path.match(path)), None)
             if limit is not None:
                 address = client_address(scope)
-                wait = self.allowances.take((limit.name, address), limit.count, limit.window)
+                if self.shared:
+                    async with scope["app"].state.services.tx() as session:
+                        wait = await store_limits.take(
+                            session, limit.name, address, limit.count, limit.window, time.time()
+                        )
+                else:
+                    wait = self.allowances.take((limit.name, address), limit.count, limit.window)
                 if wait > 0:
                     await too_many(send, f"too many {limit.name} requests from {address}", wait)
                     return

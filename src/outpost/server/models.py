@@ -434,3 +434,27 @@ class Annotation(Base):
     status: Mapped[str] = mapped_column(String(10))  # passed | failed | error | skipped
     time: Mapped[float | None] = mapped_column(Double, nullable=True)  # seconds
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RateBucket(Base):
+    """One client's allowance on one rate-limited route (server/guards.py), shared by every replica on one
+    PostgreSQL database: a token bucket, refilled from `at` at the limit's rate. Idle ones are removed by the cron."""
+
+    __tablename__ = "rate_buckets"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)  # what is limited: login, token, webhook, …
+    client: Mapped[str] = mapped_column(Text, primary_key=True)  # the client address
+    tokens: Mapped[float] = mapped_column(Double)
+    at: Mapped[float] = mapped_column(Double, index=True)  # wall clock of the last take
+    allowed: Mapped[bool] = mapped_column(Boolean, default=True)  # whether the last take was allowed
+
+
+class LoginFailure(Base):
+    """Failed logins of one username from one client address (ui/lockout.py), shared by every replica on one
+    PostgreSQL database."""
+
+    __tablename__ = "login_failures"
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, primary_key=True)  # lower-cased
+    count: Mapped[int] = mapped_column(Integer)
+    until: Mapped[float] = mapped_column(Double)  # no try before this (wall clock)
+    last: Mapped[float] = mapped_column(Double, index=True)

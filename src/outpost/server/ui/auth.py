@@ -49,7 +49,7 @@ async def login(request: Request) -> Response:
     svc = services(request)
     lockout: LoginLockout = request.app.state.login_lockout
     address = request.client.host if request.client else "unknown"
-    if wait := lockout.wait(address, username):
+    if wait := await lockout.check(address, username):
         seconds = max(1, math.ceil(wait))
         error = f"Too many failed logins for this user from your address: try again in {seconds} s."
         response = _login_page(request, next_, username=username, error=error, status=429)
@@ -59,9 +59,9 @@ async def login(request: Request) -> Response:
         user = await users.authenticate(session, username, password) if username and password else None
     if user is None:
         if username:
-            lockout.failed(address, username)
+            await lockout.record_failure(address, username)
         return _login_page(request, next_, username=username, error="Wrong username or password.", status=401)
-    lockout.succeeded(address, username)
+    await lockout.record_success(address, username)
     response = see_other(next_)
     open_session(svc, response, user)
     response.delete_cookie(LOGIN_COOKIE, path="/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class Watching(httpx.AsyncBaseTransport):
         self.lose_request: set[int] = set()  # which reports (1, 2, ...) never reach the control plane
         self.lose_answer: set[int] = set()  # which reports are stored, but their answer is lost
         self.hide_window = False
+        self.hide_max_bytes = False  # a 413 that does not say how much the control plane takes
+        self.statuses: list[int] = []  # each report's answer
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not request.url.path.endswith("/report"):
@@ -55,6 +58,11 @@ class Watching(httpx.AsyncBaseTransport):
                 raise httpx.ReadError("connection reset", request=request)
             if self.hide_window:
                 del response.headers[REPORTS_IN_FLIGHT_HEADER]
+            self.statuses.append(response.status_code)
+            if response.status_code == 413 and self.hide_max_bytes:
+                body = json.loads(await response.aread())
+                del body["max_bytes"]
+                return httpx.Response(413, json=body)
             return response
         finally:
             self.flying -= 1
@@ -97,12 +105,12 @@ async def follow(stack: Stack, build_id: str) -> tuple[dict[str, bytes], list[st
 
 
 async def deliver(
-    stack: Stack, tmp_path: Path, watching: Watching, *logs: tuple[str, bytes]
+    stack: Stack, tmp_path: Path, watching: Watching, *logs: tuple[str, bytes], max_chunk: int = CHUNK
 ) -> tuple[dict[str, bytes], list[str]]:
     """Steps' logs, one after the other, each written in 16 KiB pieces and followed by the step's end, then the
     build's end, sent through `watching`; returns what a follower saw of the build (`follow`)."""
     task = await claimed(stack)
-    box = Outbox.create(tmp_path / "box", task, ProtocolClient(BASE, transport=watching), max_chunk=CHUNK)
+    box = Outbox.create(tmp_path / "box", task, ProtocolClient(BASE, transport=watching), max_chunk=max_chunk)
     await box.started(BuildStarted(steps=[]))
     follower = asyncio.create_task(follow(stack, task.build_id))
     pump = asyncio.create_task(box.pump())
@@ -171,3 +179,20 @@ async def test_reports_lost_in_flight_or_whose_answers_are_lost_leave_no_hole_an
     seen, _ = await deliver(patient_stack, tmp_path, watching, ("loud", log))
     assert seen["loud"] == log
     assert watching.most == 2
+
+
+@pytest.mark.parametrize("says_how_much", [True, False])
+async def test_reports_larger_than_the_control_plane_now_takes_are_sent_again_smaller_not_dropped(
+    patient_stack: Stack, tmp_path: Path, says_how_much: bool
+) -> None:
+    """The runner registered when the control plane took 1 MiB a report; it takes 64 KiB now (its
+    OUTPOST_MAX_LOG_CHUNK was lowered and it restarted). The 413 says how much it takes, or (a proxy's 413) not:
+    then the runner halves its reports until they pass. Either way every byte and the build's end arrive."""
+    watching = Watching(httpx.ASGITransport(app=patient_stack.app))
+    watching.hide_max_bytes = not says_how_much
+    log = lines(40_000)  # 1 MB
+    seen, _ = await deliver(patient_stack, tmp_path, watching, ("loud", log), max_chunk=16 * CHUNK)
+    assert seen["loud"] == log
+    refusals = watching.statuses.count(413)
+    assert refusals == (1 if says_how_much else 4)  # 1 MiB, then 512, 256, 128 KiB refused; 64 KiB taken
+    assert watching.statuses[refusals:].count(413) == 0

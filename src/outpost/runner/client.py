@@ -63,6 +63,15 @@ class Refused(ProtocolError):
         super().__init__(f"{status}: {message}")
 
 
+class TooLarge(Refused):
+    """413: the control plane takes fewer log bytes a request than we sent (its OUTPOST_MAX_LOG_CHUNK was lowered
+    after this runner registered, or a replica has another). `max_bytes`: what it says it takes, if it says."""
+
+    def __init__(self, message: str, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(413, message)
+
+
 class Revoked(ProtocolError):
     """The control plane refused the runner token or a job token (401): this runner was revoked. Not a lost
     lease to work around: the runner stops every build, removes their folders and exits."""
@@ -137,6 +146,8 @@ class ProtocolClient:
         self.raw_reports = True  # reports carry log bytes raw (until the control plane refuses one)
         self.reports_in_flight = 1  # reports of one build the control plane takes at once (its answers say)
         self.started_in_reports = True  # a build's first report carries its `started` (until one is refused)
+        # Log bytes a report may carry, once a 413 said fewer than the registration did (Outbox._shrink).
+        self.max_report_bytes: int | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -163,6 +174,8 @@ class ProtocolClient:
         if response.status_code == 416:
             body = response.json()
             raise OffsetGap(str(body.get("stream", "")), int(body["expected_offset"]))
+        if response.status_code == 413:
+            raise TooLarge(_message(response), _max_bytes(response))
         if response.status_code >= 400:
             raise Refused(response.status_code, _message(response))
         return response
@@ -366,6 +379,15 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return min(max(seconds, 0.0), 300.0)
+
+
+def _max_bytes(response: httpx.Response) -> int | None:
+    """The `max_bytes` of a 413's body, if it is a positive whole number."""
+    try:
+        value = response.json().get("max_bytes")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _message(response: httpx.Response) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost.runner import sealing
-from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, Unreachable, retrying
+from outpost.runner.client import Backoff, OffsetGap, ProtocolClient, Refused, TooLarge, Unreachable, retrying
 from outpost.wire import SYSTEM_STREAM, BuildFinished, BuildStarted, RunBuildTask, StepUpdate
 
 log = logging.getLogger("outpost.runner.outbox")
@@ -51,13 +51,16 @@ LEASE_FILE = "lease.json"
 # holds is harmless), and each write and rename cost ~1.5 ms, as much as a report's own share of the runner's CPU.
 ACKED_EVERY = 0.25
 
+# The smallest report a 413 without a `max_bytes` halves the chunk down to; below it the report is dropped.
+MIN_CHUNK = 1024
+
 
 class Outbox:
     def __init__(self, folder: Path, task: RunBuildTask, client: ProtocolClient, max_chunk: int) -> None:
         self.folder = folder
         self.task = task
         self.client = client
-        self.max_chunk = max_chunk
+        self.max_chunk = min(max_chunk, client.max_report_bytes or max_chunk)
         self._logs = folder / "logs"
         self._sizes: dict[str, int] = {}
         self._acked: dict[str, int] = {}
@@ -245,6 +248,13 @@ class Outbox:
                 oldest = flying.popleft()
                 try:
                     outcome: dict[str, int] | Refused = await oldest.task
+                except TooLarge as exc:  # not dropped: sent again in smaller reports, if it can be
+                    if not self._shrink(exc):
+                        outcome = exc
+                    else:
+                        await self._settle(flying)
+                        sent = dict(self._acked)
+                        continue
                 except Refused as exc:
                     outcome = exc
                 except OffsetGap as gap:
@@ -294,6 +304,27 @@ class Outbox:
             if time.monotonic() - self._acked_saved >= ACKED_EVERY:
                 self._save_acked()
 
+    def _shrink(self, refused: TooLarge) -> bool:
+        """After a 413: reports carry at most what the control plane says it takes (or half as much as before, if
+        it does not say) from now on, here and in this runner's later builds. False if they cannot get smaller:
+        the report is then dropped like any other refused one."""
+        if refused.max_bytes is not None and refused.max_bytes < self.max_chunk:
+            smaller = refused.max_bytes
+        elif self.max_chunk // 2 >= MIN_CHUNK:
+            smaller = self.max_chunk // 2
+        else:
+            return False
+        log.warning(
+            "build %s: the control plane took no report of %d log bytes (%s); sending %d at most from now on",
+            self.task.build_id,
+            self.max_chunk,
+            refused,
+            smaller,
+        )
+        self.max_chunk = smaller
+        self.client.max_report_bytes = min(smaller, self.client.max_report_bytes or smaller)
+        return True
+
     def _save_acked(self) -> None:
         """Writes acked.json if it holds less than the control plane has accepted."""
         text = json.dumps(self._acked)
@@ -311,7 +342,7 @@ class Outbox:
             flight = flying.popleft()
             try:
                 self._accepted(flight, flight.task.result())
-            except (OffsetGap, Unreachable):
+            except (OffsetGap, Unreachable, TooLarge):  # not stored: sent again
                 continue
             except Refused as exc:
                 self._accepted(flight, exc)
@@ -335,6 +366,10 @@ class Outbox:
                 sizes = await retrying(functools.partial(self.client.late_logs, self.task, appends))
             except OffsetGap as gap:  # the control plane holds less than we thought: from there
                 remote[gap.stream] = self._acked[gap.stream] = gap.expected
+                continue
+            except TooLarge as exc:
+                if not self._shrink(exc):
+                    raise
                 continue
             progress = 0
             for stream, at, local, data in batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,28 +22,43 @@ def postgres_base() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """Each test gets an empty database, on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'outpost.db'}"
-        return
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(base: str, prefix: str = "t_") -> AsyncIterator[str]:
+    """An empty database of its own on the session's PostgreSQL cluster, dropped afterwards."""
     import asyncpg
 
-    base: str = request.getfixturevalue("postgres_base")
-    name = "t_" + uuid.uuid4().hex[:12]
+    name = prefix + uuid.uuid4().hex[:12]
     admin = base.replace("postgresql+asyncpg", "postgresql") + "/postgres"
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(admin)
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        yield f"{base}/{name}"
     finally:
-        await conn.close()
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each test gets an empty database, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'outpost.db'}"
+        return
+    async with fresh_postgres_database(request.getfixturevalue("postgres_base")) as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_url(postgres_base: str) -> AsyncIterator[str]:
+    """An empty database on PostgreSQL only (what replicas need)."""
+    async with fresh_postgres_database(postgres_base, "x_") as url:
+        yield url
 
 
 @pytest.fixture

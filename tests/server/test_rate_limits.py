@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from html import unescape
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select, update
@@ -177,27 +175,13 @@ def test_the_limits_are_read_from_the_environment() -> None:
 
 
 @pytest.fixture
-async def two_replicas(postgres_base: str, tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack, str]]:
+async def two_replicas(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[Stack, Stack, str]]:
     """Two control planes (the real app, each its own process state) on one PostgreSQL database, as behind a
     load balancer; one data dir, so the second reads the admin token the first wrote."""
-    name = "rl_" + uuid.uuid4().hex[:12]
-    admin = postgres_base.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    settings = limited_settings(f"{postgres_base}/{name}", tmp_path / "data")
-    try:
-        async with running_stack(settings) as a, running_stack(settings) as b:
-            installation = await bootstrap(a.services, a.data_dir, local_runtime=True, ui_admin=True)
-            yield a, b, installation.password
-    finally:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await conn.close()
+    settings = limited_settings(pg_url, tmp_path / "data")
+    async with running_stack(settings) as a, running_stack(settings) as b:
+        installation = await bootstrap(a.services, a.data_dir, local_runtime=True, ui_admin=True)
+        yield a, b, installation.password
 
 
 async def test_replicas_count_one_clients_allowance_together(two_replicas: tuple[Stack, Stack, str]) -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from cryptography.fernet import Fernet
@@ -30,23 +28,6 @@ from tests.stack import Stack, running_stack, settings_for
 pytestmark = pytest.mark.timeout(120)
 HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
 WAIT = 20.0  # how long a poll may be held: an answer well before it ends was woken, not timed out
-
-
-@pytest.fixture
-async def pg_url(postgres_base: str) -> AsyncIterator[str]:
-    admin = postgres_base.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-    name = "x_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield f"{postgres_base}/{name}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
 
 
 def link(stack: Stack) -> ReplicaLink:

@@ -104,6 +104,29 @@ async def test_a_runner_handed_a_builds_secrets_is_recorded_with_the_build_the_n
     assert "k-123456" not in json.dumps(read)
 
 
+async def test_a_runner_handed_integrations_credentials_is_recorded_with_their_names_never_the_credentials(
+    stack: Stack,
+) -> None:
+    body = {"kind": "registry", "name": "main", "domain": "main.corp", "username": "ci", "password": "reg-pw-42"}
+    assert (await stack.api("POST", "/integrations", json=body)).status_code == 201  # the default: every build's
+    await stack.pipeline("app", HELLO)
+    runner = await stack.register()
+    first = await stack.run("app")
+    assert (await claim(stack, runner.runner_token)).registries["main"].password == "reg-pw-42"
+    read = [e for e in await entries(stack) if e["action"] == "credential.read"]
+    assert len(read) == 1
+    assert read[0]["target"] == f"build {first['id']}"
+    assert read[0]["actor"] == f"runner t ({runner.runner_id})"
+    assert (read[0]["details"]["registries"], read[0]["details"]["git"]) == (["main"], [])
+    assert "reg-pw-42" not in json.dumps(read)
+    # Once the runner holds the credential itself, nothing is handed over, and nothing is recorded.
+    r = await stack.api("PATCH", "/integrations/registry/main", json={"runner_secret": "MAIN_PW"})
+    assert r.status_code == 200, r.text
+    await stack.run("app")
+    assert (await claim(stack, runner.runner_token)).registries["main"].password is None
+    assert len([e for e in await entries(stack) if e["action"] == "credential.read"]) == 1
+
+
 async def test_approvals_and_denials_are_recorded(stack: Stack) -> None:
     build_id = await gated_build(stack, started_by=stack.admin_token)
     r = await stack.api("POST", f"/builds/{build_id}/steps/gate/deny")
@@ -138,7 +161,7 @@ async def test_the_log_is_read_by_admins_of_the_account_since_a_time(stack: Stac
 
 def test_the_audit_store_has_no_function_that_changes_or_removes_an_entry() -> None:
     functions = {name for name, f in inspect.getmembers(audit, inspect.isfunction) if f.__module__ == audit.__name__}
-    assert functions == {"record", "secrets_read", "runner_registered", "entries"}
+    assert functions == {"record", "secrets_read", "credentials_read", "runner_registered", "entries"}
     source = inspect.getsource(audit)
     assert "delete(" not in source
     assert "update(" not in source

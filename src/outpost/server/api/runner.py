@@ -226,7 +226,7 @@ async def _run_task(
     await audit.secrets_read(session, runner, build)  # the audit log names the secrets handed over
     svc.metrics.claimed(build)
     rows = await integrations.of_build_account(session, build)  # one query for the four below
-    return RunBuildTask(
+    task = RunBuildTask(
         build_id=build.id,
         lease_id=lease.id,
         lease_ttl=svc.settings.lease_ttl,
@@ -251,6 +251,8 @@ async def _run_task(
         source=builds.pipeline_source(build),
         resume=await builds.resume_of(session, build),
     )
+    await audit.credentials_read(session, runner, build, task)  # names the integrations whose credentials went
+    return task
 
 
 @router.post("/git-queries/{query_id}/answer")

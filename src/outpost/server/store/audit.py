@@ -18,6 +18,7 @@ from outpost.server.security import now
 
 if TYPE_CHECKING:
     from outpost.server.store.accounts import Principal
+    from outpost.wire import RunBuildTask
 
 MAX_PAGE = 1000
 
@@ -58,6 +59,29 @@ async def secrets_read(session: AsyncSession, runner: Runner, build: Build) -> N
             action="secret.read",
             target=f"build {build.id}",
             details={"pipeline": build.pipeline_name, "secrets": sorted(build.secrets), "host": runner.hostname},
+        )
+    )
+
+
+async def credentials_read(session: AsyncSession, runner: Runner, build: Build, task: RunBuildTask) -> None:
+    """A runner was handed integrations' credentials in clear with a build (names only here; an integration
+    whose credential the runner holds itself, `runner_secret`, hands nothing over and is not named)."""
+    handed = {
+        "git": sorted(name for name, git in task.integrations.items() if git.password),
+        "registries": sorted(name for name, registry in task.registries.items() if registry.password),
+        "clusters": sorted(name for name, cluster in task.clusters.items() if cluster.token or cluster.client_key_pem),
+    }
+    if not any(handed.values()):
+        return
+    session.add(
+        AuditEntry(
+            account_id=build.account_id,
+            at=now(),
+            actor=f"runner {runner.name} ({runner.id})",
+            address=None,
+            action="credential.read",
+            target=f"build {build.id}",
+            details={"pipeline": build.pipeline_name, **handed, "host": runner.hostname},
         )
     )
 

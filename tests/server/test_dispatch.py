@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -434,3 +434,73 @@ async def test_a_build_its_poll_could_not_hand_over_goes_back_to_the_queue_and_i
     again = (await poll(stack, other.runner_token)).json()["task"]
     assert again["build_id"] == build["id"]
     assert again["lease_id"] != task["lease_id"]
+
+
+async def test_a_poll_whose_runner_hangs_up_while_its_build_is_claimed_for_it_gives_the_build_to_the_next(
+    calm: Stack,
+) -> None:
+    """The runner of the poll a build request claims for hangs up in the middle of the request's transaction (when
+    the claim's UPDATE is sent): the build does not wait in that poll's lease for the reaper (300 s here), it goes
+    back to the queue at once and the next waiting poll gets it."""
+    stack = calm
+    first, second = await stack.register(), await stack.register()
+    await stack.pipeline("hello", HELLO)
+    wakeups = stack.services.wakeups
+    hung_up = asyncio.Event()
+    sent: list[MutableMapping[str, Any]] = []
+    body = PollRequest(wait=10.0, free_slots=1).model_dump_json(exclude_none=True).encode()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PREFIX + "/poll",
+        "raw_path": (PREFIX + "/poll").encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {first.runner_token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+    gone = asyncio.create_task(stack.app(scope, receive, send))
+    await eventually(lambda: wakeups.idle_polls == 1, "the first runner's poll waits")
+    other = asyncio.create_task(poll(stack, second.runner_token, wait=10.0))
+    await eventually(lambda: wakeups.idle_polls == 2, "the second runner's poll waits too")
+
+    def hang_up_at_the_claim(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE BUILDS") and "lease_id" in statement:
+            hung_up.set()
+
+    event.listen(stack.services.engine.sync_engine, "before_cursor_execute", hang_up_at_the_claim)
+    try:
+        build = await stack.run("hello")
+    finally:
+        event.remove(stack.services.engine.sync_engine, "before_cursor_execute", hang_up_at_the_claim)
+    assert (build["status"], build["runner_id"]) == ("claimed", first.runner_id)  # claimed for the first poll
+    async with asyncio.timeout(10):
+        answer = await other
+        await gone
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["task"]["build_id"] == build["id"]  # without waiting for the first lease to expire
+    assert sent[0]["status"] == 204  # what the first poll said, to nobody
+    shown = await stack.build(build["id"])
+    assert (shown["status"], shown["runner_id"]) == ("claimed", second.runner_id)

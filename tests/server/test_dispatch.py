@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ from outpost.runner.agent import Runner, RunnerIdentity, RunnerOptions
 from outpost.runner.client import ProtocolClient
 from outpost.server import dispatch
 from outpost.server.models import Runtime
-from outpost.server.store import runtimes
-from outpost.wire import PREFIX, PollRequest, RegisterRequest
+from outpost.server.store import builds, runtimes
+from outpost.wire import LEASE_HEADER, PREFIX, PollRequest, RegisterRequest
 from tests.stack import BASE, Stack, running_stack, settings_for
 
 HELLO = "version: '1.0'\nsteps:\n  hello:\n    image: alpine\n    commands: [echo hi]\n"
@@ -375,3 +375,132 @@ async def test_a_runner_refused_with_503_waits_as_long_as_retry_after_says(datab
                 await running
         assert wire.polls == [503]
         assert (await held).status_code == 204
+
+
+async def test_a_build_requested_while_a_poll_waits_is_claimed_in_the_requests_own_commit(stack: Stack) -> None:
+    """The request claims its build for the held poll in its own transaction: its answer already names the runner,
+    and the poll answers that build (a list, to a poll that asked for several tasks) without a look of its own."""
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    held = asyncio.create_task(poll(stack, runner.runner_token, wait=5.0, free_slots=2, max_tasks=4))
+    await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the poll to wait")
+
+    with counted(stack.services.engine) as statements:
+        build = await stack.run("hello")
+        answer = await held
+    assert (build["status"], build["runner_id"], build["warnings"]) == ("claimed", runner.runner_id, [])
+    assert answer.status_code == 200
+    assert [(t["kind"], t["build_id"]) for t in answer.json()["tasks"]] == [("run_build", build["id"])]
+    assert [sql for task, sql in statements if task is held] == []  # the poll itself ran no statement
+    assert (await stack.build(build["id"]))["status"] == "claimed"
+
+
+async def test_builds_requested_while_one_poll_waits_go_in_order_and_the_second_waits_for_the_next_poll(
+    stack: Stack,
+) -> None:
+    runner = await stack.register()
+    await stack.pipeline("hello", HELLO)
+    held = asyncio.create_task(poll(stack, runner.runner_token, wait=5.0))
+    await eventually(lambda: stack.services.wakeups.idle_polls == 1, "the poll to wait")
+    first, second = await stack.run("hello"), await stack.run("hello")
+    assert (first["status"], second["status"]) == ("claimed", "queued")
+    assert (await held).json()["task"]["build_id"] == first["id"]
+    assert (await poll(stack, runner.runner_token)).json()["task"]["build_id"] == second["id"]
+
+
+async def test_a_build_its_poll_could_not_hand_over_goes_back_to_the_queue_and_its_lease_is_refused(
+    stack: Stack,
+) -> None:
+    """What happens to a build claimed for a poll whose runner hung up before the answer (`give_back`): queued
+    again at once, not counted as a requeue, its lease fenced, and the next poll gets it."""
+    lost, other = await stack.register(), await stack.register()
+    await stack.pipeline("hello", HELLO)
+    build = await stack.run("hello")
+    task = (await poll(stack, lost.runner_token)).json()["task"]
+    async with stack.services.tx() as session:
+        given = await builds.give_back(session, task["build_id"], task["lease_id"])
+    assert given is not None
+    assert (given.status, given.requeues) == ("queued", 0)
+    async with stack.services.tx() as session:  # a second time: no longer that lease's claim
+        assert await builds.give_back(session, task["build_id"], task["lease_id"]) is None
+    assert (await stack.build(build["id"]))["status"] == "queued"
+
+    async with stack.raw() as c:
+        late = await c.post(
+            f"{PREFIX}/builds/{build['id']}/heartbeat",
+            headers={"Authorization": f"Bearer {task['job_token']}", LEASE_HEADER: task["lease_id"]},
+        )
+    assert late.status_code == 409, late.text
+    again = (await poll(stack, other.runner_token)).json()["task"]
+    assert again["build_id"] == build["id"]
+    assert again["lease_id"] != task["lease_id"]
+
+
+async def test_a_poll_whose_runner_hangs_up_while_its_build_is_claimed_for_it_gives_the_build_to_the_next(
+    calm: Stack,
+) -> None:
+    """The runner of the poll a build request claims for hangs up in the middle of the request's transaction (when
+    the claim's UPDATE is sent): the build does not wait in that poll's lease for the reaper (300 s here), it goes
+    back to the queue at once and the next waiting poll gets it."""
+    stack = calm
+    first, second = await stack.register(), await stack.register()
+    await stack.pipeline("hello", HELLO)
+    wakeups = stack.services.wakeups
+    hung_up = asyncio.Event()
+    sent: list[MutableMapping[str, Any]] = []
+    body = PollRequest(wait=10.0, free_slots=1).model_dump_json(exclude_none=True).encode()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PREFIX + "/poll",
+        "raw_path": (PREFIX + "/poll").encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {first.runner_token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+    gone = asyncio.create_task(stack.app(scope, receive, send))
+    await eventually(lambda: wakeups.idle_polls == 1, "the first runner's poll waits")
+    other = asyncio.create_task(poll(stack, second.runner_token, wait=10.0))
+    await eventually(lambda: wakeups.idle_polls == 2, "the second runner's poll waits too")
+
+    def hang_up_at_the_claim(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE BUILDS") and "lease_id" in statement:
+            hung_up.set()
+
+    event.listen(stack.services.engine.sync_engine, "before_cursor_execute", hang_up_at_the_claim)
+    try:
+        build = await stack.run("hello")
+    finally:
+        event.remove(stack.services.engine.sync_engine, "before_cursor_execute", hang_up_at_the_claim)
+    assert (build["status"], build["runner_id"]) == ("claimed", first.runner_id)  # claimed for the first poll
+    async with asyncio.timeout(10):
+        answer = await other
+        await gone
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["task"]["build_id"] == build["id"]  # without waiting for the first lease to expire
+    assert sent[0]["status"] == 204  # what the first poll said, to nobody
+    shown = await stack.build(build["id"])
+    assert (shown["status"], shown["runner_id"]) == ("claimed", second.runner_id)

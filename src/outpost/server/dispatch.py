@@ -64,6 +64,10 @@ class Waiter:
     woken_for: str = ""  # "build" or "query" when the dispatcher picked it for the runtime's work
     superseded: bool = False  # its runner opened newer polls: answer 204 now
     expired: bool = False  # its wait is over (`Wakeups.sleep`): answer 204 now
+    gone: asyncio.Future[None] | None = None  # its runner's hang-up, while it sleeps
+    # Set by `Wakeups.take`: a build request claims a build for this poll in its own transaction, and gives the
+    # task here once that committed (None if it claimed none). The poll awaits it before anything else.
+    handed: asyncio.Future[Any] | None = None
 
     def expire(self) -> None:
         self.expired = True
@@ -152,8 +156,11 @@ class Wakeups:
 
     def leave(self, waiter: Waiter) -> None:
         """The poll is answered. A wake-up it got and did not use (it was woken as it answered something else,
-        its wait ended, its runner hung up) goes to the next waiter."""
+        its wait ended, its runner hung up) goes to the next waiter; a build request that took it (`take`) finds it
+        gone when it hands its task over, and gives the build back."""
         self._unidle(waiter)
+        if waiter.handed is not None:
+            waiter.handed.cancel()
         # Local: the other replicas had this signal too, each for its own polls.
         if waiter.woken_for == "build":
             self._work_here(waiter.runtime_id, 1)
@@ -198,9 +205,11 @@ class Wakeups:
         hung_up = _setter(waiter.event)  # the event is the poll's own: its loop tells a hang-up from a wake-up
         if unless is not None:
             unless.add_done_callback(hung_up)
+        waiter.gone = unless
         try:
             await waiter.event.wait()
         finally:
+            waiter.gone = None
             timer.cancel()
             if unless is not None:
                 unless.remove_done_callback(hung_up)
@@ -213,6 +222,47 @@ class Wakeups:
                 del queue[waiter]
                 if not queue:
                     del queues[waiter.runtime_id]
+
+    def take(self, runtime_id: str) -> Waiter | None:
+        """The oldest idle poll of the runtime that may claim builds, out of the queue for a build request to claim a
+        build for in the request's own transaction (one commit instead of the request's, a wake-up and the poll's
+        own claim): no other wake-up reaches it meanwhile, and it waits for `hand` or `put_back` whatever else
+        happens. A poll already woken (its runner hung up, its wait ended, a signal for its runner) is left to
+        itself. Only in this process: another replica's polls are woken by the request's signal, as ever."""
+        queue = self._idle.get(runtime_id)
+        if queue is None:
+            return None
+        for waiter in queue:
+            if waiter.event.is_set() or (waiter.gone is not None and waiter.gone.done()):
+                continue  # about to leave the queue by itself
+            del queue[waiter]  # the loop ends here
+            if not queue:
+                del self._idle[runtime_id]
+            waiter.handed = asyncio.get_running_loop().create_future()
+            return waiter
+        return None
+
+    def hand(self, waiter: Waiter, task: Any) -> bool:
+        """After the request's commit: the task claimed for the waiter `take` gave. False if the poll can no longer
+        answer it (its task was cancelled): the caller gives the build back."""
+        handed = waiter.handed
+        if handed is None or handed.done():
+            return False
+        handed.set_result(task)
+        waiter.event.set()
+        return True
+
+    def put_back(self, waiter: Waiter) -> None:
+        """The request claimed nothing for the waiter (or failed): it waits again, first in its runtime's queue as it
+        was, unless it was woken meanwhile (then it looks for itself once it has this answer)."""
+        handed = waiter.handed
+        if handed is None or handed.done():
+            return
+        handed.set_result(None)
+        if not waiter.event.is_set() and not self.closing and waiter.builds:
+            queue = self._idle.setdefault(waiter.runtime_id, OrderedDict())
+            queue[waiter] = None
+            queue.move_to_end(waiter, last=False)
 
     def _wake_first(self, runtime_id: str, queues: list[dict[str, OrderedDict[Waiter, None]]], why: str) -> bool:
         for idle in queues:

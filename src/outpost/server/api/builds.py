@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.server.api.deps import AsDeveloperNow, ScopedDeveloperNow, ScopedViewerNow, Svc
+from outpost.server.api.runner import handing_over
 from outpost.server.api.schemas.builds import BuildIn, BuildOut, RestartIn
-from outpost.server.dispatch import runtime_key
 from outpost.server.presence import online_since
 from outpost.server.services import Services
 from outpost.server.store import builds, pipelines, runtimes
@@ -20,13 +20,15 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 @router.post("/pipelines/{name}/builds", status_code=201)
 async def run_pipeline(name: str, body: BuildIn, token: ScopedDeveloperNow, svc: Svc) -> BuildOut:
-    async with svc.as_caller(token) as (session, who):
+    # A poll held here gets the build claimed in this transaction, and answers once it has committed.
+    async with handing_over(svc) as handover, svc.as_caller(token) as (session, who):
         pipeline = await pipelines.get_pipeline(session, who, name)
         build = await builds.create_build(
             session, who, pipeline, variables=body.variables, branch=body.branch, sha=body.sha
         )
-        online = await _runtime_has_online_runner(svc, session, who, build.runtime_id)
-    svc.wakeups.notify(runtime_key(build.runtime_id))
+        online = await handover.claim(session, build.runtime_id) or await _runtime_has_online_runner(
+            svc, session, who, build.runtime_id
+        )
     out = BuildOut.of(build, svc.build_url(build.id))
     if not online:
         out.warnings.append("no runner of this pipeline's runtime is online: the build waits in the queue")
@@ -98,12 +100,13 @@ async def cancel_build(build_id: str, token: AsDeveloperNow, svc: Svc) -> BuildO
 async def restart_build(build_id: str, body: RestartIn, token: ScopedDeveloperNow, svc: Svc) -> BuildOut:
     """A new build of the same branch, commit and variables; `from_failed` skips the steps that succeeded, where
     the runner still holds the build's volume (docs/artifacts.md)."""
-    async with svc.as_caller(token) as (session, who):
+    async with handing_over(svc) as handover, svc.as_caller(token) as (session, who):
         old = await builds.get_build(session, who, build_id)
         pipeline = await pipelines.get_pipeline(session, who, old.pipeline_name)
         build = await builds.restart_build(session, who, old, pipeline, from_failed=body.from_failed)
-        online = await _runtime_has_online_runner(svc, session, who, build.runtime_id)
-    svc.wakeups.notify(runtime_key(build.runtime_id))
+        online = await handover.claim(session, build.runtime_id) or await _runtime_has_online_runner(
+            svc, session, who, build.runtime_id
+        )
     out = BuildOut.of(build, svc.build_url(build.id))
     if not online:
         out.warnings.append("no runner of this pipeline's runtime is online: the build waits in the queue")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outpost.errors import Conflict, Invalid, StoreError, TooLarge, Unauthorized
 from outpost.server import jsonbodies
 from outpost.server.api.deps import Svc, Token
-from outpost.server.dispatch import build_key, hang_up
+from outpost.server.dispatch import Waiter, build_key, hang_up, runtime_key
 from outpost.server.guards import unstorable
 from outpost.server.models import Build, Runner
 from outpost.server.models import Lease as LeaseRow
@@ -134,6 +135,13 @@ async def poll(body: PollRequest, request: Request, token: Token, svc: Svc) -> R
                     break
                 if wakeups.idle(waiter):
                     await wakeups.sleep(waiter, remaining, unless=gone)
+                    if waiter.handed is not None:  # a build request took this poll (`Handover`): its answer first
+                        handed, waiter.handed = await waiter.handed, None
+                        if handed is not None:
+                            if gone.done():  # nobody to answer: the build goes back to the queue now
+                                await give_back(svc, handed)
+                                break
+                            return _answer(body, [handed])
                     continue  # woken, or the wait or the runner is gone: the loop's test says which
                 why, waiter.woken_for = waiter.woken_for, ""
                 waiter.event.clear()  # a wake-up from now on makes us look again
@@ -218,6 +226,82 @@ async def _next_tasks(
         tasks.append(await _run_task(svc, session, runner, claimed.build, claimed.lease, claimed.job_token))
         found.more_builds = claimed.more
     return found
+
+
+class Handover:
+    """A build request's claim for a poll held in this process: the request's own transaction inserts the build,
+    claims the runtime's oldest claimable build for the oldest idle poll that may take one (`Wakeups.take`), and
+    makes its task, so the poll answers once that one commit is done (`handing_over`), without a wake-up and a
+    claim transaction of its own. The claim is `claim_next`'s, for the runner read in this transaction: the same
+    order, trigger limits, revocation and drain. When there is no such poll here, or it claims nothing, the build
+    is signalled as any queued build (other replicas' polls included)."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.runtime_id = ""
+        self.waiter: Waiter | None = None
+        self.task: RunBuildTask | None = None
+        self.more = False  # another build of the runtime was claimable too
+
+    async def claim(self, session: AsyncSession, runtime_id: str) -> bool:
+        """In the request's transaction, after its build was inserted: True if a held poll's build was claimed."""
+        self.runtime_id = runtime_id
+        waiter = self.waiter = self.svc.wakeups.take(runtime_id)
+        if waiter is None:
+            return False
+        try:
+            runner = await builds.runner_for_look(session, waiter.runner_id)
+            ttl = self.svc.settings.lease_ttl
+            claimed = None if runner.revoked_at else await builds.claim_next(session, runner, ttl)
+        except Unauthorized:  # revoked meanwhile: the poll finds out by its own look
+            claimed = None
+        if claimed is None:
+            self.abandon()
+            return False
+        self.task = await _run_task(self.svc, session, runner, claimed.build, claimed.lease, claimed.job_token)
+        self.more = claimed.more
+        return True
+
+    def deliver(self) -> None:
+        """After the commit: the task to its poll, or the signal a queued build gives."""
+        wakeups = self.svc.wakeups
+        if self.task is None or self.waiter is None:
+            wakeups.notify(runtime_key(self.runtime_id))
+            return
+        if not wakeups.hand(self.waiter, self.task):  # the poll's task ended meanwhile
+            self.svc.spawn(give_back(self.svc, self.task))
+        if self.more:
+            wakeups.work(self.runtime_id)
+
+    def abandon(self) -> None:
+        """The poll waits again (the claim found nothing, or the request failed and its transaction rolled back)."""
+        if self.waiter is not None:
+            self.svc.wakeups.put_back(self.waiter)
+        self.task = None
+
+
+@contextlib.asynccontextmanager
+async def handing_over(svc: Services) -> AsyncIterator[Handover]:
+    """Around a build request's transaction: `Handover.claim` inside it, the hand-over once it committed. A poll
+    handed a build answers before the request's own answer is made (one loop turn: the runner starts on it while
+    the 201 is built)."""
+    handover = Handover(svc)
+    try:
+        yield handover
+    except BaseException:
+        handover.abandon()
+        raise
+    handover.deliver()
+    if handover.task is not None:
+        await asyncio.sleep(0)
+
+
+async def give_back(svc: Services, task: RunBuildTask) -> None:
+    """A build claimed for a poll that cannot answer any more goes back to the queue and wakes the next poll."""
+    async with svc.tx() as session:
+        build = await builds.give_back(session, task.build_id, task.lease_id)
+    if build is not None:
+        svc.wakeups.build_changed(build)
 
 
 async def _run_task(

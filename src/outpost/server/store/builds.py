@@ -541,6 +541,18 @@ async def claim_next(session: AsyncSession, runner: Runner, lease_ttl: float) ->
     return None
 
 
+async def give_back(session: AsyncSession, build_id: str, lease_id: str) -> Build | None:
+    """A build claimed for a poll that could not hand it over (its runner hung up first) goes back to the queue at
+    once, its lease ended, instead of waiting for the lease to expire. Not counted as a requeue: nothing of it ran
+    and no runner was at fault. None if the build is no longer that lease's unstarted claim (a cancel asked
+    meanwhile is left to the reaper, which ends such a build)."""
+    row = (await session.execute(_GIVE_BACK, {"build_id": build_id, "held_lease": lease_id})).one_or_none()
+    if row is None:
+        return None
+    await session.execute(_END_LEASE, {"lease_id": lease_id, "t": now(), "why": "not handed over"})
+    return _loaded(session, Build, row._mapping)
+
+
 def _of(runner: Runner) -> dict[str, str]:
     return {"runtime_id": runner.runtime_id, "account_id": runner.account_id}
 
@@ -576,6 +588,24 @@ _CLAIM = (
         claimed_at=bindparam("claimed_at"),
     )
     .returning(*_BUILDS.c)
+)
+
+
+_GIVE_BACK = (
+    update(_BUILDS)
+    .where(
+        _BUILDS.c.id == bindparam("build_id"),
+        _BUILDS.c.lease_id == bindparam("held_lease"),
+        _BUILDS.c.status == "claimed",
+        _BUILDS.c.cancel_requested.is_(False),
+    )
+    .values(status="queued", runner_id=None, lease_id=None, claimed_at=None)
+    .returning(*_BUILDS.c)
+)
+_END_LEASE = (
+    update(_LEASES)
+    .where(_LEASES.c.id == bindparam("lease_id"), _LEASES.c.ended_at.is_(None))
+    .values(ended_at=bindparam("t"), end_reason=bindparam("why"))
 )
 
 

@@ -455,16 +455,16 @@ async def report(
     if sum(len(a.data) for a in appends) > limit:
         raise _too_large(f"a report may carry at most {limit} log bytes", limit)
     svc.metrics.log_bytes.inc(sum(len(a.data) for a in appends))
-    held, sizes, changed, refused = await _apply_report(svc, build_id, lease, token, body, appends, arrival)
-    if refused:
+    held, outcome = await _apply_report(svc, build_id, lease, token, body, appends, arrival)
+    if outcome.refused:
         svc.wakeups.build_changed(held.build)
         raise Conflict("the build was cancelled before it started", error="lease_lost")
-    if changed and (body.started is not None or body.steps or body.finish is not None):
+    if outcome.changed and (body.started is not None or body.steps or body.finish is not None):
         svc.wakeups.build_changed(held.build)  # its followers; if it finished, its trigger may have room
-    elif changed:  # log bytes only: nothing a poll hands out (a cancel, an approval) can follow from them
+    elif outcome.changed:  # log bytes only: nothing a poll hands out (a cancel, an approval) can follow from them
         svc.wakeups.notify(build_key(build_id))
     response.headers[REPORTS_IN_FLIGHT_HEADER] = str(REPORTS_IN_FLIGHT)
-    return ReportAccepted(sizes=sizes)
+    return ReportAccepted(sizes=outcome.sizes)
 
 
 async def _apply_report(
@@ -475,26 +475,20 @@ async def _apply_report(
     body: Report | ReportHead,
     appends: list[reports.Append],
     arrival: int,
-) -> tuple[builds.Held, dict[str, int], bool, bool]:
-    """Applies the report in one transaction: the held lease, the streams' sizes, whether anything changed, and
-    whether its `started` was refused (the build was cancelled before it started: nothing else applied). A gap
+) -> tuple[builds.Held, reports.Outcome]:
+    """Applies the report in one transaction (store/reports.py): the held lease and what the report did. A gap
     that an earlier report of the build, still in this process's hands, may fill (a runner's reports in flight,
     the later one handled first) waits for those and is tried again; one that nothing earlier fills is 416."""
     while True:
         try:
-            sizes: dict[str, int] = {}
-            changed = False
             with svc.availability.serving():
                 async with svc.tx() as session:
                     held = await builds.hold(session, build_id, lease, token)
-                    # `started` first (a build's first report carries it). Refused: cancelled before it started.
-                    refused = body.started is not None and not await builds.start_reported(session, held, body.started)
-                    if not refused:
-                        sizes, changed = await reports.apply(
-                            session, held, appends, [(s.name, s.update) for s in body.steps], body.finish
-                        )
-                        builds.renew(held, svc.settings.lease_ttl)  # proof of life, like a heartbeat
-            return held, sizes, changed, refused
+                    steps = [(s.name, s.update) for s in body.steps]
+                    outcome = await reports.apply(
+                        session, held, body.started, appends, steps, body.finish, svc.settings.lease_ttl
+                    )
+            return held, outcome
         except logs.OffsetGap:
             if not await svc.arrivals.earlier_done(build_id, arrival, REPORT_GAP_WAIT):
                 raise

@@ -648,18 +648,27 @@ async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: s
 
     The runner's revocation is read with the lease, in one query: its lease's end_reason would not do, as a
     revocation ends only live leases, and one that had expired before it still takes late log."""
-    found = (
-        await session.execute(
-            select(Lease, Runner.revoked_at).join(Runner, Runner.id == Lease.runner_id).where(Lease.id == lease_id)
-        )
-    ).first()
-    lease = found[0] if found is not None else None
-    if lease is None or lease.build_id != build_id or lease.job_token_hash != token_hash(job_token):
+    found = (await session.execute(_HOLD, {"lease_id": lease_id})).one_or_none()
+    if found is None:
         raise Unauthorized("unknown job token or lease for this build")
-    if found is not None and found[1] is not None:
+    lease_values = dict(zip(_LEASES.c.keys(), found[:_LEASE_WIDTH], strict=True))
+    if lease_values["build_id"] != build_id or lease_values["job_token_hash"] != token_hash(job_token):
+        raise Unauthorized("unknown job token or lease for this build")
+    if found[_LEASE_WIDTH] is not None:
         raise Unauthorized("this runner was revoked: its job tokens are void")
-    build = await session.get_one(Build, build_id)
-    return Held(build, lease)
+    build_values = dict(zip(_BUILDS.c.keys(), found[_LEASE_WIDTH + 1 :], strict=True))
+    return Held(_loaded(session, Build, build_values), _loaded(session, Lease, lease_values))
+
+
+# The lease, its runner's revocation and the build in one Core statement, the rows put in the session as loaded
+# (`_loaded`): an ORM query of the lease and a `get` of the build cost a third of a report's CPU.
+_HOLD = (
+    select(*_LEASES.c, _RUNNERS.c.revoked_at, *_BUILDS.c)
+    .join_from(_LEASES, _RUNNERS, _RUNNERS.c.id == _LEASES.c.runner_id)
+    .join(_BUILDS, _BUILDS.c.id == _LEASES.c.build_id)
+    .where(_LEASES.c.id == bindparam("lease_id"))
+)
+_LEASE_WIDTH = len(_LEASES.c)
 
 
 def require_live(held: Held) -> None:
@@ -699,22 +708,6 @@ async def heartbeat(session: AsyncSession, held: Held, lease_ttl: float) -> bool
     await _touch_runner(session, held.lease.runner_id)
     renew(held, lease_ttl)
     return held.build.cancel_requested
-
-
-async def start_reported(session: AsyncSession, held: Held, message: BuildStarted) -> bool:
-    """`started` as a report carries it (its first): applied as `mark_started`, unless the build was cancelled while
-    it was only claimed. The runner ran no step for the control plane yet, so the build ends `terminated` "cancelled
-    before it started", its lease with it, and False says the report is refused (409: the runner stops its steps).
-    Taken already from this lease (a resent report): nothing to do, the rest of the report decides."""
-    build = held.build
-    if build.lease_id == held.lease.id and build.status != "claimed":
-        return True
-    require_live(held)
-    if build.status == "claimed" and build.cancel_requested:
-        await _finish(session, build, "terminated", "cancelled before it started")
-        return False
-    await mark_started(session, held, message)
-    return True
 
 
 async def mark_started(session: AsyncSession, held: Held, message: BuildStarted) -> None:

@@ -29,7 +29,7 @@ class OffsetGap(StoreError):
 async def append(session: AsyncSession, held: Held, stream: str, offset: int, data: bytes) -> tuple[int, bool]:
     """Returns the step's log size afterwards and whether anything new was stored."""
     require_live(held)
-    await _one_writer(session, held.build)
+    await one_writer(session, held.build)
     size, fresh = await _store(session, held.build, await step_for(session, held.build, stream), offset, data)
     return size, fresh > 0
 
@@ -40,7 +40,7 @@ async def append_late(session: AsyncSession, held: Held, appends: list[tuple[str
     call. Statuses never change. Returns the size of every stream named, and of the build's stream."""
     require_expired_holder(held)
     build = held.build
-    await _one_writer(session, build)
+    await one_writer(session, build)
     sizes: dict[str, int] = {}
     marks: list[str] = []
     for stream, offset, data in appends:
@@ -61,7 +61,7 @@ async def append_late(session: AsyncSession, held: Held, appends: list[tuple[str
     return sizes
 
 
-async def _one_writer(session: AsyncSession, build: Build) -> None:
+async def one_writer(session: AsyncSession, build: Build) -> None:
     """Appends to one build take turns until they commit (a transaction advisory lock on PostgreSQL; SQLite has
     one writer anyway). So chunk ids, the followers' cursor, are handed out in commit order within a build: two
     replicas appending to two of its steps at once could otherwise commit a later id first, and a follower that
@@ -74,8 +74,18 @@ async def _one_writer(session: AsyncSession, build: Build) -> None:
 
 async def _store(session: AsyncSession, build: Build, step: Step, offset: int, data: bytes) -> tuple[int, int]:
     """Appends by the offset rules; returns the log's size afterwards and how many bytes were new."""
-    stream = step.name
     size = step.log_size
+    fresh = fresh_part(step.name, size, offset, data)
+    if not fresh:
+        return size, 0
+    session.add(LogChunk(build_id=build.id, step=step, offset=size, data=fresh))  # step_id set at the flush
+    step.log_size = size + len(fresh)  # written with the chunk when the transaction flushes (one UPDATE a step)
+    return step.log_size, len(fresh)
+
+
+def fresh_part(stream: str, size: int, offset: int, data: bytes) -> bytes:
+    """The offset rules: what of `data`, sent for `offset`, is new to a log of `size` bytes (a range already held
+    is a no-op, an overlap keeps only the new tail); a gap raises OffsetGap with the offset expected next."""
     if offset > size:
         raise OffsetGap(
             f"log offset {offset} leaves a gap: this step's log holds {size} bytes",
@@ -83,12 +93,7 @@ async def _store(session: AsyncSession, build: Build, step: Step, offset: int, d
             expected_offset=size,
             stream=stream,
         )
-    fresh = data[size - offset :]
-    if not fresh:
-        return size, 0
-    session.add(LogChunk(build_id=build.id, step=step, offset=size, data=fresh))  # step_id set at the flush
-    step.log_size = size + len(fresh)  # written with the chunk when the transaction flushes (one UPDATE a step)
-    return step.log_size, len(fresh)
+    return data[size - offset :]
 
 
 async def read_step_log(session: AsyncSession, step: Step) -> bytes:

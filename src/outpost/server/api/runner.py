@@ -370,16 +370,6 @@ async def lease_header(outpost_lease: Annotated[str, Header(alias=LEASE_HEADER)]
 Lease = Annotated[str, Depends(lease_header)]
 
 
-async def report_arrival(build_id: str, svc: Svc) -> AsyncIterator[int]:
-    """Counts a report as in this process's hands from before its body is read until it is answered
-    (server/arrivals.py)."""
-    with svc.arrivals.arrived(build_id) as number:
-        yield number
-
-
-Arrival = Annotated[int, Depends(report_arrival)]
-
-
 @router.post("/builds/{build_id}/heartbeat")
 async def heartbeat(build_id: str, token: Token, lease: Lease, svc: Svc) -> HeartbeatResponse:
     with svc.availability.serving():
@@ -433,13 +423,21 @@ async def append_log(
     return LogAccepted(size=size)
 
 
-@router.post("/builds/{build_id}/report")
-async def report(
-    build_id: str, request: Request, token: Token, lease: Lease, svc: Svc, arrival: Arrival, response: Response
-) -> ReportAccepted:
+@router.post("/builds/{build_id}/report", response_model=ReportAccepted)
+async def report(build_id: str, request: Request, token: Token, lease: Lease, svc: Svc) -> Response:
     """Log appends, step updates and the finish in one request and one transaction (all or nothing). The body
     is a `Report` (JSON, log bytes in base64) or, from current runners, a raw report (`REPORT_CONTENT_TYPE`:
-    a JSON head and the log bytes as they are)."""
+    a JSON head and the log bytes as they are). The answer is written as it is: FastAPI's validation of the
+    model it would build again costs more than the dict."""
+    # In this process's hands from before its body is read until it is answered (server/arrivals.py).
+    with svc.arrivals.arrived(build_id) as arrival:
+        sizes = await _report(build_id, request, token, lease, svc, arrival)
+    return JSONResponse({"sizes": sizes}, headers={REPORTS_IN_FLIGHT_HEADER: str(REPORTS_IN_FLIGHT)})
+
+
+async def _report(
+    build_id: str, request: Request, token: str, lease: str, svc: Services, arrival: int
+) -> dict[str, int]:
     raw = await request.body()
     if request.headers.get("content-type", "").startswith(REPORT_CONTENT_TYPE):
         head = _raw_head(raw)
@@ -463,8 +461,7 @@ async def report(
         svc.wakeups.build_changed(held.build)  # its followers; if it finished, its trigger may have room
     elif outcome.changed:  # log bytes only: nothing a poll hands out (a cancel, an approval) can follow from them
         svc.wakeups.notify(build_key(build_id))
-    response.headers[REPORTS_IN_FLIGHT_HEADER] = str(REPORTS_IN_FLIGHT)
-    return ReportAccepted(sizes=outcome.sizes)
+    return outcome.sizes
 
 
 async def _apply_report(
@@ -483,7 +480,7 @@ async def _apply_report(
         try:
             with svc.availability.serving():
                 async with svc.tx() as session:
-                    held = await builds.hold(session, build_id, lease, token)
+                    held = await builds.hold_detached(session, build_id, lease, token)
                     steps = [(s.name, s.update) for s in body.steps]
                     outcome = await reports.apply(
                         session, held, body.started, appends, steps, body.finish, svc.settings.lease_ttl

@@ -648,16 +648,36 @@ async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: s
 
     The runner's revocation is read with the lease, in one query: its lease's end_reason would not do, as a
     revocation ends only live leases, and one that had expired before it still takes late log."""
+    build, lease = await _held_rows(session, build_id, lease_id, job_token)
+    return Held(_loaded(session, Build, build), _loaded(session, Lease, lease))
+
+
+async def hold_detached(session: AsyncSession, build_id: str, lease_id: str, job_token: str) -> Held:
+    """`hold` for a caller that writes the build and the lease with Core statements (store/reports.py): the two
+    objects are read as `hold` reads them but left out of the session (which would cost more than the rest of
+    the read), so nothing of them is flushed and they are current only as far as the caller keeps them."""
+    build, lease = await _held_rows(session, build_id, lease_id, job_token)
+    return Held(_detached(Build, build), _detached(Lease, lease))
+
+
+async def _held_rows(
+    session: AsyncSession, build_id: str, lease_id: str, job_token: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     found = (await session.execute(_HOLD, {"lease_id": lease_id})).one_or_none()
     if found is None:
         raise Unauthorized("unknown job token or lease for this build")
-    lease_values = dict(zip(_LEASES.c.keys(), found[:_LEASE_WIDTH], strict=True))
-    if lease_values["build_id"] != build_id or lease_values["job_token_hash"] != token_hash(job_token):
+    lease = dict(zip(_LEASES.c.keys(), found[:_LEASE_WIDTH], strict=True))
+    if lease["build_id"] != build_id or lease["job_token_hash"] != token_hash(job_token):
         raise Unauthorized("unknown job token or lease for this build")
     if found[_LEASE_WIDTH] is not None:
         raise Unauthorized("this runner was revoked: its job tokens are void")
-    build_values = dict(zip(_BUILDS.c.keys(), found[_LEASE_WIDTH + 1 :], strict=True))
-    return Held(_loaded(session, Build, build_values), _loaded(session, Lease, lease_values))
+    return dict(zip(_BUILDS.c.keys(), found[_LEASE_WIDTH + 1 :], strict=True)), lease
+
+
+def _detached(model: type[M], values: dict[str, Any]) -> M:
+    made: M = inspect(model).class_manager.new_instance()
+    made.__dict__.update(values)
+    return made
 
 
 # The lease, its runner's revocation and the build in one Core statement, the rows put in the session as loaded

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.server.test_metrics import scrape, value
 from tests.server.test_protocol import b64, claimed, claimed_twice, job_call, log_text, raw, wait_for_status
 from tests.stack import Stack
@@ -47,6 +49,20 @@ async def test_a_first_report_moves_the_build_to_running_and_renews_its_lease(st
     assert r.status_code == 200, r.text
     assert (await stack.build(task.build_id))["status"] == "running"
     # A lease of 2 s renewed by that report: a build that then goes silent is lost as a started one, not requeued.
+    lost = await wait_for_status(stack, task.build_id, {"error", "queued"}, timeout=10)
+    assert (lost["status"], lost["message"]) == ("error", "runner lost")
+
+
+async def test_reports_that_carry_nothing_still_keep_the_lease_alive(stack: Stack) -> None:
+    """A report is proof of life even when it is empty: the runner of a quiet step keeps its build (lease 2 s)."""
+    task = await claimed(stack)
+    assert (await job_call(stack, task, "POST", "/report", json={"started": PLAN})).status_code == 200
+    for _ in range(8):  # 4 s: twice the lease's TTL
+        await asyncio.sleep(0.5)
+        empty = await job_call(stack, task, "POST", "/report", json={})
+        assert empty.status_code == 200, empty.text
+        assert empty.json() == {"sizes": {}}
+    assert (await stack.build(task.build_id))["status"] == "running"
     lost = await wait_for_status(stack, task.build_id, {"error", "queued"}, timeout=10)
     assert (lost["status"], lost["message"]) == ("error", "runner lost")
 

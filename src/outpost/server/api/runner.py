@@ -480,10 +480,8 @@ async def _apply_report(
         try:
             with svc.availability.serving():
                 async with svc.tx() as session:
-                    held = await builds.hold_detached(session, build_id, lease, token)
-                    steps = [(s.name, s.update) for s in body.steps]
-                    outcome = await reports.apply(
-                        session, held, body.started, appends, steps, body.finish, svc.settings.lease_ttl
+                    held, outcome = await reports.apply(
+                        session, build_id, lease, token, body, appends, svc.settings.lease_ttl
                     )
             return held, outcome
         except logs.OffsetGap:

@@ -10,13 +10,14 @@ the log bytes it kept (`require_expired_holder`), marked late.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Connection,
     Select,
     Table,
     bindparam,
@@ -648,22 +649,20 @@ async def hold(session: AsyncSession, build_id: str, lease_id: str, job_token: s
 
     The runner's revocation is read with the lease, in one query: its lease's end_reason would not do, as a
     revocation ends only live leases, and one that had expired before it still takes late log."""
-    build, lease = await _held_rows(session, build_id, lease_id, job_token)
+    found = (await session.execute(_HOLD, {"lease_id": lease_id})).one_or_none()
+    build, lease = _held_rows(found, build_id, job_token)
     return Held(_loaded(session, Build, build), _loaded(session, Lease, lease))
 
 
-async def hold_detached(session: AsyncSession, build_id: str, lease_id: str, job_token: str) -> Held:
-    """`hold` for a caller that writes the build and the lease with Core statements (store/reports.py): the two
-    objects are read as `hold` reads them but left out of the session (which would cost more than the rest of
-    the read), so nothing of them is flushed and they are current only as far as the caller keeps them."""
-    build, lease = await _held_rows(session, build_id, lease_id, job_token)
+def held_of(conn: Connection, build_id: str, lease_id: str, job_token: str) -> Held:
+    """`hold` on a synchronous connection, for a caller that writes the build and the lease with Core statements
+    (store/reports.py): the objects are read as `hold` reads them but left out of the session (which would cost
+    more than the rest of the read), so nothing of them is flushed; they are as current as the caller keeps them."""
+    build, lease = _held_rows(conn.execute(_HOLD, {"lease_id": lease_id}).one_or_none(), build_id, job_token)
     return Held(_detached(Build, build), _detached(Lease, lease))
 
 
-async def _held_rows(
-    session: AsyncSession, build_id: str, lease_id: str, job_token: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    found = (await session.execute(_HOLD, {"lease_id": lease_id})).one_or_none()
+def _held_rows(found: Sequence[Any] | None, build_id: str, job_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if found is None:
         raise Unauthorized("unknown job token or lease for this build")
     lease = dict(zip(_LEASES.c.keys(), found[:_LEASE_WIDTH], strict=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outpost.errors import StoreError
@@ -68,8 +68,20 @@ async def one_writer(session: AsyncSession, build: Build) -> None:
     read in between would move its cursor past the earlier one. Taken before the step's size is read, it also
     keeps two appends to one step from both writing at the same offset."""
     if session.get_bind().dialect.name == "postgresql":
-        key = int(hashlib.sha256(build.id.encode()).hexdigest()[:15], 16)
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        await session.execute(_WRITER_LOCK, {"key": _lock_key(build.id)})
+
+
+def one_writer_of(conn: Connection, build_id: str) -> None:
+    """`one_writer` on a synchronous connection (store/reports.py runs a report's statements in one pass)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_WRITER_LOCK, {"key": _lock_key(build_id)})
+
+
+_WRITER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def _lock_key(build_id: str) -> int:
+    return int(hashlib.sha256(build_id.encode()).hexdigest()[:15], 16)
 
 
 async def _store(session: AsyncSession, build: Build, step: Step, offset: int, data: bytes) -> tuple[int, int]:

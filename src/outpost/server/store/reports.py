@@ -12,15 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from outpost.server.models import Build, Lease, LogChunk, Step
 from outpost.server.security import now
 from outpost.server.store import builds, logs
 from outpost.server.store.builds import STEP_ORDER, Held, require_live
-from outpost.wire import FINAL_STEP_STATUSES, BuildFinished, BuildStarted, StepUpdate
+from outpost.wire import FINAL_STEP_STATUSES, BuildFinished, BuildStarted, Report, ReportHead, StepUpdate
 
 
 @dataclass
@@ -82,49 +82,60 @@ class _Step:
 
 async def apply(
     session: AsyncSession,
-    held: Held,
-    started: BuildStarted | None,
+    build_id: str,
+    lease_id: str,
+    job_token: str,
+    report: Report | ReportHead,
     appends: list[Append],
-    steps: list[tuple[str, StepUpdate]],
-    finish: BuildFinished | None,
     lease_ttl: float,
-) -> Outcome:
-    """Applies the report in order (`started`, the appends, the step updates, the finish) and renews the lease;
-    raises (the caller's transaction rolls back) on the first refusal: 409 through a lease that is not live, 416
-    for an offset that leaves a gap (logs.OffsetGap)."""
-    build, lease = held.build, held.lease
-    outcome = Outcome()
-    if started is None and not appends and not steps and finish is None:
-        builds.renew(held, lease_ttl)
-        return outcome
+) -> tuple[Held, Outcome]:
+    """Applies the report in order (`started`, the appends, the step updates, the finish) and renews the lease, in
+    the session's transaction; raises (the caller's transaction rolls back) on the first refusal: 401 and 409 as
+    builds.hold and builds.require_live, 416 for an offset that leaves a gap (logs.OffsetGap). Its statements run
+    in one synchronous pass (one greenlet for all of them, not one each)."""
     conn = await session.connection()
+    return await conn.run_sync(_apply, build_id, lease_id, job_token, report, appends, lease_ttl)
+
+
+def _apply(
+    conn: Connection,
+    build_id: str,
+    lease_id: str,
+    job_token: str,
+    report: Report | ReportHead,
+    appends: list[Append],
+    lease_ttl: float,
+) -> tuple[Held, Outcome]:
+    held = builds.held_of(conn, build_id, lease_id, job_token)
+    build, lease = held.build, held.lease
+    started, steps, finish = report.started, report.steps, report.finish
+    outcome = Outcome()
     if finish is not None and _already_finished(held, finish):  # a resent final report: sizes, nothing else
-        known = await _steps_of(conn, build.id)
+        known = _steps_of(conn, build.id) if appends else {}
         outcome.sizes = {a.stream: known[a.stream].row["log_size"] if a.stream in known else 0 for a in appends}
-        return outcome
+        return held, outcome
     # A `started` taken already from this lease (a resent report) is nothing to do: the rest of the report decides.
     starts = started is not None and not (build.lease_id == lease.id and build.status != "claimed")
+    build_set: dict[str, Any] = {}
     if starts or appends or steps or finish is not None:
         require_live(held)
-        await logs.one_writer(session, build)  # before the steps' sizes are read
-    report = _Report(build, await _steps_of(conn, build.id))
-    build_set: dict[str, Any] = {}
-    if starts and build.status == "claimed" and build.cancel_requested:
-        report.finish(build_set, "terminated", "cancelled before it started")
-        outcome.refused = True
-    else:
-        if starts:
-            assert started is not None
-            report.start(build_set, started)
-        for append in appends:
-            outcome.sizes[append.stream] = report.append(append)
-        for name, step_update in steps:
-            report.update(name, step_update)
-        if finish is not None:
-            report.finish(build_set, finish.status, finish.message)
-    outcome.changed = await report.write(conn) or bool(build_set)
+        logs.one_writer_of(conn, build.id)  # before the steps' sizes are read
+        applied = _Report(build, _steps_of(conn, build.id))
+        if starts and build.status == "claimed" and build.cancel_requested:
+            applied.finish(build_set, "terminated", "cancelled before it started")
+            outcome.refused = True
+        else:
+            if started is not None and starts:
+                applied.start(build_set, started)
+            for append in appends:
+                outcome.sizes[append.stream] = applied.append(append)
+            for step in steps:
+                applied.update(step.name, step.update)
+            if finish is not None:
+                applied.finish(build_set, finish.status, finish.message)
+        outcome.changed = applied.write(conn) or bool(build_set)
     if build_set:
-        await conn.execute(
+        conn.execute(
             _UPDATE_BUILD, {"build_id": build.id, **{f: build_set.get(f, getattr(build, f)) for f in _BUILD_FIELDS}}
         )
         for key, value in build_set.items():  # what the caller's wake-ups and metrics read of the build
@@ -133,12 +144,12 @@ async def apply(
     if not outcome.refused and lease.ended_at is None and not lease_set:  # builds.renew: proof of life
         lease_set["expires_at"] = now() + lease_ttl
     if lease_set:
-        await conn.execute(
+        conn.execute(
             _UPDATE_LEASE, {"lease_id": lease.id, **{f: lease_set.get(f, getattr(lease, f)) for f in _LEASE_FIELDS}}
         )
         for key, value in lease_set.items():
             set_committed_value(lease, key, value)
-    return outcome
+    return held, outcome
 
 
 def _already_finished(held: Held, finish: BuildFinished) -> bool:
@@ -147,8 +158,8 @@ def _already_finished(held: Held, finish: BuildFinished) -> bool:
     return build.lease_id == lease.id and lease.end_reason == "finished" and build.status == finish.status
 
 
-async def _steps_of(conn: AsyncConnection, build_id: str) -> dict[str, _Step]:
-    rows = (await conn.execute(_STEPS_OF, {"build_id": build_id})).all()
+def _steps_of(conn: Connection, build_id: str) -> dict[str, _Step]:
+    rows = (conn.execute(_STEPS_OF, {"build_id": build_id})).all()
     found = {}
     for row in sorted(rows, key=lambda r: (r.position, r.id)):  # list_steps' order
         values = row._asdict()
@@ -189,7 +200,7 @@ class _Report:
     def append(self, append: Append) -> int:
         """logs.append's offset rules; returns the step's log size afterwards."""
         step = self.step(append.stream)
-        size = step.row["log_size"]
+        size: int = step.row["log_size"]
         fresh = logs.fresh_part(append.stream, size, append.offset, append.data)
         if fresh:
             self.chunks.append({"build_id": self.build.id, "stream": step.name, "offset": size, "data": fresh})
@@ -227,19 +238,19 @@ class _Report:
                 row["message"] = row["message"] or message
                 step.dirty = True
 
-    async def write(self, conn: AsyncConnection) -> bool:
+    def write(self, conn: Connection) -> bool:
         """Writes the steps and chunks; whether anything of them changed."""
         build_id = self.build.id
         new = [{"build_id": build_id, "name": s.name, **s.row} for s in self.steps.values() if s.new]
         if new:
-            await conn.execute(_INSERT_STEPS, [{k: v for k, v in row.items() if k != "id"} for row in new])
+            conn.execute(_INSERT_STEPS, [{k: v for k, v in row.items() if k != "id"} for row in new])
         if self.chunks:
-            await conn.execute(_INSERT_CHUNKS, self.chunks)
+            conn.execute(_INSERT_CHUNKS, self.chunks)
         changed = [
             {"step_id": s.row["id"], **{f: s.row[f] for f in _STEP_FIELDS}}
             for s in self.steps.values()
             if s.dirty and not s.new
         ]
         if changed:
-            await conn.execute(_UPDATE_STEPS, changed)
+            conn.execute(_UPDATE_STEPS, changed)
         return bool(new or self.chunks or changed)

@@ -479,9 +479,9 @@ async def _apply_report(
     while True:
         try:
             with svc.availability.serving():
-                async with svc.tx() as session:
+                async with svc.engine.connect() as conn:  # no session: the report needs no ORM object
                     held, outcome = await reports.apply(
-                        session, build_id, lease, token, body, appends, svc.settings.lease_ttl
+                        conn, build_id, lease, token, body, appends, svc.settings.lease_ttl
                     )
             return held, outcome
         except logs.OffsetGap:

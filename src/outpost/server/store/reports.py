@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.attributes import set_committed_value
 
 from outpost.server.models import Build, Lease, LogChunk, Step
@@ -81,7 +81,7 @@ class _Step:
 
 
 async def apply(
-    session: AsyncSession,
+    conn: AsyncConnection,
     build_id: str,
     lease_id: str,
     job_token: str,
@@ -90,11 +90,15 @@ async def apply(
     lease_ttl: float,
 ) -> tuple[Held, Outcome]:
     """Applies the report in order (`started`, the appends, the step updates, the finish) and renews the lease, in
-    the session's transaction; raises (the caller's transaction rolls back) on the first refusal: 401 and 409 as
-    builds.hold and builds.require_live, 416 for an offset that leaves a gap (logs.OffsetGap). Its statements run
-    in one synchronous pass (one greenlet for all of them, not one each)."""
-    conn = await session.connection()
-    return await conn.run_sync(_apply, build_id, lease_id, job_token, report, appends, lease_ttl)
+    one transaction of its own on `conn`: committed, or rolled back on the first refusal (401 and 409 as
+    builds.hold and builds.require_live, 416 for an offset that leaves a gap: logs.OffsetGap). No session: BEGIN,
+    the statements and COMMIT run in one synchronous pass (one greenlet for all of them, not one a statement)."""
+    return await conn.run_sync(_in_transaction, build_id, lease_id, job_token, report, appends, lease_ttl)
+
+
+def _in_transaction(conn: Connection, *args: Any) -> tuple[Held, Outcome]:
+    with conn.begin():
+        return _apply(conn, *args)
 
 
 def _apply(

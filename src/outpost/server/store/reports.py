@@ -44,10 +44,9 @@ _STEPS: Table = Step.__table__  # type: ignore[assignment]
 _CHUNKS: Table = LogChunk.__table__  # type: ignore[assignment]
 _BUILDS: Table = Build.__table__  # type: ignore[assignment]
 _LEASES: Table = Lease.__table__  # type: ignore[assignment]
-# What a report may change of a step, of the build and of its lease (built once: building cost more than running).
+# What a report may change of a step (built once: building cost more than running). The steps are read after the
+# build's writer lock (logs.one_writer_of), so writing every field back loses nothing another report wrote.
 _STEP_FIELDS = ("status", "title", "started_at", "finished_at", "exit_code", "message", "log_size")
-_BUILD_FIELDS = ("status", "message", "started_at", "finished_at", "yaml", "yaml_revision")
-_LEASE_FIELDS = ("expires_at", "ended_at", "end_reason")
 _STEPS_OF = select(_STEPS.c.id, _STEPS.c.name, _STEPS.c.position, *(_STEPS.c[f] for f in _STEP_FIELDS)).where(
     _STEPS.c.build_id == bindparam("build_id")
 )
@@ -63,6 +62,8 @@ _INSERT_CHUNKS = insert(_CHUNKS).values(
     offset=bindparam("offset"),
     data=bindparam("data"),
 )
+# The build's and the lease's UPDATE set only what the report changed (their parameters name the columns, one
+# compiled form a set of them): a value read before this transaction waited for another's lock is never written back.
 _UPDATE_BUILD = update(_BUILDS).where(_BUILDS.c.id == bindparam("build_id"))
 _UPDATE_LEASE = update(_LEASES).where(_LEASES.c.id == bindparam("lease_id"))
 _NEW_STEP = dict(position=0, title=None, stage=None, type="freestyle", parent=None, status="pending", log_size=0)
@@ -139,18 +140,14 @@ def _apply(
                 applied.finish(build_set, finish.status, finish.message)
         outcome.changed = applied.write(conn) or bool(build_set)
     if build_set:
-        conn.execute(
-            _UPDATE_BUILD, {"build_id": build.id, **{f: build_set.get(f, getattr(build, f)) for f in _BUILD_FIELDS}}
-        )
+        conn.execute(_UPDATE_BUILD, {"build_id": build.id, **build_set})
         for key, value in build_set.items():  # what the caller's wake-ups and metrics read of the build
             set_committed_value(build, key, value)
     lease_set = {"ended_at": build_set["finished_at"], "end_reason": "finished"} if "finished_at" in build_set else {}
     if not outcome.refused and lease.ended_at is None and not lease_set:  # builds.renew: proof of life
         lease_set["expires_at"] = now() + lease_ttl
     if lease_set:
-        conn.execute(
-            _UPDATE_LEASE, {"lease_id": lease.id, **{f: lease_set.get(f, getattr(lease, f)) for f in _LEASE_FIELDS}}
-        )
+        conn.execute(_UPDATE_LEASE, {"lease_id": lease.id, **lease_set})
         for key, value in lease_set.items():
             set_committed_value(lease, key, value)
     return held, outcome

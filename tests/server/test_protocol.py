@@ -13,8 +13,8 @@ import pytest
 
 from outpost.errors import Unauthorized
 from outpost.server.api.logs import MAX_PAGE_BYTES, STREAM_PAGE_BYTES
-from outpost.server.models import Runner
-from outpost.server.store import builds
+from outpost.server.models import Build, Runner
+from outpost.server.store import builds, logs
 from outpost.wire import LEASE_HEADER, PREFIX, REPORT_CONTENT_TYPE, PollRequest, RegisterRequest, RunBuildTask
 from tests.stack import Stack
 
@@ -551,9 +551,6 @@ async def test_a_follower_of_a_short_build_gets_its_whole_log_and_the_end_in_one
     """The page that holds the last of a finished build's log says `finished`: no further request is needed."""
     task = await claimed(stack)
     follow = asyncio.create_task(stack.api("GET", f"/builds/{task.build_id}/log", params={"after": 0, "wait": 20}))
-    # The follower waits before the report (its premise): a first look that straddles the report's commit on
-    # PostgreSQL reads the status before it and the chunks after it, and answers them without `finished`.
-    await asyncio.sleep(0.5)
     head = {
         "logs": [{"stream": "hello", "offset": 0, "size": 3}],
         "steps": [{"name": "hello", "update": {"status": "success", "exit_code": 0}}],
@@ -568,6 +565,26 @@ async def test_a_follower_of_a_short_build_gets_its_whole_log_and_the_end_in_one
     again = (await stack.api("GET", f"/builds/{task.build_id}/log", params={"after": page["cursor"]})).json()
     assert again["pieces"] == []
     assert again["finished"] is True
+
+
+async def test_a_page_says_the_status_its_chunks_were_stored_with(stack: Stack) -> None:
+    """A follower's look reads the build, then its chunks. A finishing report committed between the two (on
+    PostgreSQL, through another connection) must not give a page of the finish's chunks with the status of
+    before: `finished` would be missing, and the follower would ask once more for nothing."""
+    task = await claimed(stack)
+    async with stack.services.tx() as session:
+        before = await session.get_one(Build, task.build_id)  # as the look's first read saw it
+    head = {
+        "logs": [{"stream": "hello", "offset": 0, "size": 3}],
+        "steps": [{"name": "hello", "update": {"status": "success", "exit_code": 0}}],
+        "finish": {"status": "success"},
+    }
+    r = await job_call(stack, task, "POST", "/report", **raw(head, b"hi\n"))
+    assert r.status_code == 200, r.text
+    async with stack.services.tx() as session:
+        pieces, rest, status = await logs.read_page(session, before, 0, MAX_PAGE_BYTES)
+    assert before.status == "claimed"
+    assert ([p.data for p in pieces], rest, status) == ([b"hi\n"], False, "success")
 
 
 async def test_a_page_cut_short_by_its_size_is_not_the_end_even_of_a_finished_build(stack: Stack) -> None:

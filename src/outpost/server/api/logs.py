@@ -41,14 +41,16 @@ async def follow_log(
             ticket = svc.wakeups.ticket(build_key(build_id))
             async with svc.as_caller(token) as (session, who):
                 build = await builds.get_build(session, who, build_id)
-                pieces, rest = await logs.read_page(session, build, after, MAX_PAGE_BYTES)
+                pieces, rest, listed_status = await logs.read_page(session, build, after, MAX_PAGE_BYTES)
             # The status was read first: chunks stored with or before the finish are all seen by the read after it.
-            finished = build.status in FINAL_BUILD_STATUSES and not rest
+            # The status read with the chunks is as new as they are (a finish committed in between included).
+            status = listed_status or build.status
+            finished = status in FINAL_BUILD_STATUSES and not rest
             remaining = deadline - loop.time()
             if pieces or finished or remaining <= 0 or gone.done() or svc.wakeups.closing:
                 return LogPage(
                     build=build.id,
-                    status=build.status,
+                    status=status,
                     finished=finished,
                     cursor=pieces[-1].cursor if pieces else after,
                     pieces=[

@@ -143,35 +143,41 @@ class Piece:
 async def read_after(session: AsyncSession, build: Build, cursor: int, max_bytes: int) -> list[Piece]:
     """Chunks of every step of the build accepted after `cursor`, in the order they were accepted: as many as fit
     in `max_bytes`, and always at least one (see `read_page`)."""
-    pieces, _rest = await read_page(session, build, cursor, max_bytes)
+    pieces, _rest, _status = await read_page(session, build, cursor, max_bytes)
     return pieces
 
 
 SIZES_READ = 1000  # chunk sizes read at most to choose a page
 
 
-async def read_page(session: AsyncSession, build: Build, cursor: int, max_bytes: int) -> tuple[list[Piece], bool]:
-    """`read_after`, and whether chunks after the page are already stored (True) or the page holds every chunk
-    stored so far (False). Their sizes are read first, so a follower far behind (at the start of a 200 MB log)
-    reads one page of bytes, not everything after its cursor."""
+async def read_page(
+    session: AsyncSession, build: Build, cursor: int, max_bytes: int
+) -> tuple[list[Piece], bool, str | None]:
+    """`read_after`; whether chunks after the page are already stored (True) or the page holds every chunk stored
+    so far (False); and the build's status as of the chunks listed (None if none were): read in the statement that
+    lists them, so on PostgreSQL it is the status that went with them, not the one a caller read a moment before
+    (a finishing report committed in between would leave that older than the chunks). The sizes are read first,
+    so a follower far behind (at the start of a 200 MB log) reads one page of bytes, not everything after it."""
+    status = select(Build.status).where(Build.id == build.id).scalar_subquery()
     sizes = (
         await session.execute(
-            select(LogChunk.id, func.length(LogChunk.data))
+            select(LogChunk.id, func.length(LogChunk.data), status)
             .where(LogChunk.build_id == build.id, LogChunk.id > cursor)
             .order_by(LogChunk.id)
             .limit(SIZES_READ)
         )
     ).all()
+    listed_status = str(sizes[0][2]) if sizes else None
     ids: list[int] = []
     total = 0
-    for chunk_id, size in sizes:
+    for chunk_id, size, _ in sizes:
         if ids and total + size > max_bytes:
             break
         ids.append(chunk_id)
         total += size
     rest = len(ids) < len(sizes) or len(sizes) == SIZES_READ
     if not ids:
-        return [], rest
+        return [], rest, listed_status
     rows = await session.execute(
         select(LogChunk.id, Step.name, LogChunk.offset, LogChunk.data)
         .join(Step, Step.id == LogChunk.step_id)
@@ -179,4 +185,5 @@ async def read_page(session: AsyncSession, build: Build, cursor: int, max_bytes:
         .order_by(LogChunk.id)
     )
     chosen = set(ids)  # the range holds no others (a build's chunk ids follow its commits), but say so exactly
-    return [Piece(chunk_id, name, offset, data) for chunk_id, name, offset, data in rows if chunk_id in chosen], rest
+    pieces = [Piece(chunk_id, name, offset, data) for chunk_id, name, offset, data in rows if chunk_id in chosen]
+    return pieces, rest, listed_status

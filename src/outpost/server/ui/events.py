@@ -117,7 +117,8 @@ async def build_events(
                 async with as_viewer(request) as (session, viewer):
                     view = await pages.build_view(svc, session, viewer.principal, build_id)
                     await pages.outputs_of(session, view)  # a step's test report or artifacts as they arrive
-                    pieces, rest = await logs.read_page(session, view.build, cursor, PIECE_BYTES)
+                    # The state sent below is the view's, so its end is judged by the view's status too.
+                    pieces, rest, _ = await logs.read_page(session, view.build, cursor, PIECE_BYTES)
             except StoreError:
                 yield event("end", {"reason": "session ended"})
                 return

@@ -48,19 +48,8 @@ async def record(
 
 async def secrets_read(session: AsyncSession, runner: Runner, build: Build) -> None:
     """A runner was handed a build's decrypted secrets (only their names are written here)."""
-    if not build.secrets:
-        return
-    session.add(
-        AuditEntry(
-            account_id=build.account_id,
-            at=now(),
-            actor=f"runner {runner.name} ({runner.id})",
-            address=None,
-            action="secret.read",
-            target=f"build {build.id}",
-            details={"pipeline": build.pipeline_name, "secrets": sorted(build.secrets), "host": runner.hostname},
-        )
-    )
+    if build.secrets:
+        session.add(_handed(runner, build, "secret.read", {"secrets": sorted(build.secrets)}))
 
 
 async def credentials_read(session: AsyncSession, runner: Runner, build: Build, task: RunBuildTask) -> None:
@@ -71,18 +60,21 @@ async def credentials_read(session: AsyncSession, runner: Runner, build: Build, 
         "registries": sorted(name for name, registry in task.registries.items() if registry.password),
         "clusters": sorted(name for name, cluster in task.clusters.items() if cluster.token or cluster.client_key_pem),
     }
-    if not any(handed.values()):
-        return
-    session.add(
-        AuditEntry(
-            account_id=build.account_id,
-            at=now(),
-            actor=f"runner {runner.name} ({runner.id})",
-            address=None,
-            action="credential.read",
-            target=f"build {build.id}",
-            details={"pipeline": build.pipeline_name, **handed, "host": runner.hostname},
-        )
+    if any(handed.values()):
+        session.add(_handed(runner, build, "credential.read", handed))
+
+
+def _handed(runner: Runner, build: Build, action: str, what: dict[str, Any]) -> AuditEntry:
+    """An entry for what a runner was handed with a build: no client address (the task rides the runner's poll), so
+    the runner is named by id and host."""
+    return AuditEntry(
+        account_id=build.account_id,
+        at=now(),
+        actor=f"runner {runner.name} ({runner.id})",
+        address=None,
+        action=action,
+        target=f"build {build.id}",
+        details={"pipeline": build.pipeline_name, **what, "host": runner.hostname},
     )
 
 

@@ -165,6 +165,7 @@ async def fire_cron(services: Services, minute: float) -> None:
         removed = await store_deliveries.remove_old(session, services.settings.delivery_days)
     if removed:
         log.info("removed %d webhook deliveries older than %g days", removed, services.settings.delivery_days)
-    settings, now = services.settings, time.time()
-    async with services.tx() as session:  # allowances full again, failures that would start over
-        await store_limits.forget_idle(session, now - settings.rate_window, now - 2 * settings.login_max_delay)
+    if db.is_postgres(services.engine):  # only there are they rows (else in memory: guards.py, lockout.py)
+        settings, now = services.settings, time.time()
+        async with services.tx() as session:  # allowances full again, failures that would start over
+            await store_limits.forget_idle(session, now - settings.rate_window, now - 2 * settings.login_max_delay)

@@ -251,9 +251,8 @@ class Handover:
             return False
         try:
             runner = await builds.runner_for_look(session, waiter.runner_id)
-            ttl = self.svc.settings.lease_ttl
-            claimed = None if runner.revoked_at else await builds.claim_next(session, runner, ttl)
-        except Unauthorized:  # revoked meanwhile: the poll finds out by its own look
+            claimed = await builds.claim_next(session, runner, self.svc.settings.lease_ttl)
+        except Unauthorized:  # gone or revoked (claim_next checks): the poll finds out by its own look
             claimed = None
         if claimed is None:
             self.abandon()

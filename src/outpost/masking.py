@@ -95,6 +95,11 @@ class Masker:
         self._held = masked[len(masked) - keep :] if keep else b""
         return masked[: len(masked) - keep]
 
+    @property
+    def held(self) -> int:
+        """Bytes kept back by `feed`, not yet shown."""
+        return len(self._held)
+
     def flush(self) -> bytes:
         held, self._held = self._held, b""
         return held

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,64 @@ def test_an_engine_killed_mid_step_ends_the_build_error_with_its_exit_code_and_e
     log = build_log(control_plane, build_id)
     assert "[outpost] the engine pod outpost-engine-" in log
     assert numbered_lines(log) == [f"line {i}" for i in range(1, 101)]
+    eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
+    eventually(lambda: sleeping(seconds) == [], timeout=30, what="the step's process to end")
+
+
+# Prints a hundred lines, waits for the test's go-ahead, then prints a hundred more and the build's secret, and sleeps.
+LAST_WORDS = """version: '1.0'
+steps:
+  main:
+    image: {image}
+    commands:
+      - for i in $(seq 1 100); do echo "line $i"; done
+      - touch /codefresh/volume/started
+      - for i in $(seq 1 600); do [ -e /codefresh/volume/go ] && break; sleep 0.1; done
+      - for i in $(seq 101 200); do echo "line $i"; done
+      - echo "deploying with $DEPLOY_TOKEN"
+      - touch /codefresh/volume/printed
+      - sleep {seconds}
+"""
+
+
+def test_what_a_step_printed_after_its_engine_s_last_read_reaches_the_log_masked_when_the_engine_is_killed(
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    start_runner: Callable[..., RunnerProcess],
+    kube_cluster: Any,
+    busybox_image: str,
+    engine_image: str,
+) -> None:
+    """The engine is frozen (SIGSTOP) before the step prints its second hundred lines, then killed: it never read
+    them. The runner copies them from the step pod's output file, masked as the engine would have."""
+    start_engine_runner(start_runner, kube_cluster, engine_image)
+    seconds = str(300 + uuid.uuid4().int % 9000)
+    (tmp_path / "p.yml").write_text(LAST_WORDS.format(image=busybox_image, seconds=seconds))
+    created = control_plane.cli(
+        "pipeline", "create", "last-words", "--file", str(tmp_path / "p.yml"), "--secret-var", "DEPLOY_TOKEN=tok-93f1c7"
+    )
+    assert created.returncode == 0, created.stderr
+    with control_plane.api() as api:
+        build_id = str(api.post("/pipelines/last-words/builds", json={"variables": {}}).json()["id"])
+    claim = kube_cluster.claim_folder()
+    started = eventually(lambda: list(claim.parent.glob("vol-*/started")) or None, timeout=90,
+                         what="the step to run")  # fmt: skip
+    (engine,) = _engine_processes(build_id)
+
+    os.kill(engine, signal.SIGSTOP)  # it reads nothing more from here on
+    (started[0].parent / "go").touch()
+    eventually(lambda: (started[0].parent / "printed").exists() or None, timeout=30, what="the last words")
+    eventually(lambda: sleeping(seconds) or None, timeout=30, what="the sleep to start")
+    os.kill(engine, signal.SIGKILL)
+
+    build = control_plane.wait_for(build_id, FINISHED, timeout=90)
+    assert build["status"] == "error"
+    assert "failed (exit code 137)" in build["message"]
+    log = build_log(control_plane, build_id)
+    assert numbered_lines(log) == [f"line {i}" for i in range(1, 201)]  # each exactly once, in order
+    assert "deploying with *****" in log
+    assert "tok-93f1c7" not in log
+    assert "[outpost] the engine pod outpost-engine-" in log
     eventually(lambda: kube_cluster.pods() == [], timeout=30, what="the step pod to be removed")
     eventually(lambda: sleeping(seconds) == [], timeout=30, what="the step's process to end")
 

@@ -34,6 +34,7 @@ steps:
     image: {image}
     commands:
       - echo "build $CF_BUILD_ID in $(pwd)"
+      - if [ "$WAIT" = yes ]; then touch /codefresh/volume/waiting; fi
       - while [ ! -f /codefresh/volume/go ] && [ "$WAIT" = yes ]; do sleep 0.2; done
       - mkdir -p cache && touch "cache/$CF_BUILD_ID"
       - echo "cached:" $(ls cache | sort)
@@ -114,6 +115,6 @@ def cached(log: str) -> list[str]:
 
 
 def _two_volumes_in_use(claim: Path) -> list[Path] | None:
-    """The build volumes (in the runner's folder on the work claim) whose step pods are running."""
-    volumes = [steps.parent for steps in claim.glob("runner/**/.outpost-steps") if any(steps.iterdir())]
+    """The build volumes (in the runner's folder on the work claim) whose step waits for the test's go-ahead."""
+    volumes = [waiting.parent for waiting in claim.glob("runner/**/waiting")]
     return volumes if len(volumes) == 2 else None

@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
-from outpost.executors.base import Output
 from outpost.masking import Masker
 from outpost.wire import SYSTEM_STREAM, BuildStarted, StepUpdate
 
@@ -70,28 +69,46 @@ class MaskedReporter:
         await self.log(stream, f"{start}[outpost] {text}\n".encode())
 
 
+class MaskedOutput:
+    """An `Output` into one stream of the build's log, masking the secrets it was made with, across chunk boundaries.
+    `stream` and `held` let an executor whose step output outlives the engine (an engine pod's step pods) record how
+    far the log has it (and what it masks): `held` bytes of what was fed are kept back (a possible beginning of a
+    secret), not yet shown."""
+
+    def __init__(self, reporter: Reporter, stream: str, secrets: Iterable[str]) -> None:
+        self.stream = stream
+        self.secrets = frozenset(secrets)
+        self._masker = Masker(self.secrets)
+        self._outer = reporter if isinstance(reporter, MaskedReporter) else None
+        self._reporter = self._outer.inner if self._outer else reporter  # masked here, once
+
+    @property
+    def held(self) -> int:
+        return self._masker.held
+
+    async def __call__(self, chunk: bytes) -> None:
+        if shown := self._masker.feed(chunk):
+            await self._write(shown)
+
+    async def close(self) -> None:
+        if rest := self._masker.flush():
+            await self._write(rest)
+
+    async def _write(self, data: bytes) -> None:
+        if self._outer:
+            self._outer.wrote(self.stream, data)
+        await self._reporter.log(self.stream, data)
+
+
 @contextlib.asynccontextmanager
-async def masked_log(reporter: Reporter, stream: str, secrets: Iterable[str]) -> AsyncIterator[Output]:
+async def masked_log(reporter: Reporter, stream: str, secrets: Iterable[str]) -> AsyncIterator[MaskedOutput]:
     """An `Output` into `stream` that masks the secrets known when it opens; what it held back (a possible
     beginning of a secret) is logged when it closes."""
-    masker = Masker(secrets)
-    outer = reporter if isinstance(reporter, MaskedReporter) else None
-    reporter = outer.inner if outer else reporter  # masked here, once
-
-    async def write(data: bytes) -> None:
-        if outer:
-            outer.wrote(stream, data)
-        await reporter.log(stream, data)
-
-    async def output(chunk: bytes) -> None:
-        if shown := masker.feed(chunk):
-            await write(shown)
-
+    output = MaskedOutput(reporter, stream, secrets)
     try:
         yield output
     finally:
-        if rest := masker.flush():
-            await write(rest)
+        await output.close()
 
 
 async def log_system(reporter: Reporter, secrets: Iterable[str], text: str) -> None:

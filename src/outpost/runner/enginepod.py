@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost import logformat
+from outpost.executors.kubernetes.executor import KubernetesExecutor
 from outpost.runner import enginemail, volumes
 from outpost.runner.client import ProtocolClient
 from outpost.runner.job import BuildJob
@@ -77,6 +78,8 @@ async def run(folder: Path, task: RunBuildTask, settings: dict[str, Any]) -> Non
             max_freeze=float(settings["max_freeze"]),
             lease_written=True,
         )
+        if isinstance(runs := job.engine.executor, KubernetesExecutor):  # what a step printed, should this die
+            runs.last_words_key = task.job_token
         mail = asyncio.create_task(enginemail.deliver(folder, job))
         done = asyncio.create_task(_say_delivered(folder, job))
         try:

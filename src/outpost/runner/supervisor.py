@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost.errors import ExecutorError, LeaseLost, OutpostError, ProtocolError
-from outpost.runner import enginemail
+from outpost.runner import enginemail, sealing
 from outpost.runner.client import ProtocolClient, Revoked, Unreachable
 from outpost.runner.outbox import Outbox, read_lease, write_lease
 from outpost.wire import SYSTEM_STREAM, ApprovalDecision, BuildFinished, RunBuildTask
@@ -260,6 +260,44 @@ class EngineSupervisor:
             return ""
         return "; the engine's last log lines:\n" + tail.rstrip() if tail.strip() else ""
 
+    async def _copy_last_words(self, box: Outbox) -> None:
+        """What the build's step pods printed after the engine's last read of their output files (`pods.note_copied`
+        says how far it got), into the build's log: a step's last lines before an engine crash are often the ones
+        that tell why. Masked as the engine masked them: the values are beside the record, sealed under the build's
+        job token, which the runner keeps sealed in the outbox's lease. The step pods' folders are in the build
+        folder's `scratch`, on the work claim (executor.STEPS_IN_SCRATCH); their pods are gone by now."""
+        from outpost.executors.kubernetes.executor import STEPS_IN_SCRATCH
+        from outpost.executors.kubernetes.pods import COPIED_FILE, MASKED_FILE
+        from outpost.masking import Masker
+
+        for record in sorted((self.folder / "scratch" / STEPS_IN_SCRATCH).glob(f"*/{COPIED_FILE}")):
+            step = record.parent
+            try:
+                noted = json.loads(record.read_text())
+                stream, offset = str(noted["stream"]), int(noted["offset"])
+                size = (step / "output").stat().st_size
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if size <= offset:
+                continue
+            try:
+                job_token = read_lease(self.folder / "outbox", self.runner_token).job_token
+                masked = json.loads(sealing.unseal((step / MASKED_FILE).read_text(), job_token, step.name))
+            except (OSError, ValueError) as exc:  # sealing.Unsealable is a ValueError
+                log.warning("build %s: the last output of its step pod %s is not copied (%s)", self.build_id,
+                            step.name, exc)  # fmt: skip
+                await box.log(stream, f"\n[outpost] the last {size - offset} bytes this step printed are not shown: "
+                                      "the values to mask in them cannot be read\n".encode())  # fmt: skip
+                continue
+            masker = Masker(str(value) for value in masked)
+            with (step / "output").open("rb") as f:
+                f.seek(offset)
+                while chunk := f.read(1 << 16):
+                    await box.log(stream, masker.feed(chunk))
+            await box.log(stream, masker.flush())
+            log.info("build %s: %d bytes its step pod %s printed after the engine's last read went to the log",
+                     self.build_id, size - offset, step.name)  # fmt: skip
+
     async def _deliver_error(self, why: str) -> None:
         """What the outbox holds goes out, then the build ends `error` with `why` (unless the engine had finished
         it). The pod is gone by now: nothing else writes to the outbox."""
@@ -272,6 +310,7 @@ class EngineSupervisor:
             await _remove(self.folder)
             return
         if not box.has_finish:
+            await self._copy_last_words(box)
             await box.log(SYSTEM_STREAM, f"\n[outpost] {why}: the build stops here\n".encode())
             box.finish(BuildFinished(status="error", message=why, finished_at=time.time()))
         box.close()

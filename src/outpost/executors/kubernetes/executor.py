@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
@@ -48,10 +50,24 @@ except ImportError as exc:  # pragma: no cover - the optional dependency is miss
 
 from outpost.executors.kubernetes import api, builder, dind, engines, objects, placement, services
 from outpost.executors.kubernetes.api import KUBELET_SLACK, POLL, STOP_GRACE
-from outpost.executors.kubernetes.pods import PodRun, copy_output, logins, quiet
+from outpost.executors.kubernetes.pods import (
+    MASKED_FILE,
+    PodRun,
+    copy_output,
+    logins,
+    note_copied,
+    quiet,
+    shown_of,
+)
+from outpost.runner import sealing
 
 TOOLS_IN_STEP = "/codefresh/outpost/bin"  # cf_export, as in the Docker executor
-STEPS_FOLDER = ".outpost-steps"  # in the build volume: each step pod's script, output and exit code
+STEPS_FOLDER = ".outpost-steps"  # in the build volume: what steps of the build share (buildah's storage, dind's socket)
+# In the engine's scratch folder, on the work claim: each step pod's own folder (its script, output and exit code),
+# mounted in that pod alone at STEP_IN_STEP. On the work claim, not the build volume, so that the runner can read what
+# a step printed after its engine pod died (a build volume with a claim of its own is not mounted in the runner).
+STEPS_IN_SCRATCH = "steps"
+STEP_IN_STEP = "/codefresh/outpost/step"
 DEFAULTS = {"pull_timeout": "30", "pending_timeout": "120", "node_lost_timeout": "60"}
 
 
@@ -83,6 +99,9 @@ class KubernetesExecutor(Executor):
         self.volume_claim = self.options.get("volume_claim", "")
         self._node = self.options.get("node") or None
         self._serial = 0
+        # In an engine pod: the build's job token, the key its step pods' masked values are sealed under (MASKED_FILE),
+        # so that the runner, which keeps that token sealed in the outbox's lease, can finish their logs.
+        self.last_words_key = ""
         dind.check(self.options)
         self.dind = (
             dind.DockerInDocker(self, volume, build_id, self.options, self.pending_timeout)
@@ -225,9 +244,11 @@ class KubernetesExecutor(Executor):
 
     async def run_pod(self, pod: PodRun, output: Output) -> int:
         """Runs one pod to its end: its output into `output`, its exit code returned; over only when it is gone."""
+        if (stream := getattr(output, "stream", None)) is not None:  # a step's masked log (reporting.MaskedOutput)
+            pod = dataclasses.replace(pod, stream=str(stream), masked=frozenset(getattr(output, "secrets", ())))
         name, folder = await self.start_pod(pod)
         try:
-            code = await self._follow(name, folder, pod.step, pod.image, output)
+            code = await self._follow(name, folder, pod, output)
             keep = pod.keep if pod.keep is not None else {}
             for kept in ("iid", "digest"):
                 with contextlib.suppress(FileNotFoundError):
@@ -240,12 +261,16 @@ class KubernetesExecutor(Executor):
             shutil.rmtree(folder, ignore_errors=True)
 
     async def start_pod(self, pod: PodRun) -> tuple[str, Path]:
-        """Creates the pod (its script on the volume, its environment and pull credentials in Secrets it owns)."""
+        """Creates the pod (its script in its folder, its environment and pull credentials in Secrets it owns)."""
         self._serial += 1
         name = objects.dns_label("op", self.build_id[:28], str(self._serial), pod.step[:20])
-        folder = self.volume / STEPS_FOLDER / name
+        folder = self.scratch / STEPS_IN_SCRATCH / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "script").write_text(pod.script)
+        if pod.stream is not None and self.last_words_key:  # before the pod can print
+            sealed = sealing.seal(json.dumps(sorted(pod.masked)), self.last_words_key, name)
+            (folder / MASKED_FILE).write_text(sealed)
+            note_copied(folder, pod.stream, 0)
         build, mark = self.build_id, self.mark
         secrets = [objects.env_secret(name, self.namespace, build, pod.step, pod.env, mark)]
         if pod.logins:
@@ -274,7 +299,7 @@ class KubernetesExecutor(Executor):
         return name, folder
 
     def _pod_spec(self, pod: PodRun, name: str) -> objects.StepPodSpec:
-        inner = f"{VOLUME_IN_STEP}/{STEPS_FOLDER}/{name}"
+        inner = STEP_IN_STEP
         # The output file is opened once and appended to; the exit code is written last, by a rename.
         wrapper = (
             f"d={shlex.quote(inner)}\n"
@@ -298,6 +323,8 @@ class KubernetesExecutor(Executor):
             tools_path=self._in_claim(tools) if tools.is_dir() else None,
             tools_mount=TOOLS_IN_STEP,
             tools_claim=self.claim if self.volume_claim else None,
+            step_path=self._in_claim(self.scratch / STEPS_IN_SCRATCH / name),
+            step_mount=STEP_IN_STEP,
             node_name=self._node,
             node_selector=where.node_selector,
             tolerations=where.tolerations,
@@ -419,21 +446,32 @@ class KubernetesExecutor(Executor):
         except ValueError:
             raise ExecutorError(f"{path} is not inside the work claim's folder {self.work_root}") from None
 
-    async def _follow(self, name: str, folder: Path, step: str, image: str, output: Output) -> int:
+    async def _follow(self, name: str, folder: Path, pod: PodRun, output: Output) -> int:
         """Copies the output file into `output` until the pod's status gives a verdict."""
+        step, image = pod.step, pod.image
         loop = asyncio.get_running_loop()
         began, pull_failing_since, silent_since = loop.time(), None, None
         offset = 0
+
+        def noted(at: int) -> None:  # for the runner, should this engine die (supervisor._copy_last_words)
+            note_copied(folder, str(pod.stream), shown_of(output, at))
+
+        recording = noted if pod.stream is not None and self.last_words_key else None
+
+        async def copy() -> None:
+            nonlocal offset
+            offset = await copy_output(folder / "output", offset, output, recording)
+
         async with api.PodWatch(self.client, name) as watch:
             while True:
-                offset = await copy_output(folder / "output", offset, output)
+                await copy()
                 reading = watch.reading
                 if watch.gone or (reading is not None and reading.deleting):
-                    await copy_output(folder / "output", offset, output)
+                    await copy()
                     return await _fail(output, f"the pod of step {step} ({name}) was deleted from outside")
                 if reading is not None:
                     if reading.exit_code is not None or reading.phase in ("Succeeded", "Failed"):
-                        await copy_output(folder / "output", offset, output)
+                        await copy()
                         if why := reading.failure():
                             return await _fail(output, why)
                         assert reading.exit_code is not None
@@ -441,7 +479,7 @@ class KubernetesExecutor(Executor):
                     silent_since = (silent_since or loop.time()) if reading.not_ready else None
                     if silent_since is not None and loop.time() - silent_since >= self.node_lost_timeout:
                         self._lost.add(name)
-                        await copy_output(folder / "output", offset, output)
+                        await copy()
                         return await _fail(
                             output,
                             f"the node {reading.node} running step {step} stopped answering "

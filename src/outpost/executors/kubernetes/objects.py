@@ -90,6 +90,8 @@ class StepPodSpec:
     tools_path: str | None = None  # the runner's tools (cf_export) in the same claim, mounted read-only
     tools_mount: str | None = None
     tools_claim: str | None = None  # the claim holding `tools_path` when it is not `claim` (the work claim)
+    step_path: str | None = None  # the pod's own folder (script, output, exit code) in the work claim, read-write
+    step_mount: str | None = None
     node_name: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Toleration] = ()
@@ -113,6 +115,10 @@ def step_pod(spec: StepPodSpec) -> Pod:
         mounts.append(
             VolumeMount(name=TOOLS_VOLUME, mountPath=spec.tools_mount, subPath=spec.tools_path, readOnly=True)
         )
+    # The work claim: `claim` itself unless `tools_claim` names it (the build volume is then a claim of its own).
+    work = TOOLS_VOLUME if spec.tools_claim else BUILD_VOLUME
+    if spec.step_path and spec.step_mount:
+        mounts.append(VolumeMount(name=work, mountPath=spec.step_mount, subPath=spec.step_path))
     container = Container(
         name=STEP_CONTAINER,
         image=spec.image,
@@ -150,7 +156,11 @@ def step_pod(spec: StepPodSpec) -> Pod:
             hostUsers=spec.host_users,
             hostAliases=[HostAlias(ip=ip, hostnames=[name]) for name, ip in spec.host_aliases.items()] or None,
             volumes=[Volume(name=BUILD_VOLUME, persistentVolumeClaim=claim)]
-            + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=tools)] if spec.tools_path else []),
+            + (
+                [Volume(name=TOOLS_VOLUME, persistentVolumeClaim=tools)]
+                if spec.tools_path or work == TOOLS_VOLUME
+                else []
+            ),
         ),
     )
 

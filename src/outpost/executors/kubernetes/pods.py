@@ -4,7 +4,8 @@ for a composition's members prefixed with their names. No API calls here."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from outpost.containers.auth import RegistryAuth
 from outpost.executors.base import Output
 
 POLL = 0.2  # seconds between reads of a growing output file
+# In a step pod's folder: the log stream its output goes to, and how many bytes of its output file the log has.
+COPIED_FILE = "copied"
+# Beside it, sealed under the build's job token: the values that stream masks, for the runner to mask the same.
+MASKED_FILE = "masked.sealed"
 
 
 @dataclass
@@ -30,16 +35,36 @@ class PodRun:
     privileged: bool = False  # the Docker-in-Docker pod (objects.dind_security)
     keep: dict[str, str] | None = None  # files of the pod's folder (iid, digest) read into this before it goes
     aliases: Mapping[str, str] = field(default_factory=dict)  # host name -> IP (a composition's services)
+    stream: str | None = None  # the build log's stream its output goes to, when it is a step's (COPIED_FILE)
+    masked: frozenset[str] = frozenset()  # the values that stream masks (MASKED_FILE)
 
 
-async def copy_output(path: Path, offset: int, output: Output) -> int:
-    """Sends what `path` holds from `offset` on; returns the new offset. The file only grows."""
+def note_copied(folder: Path, stream: str, offset: int) -> None:
+    """Records that the build's log has the first `offset` bytes of the output file in `folder`. An engine pod that
+    dies (a kill, OOM) leaves it for its runner, which copies the rest of the file into the log (supervisor): the
+    step's last words, printed after the engine's last read, are not lost. Replaced whole, by a rename."""
+    partial = folder / (COPIED_FILE + ".part")
+    partial.write_text(json.dumps({"stream": stream, "offset": offset}))
+    partial.replace(folder / COPIED_FILE)
+
+
+def shown_of(output: Output, offset: int) -> int:
+    """Of the first `offset` bytes fed to `output`, how many it has shown (a masking output keeps back a possible
+    beginning of a secret)."""
+    return offset - int(getattr(output, "held", 0))
+
+
+async def copy_output(path: Path, offset: int, output: Output, noted: Callable[[int], None] | None = None) -> int:
+    """Sends what `path` holds from `offset` on; returns the new offset. The file only grows. `noted` is told each
+    new offset as soon as `output` has taken the chunk before it."""
     try:
         with path.open("rb") as f:
             f.seek(offset)
             while chunk := f.read(1 << 16):
                 await output(chunk)
                 offset += len(chunk)
+                if noted is not None:
+                    noted(offset)
     except FileNotFoundError:
         pass
     return offset

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from outpost import __version__
 from outpost.server import cron, db, presence
@@ -136,6 +136,7 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(metrics.router)
     install_ui(app)  # the web UI: pages at /, live updates under /ui/events, files under /ui/static
+    _try_first(app, runner.router, builds.router)
     # Replicas share one PostgreSQL: they count rate limits and failed logins there, together.
     shared = settings.database_url.startswith("postgresql")
     lockout = SharedLoginLockout.for_app(app.state, settings) if shared else LoginLockout.from_settings(settings)
@@ -148,6 +149,15 @@ def create_app(
     app.add_middleware(RateLimit, limits=limits_of(settings), shared=shared)
     app.add_middleware(Observe, metrics=observed)  # around everything, refusals included: a count costs nothing
     return app
+
+
+def _try_first(app: FastAPI, *routers: APIRouter) -> None:
+    """Puts these routers' routes first in the order FastAPI tries them for a request. The runner protocol's and
+    the build routes are most of the control plane's requests, and FastAPI tries each included router in turn: a
+    poll tried eleven others before its own, ~0.1 ms of CPU a request, a tenth of a poll's. No path of theirs is
+    also another route's (test_app checks), so the order changes which route answers nothing."""
+    chosen = [r for router in routers for r in app.router.routes if getattr(r, "original_router", None) is router]
+    app.router.routes[:] = chosen + [r for r in app.router.routes if r not in chosen]
 
 
 async def fire_cron(services: Services, minute: float) -> None:

@@ -83,9 +83,7 @@ async def _start_server(
         installed.append(await bootstrap(services, data_dir, local_runtime=local_runtime, ui_admin=True))
 
     app = create_app(settings, public_url=url, on_start=install)
-    from outpost.server.httpwrites import OneWriteProtocol  # uvicorn's httptools protocol, one send per response
-
-    server = _Uvicorn(uvicorn.Config(app, http=OneWriteProtocol, log_config=None, access_log=False, lifespan="on"))
+    server = _Uvicorn(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -264,7 +264,7 @@ class EngineSupervisor:
         """What the build's step pods printed after the engine's last read of their output files (`pods.note_copied`
         says how far it got), into the build's log: a step's last lines before an engine crash are often the ones
         that tell why. Masked as the engine masked them: the values are beside the record, sealed under the build's
-        job token, which the runner keeps sealed in the outbox's lease. The step pods' folders are in the build
+        job token, which the reopened outbox has from its lease. The step pods' folders are in the build
         folder's `scratch`, on the work claim (executor.STEPS_IN_SCRATCH); their pods are gone by now."""
         from outpost.executors.kubernetes.executor import STEPS_IN_SCRATCH
         from outpost.executors.kubernetes.pods import COPIED_FILE, MASKED_FILE
@@ -281,8 +281,7 @@ class EngineSupervisor:
             if size <= offset:
                 continue
             try:
-                job_token = read_lease(self.folder / "outbox", self.runner_token).job_token
-                masked = json.loads(sealing.unseal((step / MASKED_FILE).read_text(), job_token, step.name))
+                masked = json.loads(sealing.unseal((step / MASKED_FILE).read_text(), box.task.job_token, step.name))
             except (OSError, ValueError) as exc:  # sealing.Unsealable is a ValueError
                 log.warning("build %s: the last output of its step pod %s is not copied (%s)", self.build_id,
                             step.name, exc)  # fmt: skip

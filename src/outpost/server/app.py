@@ -155,7 +155,7 @@ def _try_first(app: FastAPI, *routers: APIRouter) -> None:
     """Puts these routers' routes first in the order FastAPI tries them for a request. The runner protocol's and
     the build routes are most of the control plane's requests, and FastAPI tries each included router in turn: a
     poll tried eleven others before its own, ~0.1 ms of CPU a request, a tenth of a poll's. No path of theirs is
-    also another route's (test_app checks), so the order changes which route answers nothing."""
+    also another route's (tests/server/test_routes.py checks), so the order changes which route answers nothing."""
     chosen = [r for router in routers for r in app.router.routes if getattr(r, "original_router", None) is router]
     app.router.routes[:] = chosen + [r for r in app.router.routes if r not in chosen]
 

@@ -156,11 +156,7 @@ def step_pod(spec: StepPodSpec) -> Pod:
             hostUsers=spec.host_users,
             hostAliases=[HostAlias(ip=ip, hostnames=[name]) for name, ip in spec.host_aliases.items()] or None,
             volumes=[Volume(name=BUILD_VOLUME, persistentVolumeClaim=claim)]
-            + (
-                [Volume(name=TOOLS_VOLUME, persistentVolumeClaim=tools)]
-                if spec.tools_path or work == TOOLS_VOLUME
-                else []
-            ),
+            + ([Volume(name=TOOLS_VOLUME, persistentVolumeClaim=tools)] if spec.tools_path or spec.tools_claim else []),
         ),
     )
 

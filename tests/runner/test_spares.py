@@ -3,6 +3,7 @@ anything of a build."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -28,14 +29,17 @@ async def test_builds_run_in_spare_folders_and_the_runner_keeps_one_ready(stack:
         assert await step_log(stack, build_id, "second") == b"second\n"
     data = runner.options.data_dir
     assert not list((data / "builds").glob("*"))
-    (ready,) = (data / "spare").iterdir()  # the concurrency (1) of them, made after the last build
+    (ready,) = (data / "spare").iterdir()  # the concurrency (1) of them: the last build's folder, emptied
     assert sorted(str(p.relative_to(ready)) for p in ready.rglob("*") if p.is_file()) == [
+        "outbox/acked.json",
+        "outbox/events.acked",
         "outbox/events.jsonl",
         "outbox/lease.json",
         "outbox/logs/2473797374656d.log",
         "scratch/bin/cf_export",
+        "scratch/running/steps",  # the local executor's record of its steps' process groups
     ]
-    assert [p.stat().st_size for p in (ready / "outbox").rglob("*") if p.is_file()] == [0, 0, 0]
+    assert [p.stat().st_size for p in ready.rglob("*") if p.is_file() and p.name != "cf_export"] == [0] * 6
     assert files_holding(data / "spare", [SECRET.encode(), *(b.encode() for b in builds)]) == []
 
 
@@ -71,3 +75,69 @@ def test_a_spare_taken_by_a_build_the_runner_crashed_in_is_not_delivered(tmp_pat
     assert spares.take(tmp_path / "spare", tmp_path / "build")
     with pytest.raises(ValueError, match="no job token"):
         Outbox.reopen(tmp_path / "build" / "outbox", httpx.AsyncClient(), 1024, runner_token="t")  # type: ignore[arg-type]
+
+
+def _finished_build_folder(root: Path, outside: Path) -> Path:
+    """A build folder as a build leaves it: every file written, and things its steps left behind."""
+    spares.fill(root / "spare", 1)
+    folder = root / "builds" / "b-1"
+    folder.parent.mkdir()
+    assert spares.take(root / "spare", folder)
+    box = folder / "outbox"
+    for name in ("lease.json", "events.jsonl", "acked.json", "events.acked", "logs/2473797374656d.log"):
+        (box / name).write_text(f"of b-1: {SECRET}\n")
+    (box / "logs" / "7374657031.log").write_text(f"step one said {SECRET}\n")
+    (folder / "volume" / "repo" / ".git").mkdir(parents=True)
+    (folder / "volume" / "repo" / "README").write_text(SECRET)
+    (folder / "volume" / "elsewhere").symlink_to(outside)
+    (folder / "scratch" / "running").mkdir()
+    (folder / "scratch" / "running" / "steps").write_text("4242\n")
+    (folder / "scratch" / "bin" / "cf_export").write_text("#!/bin/sh\necho planted by b-1\n")
+    (folder / "scratch" / "bin" / "helper").write_text("#!/bin/sh\n")
+    (folder / "scratch" / "tmp-of-b-1").mkdir()
+    return folder
+
+
+def test_a_finished_build_folder_becomes_a_spare_that_holds_nothing_of_the_build(tmp_path: Path) -> None:
+    """What the build wrote is emptied, what it left is removed, links are removed without being followed, and
+    cf_export is the runner's own again: the next build starts as in a folder made new."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the build's")
+    folder = _finished_build_folder(tmp_path, outside)
+    made = tmp_path / "made"
+    spares.make(made)
+
+    assert spares.recycle(folder, tmp_path / "spare", 1)
+
+    assert not folder.exists()
+    (ready,) = (tmp_path / "spare").iterdir()
+    assert files_holding(ready, [SECRET.encode(), b"b-1", b"4242"]) == []
+    assert sorted(str(p.relative_to(ready)) for p in ready.rglob("*")) == sorted(
+        [str(p.relative_to(made)) for p in made.rglob("*")] + ["scratch/running", "scratch/running/steps"]
+    )
+    assert (ready / "scratch" / "bin" / "cf_export").read_bytes() == (
+        made / "scratch" / "bin" / "cf_export"
+    ).read_bytes()
+    assert (ready / "scratch" / "bin" / "cf_export").stat().st_mode & 0o777 == 0o755
+    assert (ready / "outbox" / "lease.json").stat().st_mode & 0o777 == 0o600
+    assert (outside / "keep.txt").read_text() == "not the build's"
+    assert spares.take(tmp_path / "spare", tmp_path / "builds" / "b-2")  # and a build takes it like any other
+
+
+def test_a_finished_build_folder_is_removed_when_enough_spares_are_ready_or_it_is_not_whole(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = _finished_build_folder(tmp_path, outside)
+    spares.fill(tmp_path / "spare", 1)
+    assert not spares.recycle(folder, tmp_path / "spare", 1)  # one is ready: this one goes
+    assert not folder.exists()
+    assert len(list((tmp_path / "spare").iterdir())) == 1
+
+    folder = _finished_build_folder(tmp_path / "second", outside)
+    shutil.rmtree(folder / "outbox")
+    (folder / "outbox").symlink_to(outside)  # a link where the outbox was: removed, and the folder with it
+    assert not spares.recycle(folder, tmp_path / "second" / "spare", 1)
+    assert not folder.exists()
+    assert list((tmp_path / "second" / "spare").iterdir()) == []
+    assert outside.is_dir()

@@ -28,14 +28,15 @@ done
 """
 
 
-def install(bin_dir: Path) -> Path:
-    """Writes `cf_export` into `bin_dir`, unless it is there (a spare build folder holds it: runner/spares.py)."""
+def install(bin_dir: Path, *, fresh: bool = False) -> Path:
+    """Writes `cf_export` into `bin_dir`, unless it is there (a spare build folder holds it: runner/spares.py).
+    `fresh`: written even so (a recycled folder's, which the last build's steps could have changed)."""
     path = bin_dir / "cf_export"
     try:
         there = path.stat()
     except FileNotFoundError:
         there = None
-    if there is None or there.st_size != len(SCRIPT.encode()) or not there.st_mode & 0o100:
+    if fresh or there is None or there.st_size != len(SCRIPT.encode()) or not there.st_mode & 0o100:
         bin_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(SCRIPT)
         path.chmod(0o755)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -341,6 +342,9 @@ class Runner:
                 max_freeze=self.options.max_freeze,
                 runner=self._describe(),
                 leased_since=leased_since,
+                # Up to twice as many as are made: builds ending together would otherwise find the spares made
+                # again already (`_refill` after each build), and their folders would be removed, not recycled.
+                recycle=functools.partial(spares.recycle, spares=self._spares_dir, count=2 * self._spares_wanted),
             )
         except (OSError, OutpostError) as exc:
             # Never started: the control plane gives the build back to the queue when the lease expires.
@@ -383,8 +387,11 @@ class Runner:
         """Makes spare build folders in a thread, up to the concurrency (none with engine pods: they make their own)."""
         if self.engine_pods or (self._filling is not None and not self._filling.done()):
             return
-        count = min(self.options.concurrency, SPARES)
-        self._filling = asyncio.create_task(asyncio.to_thread(_fill_spares, self._spares_dir, count))
+        self._filling = asyncio.create_task(asyncio.to_thread(_fill_spares, self._spares_dir, self._spares_wanted))
+
+    @property
+    def _spares_wanted(self) -> int:
+        return min(self.options.concurrency, SPARES)
 
     def _revoke(self, refusal: Revoked) -> None:
         """A refused runner or job token: this runner was revoked. It takes nothing more and stops everything."""

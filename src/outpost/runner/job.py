@@ -17,7 +17,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from outpost.engine import BuildContext, BuildEngine, BuildOutcome, cfexport
@@ -61,11 +61,13 @@ class BuildJob:
         max_freeze: float = MAX_FREEZE,
         lease_written: bool = False,
         leased_since: float | None = None,
+        recycle: Callable[[Path], object] | None = None,
     ) -> None:
         """`leased_since`: when the poll that claimed the build was sent (monotonic), the earliest the control plane
         could have created the lease. None where it is not known (an engine pod: another process, maybe another
         node): then a heartbeat goes first, and no step runs before it was accepted."""
         self.task = task
+        self._recycle = recycle  # makes the folder a spare when the build is over (runner/spares.py), else removed
         self.max_freeze = max_freeze
         self.client = client
         self.folder = folder
@@ -168,7 +170,7 @@ class BuildJob:
         # In a thread: the unlinks take milliseconds of kernel time that the other builds' steps and reports
         # would otherwise wait for (py-spy: a fifth of a busy runner's samples). Shielded: a cancel of the
         # build's task does not leave the folder half there.
-        await asyncio.shield(asyncio.to_thread(_remove_folder, self.folder, self.volume))
+        await asyncio.shield(asyncio.to_thread(_remove_folder, self.folder, self.volume, self._recycle))
 
     def _last_build(self) -> volumes_.LastBuild:
         members = self.engine.state.members
@@ -353,10 +355,15 @@ def restart_plan(task: RunBuildTask, volume: volumes_.Volume) -> Restart | None:
     return Restart(original, frozenset(task.resume.steps), dict(last.clones), note=note)
 
 
-def _remove_folder(folder: Path, volume: volumes_.Volume) -> None:
-    """The build folder; not when a claim is mounted in it (an engine pod's): removing the folder would empty the
-    pipeline's kept volume, and the runner removes the folder itself once the engine pod is gone."""
-    if not volume.mounted:
+def _remove_folder(folder: Path, volume: volumes_.Volume, recycle: Callable[[Path], object] | None = None) -> None:
+    """The build folder, or with `recycle` what makes it a spare; not when a claim is mounted in it (an engine
+    pod's): removing the folder would empty the pipeline's kept volume, and the runner removes the folder itself
+    once the engine pod is gone."""
+    if volume.mounted:
+        return
+    if recycle is not None:
+        recycle(folder)
+    else:
         shutil.rmtree(folder, ignore_errors=True)
 
 

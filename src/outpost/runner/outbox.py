@@ -17,6 +17,11 @@ Layout of the folder:
     acked.json        bytes of each stream the control plane holds (may lag: resends are no-ops)
     events.jsonl      state changes, one JSON object a line
     events.acked      how many of them the control plane has accepted
+
+`acked.json` and `events.acked` are tallies: each save appends a line, and the last whole line counts (`_Tally`).
+Appending writes into a file that is there; the write-and-rename it replaces made a new file each time, and on a
+disk without a journal (this project's CI machines) the kernel's search for a free inode, past the ones freed in
+the last seconds, cost more CPU than anything else the runner did for a trivial build (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ LINGER = 0.01
 # sides busy, the runner reading and sending the next chunk while the control plane stores the last.
 MAX_IN_FLIGHT = 2
 LEASE_FILE = "lease.json"
+ACKED_FILE = "acked.json"
+EVENTS_ACKED_FILE = "events.acked"
+# Bytes a tally grows to before it is written anew with its last line only (a build of hours saves ~4 lines a second).
+TALLY_MAX = 64 * 1024
 # Seconds between two writes of acked.json while reports keep coming: it may lag (resending what the control plane
 # holds is harmless), and each write and rename cost ~1.5 ms, as much as a report's own share of the runner's CPU.
 ACKED_EVERY = 0.25
@@ -70,6 +79,8 @@ class Outbox:
         self._appending: tuple[str, int, weakref.finalize[[int], Outbox]] | None = None
         self._events: list[dict[str, Any]] = []
         self._events_acked = 0
+        self._acked_tally = _Tally(folder / ACKED_FILE)
+        self._events_tally = _Tally(folder / EVENTS_ACKED_FILE)
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
         self._grew = asyncio.Event()  # set by every log write: _flush may start another report
@@ -108,6 +119,8 @@ class Outbox:
             (folder / LEASE_FILE, 0o600),
             (folder / "events.jsonl", 0o666),
             (folder / "logs" / f"{SYSTEM_STREAM.encode().hex()}.log", 0o666),
+            (folder / ACKED_FILE, 0o666),
+            (folder / EVENTS_ACKED_FILE, 0o666),
         )
         for path, mode in files:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
@@ -118,13 +131,15 @@ class Outbox:
         box = cls(folder, read_lease(folder, runner_token), client, max_chunk)
         for path in box._logs.glob("*.log"):
             box._sizes[bytes.fromhex(path.stem).decode()] = path.stat().st_size
-        if (folder / "acked.json").exists():
-            box._acked = {k: int(v) for k, v in json.loads((folder / "acked.json").read_text()).items()}
+        acked = _Tally(folder / ACKED_FILE).last()
+        if isinstance(acked, dict):
+            box._acked = {str(k): int(v) for k, v in acked.items()}
         if (folder / "events.jsonl").exists():
             lines = (folder / "events.jsonl").read_text().splitlines()
             box._events = [json.loads(line) for line in lines if line.strip().endswith("}")]
-        if (folder / "events.acked").exists():
-            box._events_acked = int((folder / "events.acked").read_text() or 0)
+        events_acked = _Tally(folder / EVENTS_ACKED_FILE).last()
+        if isinstance(events_acked, int):
+            box._events_acked = events_acked
         return box  # whatever was started or not, what is left is delivered now (`started` first, if it was not)
 
     @property
@@ -269,7 +284,7 @@ class Outbox:
                 if oldest.batch:
                     events = events[len(oldest.batch) :]
                     self._events_acked += len(oldest.batch)
-                    _write_atomically(self.folder / "events.acked", str(self._events_acked))
+                    self._events_tally.save(self._events_acked)
         finally:
             for flight in flying:
                 flight.task.cancel()
@@ -329,7 +344,7 @@ class Outbox:
         """Writes acked.json if it holds less than the control plane has accepted."""
         text = json.dumps(self._acked)
         if text != self._acked_text:
-            _write_atomically(self.folder / "acked.json", text)
+            self._acked_tally.save(self._acked)
             self._acked_text = text
         self._acked_saved = time.monotonic()
 
@@ -500,6 +515,41 @@ def read_lease(folder: Path, runner_token: str) -> RunBuildTask:
     # An empty file is a spare's (spares.py); ValueError covers sealing.Unsealable and json.JSONDecodeError.
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"no job token to deliver with: {type(exc).__name__} {exc}") from exc
+
+
+class _Tally:
+    """A value saved by appending it as a line of JSON; the last whole line is the value. A crash in the middle of
+    an append leaves a line without its newline, which does not count: the value read is then the one before, and
+    both tallies may lag (what they count is sent again, and the control plane ignores what it holds). Each line
+    starts with a newline of its own, so one saved after such a crash is not joined to what it left. A file
+    without any newline is one written whole by an older runner (write and rename) and counts as it is."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save(self, value: object) -> None:
+        # A newline first too: it ends what a crash may have left cut short, so this line is whole by itself.
+        line = ("\n" + json.dumps(value, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            if os.fstat(fd).st_size + len(line) <= TALLY_MAX:
+                os.write(fd, line)
+                return
+        finally:
+            os.close(fd)
+        _write_atomically(self.path, line.decode())  # grown too long: this line alone, whole or not at all
+
+    def last(self) -> object:
+        try:
+            text = self.path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+        lines = text.split("\n")[:-1] if "\n" in text else [text]  # the part after the last newline is torn
+        for line in reversed(lines):
+            with contextlib.suppress(ValueError):
+                if line.strip():
+                    return json.loads(line)
+        return None
 
 
 def _write_atomically(path: Path, text: str) -> None:

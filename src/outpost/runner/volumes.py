@@ -91,18 +91,19 @@ def mark_last_build(volume: Volume, last: LastBuild) -> None:
     """Written while the build still holds the volume's lock; a kept volume left unmarked is never resumed."""
     if not volume.kept:
         return
-    mark = _mark_of(volume)
-    temporary = mark.with_suffix(".tmp")
+    # Written into the file that is there (`forget_last_build` empties it), not written aside and renamed: a new
+    # file a build costs the kernel a search for a free inode (runner/outbox.py says why that is dear). A crash in
+    # the middle leaves JSON cut short, which reads as no mark: the volume is then not resumed, as if unmarked.
     with contextlib.suppress(OSError):
-        temporary.write_text(json.dumps(last.__dict__))
-        os.replace(temporary, mark)
+        _mark_of(volume).write_text(json.dumps(last.__dict__))
 
 
 def forget_last_build(volume: Volume) -> None:
-    """Called when a build takes the volume: until it has finished, no build may resume on it."""
+    """Called when a build takes the volume: until it has finished, no build may resume on it. The mark is emptied,
+    which reads as no mark, and is left in place for `mark_last_build` to write into."""
     if volume.kept:
         with contextlib.suppress(OSError):
-            _mark_of(volume).unlink()
+            os.truncate(_mark_of(volume), 0)
 
 
 def claim(root: Path, account: str, pipeline: str, fallback: Path, branch: str | None = None) -> Volume:

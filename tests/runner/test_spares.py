@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from outpost.runner import spares
+from outpost.runner.client import ProtocolClient
 from outpost.runner.outbox import Outbox
+from outpost.wire import SYSTEM_STREAM, RunBuildTask
 from tests.runner.test_runner import TWO_STEPS, files_holding, runner_for, step_log
 from tests.stack import Stack
 
@@ -30,7 +32,9 @@ async def test_builds_run_in_spare_folders_and_the_runner_keeps_one_ready(stack:
     data = runner.options.data_dir
     assert not list((data / "builds").glob("*"))
     (ready,) = (data / "spare").iterdir()  # the concurrency (1) of them: the last build's folder, emptied
-    assert sorted(str(p.relative_to(ready)) for p in ready.rglob("*") if p.is_file()) == [
+    # Its two steps' logs became blank files again, for the next build's steps to take: as many as it was made with.
+    assert sorted(p.name for p in (ready / "outbox" / "blank").iterdir()) == ["0", "1", "2", "3"]
+    assert sorted(str(p.relative_to(ready)) for p in ready.rglob("*") if p.is_file() and p.parent.name != "blank") == [
         "outbox/acked.json",
         "outbox/events.acked",
         "outbox/events.jsonl",
@@ -39,7 +43,7 @@ async def test_builds_run_in_spare_folders_and_the_runner_keeps_one_ready(stack:
         "scratch/bin/cf_export",
         "scratch/running/steps",  # the local executor's record of its steps' process groups
     ]
-    assert [p.stat().st_size for p in ready.rglob("*") if p.is_file() and p.name != "cf_export"] == [0] * 6
+    assert [p.stat().st_size for p in ready.rglob("*") if p.is_file() and p.name != "cf_export"] == [0] * 10
     assert files_holding(data / "spare", [SECRET.encode(), *(b.encode() for b in builds)]) == []
 
 
@@ -87,6 +91,10 @@ def _finished_build_folder(root: Path, outside: Path) -> Path:
     for name in ("lease.json", "events.jsonl", "acked.json", "events.acked", "logs/2473797374656d.log"):
         (box / name).write_text(f"of b-1: {SECRET}\n")
     (box / "logs" / "7374657031.log").write_text(f"step one said {SECRET}\n")
+    for n in range(2, 7):  # four blanks at first; two taken, and five steps' logs (a step named `6` made its own)
+        (box / "logs" / f"73{n:08x}.log").write_text(f"step {n} said {SECRET}\n")
+    (box / "blank" / "0").unlink()
+    (box / "blank" / "2").unlink()
     (folder / "volume" / "repo" / ".git").mkdir(parents=True)
     (folder / "volume" / "repo" / "README").write_text(SECRET)
     (folder / "volume" / "elsewhere").symlink_to(outside)
@@ -114,8 +122,11 @@ def test_a_finished_build_folder_becomes_a_spare_that_holds_nothing_of_the_build
     (ready,) = (tmp_path / "spare").iterdir()
     assert files_holding(ready, [SECRET.encode(), b"b-1", b"4242"]) == []
     assert sorted(str(p.relative_to(ready)) for p in ready.rglob("*")) == sorted(
-        [str(p.relative_to(made)) for p in made.rglob("*")] + ["scratch/running", "scratch/running/steps"]
+        [str(p.relative_to(made)) for p in made.rglob("*")]
+        + ["scratch/running", "scratch/running/steps"]
+        + [f"outbox/blank/{n}" for n in (4, 5, 6, 7)]  # the six streams' logs, emptied, beside the two left
     )
+    assert [p.stat().st_size for p in (ready / "outbox").rglob("*") if p.is_file()] == [0] * 13
     assert (ready / "scratch" / "bin" / "cf_export").read_bytes() == (
         made / "scratch" / "bin" / "cf_export"
     ).read_bytes()
@@ -141,3 +152,31 @@ def test_a_finished_build_folder_is_removed_when_enough_spares_are_ready_or_it_i
     assert not folder.exists()
     assert list((tmp_path / "second" / "spare").iterdir()) == []
     assert outside.is_dir()
+
+
+async def test_a_new_stream_s_log_is_a_blank_file_renamed_and_a_folder_without_blanks_still_logs(
+    tmp_path: Path,
+) -> None:
+    """A spare's blank files become the logs of the build's first streams (no new file on a step's path); past
+    them, or in an outbox made without a spare, the log file is made as before."""
+    client = ProtocolClient("http://127.0.0.1:9")  # never used: nothing is sent
+    task = RunBuildTask(
+        build_id="b-1", lease_id="l-1", lease_ttl=30.0, job_token="opj_x", account="", pipeline="", yaml=""
+    )
+    spares.fill(tmp_path / "spare", 1)
+    assert spares.take(tmp_path / "spare", tmp_path / "b-1")
+    box = Outbox.create(tmp_path / "b-1" / "outbox", task, client, 1024, runner_token="rt")
+    blanks = {p.stat().st_ino for p in (tmp_path / "b-1" / "outbox" / "blank").iterdir()}
+    for n in range(6):
+        await box.log(f"step-{n}", f"line of step {n}\n".encode())
+    logs = sorted((tmp_path / "b-1" / "outbox" / "logs").iterdir())
+    assert [p.read_bytes() for p in logs if p.stem != SYSTEM_STREAM.encode().hex()] == [
+        f"line of step {n}\n".encode() for n in range(6)
+    ]
+    assert len({p.stat().st_ino for p in logs} & blanks) == 4  # the four blanks, then two files made
+    assert list((tmp_path / "b-1" / "outbox" / "blank").iterdir()) == []
+
+    plain = Outbox.create(tmp_path / "b-2" / "outbox", task, client, 1024, runner_token="rt")  # no spare: no blank/
+    await plain.log("step-0", b"made the usual way\n")
+    assert (tmp_path / "b-2" / "outbox" / "logs" / f"{b'step-0'.hex()}.log").read_bytes() == b"made the usual way\n"
+    await client.aclose()

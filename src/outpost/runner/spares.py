@@ -81,7 +81,12 @@ _MADE = (  # what `make` makes and a spare must hold (cf_export is written anew)
     "outbox/events.jsonl",
     f"outbox/logs/{SYSTEM_STREAM.encode().hex()}.log",
 )
-_KEPT_FOLDERS = frozenset({"outbox", "outbox/logs", "volume", "scratch", "scratch/bin", "scratch/running"})
+_KEPT_FOLDERS = frozenset(
+    {"outbox", "outbox/logs", f"outbox/{outbox.BLANK_DIR}", "volume", "scratch", "scratch/bin", "scratch/running"}
+)
+_LOGS = "outbox/logs/"
+_BLANK = f"outbox/{outbox.BLANK_DIR}/"
+_MOST_BLANKS = 64  # blank files a recycled outbox keeps at most (a build of many steps returns as many)
 _CF_EXPORT = "scratch/bin/cf_export"
 
 
@@ -91,7 +96,9 @@ def recycle(folder: Path, spares: Path, count: int) -> bool:
     try:
         ready = sum(1 for name in os.listdir(spares) if not name.endswith(".partial"))
         if ready < count:
-            _empty(folder, "")
+            blanks = folder / "outbox" / outbox.BLANK_DIR
+            blanks.mkdir(exist_ok=True)
+            _empty(folder, "", _Blanks(blanks))
             missing = [name for name in (*_MADE, "volume") if not (folder / name).exists()]
             if missing:  # a step removed it, or put a link where it was: no spare
                 raise FileNotFoundError(f"{folder}: {', '.join(missing)} missing")
@@ -104,17 +111,38 @@ def recycle(folder: Path, spares: Path, count: int) -> bool:
     return False
 
 
-def _empty(folder: Path, relative: str) -> None:
-    """Empties the files of the skeleton under `folder` (`relative` to the build folder) and removes the rest.
-    Nothing is followed: a link is removed, not what it points to. OSError if something cannot be."""
+class _Blanks:
+    """The blank files of an outbox being emptied: its streams' logs, emptied, are added to them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.names = set(os.listdir(folder))
+
+    def add(self, path: str) -> bool:
+        """Empties the file and moves it in; False when there are enough (it is then removed)."""
+        if len(self.names) >= _MOST_BLANKS:
+            return False
+        name = next(str(n) for n in itertools.count() if str(n) not in self.names)
+        os.truncate(path, 0)
+        os.rename(path, self.folder / name)
+        self.names.add(name)
+        return True
+
+
+def _empty(folder: Path, relative: str, blanks: _Blanks) -> None:
+    """Empties the files of the skeleton under `folder` (`relative` to the build folder) and removes the rest;
+    the streams' logs become blank files. Nothing is followed: a link is removed, not what it points to. OSError
+    if something cannot be."""
     with os.scandir(folder) as entries:
-        for entry in entries:
+        for entry in list(entries):  # `blanks.add` renames into a folder that may be the one listed
             name = f"{relative}{entry.name}"
             mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISDIR(mode) and name in _KEPT_FOLDERS:
-                _empty(Path(entry.path), name + "/")
-            elif stat.S_ISREG(mode) and name in _KEPT_FILES:
+                _empty(Path(entry.path), name + "/", blanks)
+            elif stat.S_ISREG(mode) and (name in _KEPT_FILES or name.startswith(_BLANK)):
                 os.truncate(entry.path, 0)
+            elif stat.S_ISREG(mode) and name.startswith(_LOGS) and name.endswith(".log") and blanks.add(entry.path):
+                pass
             elif stat.S_ISREG(mode) and name == _CF_EXPORT:
                 pass  # written anew by `recycle`
             elif stat.S_ISDIR(mode):

@@ -90,6 +90,7 @@ def _finished_build_folder(root: Path, outside: Path) -> Path:
     box = folder / "outbox"
     for name in ("lease.json", "events.jsonl", "acked.json", "events.acked", "logs/2473797374656d.log"):
         (box / name).write_text(f"of b-1: {SECRET}\n")
+    (box / "lease.json").chmod(0o644)
     (box / "logs" / "7374657031.log").write_text(f"step one said {SECRET}\n")
     for n in range(2, 7):  # four blanks at first; two taken, and five steps' logs (a step named `6` made its own)
         (box / "logs" / f"73{n:08x}.log").write_text(f"step {n} said {SECRET}\n")
@@ -179,4 +180,26 @@ async def test_a_new_stream_s_log_is_a_blank_file_renamed_and_a_folder_without_b
     plain = Outbox.create(tmp_path / "b-2" / "outbox", task, client, 1024, runner_token="rt")  # no spare: no blank/
     await plain.log("step-0", b"made the usual way\n")
     assert (tmp_path / "b-2" / "outbox" / "logs" / f"{b'step-0'.hex()}.log").read_bytes() == b"made the usual way\n"
+    await client.aclose()
+
+
+async def test_an_outbox_let_go_writes_nothing_more_so_a_recycled_log_file_stays_blank(tmp_path: Path) -> None:
+    """The outbox keeps its last stream's file open; once the build lets its folder go, that file may be a later
+    build's blank log: a write after that is refused, not appended to it."""
+    client = ProtocolClient("http://127.0.0.1:9")  # never used: nothing is sent
+    task = RunBuildTask(
+        build_id="b-1", lease_id="l-1", lease_ttl=30.0, job_token="opj_x", account="", pipeline="", yaml=""
+    )
+    spares.fill(tmp_path / "spare", 1)
+    assert spares.take(tmp_path / "spare", tmp_path / "b-1")
+    box = Outbox.create(tmp_path / "b-1" / "outbox", task, client, 1024, runner_token="rt")
+    await box.log("step", b"of b-1\n")
+
+    box.let_go()
+    assert spares.recycle(tmp_path / "b-1", tmp_path / "spare", 1)
+    with pytest.raises(RuntimeError, match="after its outbox was let go"):
+        await box.log("step", f"late, with {SECRET}\n".encode())
+
+    (ready,) = (tmp_path / "spare").iterdir()
+    assert files_holding(ready, [SECRET.encode(), b"b-1"]) == []
     await client.aclose()

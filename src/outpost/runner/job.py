@@ -167,6 +167,7 @@ class BuildJob:
             volumes_.mark_last_build(self.volume, self._last_build())
             remove_leftovers(self.volume.path)
         self.volume.release()
+        self.outbox.let_go()  # its open log file may become a later build's blank one
         # In a thread: the unlinks take milliseconds of kernel time that the other builds' steps and reports
         # would otherwise wait for (py-spy: a fifth of a busy runner's samples). Shielded: a cancel of the
         # build's task does not leave the folder half there.

@@ -92,6 +92,7 @@ class Outbox:
         self._urgent = asyncio.Event()  # ends a linger: the build is over, or a full chunk waits
         self._grew = asyncio.Event()  # set by every log write: _flush may start another report
         self._closing = False
+        self._gone = False  # let go (`let_go`): no more writes
         self.renewed_at: float | None = None  # when the last accepted report was sent (monotonic): it renewed the lease
         self.pipeline_file: tuple[str, str] | None = None  # YAML read from the repository, and its commit SHA
 
@@ -219,6 +220,14 @@ class Outbox:
         self._closing = True
         self._dirty.set()
         self._urgent.set()
+
+    def let_go(self) -> None:
+        """The build's folder is about to go, or to become a spare (runner/spares.py): the log file held open is
+        closed, and nothing is written here any more, so no byte of this build can reach a file a later build takes."""
+        self._gone = True
+        if self._appending is not None:
+            self._appending[2]()
+            self._appending = None
 
     @property
     def pending(self) -> int:
@@ -463,6 +472,8 @@ class Outbox:
             os.rename(self.folder / BLANK_DIR / self._blanks.pop(), path)
 
     def _write(self, stream: str, data: bytes) -> None:
+        if self._gone:
+            raise RuntimeError(f"build {self.task.build_id}: a log write after its outbox was let go")
         # Plain blocking writes: a local append lands in the page cache in microseconds. The file of the stream
         # written last stays open (opening it for every 64 KiB of a fast step cost as much as the write).
         if self._appending is None or self._appending[0] != stream:

@@ -102,6 +102,7 @@ def recycle(folder: Path, spares: Path, count: int) -> bool:
             missing = [name for name in (*_MADE, "volume") if not (folder / name).exists()]
             if missing:  # a step removed it, or put a link where it was: no spare
                 raise FileNotFoundError(f"{folder}: {', '.join(missing)} missing")
+            os.chmod(folder / "outbox" / outbox.LEASE_FILE, 0o600)  # as `make` made it, whatever a step did
             cfexport.install(folder / "scratch" / "bin", fresh=True)
             os.rename(folder, spares / f"{os.getpid()}-{next(_names)}")
             return True

@@ -155,18 +155,23 @@ def test_a_finished_build_folder_is_removed_when_enough_spares_are_ready_or_it_i
     assert outside.is_dir()
 
 
+TASK = RunBuildTask(build_id="b-1", lease_id="l-1", lease_ttl=30.0, job_token="opj_x", account="", pipeline="", yaml="")
+
+
+def _outbox_in_a_spare(root: Path, client: ProtocolClient) -> Outbox:
+    """Build b-1's outbox, in the spare it took, as a runner makes it."""
+    spares.fill(root / "spare", 1)
+    assert spares.take(root / "spare", root / "b-1")
+    return Outbox.create(root / "b-1" / "outbox", TASK, client, 1024, runner_token="rt")
+
+
 async def test_a_new_stream_s_log_is_a_blank_file_renamed_and_a_folder_without_blanks_still_logs(
     tmp_path: Path,
 ) -> None:
     """A spare's blank files become the logs of the build's first streams (no new file on a step's path); past
     them, or in an outbox made without a spare, the log file is made as before."""
     client = ProtocolClient("http://127.0.0.1:9")  # never used: nothing is sent
-    task = RunBuildTask(
-        build_id="b-1", lease_id="l-1", lease_ttl=30.0, job_token="opj_x", account="", pipeline="", yaml=""
-    )
-    spares.fill(tmp_path / "spare", 1)
-    assert spares.take(tmp_path / "spare", tmp_path / "b-1")
-    box = Outbox.create(tmp_path / "b-1" / "outbox", task, client, 1024, runner_token="rt")
+    box = _outbox_in_a_spare(tmp_path, client)
     blanks = {p.stat().st_ino for p in (tmp_path / "b-1" / "outbox" / "blank").iterdir()}
     for n in range(6):
         await box.log(f"step-{n}", f"line of step {n}\n".encode())
@@ -177,7 +182,7 @@ async def test_a_new_stream_s_log_is_a_blank_file_renamed_and_a_folder_without_b
     assert len({p.stat().st_ino for p in logs} & blanks) == 4  # the four blanks, then two files made
     assert list((tmp_path / "b-1" / "outbox" / "blank").iterdir()) == []
 
-    plain = Outbox.create(tmp_path / "b-2" / "outbox", task, client, 1024, runner_token="rt")  # no spare: no blank/
+    plain = Outbox.create(tmp_path / "b-2" / "outbox", TASK, client, 1024, runner_token="rt")  # no spare: no blank/
     await plain.log("step-0", b"made the usual way\n")
     assert (tmp_path / "b-2" / "outbox" / "logs" / f"{b'step-0'.hex()}.log").read_bytes() == b"made the usual way\n"
     await client.aclose()
@@ -187,12 +192,7 @@ async def test_an_outbox_let_go_writes_nothing_more_so_a_recycled_log_file_stays
     """The outbox keeps its last stream's file open; once the build lets its folder go, that file may be a later
     build's blank log: a write after that is refused, not appended to it."""
     client = ProtocolClient("http://127.0.0.1:9")  # never used: nothing is sent
-    task = RunBuildTask(
-        build_id="b-1", lease_id="l-1", lease_ttl=30.0, job_token="opj_x", account="", pipeline="", yaml=""
-    )
-    spares.fill(tmp_path / "spare", 1)
-    assert spares.take(tmp_path / "spare", tmp_path / "b-1")
-    box = Outbox.create(tmp_path / "b-1" / "outbox", task, client, 1024, runner_token="rt")
+    box = _outbox_in_a_spare(tmp_path, client)
     await box.log("step", b"of b-1\n")
 
     box.let_go()

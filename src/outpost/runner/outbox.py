@@ -60,6 +60,15 @@ BLANK_DIR = "blank"
 BLANKS = 4
 ACKED_FILE = "acked.json"
 EVENTS_ACKED_FILE = "events.acked"
+# The files every build writes, made empty ahead (`prepare`) and emptied for the next build (runner/spares.py):
+# name in the outbox folder, mode.
+SKELETON = (
+    (LEASE_FILE, 0o600),
+    ("events.jsonl", 0o666),
+    (f"logs/{SYSTEM_STREAM.encode().hex()}.log", 0o666),
+    (ACKED_FILE, 0o666),
+    (EVENTS_ACKED_FILE, 0o666),
+)
 # Bytes a tally grows to before it is written anew with its last line only (a build of hours saves ~4 lines a second).
 TALLY_MAX = 64 * 1024
 # Seconds between two writes of acked.json while reports keep coming: it may lag (resending what the control plane
@@ -124,16 +133,9 @@ class Outbox:
         file took ~0.8 ms, writing into an empty one ~0.2 ms. An empty lease file is no lease (`read_lease`)."""
         (folder / "logs").mkdir(parents=True)
         (folder / BLANK_DIR).mkdir()
-        files = (
-            *((folder / BLANK_DIR / str(n), 0o666) for n in range(BLANKS)),
-            (folder / LEASE_FILE, 0o600),
-            (folder / "events.jsonl", 0o666),
-            (folder / "logs" / f"{SYSTEM_STREAM.encode().hex()}.log", 0o666),
-            (folder / ACKED_FILE, 0o666),
-            (folder / EVENTS_ACKED_FILE, 0o666),
-        )
-        for path, mode in files:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        files = (*((f"{BLANK_DIR}/{n}", 0o666) for n in range(BLANKS)), *SKELETON)
+        for name, mode in files:
+            os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
 
     @classmethod
     def reopen(cls, folder: Path, client: ProtocolClient, max_chunk: int, *, runner_token: str) -> Outbox:

@@ -24,7 +24,6 @@ from pathlib import Path
 from outpost.engine import cfexport
 from outpost.runner import outbox
 from outpost.runner.outbox import Outbox
-from outpost.wire import SYSTEM_STREAM
 
 _names = itertools.count()
 
@@ -66,21 +65,8 @@ def make(folder: Path) -> None:
 
 # What a recycled folder keeps, emptied: the files every build writes (`make`), and the local executor's record of
 # its steps' process groups. Everything else a build left is removed.
-_KEPT_FILES = frozenset(
-    {
-        f"outbox/{outbox.LEASE_FILE}",
-        "outbox/events.jsonl",
-        f"outbox/{outbox.ACKED_FILE}",
-        f"outbox/{outbox.EVENTS_ACKED_FILE}",
-        f"outbox/logs/{SYSTEM_STREAM.encode().hex()}.log",
-        "scratch/running/steps",
-    }
-)
-_MADE = (  # what `make` makes and a spare must hold (cf_export is written anew)
-    f"outbox/{outbox.LEASE_FILE}",
-    "outbox/events.jsonl",
-    f"outbox/logs/{SYSTEM_STREAM.encode().hex()}.log",
-)
+_MADE = tuple(f"outbox/{name}" for name, _ in outbox.SKELETON)  # what a spare must hold (cf_export is written anew)
+_KEPT_FILES = frozenset({*_MADE, "scratch/running/steps"})
 _KEPT_FOLDERS = frozenset(
     {"outbox", "outbox/logs", f"outbox/{outbox.BLANK_DIR}", "volume", "scratch", "scratch/bin", "scratch/running"}
 )
@@ -142,8 +128,9 @@ def _empty(folder: Path, relative: str, blanks: _Blanks) -> None:
                 _empty(Path(entry.path), name + "/", blanks)
             elif stat.S_ISREG(mode) and (name in _KEPT_FILES or name.startswith(_BLANK)):
                 os.truncate(entry.path, 0)
-            elif stat.S_ISREG(mode) and name.startswith(_LOGS) and name.endswith(".log") and blanks.add(entry.path):
-                pass
+            elif stat.S_ISREG(mode) and name.startswith(_LOGS) and name.endswith(".log"):
+                if not blanks.add(entry.path):  # enough blanks already
+                    os.unlink(entry.path)
             elif stat.S_ISREG(mode) and name == _CF_EXPORT:
                 pass  # written anew by `recycle`
             elif stat.S_ISDIR(mode):
